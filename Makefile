@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   collect the built-in dataset, train, evaluate, print the score
+#   make test   run the test suite
+# Both create ./.venv on first use.
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# Without an NVIDIA GPU, take the CPU build of torch first (pinned here only: where a GPU is
+	@# present pip resolves torch from pyproject.toml and gets its default CUDA build).
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "no NVIDIA GPU found: installing the CPU build of torch"; \
+		$(PY) -m pip install -q "torch==2.13.0"; \
+	fi
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+test: install
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(PY) -m pytest -q
+
+demo: install
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(VENV)/bin/mtm demo
+
+bench: install
+	$(PY) scripts/bench_data.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,139 @@
+"""The in-memory episode: the one shape every reader produces and every consumer takes.
+
+Conventions (docs/data_format.md has the full schema):
+
+- An episode has T steps. ``actions``, ``rewards``, ``terminations`` and ``truncations`` have T rows.
+- ``observations`` maps a key to an array. A plain (non-dict) observation space is stored under the
+  single key ``STATE_KEY`` ("state"); dict spaces keep their own keys. Images are uint8 HWC.
+- Observations have T+1 rows when the final observation (the one after the last action) is known,
+  and T rows when the source did not record it. ``has_final_observation`` tells which. Row t is the
+  observation the policy saw before action t, so ``observations[k][:T]`` always lines up with
+  ``actions``.
+- An episode ends by termination (the MDP ended: no bootstrapping past it), by truncation (a time
+  limit or the collector stopped it), or by neither: a trailing partial episode cut by a file limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from mtm.errors import DataError
+
+STATE_KEY = "state"
+
+
+@dataclass
+class Episode:
+    observations: dict[str, np.ndarray]
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    seed: int | None = None
+    # Where the episode came from inside its source file ("episode_3", "demo_7", "steps 0:1000").
+    source_id: str | None = None
+
+    @property
+    def length(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def has_final_observation(self) -> bool:
+        first = next(iter(self.observations.values()))
+        return first.shape[0] == self.length + 1
+
+    @property
+    def episode_return(self) -> float:
+        return float(np.sum(self.rewards, dtype=np.float64))
+
+    @property
+    def terminated(self) -> bool:
+        return bool(self.length and self.terminations[-1])
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.length and self.truncations[-1])
+
+    def step_observations(self) -> dict[str, np.ndarray]:
+        """Observations aligned with the actions: T rows per key (the final observation dropped)."""
+        return {k: v[: self.length] for k, v in self.observations.items()}
+
+    def validate(self, where: str = "episode") -> None:
+        """Raise DataError with a one-line reason if the episode is inconsistent or non-finite."""
+        t = self.length
+        if t == 0:
+            raise DataError(f"{where}: episode has no steps")
+        if not self.observations:
+            raise DataError(f"{where}: episode has no observations")
+        if self.actions.ndim < 1:
+            raise DataError(f"{where}: actions must have a time axis, got shape {self.actions.shape}")
+        for name in ("rewards", "terminations", "truncations"):
+            arr = getattr(self, name)
+            if arr.shape != (t,):
+                raise DataError(
+                    f"{where}: {name} has shape {arr.shape} but there are {t} actions; "
+                    f"expected ({t},)"
+                )
+        rows = {k: v.shape[0] for k, v in self.observations.items()}
+        if len(set(rows.values())) != 1 or next(iter(rows.values())) not in (t, t + 1):
+            raise DataError(
+                f"{where}: observation rows {rows} do not match {t} actions "
+                f"(expected {t} or {t + 1} rows for every key)"
+            )
+        for name, arr in [("actions", self.actions), ("rewards", self.rewards)] + [
+            (f"observations/{k}", v) for k, v in self.observations.items()
+        ]:
+            if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+                bad = int(np.argwhere(~np.isfinite(arr.reshape(arr.shape[0], -1)))[0, 0])
+                raise DataError(f"{where}: {name} holds NaN or inf (first at step {bad})")
+        if np.any(self.terminations[:-1] | self.truncations[:-1]):
+            first = int(np.argmax(self.terminations[:-1] | self.truncations[:-1]))
+            raise DataError(
+                f"{where}: episode is marked done at step {first} but continues to step {t - 1}"
+            )
+
+
+@dataclass
+class DatasetInfo:
+    """What a dataset file says about itself, independent of its format."""
+
+    source_format: str  # "native", "d4rl", "minari", "robomimic"
+    source: str  # identity of the original data: a path, a Minari dataset id, ...
+    env_id: str | None = None  # gymnasium id with version, e.g. "Hopper-v5"
+    ref_min_score: float | None = None  # return of the "random" reference, for normalised scores
+    ref_max_score: float | None = None  # return of the "expert" reference
+    observation_space: dict[str, Any] | None = None  # mtm.data.spaces.space_to_dict
+    action_space: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # format-specific metadata, JSON-able
+
+
+class EpisodeSource:
+    """A readable dataset: its info plus random access to episodes, one at a time.
+
+    Readers subclass this. Episodes are loaded on demand so that a file with images never has to
+    fit in memory; ``close()`` (or a ``with`` block) releases the file handle.
+    """
+
+    info: DatasetInfo
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def episode(self, index: int) -> Episode:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Episode]:
+        for i in range(len(self)):
+            yield self.episode(i)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "EpisodeSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

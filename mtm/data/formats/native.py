@@ -1,0 +1,282 @@
+"""mtm's own episode format (HDF5): the writer and the reader.
+
+Layout (schema version 1; docs/data_format.md is the reference):
+
+    /                              attrs: format="mtm-episodes", schema_version=1, env_id,
+                                          source_format, source, ref_min_score, ref_max_score,
+                                          observation_space (JSON), action_space (JSON),
+                                          extra (JSON), num_episodes, num_steps, created_by
+    /episodes/ep_000000/           attrs: length, has_final_observation, seed, source_id
+        observations/<key>         (T+1 or T, ...)   float32 state / uint8 HWC images
+        actions                    (T, act_dim)      float32
+        rewards                    (T,)              float32
+        terminations               (T,)              bool
+        truncations                (T,)              bool
+
+Images (uint8 with 3 or more axes) are chunked one frame per chunk and gzip-compressed, so a
+training loader can read any single frame without decompressing its neighbours. Low-dimensional
+arrays are stored contiguous and uncompressed: they are small and load fastest that way.
+
+The writer appends one episode at a time and flushes after each; the file is written under
+``<name>.partial`` and renamed into place by ``commit()``, so the output path never holds a
+half-written file and an existing file is only replaced once the new one is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+import mtm
+from mtm.data.episode import DatasetInfo, Episode, EpisodeSource
+from mtm.data.hdf5 import check_output_path, open_hdf5, partial_path, read_array
+from mtm.errors import DataError
+
+FORMAT_NAME = "mtm-episodes"
+SCHEMA_VERSION = 1
+EPISODES_GROUP = "episodes"
+
+
+def episode_name(index: int) -> str:
+    return f"ep_{index:06d}"
+
+
+def is_native(f: h5py.File) -> bool:
+    return f.attrs.get("format") == FORMAT_NAME
+
+
+def _is_image(arr: np.ndarray) -> bool:
+    return arr.dtype == np.uint8 and arr.ndim >= 4  # (T, H, W, C)
+
+
+class EpisodeWriter:
+    """Append episodes to a new native file.
+
+    Use as a context manager: leaving the block normally commits (renames the ``.partial`` file to
+    the output path); leaving it with an exception deletes the partial file. A caller that wants
+    to keep what it has on Ctrl-C (``mtm collect``) catches KeyboardInterrupt inside the block.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        info: DatasetInfo,
+        *,
+        overwrite: bool = False,
+        image_compression_level: int = 4,
+    ) -> None:
+        self.path = check_output_path(path, overwrite)
+        self.tmp_path = partial_path(self.path)
+        self.info = info
+        self.image_compression_level = image_compression_level
+        self.num_episodes = 0
+        self.num_steps = 0
+        self._layout: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None
+        self._file: h5py.File | None = h5py.File(self.tmp_path, "w")
+        try:
+            self._write_header()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _write_header(self) -> None:
+        f = self._file
+        info = self.info
+        f.attrs["format"] = FORMAT_NAME
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["created_by"] = f"mtm {mtm.__version__}"
+        f.attrs["source_format"] = info.source_format
+        f.attrs["source"] = info.source
+        if info.env_id is not None:
+            f.attrs["env_id"] = info.env_id
+        for name in ("ref_min_score", "ref_max_score"):
+            value = getattr(info, name)
+            if value is not None:
+                f.attrs[name] = float(value)
+        for name in ("observation_space", "action_space"):
+            value = getattr(info, name)
+            if value is not None:
+                f.attrs[name] = json.dumps(value)
+        f.attrs["extra"] = json.dumps(info.extra)
+        f.attrs["num_episodes"] = 0
+        f.attrs["num_steps"] = 0
+        f.create_group(EPISODES_GROUP)
+        f.flush()
+
+    def _check_layout(self, episode: Episode, where: str) -> None:
+        layout = {k: (v.shape[1:], v.dtype) for k, v in episode.observations.items()}
+        layout["actions"] = (episode.actions.shape[1:], episode.actions.dtype)
+        if self._layout is None:
+            self._layout = layout
+            return
+        if layout.keys() != self._layout.keys():
+            raise DataError(
+                f"{where}: observation keys {sorted(layout)} differ from the first episode's "
+                f"{sorted(self._layout)}"
+            )
+        for key, (shape, _) in layout.items():
+            if shape != self._layout[key][0]:
+                raise DataError(
+                    f"{where}: '{key}' has per-step shape {shape}, the first episode had "
+                    f"{self._layout[key][0]}"
+                )
+
+    def add(self, episode: Episode) -> None:
+        if self._file is None:
+            raise RuntimeError("writer is closed")
+        where = f"{self.info.source} episode {self.num_episodes}"
+        episode.validate(where)
+        self._check_layout(episode, where)
+        g = self._file[EPISODES_GROUP].create_group(episode_name(self.num_episodes))
+        g.attrs["length"] = episode.length
+        g.attrs["has_final_observation"] = episode.has_final_observation
+        if episode.seed is not None:
+            g.attrs["seed"] = int(episode.seed)
+        if episode.source_id is not None:
+            g.attrs["source_id"] = episode.source_id
+        obs = g.create_group("observations")
+        for key, arr in episode.observations.items():
+            if _is_image(arr):
+                obs.create_dataset(
+                    key,
+                    data=arr,
+                    chunks=(1,) + arr.shape[1:],
+                    compression="gzip",
+                    compression_opts=self.image_compression_level,
+                )
+            else:
+                obs.create_dataset(key, data=_float32(arr))
+        g.create_dataset("actions", data=_float32(episode.actions))
+        g.create_dataset("rewards", data=episode.rewards.astype(np.float32))
+        g.create_dataset("terminations", data=episode.terminations.astype(bool))
+        g.create_dataset("truncations", data=episode.truncations.astype(bool))
+        self.num_episodes += 1
+        self.num_steps += episode.length
+        self._file.attrs["num_episodes"] = self.num_episodes
+        self._file.attrs["num_steps"] = self.num_steps
+        self._file.flush()
+
+    def commit(self) -> Path:
+        """Close the file and move it to the output path (replacing an old file only now)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            os.replace(self.tmp_path, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete the partial file; the output path is left as it was."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "EpisodeWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def _float32(arr: np.ndarray) -> np.ndarray:
+    return arr.astype(np.float32, copy=False) if np.issubdtype(arr.dtype, np.floating) else arr
+
+
+def _json_attr(f: h5py.File, name: str) -> Any:
+    value = f.attrs.get(name)
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{f.filename}: attribute '{name}' is not valid JSON") from None
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+class NativeSource(EpisodeSource):
+    """Read a native file. Episodes load on demand; ``frames()`` reads single image frames lazily."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._file = open_hdf5(self.path)
+        f = self._file
+        if not is_native(f):
+            self._file.close()
+            raise DataError(f"{self.path}: not an mtm episode file (attribute format != {FORMAT_NAME!r})")
+        version = int(f.attrs.get("schema_version", -1))
+        if version > SCHEMA_VERSION:
+            self._file.close()
+            raise DataError(
+                f"{self.path}: schema version {version} is newer than this mtm understands "
+                f"({SCHEMA_VERSION}); upgrade mtm"
+            )
+        if EPISODES_GROUP not in f:
+            self._file.close()
+            raise DataError(f"{self.path}: missing group '{EPISODES_GROUP}'")
+        self._names = sorted(f[EPISODES_GROUP].keys())
+        env_id = f.attrs.get("env_id")
+        self.info = DatasetInfo(
+            source_format=str(f.attrs.get("source_format", "native")),
+            source=str(f.attrs.get("source", str(self.path))),
+            env_id=None if env_id is None else str(env_id),
+            ref_min_score=_optional_float(f.attrs.get("ref_min_score")),
+            ref_max_score=_optional_float(f.attrs.get("ref_max_score")),
+            observation_space=_json_attr(f, "observation_space"),
+            action_space=_json_attr(f, "action_space"),
+            extra=_json_attr(f, "extra") or {},
+        )
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def _group(self, index: int) -> h5py.Group:
+        if not 0 <= index < len(self._names):
+            raise IndexError(index)
+        return self._file[EPISODES_GROUP][self._names[index]]
+
+    def episode_length(self, index: int) -> int:
+        g = self._group(index)
+        return int(g.attrs["length"]) if "length" in g.attrs else int(g["actions"].shape[0])
+
+    def observation_keys(self) -> list[str]:
+        return list(self._group(0)["observations"].keys()) if self._names else []
+
+    def episode(self, index: int) -> Episode:
+        g = self._group(index)
+        where = f"{self.path} {self._names[index]}"
+        if "observations" not in g:
+            raise DataError(f"{where}: missing group 'observations'")
+        obs_group = g["observations"]
+        seed = g.attrs.get("seed")
+        source_id = g.attrs.get("source_id")
+        episode = Episode(
+            observations={k: read_array(obs_group, k, where) for k in obs_group.keys()},
+            actions=read_array(g, "actions", where),
+            rewards=read_array(g, "rewards", where),
+            terminations=read_array(g, "terminations", where).astype(bool),
+            truncations=read_array(g, "truncations", where).astype(bool),
+            seed=None if seed is None else int(seed),
+            source_id=None if source_id is None else str(source_id),
+        )
+        episode.validate(where)
+        return episode
+
+    def frames(self, index: int, key: str) -> h5py.Dataset:
+        """The h5py dataset of one observation key: index it to read only the frames you need."""
+        return self._group(index)["observations"][key]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

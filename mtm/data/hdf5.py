@@ -1,0 +1,65 @@
+"""Opening HDF5 files with errors a user can act on, and output paths that are never half-written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from mtm.errors import DataError, OutputExistsError
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def open_hdf5(path: str | os.PathLike) -> h5py.File:
+    """Open an HDF5 file read-only, turning every way it can fail into one clear DataError."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file")
+    if p.is_dir():
+        raise DataError(f"{p}: is a directory, expected an HDF5 file")
+    with open(p, "rb") as fh:
+        head = fh.read(8)
+    if head != HDF5_SIGNATURE and not h5py.is_hdf5(p):
+        raise DataError(f"{p}: not an HDF5 file")
+    try:
+        return h5py.File(p, "r")
+    except OSError as exc:
+        raise DataError(f"{p}: HDF5 file is truncated or corrupt ({_short(exc)})") from None
+
+
+def read_array(group: h5py.Group, name: str, where: str) -> np.ndarray:
+    """Read a whole dataset, reporting a missing key or a corrupt block as a DataError."""
+    if name not in group:
+        raise DataError(f"{where}: missing dataset '{name}'")
+    obj = group[name]
+    if not isinstance(obj, h5py.Dataset):
+        raise DataError(f"{where}: '{name}' is a group, expected a dataset")
+    try:
+        return obj[()]
+    except OSError as exc:
+        raise DataError(f"{where}: dataset '{name}' is unreadable, the file may be corrupt ({_short(exc)})") from None
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse to clobber an existing output unless asked; make sure its folder exists."""
+    p = Path(path)
+    if p.is_dir():
+        raise OutputExistsError(f"{p}: is a directory; give a file path for the output")
+    if p.exists() and not overwrite:
+        raise OutputExistsError(f"{p}: already exists; pass --overwrite to replace it")
+    if not p.parent.exists():
+        raise DataError(f"{p.parent}: output folder does not exist")
+    return p
+
+
+def partial_path(path: Path) -> Path:
+    """Where an output is written before it is complete (renamed into place on success)."""
+    return path.with_name(path.name + ".partial")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
