@@ -200,6 +200,13 @@ def _json_attr(f: h5py.File, name: str) -> Any:
         raise DataError(f"{f.filename}: attribute '{name}' is not valid JSON") from None
 
 
+def _dataset_keys(group: h5py.Group) -> list[str]:
+    """Observation keys; a key like "proprio/pos" (a flattened nested Dict) is stored as nested groups."""
+    keys: list[str] = []
+    group.visititems(lambda name, obj: keys.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return keys
+
+
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -250,7 +257,7 @@ class NativeSource(EpisodeSource):
         return int(g.attrs["length"]) if "length" in g.attrs else int(g["actions"].shape[0])
 
     def observation_keys(self) -> list[str]:
-        return list(self._group(0)["observations"].keys()) if self._names else []
+        return _dataset_keys(self._group(0)["observations"]) if self._names else []
 
     def episode(self, index: int) -> Episode:
         g = self._group(index)
@@ -261,7 +268,7 @@ class NativeSource(EpisodeSource):
         seed = g.attrs.get("seed")
         source_id = g.attrs.get("source_id")
         episode = Episode(
-            observations={k: read_array(obs_group, k, where) for k in obs_group.keys()},
+            observations={k: read_array(obs_group, k, where) for k in _dataset_keys(obs_group)},
             actions=read_array(g, "actions", where),
             rewards=read_array(g, "rewards", where),
             terminations=read_array(g, "terminations", where).astype(bool),

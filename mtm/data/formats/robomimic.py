@@ -1,0 +1,272 @@
+"""robomimic HDF5 files: the reader.
+
+Layout (robomimic's dataset_states_to_obs.py and its released datasets):
+
+    data/                      attrs: total (transitions in the file), env_args (JSON: env_name,
+                                      type, env_kwargs)
+    data/demo_{i}/             attrs: num_samples (T), model_file (robosuite XML, not read)
+        obs/<key>              (T, ...)   low-dim float arrays; images uint8 (T, H, W, C)
+        next_obs/<key>         (T, ...)   optional (absent with --exclude-next-obs)
+        actions                (T, act_dim)
+        rewards                (T,)
+        dones                  (T,)
+        states                 (T, D)     simulator states: not read (recorded in extra)
+    mask/<filter>              1-D array of demo names (bytes), e.g. mask/train, mask/valid
+
+Mapping to `Episode`:
+
+- Observations: ``obs/<key>`` gives rows 0..T-1; when ``next_obs`` is present its last row is the
+  final observation, giving T+1 rows. Only that one row is read from ``next_obs`` (for image files
+  that is one frame, not a second copy of the demo). uint8 arrays (images) stay uint8, every other
+  array becomes float32.
+- Episode ends: robomimic's ``dones`` can be 1 on every step where the task is solved (its
+  ``done_mode`` 0 and 2), also before the demo's last step, while the demo itself goes on. The demo
+  shows that the episode did not end there, so only the last step's flag is used:
+  ``terminations[-1] = dones[-1]``. A demo whose last step is not done simply stopped (the
+  operator or a time limit ended it), which is a truncation: ``truncations[-1] = not dones[-1]``.
+  Earlier dones are dropped.
+- ``env_id`` is ``env_args["env_name"]`` (a robosuite task name such as "Lift" for robosuite files,
+  a gym id for gym files); the whole ``env_args`` is kept in ``info.extra``.
+- With ``filter_key`` only the demos listed in ``mask/<filter_key>`` are read, in numeric order.
+- robomimic files record no spaces; the ones in ``info`` are derived from the first demo's shapes
+  and dtypes, with bounds 0..255 for uint8 images and unbounded otherwise.
+
+One handle is held open; each demo is read when asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from mtm.data.episode import DatasetInfo, Episode, EpisodeSource
+from mtm.data.hdf5 import open_hdf5, read_array
+from mtm.errors import DataError
+
+DEMO_RE = re.compile(r"demo_(\d+)")
+# The per-demo entries this reader uses; anything else (states, action_dict, datagen_info, ...) is
+# listed in info.extra["unread_keys"] so that nobody wonders where it went.
+READ_KEYS = ("obs", "next_obs", "actions", "rewards", "dones")
+
+
+def _demo_number(name: str) -> int:
+    return int(DEMO_RE.fullmatch(name).group(1))
+
+
+def is_robomimic(path: str | os.PathLike) -> bool:
+    """Whether `path` is an HDF5 file with robomimic's ``data/demo_*`` layout. Never raises."""
+    try:
+        with h5py.File(path, "r") as f:
+            data = f.get("data")
+            if not isinstance(data, h5py.Group):
+                return False
+            return "env_args" in data.attrs or any(
+                DEMO_RE.fullmatch(k) and isinstance(data.get(k), h5py.Group) for k in data
+            )
+    except (OSError, ValueError):
+        return False
+
+
+def _attr_text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class RobomimicSource(EpisodeSource):
+    """Read a robomimic file; ``filter_key`` restricts it to the demos of ``mask/<filter_key>``."""
+
+    def __init__(self, path: str | os.PathLike, filter_key: str | None = None) -> None:
+        self.path = Path(path)
+        self.filter_key = filter_key
+        self._file = open_hdf5(self.path)
+        try:
+            self._open(filter_key)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, filter_key: str | None) -> None:
+        f = self._file
+        data = f.get("data")
+        if not isinstance(data, h5py.Group):
+            raise DataError(f"{self.path}: no 'data' group; not a robomimic file")
+        self._data = data
+        all_demos = sorted((k for k in data if DEMO_RE.fullmatch(k)), key=_demo_number)
+        masks = f.get("mask")
+        filters = sorted(masks.keys()) if isinstance(masks, h5py.Group) else []
+        if filter_key is None:
+            self._names = all_demos
+        else:
+            self._names = self._filtered(filter_key, filters, set(all_demos))
+
+        env_args = self._env_args(data)
+        extra: dict[str, Any] = {
+            "env_args": env_args,
+            "num_demos": len(all_demos),
+            "filter_key": filter_key,
+            "filters": filters,
+        }
+        if "total" in data.attrs:
+            extra["total"] = int(data.attrs["total"])
+        observation_space = action_space = None
+        if self._names:
+            first = data[self._names[0]]
+            extra["unread_keys"] = sorted(k for k in first if k not in READ_KEYS)
+            observation_space, action_space = _derived_spaces(first)
+        env_name = env_args.get("env_name") if isinstance(env_args, dict) else None
+        self.info = DatasetInfo(
+            source_format="robomimic",
+            source=str(self.path),
+            env_id=None if env_name is None else str(env_name),
+            observation_space=observation_space,
+            action_space=action_space,
+            extra=extra,
+        )
+
+    def _filtered(self, filter_key: str, filters: list[str], demos: set[str]) -> list[str]:
+        if filter_key not in filters:
+            available = ", ".join(filters) if filters else "none (the file has no mask/ group)"
+            raise DataError(f"{self.path}: no filter '{filter_key}'; available filters: {available}")
+        listed = [_attr_text(x) for x in read_array(self._file["mask"], filter_key, f"{self.path} mask")]
+        unknown = [name for name in listed if name not in demos]
+        if unknown:
+            raise DataError(f"{self.path}: mask/{filter_key} lists demos that are not in data/: "
+                            f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+        return sorted(set(listed), key=_demo_number)
+
+    def _env_args(self, data: h5py.Group) -> Any:
+        raw = data.attrs.get("env_args")
+        if raw is None:
+            return None
+        try:
+            return json.loads(_attr_text(raw))
+        except ValueError:
+            raise DataError(f"{self.path}: data.attrs['env_args'] is not valid JSON") from None
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def _group(self, index: int) -> h5py.Group:
+        if self._file is None:
+            raise RuntimeError("source is closed")  # a bug in the caller, not a data problem
+        if not 0 <= index < len(self._names):
+            raise IndexError(index)
+        return self._data[self._names[index]]
+
+    def episode_length(self, index: int) -> int:
+        g = self._group(index)
+        return int(g["actions"].shape[0]) if "actions" in g else int(g.attrs.get("num_samples", 0))
+
+    def observation_keys(self) -> list[str]:
+        return list(self._group(0)["obs"].keys()) if self._names and "obs" in self._group(0) else []
+
+    def episode(self, index: int) -> Episode:
+        g = self._group(index)
+        name = self._names[index]
+        where = f"{self.path} {name}"
+        if not isinstance(g.get("obs"), h5py.Group):
+            hint = (" (the file holds only simulator states: extract observations first with "
+                    "robomimic's dataset_states_to_obs.py)" if "states" in g else "")
+            raise DataError(f"{where}: missing group 'obs'{hint}")
+        actions = read_array(g, "actions", where)
+        t = int(actions.shape[0]) if actions.ndim else 0
+        if t == 0:
+            raise DataError(f"{where}: demo has no steps")
+        num_samples = g.attrs.get("num_samples")
+        if num_samples is not None and int(num_samples) != t:
+            raise DataError(f"{where}: attribute num_samples is {int(num_samples)} but actions has {t} rows")
+        dones = read_array(g, "dones", where)
+        if dones.shape != (t,):
+            raise DataError(f"{where}: dones has shape {dones.shape} but there are {t} actions; expected ({t},)")
+        terminations = np.zeros(t, bool)
+        truncations = np.zeros(t, bool)
+        terminations[-1] = bool(dones[-1])
+        truncations[-1] = not dones[-1]
+        episode = Episode(
+            observations=self._observations(g, t, where),
+            actions=_float32(actions),
+            rewards=read_array(g, "rewards", where).astype(np.float32),
+            terminations=terminations,
+            truncations=truncations,
+            source_id=name,
+        )
+        episode.validate(where)
+        return episode
+
+    def _observations(self, g: h5py.Group, t: int, where: str) -> dict[str, np.ndarray]:
+        obs = g["obs"]
+        next_obs = g.get("next_obs")
+        final = isinstance(next_obs, h5py.Group)
+        if final:
+            missing = [k for k in obs if k not in next_obs]
+            if missing:
+                raise DataError(f"{where}: next_obs lacks {', '.join(missing)}, which obs has; "
+                                f"remove next_obs or write it for every key")
+        out: dict[str, np.ndarray] = {}
+        for key, ds in obs.items():
+            if not isinstance(ds, h5py.Dataset):
+                raise DataError(f"{where}: obs/{key} is a group, expected a dataset")
+            if ds.dtype.kind not in "biuf":
+                raise DataError(f"{where}: obs/{key} holds {ds.dtype} data; mtm needs numeric observations")
+            if ds.ndim == 0 or ds.shape[0] != t:
+                raise DataError(f"{where}: obs/{key} has shape {ds.shape} but there are {t} actions; "
+                                f"obs rows must match actions")
+            # Allocate the T+1 rows once and let HDF5 fill them (and convert the dtype) in place.
+            arr = np.empty((t + int(final),) + ds.shape[1:], np.uint8 if ds.dtype == np.uint8 else np.float32)
+            _read_rows(ds, arr, slice(0, t), slice(0, t), f"{where} obs/{key}")
+            if final:
+                nds = next_obs[key]
+                if not isinstance(nds, h5py.Dataset) or nds.shape != ds.shape:
+                    shape = nds.shape if isinstance(nds, h5py.Dataset) else "a group"
+                    raise DataError(f"{where}: next_obs/{key} has shape {shape}, obs/{key} has {ds.shape}")
+                _read_rows(nds, arr, slice(t - 1, t), slice(t, t + 1), f"{where} next_obs/{key}")
+            out[key] = arr
+        if not out:
+            raise DataError(f"{where}: 'obs' group is empty")
+        return out
+
+    def close(self) -> None:
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
+
+
+def _read_rows(ds: h5py.Dataset, out: np.ndarray, source: slice, dest: slice, where: str) -> None:
+    try:
+        if ds.dtype.kind == "b":  # HDF5 cannot convert its bool enum to float in place
+            out[dest] = ds[source]
+        else:
+            ds.read_direct(out, source_sel=np.s_[source], dest_sel=np.s_[dest])
+    except OSError as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{where}: unreadable, the file may be corrupt ({reason})") from None
+
+
+def _derived_spaces(demo: h5py.Group) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Spaces from one demo's shapes: uint8 arrays are 0..255 images, the rest unbounded float32."""
+    from gymnasium import spaces
+
+    from mtm.data.spaces import space_to_dict
+
+    def box(ds: h5py.Dataset) -> spaces.Box:
+        shape = tuple(ds.shape[1:])
+        if ds.dtype == np.uint8:
+            return spaces.Box(0, 255, shape, np.uint8)
+        return spaces.Box(-np.inf, np.inf, shape, np.float32)
+
+    obs = demo.get("obs")
+    observation_space = None
+    if isinstance(obs, h5py.Group) and all(isinstance(v, h5py.Dataset) and v.ndim for v in obs.values()):
+        observation_space = space_to_dict(spaces.Dict({k: box(v) for k, v in obs.items()}))
+    actions = demo.get("actions")
+    action_space = space_to_dict(box(actions)) if isinstance(actions, h5py.Dataset) and actions.ndim else None
+    return observation_space, action_space
+
+
+def _float32(arr: np.ndarray) -> np.ndarray:
+    return arr.astype(np.float32, copy=False) if arr.dtype != np.float32 else arr
