@@ -1,1 +1,153 @@
 """`mtm convert` and `mtm inspect`: get data into the native format and look at it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mtm.cli import main
+from mtm.data.formats import FORMATS
+from mtm.errors import ConfigError, DataError
+
+_FORMAT_OPTION = click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), default=None,
+    help="Source format. [default: detected from the file's layout]",
+)
+_FILTER_KEY_OPTION = click.option(
+    "--filter-key", default=None, help="robomimic only: read just the demos listed under mask/<KEY>.",
+)
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@_FORMAT_OPTION
+@_FILTER_KEY_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a report.")
+def inspect(file: Path, fmt: str | None, filter_key: str | None, as_json: bool) -> None:
+    """Summarise a dataset FILE (native, D4RL, Minari folder or robomimic): sizes, returns, lengths."""
+    from mtm.data.formats import open_dataset
+    from mtm.data.summary import summarize
+
+    with open_dataset(file, fmt, filter_key=filter_key) as source:
+        summary = {"path": str(file), **summarize(source)}
+    click.echo(json.dumps(summary, indent=2) if as_json else format_report(summary))
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@_FORMAT_OPTION
+@_FILTER_KEY_OPTION
+@click.option("--overwrite", is_flag=True,
+              help="Replace DST if it exists (only once the new file is complete).")
+@click.option("--env-id", default=None,
+              help="Gymnasium env id to record, e.g. Hopper-v5. [default: from SRC]")
+@click.option("--ref-min", type=float, default=None, help="Reference return for a normalised score of 0.")
+@click.option("--ref-max", type=float, default=None, help="Reference return for a normalised score of 100.")
+def convert(src: Path, dst: Path, fmt: str | None, filter_key: str | None, overwrite: bool,
+            env_id: str | None, ref_min: float | None, ref_max: float | None) -> None:
+    """Convert SRC (any supported format) to an mtm episode file DST.
+
+    DST is written as DST.partial and renamed into place when complete: a failed or interrupted
+    conversion leaves no output and never damages an existing DST.
+    """
+    from tqdm import tqdm
+
+    from mtm.data.formats import open_dataset
+    from mtm.data.formats.native import EpisodeWriter
+    from mtm.data.hdf5 import check_output_path
+
+    if (ref_min is None) != (ref_max is None):
+        raise ConfigError("--ref-min and --ref-max go together; give both or neither")
+    if ref_min is not None and not ref_min < ref_max:
+        raise ConfigError(f"--ref-min ({ref_min}) must be below --ref-max ({ref_max})")
+    # Check the output before reading the source, which can take a while.
+    check_output_path(dst, overwrite)
+    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+        raise ConfigError(f"{dst}: SRC and DST are the same file; choose another output path")
+
+    with open_dataset(src, fmt, filter_key=filter_key) as source:
+        info = _with_overrides(source.info, env_id, ref_min, ref_max)
+        try:
+            with EpisodeWriter(dst, info, overwrite=overwrite) as writer:
+                for episode in tqdm(source, total=len(source), desc="converting", unit="episode",
+                                    disable=None):
+                    writer.add(episode)
+        except OSError as exc:  # disk full, permission denied, ...: the user's to fix, not a bug
+            raise DataError(f"{dst}: writing failed ({exc}); no output was written") from None
+    click.echo(f"wrote {writer.num_episodes} episodes, {writer.num_steps} steps to {dst}")
+
+
+def _with_overrides(info: Any, env_id: str | None, ref_min: float | None, ref_max: float | None) -> Any:
+    """The source's DatasetInfo with the command line's corrections applied.
+
+    References the source already has describe its data and are kept when only --env-id changes;
+    a new env id only fills in references the source lacked.
+    """
+    from envs.references import reference_scores
+
+    changes: dict[str, Any] = {}
+    if env_id is not None:
+        changes["env_id"] = env_id
+        known = reference_scores(env_id)
+        if known is not None and info.ref_min_score is None:
+            changes["ref_min_score"], changes["ref_max_score"] = known
+    if ref_min is not None:
+        changes["ref_min_score"], changes["ref_max_score"] = ref_min, ref_max
+    return dataclasses.replace(info, **changes)
+
+
+def format_report(s: dict[str, Any]) -> str:
+    """The human-readable `mtm inspect` report for a `summarize` dict (plus its "path")."""
+    rows: list[tuple[str, str]] = []
+    fmt = s["format"] if s["format"] == s["source_format"] else f"{s['format']} (from {s['source_format']})"
+    rows.append(("format", fmt))
+    if s["source"] != str(Path(s["path"]).resolve()):  # a converted file names its origin
+        rows.append(("source", s["source"]))
+    rows.append(("env", s["env_id"] or "unknown"))
+    ended = s["episodes_ended"]
+    rows.append(("episodes", f"{s['num_episodes']}   terminated {ended['terminated']}, "
+                             f"truncated {ended['truncated']}, partial {ended['partial']}"))
+    final = "yes" if s["has_final_observation"] else "no"
+    rows.append(("steps", f"{s['num_steps']}   final observation recorded: {final}"))
+    shapes = {name: str(tuple(m["shape"])) for name, m in s["modalities"].items()}
+    name_width = max(map(len, shapes), default=0)
+    shape_width = max(map(len, shapes.values()), default=0)
+    for i, (name, m) in enumerate(s["modalities"].items()):
+        rows.append(("per step" if i == 0 else "",
+                     f"{name:<{name_width}}  {shapes[name]:<{shape_width}}  {m['dtype']}"))
+    r = s["returns"]
+    if r is not None:
+        rows.append(("returns", f"mean {r['mean']:.1f} +/- {r['std']:.1f}   "
+                                f"min {r['min']:.1f}   max {r['max']:.1f}"))
+    ref = s["reference_scores"]
+    if ref is not None:
+        text = f"min {ref['min']:.1f}   max {ref['max']:.1f}"
+        if s["normalized_return_mean"] is not None:
+            text += f"   normalised mean return {s['normalized_return_mean']:.1f}"
+        rows.append(("reference", text))
+    else:
+        rows.append(("reference", "none (set with mtm convert --ref-min/--ref-max)"))
+    lengths = s["episode_lengths"]
+    if lengths is not None:
+        rows.append(("lengths", f"min {lengths['min']}   mean {lengths['mean']:.1f}   max {lengths['max']}"))
+    lines = [s["path"]] + [f"  {label:<11}{text}" for label, text in rows]
+    if lengths is not None:
+        lines += _histogram_lines(lengths["histogram"], indent=" " * 13)
+    return "\n".join(lines)
+
+
+def _histogram_lines(bins: list[dict[str, int]], indent: str, width: int = 40) -> list[str]:
+    top = max(b["count"] for b in bins)
+    label_width = len(str(bins[-1]["high"]))
+    lines = []
+    for b in bins:
+        # Any non-empty bin gets at least one mark so that rare lengths stay visible.
+        bar = "#" * max(round(width * b["count"] / top), 1 if b["count"] else 0)
+        span = f"{b['low']:>{label_width}}-{b['high']:<{label_width}}"
+        lines.append(f"{indent}{span}  {bar:<{width}}  {b['count']}")
+    return lines

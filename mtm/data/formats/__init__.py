@@ -1,0 +1,91 @@
+"""Dataset readers, one module per format, and the dispatcher that picks one for a path.
+
+Every reader is an `EpisodeSource`. `open_dataset(path)` recognises the format from the file's
+layout (`detect_format`), or takes it from the caller. Readers are imported on demand so that
+looking at a D4RL or native file never pays for importing the others.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+
+from mtm.data.episode import EpisodeSource
+from mtm.data.hdf5 import open_hdf5
+from mtm.errors import ConfigError, DataError
+
+FORMATS = ("native", "d4rl", "minari", "robomimic")
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Name of the format a file or Minari dataset folder is in; DataError when none fits."""
+    p = Path(path)
+    if p.is_dir():
+        from mtm.data.formats.minari import is_minari
+
+        if is_minari(p):
+            return "minari"
+        raise DataError(
+            f"{p}: is a directory but not a Minari dataset (expected data/main_data.hdf5 and "
+            f"metadata.json inside); give a dataset file or a Minari dataset folder"
+        )
+    with open_hdf5(p) as f:  # turns a missing, non-HDF5 or corrupt file into a clear DataError
+        from mtm.data.formats.d4rl import is_d4rl
+        from mtm.data.formats.native import is_native
+
+        if is_native(f):
+            return "native"
+        if is_d4rl(f):
+            return "d4rl"
+        top_level = _describe_top_level(f)
+    from mtm.data.formats.minari import is_minari
+
+    if is_minari(p):
+        return "minari"
+    from mtm.data.formats.robomimic import is_robomimic
+
+    if is_robomimic(p):
+        return "robomimic"
+    raise DataError(
+        f"{p}: unrecognised dataset layout (top level: {top_level}); mtm reads {', '.join(FORMATS)} "
+        f"files — pass --format to force one"
+    )
+
+
+def open_dataset(path: str | os.PathLike, format: str | None = None, *,
+                 filter_key: str | None = None) -> EpisodeSource:
+    """Open a dataset in any supported format; `format` forces a reader instead of detecting one.
+
+    `filter_key` selects a robomimic split (a name under the file's ``mask/`` group); it is an
+    error with any other format, since silently ignoring it would train on the wrong episodes.
+    """
+    if format is not None and format not in FORMATS:
+        raise ConfigError(f"unknown dataset format {format!r}; choose one of {', '.join(FORMATS)}")
+    fmt = format or detect_format(path)
+    if filter_key is not None and fmt != "robomimic":
+        raise ConfigError(f"a filter key only applies to robomimic files, but {path} is {fmt}")
+    if fmt == "native":
+        from mtm.data.formats.native import NativeSource
+
+        return NativeSource(path)
+    if fmt == "d4rl":
+        from mtm.data.formats.d4rl import D4RLSource
+
+        return D4RLSource(path)
+    if fmt == "minari":
+        from mtm.data.formats.minari import MinariSource
+
+        return MinariSource(path)
+    from mtm.data.formats.robomimic import RobomimicSource
+
+    return RobomimicSource(path, filter_key=filter_key)
+
+
+def _describe_top_level(f: h5py.File, limit: int = 8) -> str:
+    names = [f"{k}/" if isinstance(f.get(k), h5py.Group) else k for k in f.keys()]
+    if not names:
+        return "empty file"
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -1,0 +1,133 @@
+"""What is in a dataset: counts, per-step shapes, returns, episode lengths, how episodes ended.
+
+`summarize(source)` returns a JSON-able dict; `mtm inspect` prints it. Sources that can hand out
+their whole content as flat arrays (D4RL) are summarised without splitting them into episodes;
+others are read one episode at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mtm.data.episode import EpisodeSource
+from mtm.data.formats.native import NativeSource
+
+HISTOGRAM_BINS = 10
+
+
+@dataclass
+class _Scan:
+    """Per-episode facts gathered from a source, whichever way it was read."""
+
+    lengths: np.ndarray  # int64 (E,)
+    returns: np.ndarray  # float64 (E,)
+    terminated: np.ndarray  # bool (E,): last step is a termination
+    truncated: np.ndarray  # bool (E,): last step is a truncation
+    has_final_observation: bool  # every episode carries its final observation
+    modalities: dict[str, dict[str, Any]]  # name -> {"shape": per-step shape, "dtype": ...}
+
+
+def summarize(source: EpisodeSource) -> dict[str, Any]:
+    scan = _scan_flat(source) if hasattr(source, "flat_arrays") else _scan_episodes(source)
+    info = source.info
+    ended_by_termination = scan.terminated
+    # An episode flagged both terminated and truncated counts as terminated: the MDP ended, which
+    # is what matters for bootstrapping and for reading the data.
+    ended_by_truncation = scan.truncated & ~scan.terminated
+    has_reference = info.ref_min_score is not None and info.ref_max_score is not None
+    returns = _stats(scan.returns)
+    normalized = None
+    if has_reference and returns is not None and info.ref_max_score != info.ref_min_score:
+        span = info.ref_max_score - info.ref_min_score
+        normalized = 100.0 * (returns["mean"] - info.ref_min_score) / span
+    lengths = _stats(scan.lengths, std=False)
+    if lengths is not None:
+        lengths["histogram"] = length_histogram(scan.lengths)
+    return {
+        "format": "native" if isinstance(source, NativeSource) else info.source_format,
+        "source_format": info.source_format,
+        "source": info.source,
+        "env_id": info.env_id,
+        "num_episodes": int(scan.lengths.size),
+        "num_steps": int(scan.lengths.sum()),
+        "has_final_observation": scan.has_final_observation,
+        "modalities": scan.modalities,
+        "returns": returns,
+        "episode_lengths": lengths,
+        "episodes_ended": {
+            "terminated": int(ended_by_termination.sum()),
+            "truncated": int(ended_by_truncation.sum()),
+            "partial": int((~scan.terminated & ~scan.truncated).sum()),
+        },
+        "reference_scores": {"min": info.ref_min_score, "max": info.ref_max_score} if has_reference else None,
+        "normalized_return_mean": normalized,
+    }
+
+
+def length_histogram(lengths: np.ndarray, bins: int = HISTOGRAM_BINS) -> list[dict[str, int]]:
+    """Counts of episode lengths in at most `bins` equal-width integer ranges [low, high]."""
+    lo, hi = int(lengths.min()), int(lengths.max())
+    width = -(-(hi - lo + 1) // bins)  # ceil: the bins cover every length from lo to hi
+    counts = np.bincount((lengths - lo) // width, minlength=-(-(hi - lo + 1) // width))
+    return [
+        {"low": lo + i * width, "high": min(lo + (i + 1) * width - 1, hi), "count": int(c)}
+        for i, c in enumerate(counts)
+    ]
+
+
+def _stats(values: np.ndarray, std: bool = True) -> dict[str, float] | None:
+    if values.size == 0:
+        return None
+    out = {"min": float(values.min()), "mean": float(values.mean())}
+    if std:
+        out["std"] = float(values.std())  # population std (ddof=0), as D4RL and CORL report
+    out["max"] = float(values.max())
+    if np.issubdtype(values.dtype, np.integer):
+        out["min"], out["max"] = int(out["min"]), int(out["max"])
+    return out
+
+
+def _modality(shape: tuple[int, ...], dtype: np.dtype) -> dict[str, Any]:
+    return {"shape": list(shape), "dtype": str(dtype)}
+
+
+def _scan_flat(source: Any) -> _Scan:
+    flat = source.flat_arrays()
+    return _Scan(
+        lengths=flat.lengths.astype(np.int64),
+        returns=flat.episode_returns(),
+        terminated=flat.ends_terminal.astype(bool),
+        truncated=flat.ends_timeout.astype(bool),
+        has_final_observation=flat.next_observations is not None,
+        modalities={
+            "observations/state": _modality(flat.observations.shape[1:], flat.observations.dtype),
+            "actions": _modality(flat.actions.shape[1:], flat.actions.dtype),
+            "rewards": _modality(flat.rewards.shape[1:], flat.rewards.dtype),
+        },
+    )
+
+
+def _scan_episodes(source: EpisodeSource) -> _Scan:
+    n = len(source)
+    lengths = np.zeros(n, np.int64)
+    returns = np.zeros(n, np.float64)
+    terminated = np.zeros(n, bool)
+    truncated = np.zeros(n, bool)
+    has_final = n > 0
+    modalities: dict[str, dict[str, Any]] = {}
+    for i in range(n):
+        episode = source.episode(i)
+        lengths[i] = episode.length
+        returns[i] = episode.episode_return
+        terminated[i] = episode.terminated
+        truncated[i] = episode.truncated
+        has_final = has_final and episode.has_final_observation
+        if i == 0:
+            for key, arr in episode.observations.items():
+                modalities[f"observations/{key}"] = _modality(arr.shape[1:], arr.dtype)
+            modalities["actions"] = _modality(episode.actions.shape[1:], episode.actions.dtype)
+            modalities["rewards"] = _modality(episode.rewards.shape[1:], episode.rewards.dtype)
+    return _Scan(lengths, returns, terminated, truncated, has_final, modalities)
