@@ -133,3 +133,14 @@ def test_episode_validation_messages():
     e.terminations[1] = True
     with pytest.raises(DataError, match="done at step 1"):
         e.validate()
+
+
+def test_episode_reads_only_requested_observation_keys(tmp_path):
+    out = tmp_path / "img.hdf5"
+    with EpisodeWriter(out, INFO) as w:
+        w.add(make_episode(4, image=True))
+    with NativeSource(out) as src:
+        assert set(src.episode(0).observations) == {STATE_KEY, "pixels"}
+        assert set(src.episode(0, keys=[STATE_KEY]).observations) == {STATE_KEY}
+        with pytest.raises(DataError, match=r"no observation key 'depth'; available: pixels, state"):
+            src.episode(0, keys=["depth"])

@@ -16,7 +16,7 @@ Conventions (docs/data_format.md has the full schema):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 import numpy as np
 
@@ -110,6 +110,19 @@ class DatasetInfo:
     extra: dict[str, Any] = field(default_factory=dict)  # format-specific metadata, JSON-able
 
 
+def select_keys(available: list[str], keys: Collection[str] | None, where: str) -> list[str]:
+    """The observation keys to read: all of them, or the requested ones (which must exist)."""
+    if keys is None:
+        return list(available)
+    missing = [k for k in keys if k not in available]
+    if missing:
+        raise DataError(
+            f"{where}: no observation key {', '.join(map(repr, missing))}; "
+            f"available: {', '.join(available)}"
+        )
+    return [k for k in available if k in set(keys)]
+
+
 class EpisodeSource:
     """A readable dataset: its info plus random access to episodes, one at a time.
 
@@ -122,7 +135,9 @@ class EpisodeSource:
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def episode(self, index: int) -> Episode:
+    def episode(self, index: int, keys: Collection[str] | None = None) -> Episode:
+        """Episode `index`. `keys` limits the observation keys read (None = all): the training view
+        of low-dimensional data passes the state keys so image frames are never decoded."""
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[Episode]:

@@ -118,8 +118,13 @@ def _scan_episodes(source: EpisodeSource) -> _Scan:
     truncated = np.zeros(n, bool)
     has_final = n > 0
     modalities: dict[str, dict[str, Any]] = {}
+    # Episode 0 is read whole to describe every modality; the others only through their smallest
+    # observation key, so summarising a file with images does not decode every frame.
+    smallest_key: list[str] | None = None
     for i in range(n):
-        episode = source.episode(i)
+        episode = source.episode(i, keys=smallest_key)
+        if smallest_key is None:
+            smallest_key = [min(episode.observations, key=lambda k: episode.observations[k][0].size)]
         lengths[i] = episode.length
         returns[i] = episode.episode_return
         terminated[i] = episode.terminated

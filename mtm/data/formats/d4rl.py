@@ -29,13 +29,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import h5py
 import numpy as np
 
 from envs.references import reference_entry
-from mtm.data.episode import STATE_KEY, DatasetInfo, Episode, EpisodeSource
+from mtm.data.episode import STATE_KEY, DatasetInfo, Episode, EpisodeSource, select_keys
 from mtm.data.hdf5 import open_hdf5, read_array
 from mtm.errors import DataError
 
@@ -115,10 +115,11 @@ class D4RLSource(EpisodeSource):
         """The whole file as concatenated arrays (shared and read-only: copy before changing)."""
         return self._flat
 
-    def episode(self, index: int) -> Episode:
+    def episode(self, index: int, keys: Collection[str] | None = None) -> Episode:
         """Episode `index`; its arrays are read-only views of `flat_arrays()` (no copy)."""
         if not 0 <= index < len(self):
             raise IndexError(index)
+        select_keys([STATE_KEY], keys, str(self.path))
         flat = self._flat
         start = int(flat.starts[index])
         stop = start + int(flat.lengths[index])

@@ -39,12 +39,12 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import h5py
 import numpy as np
 
-from mtm.data.episode import STATE_KEY, DatasetInfo, Episode, EpisodeSource
+from mtm.data.episode import STATE_KEY, DatasetInfo, Episode, EpisodeSource, select_keys
 from mtm.data.hdf5 import open_hdf5, read_array
 from mtm.errors import DataError
 
@@ -348,7 +348,7 @@ class MinariSource(EpisodeSource):
             return [STATE_KEY]
         return list(_observation_datasets(obs)) if obs is not None else []
 
-    def episode(self, index: int) -> Episode:
+    def episode(self, index: int, keys: Collection[str] | None = None) -> Episode:
         g = self._group(index)
         name = self._names[index]
         where = f"{self.data_file} {name}"
@@ -359,7 +359,7 @@ class MinariSource(EpisodeSource):
         if isinstance(g["actions"], h5py.Group):
             raise DataError(f"{where}: actions are a Dict/Tuple space; mtm needs a single Box or "
                             f"Discrete action array")
-        observations = self._read_observations(g, where)
+        observations = self._read_observations(g, where, keys)
         seed = g.attrs.get("seed")
         episode = Episode(
             observations=observations,
@@ -380,13 +380,13 @@ class MinariSource(EpisodeSource):
         episode.validate(where)
         return episode
 
-    def _read_observations(self, g: h5py.Group, where: str) -> dict[str, np.ndarray]:
+    def _read_observations(self, g: h5py.Group, where: str, keys: Collection[str] | None) -> dict[str, np.ndarray]:
         node = g["observations"]
         datasets = {STATE_KEY: node} if isinstance(node, h5py.Dataset) else _observation_datasets(node)
         if not datasets:
             raise DataError(f"{where}: 'observations' is an empty group")
-        return {key: self._read_leaf(ds, key, f"{where} observations/{key}")
-                for key, ds in datasets.items()}
+        return {key: self._read_leaf(datasets[key], key, f"{where} observations/{key}")
+                for key in select_keys(list(datasets), keys, where)}
 
     def _read_leaf(self, ds: h5py.Dataset, key: str, where: str) -> np.ndarray:
         space = self._obs_leaves.get(key)

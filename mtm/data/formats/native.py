@@ -27,13 +27,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import h5py
 import numpy as np
 
 import mtm
-from mtm.data.episode import DatasetInfo, Episode, EpisodeSource
+from mtm.data.episode import DatasetInfo, Episode, EpisodeSource, select_keys
 from mtm.data.hdf5 import check_output_path, open_hdf5, partial_path, read_array
 from mtm.errors import DataError
 
@@ -259,7 +259,7 @@ class NativeSource(EpisodeSource):
     def observation_keys(self) -> list[str]:
         return _dataset_keys(self._group(0)["observations"]) if self._names else []
 
-    def episode(self, index: int) -> Episode:
+    def episode(self, index: int, keys: Collection[str] | None = None) -> Episode:
         g = self._group(index)
         where = f"{self.path} {self._names[index]}"
         if "observations" not in g:
@@ -268,7 +268,10 @@ class NativeSource(EpisodeSource):
         seed = g.attrs.get("seed")
         source_id = g.attrs.get("source_id")
         episode = Episode(
-            observations={k: read_array(obs_group, k, where) for k in _dataset_keys(obs_group)},
+            observations={
+                k: read_array(obs_group, k, where)
+                for k in select_keys(_dataset_keys(obs_group), keys, where)
+            },
             actions=read_array(g, "actions", where),
             rewards=read_array(g, "rewards", where),
             terminations=read_array(g, "terminations", where).astype(bool),

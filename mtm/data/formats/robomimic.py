@@ -40,12 +40,12 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import h5py
 import numpy as np
 
-from mtm.data.episode import DatasetInfo, Episode, EpisodeSource
+from mtm.data.episode import DatasetInfo, Episode, EpisodeSource, select_keys
 from mtm.data.hdf5 import open_hdf5, read_array
 from mtm.errors import DataError
 
@@ -165,7 +165,7 @@ class RobomimicSource(EpisodeSource):
     def observation_keys(self) -> list[str]:
         return list(self._group(0)["obs"].keys()) if self._names and "obs" in self._group(0) else []
 
-    def episode(self, index: int) -> Episode:
+    def episode(self, index: int, keys: Collection[str] | None = None) -> Episode:
         g = self._group(index)
         name = self._names[index]
         where = f"{self.path} {name}"
@@ -188,7 +188,7 @@ class RobomimicSource(EpisodeSource):
         terminations[-1] = bool(dones[-1])
         truncations[-1] = not dones[-1]
         episode = Episode(
-            observations=self._observations(g, t, where),
+            observations=self._observations(g, t, where, keys),
             actions=_float32(actions),
             rewards=read_array(g, "rewards", where).astype(np.float32),
             terminations=terminations,
@@ -198,7 +198,7 @@ class RobomimicSource(EpisodeSource):
         episode.validate(where)
         return episode
 
-    def _observations(self, g: h5py.Group, t: int, where: str) -> dict[str, np.ndarray]:
+    def _observations(self, g: h5py.Group, t: int, where: str, keys: Collection[str] | None) -> dict[str, np.ndarray]:
         obs = g["obs"]
         next_obs = g.get("next_obs")
         final = isinstance(next_obs, h5py.Group)
@@ -208,7 +208,8 @@ class RobomimicSource(EpisodeSource):
                 raise DataError(f"{where}: next_obs lacks {', '.join(missing)}, which obs has; "
                                 f"remove next_obs or write it for every key")
         out: dict[str, np.ndarray] = {}
-        for key, ds in obs.items():
+        for key in select_keys(list(obs.keys()), keys, where):
+            ds = obs[key]
             if not isinstance(ds, h5py.Dataset):
                 raise DataError(f"{where}: obs/{key} is a group, expected a dataset")
             if ds.dtype.kind not in "biuf":
