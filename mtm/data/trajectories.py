@@ -1,0 +1,258 @@
+"""The training view of a dataset: every episode's low-dimensional data in contiguous arrays.
+
+Episodes lie back to back (episode i is rows ``starts[i] : starts[i] + lengths[i]`` of every
+array), with T rows each: the observation the policy saw before each action, so the final
+observation of an episode is not part of it. There is no padding anywhere; `WindowSampler`
+pads windows at sampling time and says which steps are real.
+
+Values stay in raw units. Normalisation belongs to the model's tokenizers, which take the
+statistics from `Trajectories.stats()` of the training split.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from mtm.data.episode import STATE_KEY, DatasetInfo, EpisodeSource
+from mtm.data.returns import check_rtg_options, episodes_returns_to_go
+from mtm.data.stats import ModalityStats
+from mtm.errors import ConfigError, DataError
+
+#: The modalities `stats()` describes (timesteps are indices, not something to normalise).
+STAT_KEYS = ("states", "actions", "returns", "rewards")
+
+
+@dataclass
+class Trajectories:
+    """Every episode's low-dimensional modalities as contiguous arrays (episodes back to back).
+
+    ``arrays``: "states" (N, S) float32, the low-dimensional observation keys ``state_keys``
+    concatenated in that (sorted) order, images excluded; "actions" (N, A) float32; "rewards"
+    (N, 1) float32; "returns" (N, 1) float32 return-to-go as described by ``rtg``; "timesteps"
+    (N,) int64, the step index within its episode.
+    ``episode_ids`` (E,) int64: each episode's index in the source dataset, so a split can be
+    named and reproduced.
+    """
+
+    arrays: dict[str, np.ndarray]
+    starts: np.ndarray
+    lengths: np.ndarray
+    info: DatasetInfo
+    state_keys: list[str]
+    rtg: dict[str, Any]
+    episode_ids: np.ndarray | None = None  # None means 0 … E−1; always an array after __init__
+
+    def __post_init__(self) -> None:
+        self.starts = np.asarray(self.starts, dtype=np.int64)
+        self.lengths = np.asarray(self.lengths, dtype=np.int64)
+        if self.episode_ids is None:
+            self.episode_ids = np.arange(self.lengths.shape[0], dtype=np.int64)
+        self.episode_ids = np.asarray(self.episode_ids, dtype=np.int64)
+        expected_starts = np.cumsum(self.lengths) - self.lengths
+        if not np.array_equal(self.starts, expected_starts) or self.episode_ids.shape != self.lengths.shape:
+            raise ValueError("starts, lengths and episode_ids do not describe back-to-back episodes")
+        n = int(self.lengths.sum())
+        for key, arr in self.arrays.items():
+            if arr.shape[0] != n:
+                raise ValueError(f"array {key!r} has {arr.shape[0]} rows, the episodes have {n} steps")
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.arrays["actions"].shape[0])
+
+    @property
+    def state_dim(self) -> int:
+        return int(self.arrays["states"].shape[1])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.arrays["actions"].shape[1])
+
+    def episode_returns(self) -> np.ndarray:
+        """(E,) float64 undiscounted return of every episode."""
+        if self.num_episodes == 0:
+            return np.zeros(0, np.float64)
+        return np.add.reduceat(self.arrays["rewards"][:, 0].astype(np.float64), self.starts)
+
+    def select(self, episode_indices: Sequence[int] | np.ndarray) -> "Trajectories":
+        """A new contiguous copy holding only the given episodes (indices into this object), in that order."""
+        idx = np.asarray(episode_indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < -self.num_episodes or idx.max() >= self.num_episodes):
+            raise IndexError(f"episode index out of range for {self.num_episodes} episodes")
+        lengths = self.lengths[idx]
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if idx.size else lengths
+        # Row r of the copy comes from old row r + (old start − new start) of its episode.
+        rows = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(self.starts[idx] - starts, lengths)
+        return Trajectories(
+            arrays={key: arr[rows] for key, arr in self.arrays.items()},
+            starts=starts,
+            lengths=lengths,
+            info=self.info,
+            state_keys=list(self.state_keys),
+            rtg=dict(self.rtg),
+            episode_ids=self.episode_ids[idx],
+        )
+
+    def split(self, val_fraction: float, seed: int) -> tuple["Trajectories", "Trajectories"]:
+        """(train, val), split by whole episodes.
+
+        The validation episodes are the first round(val_fraction · E) of a permutation drawn from
+        ``numpy.random.default_rng(seed)``, so the split depends only on (E, val_fraction, seed):
+        the same seed gives the same split on every machine and run, whatever else was seeded.
+        Shuffling matters because episodes are often stored in the order they were collected;
+        taking the last ones (as the official MTM code does) would hide the newest, usually best,
+        behaviour from training. Validation gets at least one episode when val_fraction > 0 and
+        E ≥ 2, and training always keeps at least one; with E = 1 or val_fraction = 0 the
+        validation set is empty. Both parts keep the dataset's episode order.
+        """
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"validation fraction must lie in [0, 1), got {val_fraction}")
+        e = self.num_episodes
+        n_val = int(round(val_fraction * e))
+        if val_fraction > 0 and e >= 2:
+            n_val = min(max(n_val, 1), e - 1)
+        elif e < 2:
+            n_val = 0
+        order = np.random.default_rng(seed).permutation(e)
+        val = np.sort(order[:n_val])
+        train = np.sort(order[n_val:])
+        return self.select(train), self.select(val)
+
+    def stats(self) -> dict[str, ModalityStats]:
+        """Raw statistics of states, actions, returns and rewards over this object's (real) steps."""
+        if self.num_steps == 0:
+            raise DataError("cannot compute normalisation statistics: the dataset has no steps")
+        return {key: ModalityStats.of(self.arrays[key]) for key in STAT_KEYS}
+
+
+def load_trajectories(
+    source: EpisodeSource | str | os.PathLike,
+    *,
+    format: str | None = None,
+    rtg: str = "average",
+    gamma: float = 0.99,
+    rtg_horizon: int = 1000,
+    rtg_include_current_reward: bool = True,
+    state_keys: list[str] | None = None,
+) -> Trajectories:
+    """Read a dataset into `Trajectories`.
+
+    ``source`` is an open `EpisodeSource` (left open) or a path, opened with
+    `mtm.data.formats.open_dataset(path, format)` and closed afterwards. ``rtg*`` choose the
+    return-to-go (see `mtm.data.returns`). ``state_keys`` picks low-dimensional observation keys
+    (default: all of them); they are concatenated in sorted order, whatever order they are given in.
+
+    Sources with ``flat_arrays()`` (D4RL files) are read without splitting them into episodes.
+    """
+    check_rtg_options(rtg, gamma, rtg_horizon)
+    if state_keys is not None and len(state_keys) == 0:
+        raise ConfigError("state_keys is empty; name at least one observation key or leave it unset")
+    if isinstance(source, (str, os.PathLike)):
+        from mtm.data.formats import open_dataset  # lazy: formats imports every reader
+
+        with open_dataset(source, format) as opened:
+            return load_trajectories(
+                opened, rtg=rtg, gamma=gamma, rtg_horizon=rtg_horizon,
+                rtg_include_current_reward=rtg_include_current_reward, state_keys=state_keys,
+            )
+
+    where = source.info.source
+    if hasattr(source, "flat_arrays"):
+        flat = source.flat_arrays()
+        observations = {STATE_KEY: flat.observations}
+        keys = _choose_state_keys(observations, state_keys, where)
+        actions, rewards, lengths = flat.actions, flat.rewards, flat.lengths
+    else:
+        keys, observations, actions, rewards, lengths = _read_episodes(source, state_keys)
+    n = int(lengths.sum())
+    if n == 0:
+        raise DataError(f"{where}: the dataset holds no steps")
+    # One copy, cast on the way: float32 rows that never alias the source's arrays.
+    states = np.concatenate([observations[k].reshape(n, -1) for k in keys], axis=1, dtype=np.float32)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    rewards = np.asarray(rewards, dtype=np.float32).reshape(n)
+    returns = episodes_returns_to_go(
+        rewards, lengths, rtg, gamma=gamma, horizon=rtg_horizon,
+        include_current_reward=rtg_include_current_reward,
+    )
+    return Trajectories(
+        arrays={
+            "states": states,
+            "actions": np.array(actions, dtype=np.float32).reshape(n, -1),
+            # A copy: the arrays must not alias the source's (D4RLSource shares its cache).
+            "rewards": rewards[:, None].copy(),
+            "returns": returns[:, None],
+            "timesteps": np.arange(n, dtype=np.int64) - np.repeat(starts, lengths),
+        },
+        starts=starts,
+        lengths=np.asarray(lengths, dtype=np.int64),
+        info=source.info,
+        state_keys=keys,
+        rtg={"kind": rtg, "gamma": float(gamma), "horizon": int(rtg_horizon),
+             "include_current_reward": bool(rtg_include_current_reward)},
+    )
+
+
+def is_image(arr: np.ndarray) -> bool:
+    """Image observations are uint8 (T, H, W, C), the convention every reader follows."""
+    return arr.dtype == np.uint8 and arr.ndim >= 4
+
+
+def _read_episodes(
+    source: EpisodeSource, requested: list[str] | None
+) -> tuple[list[str], dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """The chosen state keys and every episode's step-aligned arrays (T rows each), joined.
+
+    Only the first episode is read whole, since the data itself tells images from low-dimensional
+    arrays; the others are asked for the chosen keys alone, so their image frames are never read.
+    """
+    where = source.info.source
+    if len(source) == 0:
+        raise DataError(f"{where}: the dataset holds no episodes")
+    first = source.episode(0)
+    keys = _choose_state_keys(first.observations, requested, where)
+    obs_parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    actions, rewards, lengths = [], [], []
+    for i in range(len(source)):
+        episode = first if i == 0 else source.episode(i, keys=keys)
+        step_obs = episode.step_observations()
+        missing = [k for k in keys if k not in step_obs]
+        if missing:
+            raise DataError(f"{where}: episode {i} lacks observation key(s) {', '.join(missing)}, "
+                            f"which episode 0 has")
+        for k in keys:
+            obs_parts[k].append(step_obs[k])
+        actions.append(episode.actions)
+        rewards.append(episode.rewards)
+        lengths.append(episode.length)
+    observations = {k: np.concatenate(parts) for k, parts in obs_parts.items()}
+    return keys, observations, np.concatenate(actions), np.concatenate(rewards), np.asarray(lengths, np.int64)
+
+
+def _choose_state_keys(
+    observations: dict[str, np.ndarray], requested: list[str] | None, where: str
+) -> list[str]:
+    low_dim = sorted(k for k, v in observations.items() if not is_image(v))
+    if not low_dim:
+        raise DataError(
+            f"{where}: no low-dimensional observation key (found only images: "
+            f"{', '.join(sorted(observations))}); MTM's state token needs one"
+        )
+    if requested is None:
+        return low_dim
+    missing = [k for k in requested if k not in low_dim]
+    if missing:
+        raise DataError(
+            f"{where}: observation key(s) {', '.join(missing)} not found among the low-dimensional "
+            f"keys {', '.join(low_dim)}"
+        )
+    return sorted(set(requested))
+

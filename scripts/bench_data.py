@@ -1,0 +1,134 @@
+"""Benchmark the training data path: D4RL file -> Trajectories -> windows on a device.
+
+Builds a Hopper-like D4RL-layout file (1M transitions by default, observations 11-d, actions
+3-d, episodes of up to 1000 steps, about a third ended early by a terminal, the last one cut
+short like a file-size limit would), then times with time.perf_counter and reports medians:
+
+  load      load_trajectories(path): open, read, build the arrays and returns-to-go
+  split     Trajectories.split(0.05, seed)
+  stats     train.stats()
+  sampler   WindowSampler(train, L) construction (includes the copy to --device)
+  sample    one batch of --batch windows of L steps (mean over --batches batches; median of repeats)
+
+Usage:
+  python scripts/bench_data.py                        # temp file, CPU
+  python scripts/bench_data.py --device cuda          # also time sampling with an on-device generator
+  python scripts/bench_data.py --path /tmp/h1m.hdf5   # keep (or reuse) the generated file
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+import torch
+
+from mtm.data.trajectories import load_trajectories
+from mtm.data.windows import WindowSampler
+
+
+def write_hopper_like(path: Path, steps: int, seed: int = 0, gzip: bool = False) -> int:
+    """A D4RL-layout file of `steps` transitions; returns its number of episodes."""
+    rng = np.random.default_rng(seed)
+    lengths = []
+    while sum(lengths) < steps:
+        # Two thirds of episodes run to the 1000-step time limit; the rest fall over early.
+        lengths.append(1000 if rng.random() < 2 / 3 else int(rng.integers(20, 1000)))
+    lengths[-1] -= sum(lengths) - steps  # the trailing episode is cut by the file limit
+    ends = np.cumsum(lengths) - 1
+    terminals = np.zeros(steps, bool)
+    timeouts = np.zeros(steps, bool)
+    for end, length in zip(ends[:-1], lengths[:-1]):
+        (timeouts if length == 1000 else terminals)[end] = True
+    options = {"compression": "gzip"} if gzip else {}
+    with h5py.File(path, "w") as f:
+        f.create_dataset("observations", data=rng.normal(size=(steps, 11)).astype(np.float32), **options)
+        f.create_dataset("next_observations", data=rng.normal(size=(steps, 11)).astype(np.float32), **options)
+        f.create_dataset("actions", data=rng.uniform(-1, 1, size=(steps, 3)).astype(np.float32), **options)
+        f.create_dataset("rewards", data=rng.uniform(0, 4, size=steps).astype(np.float32), **options)
+        f.create_dataset("terminals", data=terminals, **options)
+        f.create_dataset("timeouts", data=timeouts, **options)
+        f["metadata/env_id"] = "Hopper-v5"
+    return len(lengths)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
+    times = []
+    for _ in range(repeats):
+        sync()
+        begin = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - begin)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--path", type=Path, help="D4RL file to use; generated there when missing")
+    parser.add_argument("--steps", type=int, default=1_000_000, help="transitions in the generated file")
+    parser.add_argument("--gzip", action="store_true", help="gzip-compress the generated file")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--window", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=2048)
+    parser.add_argument("--batches", type=int, default=500, help="batches per sampling repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.path or Path(tmp) / "hopper-like-d4rl.hdf5"
+        if not path.exists():
+            begin = time.perf_counter()
+            episodes = write_hopper_like(path, args.steps, gzip=args.gzip)
+            print(f"wrote {path} ({args.steps} steps, {episodes} episodes, "
+                  f"{path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - begin:.1f} s")
+
+        rows: list[tuple[str, float, str]] = []
+        data = load_trajectories(path)  # warm the page cache so every repeat reads the same way
+        def timed(fn: Callable[[], object]) -> float:
+            return median_seconds(fn, args.repeats, sync)
+
+        rows.append(("load_trajectories (D4RL file)", timed(lambda: load_trajectories(path)),
+                     f"{data.num_steps} steps, {data.num_episodes} episodes"))
+        rows.append(("split(0.05)", timed(lambda: data.split(0.05, seed=0)), ""))
+        train, _ = data.split(0.05, seed=0)
+        rows.append(("train.stats()", timed(train.stats), f"{train.num_steps} steps"))
+        make = lambda: WindowSampler(train, args.window, device=device)  # noqa: E731
+        rows.append((f"WindowSampler(L={args.window}, {device})", timed(make), ""))
+
+        sampler = make()
+        generators = {"device generator": torch.Generator(device=device).manual_seed(0)}
+        if device.type != "cpu":
+            generators["CPU generator"] = torch.Generator().manual_seed(0)
+        for name, generator in generators.items():
+            draw = lambda: sampler.sample(args.batch, generator)  # noqa: E731,B023
+            for _ in range(20):
+                draw()  # warm-up: allocator, caches, CUDA kernels
+
+            def many() -> None:
+                for _ in range(args.batches):
+                    draw()  # noqa: B023
+
+            per_batch = median_seconds(many, args.repeats, sync) / args.batches
+            rows.append((f"sample({args.batch}), {name}", per_batch, f"{sampler.num_windows} windows"))
+
+    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}")
+    print(f"{'step':<40} {'median':>12}  notes")
+    for name, seconds, note in rows:
+        shown = f"{seconds * 1e3:9.1f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:9.1f} µs"
+        print(f"{name:<40} {shown:>12}  {note}")
+
+
+if __name__ == "__main__":
+    main()
