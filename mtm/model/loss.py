@@ -1,0 +1,67 @@
+"""The MTM training loss: per-token losses from each tokenizer, averaged per modality, weighted sum.
+
+Which tokens count:
+    on="all"     every real token, visible or hidden (the reference recipe: reconstructing the
+                 visible tokens too is a cheap auxiliary task that the official code trains on)
+    on="masked"  only the hidden tokens (visible = False), as in MAE
+Tokens of padded steps (valid = False) never count. Each modality's loss is the mean over its
+counted tokens (0 when it has none, never NaN); the total is sum_m weights[m] * loss_m.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from mtm.errors import ConfigError
+from mtm.model.masks import TokenLayout
+from mtm.model.tokenizers import Tokenizer
+
+
+def mtm_loss(
+    model_out: Mapping[str, torch.Tensor],
+    batch: Mapping[str, torch.Tensor],
+    tokenizers: Mapping[str, Tokenizer],
+    visible: torch.Tensor,
+    valid: torch.Tensor | None,
+    *,
+    on: str = "all",
+    weights: Mapping[str, float] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """-> (total scalar, {modality: scalar}).
+
+    model_out: {modality: (B, L, k, output_dim)} from MTM.forward. batch: raw tensors.
+    visible: (N,) or (B, N) bool, True = VISIBLE (the mask the model was given).
+    valid: (B, L) bool, False on padded steps; None = every step real.
+    weights: {modality: weight}; modalities not named weigh 1.
+    """
+    if on not in ("all", "masked"):
+        raise ConfigError(f"loss 'on' must be 'all' or 'masked', got {on!r}")
+    weights = dict(weights or {})
+    unknown = set(weights) - set(tokenizers)
+    if unknown:
+        raise ConfigError(f"loss weights name unknown modalities {sorted(unknown)}; have {list(tokenizers)}")
+
+    first = model_out[next(iter(tokenizers))]
+    b, length = first.shape[:2]
+    layout = TokenLayout.from_tokenizers(tokenizers, length)
+    device = first.device
+    counted = torch.ones(b, layout.num_tokens, dtype=torch.bool, device=device)
+    if valid is not None:
+        counted &= layout.token_valid(valid.to(device))
+    if on == "masked":
+        counted &= ~visible.to(device).bool().expand(b, -1)
+
+    total = first.new_zeros((), dtype=torch.float32)
+    per_modality = {}
+    for name, tok in tokenizers.items():
+        head, targets = model_out[name], tok.targets(batch[name].to(device))
+        use = counted[:, layout.slice(name)].view(head.shape[:3])  # (B, L, k)
+        # Select the counted tokens before computing their losses, rather than multiplying by a
+        # 0/1 mask afterwards: an uncounted token (padding) may hold NaN, and 0 * NaN = NaN, in the
+        # forward pass and in the gradient.
+        loss = tok.token_loss(head[use], targets[use]).sum() / use.sum().clamp_min(1)
+        per_modality[name] = loss
+        total = total + float(weights.get(name, 1.0)) * loss
+    return total, per_modality

@@ -1,0 +1,334 @@
+"""Token layout and masks.
+
+    *** A mask is a bool tensor, shape (B, N) or (N,) (broadcast over the batch).           ***
+    *** True = VISIBLE: the token's value is shown to the encoder.                          ***
+    *** False = HIDDEN: the network sees only a learned mask token there and predicts it.   ***
+
+A mask is data, never a code path: every task (training, BC, RCBC, dynamics, goal reaching,
+imputation) is just a different bool tensor given to the same network.
+
+Token layout (N = L * sum of tokens_per_step): modality-major, then time, then sub-token:
+
+    index(modality m, timestep t, sub-token j) = offset[m] + t * k[m] + j
+
+so for states/returns/actions with k = 1 and L = 4 the tokens are
+    s0 s1 s2 s3 | R0 R1 R2 R3 | a0 a1 a2 a3
+Modality-major keeps each modality a contiguous slice, which reshapes straight to (B, L, k, ...)
+for its input Linear and its head; the order is invisible to the Transformer anyway (position and
+modality live in the embeddings, attention is permutation-equivariant).
+
+Roles. Masks reason about three roles, in the order states -> returns -> actions used by the
+autoregressive mask: the modality named "actions" is the action role, "returns" the return role,
+and every other modality ("states", later "images", ...) is an observation and masked like states.
+
+Inference masks take the current step c (0 <= c < L; an int, or a (B,) tensor for one c per sample
+when environments have histories of different lengths). Steps after c are the future and hidden.
+Padded steps (valid = False) are hidden by `apply_valid`, which the network also applies itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Callable
+
+import torch
+
+from mtm.errors import ConfigError
+
+ROLES = ("states", "returns", "actions")  # also the autoregressive order
+DEFAULT_KEEP_RATIOS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+DEFAULT_MODE_WEIGHTS = {"states": 0.2, "returns": 0.1, "actions": 0.7}
+
+
+def role_of(name: str) -> str:
+    return name if name in ("actions", "returns") else "states"
+
+
+class TokenLayout:
+    """Where each (modality, timestep, sub-token) sits in the flat token sequence of length N."""
+
+    def __init__(self, modalities: Sequence[tuple[str, int]], window: int):
+        names = [name for name, _ in modalities]
+        if len(set(names)) != len(names) or not names:
+            raise ConfigError(f"modality names must be unique and non-empty, got {names}")
+        if window < 1:
+            raise ConfigError(f"window must be >= 1, got {window}")
+        self.window = int(window)
+        self.names = names
+        self.tokens_per_step = {name: int(k) for name, k in modalities}
+        self.offsets: dict[str, int] = {}
+        modality, timestep, sub = [], [], []
+        n = 0
+        for m, (name, k) in enumerate(modalities):
+            if k < 1:
+                raise ConfigError(f"modality {name!r}: tokens_per_step must be >= 1, got {k}")
+            self.offsets[name] = n
+            for t in range(window):
+                for j in range(k):
+                    modality.append(m)
+                    timestep.append(t)
+                    sub.append(j)
+            n += window * k
+        self.num_tokens = n
+        # (N,) int64 tables: the modality index, timestep and sub-token index of every token.
+        self.modality = torch.tensor(modality, dtype=torch.long)
+        self.timestep = torch.tensor(timestep, dtype=torch.long)
+        self.sub = torch.tensor(sub, dtype=torch.long)
+        role_index = torch.tensor([ROLES.index(role_of(name)) for name in names], dtype=torch.long)
+        self.role_rank = role_index[self.modality]  # (N,) 0 = states, 1 = returns, 2 = actions
+
+    @classmethod
+    def from_tokenizers(cls, tokenizers: Mapping[str, object], window: int) -> "TokenLayout":
+        return cls([(name, tok.tokens_per_step) for name, tok in tokenizers.items()], window)
+
+    def slice(self, name: str) -> slice:
+        start = self.offsets[name]
+        return slice(start, start + self.window * self.tokens_per_step[name])
+
+    def index(self, name: str, t: int, j: int = 0) -> int:
+        """The flat index of sub-token j of modality `name` at timestep t."""
+        k = self.tokens_per_step[name]
+        if not (0 <= t < self.window and 0 <= j < k):
+            raise IndexError(f"({name}, t={t}, j={j}) is outside a window of {self.window} x {k}")
+        return self.offsets[name] + t * k + j
+
+    def role(self, role: str) -> torch.Tensor:
+        """(N,) bool: the tokens of every modality with this role."""
+        return self.role_rank == ROLES.index(role)
+
+    def token_valid(self, valid: torch.Tensor) -> torch.Tensor:
+        """(B, L) per-step validity -> (B, N) per-token validity."""
+        return valid.bool()[:, self.timestep.to(valid.device)]
+
+    def format(self, mask: torch.Tensor) -> str:
+        """One mask row as text, e.g. 'states ##.. | actions #...' (# visible, . hidden)."""
+        mask = mask.reshape(-1, self.num_tokens)[0].tolist()
+        parts = []
+        for name in self.names:
+            sl, k = self.slice(name), self.tokens_per_step[name]
+            cells = ["#" if v else "." for v in mask[sl]]
+            steps = ["".join(cells[t * k : (t + 1) * k]) for t in range(self.window)]
+            parts.append(f"{name} {' '.join(steps) if k > 1 else ''.join(steps)}")
+        return " | ".join(parts)
+
+
+def apply_valid(mask: torch.Tensor, valid: torch.Tensor | None, layout: TokenLayout) -> torch.Tensor:
+    """Hide every token of a padded step: (N,) or (B, N) mask & (B, L) valid -> (B, N)."""
+    if valid is None:
+        return mask.bool()
+    return mask.bool().to(valid.device) & layout.token_valid(valid)
+
+
+# --------------------------------------------------------------------------------------------
+# Inference masks. Each returns (N,) for an int c and (B, N) for a (B,) tensor c.
+
+
+def _current(layout: TokenLayout, c, latest: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Timesteps and c, shaped to broadcast: (N,) with () or (1, N) with (B, 1)."""
+    c = torch.as_tensor(c, dtype=torch.long).cpu()  # masks are built on the CPU (they are tiny)
+    if c.dim() > 1 or (c.numel() and (c.min() < 0 or c.max() > latest)):
+        raise ValueError(f"current step c must lie in [0, {latest}] for window {layout.window}: {c.tolist()}")
+    t = layout.timestep
+    return (t, c) if c.dim() == 0 else (t[None, :], c[:, None])
+
+
+def bc_mask(layout: TokenLayout, c=None) -> torch.Tensor:
+    """Behaviour cloning. Visible: observations at 0..c, actions at 0..c-1. Hidden: returns, the rest.
+    The action to take is the (hidden) action token at c. c defaults to L-1."""
+    t, c = _current(layout, layout.window - 1 if c is None else c, layout.window - 1)
+    return (layout.role("states") & (t <= c)) | (layout.role("actions") & (t < c))
+
+
+def rcbc_mask(layout: TokenLayout, c=None, returns: str = "all") -> torch.Tensor:
+    """Return-conditioned BC: `bc_mask` plus the return tokens at every step (returns="all", the
+    reference eval: the target return is written at all L positions) or at 0..c ("history")."""
+    if returns not in ("all", "history"):
+        raise ConfigError(f"rcbc returns must be 'all' or 'history', got {returns!r}")
+    c = layout.window - 1 if c is None else c
+    t, cc = _current(layout, c, layout.window - 1)
+    shown = layout.role("returns") if returns == "all" else layout.role("returns") & (t <= cc)
+    return bc_mask(layout, c) | shown
+
+
+def forward_dynamics_mask(layout: TokenLayout, c=None) -> torch.Tensor:
+    """Forward dynamics. Visible: observations and actions at 0..c. Predict the observation at c+1
+    (needs c+1 < L). Returns and everything after c hidden. c defaults to L-2."""
+    t, c = _current(layout, layout.window - 2 if c is None else c, layout.window - 2)
+    return (layout.role("states") | layout.role("actions")) & (t <= c)
+
+
+def inverse_dynamics_mask(layout: TokenLayout, c=None) -> torch.Tensor:
+    """Inverse dynamics. Visible: observations at 0..c+1 (the history plus s_c and s_{c+1}) and
+    actions at 0..c-1. Predict the action at c (needs c+1 < L). c defaults to L-2."""
+    t, c = _current(layout, layout.window - 2 if c is None else c, layout.window - 2)
+    return (layout.role("states") & (t <= c + 1)) | (layout.role("actions") & (t < c))
+
+
+def goal_reaching_mask(layout: TokenLayout, c=None) -> torch.Tensor:
+    """Goal reaching. Visible: observations at 0..c and the goal observation at L-1, actions at
+    0..c-1. Predict the action at c (and the path to the goal). Returns hidden. c defaults to 0."""
+    t, c = _current(layout, 0 if c is None else c, layout.window - 1)
+    states = layout.role("states") & ((t <= c) | (t == layout.window - 1))
+    return states | (layout.role("actions") & (t < c))
+
+
+def imputation_mask(layout: TokenLayout, timesteps: Sequence[int] | None = None) -> torch.Tensor:
+    """Imputation. Visible: observations at the given timesteps (default: the first and the last);
+    every action and return, and the other observations, hidden."""
+    steps = [0, layout.window - 1] if timesteps is None else list(timesteps)
+    if any(not 0 <= s < layout.window for s in steps):
+        raise ValueError(f"imputation timesteps must lie in [0, {layout.window - 1}], got {steps}")
+    at = torch.zeros(layout.window, dtype=torch.bool)
+    at[steps] = True
+    return layout.role("states") & at[layout.timestep]
+
+
+# --------------------------------------------------------------------------------------------
+# Training masks: a different pattern per sample, reproducible from a torch.Generator (CPU).
+
+
+def _ensure_visible(mask: torch.Tensor) -> torch.Tensor:
+    """Show token 0 (first modality, t = 0) in any row with nothing visible. Step 0 is always a
+    real step (windows start inside an episode), so apply_valid never hides it again."""
+    mask[:, 0] |= ~mask.any(1)
+    return mask
+
+
+def _draw(values: Sequence[float], batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    values = torch.as_tensor(values, dtype=torch.float32)
+    return values[torch.randint(len(values), (batch_size,), generator=generator)]
+
+
+def _random_keep(layout, batch_size, generator, keep_ratios) -> torch.Tensor:
+    """Per sample and modality: keep floor(r * n + 1/2) of its n tokens, r drawn from keep_ratios,
+    the kept tokens chosen uniformly. Exact counts (not Bernoulli) as in the official code."""
+    if not keep_ratios or any(not 0.0 <= r <= 1.0 for r in keep_ratios):
+        raise ConfigError(f"keep ratios must be a non-empty list of values in [0, 1], got {keep_ratios}")
+    mask = torch.zeros(batch_size, layout.num_tokens, dtype=torch.bool)
+    for name in layout.names:
+        sl = layout.slice(name)
+        n = sl.stop - sl.start
+        count = torch.floor(_draw(keep_ratios, batch_size, generator) * n + 0.5)
+        rank = torch.rand(batch_size, n, generator=generator).argsort(1).argsort(1)
+        mask[:, sl] = rank < count[:, None]
+    return mask
+
+
+def random_mask(
+    layout: TokenLayout,
+    batch_size: int,
+    generator: torch.Generator,
+    keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
+) -> torch.Tensor:
+    """(B, N): each modality keeps a random fraction of its tokens, drawn per sample."""
+    return _ensure_visible(_random_keep(layout, batch_size, generator, keep_ratios))
+
+
+def random_autoregressive_mask(
+    layout: TokenLayout,
+    batch_size: int,
+    generator: torch.Generator,
+    keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
+    mode_weights: Mapping[str, float] = DEFAULT_MODE_WEIGHTS,
+) -> torch.Tensor:
+    """(B, N): the MTM training mask. `random_mask`, then per sample a role (states / returns /
+    actions, drawn by mode_weights among the roles present) and a time t*: hide every token after
+    t*, and at t* itself hide the chosen role and the roles after it in states -> returns -> actions.
+    E.g. role = returns, t* = 1, L = 3: s0 s1 . | R0 . . | a0 . .  (before the random keep)."""
+    mask = _random_keep(layout, batch_size, generator, keep_ratios)
+    present = [r for r in ROLES if bool(layout.role(r).any())]
+    unknown = set(mode_weights) - set(ROLES)
+    if unknown:
+        raise ConfigError(f"mode_weights keys must be among {ROLES}, got {sorted(unknown)}")
+    weights = torch.tensor([float(mode_weights.get(r, 0.0)) for r in present])
+    if (weights < 0).any() or weights.sum() <= 0:
+        raise ConfigError(f"mode_weights need a positive weight for one of {present}, got {mode_weights}")
+    ranks = torch.tensor([ROLES.index(r) for r in present])
+    role = ranks[torch.multinomial(weights, batch_size, replacement=True, generator=generator)]
+    t_star = torch.randint(layout.window, (batch_size,), generator=generator)
+    t, q = layout.timestep[None, :], layout.role_rank[None, :]
+    future = (t > t_star[:, None]) | ((t == t_star[:, None]) & (q >= role[:, None]))
+    return _ensure_visible(mask & ~future)
+
+
+def _random_current(layout, batch_size, generator, latest: int, mode: str) -> torch.Tensor:
+    if latest < 0:
+        raise ConfigError(f"training mask {mode!r} needs a window of at least 2, got {layout.window}")
+    return torch.randint(latest + 1, (batch_size,), generator=generator)
+
+
+MaskFn = Callable[..., torch.Tensor]
+
+# name -> (mask of a (B,) current step, latest valid c given L): the inference masks as training modes.
+_INFERENCE_MODES: dict[str, tuple[MaskFn, Callable[[int], int]]] = {
+    "bc": (bc_mask, lambda L: L - 1),
+    "rcbc": (rcbc_mask, lambda L: L - 1),
+    "forward_dynamics": (forward_dynamics_mask, lambda L: L - 2),
+    "inverse_dynamics": (inverse_dynamics_mask, lambda L: L - 2),
+    "goal_reaching": (goal_reaching_mask, lambda L: L - 1),
+}
+TRAINING_MODES = ("random", "random_autoregressive", *_INFERENCE_MODES, "imputation")
+
+
+class MaskMixture:
+    """A weighted mixture of mask modes, drawn independently for every sample.
+
+    modes: {mode name: weight}, names from TRAINING_MODES. The inference modes draw their current
+    step c uniformly per sample; "imputation" shows the first and last observations. Example:
+        MaskMixture({"random_autoregressive": 0.8, "bc": 0.1, "forward_dynamics": 0.1})
+    """
+
+    def __init__(
+        self,
+        modes: Mapping[str, float],
+        keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
+        mode_weights: Mapping[str, float] = DEFAULT_MODE_WEIGHTS,
+    ):
+        unknown = set(modes) - set(TRAINING_MODES)
+        if unknown:
+            raise ConfigError(f"unknown mask modes {sorted(unknown)}; choose from {list(TRAINING_MODES)}")
+        if not modes or any(w < 0 for w in modes.values()) or sum(modes.values()) <= 0:
+            raise ConfigError(f"mask mode weights must be >= 0 with a positive sum, got {dict(modes)}")
+        self.modes = dict(modes)
+        self.keep_ratios = tuple(keep_ratios)
+        self.mode_weights = dict(mode_weights)
+
+    @classmethod
+    def from_string(cls, text: str, **options) -> "MaskMixture":
+        """From a config string: "random_autoregressive", or weighted "random_autoregressive:0.8,bc:0.2"."""
+        modes: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, _, weight = part.partition(":")
+            try:
+                modes[name.strip()] = float(weight) if weight else 1.0
+            except ValueError:
+                raise ConfigError(f"mask mode weight must be a number, got {part!r} in {text!r}") from None
+        if not modes:
+            raise ConfigError(f"no mask mode given; choose from {list(TRAINING_MODES)}")
+        return cls(modes, **options)
+
+    def _one(self, mode: str, layout: TokenLayout, batch_size: int, generator: torch.Generator):
+        if mode == "random":
+            return random_mask(layout, batch_size, generator, self.keep_ratios)
+        if mode == "random_autoregressive":
+            return random_autoregressive_mask(
+                layout, batch_size, generator, self.keep_ratios, self.mode_weights
+            )
+        if mode == "imputation":
+            return imputation_mask(layout).expand(batch_size, -1)
+        fn, latest = _INFERENCE_MODES[mode]
+        return fn(layout, _random_current(layout, batch_size, generator, latest(layout.window), mode))
+
+    def __call__(
+        self, layout: TokenLayout, batch_size: int, generator: torch.Generator, device=None
+    ) -> torch.Tensor:
+        """(B, N) bool, True = VISIBLE, on `device` (generated on the CPU)."""
+        names = list(self.modes)
+        weights = torch.tensor([float(self.modes[n]) for n in names])
+        choice = torch.multinomial(weights, batch_size, replacement=True, generator=generator)
+        mask = torch.zeros(batch_size, layout.num_tokens, dtype=torch.bool)
+        for i, name in enumerate(names):
+            rows = choice == i
+            if rows.any():
+                mask[rows] = self._one(name, layout, int(rows.sum()), generator)
+        return _ensure_visible(mask).to(device) if device is not None else _ensure_visible(mask)

@@ -1,0 +1,342 @@
+"""The masked trajectory model: an MAE-style bidirectional Transformer over trajectory tokens.
+
+    raw batch --tokenizers--> tokens (B, N) --embed--> encoder over the VISIBLE tokens only
+      --> per-modality mask tokens fill the hidden places --> decoder over all real tokens
+      --> per-modality heads (B, L, k, output_dim) --tokenizers--> raw predictions
+
+Masks are per sample (True = VISIBLE, see mtm.model.masks), so samples in one batch have different
+numbers of visible tokens. Representation: the selected tokens of all samples are PACKED into one
+(T, width) tensor (T = total selected tokens in the batch) for every per-token layer (the Linear
+layers, which are nearly all of the FLOPs), and scattered into a padded (B, max_count, ...) tensor
+with a key mask only inside attention. The encoder therefore costs in proportion to the visible
+tokens actually present (about 40% of N under the reference mask), not to N nor to the batch's
+largest visible count. Forward + backward + AdamW, width 512, 2 + 1 layers, L = 4, batch 256,
+reference mask, one CPU thread (AMD EPYC, AVX512-BF16), samples/s, fp32 / bf16 autocast:
+    packed (this)                                           201 / 615
+    all N tokens, hidden keys masked (key padding)          130 / 411
+    gathered to (B, max visible) + key padding (10 of 12)   147 / 453
+The decoder uses the same packing over the real (valid) tokens, so padded steps past an episode's
+end are neither computed nor attended to.
+
+No attention row is ever fully masked (which would give NaN): every query may also attend to
+itself; for real queries that changes nothing (they are real keys already), and padded slots —
+whose outputs are discarded — get a finite softmax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtm.errors import ConfigError
+from mtm.model.masks import TokenLayout, apply_valid
+from mtm.model.tokenizers import Tokenizer, tokenizer_from_spec
+
+
+@dataclass
+class ModelConfig:
+    width: int = 512  # token embedding size
+    encoder_layers: int = 2  # Transformer blocks over the visible tokens
+    decoder_layers: int = 1  # Transformer blocks over all tokens (visible + mask tokens)
+    heads: int = 4  # attention heads; width must be divisible by heads
+    dropout: float = 0.1  # on attention probabilities and on each residual branch
+    ffn_mult: int = 4  # feed-forward hidden size = ffn_mult * width
+    position_scale: float = 0.5  # fixed sin/cos encoding of the window position, times this (reference: 0.5)
+    use_timestep_embedding: bool = False  # add a learned embedding of the absolute episode step
+    max_timestep: int = 1000  # steps >= this share the last timestep embedding
+    mlp_heads: bool = True  # heads Linear -> GELU -> Linear as the official code; False: one Linear
+
+    def __post_init__(self) -> None:
+        # ValueError "field must be ..., got ..." is the config loader's convention (mtm.config):
+        # it reports it as a ConfigError naming the file or --set override.
+        if self.width < 2 or self.width % 2 or self.heads < 1 or self.width % self.heads:
+            raise ValueError(f"width must be even and divisible by heads ({self.heads}), got {self.width}")
+        for name in ("encoder_layers", "decoder_layers", "ffn_mult", "max_timestep"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def sincos_position_table(length: int, width: int) -> torch.Tensor:
+    """(length, width): sin of the positions at geometric frequencies in the first half, cos in the second."""
+    freq = 1.0 / 10000 ** (torch.arange(width // 2, dtype=torch.float64) / (width / 2))
+    angle = torch.arange(length, dtype=torch.float64)[:, None] * freq[None, :]
+    return torch.cat([angle.sin(), angle.cos()], 1).float()
+
+
+class Packing:
+    """The selected tokens of each sample: packed rows (T, ...) <-> padded (B, M, ...) for attention.
+
+    `select` is (B, N) bool. Selected tokens keep their order within a sample. When every token is
+    selected, packing is a plain reshape and attention needs no mask.
+    """
+
+    def __init__(self, select: torch.Tensor):
+        self.batch, self.length = select.shape
+        self.dense = bool(select.all())
+        if self.dense:
+            self.slots, self.attn_mask = self.length, None
+            return
+        counts = select.sum(1)
+        self.slots = max(int(counts.max()), 1)  # M
+        b, n = select.nonzero(as_tuple=True)  # row-major: sample by sample, tokens in order
+        slot = (select.cumsum(1) - 1)[b, n]
+        self.src = b * self.length + n  # rows of (B * N)
+        self.dst = b * self.slots + slot  # rows of (B * M)
+        key = torch.arange(self.slots, device=select.device)[None, :] < counts[:, None]  # (B, M)
+        self_key = torch.eye(self.slots, dtype=torch.bool, device=select.device)
+        self.attn_mask = (key[:, None, :] | self_key)[:, None]  # (B, 1, M, M) True = may attend
+
+    def pack(self, grid: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (T, C)."""
+        flat = grid.reshape(self.batch * self.length, -1)
+        return flat if self.dense else flat.index_select(0, self.src)
+
+    def unpack(self, rows: torch.Tensor) -> torch.Tensor:
+        """(T, C) -> (B, N, C) with zeros at unselected tokens."""
+        if not self.dense:
+            rows = rows.new_zeros(self.batch * self.length, rows.shape[-1]).index_copy(0, self.src, rows)
+        return rows.view(self.batch, self.length, -1)
+
+    def pad(self, rows: torch.Tensor) -> torch.Tensor:
+        """(T, C) -> (B, M, C) with zeros in the empty slots."""
+        if not self.dense:
+            rows = rows.new_zeros(self.batch * self.slots, rows.shape[-1]).index_copy(0, self.dst, rows)
+        return rows.view(self.batch, self.slots, -1)
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        """(B, M, C) -> (T, C)."""
+        flat = padded.reshape(self.batch * self.slots, -1)
+        return flat if self.dense else flat.index_select(0, self.dst)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.heads = cfg.heads
+        self.dropout = cfg.dropout
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width)
+        self.proj = nn.Linear(cfg.width, cfg.width)
+
+    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+        qkv = packing.pad(self.qkv(x))  # (B, M, 3 * width): only attention needs the padded layout
+        b, m, _ = qkv.shape
+        q, k, v = qkv.view(b, m, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, heads, M, d)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=packing.attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(packing.unpad(y.transpose(1, 2).reshape(b, m, -1)))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm Transformer block on packed tokens (T, width)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.width)
+        self.attn = Attention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.width)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.width, cfg.ffn_mult * cfg.width),
+            nn.GELU(),
+            nn.Linear(cfg.ffn_mult * cfg.width, cfg.width),
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), packing))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+class MTM(nn.Module):
+    """The masked trajectory model.
+
+    tokenizers: {modality name: Tokenizer}, ordered; the names are the batch keys and the order is
+    the token order (see TokenLayout). window: L, the timesteps per sample.
+    """
+
+    def __init__(self, config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window: int):
+        super().__init__()
+        if not tokenizers:
+            raise ConfigError("the model needs at least one modality")
+        self.config = config
+        self.window = int(window)
+        self.tokenizers = nn.ModuleDict(tokenizers)
+        self.layout = TokenLayout.from_tokenizers(tokenizers, window)
+        w, names = config.width, list(tokenizers)
+
+        def per_modality(make) -> nn.ModuleDict:
+            return nn.ModuleDict({n: make(tok) for n, tok in tokenizers.items()})
+
+        def type_embeddings() -> nn.ParameterDict:
+            # One learned vector per (modality, sub-token): the modality embedding and the
+            # per-sub-token embedding of a k > 1 modality would only ever appear summed, so one
+            # (k, width) table per modality is both.
+            return nn.ParameterDict(
+                {n: nn.Parameter(torch.empty(tok.tokens_per_step, w)) for n, tok in tokenizers.items()}
+            )
+
+        # Encoder side.
+        self.embed = per_modality(lambda tok: nn.Linear(tok.input_dim, w))
+        self.enc_type = type_embeddings()
+        if config.use_timestep_embedding:
+            self.timestep_embedding = nn.Embedding(config.max_timestep, w)
+        self.encoder = nn.ModuleList(Block(config) for _ in range(config.encoder_layers))
+        self.enc_norm = nn.LayerNorm(w)
+        # Decoder side: encoder outputs re-embedded per modality, mask tokens at hidden places.
+        self.dec_embed = per_modality(lambda tok: nn.Linear(w, w))
+        self.mask_token = nn.ParameterDict({n: nn.Parameter(torch.empty(w)) for n in names})
+        self.dec_type = type_embeddings()
+        self.decoder = nn.ModuleList(Block(config) for _ in range(config.decoder_layers))
+        self.dec_norm = nn.LayerNorm(w)
+        if config.mlp_heads:
+            self.heads = per_modality(
+                lambda tok: nn.Sequential(nn.Linear(w, w), nn.GELU(), nn.Linear(w, tok.output_dim))
+            )
+        else:
+            self.heads = per_modality(lambda tok: nn.Linear(w, tok.output_dim))
+
+        # Fixed, derived from the config: not saved in the state_dict.
+        position = sincos_position_table(self.window, w) * config.position_scale
+        self.register_buffer("token_position", position[self.layout.timestep], persistent=False)  # (N, w)
+        self.register_buffer("token_timestep", self.layout.timestep.clone(), persistent=False)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # GPT-2 style: N(0, 0.02) everywhere, residual output projections scaled down by the depth
+        # so the residual stream's variance does not grow with the number of blocks. Tokenizers
+        # keep their own initialisation (a future image encoder may come pre-trained).
+        own = {id(m) for m in self.tokenizers.modules()}
+        for module in self.modules():
+            if id(module) in own:
+                continue
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+        depth = self.config.encoder_layers + self.config.decoder_layers
+        for block in [*self.encoder, *self.decoder]:
+            for proj in (block.attn.proj, block.ffn[2]):
+                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * depth))
+        for p in [*self.enc_type.values(), *self.dec_type.values(), *self.mask_token.values()]:
+            nn.init.normal_(p, std=0.02)
+
+    # ------------------------------------------------------------------------------------------
+
+    def _masks(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor, valid):
+        """-> (B, N) visible & real, (B, N) real. valid defaults to batch['valid'] when present."""
+        first = batch[next(iter(self.tokenizers))]
+        b, length = first.shape[:2]
+        if length != self.window:
+            raise ValueError(f"batch has {length} timesteps, the model's window is {self.window}")
+        n = self.layout.num_tokens
+        if visible.shape[-1] != n or visible.dim() not in (1, 2):
+            raise ValueError(f"visible must be (N,) or (B, N) with N = {n}, got {tuple(visible.shape)}")
+        visible = visible.to(first.device).bool().expand(b, n)
+        if valid is None:
+            valid = batch.get("valid")
+        if valid is None:
+            return visible, torch.ones(b, n, dtype=torch.bool, device=first.device)
+        real = self.layout.token_valid(valid.to(first.device))
+        return apply_valid(visible, valid.to(first.device), self.layout), real
+
+    def _encoder_inputs(self, batch, visible: torch.Tensor) -> torch.Tensor:
+        """(B, N, width) embeddings of every token; the values of hidden tokens are zeroed first,
+        so they cannot reach the network (not even a NaN through the backward pass)."""
+        parts = []
+        for name, tok in self.tokenizers.items():
+            x = tok.encode(batch[name])  # (B, L, k, input_dim)
+            shown = visible[:, self.layout.slice(name)].view(*x.shape[:3], 1)
+            x = self.embed[name](x.masked_fill(~shown, 0.0)) + self.enc_type[name]
+            parts.append(x.flatten(1, 2))
+        x = torch.cat(parts, 1) + self.token_position
+        if self.config.use_timestep_embedding:
+            steps = batch["timesteps"].long().clamp(0, self.config.max_timestep - 1)
+            x = x + self.timestep_embedding(steps[:, self.token_timestep])
+        return x
+
+    def _decoder_inputs(self, encoded: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """(B, N, width): encoder outputs at visible tokens, mask tokens at hidden ones."""
+        parts = []
+        for name in self.tokenizers:
+            sl = self.layout.slice(name)
+            x = torch.where(visible[:, sl, None], self.dec_embed[name](encoded[:, sl]), self.mask_token[name])
+            k = self.layout.tokens_per_step[name]
+            parts.append((x.unflatten(1, (self.window, k)) + self.dec_type[name]).flatten(1, 2))
+        return torch.cat(parts, 1) + self.token_position
+
+    def forward(
+        self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Head outputs {modality: (B, L, k, output_dim)} for every token.
+
+        batch: raw tensors keyed by modality (+ "timesteps" (B, L) when use_timestep_embedding).
+        visible: (N,) or (B, N) bool, True = VISIBLE. valid: (B, L) bool, False on padded steps
+        (default: batch["valid"] if present, else all real); padded steps are never visible and
+        never attended to. Outputs at padded steps are meaningless.
+        """
+        visible, real = self._masks(batch, visible, valid)
+        enc = Packing(visible)
+        x = enc.pack(self._encoder_inputs(batch, visible))
+        for block in self.encoder:
+            x = block(x, enc)
+        encoded = enc.unpack(self.enc_norm(x))
+
+        dec = Packing(real)
+        x = dec.pack(self._decoder_inputs(encoded, visible))
+        for block in self.decoder:
+            x = block(x, dec)
+        decoded = dec.unpack(self.dec_norm(x))
+
+        out = {}
+        for name, tok in self.tokenizers.items():
+            h = self.heads[name](decoded[:, self.layout.slice(name)])
+            out[name] = h.unflatten(1, (self.window, tok.tokens_per_step))
+        return out
+
+    @torch.no_grad()
+    def predict(
+        self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Raw-unit predictions {modality: (B, L, ...)} of every token (decoded head outputs)."""
+        out = self.forward(batch, visible, valid)
+        return {name: tok.decode(out[name]) for name, tok in self.tokenizers.items()}
+
+    # ------------------------------------------------------------------------------------------
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def optim_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: decay on Linear weights (attention included), none on biases,
+        LayerNorms, embeddings and mask tokens."""
+        decay = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)}
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in params if id(p) in decay], "weight_decay": float(weight_decay)},
+            {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0},
+        ]
+
+    def spec(self) -> dict:
+        """JSON-able description that, with the state_dict, rebuilds this model (`MTM.from_spec`)."""
+        return {
+            "config": dataclasses.asdict(self.config),
+            "window": self.window,
+            "tokenizers": {name: tok.spec() for name, tok in self.tokenizers.items()},
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "MTM":
+        unknown = set(spec["config"]) - {f.name for f in dataclasses.fields(ModelConfig)}
+        if unknown:
+            raise ConfigError(f"unknown model config fields {sorted(unknown)}")
+        tokenizers = {name: tokenizer_from_spec(s) for name, s in spec["tokenizers"].items()}
+        return cls(ModelConfig(**spec["config"]), tokenizers, spec["window"])

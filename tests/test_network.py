@@ -1,0 +1,256 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mtm.errors import ConfigError
+from mtm.model.loss import mtm_loss
+from mtm.model.masks import bc_mask, random_autoregressive_mask
+from mtm.model.network import MTM, ModelConfig, Packing
+from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer
+
+torch.set_num_threads(1)
+
+S, A, L = 5, 2, 4
+TINY = dict(width=32, encoder_layers=2, decoder_layers=1, heads=4, dropout=0.0)
+
+
+def make_tokenizers(binned_actions=False):
+    g = np.random.default_rng(0)
+    toks = {
+        "states": ContinuousTokenizer(S, g.normal(size=S), g.uniform(0.5, 2, size=S), name="states"),
+        "returns": ContinuousTokenizer(1, [1.0], [3.0], name="returns"),
+    }
+    if binned_actions:
+        toks["actions"] = BinnedTokenizer(A, [-1.0] * A, [1.0] * A, num_bins=8, name="actions")
+    else:
+        toks["actions"] = ContinuousTokenizer(A, np.zeros(A), np.ones(A), name="actions")
+    return toks
+
+
+def make_model(binned_actions=False, **overrides):
+    torch.manual_seed(0)
+    return MTM(ModelConfig(**{**TINY, **overrides}), make_tokenizers(binned_actions), L).eval()
+
+
+def make_batch(B, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "states": torch.randn(B, L, S, generator=g),
+        "returns": torch.randn(B, L, 1, generator=g),
+        "actions": torch.rand(B, L, A, generator=g) * 2 - 1,
+        "timesteps": torch.randint(0, 50, (B, 1), generator=g) + torch.arange(L),
+    }
+
+
+def sample(batch, b):
+    return {k: v[b : b + 1] for k, v in batch.items()}
+
+
+def test_output_shapes_continuous_and_binned():
+    for binned in (False, True):
+        model = make_model(binned)
+        batch = make_batch(3)
+        out = model(batch, bc_mask(model.layout, 2))
+        assert out["states"].shape == (3, L, 1, S)
+        assert out["returns"].shape == (3, L, 1, 1)
+        assert out["actions"].shape == ((3, L, A, 8) if binned else (3, L, 1, A))
+        raw = model.predict(batch, bc_mask(model.layout, 2))
+        shapes = {k: tuple(v.shape) for k, v in raw.items()}
+        assert shapes == {"states": (3, L, S), "returns": (3, L, 1), "actions": (3, L, A)}
+
+
+@pytest.mark.parametrize("binned", [False, True])
+def test_per_sample_masks_match_samples_run_one_by_one(binned):
+    model = make_model(binned, use_timestep_embedding=True)
+    B = 6
+    batch = make_batch(B)
+    visible = random_autoregressive_mask(model.layout, B, torch.Generator().manual_seed(0))
+    valid = torch.ones(B, L, dtype=torch.bool)
+    valid[1, 3:] = False
+    valid[4, 1:] = False
+    together = model(batch, visible, valid)
+    for b in range(B):
+        alone = model(sample(batch, b), visible[b], valid[b : b + 1])
+        real = valid[b]
+        for name in together:
+            torch.testing.assert_close(together[name][b, real], alone[name][0, real], atol=1e-5, rtol=1e-5)
+
+
+def test_hidden_token_values_do_not_matter():
+    model = make_model()
+    batch = make_batch(4)
+    visible = random_autoregressive_mask(model.layout, 4, torch.Generator().manual_seed(1))
+    before = model(batch, visible)
+    changed = {k: v.clone() for k, v in batch.items()}
+    for name in ("states", "returns", "actions"):
+        hidden = ~visible[:, model.layout.slice(name)].view(4, L)
+        changed[name][hidden] = float("nan")  # not even NaN gets through
+    after = model(changed, visible)
+    for name in before:
+        torch.testing.assert_close(after[name], before[name], rtol=0, atol=0)
+    assert any(not torch.equal(model(make_batch(4, seed=9), visible)[n], before[n]) for n in before)
+
+
+def test_padded_steps_do_not_affect_real_tokens():
+    model = make_model()
+    batch = make_batch(3)
+    visible = torch.ones(model.layout.num_tokens, dtype=torch.bool)  # even marked visible
+    valid = torch.tensor([[True, True, False, False], [True] * 4, [True, False, False, False]])
+    before = model(batch, visible, valid)
+    changed = {k: v.clone() for k, v in batch.items()}
+    for name in ("states", "returns", "actions"):
+        changed[name][~valid] = 1e6
+    after = model(changed, visible, valid)
+    for name in before:
+        torch.testing.assert_close(after[name][valid], before[name][valid], rtol=0, atol=1e-6)
+    # valid defaults to batch["valid"]
+    with_key = model({**changed, "valid": valid}, visible)
+    torch.testing.assert_close(with_key["states"][valid], before["states"][valid], rtol=0, atol=1e-6)
+
+
+def test_a_visible_token_changes_the_prediction_of_a_hidden_one():
+    model = make_model()
+    batch = make_batch(1)
+    visible = bc_mask(model.layout, 3)
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["states"][0, 0] += 1.0
+    a = model(batch, visible)["actions"][0, 3]
+    b = model(changed, visible)["actions"][0, 3]
+    assert not torch.allclose(a, b)
+
+
+def test_no_nan_with_nothing_visible_and_gradients_are_finite():
+    model = make_model()
+    model.train()
+    batch = make_batch(3)
+    visible = torch.zeros(3, model.layout.num_tokens, dtype=torch.bool)
+    visible[0, 5] = True  # other rows show nothing at all
+    valid = torch.tensor([[True, False, False, False], [True] * 4, [True] * 4])
+    batch["actions"][0, 1:] = float("nan")  # padded and hidden
+    out = model(batch, visible, valid)
+    loss = sum(o[valid].square().mean() for o in out.values())
+    loss.backward()
+    assert all(torch.isfinite(o[valid]).all() for o in out.values())
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    nothing = model(batch, torch.zeros(model.layout.num_tokens, dtype=torch.bool), valid)
+    assert all(torch.isfinite(o[valid]).all() for o in nothing.values())
+
+
+def test_mask_broadcast_and_timestep_embedding():
+    model = make_model(use_timestep_embedding=True, max_timestep=60)
+    batch = make_batch(2)
+    mask = bc_mask(model.layout, 1)
+    torch.testing.assert_close(model(batch, mask)["actions"], model(batch, mask.expand(2, -1))["actions"])
+    later = {**batch, "timesteps": batch["timesteps"] + 7}
+    assert not torch.allclose(model(batch, mask)["actions"], model(later, mask)["actions"])
+    # steps beyond max_timestep share the last embedding
+    far = model({**batch, "timesteps": batch["timesteps"] + 1000}, mask)["actions"]
+    farther = model({**batch, "timesteps": batch["timesteps"] + 5000}, mask)["actions"]
+    torch.testing.assert_close(far, farther)
+
+
+def test_bad_shapes_and_configs():
+    model = make_model()
+    with pytest.raises(ValueError, match="window"):
+        model({k: v[:, :3] for k, v in make_batch(2).items()}, torch.ones(9, dtype=torch.bool))
+    with pytest.raises(ValueError, match="visible"):
+        model(make_batch(2), torch.ones(7, dtype=torch.bool))
+    with pytest.raises(ValueError, match="width must be even and divisible by heads"):
+        ModelConfig(width=30, heads=4)
+    with pytest.raises(ValueError, match="dropout"):
+        ModelConfig(dropout=1.0)
+    with pytest.raises(ConfigError, match="at least one modality"):
+        MTM(ModelConfig(**TINY), {}, L)
+
+
+def test_packing_round_trips():
+    select = torch.tensor([[True, False, True, True], [False, False, True, False], [False] * 4])
+    p = Packing(select)
+    grid = torch.arange(3 * 4, dtype=torch.float32).view(3, 4, 1)
+    rows = p.pack(grid)
+    assert rows[:, 0].tolist() == [0, 2, 3, 6]
+    assert p.slots == 3 and p.pad(rows)[:, :, 0].tolist() == [[0, 2, 3], [6, 0, 0], [0, 0, 0]]
+    torch.testing.assert_close(p.unpad(p.pad(rows)), rows)
+    torch.testing.assert_close(p.unpack(rows), grid * select[..., None])
+    key = p.attn_mask[:, 0]
+    assert key[0].all() and key[1, :, 0].all() and key[1].diagonal().all() and not key[1, 0, 1]
+    assert Packing(torch.ones(2, 3, dtype=torch.bool)).attn_mask is None
+
+
+def test_reference_size_for_hopper():
+    toks = {
+        "states": ContinuousTokenizer(11, np.zeros(11), np.ones(11), name="states"),
+        "returns": ContinuousTokenizer(1, [0.0], [1.0], name="returns"),
+        "actions": ContinuousTokenizer(3, np.zeros(3), np.ones(3), name="actions"),
+    }
+    n = MTM(ModelConfig(), toks, 4).num_parameters()
+    assert n == 11_056_655  # the official code: about 11 M
+
+
+def test_optim_groups_decay_linear_weights_only():
+    model = make_model(use_timestep_embedding=True)
+    decay, no_decay = model.optim_groups(0.005)
+    assert decay["weight_decay"] == 0.005 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    kept = {names[id(p)] for p in no_decay["params"]}
+    assert not decayed & kept and decayed | kept == set(names.values())
+    assert all(n.endswith(".weight") for n in decayed)
+    assert {"encoder.0.attn.qkv.weight", "decoder.0.attn.proj.weight", "heads.actions.2.weight"} <= decayed
+    assert "embed.states.weight" in decayed and "dec_embed.returns.weight" in decayed
+    assert {"mask_token.states", "enc_type.actions", "dec_type.states", "timestep_embedding.weight"} <= kept
+    assert {"enc_norm.weight", "encoder.0.ln1.bias", "encoder.0.ffn.0.bias", "heads.states.0.bias"} <= kept
+
+
+def test_spec_and_state_dict_rebuild_the_model():
+    model = make_model(binned_actions=True)
+    spec = json.loads(json.dumps(model.spec()))
+    rebuilt = MTM.from_spec(spec).eval()
+    state = model.state_dict()
+    assert "tokenizers.states.mean" in state and "token_position" not in state
+    rebuilt.load_state_dict(state)
+    batch = make_batch(2)
+    mask = bc_mask(model.layout, 3)
+    for name, out in model(batch, mask).items():
+        torch.testing.assert_close(rebuilt(batch, mask)[name], out)
+
+
+def test_bf16_autocast_runs():
+    model = make_model()
+    batch = make_batch(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch, random_autoregressive_mask(model.layout, 2, torch.Generator().manual_seed(0)))
+    assert all(torch.isfinite(o).all() for o in out.values())
+
+
+def test_learns_actions_from_states_through_the_mask():
+    # actions are a fixed function of the same step's state: BC must recover them from the states,
+    # which works only if information flows from visible tokens to the hidden action tokens.
+    torch.manual_seed(0)
+    toks = {
+        "states": ContinuousTokenizer(S, np.zeros(S), np.ones(S), name="states"),
+        "actions": ContinuousTokenizer(A, np.zeros(A), np.ones(A), name="actions"),
+    }
+    model = MTM(ModelConfig(width=32, heads=2, encoder_layers=1, decoder_layers=1, dropout=0.0), toks, L)
+    opt = torch.optim.AdamW(model.optim_groups(0.0), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(S, A, generator=g) / S**0.5
+
+    def data(n):
+        states = torch.randn(n, L, S, generator=g)
+        return {"states": states, "actions": states @ w}
+
+    for _ in range(250):
+        batch = data(64)
+        visible = random_autoregressive_mask(model.layout, 64, g)
+        loss, _ = mtm_loss(model(batch, visible), batch, toks, visible, None)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    test = data(256)
+    pred = model.predict(test, bc_mask(model.layout, L - 1))["actions"][:, L - 1]
+    mse = (pred - test["actions"][:, L - 1]).square().mean()
+    assert mse < 0.15 * test["actions"].var()  # ~1 before training
