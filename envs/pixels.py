@@ -1,0 +1,121 @@
+"""Pixel observations for MuJoCo tasks: {"state": the original vector, "pixels": an RGB frame}.
+
+Keeping the state next to the frame lets one dataset serve both state-based and image-based
+models, and lets scripted experts (which read the state) collect image datasets.
+
+Offscreen rendering is much faster without shadows and multisampling (a 64x64 Reacher frame on
+CPU with EGL: 2.4 ms with MuJoCo's defaults, 0.55 ms without; bigger scenes lose far more). Both
+are switched off before the first frame, because the offscreen buffer is created then.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+STATE_KEY = "state"  # same key as mtm.data.episode.STATE_KEY; envs/ must not import mtm
+PIXELS_KEY = "pixels"
+
+Camera = Union[int, str, dict, None]
+
+
+class PixelObservation(gym.ObservationWrapper):
+    """Render a square uint8 RGB frame of ``size`` pixels after every reset and step.
+
+    ``env`` must be a MuJoCo env made with ``render_mode="rgb_array"`` (``make_pixel_env`` does
+    that). ``camera`` is a camera id (int) or name (str) of the model, or a dict of free-camera
+    settings (distance, azimuth, elevation, lookat); None keeps the env's default view.
+    """
+
+    def __init__(self, env: gym.Env, size: int = 64, camera: Camera = None) -> None:
+        super().__init__(env)
+        if size <= 0:
+            raise ValueError(f"image size must be positive, got {size}")
+        if env.render_mode != "rgb_array":
+            raise ValueError(
+                f"pixel observations need an env made with render_mode='rgb_array', "
+                f"got {env.render_mode!r}"
+            )
+        renderer = getattr(env.unwrapped, "mujoco_renderer", None)
+        if renderer is None:
+            raise ValueError(f"pixel observations support MuJoCo envs only, not {env.spec.id if env.spec else env}")
+        if not isinstance(env.observation_space, spaces.Box):
+            raise ValueError(f"pixel observations wrap a Box state space, got {env.observation_space}")
+        if renderer.viewer is not None:
+            raise ValueError("wrap the env in PixelObservation before its first render()")
+        model = env.unwrapped.model
+        model.vis.quality.shadowsize = 0
+        model.vis.quality.offsamples = 0
+        # The renderer reads its size and camera when it creates its first viewer, so setting them
+        # here (before any render) works whatever the env was made with.
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, size)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, size)
+        renderer.width = renderer.height = size
+        if isinstance(camera, dict):
+            renderer.camera_id = -1  # the free camera, placed by the settings below
+            # gymnasium copies only ndarray values element-wise into the camera (lookat is an array).
+            renderer.default_cam_config = {
+                k: np.asarray(v, dtype=np.float64) if isinstance(v, (list, tuple)) else v
+                for k, v in camera.items()
+            }
+        elif camera is not None:
+            renderer.camera_id = _camera_id(model, camera)
+        self.size = size
+        self.camera = camera
+        state = env.observation_space
+        self.observation_space = spaces.Dict(
+            {
+                STATE_KEY: spaces.Box(
+                    low=state.low.astype(np.float32),
+                    high=state.high.astype(np.float32),
+                    shape=state.shape,
+                    dtype=np.float32,
+                ),
+                PIXELS_KEY: spaces.Box(low=0, high=255, shape=(size, size, 3), dtype=np.uint8),
+            }
+        )
+
+    def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
+        frame = self.env.render()
+        return {
+            STATE_KEY: np.asarray(observation, dtype=np.float32),
+            # The renderer reuses its buffer: copy so earlier frames of an episode stay intact.
+            PIXELS_KEY: np.array(frame, dtype=np.uint8, copy=True),
+        }
+
+
+def _camera_id(model: Any, camera: int | str) -> int:
+    import mujoco
+
+    if isinstance(camera, str):
+        camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+        if camera_id < 0:
+            names = [model.camera(i).name for i in range(model.ncam)]
+            raise ValueError(f"the model has no camera named {camera!r}; cameras: {names or 'none'}")
+        return camera_id
+    if not -1 <= camera < model.ncam:
+        raise ValueError(f"camera id {camera} is out of range: the model has {model.ncam} camera(s) (-1 = free camera)")
+    return int(camera)
+
+
+def make_pixel_env(env_id: str, size: int = 64, camera: Camera = None, **kwargs: Any) -> PixelObservation:
+    """``gym.make`` with rgb_array rendering, wrapped in PixelObservation (``size`` x ``size`` frames).
+
+    Without a ``camera``, a task from envs.tasks.TASKS is seen from its own ``pixel_camera`` (for
+    Reacher a close top-down view; its stock view leaves the arm a few pixels wide).
+    """
+    from envs.tasks import TASKS
+
+    if camera is None and env_id in TASKS:
+        camera = TASKS[env_id].pixel_camera
+    # No width/height here: PixelObservation sizes the renderer itself, and non-MuJoCo envs would
+    # reject the keywords with a TypeError instead of the wrapper's clear message.
+    env = gym.make(env_id, render_mode="rgb_array", **kwargs)
+    try:
+        return PixelObservation(env, size=size, camera=camera)
+    except BaseException:
+        env.close()
+        raise

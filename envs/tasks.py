@@ -1,0 +1,89 @@
+"""The tasks mtm knows by name: what they are, whether a scripted expert exists, how to collect data.
+
+Any gymnasium id works with ``mtm collect --policy random`` and with evaluation; TASKS only adds
+what mtm knows beyond the registry: a scripted expert, a default dataset recipe and reference
+scores. Plain gymnasium ids (like Reacher-v5) need no registration of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from envs.experts import Expert, ReacherExpert
+from envs.references import reference_scores
+
+
+@dataclass(frozen=True)
+class CollectRecipe:
+    """One `mtm collect` run that produces a task's default dataset."""
+
+    policy: str
+    episodes: int
+    output: str
+    # Expert action-noise std per block of episodes: several values split the episodes into equal
+    # consecutive blocks, which gives one file of mixed quality (returns from expert to poor).
+    noise: tuple[float, ...] = ()
+    seed: int = 0
+    num_envs: int = 8
+
+    def command(self, env_id: str) -> str:
+        parts = [
+            "mtm collect",
+            f"--env {env_id}",
+            f"--policy {self.policy}",
+            f"--episodes {self.episodes}",
+            f"--num-envs {self.num_envs}",
+            f"--seed {self.seed}",
+        ]
+        if self.noise:
+            parts.append("--noise " + ",".join(f"{n:g}" for n in self.noise))
+        parts.append(f"--output {self.output}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    env_id: str
+    description: str
+    max_episode_steps: int
+    expert: Callable[[], Expert] | None = None  # factory: a fresh scripted expert, or None
+    recipe: CollectRecipe | None = None
+    # Default camera of envs.pixels.make_pixel_env: a camera id / name, or free-camera settings.
+    pixel_camera: int | str | dict[str, Any] | None = None
+
+    @property
+    def references(self) -> tuple[float, float] | None:
+        """(random, expert) reference returns for normalised scores, or None when unmeasured."""
+        return reference_scores(self.env_id)
+
+
+TASKS: dict[str, TaskSpec] = {
+    spec.env_id: spec
+    for spec in [
+        TaskSpec(
+            env_id="Reacher-v5",
+            description=(
+                "MuJoCo 2-link arm reaching a random target in the plane; 10-D state, 2-D torque, "
+                "50-step episodes. Fast to simulate: mtm's default demo task."
+            ),
+            max_episode_steps=50,
+            expert=ReacherExpert,
+            # Noise 0 / 0.1 / 0.3 / 0.5 gives mean returns of about -3.6 / -5 / -15 / -30 (random
+            # is -43), so return-conditioned models see both what to do and what not to do.
+            recipe=CollectRecipe(
+                policy="expert",
+                episodes=2000,
+                noise=(0.0, 0.1, 0.3, 0.5),
+                output="datasets/reacher-v5-mixed.hdf5",
+            ),
+            # Straight down from 0.6 m: the +-0.25 m in view hold every target (radius < 0.2) and
+            # the whole arm (reach 0.21), which spans ~27 px of a 64 px frame.
+            pixel_camera={"distance": 0.6, "azimuth": 90.0, "elevation": -90.0, "lookat": (0.0, 0.0, 0.0), "trackbodyid": -1},
+        ),
+    ]
+}
+
+
+def envs_with_expert() -> list[str]:
+    return sorted(env_id for env_id, spec in TASKS.items() if spec.expert is not None)

@@ -1,0 +1,214 @@
+"""Collect a dataset by running a policy in a gymnasium env: the logic behind `mtm collect`.
+
+Episodes go straight into a native episode file as they finish. Ctrl-C stops collection and keeps
+every finished episode: the file is committed (complete and valid) with what was collected.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import mtm
+from mtm.data.episode import DatasetInfo
+from mtm.data.formats.native import EpisodeWriter
+from mtm.data.hdf5 import check_output_path
+from mtm.data.spaces import space_to_dict
+from mtm.errors import ConfigError
+from mtm.rollout import EpisodeRunner, ExpertPolicy, PixelSpec, Policy, RandomPolicy, RolloutStats, check_env_id
+
+
+@dataclass(frozen=True)
+class CollectOptions:
+    env_id: str
+    policy: str  # a name in POLICIES
+    episodes: int
+    output: Path
+    num_envs: int = 8
+    seed: int = 0
+    # Expert action-noise std; several values split the episodes into equal consecutive blocks.
+    noise: tuple[float, ...] = ()
+    pixels: PixelSpec | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class CollectResult:
+    path: Path | None  # None when interrupted before the first episode finished (nothing written)
+    episodes_requested: int
+    returns: list[float] = field(default_factory=list)
+    steps: int = 0
+    interrupted: bool = False
+    stats: RolloutStats = field(default_factory=RolloutStats)
+
+    @property
+    def episodes(self) -> int:
+        return len(self.returns)
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What a policy builder may use."""
+
+    env_id: str
+    action_space: Any
+    seed: int
+    episodes: int
+    noise: tuple[float, ...]
+
+
+def parse_noise(text: str | None) -> tuple[float, ...]:
+    """'0,0.1,0.3' -> (0.0, 0.1, 0.3); every value must be a finite number >= 0."""
+    if text is None or not text.strip():
+        return ()
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise ConfigError(f"--noise: {part.strip()!r} is not a number (expected e.g. 0.1 or 0,0.1,0.3)") from None
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"--noise: values must be finite and >= 0, got {part.strip()}")
+        values.append(value)
+    return tuple(values)
+
+
+def noise_schedule(noise: tuple[float, ...], episodes: int) -> Callable[[int], float]:
+    """Episode index -> noise std: equal consecutive blocks, one per value (the last may be shorter)."""
+    if not noise:
+        return lambda _episode: 0.0
+    return lambda episode: noise[min(episode * len(noise) // episodes, len(noise) - 1)]
+
+
+def _random_policy(ctx: PolicyContext) -> tuple[Policy, str]:
+    if ctx.noise:
+        raise ConfigError("--noise applies to --policy expert only")
+    return RandomPolicy(ctx.action_space, seed=ctx.seed), "uniform random actions"
+
+
+def _expert_policy(ctx: PolicyContext) -> tuple[Policy, str]:
+    from envs.tasks import TASKS, envs_with_expert
+
+    spec = TASKS.get(ctx.env_id)
+    if spec is None or spec.expert is None:
+        raise ConfigError(
+            f"{ctx.env_id} has no scripted expert; envs with one: {', '.join(envs_with_expert())}"
+        )
+    noise = ctx.noise or (0.0,)
+    policy = ExpertPolicy(spec.expert(), ctx.action_space, noise_schedule(noise, ctx.episodes), seed=ctx.seed)
+    if len(noise) == 1:
+        description = f"scripted expert, action noise std {noise[0]:g}"
+    else:
+        description = f"scripted expert, action noise std {', '.join(f'{n:g}' for n in noise)} in equal blocks"
+    return policy, description
+
+
+# name -> builder returning (policy, description). A new kind of policy is one entry here.
+POLICIES: dict[str, Callable[[PolicyContext], tuple[Policy, str]]] = {
+    "random": _random_policy,
+    "expert": _expert_policy,
+}
+
+
+def make_policy(name: str, ctx: PolicyContext) -> tuple[Policy, str]:
+    builder = POLICIES.get(name)
+    if builder is None:
+        raise ConfigError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}")
+    return builder(ctx)
+
+
+def _validate(options: CollectOptions) -> None:
+    if options.episodes <= 0:
+        raise ConfigError(f"--episodes must be positive, got {options.episodes}")
+    if options.num_envs <= 0:
+        raise ConfigError(f"--num-envs must be positive, got {options.num_envs}")
+    if options.policy not in POLICIES:
+        raise ConfigError(f"unknown policy {options.policy!r}; choose one of: {', '.join(POLICIES)}")
+    if options.pixels is not None and options.pixels.size <= 0:
+        raise ConfigError(f"--image-size must be positive, got {options.pixels.size}")
+    if len(options.noise) > options.episodes:
+        raise ConfigError(f"--noise has {len(options.noise)} values but only {options.episodes} episodes are collected")
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C while an episode is being written, so the file never holds half an episode."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _dataset_info(options: CollectOptions, runner: EpisodeRunner, description: str) -> DatasetInfo:
+    from envs.references import reference_scores
+
+    references = reference_scores(options.env_id)
+    last_seed = options.seed + options.episodes - 1
+    return DatasetInfo(
+        source_format="collect",
+        source=f"mtm collect: {description} on {options.env_id}, reset seeds {options.seed}..{last_seed}",
+        env_id=options.env_id,
+        ref_min_score=None if references is None else references[0],
+        ref_max_score=None if references is None else references[1],
+        observation_space=space_to_dict(runner.observation_space),
+        action_space=space_to_dict(runner.action_space),
+        extra={
+            "policy": options.policy,
+            "policy_description": description,
+            "noise": list(options.noise),
+            "seed": options.seed,
+            "num_envs": runner.num_envs,
+            "episodes_requested": options.episodes,
+            "pixels": None if options.pixels is None else options.pixels.to_dict(),
+            "mtm_version": mtm.__version__,
+        },
+    )
+
+
+def collect(options: CollectOptions, progress: bool = True) -> CollectResult:
+    """Run the collection described by ``options``; see the module docstring for Ctrl-C."""
+    from tqdm import tqdm
+
+    _validate(options)
+    check_output_path(options.output, options.overwrite)  # fail before any simulation
+    check_env_id(options.env_id)
+    result = CollectResult(path=None, episodes_requested=options.episodes)
+    with EpisodeRunner(options.env_id, min(options.num_envs, options.episodes), pixels=options.pixels) as runner:
+        ctx = PolicyContext(options.env_id, runner.action_space, options.seed, options.episodes, options.noise)
+        policy, description = make_policy(options.policy, ctx)
+        info = _dataset_info(options, runner, description)
+        bar = tqdm(total=options.episodes, unit="ep", desc=f"collect {options.env_id}", disable=not progress)
+        return_sum = 0.0
+        try:
+            with EpisodeWriter(options.output, info, overwrite=options.overwrite) as writer:
+                try:
+                    for _, episode in runner.run(policy, options.episodes, options.seed):
+                        with _sigint_deferred():  # the file and the tally must agree
+                            writer.add(episode)
+                            result.returns.append(episode.episode_return)
+                            result.steps += episode.length
+                        return_sum += episode.episode_return
+                        bar.update(1)
+                        bar.set_postfix(mean_return=f"{return_sum / len(result.returns):.2f}", refresh=False)
+                except KeyboardInterrupt:
+                    result.interrupted = True
+                    if writer.num_episodes == 0:
+                        writer.abort()  # nothing worth keeping; leaving the block then commits nothing
+            if writer.num_episodes:
+                result.path = writer.path
+        finally:
+            bar.close()
+        result.stats = runner.stats
+    return result

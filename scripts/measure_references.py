@@ -1,0 +1,66 @@
+"""Measure a task's reference returns (random and scripted expert) and the runner's throughput.
+
+    python scripts/measure_references.py [--env Reacher-v5] [--episodes 100] [--num-envs 8]
+
+Reference returns are the mean over episodes reset with seeds 0..N-1; they go into
+envs/references.py with this command as provenance. Throughput compares mtm's episode runner
+(expert policy, recording every step) with raw random-action stepping of a gymnasium
+SyncVectorEnv of the same size: the gap is the cost of the policy and of recording episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from envs.tasks import TASKS
+from mtm.rollout import EpisodeRunner, ExpertPolicy, RandomPolicy
+
+
+def mean_return(runner: EpisodeRunner, policy, episodes: int) -> tuple[float, float, float]:
+    returns = [ep.episode_return for _, ep in runner.run(policy, episodes, seed=0)]
+    return float(np.mean(returns)), float(np.std(returns)), runner.stats.steps_per_s
+
+
+def raw_vector_env_steps_per_s(env_id: str, num_envs: int, steps: int) -> float:
+    import gymnasium as gym
+
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)])
+    envs.reset(seed=0)
+    envs.action_space.seed(0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        envs.step(envs.action_space.sample())
+    elapsed = time.perf_counter() - start
+    envs.close()
+    return steps * num_envs / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--env", default="Reacher-v5")
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--num-envs", type=int, default=8)
+    args = parser.parse_args()
+
+    spec = TASKS.get(args.env)
+    with EpisodeRunner(args.env, args.num_envs) as runner:
+        random_mean, random_std, random_sps = mean_return(runner, RandomPolicy(runner.action_space, seed=0), args.episodes)
+        print(f"{args.env} random: return {random_mean:.4f} +- {random_std:.4f} over seeds 0..{args.episodes - 1}")
+        if spec is None or spec.expert is None:
+            print(f"{args.env} has no scripted expert")
+            return
+        expert = ExpertPolicy(spec.expert(), runner.action_space)
+        expert_mean, expert_std, expert_sps = mean_return(runner, expert, args.episodes)
+        print(f"{args.env} expert: return {expert_mean:.4f} +- {expert_std:.4f} over seeds 0..{args.episodes - 1}")
+    raw_sps = raw_vector_env_steps_per_s(args.env, args.num_envs, steps=max(1, 100 * args.episodes // args.num_envs))
+    print(
+        f"throughput with {args.num_envs} envs: runner + expert {expert_sps:,.0f} steps/s, "
+        f"runner + random {random_sps:,.0f} steps/s, raw SyncVectorEnv random actions {raw_sps:,.0f} steps/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
