@@ -36,6 +36,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 from mtm.errors import ConfigError
+from mtm.model.network import ModelConfig
 
 T = TypeVar("T")
 
@@ -73,7 +74,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # clip the global gradient norm to this; 0 disables clipping
     loss_on: Literal["all", "masked"] = "all"  # reconstruct every token (MTM) or hidden ones only
     loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)  # per modality; absent = 1
-    mask: str = "random_autoregressive"  # training mask pattern (see mtm.model masks)
+    mask: str = "random_autoregressive"  # training mask: a mode or a weighted mixture "random_autoregressive:0.8,bc:0.2" (mtm.model.masks)
     seed: int = 0  # seeds python, numpy and torch; each process adds its rank
     device: str = "auto"  # auto = cuda, then mps, then cpu; or cuda, cuda:1, cpu, mps
     bf16: bool = False  # bfloat16 autocast on CUDA
@@ -81,12 +82,13 @@ class TrainConfig:
     deterministic: bool = False  # deterministic kernels (slower); for bit-exact reruns
     log_every: int = 100  # steps between train/... scalars
     val_every: int = 2000  # steps between validation passes; 0 = never
+    val_windows: int = 2048  # held-out windows scored per validation pass (fixed, in order)
     save_every: int = 5000  # steps between checkpoints; the final step is always saved
     keep_last: int = 3  # checkpoints kept on disk; 0 = keep all
     run_dir: str = "runs/mtm"  # config, TensorBoard events, checkpoints and reports go here
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every"):
+        for name in ("steps", "batch_size", "log_every", "val_windows"):
             _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "val_every", "save_every", "keep_last", "grad_clip", "weight_decay"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
@@ -95,6 +97,54 @@ class TrainConfig:
         for key, weight in self.loss_weights.items():
             _check(weight >= 0, f"loss_weights.{key} must be >= 0, got {weight}")
         _check(bool(self.run_dir), "run_dir must not be empty")
+
+
+@dataclasses.dataclass
+class TokenConfig:
+    """How each modality becomes tokens (see mtm.model.tokenizers)."""
+
+    states: Literal["continuous", "binned"] = "continuous"  # one z-scored token per step, or one per dimension
+    actions: Literal["continuous", "binned"] = "continuous"
+    use_returns: bool = True  # add the return-to-go modality (needed for RCBC)
+    num_bins: int = 64  # bins per dimension for binned modalities (uniform over the data's min..max)
+    min_std: float = 0.1  # z-score floor: x_norm = (x - mean) / max(std, min_std)
+
+    def __post_init__(self) -> None:
+        _check(self.num_bins >= 2, f"num_bins must be >= 2, got {self.num_bins}")
+        _check(self.min_std > 0, f"min_std must be > 0, got {self.min_std}")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything `mtm train` needs; saved resolved as config.yaml in the run directory."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    tokens: TokenConfig = dataclasses.field(default_factory=TokenConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+# Ready-made configurations shipped with the package: `mtm train --config small` or a file path.
+BUILTIN_CONFIGS_DIR = Path(__file__).parent / "configs"
+
+
+def builtin_configs() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_CONFIGS_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
+    """A built-in config name (e.g. 'small') or a path to a YAML/JSON file."""
+    text = str(name_or_path)
+    builtin = BUILTIN_CONFIGS_DIR / f"{text}.yaml"
+    if os.sep not in text and not Path(text).suffix and builtin.exists():
+        return builtin
+    path = Path(text)
+    if not path.exists():
+        raise ConfigError(
+            f"{path}: no such config file; give a path or one of the built-in configs: "
+            f"{', '.join(builtin_configs())}"
+        )
+    return path
 
 
 def _check(ok: bool, message: str) -> None:

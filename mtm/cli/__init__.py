@@ -7,12 +7,17 @@ gymnasium) happen inside the commands, so `mtm --help` and `mtm inspect` stay fa
 
 from __future__ import annotations
 
+import os
 import sys
 
-import click
+# With OpenMP's default busy-wait, two torch threads can run 10-100x slower when the other core is
+# busy (an env, a loader). Passive waiting costs nothing measurable otherwise. Must precede torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from mtm import __version__
-from mtm.errors import MTMError
+import click  # noqa: E402
+
+from mtm import __version__  # noqa: E402
+from mtm.errors import MTMError  # noqa: E402
 
 
 class _Group(click.Group):
@@ -34,4 +39,4 @@ def main() -> None:
 
 
 # Each module adds its commands to `main` when imported.
-from mtm.cli import data_commands  # noqa: E402,F401
+from mtm.cli import collect_command, data_commands, train_command  # noqa: E402,F401

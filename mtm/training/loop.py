@@ -1,0 +1,396 @@
+"""`mtm train`: the training loop, single device by default, DDP under torchrun.
+
+    data -> train/val split by episode -> statistics of the train split -> tokenizers -> MTM
+    every step: sample windows -> draw a mask per sample -> forward -> loss -> AdamW step
+    every log_every: train/... scalars; every val_every: val/... prediction errors;
+    every save_every and at the end: an atomic checkpoint (rank 0 only)
+
+Reproducibility. The windows and masks of step s are drawn from a generator seeded by
+(seed, rank, s) alone, so a resumed run draws exactly what the uninterrupted run would have, and
+dropout's global RNG state is saved in each checkpoint. With train.deterministic on, a run
+resumed from a checkpoint repeats the uninterrupted run's losses step for step (tested). Under
+DDP, ranks other than 0 reseed dropout from (seed, rank, step) on resume.
+
+Failure. A non-finite loss is detected (without a per-step device sync: a flag accumulates on the
+device and is read at every log and before every save), and the run stops with a clear message;
+nothing is saved after it, so the last checkpoint is the last good one. Ctrl-C finishes the
+current step, saves a checkpoint and stops.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import mtm
+from mtm.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from mtm.config import RunConfig, config_to_dict, format_config, save_config
+from mtm.data.identity import dataset_identity
+from mtm.data.stats import ModalityStats
+from mtm.data.trajectories import Trajectories, load_trajectories
+from mtm.data.windows import WindowSampler
+from mtm.errors import ConfigError, DataError, MTMError, OutputExistsError
+from mtm.model.loss import mtm_loss
+from mtm.model.masks import MaskMixture
+from mtm.model.network import MTM
+from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer, Tokenizer
+from mtm.training.runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
+from mtm.training.schedule import warmup_cosine
+from mtm.training.validation import prediction_errors
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+
+
+class TrainingDiverged(MTMError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    val: dict
+    interrupted: bool = False
+    is_main: bool = True  # False on torchrun ranks other than 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def build_tokenizers(cfg: RunConfig, stats: dict[str, ModalityStats]) -> dict[str, Tokenizer]:
+    """Tokenizers in the token order states -> returns -> actions (the autoregressive order)."""
+    tc = cfg.tokens
+
+    def make(name: str, kind: str) -> Tokenizer:
+        if kind == "binned":
+            return BinnedTokenizer.from_stats(stats[name], tc.num_bins, name=name)
+        return ContinuousTokenizer.from_stats(stats[name], tc.min_std, name=name)
+
+    tokenizers = {"states": make("states", tc.states)}
+    if tc.use_returns:
+        tokenizers["returns"] = make("returns", "continuous")
+    tokenizers["actions"] = make("actions", tc.actions)
+    return tokenizers
+
+
+def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """The generator of one step's windows and masks: a function of (seed, rank, step) only."""
+    mixed = np.random.SeedSequence([seed, rank, step]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(mixed[0]) << 32 | int(mixed[1]))
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(
+                f"{run_dir}: run directory is not empty; continue it with --resume {run_dir}, "
+                f"or pass --overwrite to start over, or choose another --run-dir"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+class _StopRequest:
+    """Turns the first Ctrl-C into a flag read at step boundaries (a second one interrupts now)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class _Logger:
+    """TensorBoard scalars plus metrics.jsonl (machine-readable), rank 0 only."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.writer = None
+        self.jsonl = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir))
+            self.jsonl = open(run_dir / METRICS_FILE, "a")
+
+    def text(self, tag: str, text: str) -> None:
+        if self.writer:
+            self.writer.add_text(tag, text)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+        self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        self.jsonl.flush()
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+            self.jsonl.close()
+
+
+def _val_scalars(errors: dict[str, dict]) -> dict[str, float]:
+    out = {}
+    for task, e in errors.items():
+        out[f"val/{task}_mse"] = e["mse"]
+        out[f"val/{task}_baseline_mse"] = e["baseline_mse"]
+        out[f"val/{task}_ratio"] = e["ratio"]
+    return out
+
+
+def _return_summary(data: Trajectories) -> dict:
+    """What a policy needs to pick a target return: episode returns and the return-token range."""
+    ep = data.episode_returns()
+    rtg = data.arrays["returns"][:, 0]
+    return {
+        "episode_return": {"min": float(ep.min()), "mean": float(ep.mean()), "max": float(ep.max())},
+        "rtg_token": {"min": float(rtg.min()), "max": float(rtg.max())},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool = False,
+          progress: bool = True) -> TrainResult:
+    """Train (or continue) a run. `resume`: a run directory whose `last` checkpoint to continue."""
+    rt = setup_runtime(cfg.train.device)
+    try:
+        return _train(cfg, rt, resume=resume, overwrite=overwrite, progress=progress)
+    finally:
+        teardown_runtime(rt)
+
+
+def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bool) -> TrainResult:
+    tc = cfg.train
+    if not cfg.data.path:
+        raise ConfigError("no dataset given: pass --data PATH (or --set data.path=PATH)")
+    if tc.batch_size % rt.world_size:
+        raise ConfigError(f"train.batch_size {tc.batch_size} is not divisible by the {rt.world_size} processes")
+    local_batch = tc.batch_size // rt.world_size
+    run_dir = Path(resume if resume is not None else tc.run_dir)
+    if tc.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+    seed_everything(tc.seed + rt.rank)
+
+    checkpoint = None
+    if resume is not None:
+        checkpoint = load_checkpoint(run_dir)
+        if not checkpoint.has_train_state:
+            raise DataError(f"{checkpoint.path}: holds no training state to resume from")
+    elif rt.is_main:
+        prepare_run_dir(run_dir, overwrite)
+
+    # Data: the split and the statistics come from the data alone (seeded), so they are the same
+    # on every rank and on resume; the checkpoint's identity check catches a changed file.
+    identity = dataset_identity(cfg.data.path)
+    if checkpoint is not None and checkpoint.metadata.get("dataset", {}).get("sha256") != identity["sha256"]:
+        raise DataError(
+            f"{cfg.data.path}: dataset content differs from the one this run was trained on "
+            f"({checkpoint.metadata.get('dataset', {}).get('path')}); resume with the same file"
+        )
+    data = load_trajectories(cfg.data.path, format=cfg.data.format, rtg=cfg.data.rtg, gamma=cfg.data.gamma,
+                             rtg_horizon=cfg.data.rtg_horizon)
+    train_data, val_data = data.split(cfg.data.val_fraction, cfg.data.split_seed)
+    stats = train_data.stats()
+    keys = ("states", "actions", "returns") if cfg.tokens.use_returns else ("states", "actions")
+    train_sampler = WindowSampler(train_data, cfg.data.window, device=rt.device, keys=keys)
+    val_sampler = (WindowSampler(val_data, cfg.data.window, device=rt.device, keys=keys)
+                   if val_data.num_episodes else None)
+
+    if checkpoint is not None:
+        model = MTM.from_spec(checkpoint.metadata["model"])
+        model.load_state_dict(checkpoint.model_state)
+    else:
+        model = MTM(cfg.model, build_tokenizers(cfg, stats), cfg.data.window)
+    model.to(rt.device)
+    baseline_means = {name: torch.as_tensor(stats[name].mean) for name in ("states", "actions")}
+    mask_fn = MaskMixture.from_string(tc.mask)
+
+    optimizer = torch.optim.AdamW(model.optim_groups(tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas),
+                                  fused=rt.device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, warmup_steps=tc.warmup_steps, total_steps=tc.steps)
+    )
+    start_step = 0
+    if checkpoint is not None:
+        state = checkpoint.load_train_state(device=rt.device)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_step = int(state["step"])
+        if rt.is_main:
+            restore_rng_state(state["rng"])
+        else:
+            seed_everything(int(np.random.SeedSequence([tc.seed, rt.rank, start_step]).generate_state(1)[0]))
+
+    forward = model
+    if rt.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    if tc.compile:
+        forward = torch.compile(forward, dynamic=True)
+    autocast = (torch.autocast(device_type=rt.device.type, dtype=torch.bfloat16) if tc.bf16 else nullcontext())
+
+    metadata = {
+        "env_id": data.info.env_id,
+        "dataset": identity,
+        "data_info": {
+            "source_format": data.info.source_format, "source": data.info.source,
+            "ref_min_score": data.info.ref_min_score, "ref_max_score": data.info.ref_max_score,
+            "observation_space": data.info.observation_space, "action_space": data.info.action_space,
+        },
+        "state_keys": data.state_keys,
+        "rtg": data.rtg,
+        "stats": {k: v.to_dict() for k, v in stats.items()},
+        "returns": _return_summary(train_data),
+        "split": {"val_fraction": cfg.data.val_fraction, "seed": cfg.data.split_seed,
+                  "train_episodes": train_data.num_episodes, "val_episodes": val_data.num_episodes},
+        "model": model.spec(),
+    }
+    logger = _Logger(run_dir, enabled=rt.is_main)
+    if rt.is_main:
+        save_config(cfg, run_dir / CONFIG_FILE)
+        if checkpoint is None:
+            logger.text("hparams", "```\n" + format_config(cfg) + "\n```")
+            logger.text("data", f"{cfg.data.path}: {train_data.num_episodes} train / {val_data.num_episodes} "
+                                f"val episodes, {train_sampler.num_windows} train windows")
+
+    def save(step: int) -> Path:
+        return save_checkpoint(
+            run_dir, step, model_state=model.state_dict(), config=config_to_dict(cfg), metadata=metadata,
+            train_state={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "step": step, "rng": capture_rng_state()},
+            keep_last=tc.keep_last,
+        )
+
+    last_saved = checkpoint.path if checkpoint is not None else None
+    nonfinite = torch.zeros((), dtype=torch.int32, device=rt.device)
+    loss_sum = torch.zeros((), device=rt.device)
+    part_sums = {name: torch.zeros((), device=rt.device) for name in model.tokenizers}
+    grad_norm = torch.zeros((), device=rt.device)
+    window_start, window_steps = time.perf_counter(), 0
+    val_errors: dict = {}
+    interrupted = False
+
+    def check_finite(step: int) -> None:
+        if int(nonfinite.item()):
+            where = f"{last_saved} is the last good checkpoint" if last_saved else "no checkpoint was saved"
+            raise TrainingDiverged(
+                f"loss became NaN/inf before step {step}; stopped ({where}). "
+                f"Try a lower train.lr, train.grad_clip > 0, or train.bf16=false"
+            )
+
+    bar = None
+    if progress and rt.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=tc.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+
+    model.train()
+    step = start_step
+    with _StopRequest() as stop:
+        try:
+            while step < tc.steps:
+                gen = step_generator(tc.seed, rt.rank, step)
+                batch = train_sampler.sample(local_batch, gen)
+                visible = mask_fn(model.layout, local_batch, gen, device=rt.device)
+                with autocast:
+                    out = forward(batch, visible, batch["valid"])
+                out = {k: v.float() for k, v in out.items()}
+                loss, parts = mtm_loss(out, batch, model.tokenizers, visible, batch["valid"],
+                                       on=tc.loss_on, weights=tc.loss_weights)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if tc.grad_clip > 0:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                else:
+                    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()
+                                                               if p.grad is not None])
+                finite = torch.isfinite(loss.detach())
+                nonfinite += (~finite).int()
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                window_steps += 1
+                loss_sum += loss.detach()
+                for name, part in parts.items():
+                    part_sums[name] += part.detach()
+                if bar is not None:
+                    bar.update(1)
+
+                if step % tc.log_every == 0 or step == tc.steps:
+                    check_finite(step)
+                    elapsed = time.perf_counter() - window_start
+                    scalars = {
+                        "train/loss": float(loss_sum) / window_steps,
+                        **{f"train/loss_{n}": float(s) / window_steps for n, s in part_sums.items()},
+                        "train/lr": scheduler.get_last_lr()[0],
+                        "train/grad_norm": float(grad_norm),
+                        "charts/samples_per_s": window_steps * tc.batch_size / max(elapsed, 1e-9),
+                    }
+                    logger.scalars(step, scalars)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
+                                        samples_s=f"{scalars['charts/samples_per_s']:.0f}")
+                    loss_sum.zero_()
+                    for s in part_sums.values():
+                        s.zero_()
+                    window_start, window_steps = time.perf_counter(), 0
+
+                if rt.is_main and val_sampler is not None and tc.val_every and (
+                    step % tc.val_every == 0 or step == tc.steps
+                ):
+                    val_errors = prediction_errors(model, val_sampler, baseline_means, max_windows=tc.val_windows)
+                    logger.scalars(step, _val_scalars(val_errors))
+                    window_start = time.perf_counter()  # validation time is not training throughput
+
+                if (tc.save_every and step % tc.save_every == 0) or step == tc.steps or stop.requested:
+                    check_finite(step)
+                    if rt.is_main:
+                        last_saved = save(step)
+                    window_start = time.perf_counter()
+                if stop.requested:
+                    interrupted = True
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            logger.close()
+    return TrainResult(run_dir=run_dir, step=step, checkpoint=last_saved, val=val_errors,
+                       interrupted=interrupted, is_main=rt.is_main)
+
+
+def samples_per_second(metrics_file: Path) -> float:
+    """Mean of charts/samples_per_s over a run's metrics.jsonl (for reports and benchmarks)."""
+    values = [json.loads(line).get("charts/samples_per_s") for line in open(metrics_file)]
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(values) / len(values) if values else float("nan")

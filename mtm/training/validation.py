@@ -1,0 +1,117 @@
+"""Prediction errors on held-out windows, in raw units, next to the mean-prediction baseline.
+
+Each task is one inference mask and one token to read back:
+
+    bc    behaviour cloning           bc_mask at c = L-1,              read action c
+    rcbc  return-conditioned BC       rcbc_mask at c = L-1,            read action c
+    fd    forward dynamics            forward_dynamics_mask at c = L-2, read state c+1
+    id    inverse dynamics            inverse_dynamics_mask at c = L-2, read action c
+
+The baseline predicts the training split's mean of the target modality for every sample: a model
+that has learnt nothing about the trajectory scores about 1.0 in `ratio` (its error / baseline's).
+Only windows whose steps 0..max(c, target) are all real (not padding) are scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from mtm.data.windows import WindowSampler
+from mtm.model.masks import bc_mask, forward_dynamics_mask, inverse_dynamics_mask, rcbc_mask
+from mtm.model.network import MTM
+
+
+@dataclass(frozen=True)
+class PredictionTask:
+    name: str
+    description: str
+    mask: Callable[..., torch.Tensor]
+    current: Callable[[int], int]  # c given the window length L
+    target: str  # modality read back
+    target_offset: int  # read the target at timestep c + offset
+    needs: tuple[str, ...]  # modalities the model must have
+
+    def applies_to(self, model: MTM) -> bool:
+        return self.current(model.window) >= 0 and all(m in model.tokenizers for m in self.needs)
+
+
+PREDICTION_TASKS: dict[str, PredictionTask] = {
+    t.name: t
+    for t in (
+        PredictionTask("bc", "behaviour cloning: action from the state history", bc_mask,
+                       lambda L: L - 1, "actions", 0, ("states", "actions")),
+        PredictionTask("rcbc", "return-conditioned BC: action from states and return-to-go", rcbc_mask,
+                       lambda L: L - 1, "actions", 0, ("states", "actions", "returns")),
+        PredictionTask("fd", "forward dynamics: next state from states and actions",
+                       forward_dynamics_mask, lambda L: L - 2, "states", 1, ("states", "actions")),
+        PredictionTask("id", "inverse dynamics: action from the state before and after",
+                       inverse_dynamics_mask, lambda L: L - 2, "actions", 0, ("states", "actions")),
+    )
+}
+
+
+@torch.no_grad()
+def prediction_errors(
+    model: MTM,
+    sampler: WindowSampler,
+    baseline_means: dict[str, torch.Tensor],
+    *,
+    tasks: tuple[str, ...] = tuple(PREDICTION_TASKS),
+    max_windows: int = 8192,
+    batch_size: int = 1024,
+) -> dict[str, dict]:
+    """{task: {"mse", "baseline_mse", "ratio", "per_dim_mse", "per_dim_baseline_mse", "count"}}.
+
+    Errors are mean squared errors in raw units (averaged over dimensions); `per_dim_*` keep the
+    dimensions apart. At most `max_windows` windows, evenly spaced over the split, are scored, so the
+    same model and data always give the same figures. The model is put in eval mode and restored.
+    """
+    chosen = [PREDICTION_TASKS[t] for t in tasks if PREDICTION_TASKS[t].applies_to(model)]
+    if not chosen:
+        return {}
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sums: dict[str, dict[str, torch.Tensor | int]] = {}
+    # Evenly spaced windows over the whole split (not the first max_windows in file order, which
+    # would score only the first few episodes), the same ones at every call.
+    count = min(max_windows, sampler.num_windows)
+    ids = torch.linspace(0, sampler.num_windows - 1, count).round().long()
+    try:
+        for chunk in ids.split(batch_size):
+            batch = {k: v.to(device) for k, v in sampler.windows(chunk).items()}
+            for task in chosen:
+                c = task.current(model.window)
+                t = c + task.target_offset
+                rows = batch["valid"][:, : t + 1].all(1)
+                if not rows.any():
+                    continue
+                sub = {k: v[rows] for k, v in batch.items()}
+                pred = model.predict(sub, task.mask(model.layout, c), sub["valid"])[task.target][:, t]
+                truth = sub[task.target][:, t]
+                base = baseline_means[task.target].to(device).expand_as(truth)
+                acc = sums.setdefault(task.name, {"err": 0.0, "base": 0.0, "count": 0})
+                acc["err"] = acc["err"] + ((pred.float() - truth) ** 2).sum(0)
+                acc["base"] = acc["base"] + ((base - truth) ** 2).sum(0)
+                acc["count"] += int(rows.sum())
+    finally:
+        model.train(was_training)
+
+    out = {}
+    for name, acc in sums.items():
+        n = acc["count"]
+        per_dim = (acc["err"] / n).cpu()
+        per_dim_base = (acc["base"] / n).cpu()
+        mse, base = float(per_dim.mean()), float(per_dim_base.mean())
+        out[name] = {
+            "mse": mse,
+            "baseline_mse": base,
+            "ratio": mse / base if base > 0 else float("nan"),
+            "per_dim_mse": per_dim.tolist(),
+            "per_dim_baseline_mse": per_dim_base.tolist(),
+            "count": n,
+        }
+    return out

@@ -1,0 +1,174 @@
+"""`mtm train`: a tiny run end to end, exact resume after kill -9, DDP on CPU, divergence, errors."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mtm.checkpoint import load_checkpoint
+from mtm.cli import main
+from mtm.config import RunConfig, load_config
+from mtm.training.loop import METRICS_FILE, TrainingDiverged, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "model.width=32", "model.encoder_layers=1", "model.decoder_layers=1", "model.heads=2",
+    "train.batch_size=64", "train.lr=1e-3", "train.warmup_steps=5", "train.log_every=1",
+    "train.val_windows=256", "train.device=cpu",
+]
+
+
+def write_linear_system(path: Path, episodes: int = 24, length: int = 40, seed: int = 0) -> Path:
+    """A D4RL-layout file of a linear system s' = A s + B a: learnable FD and ID targets."""
+    rng = np.random.default_rng(seed)
+    a_mat = np.eye(4) * 0.9 + rng.normal(0, 0.05, (4, 4))
+    b_mat = rng.normal(0, 0.5, (4, 2))
+    obs, acts, rews, terms, touts = [], [], [], [], []
+    for e in range(episodes):
+        s = rng.normal(0, 1, 4)
+        for t in range(length):
+            a = np.tanh(-0.5 * s[:2] + rng.normal(0, 0.3, 2))
+            obs.append(s)
+            acts.append(a)
+            rews.append(-float(s @ s))
+            terms.append(False)
+            touts.append(t == length - 1)
+            s = a_mat @ s + b_mat @ a
+    with h5py.File(path, "w") as f:
+        f["observations"] = np.array(obs, np.float32)
+        f["actions"] = np.array(acts, np.float32)
+        f["rewards"] = np.array(rews, np.float32)
+        f["terminals"] = np.array(terms)
+        f["timeouts"] = np.array(touts)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_linear_system(tmp_path_factory.mktemp("data") / "linear.hdf5")
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    """step -> train/loss; a step logged twice (before a kill and after resume) keeps the later one."""
+    out = {}
+    for line in open(run_dir / METRICS_FILE):
+        row = json.loads(line)
+        if "train/loss" in row:
+            out[row["step"]] = row["train/loss"]
+    return out
+
+
+def test_tiny_run_writes_everything_and_learns_dynamics(dataset, tmp_path):
+    run = tmp_path / "run"
+    cfg = load_config(RunConfig, None, TINY + [f"data.path={dataset}", f"train.run_dir={run}",
+                                               "train.steps=300", "train.val_every=300", "train.save_every=100",
+                                               "train.keep_last=2", "train.lr=3e-3"])
+    result = train(cfg, progress=False)
+    assert result.step == 300 and not result.interrupted
+    assert (run / "config.yaml").exists() and list(run.glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_00000200", "step_00000300"]
+    ck = load_checkpoint(run)
+    assert ck.step == 300 and ck.metadata["stats"]["states"]["count"] > 0
+    assert ck.metadata["dataset"]["sha256"] and ck.metadata["model"]["window"] == 4
+    trace = losses(run)
+    assert np.mean([trace[s] for s in range(1, 11)]) > 2 * np.mean([trace[s] for s in range(291, 301)])
+    # Forward and inverse dynamics of a linear system: far better than predicting the mean.
+    assert result.val["fd"]["ratio"] < 0.5 and result.val["id"]["ratio"] < 0.8
+    scalars = json.loads((run / METRICS_FILE).read_text().splitlines()[-1])
+    assert {"val/fd_mse", "val/fd_baseline_mse", "val/id_ratio", "val/bc_mse"} <= set(scalars)
+
+
+_KILL_AFTER_LOG = """
+import os, signal, sys
+from mtm.config import RunConfig, load_config
+from mtm.training import loop
+kill_at = int(sys.argv[1])
+original = loop._Logger.scalars
+def scalars(self, step, values):
+    original(self, step, values)
+    if step == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+loop._Logger.scalars = scalars
+loop.train(load_config(RunConfig, None, sys.argv[2:]), progress=False)
+"""
+
+
+def test_resume_after_kill_9_repeats_the_uninterrupted_losses(dataset, tmp_path):
+    common = TINY + [f"data.path={dataset}", "train.steps=30", "train.save_every=10", "train.val_every=0",
+                     "train.deterministic=true", "model.dropout=0.1"]
+    full = tmp_path / "full"
+    train(load_config(RunConfig, None, common + [f"train.run_dir={full}"]), progress=False)
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _KILL_AFTER_LOG, "25", *common, f"train.run_dir={killed}"],
+                          env=env, cwd=REPO)
+    assert proc.returncode == -9  # killed after logging step 25, five steps past checkpoint 20
+    assert load_checkpoint(killed).step == 20
+    assert max(losses(killed)) == 25
+
+    cfg = load_config(RunConfig, killed / "config.yaml", [])
+    result = train(cfg, resume=killed, progress=False)
+    assert result.step == 30
+    expected, resumed = losses(full), losses(killed)
+    assert [resumed[s] for s in range(1, 31)] == [expected[s] for s in range(1, 31)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_cpu_processes_train_and_checkpoint(dataset, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), "-m", "mtm", "train", "--no-progress", "--data", str(dataset), "--run-dir", str(run)]
+    for item in TINY + ["train.steps=12", "train.save_every=6", "train.val_every=6"]:
+        cmd += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ck = load_checkpoint(run)
+    assert ck.step == 12
+    # Only rank 0 logs: one metrics row per logged step, not two.
+    steps = [json.loads(line)["step"] for line in open(run / METRICS_FILE) if "train/loss" in line]
+    assert steps == list(range(1, 13))
+    assert proc.stdout.count("checkpoint:") == 1  # only rank 0 reports
+
+
+def test_divergence_stops_with_last_good_checkpoint(dataset, tmp_path):
+    run = tmp_path / "nan"
+    cfg = load_config(RunConfig, None, TINY + [f"data.path={dataset}", f"train.run_dir={run}", "train.steps=50",
+                                               "train.lr=1e30", "train.warmup_steps=0", "train.grad_clip=0",
+                                               "train.save_every=1", "train.val_every=0"])
+    with pytest.raises(TrainingDiverged, match=r"NaN/inf .*step_00000001 is the last good checkpoint"):
+        train(cfg, progress=False)
+    ck = load_checkpoint(run)
+    assert ck.step == 1
+    assert all(np.isfinite(v.float().numpy()).all() for v in ck.model_state.values())
+
+
+def test_cli_errors_are_one_line(dataset, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["train", "--set", "train.lrr=1"])
+    assert r.exit_code == 1 and "train.lrr" in r.output and "did you mean" in r.output.lower()
+    r = runner.invoke(main, ["train", "--config", "nosuch"])
+    assert r.exit_code == 1 and "small" in r.output and "reference" in r.output
+    r = runner.invoke(main, ["train", "--set", "train.steps=1"])
+    assert r.exit_code == 1 and "no dataset given" in r.output
+    r = runner.invoke(main, ["train", "--resume", str(tmp_path)])
+    assert r.exit_code == 1 and "not a run directory" in r.output
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("x")
+    r = runner.invoke(main, ["train", "--data", str(dataset), "--run-dir", str(occupied)])
+    assert r.exit_code == 1 and "--overwrite" in r.output and (occupied / "keep.txt").exists()
