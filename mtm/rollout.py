@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol, Union
+from typing import Any, Callable, Iterator, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -42,6 +42,10 @@ class Policy(Protocol):
 
     def act(self, observations: Observation) -> np.ndarray: ...
 
+    # Optional: a policy that defines ``observe(rewards)`` gets the (rows,) rewards of the step it
+    # just chose actions for (0 for rows with no episode), before any sub-environment is reset.
+    # Return-conditioned policies use it to count the return received so far.
+
 
 @dataclass(frozen=True)
 class PixelSpec:
@@ -62,6 +66,9 @@ def check_env_id(env_id: str) -> None:
     """Raise ConfigError, suggesting close registered ids, if gymnasium does not know ``env_id``."""
     import gymnasium as gym
 
+    from envs import register_envs
+
+    register_envs()  # mtm's own ids (mtm/...); gymnasium 1.x loads no plugin entry points itself
     try:
         gym.spec(env_id)
         return
@@ -143,6 +150,11 @@ class ExpertPolicy:
     ``noise_std`` is the noise standard deviation in action units, or a function from episode index
     to std (for datasets that mix qualities). Noisy actions are clipped to the action space, so the
     recorded action is the one the simulator executed.
+
+    ``expert_inputs``: for tasks whose observation hides what the expert needs (a privileged
+    expert, e.g. mtm/ReacherPixels-v0 hides the target), a function returning the expert's input
+    for every sub-environment, (K, dim), read from the simulators; the observations are then
+    ignored. ``for_task`` builds one from a TaskSpec and the runner's envs.
     """
 
     STREAM = 2
@@ -153,12 +165,29 @@ class ExpertPolicy:
         action_space: Any,
         noise_std: float | Callable[[int], float] = 0.0,
         seed: int = 0,
+        expert_inputs: Callable[[], np.ndarray] | None = None,
     ) -> None:
         self.expert = expert
+        self.expert_inputs = expert_inputs
         self.low, self.high = _finite_box(action_space)
         self.noise_for = noise_std if callable(noise_std) else (lambda _episode, std=float(noise_std): std)
         self.seed = seed
         self._noise: dict[int, tuple[float, np.random.Generator]] = {}
+
+    @classmethod
+    def for_task(
+        cls,
+        spec: Any,
+        envs: Sequence[Any],
+        action_space: Any,
+        noise_std: float | Callable[[int], float] = 0.0,
+        seed: int = 0,
+    ) -> "ExpertPolicy":
+        """The scripted expert of an envs.tasks.TaskSpec acting in ``envs`` (an EpisodeRunner's,
+        whose row k is sub-environment k); privileged when the task defines expert_observation."""
+        read = spec.expert_observation
+        inputs = None if read is None else (lambda: np.stack([read(env) for env in envs]))
+        return cls(spec.expert(), action_space, noise_std, seed, expert_inputs=inputs)
 
     def reset(self, env_indices: np.ndarray, episode_indices: np.ndarray) -> None:
         for slot, episode in zip(env_indices, episode_indices):
@@ -166,7 +195,11 @@ class ExpertPolicy:
             self._noise[int(slot)] = (std, _episode_rng(self.seed, int(episode), self.STREAM))
 
     def act(self, observations: Observation) -> np.ndarray:
-        state = observations[STATE_KEY] if isinstance(observations, dict) else observations
+        if self.expert_inputs is not None:
+            # Rows beyond the batch belong to sub-environments this run does not use.
+            state = self.expert_inputs()[: _batch_size(observations)]
+        else:
+            state = observations[STATE_KEY] if isinstance(observations, dict) else observations
         actions = np.asarray(self.expert(state), dtype=np.float64)
         for k in range(actions.shape[0]):
             std, rng = self._noise.get(k, (0.0, None))
@@ -302,6 +335,7 @@ class EpisodeRunner:
             if started:
                 policy.reset(np.asarray(started), np.asarray(indices))
 
+        observe = getattr(policy, "observe", None)
         start(list(range(slots)))
         while any(r is not None for r in recordings):
             # A copy: the recorded rows must not change if the policy reuses its output buffer.
@@ -310,6 +344,7 @@ class EpisodeRunner:
             if actions.shape != expected:
                 raise ValueError(f"policy returned actions of shape {actions.shape}, expected {expected}")
             finished: list[int] = []
+            rewards = np.zeros(slots)
             for k, rec in enumerate(recordings):
                 if rec is None:
                     continue
@@ -318,6 +353,7 @@ class EpisodeRunner:
                 rec.observations.append(obs)
                 rec.actions.append(actions[k])
                 rec.rewards.append(float(reward))
+                rewards[k] = reward
                 rec.terminations.append(bool(terminated))
                 rec.truncations.append(bool(truncated))
                 current[k] = obs
@@ -326,6 +362,8 @@ class EpisodeRunner:
                     on_step(rec.index, self.envs[k])
                 if terminated or truncated:
                     finished.append(k)
+            if observe is not None:
+                observe(rewards)
             if not finished:
                 continue
             done = sorted((recordings[k] for k in finished), key=lambda r: r.index)  # type: ignore[union-attr]

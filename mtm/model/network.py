@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -274,14 +274,20 @@ class MTM(nn.Module):
         return torch.cat(parts, 1) + self.token_position
 
     def forward(
-        self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor, valid: torch.Tensor | None = None
+        self,
+        batch: Mapping[str, torch.Tensor],
+        visible: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        *,
+        heads: Collection[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Head outputs {modality: (B, L, k, output_dim)} for every token.
 
         batch: raw tensors keyed by modality (+ "timesteps" (B, L) when use_timestep_embedding).
         visible: (N,) or (B, N) bool, True = VISIBLE. valid: (B, L) bool, False on padded steps
         (default: batch["valid"] if present, else all real); padded steps are never visible and
-        never attended to. Outputs at padded steps are meaningless.
+        never attended to. Outputs at padded steps are meaningless. heads: only these modalities'
+        outputs (a policy needs just "actions"); default all.
         """
         visible, real = self._masks(batch, visible, valid)
         enc = Packing(visible)
@@ -298,17 +304,24 @@ class MTM(nn.Module):
 
         out = {}
         for name, tok in self.tokenizers.items():
+            if heads is not None and name not in heads:
+                continue
             h = self.heads[name](decoded[:, self.layout.slice(name)])
             out[name] = h.unflatten(1, (self.window, tok.tokens_per_step))
         return out
 
     @torch.no_grad()
     def predict(
-        self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor, valid: torch.Tensor | None = None
+        self,
+        batch: Mapping[str, torch.Tensor],
+        visible: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        *,
+        heads: Collection[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Raw-unit predictions {modality: (B, L, ...)} of every token (decoded head outputs)."""
-        out = self.forward(batch, visible, valid)
-        return {name: tok.decode(out[name]) for name, tok in self.tokenizers.items()}
+        out = self.forward(batch, visible, valid, heads=heads)
+        return {name: self.tokenizers[name].decode(h) for name, h in out.items()}
 
     # ------------------------------------------------------------------------------------------
 

@@ -267,6 +267,7 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
             "source_format": data.info.source_format, "source": data.info.source,
             "ref_min_score": data.info.ref_min_score, "ref_max_score": data.info.ref_max_score,
             "observation_space": data.info.observation_space, "action_space": data.info.action_space,
+            "pixels": data.info.extra.get("pixels"),  # how `mtm collect` rendered frames, if it did
         },
         "state_keys": data.state_keys,
         "rtg": data.rtg,

@@ -90,7 +90,7 @@ def prediction_errors(
                 if not rows.any():
                     continue
                 sub = {k: v[rows] for k, v in batch.items()}
-                pred = model.predict(sub, task.mask(model.layout, c), sub["valid"])[task.target][:, t]
+                pred = model.predict(sub, task.mask(model.layout, c), sub["valid"], heads=(task.target,))[task.target][:, t]
                 truth = sub[task.target][:, t]
                 base = baseline_means[task.target].to(device).expand_as(truth)
                 acc = sums.setdefault(task.name, {"err": 0.0, "base": 0.0, "count": 0})

@@ -1,0 +1,78 @@
+"""`mtm eval`: a checkpoint as a policy in its environment, or its predictions on held-out data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from mtm.cli import main
+
+PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
+
+
+@main.command("eval")
+@click.option("--checkpoint", required=True, metavar="DIR", help="A run directory (its last checkpoint) or a checkpoint directory.")
+@click.option("--env", "env_id", default=None, help="Gymnasium id. Default: the env of the checkpoint's dataset.")
+@click.option("--episodes", default=10, show_default=True, help="Episodes to run (exactly this many).")
+@click.option("--num-envs", default=10, show_default=True, help="Environments stepped together, one batched forward pass per step.")
+@click.option("--mode", default="rcbc", show_default=True, type=click.Choice(["rcbc", "bc"]), help="Which tokens the policy shows the model.")
+@click.option("--target-return", type=float, default=None, help="RCBC: the episode return to ask for.")
+@click.option("--target-fraction", type=float, default=None,
+              help="RCBC: ask for this fraction of the best training episode's return (default 1.0).")
+@click.option("--decrement/--constant", default=False, show_default=True,
+              help="RCBC: lower the target by the rewards received, or hold it constant (official MTM).")
+@click.option("--seed", default=0, show_default=True, help="Episode i is reset with seed + i, whatever --num-envs is.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cuda", "cpu", "mps"]))
+@click.option("--video", "video", default=None, type=click.Path(dir_okay=False), help="Write an mp4 of the first episodes here.")
+@click.option("--video-episodes", default=1, show_default=True, help="How many episodes the video shows.")
+@click.option("--task", "tasks", multiple=True, type=click.Choice(PREDICTION_TASKS),
+              help="Instead of rollouts: prediction errors on the held-out episodes (repeatable).")
+@click.option("--data", default=None, metavar="PATH", help="--task: the dataset (default: the one the run trained on).")
+@click.option("--output", default=None, type=click.Path(dir_okay=False), help="Write the report as JSON.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output / --video file.")
+@click.option("--progress/--no-progress", default=True)
+def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, target_fraction, decrement, seed,
+                 device, video, video_episodes, tasks, data, output, overwrite, progress) -> None:
+    """Evaluate a trained model: returns and normalised score in the env, or dynamics errors.
+
+    \b
+    Examples:
+      mtm eval --checkpoint runs/reacher --episodes 50 --num-envs 10
+      mtm eval --checkpoint runs/hopper --mode rcbc --target-fraction 0.9 --video hopper.mp4
+      mtm eval --checkpoint runs/hopper --task fd --task id
+    """
+    from mtm.checkpoint import load_checkpoint
+    from mtm.config import atomic_write_text
+    from mtm.data.hdf5 import check_output_path
+    from mtm.evaluate import evaluate_checkpoint, evaluate_predictions, format_report
+    from mtm.training.runtime import resolve_device
+
+    for path in (output, video):
+        if path is not None:
+            check_output_path(path, overwrite)
+    ck = load_checkpoint(checkpoint)
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        import torch
+
+        # The model and the simulator take turns in one process: one thread was fastest for
+        # act() at every batch size measured (BENCHMARKS.md), and leaves a core to the rest.
+        torch.set_num_threads(1)
+    if tasks:
+        report = evaluate_predictions(ck, tasks=tuple(dict.fromkeys(tasks)), data_path=data, device=dev)
+        click.echo(f"prediction errors on {report['val_episodes']} held-out episodes of {report['data']} "
+                   f"(MSE, raw units; baseline predicts the train mean):")
+        for task, e in report["tasks"].items():
+            click.echo(f"  {task:5s} {e['mse']:10.4f}   baseline {e['baseline_mse']:10.4f}   ratio {e['ratio']:.3f}")
+    else:
+        report = evaluate_checkpoint(
+            ck, env_id=env_id, episodes=episodes, num_envs=num_envs, mode=mode, target_return=target_return,
+            target_fraction=target_fraction, decrement=decrement, seed=seed, device=dev,
+            video=Path(video) if video else None, video_episodes=video_episodes, progress=progress,
+        )
+        click.echo(format_report(report))
+    if output:
+        atomic_write_text(output, json.dumps(report, indent=2) + "\n")
+        click.echo(f"report: {output}")

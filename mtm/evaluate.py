@@ -1,0 +1,265 @@
+"""Evaluation: a trained model in the environment (returns, scores, videos), and on held-out data.
+
+`evaluate_policy` runs exactly N episodes over K environments (episode i reset with seed + i, so the
+per-episode results do not depend on K) and returns a JSON-able report: per-episode return and
+length, mean ± std (population std over the N episodes), normalised score
+100 · (R − R_min) / (R_max − R_min) with the references the data carries (D4RL constants for
+D4RL-derived data, Minari's ref_min/ref_max, the native file's stored ones) or, failing that,
+envs.references, and the env steps per second of the whole loop (simulation + policy).
+
+`evaluate_predictions` scores the model's forward/inverse dynamics and BC predictions on the
+held-out episodes of its training data (the same seeded split as training), next to the
+mean-prediction baseline.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import mtm
+from envs.references import reference_entry
+from mtm.checkpoint import Checkpoint
+from mtm.errors import ConfigError, DataError
+from mtm.policy import MTMPolicy, load_model
+from mtm.rollout import EpisodeRunner, PixelSpec
+
+
+def references_for(metadata: dict[str, Any], env_id: str) -> dict[str, Any] | None:
+    """{min, max, source} reference returns: the data's own first, then mtm's table for the env."""
+    info = metadata.get("data_info") or {}
+    if info.get("ref_min_score") is not None and info.get("ref_max_score") is not None:
+        return {"min": info["ref_min_score"], "max": info["ref_max_score"],
+                "source": f"dataset ({info.get('source_format')}: {info.get('source')})"}
+    entry = reference_entry(env_id)
+    if entry is not None:
+        return {"min": entry[0], "max": entry[1], "source": entry[2]}
+    return None
+
+
+def check_env_matches(runner: EpisodeRunner, policy: MTMPolicy, env_id: str) -> None:
+    """The env's observation and action sizes must be the ones the model was trained on."""
+    space = runner.observation_space
+    if hasattr(space, "spaces"):  # Dict observation: the model's state keys, concatenated
+        missing = [k for k in policy.state_keys if k not in space.spaces]
+        if missing:
+            raise ConfigError(f"{env_id}: observations have no key(s) {missing} that the model was trained on")
+        obs_dim = sum(int(np.prod(space.spaces[k].shape)) for k in policy.state_keys)
+    else:
+        obs_dim = int(np.prod(space.shape))
+    if obs_dim != policy.state_dim:
+        raise ConfigError(
+            f"{env_id}: observations have {obs_dim} dimensions, the checkpoint was trained on "
+            f"{policy.state_dim}; evaluate it in the env it was trained for (--env)"
+        )
+    act_dim = int(np.prod(runner.action_space.shape))
+    if act_dim != policy.action_dim:
+        raise ConfigError(
+            f"{env_id}: actions have {act_dim} dimensions, the checkpoint predicts {policy.action_dim}"
+        )
+
+
+class _VideoRecorder:
+    """Frames of the first `episodes` episodes, rendered from the env after every reset and step."""
+
+    def __init__(self, episodes: int) -> None:
+        self.episodes = episodes
+        self.frames: dict[int, list[np.ndarray]] = {}
+
+    def __call__(self, episode_index: int, env: Any) -> None:
+        if episode_index < self.episodes:
+            self.frames.setdefault(episode_index, []).append(np.asarray(env.render()))
+
+    def write(self, path: Path, fps: int) -> Path:
+        import imageio.v2 as imageio
+
+        frames = [f for i in sorted(self.frames) for f in self.frames[i]]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial.mp4")
+        imageio.mimsave(tmp, frames, fps=fps, macro_block_size=1)
+        tmp.replace(path)
+        return path
+
+
+def evaluate_policy(
+    policy_factory,
+    metadata: dict[str, Any],
+    env_id: str,
+    *,
+    episodes: int,
+    num_envs: int,
+    seed: int = 0,
+    video: Path | None = None,
+    video_episodes: int = 1,
+    pixels: PixelSpec | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run `episodes` episodes of `policy_factory(num_envs)` in `env_id` and report (see module doc)."""
+    if episodes < 1:
+        raise ConfigError(f"the number of episodes must be >= 1, got {episodes}")
+    if num_envs < 1:
+        raise ConfigError(f"the number of environments must be >= 1, got {num_envs}")
+    slots = min(num_envs, episodes)
+    env_kwargs = {"render_mode": "rgb_array", "width": 256, "height": 256} if video is not None else None
+    recorder = _VideoRecorder(video_episodes) if video is not None else None
+    with EpisodeRunner(env_id, slots, env_kwargs=env_kwargs, pixels=pixels) as runner:
+        policy = policy_factory(slots)
+        check_env_matches(runner, policy, env_id)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=episodes, desc=f"eval {env_id}", unit="episode", dynamic_ncols=True)
+        results: dict[int, dict[str, Any]] = {}
+        try:
+            for index, episode in runner.run(policy, episodes, seed, on_step=recorder):
+                results[index] = {"index": index, "seed": episode.seed, "return": episode.episode_return,
+                                  "length": episode.length, "terminated": episode.terminated}
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(mean_return=f"{np.mean([r['return'] for r in results.values()]):.1f}")
+        finally:
+            if bar is not None:
+                bar.close()
+        steps_per_s = runner.stats.steps_per_s
+        fps = int(runner.envs[0].metadata.get("render_fps", 30)) if runner.envs else 30
+    per_episode = [results[i] for i in sorted(results)]
+    returns = np.array([r["return"] for r in per_episode])
+    refs = references_for(metadata, env_id)
+    report: dict[str, Any] = {
+        "env_id": env_id,
+        "episodes": len(per_episode),
+        "num_envs": slots,
+        "seed": seed,
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "length_mean": float(np.mean([r["length"] for r in per_episode])),
+        "reference_scores": refs,
+        "normalized_score_mean": None,
+        "normalized_score_std": None,
+        "env_steps_per_s": steps_per_s,
+        "per_episode": per_episode,
+    }
+    if refs is not None and refs["max"] != refs["min"]:
+        scores = 100.0 * (returns - refs["min"]) / (refs["max"] - refs["min"])
+        report["normalized_score_mean"] = float(scores.mean())
+        report["normalized_score_std"] = float(scores.std())
+        for r, s in zip(per_episode, scores):
+            r["normalized_score"] = float(s)
+    if recorder is not None:
+        report["video"] = str(recorder.write(video, fps))
+    return report
+
+
+def evaluate_checkpoint(
+    checkpoint: Checkpoint,
+    *,
+    env_id: str | None = None,
+    episodes: int = 10,
+    num_envs: int = 10,
+    mode: str = "rcbc",
+    target_return: float | None = None,
+    target_fraction: float | None = None,
+    decrement: bool = False,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    video: Path | None = None,
+    video_episodes: int = 1,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The policy of a checkpoint in its env (or `env_id`): the full `mtm eval` report."""
+    metadata = checkpoint.metadata
+    env_id = env_id or metadata.get("env_id")
+    if not env_id:
+        raise ConfigError("the checkpoint's dataset names no environment; pass --env ENV_ID")
+    model = load_model(checkpoint, device)
+    pixels = PixelSpec.from_dict((metadata.get("data_info") or {}).get("pixels"))
+
+    def factory(slots: int) -> MTMPolicy:
+        return MTMPolicy(model, metadata, num_envs=slots, mode=mode, target_return=target_return,
+                         target_fraction=target_fraction, decrement=decrement, device=device)
+
+    report = evaluate_policy(factory, metadata, env_id, episodes=episodes, num_envs=num_envs, seed=seed,
+                             video=video, video_episodes=video_episodes, pixels=pixels, progress=progress)
+    probe = factory(1)
+    report.update({
+        "mode": mode,
+        "target_return": probe.target_return if mode == "rcbc" else None,
+        "target_decrement": decrement if mode == "rcbc" else None,
+        "checkpoint": str(checkpoint.path),
+        "checkpoint_step": checkpoint.step,
+        "dataset": metadata.get("dataset"),
+        "device": str(device),
+        "mtm_version": mtm.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "note": "final checkpoint given; N episodes with seeds seed..seed+N-1; std over episodes",
+    })
+    return report
+
+
+def evaluate_predictions(
+    checkpoint: Checkpoint,
+    *,
+    tasks: tuple[str, ...],
+    data_path: str | None = None,
+    max_windows: int = 100_000,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Prediction errors (raw units, per dimension and mean) on the checkpoint's held-out episodes."""
+    from mtm.config import DataConfig, config_from_dict
+    from mtm.data.trajectories import load_trajectories
+    from mtm.data.windows import WindowSampler
+    from mtm.training.validation import prediction_errors
+
+    data_cfg = config_from_dict(DataConfig, (checkpoint.config or {}).get("data", {}))
+    path = data_path or (checkpoint.metadata.get("dataset") or {}).get("path") or data_cfg.path
+    if not path or not Path(path).exists():
+        raise DataError(f"the training data {path!r} is not there; pass --data PATH")
+    data = load_trajectories(path, format=data_cfg.format, rtg=data_cfg.rtg, gamma=data_cfg.gamma,
+                             rtg_horizon=data_cfg.rtg_horizon)
+    _, val = data.split(data_cfg.val_fraction, data_cfg.split_seed)
+    if val.num_episodes == 0:
+        raise DataError("the run held out no episodes (data.val_fraction = 0): nothing to evaluate on")
+    model = load_model(checkpoint, device)
+    keys = tuple(k for k in ("states", "actions", "returns") if k in model.tokenizers)
+    sampler = WindowSampler(val, model.window, device=device, keys=keys)
+    stats = checkpoint.metadata["stats"]
+    means = {k: torch.as_tensor(stats[k]["mean"], dtype=torch.float32) for k in ("states", "actions")}
+    errors = prediction_errors(model, sampler, means, tasks=tasks, max_windows=max_windows)
+    missing = [t for t in tasks if t not in errors]
+    if missing:
+        raise ConfigError(f"task(s) {missing} do not apply to this model (window {model.window}, "
+                          f"modalities {list(model.tokenizers)})")
+    return {
+        "checkpoint": str(checkpoint.path),
+        "checkpoint_step": checkpoint.step,
+        "data": str(path),
+        "val_episodes": val.num_episodes,
+        "windows": sampler.num_windows,
+        "tasks": errors,
+        "note": "mean squared error in raw units on held-out episodes; baseline predicts the train mean",
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A few human-readable lines for the terminal."""
+    lines = [
+        f"{report['env_id']}: {report['episodes']} episodes, mode {report.get('mode', '-')}"
+        + (f", target return {report['target_return']:.1f}" if report.get("target_return") is not None else ""),
+        f"  return            {report['return_mean']:.2f} +/- {report['return_std']:.2f}   "
+        f"(mean length {report['length_mean']:.1f})",
+    ]
+    if report.get("normalized_score_mean") is not None:
+        refs = report["reference_scores"]
+        lines.append(f"  normalised score  {report['normalized_score_mean']:.1f} +/- {report['normalized_score_std']:.1f}"
+                     f"   (references {refs['min']:.2f} .. {refs['max']:.2f}: {refs['source']})")
+    lines.append(f"  env steps/s       {report['env_steps_per_s']:.0f} ({report['num_envs']} envs, policy included)")
+    if report.get("video"):
+        lines.append(f"  video             {report['video']}")
+    if report.get("checkpoint"):
+        lines.append(f"  checkpoint        {report['checkpoint']} (step {report['checkpoint_step']})")
+    return "\n".join(lines)

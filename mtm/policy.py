@@ -1,0 +1,201 @@
+"""A trained MTM as a batched policy: K environments, one forward pass per step, on any device.
+
+    policy = MTMPolicy.from_checkpoint("runs/reacher", num_envs=K, mode="rcbc")
+    policy.reset(np.arange(K))                 # at the start of the episodes
+    actions = policy.act(observations)         # (K, obs_dim) or a dict of arrays -> (K, act_dim)
+    policy.observe(rewards)                    # optional: only "decrement" targets need it
+
+Each environment's recent history — the last L states, actions and return tokens — lives in
+preallocated (K, L, ...) tensors on the policy's device. At step t of an episode the current state
+goes to position c = min(t, L-1) (older steps shift out at the front once the window is full);
+positions after c are the future and hidden, as in a training window that starts at an episode's
+beginning, so an episode's first steps need no padding the model never saw in training.
+
+Modes are masks (mtm.model.masks), the network is the same:
+    bc     states 0..c and actions 0..c-1 visible; read the action at c
+    rcbc   bc plus the return token at every position, set to the target return (below)
+
+Target return for rcbc: an episode return G, given absolutely (`target_return`) or as a fraction
+of the best episode return in the training split (`target_fraction`, default 1.0). It becomes the
+return token the data used (see mtm.data.returns), either held constant (the token of an episode
+that achieves G, at its start; the official MTM evaluation) or, with `decrement=True`, the token of
+the return still to come, G minus the rewards received so far (Decision Transformer style):
+    sum          G                       | G - received
+    average      G / H                   | (G - received) / (H - t)
+    discounted   (G / H)(1 - γ^H)/(1 - γ) | ((G - received) / (H - t)) (1 - γ^(H-t))/(1 - γ)
+where H is the data's rtg horizon. Actions are decoded to raw units and clipped to the action space.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtm.checkpoint import Checkpoint, load_checkpoint
+from mtm.data.episode import STATE_KEY
+from mtm.errors import ConfigError
+from mtm.model.masks import bc_mask, rcbc_mask
+from mtm.model.network import MTM
+
+POLICY_MODES = ("bc", "rcbc")
+
+
+def load_model(checkpoint: Checkpoint, device: torch.device | str = "cpu") -> MTM:
+    """Rebuild the network from a checkpoint alone (spec + safetensors weights), in eval mode."""
+    model = MTM.from_spec(checkpoint.metadata["model"])
+    model.load_state_dict(checkpoint.model_state)
+    return model.to(device).eval()
+
+
+class MTMPolicy:
+    def __init__(
+        self,
+        model: MTM,
+        metadata: dict[str, Any],
+        *,
+        num_envs: int = 1,
+        mode: str = "rcbc",
+        target_return: float | None = None,
+        target_fraction: float | None = None,
+        decrement: bool = False,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if mode not in POLICY_MODES:
+            raise ConfigError(f"unknown policy mode {mode!r}; choose one of {', '.join(POLICY_MODES)}")
+        if mode == "rcbc" and "returns" not in model.tokenizers:
+            raise ConfigError("mode 'rcbc' needs a model trained with return tokens (tokens.use_returns); use --mode bc")
+        if num_envs < 1:
+            raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
+        if target_return is not None and target_fraction is not None:
+            raise ConfigError("give either a target return or a target fraction, not both")
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.mode = mode
+        self.num_envs = num_envs
+        self.window = model.window
+        self.state_keys: list[str] = list(metadata.get("state_keys") or [STATE_KEY])
+        self.state_dim = model.tokenizers["states"].dim
+        self.action_dim = model.tokenizers["actions"].dim
+
+        space = (metadata.get("data_info") or {}).get("action_space") or {}
+        low = np.asarray([float(x) for x in space.get("low", [-np.inf] * self.action_dim)], np.float32)
+        high = np.asarray([float(x) for x in space.get("high", [np.inf] * self.action_dim)], np.float32)
+        self.action_low = torch.as_tensor(low, device=self.device)
+        self.action_high = torch.as_tensor(high, device=self.device)
+
+        rtg = metadata.get("rtg") or {"kind": "sum", "gamma": 1.0, "horizon": 1000}
+        self.rtg_kind, self.gamma, self.horizon = rtg["kind"], float(rtg.get("gamma", 1.0)), int(rtg["horizon"])
+        best = float(metadata.get("returns", {}).get("episode_return", {}).get("max", 0.0))
+        if target_return is None:
+            fraction = 1.0 if target_fraction is None else float(target_fraction)
+            target_return = fraction * best
+        self.target_return = float(target_return)
+        self.decrement = decrement
+
+        k, L, dev = num_envs, self.window, self.device
+        self.states = torch.zeros(k, L, self.state_dim, device=dev)
+        self.actions = torch.zeros(k, L, self.action_dim, device=dev)
+        self.returns = torch.zeros(k, L, 1, device=dev)
+        self.steps = torch.zeros(k, dtype=torch.long, device=dev)  # steps taken in the episode
+        self.received = torch.zeros(k, dtype=torch.float64, device=dev)  # return received so far
+        self._positions = torch.arange(L, device=dev)
+        self._rows = torch.arange(k, device=dev)
+        mask_fn = rcbc_mask if mode == "rcbc" else bc_mask
+        # The mask for each current position c, precomputed: (L, N); row c is used at step c.
+        self._masks = torch.stack([mask_fn(model.layout, c) for c in range(L)]).to(dev)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, *, device: torch.device | str = "cpu", **kwargs: Any) -> "MTMPolicy":
+        checkpoint = load_checkpoint(path)
+        return cls(load_model(checkpoint, device), checkpoint.metadata, device=device, **kwargs)
+
+    # ------------------------------------------------------------------------------------------
+
+    def return_token(self, steps: torch.Tensor, received: torch.Tensor) -> torch.Tensor:
+        """(K,) return tokens for the target (see the module docstring for the formulas)."""
+        g, h = self.target_return, float(self.horizon)
+        t = steps.double()
+        if self.rtg_kind == "sum":
+            value = g - received if self.decrement else torch.full_like(received, g)
+            return value.float()
+        remaining = (h - t).clamp_min(1.0) if self.decrement else torch.full_like(t, h)
+        rate = ((g - received) / remaining) if self.decrement else torch.full_like(received, g / h)
+        if self.rtg_kind == "average":
+            return rate.float()
+        gamma = self.gamma
+        if gamma >= 1.0:
+            return (rate * remaining).float()
+        return (rate * (1 - gamma ** remaining) / (1 - gamma)).float()
+
+    def reset(self, env_indices: Any = None, episode_indices: Any = None) -> None:
+        """Start new episodes in these environment slots (all of them when None)."""
+        rows = self._rows if env_indices is None else torch.as_tensor(np.asarray(env_indices), device=self.device).long()
+        self.steps[rows] = 0
+        self.received[rows] = 0.0
+        self.states[rows] = 0.0
+        self.actions[rows] = 0.0
+        self.returns[rows] = 0.0
+
+    def observe(self, rewards: Any) -> None:
+        r = torch.as_tensor(np.asarray(rewards, dtype=np.float64), device=self.device)
+        self.received[: r.shape[0]] += r
+
+    def _state_batch(self, observations: Any) -> torch.Tensor:
+        if isinstance(observations, dict):
+            missing = [k for k in self.state_keys if k not in observations]
+            if missing:
+                raise ConfigError(f"observations lack the key(s) {missing} the model was trained on")
+            parts = [np.asarray(observations[k], np.float32).reshape(len(observations[k]), -1) for k in self.state_keys]
+            obs = np.concatenate(parts, axis=1)
+        else:
+            obs = np.asarray(observations, np.float32).reshape(len(observations), -1)
+        if obs.shape[1] != self.state_dim:
+            raise ConfigError(
+                f"observations have {obs.shape[1]} dimensions, the model was trained on {self.state_dim}"
+            )
+        return torch.as_tensor(obs, device=self.device)
+
+    @torch.no_grad()
+    def act(self, observations: Any) -> np.ndarray:
+        """Actions (n, act_dim) for the first n = len(observations) environment slots."""
+        obs = self._state_batch(observations)
+        n = obs.shape[0]
+        if n > self.num_envs:
+            raise ConfigError(f"got observations for {n} environments, the policy was built for {self.num_envs}")
+        L = self.window
+        rows = self._rows[:n]
+        # Once the window is full, shift every buffer left by one to make room at position L-1.
+        full = (self.steps[:n] >= L)[:, None, None]
+        for buf in (self.states, self.actions, self.returns):
+            buf[:n] = torch.where(full, buf[:n].roll(-1, dims=1), buf[:n])
+        c = self.steps[:n].clamp(max=L - 1)
+        self.states[rows, c] = obs
+        self.actions[rows, c] = 0.0  # the action being chosen: hidden, its value never seen
+        if self.mode == "rcbc":
+            # The target at every position (the reference evaluation shows the return token at all
+            # L positions); with decrement, the history keeps the tokens it had at its own steps.
+            token = self.return_token(self.steps[:n], self.received[:n])
+            if self.decrement:
+                self.returns[rows, c] = token[:, None]
+                self.returns[:n] = torch.where(self._positions[None, :, None] > c[:, None, None],
+                                               token[:, None, None], self.returns[:n])
+            else:
+                self.returns[:n] = token[:, None, None].expand(n, L, 1)
+        # Every position is a real step: those after c are the hidden future, exactly as in the
+        # training windows that start at an episode's beginning (not padding, which training only
+        # saw past an episode's end).
+        batch = {
+            "states": self.states[:n],
+            "actions": self.actions[:n],
+            "timesteps": (self.steps[:n] - c)[:, None] + self._positions[None, :],
+        }
+        if "returns" in self.model.tokenizers:
+            batch["returns"] = self.returns[:n]
+        visible = self._masks[c]  # (n, N)
+        predicted = self.model.predict(batch, visible, heads=("actions",))["actions"][rows, c]
+        action = torch.maximum(torch.minimum(predicted, self.action_high), self.action_low)
+        self.actions[rows, c] = action
+        self.steps[:n] += 1
+        return action.cpu().numpy()

@@ -1,0 +1,144 @@
+"""The trained model as a policy (history buffers, return tokens) and `mtm eval`."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mtm.checkpoint import load_checkpoint
+from mtm.cli import main
+from mtm.collect import CollectOptions, collect
+from mtm.config import RunConfig, load_config
+from mtm.evaluate import evaluate_checkpoint
+from mtm.policy import MTMPolicy, load_model
+from mtm.training.loop import train
+
+TINY = ["model.width=32", "model.encoder_layers=1", "model.decoder_layers=1", "model.heads=2",
+        "train.batch_size=64", "train.lr=1e-3", "train.warmup_steps=5", "train.val_every=0",
+        "train.device=cpu", "data.rtg_horizon=50", "model.dropout=0.0"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("reacher")
+    data = root / "reacher.hdf5"
+    collect(CollectOptions(env_id="Reacher-v5", policy="expert", episodes=12, output=data, num_envs=4,
+                           noise=(0.0, 0.3)), progress=False)
+    cfg = load_config(RunConfig, None, TINY + [f"data.path={data}", f"train.run_dir={root / 'run'}",
+                                               "train.steps=40", "train.save_every=40"])
+    train(cfg, progress=False)
+    return root / "run"
+
+
+def test_exactly_n_episodes_and_same_returns_for_any_num_envs(run_dir):
+    ck = load_checkpoint(run_dir)
+    one = evaluate_checkpoint(ck, episodes=5, num_envs=1, seed=7)
+    four = evaluate_checkpoint(ck, episodes=5, num_envs=4, seed=7)
+    assert one["episodes"] == four["episodes"] == 5
+    assert [e["index"] for e in four["per_episode"]] == [0, 1, 2, 3, 4]
+    assert [e["seed"] for e in four["per_episode"]] == [7, 8, 9, 10, 11]
+    np.testing.assert_allclose([e["return"] for e in one["per_episode"]],
+                               [e["return"] for e in four["per_episode"]], rtol=1e-5, atol=1e-5)
+    assert sum(e["length"] for e in four["per_episode"]) == 5 * 50  # Reacher: 50-step episodes
+
+
+def test_normalized_score_follows_the_formula(run_dir):
+    report = evaluate_checkpoint(load_checkpoint(run_dir), episodes=3, num_envs=3)
+    refs = report["reference_scores"]
+    assert refs is not None and refs["max"] > refs["min"]
+    for e in report["per_episode"]:
+        assert e["normalized_score"] == pytest.approx(100 * (e["return"] - refs["min"]) / (refs["max"] - refs["min"]))
+    assert report["normalized_score_mean"] == pytest.approx(np.mean([e["normalized_score"] for e in report["per_episode"]]))
+    assert report["checkpoint_step"] == 40 and report["mode"] == "rcbc"
+
+
+def test_batched_policy_equals_one_policy_per_env(run_dir):
+    ck = load_checkpoint(run_dir)
+    model = load_model(ck)
+    rng = np.random.default_rng(0)
+    sequences = rng.normal(size=(3, 7, 10)).astype(np.float32)  # 3 envs, 7 steps: past the window of 4
+    batched = MTMPolicy(model, ck.metadata, num_envs=3)
+    singles = [MTMPolicy(model, ck.metadata, num_envs=1) for _ in range(3)]
+    batched.reset()
+    for p in singles:
+        p.reset()
+    for t in range(7):
+        together = batched.act(sequences[:, t])
+        apart = np.concatenate([p.act(sequences[i, t][None]) for i, p in enumerate(singles)])
+        np.testing.assert_allclose(together, apart, atol=1e-5)
+    # The history holds the last L states in order, the newest at position L-1.
+    np.testing.assert_allclose(batched.states[1].numpy(), sequences[1, 3:7], atol=0)
+    assert batched.steps.tolist() == [7, 7, 7]
+    # Resetting one slot starts its history over; the others keep theirs.
+    batched.reset(np.array([1]), np.array([9]))
+    assert batched.steps.tolist() == [7, 0, 7] and batched.states[1].abs().sum() == 0
+
+
+def test_actions_are_clipped_to_the_action_space(run_dir):
+    ck = load_checkpoint(run_dir)
+    policy = MTMPolicy(load_model(ck), ck.metadata, num_envs=2)
+    policy.reset()
+    actions = policy.act(np.full((2, 10), 1e4, np.float32))  # far outside the data: wild predictions
+    assert actions.shape == (2, 2) and np.all(np.abs(actions) <= 1.0)
+
+
+@pytest.mark.parametrize("kind,decrement,steps,received,expected", [
+    ("sum", False, 3, 5.0, 100.0),
+    ("sum", True, 3, 5.0, 95.0),
+    ("average", False, 3, 5.0, 100.0 / 50),
+    ("average", True, 10, 20.0, (100.0 - 20.0) / 40),
+    ("discounted", False, 0, 0.0, (100.0 / 50) * (1 - 0.9 ** 50) / (1 - 0.9)),
+    ("discounted", True, 10, 20.0, ((100.0 - 20.0) / 40) * (1 - 0.9 ** 40) / (1 - 0.9)),
+])
+def test_return_token_formulas(run_dir, kind, decrement, steps, received, expected):
+    ck = load_checkpoint(run_dir)
+    meta = {**ck.metadata, "rtg": {"kind": kind, "gamma": 0.9, "horizon": 50}}
+    policy = MTMPolicy(load_model(ck), meta, target_return=100.0, decrement=decrement)
+    token = policy.return_token(torch.tensor([steps]), torch.tensor([received], dtype=torch.float64))
+    assert float(token[0]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_target_fraction_is_relative_to_the_best_training_return(run_dir):
+    ck = load_checkpoint(run_dir)
+    best = ck.metadata["returns"]["episode_return"]["max"]
+    assert MTMPolicy(load_model(ck), ck.metadata, target_fraction=0.5).target_return == pytest.approx(0.5 * best)
+    assert MTMPolicy(load_model(ck), ck.metadata).target_return == pytest.approx(best)
+
+
+def test_eval_cli_report_video_and_dynamics(run_dir, tmp_path):
+    runner = CliRunner()
+    report_path, video = tmp_path / "report.json", tmp_path / "video.mp4"
+    r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--episodes", "3", "--num-envs", "2",
+                             "--no-progress", "--output", str(report_path), "--video", str(video)])
+    assert r.exit_code == 0, r.output
+    report = json.loads(report_path.read_text())
+    assert report["episodes"] == 3 and report["env_id"] == "Reacher-v5" and "normalised score" in r.output
+    assert video.stat().st_size > 1000 and report["video"] == str(video)
+    r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--output", str(report_path), "--episodes", "1"])
+    assert r.exit_code == 1 and "--overwrite" in r.output
+    r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--task", "fd", "--task", "id"])
+    assert r.exit_code == 0, r.output
+    assert "fd" in r.output and "id" in r.output and "baseline" in r.output
+
+
+def test_eval_cli_errors(run_dir, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["eval", "--checkpoint", str(tmp_path / "missing")])
+    assert r.exit_code == 1 and "no such checkpoint" in r.output
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    r = runner.invoke(main, ["eval", "--checkpoint", str(broken)])
+    assert r.exit_code == 1 and "error:" in r.output and "Traceback" not in r.output
+    r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--env", "Hopper-v5", "--episodes", "1"])
+    assert r.exit_code == 1 and "11 dimensions" in r.output and "10" in r.output
+    r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--episodes", "0"])
+    assert r.exit_code == 1 and "episodes must be >= 1" in r.output
+    r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--mode", "dance"])
+    assert r.exit_code == 2 and "dance" in r.output
+    r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--target-return", "1", "--target-fraction", "1"])
+    assert r.exit_code == 1 and "not both" in r.output
