@@ -84,13 +84,21 @@ class TrainConfig:
     val_every: int = 2000  # steps between validation passes; 0 = never
     val_windows: int = 2048  # held-out windows scored per validation pass (fixed, in order)
     save_every: int = 5000  # steps between checkpoints; the final step is always saved
+    eval_every: int = 0  # steps between rollouts in the env (eval/... in TensorBoard); 0 = never. The final step is evaluated when > 0
+    eval_episodes: int = 10  # episodes per evaluation (seeds eval_seed .. eval_seed + n - 1)
+    eval_num_envs: int = 10  # environments stepped together
+    eval_mode: Literal["rcbc", "bc"] = "rcbc"  # which tokens the policy shows the model
+    eval_target_fraction: float = 1.0  # rcbc target: this fraction of the best training episode return
+    eval_seed: int = 1000  # first episode seed of every evaluation (the same episodes each time)
+    eval_env: str | None = None  # gymnasium id; null = the dataset's env
+    eval_video: bool = False  # also write runs/.../videos/step_N.mp4 of the first episode
     keep_last: int = 3  # checkpoints kept on disk; 0 = keep all
     run_dir: str = "runs/mtm"  # config, TensorBoard events, checkpoints and reports go here
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "val_windows"):
+        for name in ("steps", "batch_size", "log_every", "val_windows", "eval_episodes", "eval_num_envs"):
             _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "val_every", "save_every", "keep_last", "grad_clip", "weight_decay"):
+        for name in ("warmup_steps", "val_every", "save_every", "eval_every", "keep_last", "grad_clip", "weight_decay"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         _check(all(0.0 <= b < 1.0 for b in self.betas), f"betas must be in [0, 1), got {list(self.betas)}")

@@ -142,3 +142,23 @@ def test_eval_cli_errors(run_dir, tmp_path):
     assert r.exit_code == 2 and "dance" in r.output
     r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--target-return", "1", "--target-fraction", "1"])
     assert r.exit_code == 1 and "not both" in r.output
+
+
+def test_evaluation_during_training_logs_eval_scalars_and_keeps_resume_exact(tmp_path, run_dir):
+    data = load_checkpoint(run_dir).metadata["dataset"]["path"]
+    common = TINY + [f"data.path={data}", "train.steps=12", "train.save_every=6", "train.log_every=1",
+                     "train.deterministic=true", "model.dropout=0.1"]
+    plain, evaluated = tmp_path / "plain", tmp_path / "evaluated"
+    train(load_config(RunConfig, None, common + [f"train.run_dir={plain}"]), progress=False)
+    result = train(load_config(RunConfig, None, common + [f"train.run_dir={evaluated}", "train.eval_every=6",
+                                                          "train.eval_episodes=3", "train.eval_num_envs=2"]),
+                   progress=False)
+    assert result.eval["episodes"] == 3 and result.eval["normalized_score_mean"] is not None
+    rows = [json.loads(line) for line in open(evaluated / "metrics.jsonl")]
+    evals = [r for r in rows if "eval/return_mean" in r]
+    assert [r["step"] for r in evals] == [6, 12]
+    assert {"eval/return_std", "eval/normalized_score", "eval/env_steps_per_s"} <= set(evals[0])
+    # Rollouts do not disturb training: the losses equal those of the run without them.
+    def losses(path):
+        return [r["train/loss"] for r in (json.loads(line) for line in open(path / "metrics.jsonl")) if "train/loss" in r]
+    assert losses(plain) == losses(evaluated)

@@ -57,6 +57,11 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
         click.echo("validation (held-out episodes, MSE in raw units; baseline = predict the train mean):")
         for task, e in result.val.items():
             click.echo(f"  {task:5s} {e['mse']:10.4f}   baseline {e['baseline_mse']:10.4f}   ratio {e['ratio']:.3f}")
+    if result.eval:
+        from mtm.evaluate import format_report
+
+        click.echo(f"evaluation at step {result.step} (final checkpoint):")
+        click.echo(format_report(result.eval))
     click.echo(f"step {result.step}; checkpoint: {result.checkpoint}")
     click.echo(f"TensorBoard: tensorboard --logdir {result.run_dir}")
     if result.interrupted:

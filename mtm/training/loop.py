@@ -3,6 +3,7 @@
     data -> train/val split by episode -> statistics of the train split -> tokenizers -> MTM
     every step: sample windows -> draw a mask per sample -> forward -> loss -> AdamW step
     every log_every: train/... scalars; every val_every: val/... prediction errors;
+    every eval_every: eval/... returns and normalised score of rollouts in the env (rank 0);
     every save_every and at the end: an atomic checkpoint (rank 0 only)
 
 Reproducibility. The windows and masks of step s are drawn from a generator seeded by
@@ -63,6 +64,7 @@ class TrainResult:
     checkpoint: Path | None
     val: dict
     interrupted: bool = False
+    eval: dict | None = None  # the last in-env evaluation report (train.eval_every > 0)
     is_main: bool = True  # False on torchrun ranks other than 0
 
 
@@ -165,6 +167,36 @@ def _val_scalars(errors: dict[str, dict]) -> dict[str, float]:
     return out
 
 
+def _evaluate_in_env(model: MTM, metadata: dict, tc, env_id: str, run_dir: Path, step: int) -> dict:
+    """Roll the current model out in its env; training's RNG streams are left exactly as they were."""
+    from mtm.evaluate import evaluate_policy
+    from mtm.policy import MTMPolicy
+    from mtm.rollout import PixelSpec
+
+    rng = capture_rng_state()
+    try:
+        def factory(slots: int) -> MTMPolicy:
+            return MTMPolicy(model, metadata, num_envs=slots, mode=tc.eval_mode,
+                             target_fraction=tc.eval_target_fraction if tc.eval_mode == "rcbc" else None,
+                             device=next(model.parameters()).device)
+
+        video = run_dir / "videos" / f"step_{step:08d}.mp4" if tc.eval_video else None
+        return evaluate_policy(factory, metadata, env_id, episodes=tc.eval_episodes, num_envs=tc.eval_num_envs,
+                               seed=tc.eval_seed, video=video,
+                               pixels=PixelSpec.from_dict(metadata["data_info"].get("pixels")))
+    finally:
+        model.train()
+        restore_rng_state(rng)
+
+
+def _eval_scalars(report: dict) -> dict[str, float]:
+    out = {"eval/return_mean": report["return_mean"], "eval/return_std": report["return_std"],
+           "eval/env_steps_per_s": report["env_steps_per_s"]}
+    if report.get("normalized_score_mean") is not None:
+        out["eval/normalized_score"] = report["normalized_score_mean"]
+    return out
+
+
 def _return_summary(data: Trajectories) -> dict:
     """What a policy needs to pick a target return: episode returns and the return-token range."""
     ep = data.episode_returns()
@@ -219,6 +251,13 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
         )
     data = load_trajectories(cfg.data.path, format=cfg.data.format, rtg=cfg.data.rtg, gamma=cfg.data.gamma,
                              rtg_horizon=cfg.data.rtg_horizon)
+    eval_env = tc.eval_env or data.info.env_id
+    if tc.eval_every:
+        if not eval_env:
+            raise ConfigError("train.eval_every needs an environment: the dataset names none; set train.eval_env")
+        from mtm.rollout import check_env_id
+
+        check_env_id(eval_env)
     train_data, val_data = data.split(cfg.data.val_fraction, cfg.data.split_seed)
     stats = train_data.stats()
     keys = ("states", "actions", "returns") if cfg.tokens.use_returns else ("states", "actions")
@@ -300,6 +339,7 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
     grad_norm = torch.zeros((), device=rt.device)
     window_start, window_steps = time.perf_counter(), 0
     val_errors: dict = {}
+    eval_report: dict | None = None
     interrupted = False
 
     def check_finite(step: int) -> None:
@@ -374,6 +414,11 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
                     logger.scalars(step, _val_scalars(val_errors))
                     window_start = time.perf_counter()  # validation time is not training throughput
 
+                if rt.is_main and tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
+                    eval_report = _evaluate_in_env(model, metadata, tc, eval_env, run_dir, step)
+                    logger.scalars(step, _eval_scalars(eval_report))
+                    window_start = time.perf_counter()
+
                 if (tc.save_every and step % tc.save_every == 0) or step == tc.steps or stop.requested:
                     check_finite(step)
                     if rt.is_main:
@@ -387,7 +432,7 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
                 bar.close()
             logger.close()
     return TrainResult(run_dir=run_dir, step=step, checkpoint=last_saved, val=val_errors,
-                       interrupted=interrupted, is_main=rt.is_main)
+                       interrupted=interrupted, eval=eval_report, is_main=rt.is_main)
 
 
 def samples_per_second(metrics_file: Path) -> float:
