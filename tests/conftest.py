@@ -14,3 +14,26 @@ def shared_datasets() -> Path:
     if not (SHARED_DATASETS / "summary.json").exists():
         pytest.skip("../shared/datasets is not present")
     return SHARED_DATASETS
+
+
+# A tiny model on a little Reacher expert data: enough to exercise policies, eval and scripts.
+TINY_REACHER = ["model.width=32", "model.encoder_layers=1", "model.decoder_layers=1", "model.heads=2",
+                "train.batch_size=64", "train.lr=1e-3", "train.warmup_steps=5", "train.val_every=0",
+                "train.device=cpu", "data.rtg_horizon=50", "model.dropout=0.0"]
+
+
+@pytest.fixture(scope="session")
+def reacher_run(tmp_path_factory) -> Path:
+    """A run directory trained for 40 steps on 12 Reacher-v5 episodes (expert, noise 0 and 0.3)."""
+    from mtm.collect import CollectOptions, collect
+    from mtm.config import RunConfig, load_config
+    from mtm.training.loop import train
+
+    root = tmp_path_factory.mktemp("reacher")
+    data = root / "reacher.hdf5"
+    collect(CollectOptions(env_id="Reacher-v5", policy="expert", episodes=12, output=data, num_envs=4,
+                           noise=(0.0, 0.3)), progress=False)
+    cfg = load_config(RunConfig, None, TINY_REACHER + [f"data.path={data}", f"train.run_dir={root / 'run'}",
+                                                       "train.steps=40", "train.save_every=40"])
+    train(cfg, progress=False)
+    return root / "run"

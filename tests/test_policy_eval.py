@@ -10,28 +10,17 @@ from click.testing import CliRunner
 
 from mtm.checkpoint import load_checkpoint
 from mtm.cli import main
-from mtm.collect import CollectOptions, collect
 from mtm.config import RunConfig, load_config
 from mtm.evaluate import evaluate_checkpoint
 from mtm.policy import MTMPolicy, load_model
 from mtm.training.loop import train
 
-TINY = ["model.width=32", "model.encoder_layers=1", "model.decoder_layers=1", "model.heads=2",
-        "train.batch_size=64", "train.lr=1e-3", "train.warmup_steps=5", "train.val_every=0",
-        "train.device=cpu", "data.rtg_horizon=50", "model.dropout=0.0"]
+from conftest import TINY_REACHER as TINY
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("reacher")
-    data = root / "reacher.hdf5"
-    collect(CollectOptions(env_id="Reacher-v5", policy="expert", episodes=12, output=data, num_envs=4,
-                           noise=(0.0, 0.3)), progress=False)
-    cfg = load_config(RunConfig, None, TINY + [f"data.path={data}", f"train.run_dir={root / 'run'}",
-                                               "train.steps=40", "train.save_every=40"])
-    train(cfg, progress=False)
-    return root / "run"
+@pytest.fixture
+def run_dir(reacher_run) -> Path:
+    return reacher_run
 
 
 def test_exactly_n_episodes_and_same_returns_for_any_num_envs(run_dir):
