@@ -15,8 +15,10 @@ Modes are masks (mtm.model.masks), the network is the same:
     bc     states 0..c and actions 0..c-1 visible; read the action at c
     rcbc   bc plus the return token at every position, set to the target return (below)
 
-Target return for rcbc: an episode return G, given absolutely (`target_return`) or as a fraction
-of the best episode return in the training split (`target_fraction`, default 1.0). It becomes the
+Target return for rcbc: an episode return G, given absolutely (`target_return`) or as a position p
+between the worst and the best episode return of the training split (`target_fraction`, default
+1.0): G = min + p (max - min), so p = 1 asks for the best return seen and p > 1 for more, whatever
+the sign of the returns (the reference MTM evaluation's convention). It becomes the
 return token the data used (see mtm.data.returns), either held constant (the token of an episode
 that achieves G, at its start; the official MTM evaluation) or, with `decrement=True`, the token of
 the return still to come, G minus the rewards received so far (Decision Transformer style):
@@ -87,10 +89,11 @@ class MTMPolicy:
 
         rtg = metadata.get("rtg") or {"kind": "sum", "gamma": 1.0, "horizon": 1000}
         self.rtg_kind, self.gamma, self.horizon = rtg["kind"], float(rtg.get("gamma", 1.0)), int(rtg["horizon"])
-        best = float(metadata.get("returns", {}).get("episode_return", {}).get("max", 0.0))
+        seen = metadata.get("returns", {}).get("episode_return", {})
         if target_return is None:
-            fraction = 1.0 if target_fraction is None else float(target_fraction)
-            target_return = fraction * best
+            p = 1.0 if target_fraction is None else float(target_fraction)
+            low, high = float(seen.get("min", 0.0)), float(seen.get("max", 0.0))
+            target_return = low + p * (high - low)
         self.target_return = float(target_return)
         self.decrement = decrement
 

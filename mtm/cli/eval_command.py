@@ -20,7 +20,7 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
 @click.option("--mode", default="rcbc", show_default=True, type=click.Choice(["rcbc", "bc"]), help="Which tokens the policy shows the model.")
 @click.option("--target-return", type=float, default=None, help="RCBC: the episode return to ask for.")
 @click.option("--target-fraction", type=float, default=None,
-              help="RCBC: ask for this fraction of the best training episode's return (default 1.0).")
+              help="RCBC: ask for min + p (max - min) of the training episode returns (default p = 1.0: the best seen).")
 @click.option("--decrement/--constant", default=False, show_default=True,
               help="RCBC: lower the target by the rewards received, or hold it constant (official MTM).")
 @click.option("--seed", default=0, show_default=True, help="Episode i is reset with seed + i, whatever --num-envs is.")
