@@ -77,7 +77,7 @@ class TrainConfig:
     mask: str = "random_autoregressive"  # training mask: a mode or a weighted mixture "random_autoregressive:0.8,bc:0.2" (mtm.model.masks)
     seed: int = 0  # seeds python, numpy and torch; each process adds its rank
     device: str = "auto"  # auto = cuda, then mps, then cpu; or cuda, cuda:1, cpu, mps
-    bf16: bool = False  # bfloat16 autocast on CUDA
+    bf16: bool = False  # bfloat16 autocast (CUDA, or CPUs with native bf16 such as AVX512-BF16/AMX)
     compile: bool = False  # torch.compile the model
     deterministic: bool = False  # deterministic kernels (slower); for bit-exact reruns
     log_every: int = 100  # steps between train/... scalars

@@ -39,4 +39,4 @@ def main() -> None:
 
 
 # Each module adds its commands to `main` when imported.
-from mtm.cli import collect_command, data_commands, eval_command, train_command  # noqa: E402,F401
+from mtm.cli import collect_command, data_commands, demo_command, eval_command, train_command  # noqa: E402,F401
