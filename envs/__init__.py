@@ -4,16 +4,24 @@
 - ``envs.experts``: scripted experts, batched numpy controllers that act from the observation.
 - ``envs.references``: reference returns for normalised scores, with their provenance.
 - ``envs.pixels``: the {"state", "pixels"} observation wrapper for MuJoCo tasks.
+- ``envs.pixel_reacher``: mtm/ReacherPixels-v0, a task whose target only the image shows.
 
-This module imports nothing: gymnasium imports it while it is itself starting up (the
-``gymnasium.envs`` entry point in pyproject.toml), before any env could be made.
+This module imports nothing at import time (data readers import envs.references and should not
+pay for gymnasium); ``register_envs`` imports gymnasium when it is called.
 """
 
 
 def register_envs() -> None:
-    """Register mtm's own env ids (namespace ``mtm/``) with gymnasium; called by its entry point.
+    """Register mtm's own env ids (namespace ``mtm/``) with gymnasium; safe to call repeatedly.
 
-    Every task so far is a stock gymnasium id (Reacher-v5); pixel observations are a wrapper chosen
-    at make time (``envs.pixels.make_pixel_env``) and recorded with the dataset, not a separate id.
-    A task that needs its own simulator code registers it here with ``gymnasium.register``.
+    Gymnasium 1.x no longer loads the ``gymnasium.envs`` entry point in pyproject.toml, so mtm calls
+    this itself before it looks an id up (``mtm.rollout.check_env_id``); scripts that use
+    ``gym.make("mtm/...")`` directly call it first. Stock ids (Reacher-v5) need no registration; their pixel
+    observations are a wrapper chosen at make time (``envs.pixels.make_pixel_env``).
+
+    - ``mtm/ReacherPixels-v0`` (envs.pixel_reacher): Reacher-v5 whose target is visible only in
+      the image; ``gym.make(..., image_size=64)``.
     """
+    from envs import pixel_reacher
+
+    pixel_reacher.register()

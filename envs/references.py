@@ -35,6 +35,15 @@ REFERENCE_SCORES.update({
         "uniform random actions / envs.experts.ReacherExpert, mean over seeds 0..99: "
         "python scripts/measure_references.py --env Reacher-v5 --episodes 100",
     ),
+    # Same dynamics, reward and reset distribution as Reacher-v5 (only the observation differs),
+    # and the expert reads the full Reacher-v5 observation, so the figures equal Reacher-v5's.
+    "mtm/ReacherPixels-v0": (
+        -42.9073,
+        -3.5517,
+        "uniform random actions / envs.experts.ReacherExpert on the privileged full Reacher-v5 "
+        "observation, mean over seeds 0..99: "
+        "python scripts/measure_references.py --env mtm/ReacherPixels-v0 --episodes 100",
+    ),
 })
 
 

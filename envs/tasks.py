@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from envs.experts import Expert, ReacherExpert
+from envs.pixel_reacher import TOP_DOWN_CAMERA, reacher_observation
 from envs.references import reference_scores
 
 
@@ -51,6 +52,10 @@ class TaskSpec:
     recipe: CollectRecipe | None = None
     # Default camera of envs.pixels.make_pixel_env: a camera id / name, or free-camera settings.
     pixel_camera: int | str | dict[str, Any] | None = None
+    # Privileged expert input, for tasks whose observation hides what the expert needs: a function
+    # of one (sub-)environment returning the expert's input row, read from the simulator. None: the
+    # expert acts from the observation ("state" of a dict observation).
+    expert_observation: Callable[[Any], Any] | None = None
 
     @property
     def references(self) -> tuple[float, float] | None:
@@ -79,7 +84,25 @@ TASKS: dict[str, TaskSpec] = {
             ),
             # Straight down from 0.6 m: the +-0.25 m in view hold every target (radius < 0.2) and
             # the whole arm (reach 0.21), which spans ~27 px of a 64 px frame.
-            pixel_camera={"distance": 0.6, "azimuth": 90.0, "elevation": -90.0, "lookat": (0.0, 0.0, 0.0), "trackbodyid": -1},
+            pixel_camera=TOP_DOWN_CAMERA,
+        ),
+        TaskSpec(
+            env_id="mtm/ReacherPixels-v0",
+            description=(
+                "Reacher-v5 whose state (6-D: joint angles and velocities) hides the target, which "
+                "only the 64x64 top-down frame shows; dict observation {state, pixels}. Tests that a "
+                "model uses its image tokens."
+            ),
+            max_episode_steps=50,
+            # The Reacher expert, fed the full Reacher-v5 observation rebuilt from the simulator.
+            expert=ReacherExpert,
+            expert_observation=reacher_observation,
+            recipe=CollectRecipe(
+                policy="expert",
+                episodes=1000,
+                noise=(0.0, 0.1, 0.3, 0.5),
+                output="datasets/reacher-pixels-v0-mixed.hdf5",
+            ),
         ),
     ]
 }

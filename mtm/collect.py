@@ -60,6 +60,7 @@ class PolicyContext:
     seed: int
     episodes: int
     noise: tuple[float, ...]
+    envs: tuple[Any, ...] = ()  # the runner's sub-environments, for privileged experts
 
 
 def parse_noise(text: str | None) -> tuple[float, ...]:
@@ -100,7 +101,7 @@ def _expert_policy(ctx: PolicyContext) -> tuple[Policy, str]:
             f"{ctx.env_id} has no scripted expert; envs with one: {', '.join(envs_with_expert())}"
         )
     noise = ctx.noise or (0.0,)
-    policy = ExpertPolicy(spec.expert(), ctx.action_space, noise_schedule(noise, ctx.episodes), seed=ctx.seed)
+    policy = ExpertPolicy.for_task(spec, ctx.envs, ctx.action_space, noise_schedule(noise, ctx.episodes), seed=ctx.seed)
     if len(noise) == 1:
         description = f"scripted expert, action noise std {noise[0]:g}"
     else:
@@ -186,7 +187,8 @@ def collect(options: CollectOptions, progress: bool = True) -> CollectResult:
     check_env_id(options.env_id)
     result = CollectResult(path=None, episodes_requested=options.episodes)
     with EpisodeRunner(options.env_id, min(options.num_envs, options.episodes), pixels=options.pixels) as runner:
-        ctx = PolicyContext(options.env_id, runner.action_space, options.seed, options.episodes, options.noise)
+        ctx = PolicyContext(options.env_id, runner.action_space, options.seed, options.episodes, options.noise,
+                            envs=tuple(runner.envs))
         policy, description = make_policy(options.policy, ctx)
         info = _dataset_info(options, runner, description)
         bar = tqdm(total=options.episodes, unit="ep", desc=f"collect {options.env_id}", disable=not progress)

@@ -52,7 +52,7 @@ def main() -> None:
         if spec is None or spec.expert is None:
             print(f"{args.env} has no scripted expert")
             return
-        expert = ExpertPolicy(spec.expert(), runner.action_space)
+        expert = ExpertPolicy.for_task(spec, runner.envs, runner.action_space)
         expert_mean, expert_std, expert_sps = mean_return(runner, expert, args.episodes)
         print(f"{args.env} expert: return {expert_mean:.4f} +- {expert_std:.4f} over seeds 0..{args.episodes - 1}")
     raw_sps = raw_vector_env_steps_per_s(args.env, args.num_envs, steps=max(1, 100 * args.episodes // args.num_envs))

@@ -117,4 +117,4 @@ def test_bad_statistics_and_specs_raise_config_errors():
     with pytest.raises(ConfigError, match="max < min"):
         BinnedTokenizer(1, [1.0], [0.0], num_bins=4)
     with pytest.raises(ConfigError, match="unknown tokenizer type"):
-        tokenizer_from_spec({"type": "image", "name": "x"})
+        tokenizer_from_spec({"type": "video", "name": "x"})

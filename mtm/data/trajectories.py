@@ -12,7 +12,7 @@ statistics from `Trajectories.stats()` of the training split.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -36,6 +36,9 @@ class Trajectories:
     (N,) int64, the step index within its episode.
     ``episode_ids`` (E,) int64: each episode's index in the source dataset, so a split can be
     named and reproduced.
+    ``image_keys``: the observation keys that hold images (uint8 (T, H, W, C)), sorted. They are
+    not in ``arrays``: frames stay in the file and are read per batch by
+    `mtm.data.image_windows.ImageWindows`, using the episode ids above.
     """
 
     arrays: dict[str, np.ndarray]
@@ -45,6 +48,7 @@ class Trajectories:
     state_keys: list[str]
     rtg: dict[str, Any]
     episode_ids: np.ndarray | None = None  # None means 0 … E−1; always an array after __init__
+    image_keys: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.starts = np.asarray(self.starts, dtype=np.int64)
@@ -99,6 +103,7 @@ class Trajectories:
             state_keys=list(self.state_keys),
             rtg=dict(self.rtg),
             episode_ids=self.episode_ids[idx],
+            image_keys=list(self.image_keys),
         )
 
     def split(self, val_fraction: float, seed: int) -> tuple["Trajectories", "Trajectories"]:
@@ -170,8 +175,9 @@ def load_trajectories(
         observations = {STATE_KEY: flat.observations}
         keys = _choose_state_keys(observations, state_keys, where)
         actions, rewards, lengths = flat.actions, flat.rewards, flat.lengths
+        image_keys: list[str] = []
     else:
-        keys, observations, actions, rewards, lengths = _read_episodes(source, state_keys)
+        keys, image_keys, observations, actions, rewards, lengths = _read_episodes(source, state_keys)
     n = int(lengths.sum())
     if n == 0:
         raise DataError(f"{where}: the dataset holds no steps")
@@ -198,6 +204,7 @@ def load_trajectories(
         state_keys=keys,
         rtg={"kind": rtg, "gamma": float(gamma), "horizon": int(rtg_horizon),
              "include_current_reward": bool(rtg_include_current_reward)},
+        image_keys=image_keys,
     )
 
 
@@ -208,8 +215,8 @@ def is_image(arr: np.ndarray) -> bool:
 
 def _read_episodes(
     source: EpisodeSource, requested: list[str] | None
-) -> tuple[list[str], dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """The chosen state keys and every episode's step-aligned arrays (T rows each), joined.
+) -> tuple[list[str], list[str], dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """The chosen state keys, the image keys, and every episode's step-aligned arrays (T rows each), joined.
 
     Only the first episode is read whole, since the data itself tells images from low-dimensional
     arrays; the others are asked for the chosen keys alone, so their image frames are never read.
@@ -219,6 +226,7 @@ def _read_episodes(
         raise DataError(f"{where}: the dataset holds no episodes")
     first = source.episode(0)
     keys = _choose_state_keys(first.observations, requested, where)
+    image_keys = sorted(k for k, v in first.observations.items() if is_image(v))
     obs_parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     actions, rewards, lengths = [], [], []
     for i in range(len(source)):
@@ -234,7 +242,7 @@ def _read_episodes(
         rewards.append(episode.rewards)
         lengths.append(episode.length)
     observations = {k: np.concatenate(parts) for k, parts in obs_parts.items()}
-    return keys, observations, np.concatenate(actions), np.concatenate(rewards), np.asarray(lengths, np.int64)
+    return keys, image_keys, observations, np.concatenate(actions), np.concatenate(rewards), np.asarray(lengths, np.int64)
 
 
 def _choose_state_keys(

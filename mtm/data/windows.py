@@ -71,6 +71,18 @@ class WindowSampler:
 
         storage_rows, table = _layout(data.starts, data.lengths, data.arrays["timesteps"], self.window)
         self.num_windows = int(table.shape[0])
+        # Where every window lies in the source file, for readers of data kept off the device
+        # (images: mtm.data.image_windows). Windows are in episode order, max(T_e - L + 1, 1) each.
+        per_episode = np.maximum(data.lengths, self.window) - self.window + 1
+        first_window = np.cumsum(per_episode) - per_episode
+        self._spans = np.stack(
+            [
+                np.repeat(data.episode_ids, per_episode),
+                np.arange(self.num_windows, dtype=np.int64) - np.repeat(first_window, per_episode),
+                table[:, 1],
+            ],
+            axis=1,
+        ).astype(np.int64)
         # One copy of the data, already padded and packed, moved to the device once.
         packed = np.concatenate(
             [data.arrays[k].reshape(data.num_steps, -1)[storage_rows] for k in keys], axis=1, dtype=np.float32
@@ -86,10 +98,20 @@ class WindowSampler:
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """batch_size windows drawn uniformly over window starts, with replacement."""
+        return self.windows(self.draw(batch_size, generator))
+
+    def draw(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The (B,) window ids `sample` uses (same generator draws), on the generator's device:
+        for callers that also fetch other data of the same windows (image frames)."""
         _check_batch_size(batch_size)
         draw_device = generator.device if generator is not None else self.device
-        ids = torch.randint(self.num_windows, (batch_size,), generator=generator, device=draw_device)
-        return self.windows(ids)
+        return torch.randint(self.num_windows, (batch_size,), generator=generator, device=draw_device)
+
+    def window_spans(self) -> np.ndarray:
+        """(num_windows, 3) int64, per window id: the episode's index in the source dataset
+        (Trajectories.episode_ids), the window's first step within that episode, and its number of
+        real steps (the rest, up to L, is padding that repeats the last real step)."""
+        return self._spans.copy()
 
     def windows(self, window_indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """The batch for the given window ids (B,), each in [0, num_windows)."""

@@ -21,6 +21,11 @@ Roles. Masks reason about three roles, in the order states -> returns -> actions
 autoregressive mask: the modality named "actions" is the action role, "returns" the return role,
 and every other modality ("states", later "images", ...) is an observation and masked like states.
 
+Steps with k > 1 tokens. A mask is per token, so a hand-made mask may hide single image patches.
+The inference masks below decide per step (all k tokens alike); the random training masks draw per
+token, except for modalities in ``TokenLayout.whole_steps`` (tokenizers with mask_whole_steps, e.g.
+images), whose frames they keep or hide whole.
+
 Inference masks take the current step c (0 <= c < L; an int, or a (B,) tensor for one c per sample
 when environments have histories of different lengths). Steps after c are the future and hidden.
 Padded steps (valid = False) are hidden by `apply_valid`, which the network also applies itself.
@@ -28,7 +33,7 @@ Padded steps (valid = False) are hidden by `apply_valid`, which the network also
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Callable
 
 import torch
@@ -45,16 +50,24 @@ def role_of(name: str) -> str:
 
 
 class TokenLayout:
-    """Where each (modality, timestep, sub-token) sits in the flat token sequence of length N."""
+    """Where each (modality, timestep, sub-token) sits in the flat token sequence of length N.
 
-    def __init__(self, modalities: Sequence[tuple[str, int]], window: int):
+    ``whole_steps``: modalities whose k tokens of one step the random training masks keep or hide
+    together (the patches of an image frame); other modalities draw every token on its own.
+    """
+
+    def __init__(self, modalities: Sequence[tuple[str, int]], window: int, whole_steps: Collection[str] = ()):
         names = [name for name, _ in modalities]
         if len(set(names)) != len(names) or not names:
             raise ConfigError(f"modality names must be unique and non-empty, got {names}")
         if window < 1:
             raise ConfigError(f"window must be >= 1, got {window}")
+        unknown = set(whole_steps) - set(names)
+        if unknown:
+            raise ConfigError(f"whole_steps names unknown modalities {sorted(unknown)}; have {names}")
         self.window = int(window)
         self.names = names
+        self.whole_steps = frozenset(whole_steps)
         self.tokens_per_step = {name: int(k) for name, k in modalities}
         self.offsets: dict[str, int] = {}
         modality, timestep, sub = [], [], []
@@ -79,7 +92,8 @@ class TokenLayout:
 
     @classmethod
     def from_tokenizers(cls, tokenizers: Mapping[str, object], window: int) -> "TokenLayout":
-        return cls([(name, tok.tokens_per_step) for name, tok in tokenizers.items()], window)
+        whole = [name for name, tok in tokenizers.items() if getattr(tok, "mask_whole_steps", False)]
+        return cls([(name, tok.tokens_per_step) for name, tok in tokenizers.items()], window, whole)
 
     def slice(self, name: str) -> slice:
         start = self.offsets[name]
@@ -187,10 +201,13 @@ def imputation_mask(layout: TokenLayout, timesteps: Sequence[int] | None = None)
 # Training masks: a different pattern per sample, reproducible from a torch.Generator (CPU).
 
 
-def _ensure_visible(mask: torch.Tensor) -> torch.Tensor:
-    """Show token 0 (first modality, t = 0) in any row with nothing visible. Step 0 is always a
-    real step (windows start inside an episode), so apply_valid never hides it again."""
-    mask[:, 0] |= ~mask.any(1)
+def _ensure_visible(mask: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """Show the first modality at t = 0 (its first token, or all k if it is masked by whole steps)
+    in any row with nothing visible. Step 0 is always a real step (windows start inside an
+    episode), so apply_valid never hides it again."""
+    first = layout.names[0]
+    shown = layout.tokens_per_step[first] if first in layout.whole_steps else 1
+    mask[:, :shown] |= ~mask.any(1, keepdim=True)
     return mask
 
 
@@ -200,17 +217,21 @@ def _draw(values: Sequence[float], batch_size: int, generator: torch.Generator) 
 
 
 def _random_keep(layout, batch_size, generator, keep_ratios) -> torch.Tensor:
-    """Per sample and modality: keep floor(r * n + 1/2) of its n tokens, r drawn from keep_ratios,
-    the kept tokens chosen uniformly. Exact counts (not Bernoulli) as in the official code."""
+    """Per sample and modality: keep floor(r * n + 1/2) of its n units, r drawn from keep_ratios,
+    the kept units chosen uniformly. Exact counts (not Bernoulli) as in the official code. A unit is
+    a token, or for a modality in layout.whole_steps the k tokens of one step (n = L units)."""
     if not keep_ratios or any(not 0.0 <= r <= 1.0 for r in keep_ratios):
         raise ConfigError(f"keep ratios must be a non-empty list of values in [0, 1], got {keep_ratios}")
     mask = torch.zeros(batch_size, layout.num_tokens, dtype=torch.bool)
     for name in layout.names:
         sl = layout.slice(name)
-        n = sl.stop - sl.start
+        k = layout.tokens_per_step[name] if name in layout.whole_steps else 1
+        n = (sl.stop - sl.start) // k
         count = torch.floor(_draw(keep_ratios, batch_size, generator) * n + 0.5)
         rank = torch.rand(batch_size, n, generator=generator).argsort(1).argsort(1)
-        mask[:, sl] = rank < count[:, None]
+        # Tokens of one step are adjacent (index = offset + t * k + j), so repeating each unit's
+        # decision k times lays it over exactly that step's tokens.
+        mask[:, sl] = (rank < count[:, None]).repeat_interleave(k, dim=1)
     return mask
 
 
@@ -221,7 +242,7 @@ def random_mask(
     keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
 ) -> torch.Tensor:
     """(B, N): each modality keeps a random fraction of its tokens, drawn per sample."""
-    return _ensure_visible(_random_keep(layout, batch_size, generator, keep_ratios))
+    return _ensure_visible(_random_keep(layout, batch_size, generator, keep_ratios), layout)
 
 
 def random_autoregressive_mask(
@@ -248,7 +269,7 @@ def random_autoregressive_mask(
     t_star = torch.randint(layout.window, (batch_size,), generator=generator)
     t, q = layout.timestep[None, :], layout.role_rank[None, :]
     future = (t > t_star[:, None]) | ((t == t_star[:, None]) & (q >= role[:, None]))
-    return _ensure_visible(mask & ~future)
+    return _ensure_visible(mask & ~future, layout)
 
 
 def _random_current(layout, batch_size, generator, latest: int, mode: str) -> torch.Tensor:
@@ -331,4 +352,5 @@ class MaskMixture:
             rows = choice == i
             if rows.any():
                 mask[rows] = self._one(name, layout, int(rows.sum()), generator)
-        return _ensure_visible(mask).to(device) if device is not None else _ensure_visible(mask)
+        mask = _ensure_visible(mask, layout)
+        return mask.to(device) if device is not None else mask

@@ -196,12 +196,13 @@ class MTM(nn.Module):
         self.dec_type = type_embeddings()
         self.decoder = nn.ModuleList(Block(config) for _ in range(config.decoder_layers))
         self.dec_norm = nn.LayerNorm(w)
-        if config.mlp_heads:
-            self.heads = per_modality(
-                lambda tok: nn.Sequential(nn.Linear(w, w), nn.GELU(), nn.Linear(w, tok.output_dim))
-            )
-        else:
-            self.heads = per_modality(lambda tok: nn.Linear(w, tok.output_dim))
+        # Input-only modalities (output_dim 0, e.g. images that are not reconstructed) get no head.
+        def head(tok: Tokenizer) -> nn.Module:
+            if config.mlp_heads:
+                return nn.Sequential(nn.Linear(w, w), nn.GELU(), nn.Linear(w, tok.output_dim))
+            return nn.Linear(w, tok.output_dim)
+
+        self.heads = nn.ModuleDict({n: head(tok) for n, tok in tokenizers.items() if tok.output_dim > 0})
 
         # Fixed, derived from the config: not saved in the state_dict.
         position = sincos_position_table(self.window, w) * config.position_scale
@@ -281,7 +282,7 @@ class MTM(nn.Module):
         *,
         heads: Collection[str] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Head outputs {modality: (B, L, k, output_dim)} for every token.
+        """Head outputs {modality: (B, L, k, output_dim)} for every token (input-only modalities: none).
 
         batch: raw tensors keyed by modality (+ "timesteps" (B, L) when use_timestep_embedding).
         visible: (N,) or (B, N) bool, True = VISIBLE. valid: (B, L) bool, False on padded steps
@@ -304,7 +305,7 @@ class MTM(nn.Module):
 
         out = {}
         for name, tok in self.tokenizers.items():
-            if heads is not None and name not in heads:
+            if name not in self.heads or (heads is not None and name not in heads):
                 continue
             h = self.heads[name](decoded[:, self.layout.slice(name)])
             out[name] = h.unflatten(1, (self.window, tok.tokens_per_step))

@@ -55,7 +55,9 @@ class Tokenizer(nn.Module, ABC):
     name: str
     tokens_per_step: int  # k
     input_dim: int  # features per token fed to the network's input Linear
-    output_dim: int  # size of the network's head output per token
+    output_dim: int  # size of the network's head output per token; 0 = input-only (no head, no loss)
+    # True: the random training masks keep or hide the k tokens of a step together (image patches).
+    mask_whole_steps: bool = False
 
     @abstractmethod
     def encode(self, raw: torch.Tensor) -> torch.Tensor:
@@ -209,4 +211,8 @@ def tokenizer_from_spec(spec: dict) -> Tokenizer:
     if kind == "binned":
         dim = spec["dim"]
         return BinnedTokenizer(dim, np.zeros(dim), np.ones(dim), spec["num_bins"], name=spec["name"])
-    raise ConfigError(f"unknown tokenizer type {kind!r} (expected 'continuous' or 'binned')")
+    if kind == "image":
+        from mtm.model.image_tokenizer import ImageTokenizer  # imports this module: import here, not above
+
+        return ImageTokenizer.from_spec(spec)
+    raise ConfigError(f"unknown tokenizer type {kind!r} (expected 'continuous', 'binned' or 'image')")
