@@ -87,7 +87,7 @@ class TrainConfig:
     eval_every: int = 0  # steps between rollouts in the env (eval/... in TensorBoard); 0 = never. The final step is evaluated when > 0
     eval_episodes: int = 10  # episodes per evaluation (seeds eval_seed .. eval_seed + n - 1)
     eval_num_envs: int = 10  # environments stepped together
-    eval_mode: Literal["rcbc", "bc"] = "rcbc"  # which tokens the policy shows the model
+    eval_mode: Literal["auto", "rcbc", "bc"] = "auto"  # which tokens the policy shows the model; auto = rcbc when the model can
     eval_target_fraction: float = 1.0  # rcbc target: min + p (max - min) of the training episode returns
     eval_seed: int = 1000  # first episode seed of every evaluation (the same episodes each time)
     eval_env: str | None = None  # gymnasium id; null = the dataset's env

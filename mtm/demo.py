@@ -69,5 +69,5 @@ def run_demo(root: Path = Path("."), *, overrides: tuple[str, ...] = (), episode
     result = train(cfg, progress=progress)
     say(f"evaluating the final checkpoint: {episodes} episodes, RCBC")
     report = evaluate_checkpoint(load_checkpoint(result.run_dir), episodes=episodes, num_envs=10,
-                                 mode="rcbc", progress=progress)
+                                 progress=progress)
     return DemoResult(data=data, run_dir=result.run_dir, report=report)

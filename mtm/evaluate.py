@@ -161,7 +161,7 @@ def evaluate_checkpoint(
     env_id: str | None = None,
     episodes: int = 10,
     num_envs: int = 10,
-    mode: str = "rcbc",
+    mode: str | None = None,
     target_return: float | None = None,
     target_fraction: float | None = None,
     decrement: bool = False,
@@ -187,9 +187,10 @@ def evaluate_checkpoint(
                              video=video, video_episodes=video_episodes, pixels=pixels, progress=progress)
     probe = factory(1)
     report.update({
-        "mode": mode,
-        "target_return": probe.target_return if mode == "rcbc" else None,
-        "target_decrement": decrement if mode == "rcbc" else None,
+        "mode": probe.mode,
+        "model_kind": probe.model.config.kind,
+        "target_return": probe.target_return if probe.mode == "rcbc" else None,
+        "target_decrement": decrement if probe.mode == "rcbc" else None,
         "checkpoint": str(checkpoint.path),
         "checkpoint_step": checkpoint.step,
         "dataset": metadata.get("dataset"),

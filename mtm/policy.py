@@ -39,35 +39,43 @@ from mtm.checkpoint import Checkpoint, load_checkpoint
 from mtm.data.episode import STATE_KEY
 from mtm.errors import ConfigError
 from mtm.model.masks import bc_mask, rcbc_mask
-from mtm.model.network import MTM
+from mtm.model.build import model_from_spec
 
 POLICY_MODES = ("bc", "rcbc")
 
 
-def load_model(checkpoint: Checkpoint, device: torch.device | str = "cpu") -> MTM:
-    """Rebuild the network from a checkpoint alone (spec + safetensors weights), in eval mode."""
-    model = MTM.from_spec(checkpoint.metadata["model"])
+def load_model(checkpoint: Checkpoint, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Rebuild the model (an MTM or an MLP baseline) from a checkpoint alone, in eval mode."""
+    model = model_from_spec(checkpoint.metadata["model"])
     model.load_state_dict(checkpoint.model_state)
     return model.to(device).eval()
+
+
+def default_mode(model: torch.nn.Module) -> str:
+    """RCBC when the model can do it (it conditions on the return asked for), else BC."""
+    return "rcbc" if "rcbc" in model.policy_modes and "returns" in model.tokenizers else "bc"
 
 
 class MTMPolicy:
     def __init__(
         self,
-        model: MTM,
+        model: torch.nn.Module,
         metadata: dict[str, Any],
         *,
         num_envs: int = 1,
-        mode: str = "rcbc",
+        mode: str | None = None,
         target_return: float | None = None,
         target_fraction: float | None = None,
         decrement: bool = False,
         device: torch.device | str = "cpu",
     ) -> None:
+        mode = default_mode(model) if mode is None else mode
         if mode not in POLICY_MODES:
             raise ConfigError(f"unknown policy mode {mode!r}; choose one of {', '.join(POLICY_MODES)}")
         if mode == "rcbc" and "returns" not in model.tokenizers:
             raise ConfigError("mode 'rcbc' needs a model trained with return tokens (tokens.use_returns); use --mode bc")
+        if mode not in model.policy_modes:
+            raise ConfigError(f"this model ({model.config.kind}) acts in mode {' or '.join(model.policy_modes)} only, not {mode!r}")
         if num_envs < 1:
             raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
         if target_return is not None and target_fraction is not None:

@@ -172,3 +172,26 @@ def test_cli_errors_are_one_line(dataset, tmp_path):
     (occupied / "keep.txt").write_text("x")
     r = runner.invoke(main, ["train", "--data", str(dataset), "--run-dir", str(occupied)])
     assert r.exit_code == 1 and "--overwrite" in r.output and (occupied / "keep.txt").exists()
+
+
+@pytest.mark.parametrize("kind,task", [("mlp_bc", "bc"), ("mlp_rcbc", "rcbc")])
+def test_mlp_baselines_train_checkpoint_and_act_through_the_same_path(dataset, tmp_path, kind, task):
+    from mtm.policy import MTMPolicy, load_model
+
+    run = tmp_path / kind
+    cfg = load_config(RunConfig, None, TINY + [f"data.path={dataset}", f"train.run_dir={run}", f"model.kind={kind}",
+                                               "train.steps=200", "train.val_every=200", "train.lr=3e-3"])
+    result = train(cfg, progress=False)
+    assert set(result.val) == {task} and result.val[task]["ratio"] < 0.8
+    rows = [json.loads(line) for line in open(run / METRICS_FILE) if "train/loss" in line]
+    assert set(k for k in rows[0] if k.startswith("train/loss_")) == {"train/loss_actions"}
+    ck = load_checkpoint(run)
+    model = load_model(ck)
+    assert type(model).__name__ == "MLPPolicyModel" and model.config.kind == kind
+    policy = MTMPolicy(model, ck.metadata, num_envs=2)
+    assert policy.mode == task
+    policy.reset()
+    assert policy.act(np.zeros((2, 4), np.float32)).shape == (2, 2)
+    other = "bc" if task == "rcbc" else "rcbc"
+    with pytest.raises(Exception, match="acts in mode|needs a model trained with return"):
+        MTMPolicy(model, ck.metadata, mode=other)

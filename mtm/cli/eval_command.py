@@ -17,7 +17,8 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
 @click.option("--env", "env_id", default=None, help="Gymnasium id. Default: the env of the checkpoint's dataset.")
 @click.option("--episodes", default=10, show_default=True, help="Episodes to run (exactly this many).")
 @click.option("--num-envs", default=10, show_default=True, help="Environments stepped together, one batched forward pass per step.")
-@click.option("--mode", default="rcbc", show_default=True, type=click.Choice(["rcbc", "bc"]), help="Which tokens the policy shows the model.")
+@click.option("--mode", default=None, type=click.Choice(["rcbc", "bc"]),
+              help="Which tokens the policy shows the model. Default: rcbc when the model can, else bc.")
 @click.option("--target-return", type=float, default=None, help="RCBC: the episode return to ask for.")
 @click.option("--target-fraction", type=float, default=None,
               help="RCBC: ask for min + p (max - min) of the training episode returns (default p = 1.0: the best seen).")

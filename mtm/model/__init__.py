@@ -3,6 +3,7 @@
 Knows nothing of files, environments or the CLI: tensors and statistics in, tensors out.
 """
 
+from mtm.model.build import build_model, model_from_spec
 from mtm.model.loss import mtm_loss
 from mtm.model.masks import (
     DEFAULT_KEEP_RATIOS,
@@ -35,6 +36,8 @@ __all__ = [
     "TokenLayout",
     "Tokenizer",
     "apply_valid",
+    "build_model",
+    "model_from_spec",
     "bc_mask",
     "forward_dynamics_mask",
     "goal_reaching_mask",

@@ -6,7 +6,8 @@ Which tokens count:
     on="masked"  only the hidden tokens (visible = False), as in MAE
 Tokens of padded steps (valid = False) never count. Each modality's loss is the mean over its
 counted tokens (0 when it has none, never NaN); the total is sum_m weights[m] * loss_m.
-Input-only modalities (tokenizer output_dim 0) have no head and no loss, and no entry in the result.
+Only the modalities in model_out are trained: input-only ones (images without reconstruction, whose
+tokenizer has output_dim 0; the states and returns an MLP baseline reads) have no loss and no entry.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ def mtm_loss(
     if unknown:
         raise ConfigError(f"loss weights name unknown modalities {sorted(unknown)}; have {list(tokenizers)}")
 
-    predicted = [name for name, tok in tokenizers.items() if tok.output_dim > 0]
+    predicted = [name for name in tokenizers if name in model_out]
     if not predicted:
-        raise ConfigError(f"no modality has a head to train (all of {list(tokenizers)} are input-only)")
+        raise ConfigError(f"the model predicts none of {list(tokenizers)}: nothing to train")
     first = model_out[predicted[0]]
     b, length = first.shape[:2]
     layout = TokenLayout.from_tokenizers(tokenizers, length)
@@ -60,8 +61,8 @@ def mtm_loss(
     total = first.new_zeros((), dtype=torch.float32)
     per_modality = {}
     for name, tok in tokenizers.items():
-        if tok.output_dim == 0:
-            continue  # input-only (e.g. images without reconstruction): no head, nothing to predict
+        if name not in model_out:
+            continue  # an input-only modality (images without reconstruction, an MLP's states)
         head, targets = model_out[name], tok.targets(batch[name].to(device))
         use = counted[:, layout.slice(name)].view(head.shape[:3])  # (B, L, k)
         # Select the counted tokens before computing their losses, rather than multiplying by a

@@ -29,6 +29,7 @@ import dataclasses
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,8 @@ from mtm.model.tokenizers import Tokenizer, tokenizer_from_spec
 
 @dataclass
 class ModelConfig:
-    width: int = 512  # token embedding size
+    kind: Literal["mtm", "mlp_bc", "mlp_rcbc"] = "mtm"  # the MTM, or an MLP baseline (mtm.model.mlp)
+    width: int = 512  # token embedding size (an MLP baseline's hidden width)
     encoder_layers: int = 2  # Transformer blocks over the visible tokens
     decoder_layers: int = 1  # Transformer blocks over all tokens (visible + mask tokens)
     heads: int = 4  # attention heads; width must be divisible by heads
@@ -51,13 +53,14 @@ class ModelConfig:
     use_timestep_embedding: bool = False  # add a learned embedding of the absolute episode step
     max_timestep: int = 1000  # steps >= this share the last timestep embedding
     mlp_heads: bool = True  # heads Linear -> GELU -> Linear as the official code; False: one Linear
+    mlp_layers: int = 3  # hidden layers of an MLP baseline (model.kind = mlp_bc / mlp_rcbc)
 
     def __post_init__(self) -> None:
         # ValueError "field must be ..., got ..." is the config loader's convention (mtm.config):
         # it reports it as a ConfigError naming the file or --set override.
         if self.width < 2 or self.width % 2 or self.heads < 1 or self.width % self.heads:
             raise ValueError(f"width must be even and divisible by heads ({self.heads}), got {self.width}")
-        for name in ("encoder_layers", "decoder_layers", "ffn_mult", "max_timestep"):
+        for name in ("encoder_layers", "decoder_layers", "ffn_mult", "max_timestep", "mlp_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -346,6 +349,14 @@ class MTM(nn.Module):
             "window": self.window,
             "tokenizers": {name: tok.spec() for name, tok in self.tokenizers.items()},
         }
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The modalities with a head: what forward() returns and the loss trains."""
+        return tuple(self.heads)
+
+    policy_modes = ("bc", "rcbc")  # what mtm.policy may ask of it (an MLP baseline does one)
+    prediction_tasks = ("bc", "rcbc", "fd", "id")  # what validation may score
 
     @classmethod
     def from_spec(cls, spec: dict) -> "MTM":

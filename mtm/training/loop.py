@@ -43,7 +43,7 @@ from mtm.data.windows import WindowSampler
 from mtm.errors import ConfigError, DataError, MTMError, OutputExistsError
 from mtm.model.loss import mtm_loss
 from mtm.model.masks import MaskMixture
-from mtm.model.network import MTM
+from mtm.model.build import build_model, model_from_spec
 from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer, Tokenizer
 from mtm.training.runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
 from mtm.training.schedule import warmup_cosine
@@ -167,7 +167,7 @@ def _val_scalars(errors: dict[str, dict]) -> dict[str, float]:
     return out
 
 
-def _evaluate_in_env(model: MTM, metadata: dict, tc, env_id: str, run_dir: Path, step: int) -> dict:
+def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step: int) -> dict:
     """Roll the current model out in its env; training's RNG streams are left exactly as they were."""
     from mtm.evaluate import evaluate_policy
     from mtm.policy import MTMPolicy
@@ -176,8 +176,8 @@ def _evaluate_in_env(model: MTM, metadata: dict, tc, env_id: str, run_dir: Path,
     rng = capture_rng_state()
     try:
         def factory(slots: int) -> MTMPolicy:
-            return MTMPolicy(model, metadata, num_envs=slots, mode=tc.eval_mode,
-                             target_fraction=tc.eval_target_fraction if tc.eval_mode == "rcbc" else None,
+            return MTMPolicy(model, metadata, num_envs=slots, mode=None if tc.eval_mode == "auto" else tc.eval_mode,
+                             target_fraction=tc.eval_target_fraction,
                              device=next(model.parameters()).device)
 
         video = run_dir / "videos" / f"step_{step:08d}.mp4" if tc.eval_video else None
@@ -266,10 +266,10 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
                    if val_data.num_episodes else None)
 
     if checkpoint is not None:
-        model = MTM.from_spec(checkpoint.metadata["model"])
+        model = model_from_spec(checkpoint.metadata["model"])
         model.load_state_dict(checkpoint.model_state)
     else:
-        model = MTM(cfg.model, build_tokenizers(cfg, stats), cfg.data.window)
+        model = build_model(cfg.model, build_tokenizers(cfg, stats), cfg.data.window)
     model.to(rt.device)
     baseline_means = {name: torch.as_tensor(stats[name].mean) for name in ("states", "actions")}
     mask_fn = MaskMixture.from_string(tc.mask)
@@ -335,7 +335,7 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
     last_saved = checkpoint.path if checkpoint is not None else None
     nonfinite = torch.zeros((), dtype=torch.int32, device=rt.device)
     loss_sum = torch.zeros((), device=rt.device)
-    part_sums = {name: torch.zeros((), device=rt.device) for name in model.tokenizers}
+    part_sums = {name: torch.zeros((), device=rt.device) for name in model.outputs}
     grad_norm = torch.zeros((), device=rt.device)
     window_start, window_steps = time.perf_counter(), 0
     val_errors: dict = {}

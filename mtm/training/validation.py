@@ -21,7 +21,6 @@ import torch
 
 from mtm.data.windows import WindowSampler
 from mtm.model.masks import bc_mask, forward_dynamics_mask, inverse_dynamics_mask, rcbc_mask
-from mtm.model.network import MTM
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,9 @@ class PredictionTask:
     target_offset: int  # read the target at timestep c + offset
     needs: tuple[str, ...]  # modalities the model must have
 
-    def applies_to(self, model: MTM) -> bool:
-        return self.current(model.window) >= 0 and all(m in model.tokenizers for m in self.needs)
+    def applies_to(self, model: torch.nn.Module) -> bool:
+        return (self.name in model.prediction_tasks and self.current(model.window) >= 0
+                and all(m in model.tokenizers for m in self.needs))
 
 
 PREDICTION_TASKS: dict[str, PredictionTask] = {
@@ -55,7 +55,7 @@ PREDICTION_TASKS: dict[str, PredictionTask] = {
 
 @torch.no_grad()
 def prediction_errors(
-    model: MTM,
+    model: torch.nn.Module,
     sampler: WindowSampler,
     baseline_means: dict[str, torch.Tensor],
     *,
