@@ -49,6 +49,12 @@ def check_env_matches(runner: EpisodeRunner, policy: MTMPolicy, env_id: str) -> 
         if missing:
             raise ConfigError(f"{env_id}: observations have no key(s) {missing} that the model was trained on")
         obs_dim = sum(int(np.prod(space.spaces[k].shape)) for k in policy.state_keys)
+        for key, frames in policy.images.items():
+            if key not in space.spaces:
+                raise ConfigError(f"{env_id}: observations have no image {key!r}, which the model reads")
+            if tuple(space.spaces[key].shape) != tuple(frames.shape[2:]):
+                raise ConfigError(f"{env_id}: image {key!r} is {tuple(space.spaces[key].shape)}, the model "
+                                  f"was trained on {tuple(frames.shape[2:])}")
     else:
         obs_dim = int(np.prod(space.shape))
     if obs_dim != policy.state_dim:

@@ -86,6 +86,7 @@ class MTMPolicy:
         self.num_envs = num_envs
         self.window = model.window
         self.state_keys: list[str] = list(metadata.get("state_keys") or [STATE_KEY])
+        self.image_keys: list[str] = list(metadata.get("image_keys") or [])
         self.state_dim = model.tokenizers["states"].dim
         self.action_dim = model.tokenizers["actions"].dim
 
@@ -109,6 +110,12 @@ class MTMPolicy:
         self.states = torch.zeros(k, L, self.state_dim, device=dev)
         self.actions = torch.zeros(k, L, self.action_dim, device=dev)
         self.returns = torch.zeros(k, L, 1, device=dev)
+        # Frames stay uint8 on the device; the image tokenizer normalises them inside the model.
+        self.images = {
+            key: torch.zeros(k, L, model.tokenizers[key].height, model.tokenizers[key].width,
+                             model.tokenizers[key].channels, dtype=torch.uint8, device=dev)
+            for key in self.image_keys
+        }
         self.steps = torch.zeros(k, dtype=torch.long, device=dev)  # steps taken in the episode
         self.received = torch.zeros(k, dtype=torch.float64, device=dev)  # return received so far
         self._positions = torch.arange(L, device=dev)
@@ -145,15 +152,16 @@ class MTMPolicy:
         rows = self._rows if env_indices is None else torch.as_tensor(np.asarray(env_indices), device=self.device).long()
         self.steps[rows] = 0
         self.received[rows] = 0.0
-        self.states[rows] = 0.0
-        self.actions[rows] = 0.0
-        self.returns[rows] = 0.0
+        for buf in (self.states, self.actions, self.returns, *self.images.values()):
+            buf[rows] = 0
 
     def observe(self, rewards: Any) -> None:
         r = torch.as_tensor(np.asarray(rewards, dtype=np.float64), device=self.device)
         self.received[: r.shape[0]] += r
 
     def _state_batch(self, observations: Any) -> torch.Tensor:
+        if self.image_keys and not isinstance(observations, dict):
+            raise ConfigError(f"the model reads the image observation(s) {self.image_keys}: pass a dict observation")
         if isinstance(observations, dict):
             missing = [k for k in self.state_keys if k not in observations]
             if missing:
@@ -178,11 +186,14 @@ class MTMPolicy:
         L = self.window
         rows = self._rows[:n]
         # Once the window is full, shift every buffer left by one to make room at position L-1.
-        full = (self.steps[:n] >= L)[:, None, None]
-        for buf in (self.states, self.actions, self.returns):
-            buf[:n] = torch.where(full, buf[:n].roll(-1, dims=1), buf[:n])
+        full = self.steps[:n] >= L
+        for buf in (self.states, self.actions, self.returns, *self.images.values()):
+            shape = (n,) + (1,) * (buf.dim() - 1)
+            buf[:n] = torch.where(full.view(shape), buf[:n].roll(-1, dims=1), buf[:n])
         c = self.steps[:n].clamp(max=L - 1)
         self.states[rows, c] = obs
+        for key, buf in self.images.items():
+            buf[rows, c] = torch.as_tensor(np.asarray(observations[key]), device=self.device)
         self.actions[rows, c] = 0.0  # the action being chosen: hidden, its value never seen
         if self.mode == "rcbc":
             # The target at every position (the reference evaluation shows the return token at all
@@ -204,6 +215,8 @@ class MTMPolicy:
         }
         if "returns" in self.model.tokenizers:
             batch["returns"] = self.returns[:n]
+        for key, buf in self.images.items():
+            batch[key] = buf[:n]
         visible = self._masks[c]  # (n, N)
         predicted = self.model.predict(batch, visible, heads=("actions",))["actions"][rows, c]
         action = torch.maximum(torch.minimum(predicted, self.action_high), self.action_low)

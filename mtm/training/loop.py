@@ -39,6 +39,7 @@ from mtm.config import RunConfig, config_to_dict, format_config, save_config
 from mtm.data.identity import dataset_identity
 from mtm.data.stats import ModalityStats
 from mtm.data.trajectories import Trajectories, load_trajectories
+from mtm.data.batches import WindowBatches
 from mtm.data.windows import WindowSampler
 from mtm.errors import ConfigError, DataError, MTMError, OutputExistsError
 from mtm.model.loss import mtm_loss
@@ -72,8 +73,12 @@ class TrainResult:
 # Building blocks
 
 
-def build_tokenizers(cfg: RunConfig, stats: dict[str, ModalityStats]) -> dict[str, Tokenizer]:
-    """Tokenizers in the token order states -> returns -> actions (the autoregressive order)."""
+def build_tokenizers(cfg: RunConfig, stats: dict[str, ModalityStats],
+                     frame_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Tokenizer]:
+    """Tokenizers in the token order states -> images -> returns -> actions (the autoregressive
+    order; images are observations). frame_shapes: (H, W, C) per image key to tokenize."""
+    from mtm.model.image_tokenizer import ImageTokenizer
+
     tc = cfg.tokens
 
     def make(name: str, kind: str) -> Tokenizer:
@@ -81,7 +86,11 @@ def build_tokenizers(cfg: RunConfig, stats: dict[str, ModalityStats]) -> dict[st
             return BinnedTokenizer.from_stats(stats[name], tc.num_bins, name=name)
         return ContinuousTokenizer.from_stats(stats[name], tc.min_std, name=name)
 
-    tokenizers = {"states": make("states", tc.states)}
+    tokenizers: dict[str, Tokenizer] = {"states": make("states", tc.states)}
+    for key, (height, width, channels) in (frame_shapes or {}).items():
+        tokenizers[key] = ImageTokenizer(height, width, channels, encoder=tc.image_encoder,
+                                         patch_size=tc.image_patch_size, augment_pad=tc.image_augment_pad,
+                                         name=key)
     if tc.use_returns:
         tokenizers["returns"] = make("returns", "continuous")
     tokenizers["actions"] = make("actions", tc.actions)
@@ -165,6 +174,25 @@ def _val_scalars(errors: dict[str, dict]) -> dict[str, float]:
         out[f"val/{task}_baseline_mse"] = e["baseline_mse"]
         out[f"val/{task}_ratio"] = e["ratio"]
     return out
+
+
+def _image_keys(cfg: RunConfig, data: Trajectories) -> list[str]:
+    """The image observation keys to tokenize; they are read lazily, from a native file only."""
+    wanted = data.image_keys if cfg.tokens.image_keys is None else list(cfg.tokens.image_keys)
+    unknown = [k for k in wanted if k not in data.image_keys]
+    if unknown:
+        raise ConfigError(f"tokens.image_keys: {unknown} are not image observations of {cfg.data.path} "
+                          f"(it has {data.image_keys or 'none'})")
+    clash = [k for k in wanted if k in ("states", "actions", "returns")]
+    if clash:
+        raise ConfigError(f"image key {clash[0]!r} collides with a modality name; rename it in the data")
+    if wanted:
+        from mtm.data.formats import detect_format
+
+        if detect_format(cfg.data.path) != "native":
+            raise ConfigError(f"{cfg.data.path}: image frames are read lazily from mtm's native format; "
+                              f"convert it first (mtm convert {cfg.data.path} DST.hdf5)")
+    return sorted(wanted)
 
 
 def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step: int) -> dict:
@@ -261,15 +289,19 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
     train_data, val_data = data.split(cfg.data.val_fraction, cfg.data.split_seed)
     stats = train_data.stats()
     keys = ("states", "actions", "returns") if cfg.tokens.use_returns else ("states", "actions")
-    train_sampler = WindowSampler(train_data, cfg.data.window, device=rt.device, keys=keys)
-    val_sampler = (WindowSampler(val_data, cfg.data.window, device=rt.device, keys=keys)
+    image_keys = _image_keys(cfg, data)
+    train_sampler = WindowBatches.build(WindowSampler(train_data, cfg.data.window, device=rt.device, keys=keys),
+                                        cfg.data.path, image_keys)
+    val_sampler = (WindowBatches.build(WindowSampler(val_data, cfg.data.window, device=rt.device, keys=keys),
+                                       cfg.data.path, image_keys)
                    if val_data.num_episodes else None)
 
     if checkpoint is not None:
         model = model_from_spec(checkpoint.metadata["model"])
         model.load_state_dict(checkpoint.model_state)
     else:
-        model = build_model(cfg.model, build_tokenizers(cfg, stats), cfg.data.window)
+        frame_shapes = {key: train_sampler.frame_shape(key) for key in image_keys}
+        model = build_model(cfg.model, build_tokenizers(cfg, stats, frame_shapes), cfg.data.window)
     model.to(rt.device)
     baseline_means = {name: torch.as_tensor(stats[name].mean) for name in ("states", "actions")}
     mask_fn = MaskMixture.from_string(tc.mask)
@@ -309,6 +341,7 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
             "pixels": data.info.extra.get("pixels"),  # how `mtm collect` rendered frames, if it did
         },
         "state_keys": data.state_keys,
+        "image_keys": image_keys,
         "rtg": data.rtg,
         "stats": {k: v.to_dict() for k, v in stats.items()},
         "returns": _return_summary(train_data),
@@ -363,6 +396,8 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
             while step < tc.steps:
                 gen = step_generator(tc.seed, rt.rank, step)
                 batch = train_sampler.sample(local_batch, gen)
+                for key in image_keys:  # augmentation shifts drawn from the step's generator too
+                    model.tokenizers[key].augment_generator = gen
                 visible = mask_fn(model.layout, local_batch, gen, device=rt.device)
                 with autocast:
                     out = forward(batch, visible, batch["valid"])
@@ -431,6 +466,9 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
             if bar is not None:
                 bar.close()
             logger.close()
+            for batches in (train_sampler, val_sampler):
+                if batches is not None:
+                    batches.close()
     return TrainResult(run_dir=run_dir, step=step, checkpoint=last_saved, val=val_errors,
                        interrupted=interrupted, eval=eval_report, is_main=rt.is_main)
 

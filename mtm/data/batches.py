@@ -1,0 +1,53 @@
+"""Training batches with every modality: low-dimensional windows plus image frames read lazily.
+
+`WindowBatches` has the sampler's interface (`num_windows`, `window`, `draw`, `windows`, `sample`)
+so the training loop and validation use it exactly like a WindowSampler; image frames of the same
+window ids come from the native file (mtm.data.image_windows), uint8 until they reach the device.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import torch
+
+from mtm.data.image_windows import ImageWindows
+from mtm.data.windows import WindowSampler
+
+
+class WindowBatches:
+    def __init__(self, sampler: WindowSampler, images: Mapping[str, ImageWindows] | None = None) -> None:
+        self.sampler = sampler
+        self.images = dict(images or {})
+
+    @classmethod
+    def build(cls, sampler: WindowSampler, path: str | os.PathLike, image_keys: list[str]) -> "WindowBatches":
+        return cls(sampler, {key: ImageWindows.for_sampler(path, key, sampler) for key in image_keys})
+
+    @property
+    def num_windows(self) -> int:
+        return self.sampler.num_windows
+
+    @property
+    def window(self) -> int:
+        return self.sampler.window
+
+    def frame_shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self.images[key].frame_shape)
+
+    def draw(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.sampler.draw(batch_size, generator)
+
+    def windows(self, window_indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        batch = self.sampler.windows(window_indices)
+        for key, frames in self.images.items():
+            batch[key] = frames.windows(window_indices, self.sampler.device)
+        return batch
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        return self.windows(self.draw(batch_size, generator))
+
+    def close(self) -> None:
+        for frames in self.images.values():
+            frames.close()

@@ -1,0 +1,57 @@
+"""Images end to end: collect pixels, train with image tokens (or without), act from rendered frames."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import TINY_REACHER
+from mtm.checkpoint import load_checkpoint
+from mtm.collect import CollectOptions, collect
+from mtm.config import RunConfig, load_config
+from mtm.errors import ConfigError
+from mtm.evaluate import evaluate_checkpoint
+from mtm.training.loop import train
+
+PIXEL_ENV = "mtm/ReacherPixels-v0"
+
+
+@pytest.fixture(scope="module")
+def pixel_data(tmp_path_factory):
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("pixels") / "pixels.hdf5"
+    collect(CollectOptions(env_id=PIXEL_ENV, policy="expert", episodes=6, output=path, num_envs=3), progress=False)
+    return path
+
+
+def _train(data, run, extra):
+    cfg = load_config(RunConfig, None, TINY_REACHER + [f"data.path={data}", f"train.run_dir={run}", "train.steps=6",
+                                                       "train.val_every=6", "train.val_windows=32",
+                                                       "train.batch_size=16", *extra])
+    return train(cfg, progress=False)
+
+
+def test_train_and_eval_with_image_tokens(pixel_data, tmp_path):
+    result = _train(pixel_data, tmp_path / "img", ["tokens.image_patch_size=16"])
+    assert {"bc", "fd", "id"} <= set(result.val)
+    ck = load_checkpoint(tmp_path / "img")
+    assert ck.metadata["image_keys"] == ["pixels"] and ck.metadata["state_keys"] == ["state"]
+    spec = ck.metadata["model"]["tokenizers"]["pixels"]
+    assert spec["type"] == "image" and ck.metadata["model"]["window"] == 4
+    # No per-modality loss for the input-only image modality.
+    rows = [json.loads(line) for line in open(tmp_path / "img" / "metrics.jsonl") if "train/loss" in line]
+    assert "train/loss_pixels" not in rows[-1] and "train/loss_states" in rows[-1]
+    report = evaluate_checkpoint(ck, episodes=2, num_envs=2)
+    assert report["env_id"] == PIXEL_ENV and report["episodes"] == 2 and report["normalized_score_mean"] is not None
+
+
+def test_same_data_without_image_tokens(pixel_data, tmp_path):
+    _train(pixel_data, tmp_path / "state", ["tokens.image_keys=[]"])
+    ck = load_checkpoint(tmp_path / "state")
+    assert ck.metadata["image_keys"] == [] and "pixels" not in ck.metadata["model"]["tokenizers"]
+    assert evaluate_checkpoint(ck, episodes=1, num_envs=1)["episodes"] == 1
+
+
+def test_image_key_errors(pixel_data, tmp_path):
+    with pytest.raises(ConfigError, match=r"\[.depth.\] are not image observations of .*\(it has \[.pixels.\]\)"):
+        _train(pixel_data, tmp_path / "bad", ["tokens.image_keys=[depth]"])
