@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args):
-    return CliRunner().invoke(main, ["collect", "--quiet", *args])
+    return CliRunner().invoke(main, ["collect", "--no-progress", *args])
 
 
 def test_collect_writes_a_self_describing_dataset(tmp_path):

@@ -99,7 +99,7 @@ def test_privileged_expert_matches_the_reacher_expert():
 
 def test_collect_expert_from_the_cli(tmp_path):
     out = tmp_path / "pixels.hdf5"
-    result = CliRunner().invoke(main, ["collect", "--quiet", "--env", ENV_ID, "--policy", "expert",
+    result = CliRunner().invoke(main, ["collect", "--no-progress", "--env", ENV_ID, "--policy", "expert",
                                        "--episodes", "2", "--num-envs", "2", "--output", str(out)])
     assert result.exit_code == 0, result.output
     with NativeSource(out) as src:

@@ -26,7 +26,7 @@ from mtm.cli import main
 @click.option("--pixels", is_flag=True, help="also record rendered RGB frames (observation key 'pixels')")
 @click.option("--image-size", type=int, default=None, help="frame height and width with --pixels  [default: 64]")
 @click.option("--overwrite", is_flag=True, help="replace OUTPUT if it exists")
-@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def collect_command(
     env_id: str,
     policy: str,
@@ -38,7 +38,7 @@ def collect_command(
     pixels: bool,
     image_size: int | None,
     overwrite: bool,
-    quiet: bool,
+    progress: bool,
 ) -> None:
     """Collect a dataset: run POLICY for EPISODES episodes and write them to OUTPUT.
 
@@ -61,7 +61,7 @@ def collect_command(
         pixels=PixelSpec(size=64 if image_size is None else image_size) if pixels else None,
         overwrite=overwrite,
     )
-    result = collect(options, progress=not quiet)
+    result = collect(options, progress=progress)
     returns = result.returns
     if result.path is None:
         click.echo("interrupted before the first episode finished; nothing was written", err=True)
