@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-import gymnasium as gym
-import numpy as np
-from gymnasium import spaces
+from envs import headless_rendering_default
+
+headless_rendering_default()  # before gymnasium's MuJoCo envs load mujoco
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+from gymnasium import spaces  # noqa: E402
 
 STATE_KEY = "state"  # same key as mtm.data.episode.STATE_KEY; envs/ must not import mtm
 PIXELS_KEY = "pixels"

@@ -149,3 +149,15 @@ def test_pixel_wrapper_rejects_what_it_cannot_render():
         make_pixel_env("Reacher-v5", size=16, camera="nope")
     with pytest.raises(ValueError, match="MuJoCo"):
         PixelObservation(gym.make("CartPole-v1", render_mode="rgb_array"))
+
+
+def test_headless_rendering_default_keeps_a_users_choice(monkeypatch):
+    from envs import headless_rendering_default
+
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    headless_rendering_default()
+    assert __import__("os").environ["MUJOCO_GL"] == "egl"
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    headless_rendering_default()
+    assert __import__("os").environ["MUJOCO_GL"] == "osmesa"
