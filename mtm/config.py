@@ -112,7 +112,7 @@ class TokenConfig:
     """How each modality becomes tokens (see mtm.model.tokenizers)."""
 
     states: Literal["continuous", "binned"] = "continuous"  # one z-scored token per step, or one per dimension
-    actions: Literal["continuous", "binned"] = "continuous"
+    actions: Literal["continuous", "binned"] = "continuous"  # the same choice for actions (binned: cross-entropy over bins)
     use_returns: bool = True  # add the return-to-go modality (needed for RCBC)
     num_bins: int = 64  # bins per dimension for binned modalities (uniform over the data's min..max)
     min_std: float = 0.1  # z-score floor: x_norm = (x - mean) / max(std, min_std)
