@@ -6,7 +6,7 @@ import torch
 
 from mtm.errors import ConfigError
 from mtm.model.loss import mtm_loss
-from mtm.model.masks import bc_mask, random_autoregressive_mask
+from mtm.model.masks import bc_mask, random_autoregressive_mask, rcbc_mask
 from mtm.model.network import MTM, ModelConfig, Packing
 from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer
 
@@ -254,3 +254,114 @@ def test_learns_actions_from_states_through_the_mask():
     pred = model.predict(test, bc_mask(model.layout, L - 1))["actions"][:, L - 1]
     mse = (pred - test["actions"][:, L - 1]).square().mean()
     assert mse < 0.15 * test["actions"].var()  # ~1 before training
+
+
+# --- query-restricted decoding (MTM.forward(..., queries=...)) -----------------------------------
+
+
+def assert_queried_outputs_match(model, batch, visible, valid, queries, heads=None):
+    full = model(batch, visible, valid, heads=heads)
+    part = model(batch, visible, valid, heads=heads, queries=queries)
+    assert set(part) == set(full)
+    B = batch["states"].shape[0]
+    asked = queries.expand(B, -1).clone()
+    if valid is not None:
+        asked &= model.layout.token_valid(valid)
+    for name, out in part.items():
+        k = model.layout.tokens_per_step[name]
+        mine = asked[:, model.layout.slice(name)].view(B, L, k)
+        assert out.shape == full[name].shape
+        torch.testing.assert_close(out[mine], full[name][mine], atol=1e-5, rtol=1e-5)
+        assert not out[~mine].any()  # not computed: zero
+
+
+@pytest.mark.parametrize("binned", [False, True])
+@pytest.mark.parametrize("decoder_layers", [1, 3])
+def test_queries_match_the_full_forward(binned, decoder_layers):
+    model = make_model(binned, decoder_layers=decoder_layers, use_timestep_embedding=True)
+    B, N = 8, model.layout.num_tokens
+    batch = make_batch(B)
+    g = torch.Generator().manual_seed(3)
+    visible = random_autoregressive_mask(model.layout, B, g)
+    valid = torch.ones(B, L, dtype=torch.bool)
+    valid[1, 2:] = False
+    valid[4, 1:] = False
+    queries = torch.rand(B, N, generator=g) < 0.3  # several per sample, visible or hidden tokens
+    queries[0] = False  # a sample with no query
+    queries[1, model.layout.timestep >= 2] = True  # queries at padded steps are dropped
+    queries[2] = True  # every token of one sample
+    queries[3, model.layout.index("actions", 1)] = True
+    assert_queried_outputs_match(model, batch, visible, valid, queries)
+    assert_queried_outputs_match(model, batch, visible, valid, queries, heads=("actions",))
+    assert_queried_outputs_match(model, batch, visible, None, queries)  # nothing padded
+
+
+@pytest.mark.parametrize("rcbc,binned", [(False, False), (True, False), (True, True)])
+def test_policy_query_matches_the_full_forward(rcbc, binned):
+    # What MTMPolicy.act asks: the action token(s) at the current step c of every sample, with the
+    # same c everywhere (uniform packings, no attention masks) or a different c per sample.
+    model = make_model(binned, decoder_layers=2)
+    B = 5
+    batch = make_batch(B)
+    mask_fn = rcbc_mask if rcbc else bc_mask
+    action_at = torch.stack([model.layout.role("actions") & (model.layout.timestep == t) for t in range(L)])
+    for c in (torch.full((B,), L - 1), torch.tensor([0, 3, 1, 3, 2])):
+        visible = mask_fn(model.layout, c)
+        assert_queried_outputs_match(model, batch, visible, None, action_at[c], heads=("actions",))
+        a = model.predict(batch, visible, heads=("actions",))["actions"][torch.arange(B), c]
+        b = model.predict(batch, visible, heads=("actions",), queries=action_at[c])["actions"][torch.arange(B), c]
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    # one sample (batch-1 act) and a (N,) query broadcast over the batch
+    assert_queried_outputs_match(model, sample(batch, 0), mask_fn(model.layout, 2), None, action_at[2])
+    assert_queried_outputs_match(model, batch, mask_fn(model.layout, 2), None, action_at[2])
+
+
+def test_queries_edge_cases():
+    model = make_model()
+    B, N = 3, model.layout.num_tokens
+    batch = make_batch(B)
+    visible = random_autoregressive_mask(model.layout, B, torch.Generator().manual_seed(5))
+    # every token asked: the plain forward, exactly
+    for name, out in model(batch, visible, queries=torch.ones(N, dtype=torch.bool)).items():
+        torch.testing.assert_close(out, model(batch, visible)[name], rtol=0, atol=0)
+    # nothing asked: all zeros, no error
+    assert all(not o.any() for o in model(batch, visible, queries=torch.zeros(N, dtype=torch.bool)).values())
+    # a sample that is all padding still gives finite outputs elsewhere
+    valid = torch.tensor([[False] * L, [True] * L, [True, True, False, False]])
+    out = model(batch, visible, valid, queries=torch.ones(B, N, dtype=torch.bool) & ~torch.eye(B, N, dtype=torch.bool))
+    assert all(torch.isfinite(o).all() for o in out.values())
+    some = torch.rand(B, N, generator=torch.Generator().manual_seed(1)) < 0.5
+    assert_queried_outputs_match(model, batch, visible, valid, some)
+
+
+def test_queries_in_train_mode_give_finite_gradients():
+    model = make_model(dropout=0.1)
+    model.train()
+    batch = make_batch(4)
+    visible = random_autoregressive_mask(model.layout, 4, torch.Generator().manual_seed(2))
+    queries = bc_mask(model.layout, 3) == 0
+    out = model(batch, visible, queries=queries)
+    sum(o.square().sum() for o in out.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.decoder[0].ffn[0].weight.grad.abs().sum() > 0
+
+
+def test_uniform_packing_is_a_reshape():
+    select = torch.tensor([[True, False, True, False], [False, True, True, False]])  # 2 tokens each
+    p = Packing(select)
+    assert p.uniform and not p.dense and p.slots == 2 and p.attn_mask is None and p.key is None
+    grid = torch.arange(2 * 4, dtype=torch.float32).view(2, 4, 1)
+    rows = p.pack(grid)
+    assert rows[:, 0].tolist() == [0, 2, 5, 6]
+    assert p.pad(rows).data_ptr() == rows.data_ptr() and p.pad(rows)[:, :, 0].tolist() == [[0, 2], [5, 6]]
+    torch.testing.assert_close(p.unpad(p.pad(rows)), rows)
+    torch.testing.assert_close(p.unpack(rows), grid * select[..., None])
+    # rows_of: where a subset's tokens sit in a packing's rows
+    sub = Packing(torch.tensor([[False, False, True, False], [False, True, False, False]]))
+    assert p.rows_of(sub).tolist() == [1, 2]
+    assert Packing(torch.ones(2, 4, dtype=torch.bool)).rows_of(sub).tolist() == [2, 5]
+    uneven = Packing(torch.tensor([[True, True, True, False], [False, True, True, False]]))
+    assert not uneven.uniform and uneven.rows_of(sub).tolist() == [2, 3]
+    # nothing selected anywhere is not "uniform" (attention needs at least one slot)
+    nothing = Packing(torch.zeros(2, 4, dtype=torch.bool))
+    assert not nothing.uniform and nothing.slots == 1 and nothing.pack(grid).shape == (0, 1)

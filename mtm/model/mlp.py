@@ -55,8 +55,10 @@ class MLPPolicyModel(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor | None = None,
-                valid: torch.Tensor | None = None, *, heads: Collection[str] | None = None) -> dict[str, torch.Tensor]:
-        """{"actions": (B, L, 1, act_dim)}: each step's action from that step's inputs (masks ignored)."""
+                valid: torch.Tensor | None = None, *, heads: Collection[str] | None = None,
+                queries: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """{"actions": (B, L, 1, act_dim)}: each step's action from that step's inputs (masks and
+        query restrictions are the MTM's business and are ignored)."""
         x = self.tokenizers["states"].encode(batch["states"])[:, :, 0]
         if self.conditioned:
             x = torch.cat([x, self.tokenizers["returns"].encode(batch["returns"])[:, :, 0]], dim=-1)
@@ -64,7 +66,8 @@ class MLPPolicyModel(nn.Module):
 
     @torch.no_grad()
     def predict(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor | None = None,
-                valid: torch.Tensor | None = None, *, heads: Collection[str] | None = None) -> dict[str, torch.Tensor]:
+                valid: torch.Tensor | None = None, *, heads: Collection[str] | None = None,
+                queries: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         return {"actions": self.tokenizers["actions"].decode(self.forward(batch)["actions"])}
 
     def num_parameters(self) -> int:

@@ -21,6 +21,25 @@ end are neither computed nor attended to.
 No attention row is ever fully masked (which would give NaN): every query may also attend to
 itself; for real queries that changes nothing (they are real keys already), and padded slots —
 whose outputs are discarded — get a finite softmax.
+
+Inference (a policy's act(): K <= ~10 samples, ~100 token rows, so the Linear layers run at a few
+hundred µs and per-op overhead is a large share):
+  - `queries` (forward/predict): only the tokens whose outputs are read are decoded. The last
+    decoder block computes keys and values of every real token but queries, the output
+    projection, the FFN, the final norm and the heads only at the query tokens; a policy asks
+    for one token per sample (the action at the current step).
+  - Packing is a reshape, and attention runs without a mask (SDPA's faster path), when every
+    sample selects the same number of tokens: the K envs of a policy at the same step.
+  - predict runs under torch.inference_mode, and eval-mode blocks skip their Dropout calls.
+Small config (width 128, 2 + 1 layers, L = 4, rcbc mask at c = L-1), one CPU thread, predict()
+of the action, median µs, previous version of this file -> this one without queries -> with
+queries, interleaved in one run on a shared 2-core AMD EPYC (scripts/bench_eval.py, 2026-11-26,
+see BENCHMARKS.md): 10 samples 3,631 -> 2,723 -> 2,255 (1.61x in all; queries alone 1.21x);
+1 sample 897 -> 729 -> 689 (1.30x). Same actions (max difference 1.5e-8). bf16 autocast on top:
+1.19x at 10 samples, 0.59x at 1 (casting the weights at every call costs more than the small
+matmuls save), and actions change by ~2e-4: not used. 2 threads: slower on the shared cores.
+Not done: skipping dec_embed at hidden tokens (correct, but hidden tokens are 1 of 12 in a
+policy's window, so it would save ~0.3% of the MACs for extra gather/scatter ops).
 """
 
 from __future__ import annotations
@@ -78,24 +97,39 @@ class Packing:
     """The selected tokens of each sample: packed rows (T, ...) <-> padded (B, M, ...) for attention.
 
     `select` is (B, N) bool. Selected tokens keep their order within a sample. When every token is
-    selected, packing is a plain reshape and attention needs no mask.
+    selected (dense), packing is a plain reshape; when every sample selects the same number of
+    tokens (uniform: a policy's K envs at the same step, one query per sample), padding is a
+    reshape. In both cases attention needs no mask (there are no padded slots).
     """
 
     def __init__(self, select: torch.Tensor):
         self.batch, self.length = select.shape
-        self.dense = bool(select.all())
-        if self.dense:
-            self.slots, self.attn_mask = self.length, None
-            return
         counts = select.sum(1)
-        self.slots = max(int(counts.max()), 1)  # M
-        b, n = select.nonzero(as_tuple=True)  # row-major: sample by sample, tokens in order
-        slot = (select.cumsum(1) - 1)[b, n]
-        self.src = b * self.length + n  # rows of (B * N)
+        low, high = torch.stack(torch.aminmax(counts)).tolist() if self.batch else (self.length,) * 2  # one host sync
+        self.dense = low == self.length
+        self.uniform = low == high > 0
+        self.slots = self.length if self.dense else max(high, 1)  # M
+        self.key = self.attn_mask = None  # (B, M) real slots; (B, 1, M, M) True = may attend
+        if self.dense:
+            return
+        self.src = select.reshape(-1).nonzero().squeeze(1)  # rows of (B * N), sample by sample, in order
+        if self.uniform:
+            return
+        b = self.src // self.length
+        slot = (select.cumsum(1) - 1).reshape(-1)[self.src]
         self.dst = b * self.slots + slot  # rows of (B * M)
-        key = torch.arange(self.slots, device=select.device)[None, :] < counts[:, None]  # (B, M)
+        self.key = torch.arange(self.slots, device=select.device)[None, :] < counts[:, None]
         self_key = torch.eye(self.slots, dtype=torch.bool, device=select.device)
-        self.attn_mask = (key[:, None, :] | self_key)[:, None]  # (B, 1, M, M) True = may attend
+        self.attn_mask = (self.key[:, None, :] | self_key)[:, None]
+
+    def rows_of(self, sub: "Packing") -> torch.Tensor:
+        """(T_sub,) the rows of this packing's (T, ...) that hold the tokens of `sub`, a packing of a
+        subset of this one's tokens; in `sub`'s row order."""
+        if self.dense:
+            return sub.src
+        rank = torch.full((self.batch * self.length,), -1, dtype=torch.long, device=self.src.device)
+        rank[self.src] = torch.arange(self.src.numel(), device=self.src.device)
+        return rank[sub.src]
 
     def pack(self, grid: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> (T, C)."""
@@ -110,14 +144,27 @@ class Packing:
 
     def pad(self, rows: torch.Tensor) -> torch.Tensor:
         """(T, C) -> (B, M, C) with zeros in the empty slots."""
-        if not self.dense:
+        if not (self.dense or self.uniform):
             rows = rows.new_zeros(self.batch * self.slots, rows.shape[-1]).index_copy(0, self.dst, rows)
         return rows.view(self.batch, self.slots, -1)
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """(B, M, C) -> (T, C)."""
         flat = padded.reshape(self.batch * self.slots, -1)
-        return flat if self.dense else flat.index_select(0, self.dst)
+        return flat if self.dense or self.uniform else flat.index_select(0, self.dst)
+
+
+class Queries:
+    """The tokens whose outputs are wanted, a subset of a packing's tokens (see MTM.forward)."""
+
+    def __init__(self, select: torch.Tensor, within: Packing):
+        self.packing = Packing(select)  # the query tokens, packed and padded on their own
+        self.rows = within.rows_of(self.packing)  # (T_q,) their rows in `within`'s (T, ...)
+        self.attn_mask = None  # (B, 1, 1, M): a query attends to the real keys of its sample
+        if within.key is not None:
+            # A sample with no real token at all (all padding) may attend to its empty slots, so
+            # that its (discarded) padded query slots still get a finite softmax.
+            self.attn_mask = (within.key | ~within.key.any(1, keepdim=True))[:, None, None, :]
 
 
 class Attention(nn.Module):
@@ -128,14 +175,27 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.width, 3 * cfg.width)
         self.proj = nn.Linear(cfg.width, cfg.width)
 
-    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
-        qkv = packing.pad(self.qkv(x))  # (B, M, 3 * width): only attention needs the padded layout
-        b, m, _ = qkv.shape
-        q, k, v = qkv.view(b, m, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, heads, M, d)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=packing.attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.proj(packing.unpad(y.transpose(1, 2).reshape(b, m, -1)))
+    def forward(self, x: torch.Tensor, packing: Packing, queries: Queries | None = None) -> torch.Tensor:
+        """(T, width) -> (T, width); with `queries`, only the query rows: (T_q, width)."""
+        p = self.dropout if self.training else 0.0
+        if queries is None:
+            qkv = packing.pad(self.qkv(x))  # (B, M, 3 * width): only attention needs the padded layout
+            b, m, _ = qkv.shape
+            q, k, v = qkv.view(b, m, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, heads, M, d)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=packing.attn_mask, dropout_p=p)
+            return self.proj(packing.unpad(y.transpose(1, 2).reshape(b, m, -1)))
+        # Keys and values of every token, queries of the query rows only (the qkv weight's first
+        # third is the query projection). Query slots attend to the real keys of their sample.
+        w = x.shape[-1]
+        kv = packing.pad(F.linear(x, self.qkv.weight[w:], self.qkv.bias[w:]))  # (B, M, 2 * width)
+        b, m, _ = kv.shape
+        k, v = kv.view(b, m, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        q = F.linear(x.index_select(0, queries.rows), self.qkv.weight[:w], self.qkv.bias[:w])
+        q = queries.packing.pad(q)  # (B, M_q, width)
+        mq = q.shape[1]
+        q = q.view(b, mq, self.heads, -1).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=queries.attn_mask, dropout_p=p)
+        return self.proj(queries.packing.unpad(y.transpose(1, 2).reshape(b, mq, -1)))
 
 
 class Block(nn.Module):
@@ -153,8 +213,15 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), packing))
+    def forward(self, x: torch.Tensor, packing: Packing, queries: Queries | None = None) -> torch.Tensor:
+        """(T, width) -> (T, width); with `queries` (a subset of the tokens), only their rows
+        (T_q, width): every token is still a key and value, everything else runs on the query rows."""
+        a = self.attn(self.ln1(x), packing, queries)
+        x = x if queries is None else x.index_select(0, queries.rows)
+        if not self.training:  # Dropout is the identity: skip its calls (a policy's act is overhead-bound)
+            x = x + a
+            return x + self.ffn(self.ln2(x))
+        x = x + self.drop(a)
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
@@ -284,6 +351,7 @@ class MTM(nn.Module):
         valid: torch.Tensor | None = None,
         *,
         heads: Collection[str] | None = None,
+        queries: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Head outputs {modality: (B, L, k, output_dim)} for every token (input-only modalities: none).
 
@@ -292,6 +360,14 @@ class MTM(nn.Module):
         (default: batch["valid"] if present, else all real); padded steps are never visible and
         never attended to. Outputs at padded steps are meaningless. heads: only these modalities'
         outputs (a policy needs just "actions"); default all.
+
+        queries: (N,) or (B, N) bool, True = this token's output is wanted (a policy: the action
+        token at the current step). Only the outputs at query tokens are computed; the others are
+        0. Every real token is still computed as a key and value everywhere, so the outputs at the
+        query tokens are those of the full forward (to float rounding). What it saves: the last
+        decoder block computes queries, the attention output projection, the FFN, the final norm
+        and the heads at the query tokens only (earlier blocks must compute every token: their
+        outputs are the last block's keys and values). Default: every token.
         """
         visible, real = self._masks(batch, visible, valid)
         enc = Packing(visible)
@@ -302,19 +378,36 @@ class MTM(nn.Module):
 
         dec = Packing(real)
         x = dec.pack(self._decoder_inputs(encoded, visible))
-        for block in self.decoder:
-            x = block(x, dec)
-        decoded = dec.unpack(self.dec_norm(x))
+        asked = None
+        if queries is not None:
+            asked = queries.to(real.device).bool().expand_as(real) & real
+            asked = None if dec.dense and bool(asked.all()) else Queries(asked, dec)
+        for i, block in enumerate(self.decoder):
+            x = block(x, dec, asked if i == len(self.decoder) - 1 else None)
+        x = self.dec_norm(x)
+        decoded = dec.unpack(x) if asked is None else None
 
         out = {}
         for name, tok in self.tokenizers.items():
             if name not in self.heads or (heads is not None and name not in heads):
                 continue
-            h = self.heads[name](decoded[:, self.layout.slice(name)])
+            if asked is None:
+                h = self.heads[name](decoded[:, self.layout.slice(name)])
+            else:
+                h = self._query_head(name, x, asked)
             out[name] = h.unflatten(1, (self.window, tok.tokens_per_step))
         return out
 
-    @torch.no_grad()
+    def _query_head(self, name: str, rows: torch.Tensor, asked: Queries) -> torch.Tensor:
+        """(B, L * k, output_dim): the head of `name` at the query tokens, whose decoder outputs
+        are `rows` (T_q, width); 0 at the other tokens. The head runs on every query row, even those
+        of other modalities (sliced away below): cheaper than selecting rows when, as for a policy,
+        all queries are of one modality, and at most (heads - 1) x a head per query row otherwise."""
+        sl, b, n = self.layout.slice(name), asked.packing.batch, self.layout.num_tokens
+        h = self.heads[name](rows)
+        grid = h.new_zeros(b * n, h.shape[-1]).index_copy(0, asked.packing.src, h)
+        return grid.view(b, n, -1)[:, sl]
+
     def predict(
         self,
         batch: Mapping[str, torch.Tensor],
@@ -322,10 +415,18 @@ class MTM(nn.Module):
         valid: torch.Tensor | None = None,
         *,
         heads: Collection[str] | None = None,
+        queries: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Raw-unit predictions {modality: (B, L, ...)} of every token (decoded head outputs)."""
-        out = self.forward(batch, visible, valid, heads=heads)
-        return {name: self.tokenizers[name].decode(h) for name, h in out.items()}
+        """Raw-unit predictions {modality: (B, L, ...)} of every token (decoded head outputs); with
+        `queries` (see forward) only those at the query tokens mean anything. No gradients.
+
+        Runs under torch.inference_mode (cheaper per op than no_grad: no version counters or view
+        tracking; see BENCHMARKS.md, Evaluation); the outputs are cloned outside it, so callers
+        get ordinary tensors that in-place ops accept."""
+        with torch.inference_mode():
+            out = self.forward(batch, visible, valid, heads=heads, queries=queries)
+            out = {name: self.tokenizers[name].decode(h) for name, h in out.items()}
+        return {name: v.clone() for name, v in out.items()}
 
     # ------------------------------------------------------------------------------------------
 
