@@ -46,6 +46,7 @@ from mtm.model.loss import mtm_loss
 from mtm.model.masks import MaskMixture
 from mtm.model.build import build_model, model_from_spec
 from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer, Tokenizer
+from mtm.training.memory import release_free_memory
 from mtm.training.runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
 from mtm.training.schedule import warmup_cosine
 from mtm.training.validation import prediction_errors
@@ -440,6 +441,8 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
                     loss_sum.zero_()
                     for s in part_sums.values():
                         s.zero_()
+                    if rt.device.type == "cpu":
+                        release_free_memory()  # see mtm.training.memory: resident memory stays flat
                     window_start, window_steps = time.perf_counter(), 0
 
                 if rt.is_main and val_sampler is not None and tc.val_every and (
