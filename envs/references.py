@@ -35,11 +35,11 @@ REFERENCE_SCORES.update({
         "uniform random actions / envs.experts.ReacherExpert, mean over seeds 0..99: "
         "python scripts/measure_references.py --env Reacher-v5 --episodes 100",
     ),
-    # Same dynamics, reward and reset distribution as Reacher-v5 (only the observation differs),
-    # and the expert reads the full Reacher-v5 observation, so the figures equal Reacher-v5's.
+    # Reacher-v5's dynamics with an on-target reward (1 per step with the fingertip on the target
+    # disc): a target-blind policy scores like random. The expert reads the privileged target.
     "mtm/ReacherPixels-v0": (
-        -42.9073,
-        -3.5517,
+        0.5000,
+        33.1800,
         "uniform random actions / envs.experts.ReacherExpert on the privileged full Reacher-v5 "
         "observation, mean over seeds 0..99: "
         "python scripts/measure_references.py --env mtm/ReacherPixels-v0 --episodes 100",
