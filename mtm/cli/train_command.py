@@ -12,7 +12,7 @@ from mtm.cli import main
 
 @main.command("train")
 @click.option("--config", "config_name", default=None, metavar="NAME|FILE",
-              help="A built-in config (small, reference) or a YAML/JSON file. Default: the dataclass defaults.")
+              help="A built-in config (reference, small, demo, mlp-bc, mlp-rcbc) or a YAML/JSON file. Default: the dataclass defaults.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one field, e.g. --set train.lr=3e-4 --set model.width=256 (repeatable).")
 @click.option("--data", default=None, metavar="PATH", help="Dataset to train on (same as --set data.path=PATH).")
@@ -28,7 +28,7 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
 
     \b
     Examples:
-      mtm train --config small --data datasets/reacher-expert.hdf5 --run-dir runs/reacher
+      mtm train --config demo --data datasets/reacher-v5-mixed.hdf5 --run-dir runs/reacher
       mtm train --config reference --data hopper-medium-replay-v2.hdf5 --set train.bf16=true
       mtm train --resume runs/reacher --set train.steps=20000
     """
