@@ -29,9 +29,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (and its OpenMP) is loaded
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -42,6 +40,7 @@ from pathlib import Path  # noqa: E402
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench_common import loadavg, machine_info  # noqa: E402
 from mtm.rollout import EpisodeRunner, RandomPolicy  # noqa: E402
 
 DEFAULT_ENVS = "Hopper-v5,HalfCheetah-v5,Walker2d-v5,Reacher-v5"
@@ -117,32 +116,6 @@ class Setting:
         return self.steps / self.episodes if self.episodes else float("nan")
 
 
-def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import mujoco
-    import torch
-
-    return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "host": platform.node(), "cpu": cpu,
-        "cpu_cores_visible": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(), "gymnasium": gym.__version__, "mujoco": mujoco.__version__,
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "loadavg_start": _loadavg(),
-    }
-
-
-def _loadavg() -> str | None:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -187,7 +160,7 @@ def main() -> None:
     print(f"\ncommand: {command}")
     print(f"machine: {info['cpu']} ({info['cpu_cores_visible']} cores visible), python {info['python']}, "
           f"gymnasium {info['gymnasium']}, mujoco {info['mujoco']}, torch threads {info['torch_threads']}")
-    print(f"date {info['date']}, load average {info['loadavg_start']} at start, {_loadavg()} at end")
+    print(f"date {info['date']}, load average {info['loadavg_start']} at start, {loadavg()} at end")
     print(f"{args.rounds} interleaved rounds of ~{args.chunk_steps} transitions per setting after "
           f"{args.warmup} warm-up round(s); random actions\n")
     head = (f"{'env':<16} {'stepper':<14} {'K':>3} {'steps/s':>9} {'range (min-max)':>17} {'µs/step':>8} "
@@ -212,7 +185,7 @@ def main() -> None:
                      "mean_episode_length": s.mean_episode_length,
                      "runner_over_raw": vs_raw, "kmax_over_k1": vs_one})
     if args.json:
-        info["loadavg_end"] = _loadavg()
+        info["loadavg_end"] = loadavg()
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"command": command, "machine": info, "rounds": args.rounds,
                                          "chunk_steps": args.chunk_steps, "results": rows}, indent=2))

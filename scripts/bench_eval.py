@@ -53,10 +53,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (and its Ope
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import datetime  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -69,6 +67,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench_common import loadavg, machine_info  # noqa: E402
 from mtm.evaluate import evaluate_policy  # noqa: E402
 from mtm.model.network import MTM, ModelConfig  # noqa: E402
 from mtm.model.tokenizers import ContinuousTokenizer  # noqa: E402
@@ -82,38 +81,35 @@ DEFAULT_ENVS = "HalfCheetah-v5,Hopper-v5,Reacher-v5"
 # Models and policies
 
 
-class QueriedModel:
-    """Wraps an MTM so that predict() decodes only the action token at the current step.
+class ModelView:
+    """Changes how MTMPolicy's predict() calls reach a model, to compare decoding variants with the
+    same policy code. MTMPolicy passes `queries` (the action token at the current step):
+    full_decode drops them, so every token is decoded as before restricted decoding (also for the
+    --baseline-network, whose predict() predates `queries`); autocast runs the call under bf16.
+    Everything else is the wrapped model's (MTMPolicy reads .window, .tokenizers, .layout, ...)."""
 
-    MTMPolicy calls model.predict(batch, visible, heads=("actions",)) with a bc or rcbc mask, whose
-    visible action tokens are exactly those at 0..c-1: c is their count. Everything else is the
-    wrapped model's (MTMPolicy reads .window, .tokenizers, .layout, .policy_modes, .config)."""
-
-    def __init__(self, model: MTM, autocast: bool = False) -> None:
+    def __init__(self, model: Any, *, full_decode: bool = False, autocast: bool = False) -> None:
         self.model = model
+        self.full_decode = full_decode
         self.autocast = autocast
-        layout = model.layout
-        self._actions = layout.slice("actions")
-        # (L, N): row c = the action token(s) at step c.
-        self._queries = torch.stack([layout.role("actions") & (layout.timestep == t) for t in range(model.window)])
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
 
-    def to(self, device: Any) -> "QueriedModel":
+    def to(self, device: Any) -> "ModelView":
         self.model.to(device)
-        self._queries = self._queries.to(device)
         return self
 
-    def eval(self) -> "QueriedModel":
+    def eval(self) -> "ModelView":
         self.model.eval()
         return self
 
-    def predict(self, batch, visible, valid=None, *, heads=None):
-        c = visible[:, self._actions].sum(1)
+    def predict(self, batch, visible, valid=None, *, heads=None, queries=None):
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
         with ctx:
-            return self.model.predict(batch, visible, valid, heads=heads, queries=self._queries[c])
+            if self.full_decode:
+                return self.model.predict(batch, visible, valid, heads=heads)
+            return self.model.predict(batch, visible, valid, heads=heads, queries=queries)
 
 
 def random_model(obs_dim: int, act_dim: int, config: ModelConfig, window: int, seed: int) -> MTM:
@@ -308,31 +304,6 @@ def action_deviation(variant: Variant, reference: Variant, metadata: dict, obs: 
 # ----------------------------------------------------------------------------------------------
 
 
-def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import mujoco
-
-    return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "host": platform.node(), "cpu": cpu,
-        "cpu_cores_visible": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(), "gymnasium": gym.__version__, "mujoco": mujoco.__version__,
-        "torch": torch.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "loadavg_start": _loadavg(),
-    }
-
-
-def _loadavg() -> str | None:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return None
-
-
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -401,12 +372,13 @@ def main() -> None:
         if not isinstance(model, MTM):
             sys.exit(f"{env_id}: the checkpoint's model is a {type(model).__name__}, not an MTM: nothing to compare")
         variants = {
-            "full": Variant("full", model),
-            "queries": Variant("queries", QueriedModel(model)),
-            "queries-bf16": Variant("queries-bf16", QueriedModel(model, autocast=True)),
+            "full": Variant("full", ModelView(model, full_decode=True)),
+            "queries": Variant("queries", model),
+            "queries-bf16": Variant("queries-bf16", ModelView(model, autocast=True)),
         }
         if args.baseline_network is not None:
-            variants["baseline"] = Variant("baseline", load_baseline_network(args.baseline_network, model))
+            baseline = load_baseline_network(args.baseline_network, model)
+            variants["baseline"] = Variant("baseline", ModelView(baseline, full_decode=True))
         env = make_env(env_id)
         obs = np.stack([env.reset(seed=args.seed + i)[0] for i in range(max(ks))]).astype(np.float32)
         env.close()
@@ -416,7 +388,7 @@ def main() -> None:
     # Sanity: restricted decoding gives the full forward's actions; bf16 does not quite.
     deviations = {}
     for env_id, (metadata, variants, obs) in per_env.items():
-        reference = Variant("full", models[env_id][0])
+        reference = Variant("full", ModelView(models[env_id][0], full_decode=True))
         for name, v in variants.items():
             if name != "full":
                 deviations[(env_id, name)] = action_deviation(v, reference, metadata, obs[: max(ks)])
@@ -470,7 +442,7 @@ def main() -> None:
     print(f"\ncommand: {command}")
     print(f"machine: {info['cpu']} ({info['cpu_cores_visible']} cores visible), python {info['python']}, "
           f"torch {info['torch']}, gymnasium {info['gymnasium']}, mujoco {info['mujoco']}")
-    print(f"date {info['date']}, load average {info['loadavg_start']} at start, {_loadavg()} at end, "
+    print(f"date {info['date']}, load average {info['loadavg_start']} at start, {loadavg()} at end, "
           f"{time.perf_counter() - t0:.0f} s")
     print(f"model: {'checkpoint ' + str(args.checkpoint) if args.checkpoint else 'random init'}, width {cfg.width}, "
           f"{cfg.encoder_layers} + {cfg.decoder_layers} layers, {cfg.heads} heads, L = "
@@ -521,7 +493,7 @@ def main() -> None:
         print(f"  {env_id:<15} {name:<13} {d:.2e}")
 
     if args.json:
-        info["loadavg_end"] = _loadavg()
+        info["loadavg_end"] = loadavg()
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "command": command, "machine": info, "rounds": args.rounds, "chunk_steps": args.chunk_steps,

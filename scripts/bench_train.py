@@ -38,11 +38,9 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (and its OpenMP) is loaded
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import platform  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -54,6 +52,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench_common import loadavg, machine_info  # noqa: E402
 from mtm.config import RunConfig, load_config, resolve_config_path  # noqa: E402
 from mtm.data.episode import DatasetInfo  # noqa: E402
 from mtm.data.returns import episodes_returns_to_go  # noqa: E402
@@ -285,38 +284,12 @@ def run_interleaved(settings: list[Setting], warmup: int, rounds: int, block: in
 # Reporting
 
 
-def machine_info(device: torch.device) -> dict:
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "cpu": cpu,
-        "cpu_cores_visible": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "loadavg_start": _loadavg(),
-        "device": str(device),
-    }
+def gpu_info(device: torch.device) -> dict:
+    info = {"device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
     return info
-
-
-def _loadavg() -> str | None:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return None
 
 
 def ratio_rows(settings: list[Setting]) -> list[tuple[str, str, float]]:
@@ -350,7 +323,7 @@ def print_report(settings: list[Setting], params: dict[str, int], info: dict, da
     print(f"machine: {info['cpu']} ({info['cpu_cores_visible']} cores visible, {info['cpu_capability']})"
           + (f", GPU {info['gpu']} (CUDA {info['cuda']})" if cuda else ""))
     print(f"torch {info['torch']}, OMP_WAIT_POLICY={info['omp_wait_policy']}, date {info['date']}, "
-          f"load average {info['loadavg_start']} at start, {_loadavg()} at end")
+          f"load average {info['loadavg_start']} at start, {loadavg()} at end")
     print(f"data: {data_desc}")
     print("parameters: " + ", ".join(f"{n} {p:,} ({p / 1e6:.2f} M)" for n, p in params.items()))
     done = max((len(s.block_s) for s in settings), default=0)
@@ -435,7 +408,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 (the loop does not enable TF32)
 
     command = "OMP_WAIT_POLICY=" + os.environ["OMP_WAIT_POLICY"] + " " + shlex.join([sys.executable, *sys.argv])
-    info = machine_info(device)
+    info = machine_info(**gpu_info(device))
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     settings: list[Setting] = []
     params: dict[str, int] = {}
@@ -469,7 +442,7 @@ def main() -> None:
     print_report(settings, params, info, data_desc, command, rounds, block, args.warmup)
 
     if args.json:
-        info["loadavg_end"] = _loadavg()
+        info["loadavg_end"] = loadavg()
         results = []
         for s in settings:
             results.append({
