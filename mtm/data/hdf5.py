@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mtm.data.episode import EpisodeSource
 from mtm.errors import DataError, OutputExistsError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -41,6 +42,28 @@ def read_array(group: h5py.Group, name: str, where: str) -> np.ndarray:
         return obj[()]
     except OSError as exc:
         raise DataError(f"{where}: dataset '{name}' is unreadable, the file may be corrupt ({_short(exc)})") from None
+
+
+class GroupPerEpisode(EpisodeSource):
+    """A reader whose episodes are HDF5 groups under one parent group (native, Minari, robomimic).
+
+    Subclasses set `_file` (None once closed), `_names` (the episode groups, in episode order) and
+    `_episodes_parent` (the group holding them).
+    """
+
+    _file: h5py.File | None
+    _names: list[str]
+    _episodes_parent: h5py.Group
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def _group(self, index: int) -> h5py.Group:
+        if self._file is None:
+            raise RuntimeError("source is closed")  # a bug in the caller, not a data problem
+        if not 0 <= index < len(self._names):
+            raise IndexError(index)
+        return self._episodes_parent[self._names[index]]
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:

@@ -44,8 +44,8 @@ from typing import Any, Collection
 import h5py
 import numpy as np
 
-from mtm.data.episode import STATE_KEY, DatasetInfo, Episode, EpisodeSource, select_keys
-from mtm.data.hdf5 import open_hdf5, read_array
+from mtm.data.episode import STATE_KEY, DatasetInfo, Episode, select_keys
+from mtm.data.hdf5 import GroupPerEpisode, open_hdf5, read_array
 from mtm.errors import DataError
 
 MAIN_FILE = "main_data.hdf5"
@@ -252,7 +252,7 @@ def _is_vlen_bytes(ds: h5py.Dataset) -> bool:
 # The reader
 
 
-class MinariSource(EpisodeSource):
+class MinariSource(GroupPerEpisode):
     """Read a Minari HDF5 dataset given its folder, its ``data/`` folder or its main_data.hdf5."""
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -280,7 +280,7 @@ class MinariSource(EpisodeSource):
         self._obs_leaves = _leaf_spaces(obs_space)
         self._jpeg = bool(meta.get("jpeg_encoding", True))
 
-        self._file = open_hdf5(self.data_file)
+        self._file = self._episodes_parent = open_hdf5(self.data_file)
         try:
             self._names = self._episode_names(meta.get("total_episodes"), metadata_file)
             self.info = self._info(meta, obs_space, act_space, metadata_file)
@@ -325,16 +325,6 @@ class MinariSource(EpisodeSource):
             action_space=action_space,
             extra=extra,
         )
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def _group(self, index: int) -> h5py.Group:
-        if self._file is None:
-            raise RuntimeError("source is closed")  # a bug in the caller, not a data problem
-        if not 0 <= index < len(self._names):
-            raise IndexError(index)
-        return self._file[self._names[index]]
 
     def episode_length(self, index: int) -> int:
         g = self._group(index)

@@ -33,8 +33,8 @@ import h5py
 import numpy as np
 
 import mtm
-from mtm.data.episode import DatasetInfo, Episode, EpisodeSource, select_keys
-from mtm.data.hdf5 import check_output_path, open_hdf5, partial_path, read_array
+from mtm.data.episode import DatasetInfo, Episode, select_keys
+from mtm.data.hdf5 import GroupPerEpisode, check_output_path, open_hdf5, partial_path, read_array
 from mtm.errors import DataError
 
 FORMAT_NAME = "mtm-episodes"
@@ -211,7 +211,7 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-class NativeSource(EpisodeSource):
+class NativeSource(GroupPerEpisode):
     """Read a native file. Episodes load on demand; ``frames()`` reads single image frames lazily."""
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -231,7 +231,8 @@ class NativeSource(EpisodeSource):
         if EPISODES_GROUP not in f:
             self._file.close()
             raise DataError(f"{self.path}: missing group '{EPISODES_GROUP}'")
-        self._names = sorted(f[EPISODES_GROUP].keys())
+        self._episodes_parent = f[EPISODES_GROUP]
+        self._names = sorted(self._episodes_parent.keys())
         env_id = f.attrs.get("env_id")
         self.info = DatasetInfo(
             source_format=str(f.attrs.get("source_format", "native")),
@@ -243,14 +244,6 @@ class NativeSource(EpisodeSource):
             action_space=_json_attr(f, "action_space"),
             extra=_json_attr(f, "extra") or {},
         )
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def _group(self, index: int) -> h5py.Group:
-        if not 0 <= index < len(self._names):
-            raise IndexError(index)
-        return self._file[EPISODES_GROUP][self._names[index]]
 
     def episode_length(self, index: int) -> int:
         g = self._group(index)

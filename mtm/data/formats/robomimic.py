@@ -45,8 +45,8 @@ from typing import Any, Collection
 import h5py
 import numpy as np
 
-from mtm.data.episode import DatasetInfo, Episode, EpisodeSource, select_keys
-from mtm.data.hdf5 import open_hdf5, read_array
+from mtm.data.episode import DatasetInfo, Episode, select_keys
+from mtm.data.hdf5 import GroupPerEpisode, open_hdf5, read_array
 from mtm.errors import DataError
 
 DEMO_RE = re.compile(r"demo_(\d+)")
@@ -77,7 +77,7 @@ def _attr_text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-class RobomimicSource(EpisodeSource):
+class RobomimicSource(GroupPerEpisode):
     """Read a robomimic file; ``filter_key`` restricts it to the demos of ``mask/<filter_key>``."""
 
     def __init__(self, path: str | os.PathLike, filter_key: str | None = None) -> None:
@@ -95,7 +95,7 @@ class RobomimicSource(EpisodeSource):
         data = f.get("data")
         if not isinstance(data, h5py.Group):
             raise DataError(f"{self.path}: no 'data' group; not a robomimic file")
-        self._data = data
+        self._data = self._episodes_parent = data
         all_demos = sorted((k for k in data if DEMO_RE.fullmatch(k)), key=_demo_number)
         masks = f.get("mask")
         filters = sorted(masks.keys()) if isinstance(masks, h5py.Group) else []
@@ -147,16 +147,6 @@ class RobomimicSource(EpisodeSource):
             return json.loads(_attr_text(raw))
         except ValueError:
             raise DataError(f"{self.path}: data.attrs['env_args'] is not valid JSON") from None
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def _group(self, index: int) -> h5py.Group:
-        if self._file is None:
-            raise RuntimeError("source is closed")  # a bug in the caller, not a data problem
-        if not 0 <= index < len(self._names):
-            raise IndexError(index)
-        return self._data[self._names[index]]
 
     def episode_length(self, index: int) -> int:
         g = self._group(index)
