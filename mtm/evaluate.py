@@ -171,6 +171,7 @@ def evaluate_checkpoint(
     target_return: float | None = None,
     target_fraction: float | None = None,
     decrement: bool = False,
+    action_history: bool = True,
     seed: int = 0,
     device: str | torch.device = "cpu",
     video: Path | None = None,
@@ -187,7 +188,8 @@ def evaluate_checkpoint(
 
     def factory(slots: int) -> MTMPolicy:
         return MTMPolicy(model, metadata, num_envs=slots, mode=mode, target_return=target_return,
-                         target_fraction=target_fraction, decrement=decrement, device=device)
+                         target_fraction=target_fraction, decrement=decrement, action_history=action_history,
+                         device=device)
 
     report = evaluate_policy(factory, metadata, env_id, episodes=episodes, num_envs=num_envs, seed=seed,
                              video=video, video_episodes=video_episodes, pixels=pixels, progress=progress)
@@ -195,6 +197,7 @@ def evaluate_checkpoint(
     report.update({
         "mode": probe.mode,
         "model_kind": probe.model.config.kind,
+        "action_history": action_history,
         "target_return": probe.target_return if probe.mode == "rcbc" else None,
         "target_decrement": decrement if probe.mode == "rcbc" else None,
         "checkpoint": str(checkpoint.path),

@@ -14,6 +14,7 @@ beginning, so an episode's first steps need no padding the model never saw in tr
 Modes are masks (mtm.model.masks), the network is the same:
     bc     states 0..c and actions 0..c-1 visible; read the action at c
     rcbc   bc plus the return token at every position, set to the target return (below)
+With action_history=False the past actions are hidden as well (states and returns only).
 
 Target return for rcbc: an episode return G, given absolutely (`target_return`) or as a position p
 between the worst and the best episode return of the training split (`target_fraction`, default
@@ -67,6 +68,7 @@ class MTMPolicy:
         target_return: float | None = None,
         target_fraction: float | None = None,
         decrement: bool = False,
+        action_history: bool = True,
         device: torch.device | str = "cpu",
     ) -> None:
         mode = default_mode(model) if mode is None else mode
@@ -123,6 +125,12 @@ class MTMPolicy:
         mask_fn = rcbc_mask if mode == "rcbc" else bc_mask
         # The mask for each current position c, precomputed: (L, N); row c is used at step c.
         self._masks = torch.stack([mask_fn(model.layout, c) for c in range(L)]).to(dev)
+        if not action_history:
+            # Hide the past actions too: the model then acts from states (and returns) alone. On
+            # narrow expert data a short-budget model can lean on copying its previous actions;
+            # hiding them lifted MTM-RCBC on hopper-expert from 33.6 to 71.6 (BENCHMARKS.md).
+            self._masks &= ~model.layout.role("actions").to(dev)
+        self.action_history = action_history
         # Row c: the action token(s) at position c, the only outputs act() reads; the network then
         # runs its last decoder block for those tokens alone (1.57x faster act() at 10 envs).
         layout = model.layout

@@ -154,3 +154,17 @@ def test_evaluation_during_training_logs_eval_scalars_and_keeps_resume_exact(tmp
     def losses(path):
         return [r["train/loss"] for r in (json.loads(line) for line in open(path / "metrics.jsonl")) if "train/loss" in r]
     assert losses(plain) == losses(evaluated)
+
+
+def test_without_action_history_no_action_token_is_visible(run_dir):
+    ck = load_checkpoint(run_dir)
+    model = load_model(ck)
+    policy = MTMPolicy(model, ck.metadata, num_envs=2, action_history=False)
+    actions = model.layout.role("actions")
+    assert not (policy._masks & actions).any()
+    full = MTMPolicy(model, ck.metadata, num_envs=2)
+    # Everything else the policy shows is unchanged.
+    assert torch.equal(policy._masks, full._masks & ~actions)
+    r = CliRunner().invoke(main, ["eval", "--checkpoint", str(run_dir), "--episodes", "2", "--num-envs", "2",
+                                  "--no-action-history", "--no-progress"])
+    assert r.exit_code == 0, r.output

@@ -24,6 +24,8 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
               help="RCBC: ask for min + p (max - min) of the training episode returns (default p = 1.0: the best seen).")
 @click.option("--decrement/--constant", default=False, show_default=True,
               help="RCBC: lower the target by the rewards received, or hold it constant (official MTM).")
+@click.option("--action-history/--no-action-history", default=True, show_default=True,
+              help="Show the model the actions it took at the previous steps of the window, or only states (and returns).")
 @click.option("--seed", default=0, show_default=True, help="Episode i is reset with seed + i, whatever --num-envs is.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cuda", "cpu", "mps"]))
 @click.option("--video", "video", default=None, type=click.Path(dir_okay=False), help="Write an mp4 of the first episodes here.")
@@ -34,7 +36,7 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
 @click.option("--output", default=None, type=click.Path(dir_okay=False), help="Write the report as JSON.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output / --video file.")
 @click.option("--progress/--no-progress", default=True)
-def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, target_fraction, decrement, seed,
+def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, target_fraction, decrement, action_history, seed,
                  device, video, video_episodes, tasks, data, output, overwrite, progress) -> None:
     """Evaluate a trained model: returns and normalised score in the env, or dynamics errors.
 
@@ -70,7 +72,7 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     else:
         report = evaluate_checkpoint(
             ck, env_id=env_id, episodes=episodes, num_envs=num_envs, mode=mode, target_return=target_return,
-            target_fraction=target_fraction, decrement=decrement, seed=seed, device=dev,
+            target_fraction=target_fraction, decrement=decrement, action_history=action_history, seed=seed, device=dev,
             video=Path(video) if video else None, video_episodes=video_episodes, progress=progress,
         )
         click.echo(format_report(report))
