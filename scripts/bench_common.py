@@ -47,3 +47,30 @@ def machine_info(**extra: Any) -> dict[str, Any]:
         pass
     info.update(extra)
     return info
+
+
+def random_vector_env(env_id: str, num_envs: int, seed: int):
+    """gymnasium's SyncVectorEnv of `num_envs` envs with seeded random actions: the raw step rate
+    every loop is measured against. SAME_STEP autoreset, so every call is K real simulator steps."""
+    import gymnasium as gym
+
+    vec = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)],
+                                   autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    vec.reset(seed=seed)
+    vec.action_space.seed(seed)
+    return vec
+
+
+def time_random_steps(vec, num_envs: int, target_steps: int) -> tuple[int, int, float]:
+    """Step `vec` with random actions for about `target_steps` transitions: (steps, episodes ended, seconds)."""
+    import time
+
+    import numpy as np
+
+    calls = max(1, round(target_steps / num_envs))
+    episodes = 0
+    begin = time.perf_counter()
+    for _ in range(calls):
+        _, _, terminated, truncated, _ = vec.step(vec.action_space.sample())
+        episodes += int(np.count_nonzero(terminated | truncated))
+    return calls * num_envs, episodes, time.perf_counter() - begin

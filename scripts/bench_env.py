@@ -37,10 +37,9 @@ import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench_common import loadavg, machine_info  # noqa: E402
+from bench_common import loadavg, machine_info, random_vector_env, time_random_steps  # noqa: E402
 from mtm.rollout import EpisodeRunner, RandomPolicy  # noqa: E402
 
 DEFAULT_ENVS = "Hopper-v5,HalfCheetah-v5,Walker2d-v5,Reacher-v5"
@@ -62,12 +61,7 @@ class Setting:
 
     def open(self, seed: int) -> None:
         if self.kind == "SyncVectorEnv":
-            self._vec = gym.vector.SyncVectorEnv(
-                [lambda: gym.make(self.env_id) for _ in range(self.num_envs)],
-                autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-            )
-            self._vec.reset(seed=seed)
-            self._vec.action_space.seed(seed)
+            self._vec = random_vector_env(self.env_id, self.num_envs, seed)
         else:
             self._runner = EpisodeRunner(self.env_id, self.num_envs)
             self._policy = RandomPolicy(self._runner.action_space, seed=seed)
@@ -79,14 +73,7 @@ class Setting:
 
     def chunk(self, target_steps: int, timed: bool) -> None:
         if self.kind == "SyncVectorEnv":
-            calls = max(1, round(target_steps / self.num_envs))
-            vec, episodes = self._vec, 0
-            begin = time.perf_counter()
-            for _ in range(calls):
-                _, _, terminated, truncated, _ = vec.step(vec.action_space.sample())
-                episodes += int(np.count_nonzero(terminated | truncated))
-            elapsed = time.perf_counter() - begin
-            steps = calls * self.num_envs
+            steps, episodes, elapsed = time_random_steps(self._vec, self.num_envs, target_steps)
         else:
             n = max(self.num_envs, round(target_steps / self._mean_len))
             begin = time.perf_counter()

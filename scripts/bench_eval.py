@@ -63,11 +63,10 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
-import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench_common import loadavg, machine_info  # noqa: E402
+from bench_common import loadavg, machine_info, random_vector_env, time_random_steps  # noqa: E402
 from mtm.evaluate import evaluate_policy  # noqa: E402
 from mtm.model.network import MTM, ModelConfig  # noqa: E402
 from mtm.model.tokenizers import ContinuousTokenizer  # noqa: E402
@@ -174,10 +173,7 @@ class Setting:
 
     def open(self, seed: int, chunk_steps: int, eval_episode_length: float | None) -> None:
         if self.kind == "SyncVectorEnv":
-            self._vec = gym.vector.SyncVectorEnv([lambda: gym.make(self.env_id) for _ in range(self.num_envs)],
-                                                 autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-            self._vec.reset(seed=seed)
-            self._vec.action_space.seed(seed)
+            self._vec = random_vector_env(self.env_id, self.num_envs, seed)
         elif self.kind == "EpisodeRunner":
             self._runner = EpisodeRunner(self.env_id, self.num_envs)
             self._policy = RandomPolicy(self._runner.action_space, seed=seed)
@@ -192,13 +188,8 @@ class Setting:
 
     def chunk(self, seed: int, chunk_steps: int, timed: bool) -> None:
         if self.kind == "SyncVectorEnv":
-            calls = max(1, round(chunk_steps / self.num_envs))
-            vec, episodes = self._vec, 0
-            begin = time.perf_counter()
-            for _ in range(calls):
-                _, _, terminated, truncated, _ = vec.step(vec.action_space.sample())
-                episodes += int(np.count_nonzero(terminated | truncated))
-            rate, steps = calls * self.num_envs / (time.perf_counter() - begin), calls * self.num_envs
+            steps, episodes, elapsed = time_random_steps(self._vec, self.num_envs, chunk_steps)
+            rate = steps / elapsed
         elif self.kind == "EpisodeRunner":
             n = self.chunk_episodes
             for _ in self._runner.run(self._policy, n, self._next_seed):
