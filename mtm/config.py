@@ -118,12 +118,14 @@ class TokenConfig:
     min_std: float = 0.1  # z-score floor: x_norm = (x - mean) / max(std, min_std)
     image_keys: list[str] | None = None  # image observations to tokenize; null = all in the data, [] = none
     image_patch_size: int = 16  # pixels per patch side: (H/p)(W/p) tokens per frame
-    image_encoder: Literal["patch", "conv"] = "patch"  # linear patch projection (ViT/VIMA) or a small conv stem
+    image_encoder: Literal["patch", "conv", "keypoints"] = "patch"  # linear patch projection (ViT/VIMA), a conv stem per patch, or conv + spatial-softmax keypoints (one token per frame)
+    image_keypoints: int = 16  # keypoints per frame with image_encoder=keypoints (the token holds their 2-D coordinates)
     image_augment_pad: int = 4  # random-shift augmentation in training (pixels each way); 0 = off
 
     def __post_init__(self) -> None:
         _check(self.num_bins >= 2, f"num_bins must be >= 2, got {self.num_bins}")
         _check(self.image_patch_size >= 1, f"image_patch_size must be >= 1, got {self.image_patch_size}")
+        _check(self.image_keypoints >= 1, f"image_keypoints must be >= 1, got {self.image_keypoints}")
         _check(self.image_augment_pad >= 0, f"image_augment_pad must be >= 0, got {self.image_augment_pad}")
         _check(self.min_std > 0, f"min_std must be > 0, got {self.min_std}")
 

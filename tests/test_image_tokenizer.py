@@ -1,4 +1,5 @@
 import json
+import math
 
 import numpy as np
 import pytest
@@ -66,17 +67,17 @@ def test_conv_encoder_gives_the_same_grid():
 def test_bad_configuration_and_inputs():
     with pytest.raises(ConfigError, match="divide into 5x5 patches"):
         ImageTokenizer(16, 16, 3, patch_size=5)
-    with pytest.raises(ConfigError, match="encoder must be one of patch, conv"):
+    with pytest.raises(ConfigError, match="encoder must be one of patch, conv, keypoints"):
         ImageTokenizer(16, 16, 3, encoder="vit")
     with pytest.raises(ValueError, match=r"expected frames \(B, L, 16, 16, 3\)"):
         ImageTokenizer(16, 16, 3, patch_size=8).encode(torch.zeros(1, L, 8, 8, 3, dtype=torch.uint8))
 
 
-@pytest.mark.parametrize("encoder", ["patch", "conv"])
+@pytest.mark.parametrize("encoder", ["patch", "conv", "keypoints"])
 def test_spec_round_trip_rebuilds_the_tokenizer(encoder):
     torch.manual_seed(1)
     tok = ImageTokenizer(H, H, 3, encoder=encoder, patch_size=8, mean=[0.3, 0.4, 0.5], std=[0.2, 0.3, 0.25],
-                         augment_pad=2, reconstruct=True, name="pixels")
+                         augment_pad=2, reconstruct=encoder != "keypoints", keypoints=5, name="pixels")
     spec = json.loads(json.dumps(tok.spec()))
     rebuilt = tokenizer_from_spec(spec)
     assert isinstance(rebuilt, ImageTokenizer) and rebuilt.spec() == tok.spec()
@@ -85,6 +86,47 @@ def test_spec_round_trip_rebuilds_the_tokenizer(encoder):
     torch.testing.assert_close(rebuilt.encode(frames()), tok.encode(frames()))
     with pytest.raises(ConfigError, match="spec lacks height"):
         tokenizer_from_spec({"type": "image", **{k: v for k, v in spec.items() if k != "height"}})
+
+
+def test_keypoint_encoder_gives_one_token_of_coordinates_per_frame():
+    torch.manual_seed(0)
+    tok = ImageTokenizer(H, H, 3, encoder="keypoints", keypoints=6, conv_channels=(8, 8, 8))
+    assert (tok.tokens_per_step, tok.input_dim, tok.output_dim, tok.grid) == (1, 12, 0, (1, 1))
+    z = tok.encode(frames())
+    assert z.shape == (B, L, 1, 12) and torch.isfinite(z).all()
+    assert z.abs().max() <= 1.0  # expected coordinates of a softmax over [-1, 1] x [-1, 1]
+    assert z.std() > 0  # different frames, different points
+    with pytest.raises(ConfigError, match="cannot be decoded back into patches"):
+        ImageTokenizer(H, H, 3, encoder="keypoints", reconstruct=True)
+    with pytest.raises(ConfigError, match="keypoints must be >= 1"):
+        ImageTokenizer(H, H, 3, encoder="keypoints", keypoints=0)
+
+
+def test_spatial_softmax_points_at_the_brightest_place():
+    # Bypass the convolutions: one map = the red channel at full resolution, sharpened (low
+    # temperature), so each keypoint is where a lone bright pixel is; x runs left to right and y
+    # top to bottom, both from -1 to 1.
+    tok = ImageTokenizer(H, H, 3, encoder="keypoints", keypoints=1)
+    stem = tok.stem
+    stem.features = torch.nn.Identity()
+    stem.to_maps = torch.nn.Conv2d(3, 1, 1)
+    with torch.no_grad():
+        stem.to_maps.weight.zero_()
+        stem.to_maps.weight[0, 0] = 1.0
+        stem.to_maps.bias.zero_()
+        stem.log_temperature.fill_(math.log(0.01))
+    x = torch.zeros(2, 1, H, H, 3, dtype=torch.uint8)
+    x[0, 0, 0, H - 1, 0] = 255  # top-right
+    x[1, 0, 5, 10, 0] = 255  # row 5, column 10
+    z = tok.encode(x)[:, 0, 0]
+    torch.testing.assert_close(z[0], torch.tensor([1.0, -1.0]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(z[1], torch.tensor([-1 + 2 * 10 / (H - 1), -1 + 2 * 5 / (H - 1)]), atol=1e-3, rtol=0)
+
+
+def test_keypoint_specs_from_before_the_encoder_still_load():
+    spec = ImageTokenizer(H, H, 3, patch_size=8).spec()
+    del spec["keypoints"]
+    assert tokenizer_from_spec(spec).spec()["keypoints"] == 0
 
 
 def test_random_shift_is_a_replicate_padded_crop_shared_by_the_window():
@@ -168,11 +210,12 @@ def test_empty_masks_show_a_whole_first_frame():
 # -- network and loss --------------------------------------------------------------------------------
 
 
-def image_model(reconstruct=False, augment_pad=0):
+def image_model(reconstruct=False, augment_pad=0, encoder="patch"):
     torch.manual_seed(0)
     toks = {
         "states": ContinuousTokenizer(S, np.zeros(S), np.ones(S), name="states"),
-        "images": ImageTokenizer(H, H, 3, patch_size=8, augment_pad=augment_pad, reconstruct=reconstruct),
+        "images": ImageTokenizer(H, H, 3, patch_size=8, augment_pad=augment_pad, reconstruct=reconstruct,
+                                 encoder=encoder),
         "actions": ContinuousTokenizer(A, np.zeros(A), np.ones(A), name="actions"),
     }
     return MTM(ModelConfig(**TINY), toks, L)
@@ -184,8 +227,10 @@ def image_batch(seed=0):
             "actions": torch.rand(B, L, A, generator=g) * 2 - 1, "valid": torch.ones(B, L, dtype=torch.bool)}
 
 
-def test_input_only_images_have_no_head_and_no_loss_but_get_gradients():
-    model = image_model()
+@pytest.mark.parametrize("encoder", ["patch", "keypoints"])
+def test_input_only_images_have_no_head_and_no_loss_but_get_gradients(encoder):
+    model = image_model(encoder=encoder)
+    assert model.layout.tokens_per_step["images"] == (1 if encoder == "keypoints" else 4)
     assert set(model.heads) == {"states", "actions"} and "images" in model.embed
     batch = image_batch()
     visible = random_autoregressive_mask(model.layout, B, torch.Generator().manual_seed(0))
@@ -198,6 +243,8 @@ def test_input_only_images_have_no_head_and_no_loss_but_get_gradients():
     torch.testing.assert_close(total, parts["states"] + parts["actions"])
     total.backward()
     assert model.embed["images"].weight.grad.abs().sum() > 0  # the frames inform the predictions
+    if encoder == "keypoints":  # ... back through the spatial softmax into the convolutions
+        assert model.tokenizers["images"].stem.features[0].weight.grad.abs().sum() > 0
     with pytest.raises(RuntimeError, match="input-only"):
         model.tokenizers["images"].targets(batch["images"])
 

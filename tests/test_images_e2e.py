@@ -31,13 +31,16 @@ def _train(data, run, extra):
     return train(cfg, progress=False)
 
 
-def test_train_and_eval_with_image_tokens(pixel_data, tmp_path):
-    result = _train(pixel_data, tmp_path / "img", ["tokens.image_patch_size=16"])
+@pytest.mark.parametrize("encoder", ["patch", "keypoints"])
+def test_train_and_eval_with_image_tokens(pixel_data, tmp_path, encoder):
+    result = _train(pixel_data, tmp_path / "img", ["tokens.image_patch_size=16", f"tokens.image_encoder={encoder}",
+                                                   "tokens.image_keypoints=4"])
     assert {"bc", "fd", "id"} <= set(result.val)
     ck = load_checkpoint(tmp_path / "img")
     assert ck.metadata["image_keys"] == ["pixels"] and ck.metadata["state_keys"] == ["state"]
     spec = ck.metadata["model"]["tokenizers"]["pixels"]
     assert spec["type"] == "image" and ck.metadata["model"]["window"] == 4
+    assert spec["encoder"] == encoder and spec["keypoints"] == (4 if encoder == "keypoints" else 0)
     # No per-modality loss for the input-only image modality.
     rows = [json.loads(line) for line in open(tmp_path / "img" / "metrics.jsonl") if "train/loss" in line]
     assert "train/loss_pixels" not in rows[-1] and "train/loss_states" in rows[-1]

@@ -1,4 +1,4 @@
-"""Images as tokens: one uint8 frame per step -> k tokens (a grid of patches), VIMA / ViT style.
+"""Images as tokens: one uint8 frame per step -> k tokens (a grid of patches, or keypoints).
 
     raw     (B, L, H, W, C) uint8            frames exactly as stored (HWC)
     encode  (B, L, k, input_dim) float32     k = (H / p) * (W / p) tokens per frame, p = patch_size
@@ -11,13 +11,21 @@ width) then embeds each token, as for every other modality:
     "conv"             log2(p) stride-2 3x3 convolutions with ReLU (input_dim = last channel count,
                        by default 32 channels doubling per layer up to 256),
                        the "convolutional stem" of Xiao et al. 2021: one token per grid cell
+    "keypoints"        ONE token per frame: 3x3 convolutions (strides 2, 2, 1, ...; 32 channels
+                       by default) -> a 1x1 convolution to K maps -> spatial softmax -> the expected
+                       (x, y) of each map in [-1, 1] (input_dim = 2K). The deep spatial
+                       autoencoder / robomimic encoder (Levine et al. 2016, Finn et al. 2016):
+                       it turns "where is the thing" into coordinates directly, which a patch
+                       projection must learn from 32 x 32 x 3 pixel values. patch_size is unused.
 
 Measured with `python scripts/bench_images.py tokenizer` (one CPU thread, shared machine): 64 x 64
 frames, p = 16 -> 16 tokens, forward + backward of tokenizer + embedding Linear(-> 512) on 256 frames:
     patch   394 k parameters    87-93 ms   ~2,900 frames/s
     conv    520 k parameters   289-309 ms    ~860 frames/s
 so the patch encoder is the default; the conv stem is selectable (``encoder="conv"``, a spec field)
-for data where its spatial prior pays off. In a whole MTM step (width 512, 2 + 1 layers, batch 64,
+for data where its spatial prior pays off. Keypoints cost one token per frame, and their conv
+layers (16, 32, 32 channels) ~0.19 s per 1024 64 x 64 frames forward + backward under bf16
+autocast (one thread); on mtm/ReacherPixels-v0 see BENCHMARKS.md, Images. In a whole MTM step (width 512, 2 + 1 layers, batch 64,
 states + images + returns + actions = 76 tokens) both take ~3.4 s: the Transformer over the 64 image
 tokens dominates, so k is the cost knob that matters (patch_size=32 gives 4 tokens per 64 px frame).
 
@@ -52,7 +60,8 @@ from torch import nn
 from mtm.errors import ConfigError
 from mtm.model.tokenizers import Tokenizer, _vector
 
-ENCODERS = ("patch", "conv")
+ENCODERS = ("patch", "conv", "keypoints")
+KEYPOINT_CHANNELS = (16, 32, 32)  # the keypoint encoder's default convolutions (strides 2, 2, 1)
 
 
 def random_shift(frames: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -87,6 +96,7 @@ class ImageTokenizer(Tokenizer):
         encoder: str = "patch",
         patch_size: int = 16,
         conv_channels: tuple[int, ...] | None = None,
+        keypoints: int = 16,
         mean: Any = 0.5,
         std: Any = 0.5,
         augment_pad: int = 0,
@@ -98,6 +108,8 @@ class ImageTokenizer(Tokenizer):
             raise ConfigError(
                 f"image tokenizer {name!r}: encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}"
             )
+        if encoder == "keypoints":
+            patch_size = 1  # unused: the token is the whole frame's keypoints
         if min(height, width, channels, patch_size) < 1 or height % patch_size or width % patch_size:
             raise ConfigError(
                 f"image tokenizer {name!r}: frame {height}x{width} must divide into {patch_size}x{patch_size} patches"
@@ -111,6 +123,7 @@ class ImageTokenizer(Tokenizer):
         self.augment_pad = int(augment_pad)
         self.reconstruct = bool(reconstruct)
         self.augment_generator: torch.Generator | None = None
+        self.keypoints = int(keypoints) if encoder == "keypoints" else 0
         self.grid = (self.height // self.patch_size, self.width // self.patch_size)
         self.tokens_per_step = self.grid[0] * self.grid[1]
         self.patch_dim = self.patch_size * self.patch_size * self.channels
@@ -120,6 +133,21 @@ class ImageTokenizer(Tokenizer):
             self.conv_channels: tuple[int, ...] = ()
             self.stem = None
             self.input_dim = self.patch_dim
+        elif encoder == "keypoints":
+            if self.reconstruct:
+                raise ConfigError(
+                    f"image tokenizer {name!r}: the keypoint encoder makes one token per frame, which cannot "
+                    "be decoded back into patches; use reconstruct=False or the patch encoder"
+                )
+            if keypoints < 1:
+                raise ConfigError(f"image tokenizer {name!r}: keypoints must be >= 1, got {keypoints}")
+            chans = tuple(int(c) for c in (conv_channels or KEYPOINT_CHANNELS))
+            if not chans or min(chans) < 1:
+                raise ConfigError(f"image tokenizer {name!r}: conv_channels must be positive, got {list(chans)}")
+            self.conv_channels = chans
+            self.stem = KeypointStem(self.channels, chans, self.keypoints)
+            self.grid, self.tokens_per_step = (1, 1), 1
+            self.input_dim = 2 * self.keypoints
         else:
             depth = math.log2(self.patch_size)
             if depth != int(depth) or depth < 1:
@@ -171,6 +199,9 @@ class ImageTokenizer(Tokenizer):
         if self.stem is None:
             return self.patches(x)
         b, l = x.shape[:2]
+        if self.encoder == "keypoints":
+            points = self.stem(x.flatten(0, 1).permute(0, 3, 1, 2))  # (B*L, 2K)
+            return points.view(b, l, 1, self.input_dim)
         grid = self.stem(x.flatten(0, 1).permute(0, 3, 1, 2))  # (B*L, C', gh, gw)
         return grid.flatten(2).transpose(1, 2).reshape(b, l, self.tokens_per_step, self.input_dim)
 
@@ -210,6 +241,7 @@ class ImageTokenizer(Tokenizer):
             "encoder": self.encoder,
             "patch_size": self.patch_size,
             "conv_channels": list(self.conv_channels),
+            "keypoints": self.keypoints,
             "augment_pad": self.augment_pad,
             "reconstruct": self.reconstruct,
         }
@@ -227,6 +259,7 @@ class ImageTokenizer(Tokenizer):
             encoder=spec["encoder"],
             patch_size=spec["patch_size"],
             conv_channels=tuple(spec["conv_channels"]) or None,
+            keypoints=spec.get("keypoints") or 16,  # absent from checkpoints made before the encoder
             augment_pad=spec["augment_pad"],
             reconstruct=spec["reconstruct"],
             name=spec["name"],
@@ -254,3 +287,38 @@ def _conv_stem(in_channels: int, channels: tuple[int, ...]) -> nn.Sequential:
             layers.append(nn.ReLU())
         previous = out
     return nn.Sequential(*layers)
+
+
+class KeypointStem(nn.Module):
+    """(N, C, H, W) normalised frames -> (N, 2K) keypoints: the expected (x, y) of each of K feature
+    maps under a spatial softmax, in [-1, 1] (x left to right, y top to bottom).
+
+    3x3 convolutions with ReLU, the first two with stride 2 (the maps are H/4 x W/4: a quarter of
+    the pixels' cost for every later layer, still ~3 px of a 64 px frame per cell, and the softmax's
+    expectation interpolates between cells), then a 1x1 convolution to K maps. The softmax has a
+    learned temperature, as in robomimic's SpatialSoftmax: sharp maps give precise points."""
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...], keypoints: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        previous = in_channels
+        for i, out in enumerate(channels):
+            conv = nn.Conv2d(previous, out, kernel_size=3, stride=2 if i < 2 else 1, padding=1)
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            layers += [conv, nn.ReLU()]
+            previous = out
+        self.features = nn.Sequential(*layers)
+        self.to_maps = nn.Conv2d(previous, keypoints, kernel_size=1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = self.to_maps(self.features(x))  # (N, K, h, w)
+        n, k, h, w = maps.shape
+        weights = torch.softmax(maps.flatten(2).float() / self.log_temperature.exp(), dim=-1)  # (N, K, h*w)
+        ys = torch.linspace(-1.0, 1.0, h, device=x.device)
+        xs = torch.linspace(-1.0, 1.0, w, device=x.device)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        px = (weights * grid_x.reshape(1, 1, -1)).sum(-1)
+        py = (weights * grid_y.reshape(1, 1, -1)).sum(-1)
+        return torch.stack([px, py], dim=-1).reshape(n, 2 * k)

@@ -90,7 +90,8 @@ def build_tokenizers(cfg: RunConfig, stats: dict[str, ModalityStats],
     tokenizers: dict[str, Tokenizer] = {"states": make("states", tc.states)}
     for key, (height, width, channels) in (frame_shapes or {}).items():
         tokenizers[key] = ImageTokenizer(height, width, channels, encoder=tc.image_encoder,
-                                         patch_size=tc.image_patch_size, augment_pad=tc.image_augment_pad,
+                                         patch_size=tc.image_patch_size, keypoints=tc.image_keypoints,
+                                         augment_pad=tc.image_augment_pad,
                                          name=key)
     if tc.use_returns:
         tokenizers["returns"] = make("returns", "continuous")
