@@ -41,6 +41,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import shlex
 import statistics
@@ -164,6 +165,12 @@ def load(path: Path):
         return None
 
 
+def threads_of(command: str) -> int | None:
+    """OMP_NUM_THREADS of a recorded command line (runs of one table may differ: --threads)."""
+    match = re.search(r"\bOMP_NUM_THREADS=(\d+)", command)
+    return int(match.group(1)) if match else None
+
+
 def fmt_seeds(values: list[float], episode_std: list[float]) -> str:
     if not values:
         return ""
@@ -206,6 +213,7 @@ def collect(datasets: list[str], seeds: list[int]) -> dict:
                                  "checkpoint_step": rep.get("checkpoint_step"), "date": rep.get("date"),
                                  "train_wall_s": tt.get("wall_s"), "train_cpu_s": tt.get("cpu_s"),
                                  "train_load_avg": tt.get("load_avg_1min_at_start"),
+                                 "threads": threads_of(tt.get("command", "")),
                                  "eval_wall_s": et.get("wall_s"), "eval_cpu_s": et.get("cpu_s")})
             row["cols"][label] = {"values": vals, "episode_std": eps_std, "failed": failed}
         for seed in seeds:
@@ -230,12 +238,26 @@ def render(summary: dict, args) -> str:
         base_n += 1
     seed_text = ", ".join(
         f"{k} on {'every dataset measured' if k < base_n else ', '.join(ds_by_seed[k])}" for k in seeds_done)
-    common = f"--steps {args.steps} --episodes {args.episodes} --threads {args.threads}"
-    repro = [f".venv/bin/python scripts/bench_quality.py --seeds {base_n} {common}"] if base_n else []
+    common = f"--steps {args.steps} --episodes {args.episodes}"
+    threads_by_seed = {k: sorted({r["threads"] for r in runs if r["seed"] == k and r["threads"]}) for k in seeds_done}
+
+    def threads_flag(seeds: list[int]) -> str:
+        used = sorted({t for k in seeds for t in threads_by_seed.get(k, [])})
+        return f"--threads {used[0] if len(used) == 1 else args.threads}"
+
+    repro = []
+    if base_n:  # one command per thread count used, so each reproduces its runs as they ran
+        groups: dict[str, list[int]] = {}
+        for k in range(base_n):
+            groups.setdefault(threads_flag([k]), []).append(k)
+        for flag, ks in groups.items():
+            first = "" if ks[0] == 0 else f" (seeds {ks[0]}..{ks[-1]}: the steps of lower seeds exist and are skipped)"
+            repro.append(f".venv/bin/python scripts/bench_quality.py --seeds {ks[-1] + 1} {common} {flag}{first}")
     for k in seeds_done:
         if k >= base_n:
             repro.append(f".venv/bin/python scripts/bench_quality.py --datasets {','.join(ds_by_seed[k])} "
-                         f"--seeds {k + 1} {common}")
+                         f"--seeds {k + 1} {common} {threads_flag([k])}")
+    used_threads = sorted({r["threads"] for r in runs if r["threads"]})
     mtm_train = [r["train_cpu_s"] for r in runs if r["method"] == "mtm" and r["mode"] == "bc" and r["train_cpu_s"]]
     per_cell_cpu = {}
     for tf in RESULTS.glob("*/*/seed*/*.time.json"):
@@ -260,8 +282,9 @@ def render(summary: dict, args) -> str:
              f"(training seeds; one model per seed and method); **final checkpoint** (step {args.steps}), "
              f"never the best one")
     L.append(f"- **budget**: {args.steps} training steps per model, batch 256 (the configs' own), "
-             f"{'bf16 autocast' if args.bf16 else 'fp32'}, CPU, OMP_NUM_THREADS={args.threads} "
-             f"(`OMP_WAIT_POLICY=PASSIVE`); MTM = built-in `small` config (0.70 M parameters, L = 4), "
+             f"{'bf16 autocast' if args.bf16 else 'fp32'}, CPU, OMP_NUM_THREADS="
+             f"{' or '.join(map(str, used_threads or [args.threads]))} (per run in the table below; "
+             f"`OMP_WAIT_POLICY=PASSIVE`; the thread count changes speed, not the result's meaning); MTM = built-in `small` config (0.70 M parameters, L = 4), "
              f"MLPs = `mlp-bc` / `mlp-rcbc` (width 256, 3 layers) at the same steps and batch")
     L.append(f"- **evaluation**: {args.episodes} episodes per model, reset seeds 0–{args.episodes - 1} (the same "
              f"for every model), {args.num_envs} envs stepped together; RCBC target = best return of the "
@@ -286,7 +309,7 @@ def render(summary: dict, args) -> str:
                 f"wall time at this run's wall/CPU ratio, one command at a time")
     L.append(f"  the full table (3 seeds; {est}):")
     L.append("")
-    L.append(f"      .venv/bin/python scripts/bench_quality.py --seeds 3 {common}")
+    L.append(f"      .venv/bin/python scripts/bench_quality.py --seeds 3 {common} --threads {args.threads}")
     L.append("")
     L.append("Normalised score: mean over seeds of each model's mean over episodes, ± std over seeds; with one "
              "seed, **`± x ep` is the std over the evaluation episodes of that one model** and says nothing about "
@@ -317,13 +340,14 @@ def render(summary: dict, args) -> str:
              "command; load = 1-minute load average when training started):")
     L.append("")
     L.append("| dataset | method | mode | seed | return | normalised | mean length | RCBC target | train wall / CPU | "
-             "load | eval wall |")
-    L.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+             "threads | load | eval wall |")
+    L.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in runs:
         tgt = f"{r['target_return']:.0f}" if r.get("target_return") is not None else "–"
         L.append(f"| {r['dataset']} | {r['method']} | {r['mode']} | {r['seed']} | {r['return_mean']:.1f} ± "
                  f"{r['return_std']:.1f} | {r['normalized_score_mean']:.1f} | {r['length_mean']:.0f} | {tgt} | "
-                 f"{r['train_wall_s']} / {r['train_cpu_s']} | {r['train_load_avg']} | {r['eval_wall_s']} |")
+                 f"{r['train_wall_s']} / {r['train_cpu_s']} | {r['threads'] or '–'} | {r['train_load_avg']} | "
+                 f"{r['eval_wall_s']} |")
     L.append("")
     L.append("### Prediction errors (MTM, held-out episodes)")
     L.append("")
