@@ -1,0 +1,187 @@
+"""Where a policy step's time goes on this CPU, and what evaluation at >= 50 % of the raw step rate needs.
+
+For one env and K envs, side by side in one process (interleaved rounds, medians):
+
+  env step        one SyncVectorEnv.step of K envs with random actions (the raw ceiling's unit)
+  act()           MTMPolicy.act for K observations at steady state (full window, c = L - 1)
+  predict fp32    the bare model.predict at that step (what act() spends in the network)
+  predict bf16    the same weights cast to bfloat16 once (no per-call casting; AMX/AVX512-BF16
+                  matmuls), tokenizers kept in fp32; the max action deviation from fp32 is printed
+  predict compile torch.compile(model.forward) (inductor, CPU), after its warm-up
+
+and the arithmetic: multiply-accumulates of one predict (every Linear layer, at the token counts the
+policy's mask gives), the rate they run at, and the predict time that evaluation at half the raw rate
+allows: act + step <= 2 x step, i.e. act <= step. With K envs the network's work grows with K like
+the simulator's, so K does not change the ratio much; only a smaller or faster network does.
+
+The model: a random-init MTM of the `small` config (width 128, 2 + 1 layers, L = 4, rcbc) with the
+env's dimensions: speed does not depend on the weights.
+
+Usage:
+  python scripts/bench_inference.py                       # HalfCheetah-v5, Hopper-v5; K = 10
+  python scripts/bench_inference.py --envs Walker2d-v5 --num-envs 1,10 --no-compile
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (and its OpenMP) is loaded
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench_common import loadavg, machine_info, random_vector_env  # noqa: E402
+from bench_eval import minimal_metadata, random_model  # noqa: E402
+from mtm.model.network import ModelConfig  # noqa: E402
+from mtm.policy import MTMPolicy  # noqa: E402
+
+
+def bf16_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """The network's weights in bfloat16 once; tokenizers (normalisation statistics) stay fp32 and
+    the per-modality embeddings cast their inputs."""
+    other = copy.deepcopy(model)
+    for name, module in other.named_modules():
+        if name and not name.startswith("tokenizers"):
+            for p in module.parameters(recurse=False):
+                p.data = p.data.to(torch.bfloat16)
+    for embed in other.embed.values():
+        embed.register_forward_pre_hook(lambda _m, args: (args[0].to(torch.bfloat16),))
+    other.token_position = other.token_position.to(torch.bfloat16)
+    return other
+
+
+def linear_macs(call: Callable[[], object]) -> int:
+    """Multiply-accumulates of every linear layer in one `call()`: torch.nn.functional.linear is
+    wrapped for the call (nn.Linear and the attention's split q / kv projections both go through it)."""
+    total = 0
+    original = torch.nn.functional.linear
+
+    def counting_linear(x, weight, bias=None):
+        nonlocal total
+        total += x.numel() // x.shape[-1] * weight.shape[0] * weight.shape[1]
+        return original(x, weight, bias)
+
+    torch.nn.functional.linear = counting_linear
+    try:
+        call()
+    finally:
+        torch.nn.functional.linear = original
+    return total
+
+
+def timed(fn: Callable[[], object], calls: int) -> float:
+    """Median seconds of one call over `calls` calls."""
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_env(env_id: str, k: int, args) -> dict:
+    vec = random_vector_env(env_id, k, seed=0)
+    obs_dim, act_dim = vec.single_observation_space.shape[0], vec.single_action_space.shape[0]
+    cfg = ModelConfig(width=128, encoder_layers=2, decoder_layers=1, heads=4)
+    model = random_model(obs_dim, act_dim, cfg, 4, seed=0)
+    policy = MTMPolicy(model, minimal_metadata(vec.single_action_space), num_envs=k, mode="rcbc")
+    obs, _ = vec.reset(seed=0)
+    policy.reset()
+    for _ in range(policy.window + 2):  # steady state: a full window, c = L - 1
+        policy.act(obs)
+    c = policy.window - 1
+    batch = {"states": policy.states, "actions": policy.actions, "returns": policy.returns}
+    visible, queries = policy._masks[c].expand(k, -1), policy._queries[c].expand(k, -1)
+    heads = ("actions",)
+    low_precision = bf16_copy(model)
+    actions = vec.action_space.sample()
+
+    settings: dict[str, Callable[[], object]] = {
+        "env step": lambda: vec.step(actions),
+        "act()": lambda: policy.act(obs),
+        "predict fp32": lambda: model.predict(batch, visible, heads=heads, queries=queries),
+        "predict bf16": lambda: low_precision.predict(batch, visible, heads=heads, queries=queries),
+    }
+    if args.compile:
+        compiled = torch.compile(model.forward)
+
+        def predict_compiled():
+            with torch.inference_mode():
+                return compiled(batch, visible, heads=heads, queries=queries)
+
+        t0 = time.perf_counter()
+        predict_compiled()
+        print(f"  {env_id} K={k}: torch.compile warm-up {time.perf_counter() - t0:.1f} s", flush=True)
+        settings["predict compile"] = predict_compiled
+
+    fp32 = model.predict(batch, visible, heads=heads, queries=queries)["actions"][:, c]
+    bf16 = low_precision.predict(batch, visible, heads=heads, queries=queries)["actions"][:, c].float()
+    for fn in settings.values():  # warm-up
+        for _ in range(10):
+            fn()
+    rounds: dict[str, list[float]] = {name: [] for name in settings}
+    names = list(settings)
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            rounds[name].append(timed(settings[name], args.calls))
+    medians = {name: statistics.median(v) * 1e6 for name, v in rounds.items()}
+    macs = linear_macs(lambda: model.predict(batch, visible, heads=heads, queries=queries))
+    step_us, predict_us = medians["env step"], medians["predict fp32"]
+    vec.close()
+    return {
+        "env": env_id, "num_envs": k, "us": {n: round(v, 1) for n, v in medians.items()},
+        "ranges_us": {n: [round(min(v) * 1e6, 1), round(max(v) * 1e6, 1)] for n, v in rounds.items()},
+        "raw_steps_per_s": round(k / step_us * 1e6),
+        "eval_over_raw_estimate": round(step_us / (step_us + medians["act()"]), 3),
+        "predict_macs": macs,
+        "predict_gmac_per_s": round(macs / predict_us / 1e3, 1),
+        "predict_budget_us_for_half_rate": round(step_us - (medians["act()"] - predict_us), 1),
+        "bf16_max_action_deviation": float((bf16 - fp32).abs().max()),
+        "model_parameters": model.num_parameters(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", default="HalfCheetah-v5,Hopper-v5")
+    parser.add_argument("--num-envs", default="10", help="comma-separated K values")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=100, help="calls per setting and round")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    info = machine_info(script="bench_inference.py", args=vars(args))
+    print(json.dumps(info))
+    results = [bench_env(e, int(k), args) for e in args.envs.split(",") for k in args.num_envs.split(",")]
+    info["loadavg_end"] = loadavg()
+    print()
+    print("| env | K | env step µs | act() µs | predict fp32 µs | bf16 weights µs | compile µs | "
+          "predict MMAC | GMAC/s | predict budget for 0.5 µs | eval/raw (est.) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        us = r["us"]
+        print(f"| {r['env']} | {r['num_envs']} | {us['env step']:,.0f} | {us['act()']:,.0f} | "
+              f"{us['predict fp32']:,.0f} | {us['predict bf16']:,.0f} | "
+              f"{us.get('predict compile', float('nan')):,.0f} | {r['predict_macs'] / 1e6:.1f} | "
+              f"{r['predict_gmac_per_s']} | {r['predict_budget_us_for_half_rate']:,.0f} | "
+              f"{r['eval_over_raw_estimate']:.2f} |")
+    print(f"\nbf16 weights: max action deviation from fp32 "
+          f"{max(r['bf16_max_action_deviation'] for r in results):.1e}; load average {info['loadavg_start']} -> "
+          f"{info['loadavg_end']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
