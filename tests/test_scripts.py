@@ -1,5 +1,6 @@
 """The rollout scripts users copy: they run against a real checkpoint and say what they did."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,3 +21,16 @@ def test_rollout_and_render_scripts(tmp_path, reacher_run):
     assert out.returncode == 0, out.stderr
     assert "51 frames" in out.stdout and video.stat().st_size > 1000
     assert load_checkpoint(reacher_run).metadata["env_id"] == "Reacher-v5"
+
+
+def test_bench_inference_counts_work_that_grows_with_the_envs(tmp_path):
+    out_json = tmp_path / "inference.json"
+    out = subprocess.run([sys.executable, "bench_inference.py", "--envs", "Reacher-v5", "--num-envs", "1,2",
+                          "--rounds", "1", "--calls", "2", "--no-compile", "--json", str(out_json)],
+                         cwd=REPO / "scripts", capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    one, two = json.loads(out_json.read_text())["results"]
+    # Every Linear runs on rows that belong to one env: twice the envs, exactly twice the work.
+    assert one["predict_macs"] > 1e6 and two["predict_macs"] == 2 * one["predict_macs"]
+    assert 0 < one["eval_over_raw_estimate"] < 1 and one["bf16_max_action_deviation"] < 1e-2
+    assert "| Reacher-v5 | 2 |" in out.stdout
