@@ -35,7 +35,6 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 from typing import Callable  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench_common import loadavg, machine_info, random_vector_env  # noqa: E402

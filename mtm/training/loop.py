@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import mtm
 from mtm.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from mtm.config import RunConfig, config_to_dict, format_config, save_config
 from mtm.data.identity import dataset_identity
@@ -237,6 +236,131 @@ def _return_summary(data: Trajectories) -> dict:
     }
 
 
+@dataclass
+class _RunData:
+    """The dataset as training uses it: split, statistics, window samplers (with image frames)."""
+
+    data: Trajectories
+    train: Trajectories
+    val: Trajectories
+    stats: dict[str, ModalityStats]
+    identity: dict
+    image_keys: list[str]
+    train_sampler: WindowBatches
+    val_sampler: WindowBatches | None
+    eval_env: str | None
+
+
+def _load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> _RunData:
+    """Read, split and window the dataset. The split and the statistics come from the data alone
+    (seeded), so they are the same on every rank and on resume; the checkpoint's identity check
+    catches a changed file."""
+    tc = cfg.train
+    identity = dataset_identity(cfg.data.path)
+    if checkpoint is not None and checkpoint.metadata.get("dataset", {}).get("sha256") != identity["sha256"]:
+        raise DataError(
+            f"{cfg.data.path}: dataset content differs from the one this run was trained on "
+            f"({checkpoint.metadata.get('dataset', {}).get('path')}); resume with the same file"
+        )
+    data = load_trajectories(cfg.data.path, format=cfg.data.format, rtg=cfg.data.rtg, gamma=cfg.data.gamma,
+                             rtg_horizon=cfg.data.rtg_horizon)
+    eval_env = tc.eval_env or data.info.env_id
+    if tc.eval_every:
+        if not eval_env:
+            raise ConfigError("train.eval_every needs an environment: the dataset names none; set train.eval_env")
+        from mtm.rollout import check_env_id
+
+        check_env_id(eval_env)
+    train_data, val_data = data.split(cfg.data.val_fraction, cfg.data.split_seed)
+    keys = ("states", "actions", "returns") if cfg.tokens.use_returns else ("states", "actions")
+    image_keys = _image_keys(cfg, data)
+
+    def batches(part: Trajectories) -> WindowBatches:
+        return WindowBatches.build(WindowSampler(part, cfg.data.window, device=rt.device, keys=keys),
+                                   cfg.data.path, image_keys)
+
+    return _RunData(data=data, train=train_data, val=val_data, stats=train_data.stats(), identity=identity,
+                    image_keys=image_keys, train_sampler=batches(train_data),
+                    val_sampler=batches(val_data) if val_data.num_episodes else None, eval_env=eval_env)
+
+
+def _run_metadata(cfg: RunConfig, run: _RunData, model: torch.nn.Module) -> dict:
+    """What a checkpoint carries besides weights: everything a policy or `mtm eval` needs to use
+    the model without the dataset (statistics, return range, spaces, keys, the model's spec)."""
+    info = run.data.info
+    return {
+        "env_id": info.env_id,
+        "dataset": run.identity,
+        "data_info": {
+            "source_format": info.source_format, "source": info.source,
+            "ref_min_score": info.ref_min_score, "ref_max_score": info.ref_max_score,
+            "observation_space": info.observation_space, "action_space": info.action_space,
+            "pixels": info.extra.get("pixels"),  # how `mtm collect` rendered frames, if it did
+        },
+        "state_keys": run.data.state_keys,
+        "image_keys": run.image_keys,
+        "rtg": run.data.rtg,
+        "stats": {k: v.to_dict() for k, v in run.stats.items()},
+        "returns": _return_summary(run.train),
+        "split": {"val_fraction": cfg.data.val_fraction, "seed": cfg.data.split_seed,
+                  "train_episodes": run.train.num_episodes, "val_episodes": run.val.num_episodes},
+        "model": model.spec(),
+    }
+
+
+def _restore_train_state(checkpoint, optimizer, scheduler, rt: Runtime, seed: int) -> int:
+    """Optimizer, schedule and RNG state of a checkpoint; returns the step to continue from. Rank 0
+    restores its saved RNG; other ranks reseed dropout from (seed, rank, step)."""
+    state = checkpoint.load_train_state(device=rt.device)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    step = int(state["step"])
+    if rt.is_main:
+        restore_rng_state(state["rng"])
+    else:
+        seed_everything(int(np.random.SeedSequence([seed, rt.rank, step]).generate_state(1)[0]))
+    return step
+
+
+class _LossMeter:
+    """Running sums of the loss and its parts between two log steps, kept on the device (no
+    per-step sync), and the wall clock of training steps only (validation, evaluation and saving
+    restart it), for train/... scalars and charts/samples_per_s."""
+
+    def __init__(self, parts: tuple[str, ...], device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.parts = {name: torch.zeros((), device=device) for name in parts}
+        self.grad_norm = torch.zeros((), device=device)
+        self.steps = 0
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        self.start = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], grad_norm: torch.Tensor) -> None:
+        self.loss += loss.detach()
+        for name, part in parts.items():
+            self.parts[name] += part.detach()
+        self.grad_norm = grad_norm
+        self.steps += 1
+
+    def flush(self, batch_size: int) -> dict[str, float]:
+        """Means since the last flush, then reset."""
+        n, elapsed = max(self.steps, 1), time.perf_counter() - self.start
+        scalars = {
+            "train/loss": float(self.loss) / n,
+            **{f"train/loss_{name}": float(total) / n for name, total in self.parts.items()},
+            "train/grad_norm": float(self.grad_norm),
+            "charts/samples_per_s": self.steps * batch_size / max(elapsed, 1e-9),
+        }
+        self.loss.zero_()
+        for total in self.parts.values():
+            total.zero_()
+        self.steps = 0
+        self.restart_clock()
+        return scalars
+
+
 # ---------------------------------------------------------------------------------------------
 # The loop
 
@@ -271,32 +395,9 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
     elif rt.is_main:
         prepare_run_dir(run_dir, overwrite)
 
-    # Data: the split and the statistics come from the data alone (seeded), so they are the same
-    # on every rank and on resume; the checkpoint's identity check catches a changed file.
-    identity = dataset_identity(cfg.data.path)
-    if checkpoint is not None and checkpoint.metadata.get("dataset", {}).get("sha256") != identity["sha256"]:
-        raise DataError(
-            f"{cfg.data.path}: dataset content differs from the one this run was trained on "
-            f"({checkpoint.metadata.get('dataset', {}).get('path')}); resume with the same file"
-        )
-    data = load_trajectories(cfg.data.path, format=cfg.data.format, rtg=cfg.data.rtg, gamma=cfg.data.gamma,
-                             rtg_horizon=cfg.data.rtg_horizon)
-    eval_env = tc.eval_env or data.info.env_id
-    if tc.eval_every:
-        if not eval_env:
-            raise ConfigError("train.eval_every needs an environment: the dataset names none; set train.eval_env")
-        from mtm.rollout import check_env_id
-
-        check_env_id(eval_env)
-    train_data, val_data = data.split(cfg.data.val_fraction, cfg.data.split_seed)
-    stats = train_data.stats()
-    keys = ("states", "actions", "returns") if cfg.tokens.use_returns else ("states", "actions")
-    image_keys = _image_keys(cfg, data)
-    train_sampler = WindowBatches.build(WindowSampler(train_data, cfg.data.window, device=rt.device, keys=keys),
-                                        cfg.data.path, image_keys)
-    val_sampler = (WindowBatches.build(WindowSampler(val_data, cfg.data.window, device=rt.device, keys=keys),
-                                       cfg.data.path, image_keys)
-                   if val_data.num_episodes else None)
+    run_data = _load_run_data(cfg, rt, checkpoint)
+    train_sampler, val_sampler, image_keys = run_data.train_sampler, run_data.val_sampler, run_data.image_keys
+    stats = run_data.stats
 
     if checkpoint is not None:
         model = model_from_spec(checkpoint.metadata["model"])
@@ -313,16 +414,7 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, warmup_steps=tc.warmup_steps, total_steps=tc.steps)
     )
-    start_step = 0
-    if checkpoint is not None:
-        state = checkpoint.load_train_state(device=rt.device)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_step = int(state["step"])
-        if rt.is_main:
-            restore_rng_state(state["rng"])
-        else:
-            seed_everything(int(np.random.SeedSequence([tc.seed, rt.rank, start_step]).generate_state(1)[0]))
+    start_step = _restore_train_state(checkpoint, optimizer, scheduler, rt, tc.seed) if checkpoint else 0
 
     forward = model
     if rt.distributed:
@@ -333,31 +425,14 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
         forward = torch.compile(forward, dynamic=True)
     autocast = (torch.autocast(device_type=rt.device.type, dtype=torch.bfloat16) if tc.bf16 else nullcontext())
 
-    metadata = {
-        "env_id": data.info.env_id,
-        "dataset": identity,
-        "data_info": {
-            "source_format": data.info.source_format, "source": data.info.source,
-            "ref_min_score": data.info.ref_min_score, "ref_max_score": data.info.ref_max_score,
-            "observation_space": data.info.observation_space, "action_space": data.info.action_space,
-            "pixels": data.info.extra.get("pixels"),  # how `mtm collect` rendered frames, if it did
-        },
-        "state_keys": data.state_keys,
-        "image_keys": image_keys,
-        "rtg": data.rtg,
-        "stats": {k: v.to_dict() for k, v in stats.items()},
-        "returns": _return_summary(train_data),
-        "split": {"val_fraction": cfg.data.val_fraction, "seed": cfg.data.split_seed,
-                  "train_episodes": train_data.num_episodes, "val_episodes": val_data.num_episodes},
-        "model": model.spec(),
-    }
+    metadata = _run_metadata(cfg, run_data, model)
     logger = _Logger(run_dir, enabled=rt.is_main)
     if rt.is_main:
         save_config(cfg, run_dir / CONFIG_FILE)
         if checkpoint is None:
             logger.text("hparams", "```\n" + format_config(cfg) + "\n```")
-            logger.text("data", f"{cfg.data.path}: {train_data.num_episodes} train / {val_data.num_episodes} "
-                                f"val episodes, {train_sampler.num_windows} train windows")
+            logger.text("data", f"{cfg.data.path}: {run_data.train.num_episodes} train / "
+                                f"{run_data.val.num_episodes} val episodes, {train_sampler.num_windows} train windows")
 
     def save(step: int) -> Path:
         return save_checkpoint(
@@ -369,10 +444,7 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
 
     last_saved = checkpoint.path if checkpoint is not None else None
     nonfinite = torch.zeros((), dtype=torch.int32, device=rt.device)
-    loss_sum = torch.zeros((), device=rt.device)
-    part_sums = {name: torch.zeros((), device=rt.device) for name in model.outputs}
-    grad_norm = torch.zeros((), device=rt.device)
-    window_start, window_steps = time.perf_counter(), 0
+    meter = _LossMeter(model.outputs, rt.device)
     val_errors: dict = {}
     eval_report: dict | None = None
     interrupted = False
@@ -413,56 +485,42 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
                 else:
                     grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()
                                                                if p.grad is not None])
-                finite = torch.isfinite(loss.detach())
-                nonfinite += (~finite).int()
+                nonfinite += (~torch.isfinite(loss.detach())).int()
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                window_steps += 1
-                loss_sum += loss.detach()
-                for name, part in parts.items():
-                    part_sums[name] += part.detach()
+                meter.add(loss, parts, grad_norm)
                 if bar is not None:
                     bar.update(1)
 
                 if step % tc.log_every == 0 or step == tc.steps:
                     check_finite(step)
-                    elapsed = time.perf_counter() - window_start
-                    scalars = {
-                        "train/loss": float(loss_sum) / window_steps,
-                        **{f"train/loss_{n}": float(s) / window_steps for n, s in part_sums.items()},
-                        "train/lr": scheduler.get_last_lr()[0],
-                        "train/grad_norm": float(grad_norm),
-                        "charts/samples_per_s": window_steps * tc.batch_size / max(elapsed, 1e-9),
-                    }
+                    scalars = meter.flush(tc.batch_size)
+                    scalars["train/lr"] = scheduler.get_last_lr()[0]
                     logger.scalars(step, scalars)
                     if bar is not None:
                         bar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
                                         samples_s=f"{scalars['charts/samples_per_s']:.0f}")
-                    loss_sum.zero_()
-                    for s in part_sums.values():
-                        s.zero_()
                     if rt.device.type == "cpu":
                         release_free_memory()  # see mtm.training.memory: resident memory stays flat
-                    window_start, window_steps = time.perf_counter(), 0
 
                 if rt.is_main and val_sampler is not None and tc.val_every and (
                     step % tc.val_every == 0 or step == tc.steps
                 ):
                     val_errors = prediction_errors(model, val_sampler, baseline_means, max_windows=tc.val_windows)
                     logger.scalars(step, _val_scalars(val_errors))
-                    window_start = time.perf_counter()  # validation time is not training throughput
+                    meter.restart_clock()  # validation time is not training throughput
 
                 if rt.is_main and tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
-                    eval_report = _evaluate_in_env(model, metadata, tc, eval_env, run_dir, step)
+                    eval_report = _evaluate_in_env(model, metadata, tc, run_data.eval_env, run_dir, step)
                     logger.scalars(step, _eval_scalars(eval_report))
-                    window_start = time.perf_counter()
+                    meter.restart_clock()
 
                 if (tc.save_every and step % tc.save_every == 0) or step == tc.steps or stop.requested:
                     check_finite(step)
                     if rt.is_main:
                         last_saved = save(step)
-                    window_start = time.perf_counter()
+                    meter.restart_clock()
                 if stop.requested:
                     interrupted = True
                     break
