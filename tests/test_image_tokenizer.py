@@ -94,7 +94,8 @@ def test_keypoint_encoder_gives_one_token_of_coordinates_per_frame():
     assert (tok.tokens_per_step, tok.input_dim, tok.output_dim, tok.grid) == (1, 12, 0, (1, 1))
     z = tok.encode(frames())
     assert z.shape == (B, L, 1, 12) and torch.isfinite(z).all()
-    assert z.abs().max() <= 1.0  # expected coordinates of a softmax over [-1, 1] x [-1, 1]
+    # Expected coordinates over the 4 x 4 feature map (16 px, strides 2, 2), in cells from its centre.
+    assert z.abs().max() <= 1.5
     assert z.std() > 0  # different frames, different points
     with pytest.raises(ConfigError, match="cannot be decoded back into patches"):
         ImageTokenizer(H, H, 3, encoder="keypoints", reconstruct=True)
@@ -105,7 +106,7 @@ def test_keypoint_encoder_gives_one_token_of_coordinates_per_frame():
 def test_spatial_softmax_points_at_the_brightest_place():
     # Bypass the convolutions: one map = the red channel at full resolution, sharpened (low
     # temperature), so each keypoint is where a lone bright pixel is; x runs left to right and y
-    # top to bottom, both from -1 to 1.
+    # top to bottom, in pixels (here: cells) from the centre, -7.5 .. 7.5 for 16 px.
     tok = ImageTokenizer(H, H, 3, encoder="keypoints", keypoints=1)
     stem = tok.stem
     stem.features = torch.nn.Identity()
@@ -119,8 +120,8 @@ def test_spatial_softmax_points_at_the_brightest_place():
     x[0, 0, 0, H - 1, 0] = 255  # top-right
     x[1, 0, 5, 10, 0] = 255  # row 5, column 10
     z = tok.encode(x)[:, 0, 0]
-    torch.testing.assert_close(z[0], torch.tensor([1.0, -1.0]), atol=1e-3, rtol=0)
-    torch.testing.assert_close(z[1], torch.tensor([-1 + 2 * 10 / (H - 1), -1 + 2 * 5 / (H - 1)]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(z[0], torch.tensor([7.5, -7.5]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(z[1], torch.tensor([10 - 7.5, 5 - 7.5]), atol=1e-3, rtol=0)
 
 
 def test_keypoint_specs_from_before_the_encoder_still_load():

@@ -11,9 +11,9 @@ width) then embeds each token, as for every other modality:
     "conv"             log2(p) stride-2 3x3 convolutions with ReLU (input_dim = last channel count,
                        by default 32 channels doubling per layer up to 256),
                        the "convolutional stem" of Xiao et al. 2021: one token per grid cell
-    "keypoints"        ONE token per frame: 3x3 convolutions (strides 2, 2, 1, ...; 32 channels
-                       by default) -> a 1x1 convolution to K maps -> spatial softmax -> the expected
-                       (x, y) of each map in [-1, 1] (input_dim = 2K). The deep spatial
+    "keypoints"        ONE token per frame: 3x3 convolutions (strides 2, 2, 1, ...; 16, 32, 32
+                       channels by default) -> a 1x1 convolution to K maps -> spatial softmax -> the expected
+                       (x, y) of each map, in feature-map cells (input_dim = 2K). The deep spatial
                        autoencoder / robomimic encoder (Levine et al. 2016, Finn et al. 2016):
                        it turns "where is the thing" into coordinates directly, which a patch
                        projection must learn from 32 x 32 x 3 pixel values. patch_size is unused.
@@ -291,7 +291,8 @@ def _conv_stem(in_channels: int, channels: tuple[int, ...]) -> nn.Sequential:
 
 class KeypointStem(nn.Module):
     """(N, C, H, W) normalised frames -> (N, 2K) keypoints: the expected (x, y) of each of K feature
-    maps under a spatial softmax, in [-1, 1] (x left to right, y top to bottom).
+    maps under a spatial softmax, in cells of the h x w feature map from its centre (x left to
+    right, y top to bottom; h = H/4 for the default strides, so +-7.5 for 64 px frames).
 
     3x3 convolutions with ReLU, the first two with stride 2 (the maps are H/4 x W/4: a quarter of
     the pixels' cost for every later layer, still ~3 px of a 64 px frame per cell, and the softmax's
@@ -315,9 +316,19 @@ class KeypointStem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.to_maps(self.features(x))  # (N, K, h, w)
         n, k, h, w = maps.shape
-        weights = torch.softmax(maps.flatten(2).float() / self.log_temperature.exp(), dim=-1)  # (N, K, h*w)
-        ys = torch.linspace(-1.0, 1.0, h, device=x.device)
-        xs = torch.linspace(-1.0, 1.0, w, device=x.device)
+        # Each map standardised over its positions before the softmax: at initialisation the maps'
+        # values differ by ~1e-2 across a frame, so a plain softmax is flat and every keypoint sits
+        # at the centre of every frame (std 0.002 across frames: the token carries nothing and
+        # learns slowly). Standardised, a map that responds to one small object peaks there.
+        flat = maps.flatten(2).float()
+        flat = (flat - flat.mean(-1, keepdim=True)) / (flat.std(-1, keepdim=True) + 1e-5)
+        weights = torch.softmax(flat / self.log_temperature.exp(), dim=-1)  # (N, K, h*w)
+        # Coordinates in feature-map cells from the centre, not in [-1, 1]: keypoints move by a
+        # fraction of the frame, so in [-1, 1] their spread across frames is ~0.05-0.4 while every
+        # other modality's tokens are z-scored (spread ~1); the image token's signal then starts
+        # ~10x weaker than the states' and the network learned to ignore it (BENCHMARKS.md, Images).
+        ys = torch.linspace(-(h - 1) / 2, (h - 1) / 2, h, device=x.device)
+        xs = torch.linspace(-(w - 1) / 2, (w - 1) / 2, w, device=x.device)
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
         px = (weights * grid_x.reshape(1, 1, -1)).sum(-1)
         py = (weights * grid_y.reshape(1, 1, -1)).sum(-1)
