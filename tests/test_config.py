@@ -237,3 +237,17 @@ def test_save_and_format_round_trip(tmp_path):
     assert text.startswith("data:\n  path: '1e5'\n  format: 'null'\n")  # sections in block style, quoted
     assert "betas: [0.9, 0.999]\n" in text and "lr: 3.0e-05\n" in text
     assert (tmp_path / "run.yaml").read_text() == text
+
+
+def test_every_builtin_config_loads_and_is_named_in_the_docs():
+    from mtm.config import RunConfig, builtin_configs, resolve_config_path
+
+    names = builtin_configs()
+    assert {"reference", "small", "demo", "pixels", "mlp-bc", "mlp-rcbc"} <= set(names)
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    for name in names:
+        cfg = load_config(RunConfig, resolve_config_path(name), [])  # rejects unknown keys
+        assert f"`{name}`" in docs, f"docs/configuration.md does not name the built-in config {name!r}"
+        assert cfg.train.steps >= 1
+    pixels = load_config(RunConfig, resolve_config_path("pixels"), [])
+    assert pixels.tokens.image_encoder == "keypoints" and pixels.tokens.image_augment_pad == 0
