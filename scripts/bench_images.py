@@ -5,7 +5,8 @@
 
 tokenizer: forward + backward time of ImageTokenizer + the network's embedding Linear(input_dim ->
 512) on batch x L = 4 uint8 frames, for the "patch" (16 x 16 patches, linear projection) and the
-"conv" (4 stride-2 3x3 convolutions) encoders, both giving 16 tokens per 64 x 64 frame; then one
+"conv" (4 stride-2 3x3 convolutions) encoders, both giving 16 tokens per 64 x 64 frame, and the
+"keypoints" encoder (3 convolutions + spatial softmax, 1 token of 16 keypoints per frame); then one
 whole MTM training step (width 512, 2 + 1 layers, states + images + returns + actions) with each.
 Medians of 5 after 2 warm-up runs.
 
@@ -27,6 +28,10 @@ Measured on the 2-core development machine (AMD EPYC, shared with two other busy
                                               conv    520 k params  289-309 ms   ~860 frames/s
         whole MTM step, batch 64, 76 tokens:  patch 3.47 s, conv 3.36 s (the Transformer dominates)
     -> the patch encoder is the default (3x faster, fewer parameters, no convolution kernels).
+    2026-11-27, one other training on the second core, batch 64 (fp32):
+        patch 82.5 ms (3,102 frames/s), conv 213 ms (1,200), keypoints 70.9 ms (3,611 frames/s,
+        32 k parameters); whole MTM step: patch 2.32 s, conv 2.42 s, keypoints 0.50 s (16 tokens
+        instead of 76: 4.6x the samples/s)
     loader, 400 Reacher episodes (20,400 frames of 64 px, 246 MB raw, 20 MB gzip'd on disk):
         sync 44,000-53,000 frames/s (about 5 ms per batch of 64 windows x 4)
         200 steps of a 10 ms stand-in step: 3.00 s reading in the training thread, 2.47 s with a
@@ -74,7 +79,7 @@ def bench_tokenizer(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     frames = torch.randint(0, 256, (args.batch, L, args.size, args.size, 3), dtype=torch.uint8)
     print(f"{args.batch} x {L} frames of {args.size} px, {args.threads} thread(s), forward + backward")
-    for encoder in ("patch", "conv"):
+    for encoder in ("patch", "conv", "keypoints"):
         torch.manual_seed(0)
         tok = ImageTokenizer(args.size, args.size, 3, encoder=encoder, patch_size=16).train()
         embed = nn.Linear(tok.input_dim, 512)
@@ -84,7 +89,7 @@ def bench_tokenizer(args: argparse.Namespace) -> None:
 
         ms = median_ms(step)
         params = sum(p.numel() for p in [*tok.parameters(), *embed.parameters()])
-        print(f"  {encoder:5s} tokenizer + embedding: k={tok.tokens_per_step} input_dim={tok.input_dim} "
+        print(f"  {encoder:9s} tokenizer + embedding: k={tok.tokens_per_step} input_dim={tok.input_dim} "
               f"params {params:,}  {ms:.1f} ms  {args.batch * L / ms * 1000:,.0f} frames/s")
 
         tokenizers = {
@@ -103,7 +108,7 @@ def bench_tokenizer(args: argparse.Namespace) -> None:
             sum(v.square().mean() for v in out.values()).backward()
 
         ms = median_ms(train_step, repeats=3, warmup=1)
-        print(f"  {encoder:5s} whole MTM step ({model.num_parameters():,} params, {model.layout.num_tokens} tokens): "
+        print(f"  {encoder:9s} whole MTM step ({model.num_parameters():,} params, {model.layout.num_tokens} tokens): "
               f"{ms:.0f} ms  {args.batch / ms * 1000:,.0f} samples/s")
 
 
