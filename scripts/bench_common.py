@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import statistics
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -74,3 +76,44 @@ def time_random_steps(vec, num_envs: int, target_steps: int) -> tuple[int, int, 
         _, _, terminated, truncated, _ = vec.step(vec.action_space.sample())
         episodes += int(np.count_nonzero(terminated | truncated))
     return calls * num_envs, episodes, time.perf_counter() - begin
+
+
+def calibrated_random_runner(env_id: str, num_envs: int, seed: int):
+    """mtm's EpisodeRunner of `num_envs` envs with a seeded RandomPolicy, after a calibration run of
+    max(4, K) episodes: (runner, policy, the next unused reset seed, mean random-episode length).
+    The length decides how many episodes make a chunk of a given number of steps."""
+    import numpy as np
+
+    from mtm.rollout import EpisodeRunner, RandomPolicy
+
+    runner = EpisodeRunner(env_id, num_envs)
+    policy = RandomPolicy(runner.action_space, seed=seed)
+    lengths = [len(ep.actions) for _, ep in runner.run(policy, max(4, num_envs), seed)]
+    return runner, policy, seed + len(lengths), float(np.mean(lengths))
+
+
+@dataclass(kw_only=True)
+class TimedSetting:
+    """What every interleaved-timing setting keeps: the rate of each timed chunk (steps/s), the
+    steps and episodes they covered, and the stepper to close (a vector env or an EpisodeRunner)."""
+
+    rates: list[float] = field(default_factory=list)
+    steps: int = 0
+    episodes: int = 0
+    _vec: Any = None
+    _runner: Any = None
+
+    def record(self, rate: float, steps: int, episodes: int) -> None:
+        self.rates.append(rate)
+        self.steps += steps
+        self.episodes += episodes
+
+    def close(self) -> None:
+        if self._vec is not None:
+            self._vec.close()
+        if self._runner is not None:
+            self._runner.close()
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)

@@ -31,31 +31,25 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (and its Ope
 import argparse  # noqa: E402
 import json  # noqa: E402
 import shlex  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 
-from bench_common import loadavg, machine_info, random_vector_env, time_random_steps  # noqa: E402
-from mtm.rollout import EpisodeRunner, RandomPolicy  # noqa: E402
+from bench_common import (  # noqa: E402
+    TimedSetting, calibrated_random_runner, loadavg, machine_info, random_vector_env, time_random_steps,
+)
 
 DEFAULT_ENVS = "Hopper-v5,HalfCheetah-v5,Walker2d-v5,Reacher-v5"
 
 
 @dataclass
-class Setting:
+class Setting(TimedSetting):
     env_id: str
     kind: str  # "SyncVectorEnv" | "EpisodeRunner"
     num_envs: int
-    rates: list[float] = field(default_factory=list)  # steps/s of each timed chunk
-    steps: int = 0
-    episodes: int = 0
     seconds: float = 0.0
-    _vec = None
-    _runner: EpisodeRunner | None = None
     _next_seed: int = 0
     _mean_len: float = 0.0
 
@@ -63,13 +57,8 @@ class Setting:
         if self.kind == "SyncVectorEnv":
             self._vec = random_vector_env(self.env_id, self.num_envs, seed)
         else:
-            self._runner = EpisodeRunner(self.env_id, self.num_envs)
-            self._policy = RandomPolicy(self._runner.action_space, seed=seed)
-            self._next_seed = seed
-            # Calibrate: the mean random-episode length decides how many episodes make a chunk.
-            lengths = [len(ep.actions) for _, ep in self._runner.run(self._policy, max(4, self.num_envs), seed)]
-            self._next_seed += len(lengths)
-            self._mean_len = float(np.mean(lengths))
+            self._runner, self._policy, self._next_seed, self._mean_len = calibrated_random_runner(
+                self.env_id, self.num_envs, seed)
 
     def chunk(self, target_steps: int, timed: bool) -> None:
         if self.kind == "SyncVectorEnv":
@@ -83,20 +72,8 @@ class Setting:
             self._next_seed += n
             steps, episodes = self._runner.stats.steps, n
         if timed:
-            self.rates.append(steps / elapsed)
-            self.steps += steps
-            self.episodes += episodes
+            self.record(steps / elapsed, steps, episodes)
             self.seconds += elapsed
-
-    def close(self) -> None:
-        if self._vec is not None:
-            self._vec.close()
-        if self._runner is not None:
-            self._runner.close()
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.rates)
 
     @property
     def mean_episode_length(self) -> float:

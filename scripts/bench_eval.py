@@ -66,12 +66,14 @@ from typing import Any, Callable  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench_common import loadavg, machine_info, random_vector_env, time_random_steps  # noqa: E402
+from bench_common import (  # noqa: E402
+    TimedSetting, calibrated_random_runner, loadavg, machine_info, random_vector_env, time_random_steps,
+)
 from mtm.evaluate import evaluate_policy  # noqa: E402
 from mtm.model.network import MTM, ModelConfig  # noqa: E402
 from mtm.model.tokenizers import ContinuousTokenizer  # noqa: E402
 from mtm.policy import MTMPolicy  # noqa: E402
-from mtm.rollout import EpisodeRunner, RandomPolicy, make_env  # noqa: E402
+from mtm.rollout import make_env  # noqa: E402
 
 DEFAULT_ENVS = "HalfCheetah-v5,Hopper-v5,Reacher-v5"
 
@@ -155,18 +157,13 @@ class Variant:
 
 
 @dataclass
-class Setting:
+class Setting(TimedSetting):
     env_id: str
     kind: str  # "SyncVectorEnv" | "EpisodeRunner" | "eval <variant>"
     num_envs: int
     variant: Variant | None = None
     metadata: dict | None = None
-    rates: list[float] = field(default_factory=list)
-    steps: int = 0
-    episodes: int = 0
     returns: list[float] = field(default_factory=list)
-    _vec: Any = None
-    _runner: EpisodeRunner | None = None
     _policy: Any = None
     _next_seed: int = 0
     chunk_episodes: int = 0
@@ -175,11 +172,9 @@ class Setting:
         if self.kind == "SyncVectorEnv":
             self._vec = random_vector_env(self.env_id, self.num_envs, seed)
         elif self.kind == "EpisodeRunner":
-            self._runner = EpisodeRunner(self.env_id, self.num_envs)
-            self._policy = RandomPolicy(self._runner.action_space, seed=seed)
-            lengths = [len(ep.actions) for _, ep in self._runner.run(self._policy, max(4, self.num_envs), seed)]
-            self._next_seed = seed + len(lengths)
-            self.chunk_episodes = max(self.num_envs, round(chunk_steps / float(np.mean(lengths))))
+            self._runner, self._policy, self._next_seed, mean_length = calibrated_random_runner(
+                self.env_id, self.num_envs, seed)
+            self.chunk_episodes = max(self.num_envs, round(chunk_steps / mean_length))
         else:
             # A whole number of rounds of K episodes: every env slot busy until the chunk's end
             # (the tail of a run, where fewer episodes remain than envs, is part of evaluation too).
@@ -203,19 +198,7 @@ class Setting:
             if timed:
                 self.returns.append(report["return_mean"])
         if timed:
-            self.rates.append(rate)
-            self.steps += steps
-            self.episodes += episodes
-
-    def close(self) -> None:
-        if self._vec is not None:
-            self._vec.close()
-        if self._runner is not None:
-            self._runner.close()
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.rates)
+            self.record(rate, steps, episodes)
 
 
 def run_eval(s: Setting, episodes: int, seed: int) -> dict[str, Any]:
