@@ -503,6 +503,7 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
                                         samples_s=f"{scalars['charts/samples_per_s']:.0f}")
                     if rt.device.type == "cpu":
                         release_free_memory()  # see mtm.training.memory: resident memory stays flat
+                    meter.restart_clock()  # as before the meter: logging and trimming are not training time
 
                 if rt.is_main and val_sampler is not None and tc.val_every and (
                     step % tc.val_every == 0 or step == tc.steps
