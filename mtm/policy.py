@@ -27,6 +27,9 @@ the return still to come, G minus the rewards received so far (Decision Transfor
     average      G / H                   | (G - received) / (H - t)
     discounted   (G / H)(1 - γ^H)/(1 - γ) | ((G - received) / (H - t)) (1 - γ^(H-t))/(1 - γ)
 where H is the data's rtg horizon. Actions are decoded to raw units and clipped to the action space.
+
+Precision: `precision="auto"` (the default) runs the network under bf16 autocast only where the
+device multiplies bf16 natively, as training does (mtm.hardware); "fp32" or "bf16" force one.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import torch
 from mtm.checkpoint import Checkpoint, load_checkpoint
 from mtm.data.episode import STATE_KEY
 from mtm.errors import ConfigError
+from mtm.hardware import resolve_precision
 from mtm.model.masks import bc_mask, rcbc_mask
 from mtm.model.build import model_from_spec
 
@@ -70,6 +74,7 @@ class MTMPolicy:
         decrement: bool = False,
         action_history: bool = True,
         device: torch.device | str = "cpu",
+        precision: str = "auto",
     ) -> None:
         mode = default_mode(model) if mode is None else mode
         if mode not in POLICY_MODES:
@@ -84,6 +89,8 @@ class MTMPolicy:
             raise ConfigError("give either a target return or a target fraction, not both")
         self.model = model.to(device).eval()
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self._autocast = self.precision.autocast(self.device)
         self.mode = mode
         self.num_envs = num_envs
         self.window = model.window
@@ -230,7 +237,9 @@ class MTMPolicy:
         for key, buf in self.images.items():
             batch[key] = buf[:n]
         visible = self._masks[c]  # (n, N)
-        predicted = self.model.predict(batch, visible, heads=("actions",), queries=self._queries[c])["actions"][rows, c]
+        with self._autocast:
+            predicted = self.model.predict(batch, visible, heads=("actions",), queries=self._queries[c])["actions"]
+        predicted = predicted[rows, c].float()
         action = torch.maximum(torch.minimum(predicted, self.action_high), self.action_low)
         self.actions[rows, c] = action
         self.steps[:n] += 1

@@ -53,6 +53,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench_common import loadavg, machine_info  # noqa: E402
+from roofline import Roof, measure_roof, record_step  # noqa: E402
 from mtm.config import RunConfig, load_config, resolve_config_path  # noqa: E402
 from mtm.data.episode import DatasetInfo  # noqa: E402
 from mtm.data.returns import episodes_returns_to_go  # noqa: E402
@@ -199,6 +200,7 @@ class Setting:
     phases: dict[str, float] = field(default_factory=dict)  # summed over timed steps (CPU only)
     timed_steps: int = 0
     peak_mem_gb: float = 0.0
+    roof: Roof | None = None  # this setting's matmul roof (scripts/roofline.py)
 
     @property
     def label(self) -> str:
@@ -239,6 +241,14 @@ class Setting:
             for k, v in (clock or {}).items():
                 self.phases[k] = self.phases.get(k, 0.0) + v
 
+    def measure_roof(self) -> None:
+        """Record one real step's matmuls (the eager model: a compiled one does the same FLOPs),
+        then time each shape alone at this setting's dtype and thread count."""
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        recorder = record_step(lambda: train_step(self.group, self.group.model, self.autocast(), None))
+        self.roof = measure_roof(recorder, self.group.device)
+
     def first_call(self) -> None:
         """The first step, alone: for compiled settings this is where compilation happens."""
         from torch._dynamo.utils import counters
@@ -270,6 +280,10 @@ def run_interleaved(settings: list[Setting], warmup: int, rounds: int, block: in
         status = s.error if s.error else f"{s.first_step_s:.2f} s"
         log(f"  first step  {s.label} {status}")
     live = [s for s in settings if s.error is None]
+    for s in live:
+        s.measure_roof()
+        log(f"  matmul roof {s.label} {s.roof.roof_flops_per_s / 1e9:.1f} GFLOP/s over {s.roof.shapes} shapes, "
+            f"{s.roof.flops / s.group.batch_size / 1e6:.0f} MFLOP/sample")
     for r in range(warmup):
         for s in live:
             s.run_block(1, timed=False)
@@ -332,7 +346,7 @@ def print_report(settings: list[Setting], params: dict[str, int], info: dict, da
           "median over rounds\n")
 
     head = f"{'config':<10} {'batch':>5} {'dtype':<5} {'thr':>3} {'comp':<4} {'first step':>11} " \
-           f"{'median step':>12} {'range (min-max)':>17} {'samples/s':>10}"
+           f"{'median step':>12} {'range (min-max)':>17} {'samples/s':>10} {'GFLOP/s':>8} {'roof':>7} {'of roof':>7}"
     head += "  peak GPU mem" if cuda else "  phases: data / fwd+loss / backward / optim"
     print(head)
     print("-" * len(head))
@@ -344,6 +358,9 @@ def print_report(settings: list[Setting], params: dict[str, int], info: dict, da
         lo, hi = min(s.block_s), max(s.block_s)
         spread = f"{lo * 1e3:.0f}-{hi * 1e3:.0f} ms"
         line = f"{s.label} {first:>11} {s.median_s * 1e3:9.1f} ms {spread:>17} {s.samples_per_s:10.0f}"
+        if s.roof is not None:
+            line += (f" {s.roof.flops / s.median_s / 1e9:8.1f} {s.roof.roof_flops_per_s / 1e9:7.1f} "
+                     f"{100 * s.roof.fraction(s.median_s):6.0f}%")
         if cuda:
             line += f"  {s.peak_mem_gb:.2f} GiB"
         elif s.timed_steps:
@@ -456,6 +473,9 @@ def main() -> None:
                 "phase_fractions": ({p: s.phases[p] / sum(s.phases.values()) for p in PHASES}
                                     if s.phases else None),
                 "peak_gpu_mem_gib": s.peak_mem_gb if cuda else None,
+                "model_flops_per_sample": s.roof.flops / s.group.batch_size if s.roof else None,
+                "roof_flops_per_s": s.roof.roof_flops_per_s if s.roof else None,
+                "roof_fraction": s.roof.fraction(s.median_s) if s.roof and s.block_s else None,
             })
         payload = {"command": command, "machine": info, "data": data_desc, "rounds": rounds,
                    "rounds_completed": max((len(s.block_s) for s in settings), default=0), "block": block,

@@ -26,7 +26,7 @@ import shutil
 import signal
 import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from mtm.data.trajectories import Trajectories, load_trajectories
 from mtm.data.batches import WindowBatches
 from mtm.data.windows import WindowSampler
 from mtm.errors import ConfigError, DataError, MTMError, OutputExistsError
+from mtm.hardware import Precision, cpu_kernel_path, resolve_precision, thread_summary
 from mtm.model.loss import mtm_loss
 from mtm.model.masks import MaskMixture
 from mtm.model.build import build_model, model_from_spec
@@ -207,7 +208,7 @@ def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step
         def factory(slots: int) -> MTMPolicy:
             return MTMPolicy(model, metadata, num_envs=slots, mode=None if tc.eval_mode == "auto" else tc.eval_mode,
                              target_fraction=tc.eval_target_fraction,
-                             device=next(model.parameters()).device)
+                             device=next(model.parameters()).device, precision=tc.precision)
 
         video = run_dir / "videos" / f"step_{step:08d}.mp4" if tc.eval_video else None
         return evaluate_policy(factory, metadata, env_id, episodes=tc.eval_episodes, num_envs=tc.eval_num_envs,
@@ -282,6 +283,23 @@ def _load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> _RunData:
     return _RunData(data=data, train=train_data, val=val_data, stats=train_data.stats(), identity=identity,
                     image_keys=image_keys, train_sampler=batches(train_data),
                     val_sampler=batches(val_data) if val_data.num_episodes else None, eval_env=eval_env)
+
+
+def _runtime_info(rt: Runtime, precision: Precision) -> dict:
+    """Where and how the run computes: saved in every checkpoint's metadata and shown at start."""
+    info = {"device": str(rt.device), "world_size": rt.world_size, "precision": precision.to_dict()}
+    if rt.device.type == "cpu":
+        info.update(cpu=cpu_kernel_path(), threads=torch.get_num_threads(), threads_summary=thread_summary())
+    return info
+
+
+def _describe_runtime(info: dict) -> str:
+    text = f"device {info['device']}, precision {info['precision']['dtype']} ({info['precision']['reason']})"
+    if info.get("threads_summary"):
+        text += f", {info['threads_summary']}"
+    if info["world_size"] > 1:
+        text += f", {info['world_size']} processes"
+    return text
 
 
 def _run_metadata(cfg: RunConfig, run: _RunData, model: torch.nn.Module) -> dict:
@@ -366,16 +384,18 @@ class _LossMeter:
 
 
 def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool = False,
-          progress: bool = True) -> TrainResult:
-    """Train (or continue) a run. `resume`: a run directory whose `last` checkpoint to continue."""
+          progress: bool = True, say: Callable[[str], None] | None = print) -> TrainResult:
+    """Train (or continue) a run. `resume`: a run directory whose `last` checkpoint to continue.
+    `say` prints the one line on device, precision and threads at start (rank 0; None: quiet)."""
     rt = setup_runtime(cfg.train.device)
     try:
-        return _train(cfg, rt, resume=resume, overwrite=overwrite, progress=progress)
+        return _train(cfg, rt, resume=resume, overwrite=overwrite, progress=progress, say=say)
     finally:
         teardown_runtime(rt)
 
 
-def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bool) -> TrainResult:
+def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bool,
+           say: Callable[[str], None] | None) -> TrainResult:
     tc = cfg.train
     if not cfg.data.path:
         raise ConfigError("no dataset given: pass --data PATH (or --set data.path=PATH)")
@@ -423,14 +443,19 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
         forward = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     if tc.compile:
         forward = torch.compile(forward, dynamic=True)
-    autocast = (torch.autocast(device_type=rt.device.type, dtype=torch.bfloat16) if tc.bf16 else nullcontext())
+    precision = resolve_precision(tc.precision, rt.device)
+    autocast = precision.autocast(rt.device)
+    runtime = _runtime_info(rt, precision)
+    if rt.is_main and say is not None:
+        say(_describe_runtime(runtime))
 
-    metadata = _run_metadata(cfg, run_data, model)
+    metadata = {**_run_metadata(cfg, run_data, model), "runtime": runtime}
     logger = _Logger(run_dir, enabled=rt.is_main)
     if rt.is_main:
         save_config(cfg, run_dir / CONFIG_FILE)
         if checkpoint is None:
             logger.text("hparams", "```\n" + format_config(cfg) + "\n```")
+            logger.text("runtime", _describe_runtime(runtime))
             logger.text("data", f"{cfg.data.path}: {run_data.train.num_episodes} train / "
                                 f"{run_data.val.num_episodes} val episodes, {train_sampler.num_windows} train windows")
 
@@ -454,7 +479,7 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
             where = f"{last_saved} is the last good checkpoint" if last_saved else "no checkpoint was saved"
             raise TrainingDiverged(
                 f"loss became NaN/inf before step {step}; stopped ({where}). "
-                f"Try a lower train.lr, train.grad_clip > 0, or train.bf16=false"
+                f"Try a lower train.lr, train.grad_clip > 0, or train.precision=fp32"
             )
 
     bar = None
