@@ -5,7 +5,7 @@ pieces (nothing of the model is re-implemented here):
 
     step_generator(seed, rank, step) -> WindowSampler.sample -> MaskMixture (per-sample masks)
     -> MTM forward (under bf16 autocast when asked, optionally torch.compile'd) -> mtm_loss
-    -> backward -> clip_grad_norm_ -> AdamW step (fused on CUDA) -> LR scheduler step
+    -> backward -> clip_grad_norm_ -> AdamW step (mtm.training.optim) -> LR scheduler step
 
 Settings are the cross product of --configs x --batch-size x --dtypes x --threads x --compile.
 Settings that share (config, batch size) share one model and one optimiser (their speed does not
@@ -17,6 +17,12 @@ and samples/s = batch size / median step time. On CPU each step is also split in
 (data = windows + mask, forward + loss, backward, optimiser = clip + AdamW + scheduler); on CUDA
 the block is bracketed by torch.cuda.synchronize() and peak GPU memory is reported.
 
+Roofline (scripts/roofline.py): each setting's model FLOPs per sample, counted from the shapes of
+one real step's matmuls (so the encoder's visible-token packing counts as it runs), and the matmul
+roof this process measures by timing each of those shapes alone at the setting's dtype and thread
+count. The table gives achieved GFLOP/s, the roof and the fraction of it. --profile N then times
+every aten op over N more steps of each CPU setting: where the step's time goes.
+
 Data: the shared dataset ../shared/datasets/hopper-medium-replay-v5.hdf5 when present
 (--data auto, the default), else synthetic in-memory Hopper-like trajectories (S = 11, A = 3,
 100k steps); --data synthetic or --data PATH choose explicitly.
@@ -26,6 +32,7 @@ Usage:
   python scripts/bench_train.py --configs reference --batch-size 256,2048 --steps 4 --warmup 1
   python scripts/bench_train.py --configs small --compile off,on --threads 1
   python scripts/bench_train.py --device cuda --configs reference --compile off,on --json out.json
+  python scripts/bench_train.py --configs reference --batch-size 256 --dtypes fp32 --threads 1 --profile 3
 
 OpenMP: OMP_WAIT_POLICY defaults to PASSIVE here (set before torch is imported); with the default
 (active) policy, 2 threads on a 2-core machine whose other core is busy can be 10-100x slower.
@@ -53,7 +60,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench_common import loadavg, machine_info  # noqa: E402
-from roofline import Roof, measure_roof, record_step  # noqa: E402
+from roofline import Roof, format_profile, measure_roof, profile_steps, record_step  # noqa: E402
 from mtm.config import RunConfig, load_config, resolve_config_path  # noqa: E402
 from mtm.data.episode import DatasetInfo  # noqa: E402
 from mtm.data.returns import episodes_returns_to_go  # noqa: E402
@@ -63,7 +70,7 @@ from mtm.model.loss import mtm_loss  # noqa: E402
 from mtm.model.masks import MaskMixture  # noqa: E402
 from mtm.model.network import MTM  # noqa: E402
 from mtm.training.loop import build_tokenizers, step_generator  # noqa: E402
-from mtm.training.schedule import warmup_cosine  # noqa: E402
+from mtm.training.optim import build_optimizer, build_scheduler  # noqa: E402
 
 SHARED_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hopper-medium-replay-v5.hdf5"
 PHASES = ("data", "fwd+loss", "backward", "optim")
@@ -140,11 +147,8 @@ def build_group(name: str, cfg: RunConfig, batch_size: int, data: Trajectories, 
     torch.manual_seed(tc.seed)
     model = MTM(cfg.model, build_tokenizers(cfg, stats), cfg.data.window).to(device)
     model.train()
-    optimizer = torch.optim.AdamW(model.optim_groups(tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas),
-                                  fused=device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, warmup_steps=tc.warmup_steps, total_steps=tc.steps)
-    )
+    optimizer = build_optimizer(model, tc, device)
+    scheduler = build_scheduler(optimizer, tc)
     return Group(name, cfg, batch_size, device, sampler, model, optimizer, scheduler,
                  MaskMixture.from_string(tc.mask),
                  nonfinite=torch.zeros((), dtype=torch.int32, device=device),
@@ -399,6 +403,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to every config, e.g. model.dropout=0 (repeatable)")
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="after timing, time every aten op over STEPS more steps of each setting (CPU)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -457,6 +463,15 @@ def main() -> None:
             if not s.block_s and s.error is None:
                 s.error = "not measured (interrupted before its first timed block)"
     print_report(settings, params, info, data_desc, command, rounds, block, args.warmup)
+    if args.profile:
+        for s in settings:
+            if s.error is None and not s.compile and not cuda:  # on CUDA ops return before they finish
+                print(f"\nwhere the time goes: {s.label.strip()} ({args.profile} steps)")
+                if s.threads is not None:
+                    torch.set_num_threads(s.threads)
+                timer, wall = profile_steps(lambda: train_step(s.group, s.group.model, s.autocast(), None),
+                                            args.profile)
+                print("\n".join("  " + line for line in format_profile(timer, wall, args.profile)))
 
     if args.json:
         info["loadavg_end"] = loadavg()

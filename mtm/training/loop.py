@@ -48,7 +48,7 @@ from mtm.model.build import build_model, model_from_spec
 from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer, Tokenizer
 from mtm.training.memory import release_free_memory
 from mtm.training.runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
-from mtm.training.schedule import warmup_cosine
+from mtm.training.optim import build_optimizer, build_scheduler
 from mtm.training.validation import prediction_errors
 
 CONFIG_FILE = "config.yaml"
@@ -429,11 +429,8 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
     baseline_means = {name: torch.as_tensor(stats[name].mean) for name in ("states", "actions")}
     mask_fn = MaskMixture.from_string(tc.mask)
 
-    optimizer = torch.optim.AdamW(model.optim_groups(tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas),
-                                  fused=rt.device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, warmup_steps=tc.warmup_steps, total_steps=tc.steps)
-    )
+    optimizer = build_optimizer(model, tc, rt.device)
+    scheduler = build_scheduler(optimizer, tc)
     start_step = _restore_train_state(checkpoint, optimizer, scheduler, rt, tc.seed) if checkpoint else 0
 
     forward = model
