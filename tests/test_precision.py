@@ -158,3 +158,37 @@ def test_policy_follows_the_same_rule(reacher_run, no_native_bf16):
     assert a16.dtype == np.float32 and np.isfinite(a16).all()
     assert np.abs(a32 - a16).max() < 0.05  # bf16 keeps ~3 significant digits
     assert not np.array_equal(a32, a16)  # it really ran in bf16
+
+
+# --------------------------------------------------------------------------------------------------
+# Threads
+
+
+def _wait_policy_after_cli_import(env_value):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if env_value is not None:
+        env["OMP_WAIT_POLICY"] = env_value
+    code = "import os, sys, mtm.cli; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_cli_makes_openmp_wait_passively_before_torch_loads():
+    assert _wait_policy_after_cli_import(None) == ["PASSIVE", "False"]
+
+
+def test_cli_keeps_the_users_wait_policy():
+    assert _wait_policy_after_cli_import("ACTIVE") == ["ACTIVE", "False"]
+
+
+def test_thread_summary_says_the_count_and_where_it_came_from(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    n = torch.get_num_threads()
+    assert hardware.thread_summary() == f"{n} thread{'s' if n != 1 else ''} (OMP_WAIT_POLICY=PASSIVE)"
+    monkeypatch.setenv("OMP_NUM_THREADS", str(n))
+    assert "from OMP_NUM_THREADS" in hardware.thread_summary()
