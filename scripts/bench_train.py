@@ -66,6 +66,7 @@ from mtm.data.episode import DatasetInfo  # noqa: E402
 from mtm.data.returns import episodes_returns_to_go  # noqa: E402
 from mtm.data.trajectories import Trajectories, load_trajectories  # noqa: E402
 from mtm.data.windows import WindowSampler  # noqa: E402
+from mtm.hardware import native_bf16  # noqa: E402
 from mtm.model.loss import mtm_loss  # noqa: E402
 from mtm.model.masks import MaskMixture  # noqa: E402
 from mtm.model.network import MTM  # noqa: E402
@@ -285,6 +286,10 @@ def run_interleaved(settings: list[Setting], warmup: int, rounds: int, block: in
         log(f"  first step  {s.label} {status}")
     live = [s for s in settings if s.error is None]
     for s in live:
+        if s.dtype == "bf16" and not native_bf16(s.group.device)[0]:
+            log(f"  matmul roof {s.label} not measured: bf16 is emulated on this device (bare bf16 matmuls "
+                f"run far slower than the model's autocast path, so there is no meaningful roof)")
+            continue
         s.measure_roof()
         log(f"  matmul roof {s.label} {s.roof.roof_flops_per_s / 1e9:.1f} GFLOP/s over {s.roof.shapes} shapes, "
             f"{s.roof.flops / s.group.batch_size / 1e6:.0f} MFLOP/sample")
