@@ -35,6 +35,7 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
     from mtm.config import RunConfig, load_config, resolve_config_path
     from mtm.errors import ConfigError
     from mtm.training.loop import CONFIG_FILE, train
+    from mtm.training.rundir import recover
 
     extra = list(overrides)
     for key, value in (("data.path", data), ("train.run_dir", run_dir), ("train.device", device)):
@@ -43,6 +44,11 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
     if resume is not None:
         if config_name is not None:
             raise ConfigError("--resume continues a run with its own config.yaml; drop --config (use --set to change fields)")
+        if overwrite:
+            raise ConfigError("--resume continues a run and --overwrite replaces one; give only one of them")
+        # A killed --overwrite may have left the earlier run set aside: put it back before its
+        # config.yaml is read.
+        recover(resume)
         base = Path(resume) / CONFIG_FILE
         if not base.exists():
             raise ConfigError(f"{resume}: not a run directory (no {CONFIG_FILE}); nothing to resume")
