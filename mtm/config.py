@@ -28,7 +28,6 @@ import json
 import os
 import re
 import types
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -36,6 +35,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 from mtm.errors import ConfigError
+from mtm.io import atomic_write_text, fsync_dir  # noqa: F401 - durable writes, long imported from here
 from mtm.model.network import ModelConfig
 
 T = TypeVar("T")
@@ -229,46 +229,6 @@ def save_config(cfg: Any, path: str | os.PathLike) -> Path:
         text = format_config(cfg)
     atomic_write_text(p, text)
     return p
-
-
-# --------------------------------------------------------------------------------------------------
-# Durable file writes (also used by mtm.checkpoint)
-# --------------------------------------------------------------------------------------------------
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Replace `path` with `text` so that a crash leaves either the old or the new file, never half.
-
-    The temp file sits in the same folder (os.replace is only atomic within one file system) and is
-    fsynced before the rename, and the folder after it, so the rename cannot reach the disk first.
-    """
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(p.parent)
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """Make a rename or creation inside `path` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # Windows cannot open folders; its renames are journaled anyway.
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,11 +14,14 @@ no-op.)
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
+import uuid
+import warnings
 from pathlib import Path
 
-from mtm.errors import OutputError
+from mtm.errors import MTMWarning, OutputError
 
 try:
     import fcntl
@@ -35,7 +38,6 @@ _ENVIRONMENT_ERRNOS = {
     errno.EACCES: ("permission denied", "choose a folder you can write to"),
     errno.EPERM: ("operation not permitted", "choose a folder you can write to"),
     errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose another path"),
-    errno.EIO: ("input/output error (a failing disk?)", "check the disk or write elsewhere"),
 }
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -43,7 +45,8 @@ _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _ERRNO_PATTERNS = (
     re.compile(r"\[Errno (\d+)\]"),  # Python
     re.compile(r"errno = (\d+)"),  # HDF5 (h5py): "file write failed: ... errno = 28, ..."
-    re.compile(r"code: (\d+)"),  # Rust io::Error (safetensors): "Os { code: 28, kind: StorageFull, ..."
+    re.compile(r"os error (\d+)"),  # Rust io::Error (safetensors): "I/O error: No space left on device (os error 28)"
+    re.compile(r"code: (\d+)"),  # the same, debug-formatted: "Os { code: 28, kind: StorageFull, ..."
 )
 
 
@@ -81,6 +84,68 @@ def is_out_of_space(exc: BaseException) -> bool:
     return error_number(exc) in _SPACE_ERRNOS
 
 
+def check_writable_folder(path: str | os.PathLike) -> Path:
+    """Make sure a new file can be created in the folder of output `path`, before any work is done
+    (an `eval` must not run its rollouts and only then find it cannot save them). Creating a file is
+    the only test that holds for every user and file system: root ignores permissions, and a
+    read-only mount refuses even root."""
+    folder = Path(path).parent
+    if not folder.exists():
+        raise OutputError(f"{folder}: output folder does not exist")
+    if not folder.is_dir():
+        raise OutputError(f"{folder}: is a file, not a folder; choose another path for the output")
+    probe = folder / f".mtm-write-test-{uuid.uuid4().hex[:8]}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        found = failure_reason(exc)
+        if found is None:
+            raise
+        raise OutputError(f"{folder}: cannot write in this folder ({found[0]}); {found[1]}") from None
+    os.unlink(probe)
+    return folder
+
+
+# --------------------------------------------------------------------------------------------------
+# Durable writes
+# --------------------------------------------------------------------------------------------------
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace `path` with `text` so that a crash leaves either the old or the new file, never half.
+
+    The temp file sits in the same folder (os.replace is only atomic within one file system) and is
+    fsynced before the rename, and the folder after it, so the rename cannot reach the disk first.
+    """
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(p.parent)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename or creation inside `path` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # Windows cannot open folders; its renames are journaled anyway.
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 # --------------------------------------------------------------------------------------------------
 # Locks
 # --------------------------------------------------------------------------------------------------
@@ -113,3 +178,67 @@ def is_locked(path: Path) -> bool:
         return False
     finally:
         os.close(fd)  # closing drops the probe's own lock
+
+
+# --------------------------------------------------------------------------------------------------
+# Partial files
+# --------------------------------------------------------------------------------------------------
+
+
+def open_partial(partial: Path, output: Path) -> int:
+    """Create (or take over) `partial`, the file an output is written to before it is renamed into
+    place, and lock it for as long as it is open.
+
+    A partial file nobody holds was left by a killed run: it is reused (emptied), and the user is
+    told. One that a live process holds is that process's work: OutputError. Returns the fd.
+    """
+    existed = partial.exists()
+    try:
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o666)  # no O_TRUNC before the lock is ours
+    except OSError as exc:
+        failure = write_failure(exc, output, "creating the output")
+        if failure is None:
+            raise
+        raise failure from None
+    if not try_lock(fd):
+        os.close(fd)
+        raise OutputError(f"{output}: another process is writing this output ({partial} is locked); "
+                          f"wait for it or choose another output")
+    if existed:
+        warnings.warn(f"{partial}: removed, left behind by an interrupted run", MTMWarning, stacklevel=3)
+    os.ftruncate(fd, 0)
+    return fd
+
+
+class DeferredFailureFile(io.FileIO):
+    """The file under an HDF5 file that h5py writes through (its "fileobj" driver), whose write
+    failures are recorded instead of raised.
+
+    HDF5 does not survive a failed write: its metadata cache is left inconsistent, every later call
+    and the final close fail again, and h5py crashed (a segfault) while closing such a file on a
+    full disk. Here HDF5 never sees a failure. The first one is kept in `failure` and every write
+    after it is discarded (the file is abandoned anyway), so HDF5 runs on, closes cleanly, and the
+    writer reports `failure` as one error line and deletes the file. KeyboardInterrupt is deferred the
+    same way: raised inside HDF5's C code it would be lost or corrupt the file.
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(fd, "r+", closefd=True)
+        self.failure: BaseException | None = None
+
+    def write(self, data) -> int:  # type: ignore[override]
+        view = memoryview(data).cast("B")
+        if self.failure is None:
+            try:
+                done = 0
+                while done < len(view):  # h5py expects whole writes; a raw write may be short
+                    written = self._write_some(view[done:])
+                    if not written:
+                        raise OSError(errno.EIO, "write returned no bytes")
+                    done += written
+            except BaseException as exc:  # noqa: B036 - see the class docstring
+                self.failure = exc
+        return len(view)
+
+    def _write_some(self, view: memoryview) -> int | None:
+        return super().write(view)  # the one system call; tests inject faults here

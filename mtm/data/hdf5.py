@@ -10,6 +10,7 @@ import numpy as np
 
 from mtm.data.episode import EpisodeSource
 from mtm.errors import DataError, OutputExistsError
+from mtm.io import check_writable_folder
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -67,14 +68,14 @@ class GroupPerEpisode(EpisodeSource):
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to clobber an existing output unless asked; make sure its folder exists."""
+    """Refuse to clobber an existing output unless asked; make sure its folder exists and takes
+    new files (commands call this before any work, so a read-only folder costs nothing)."""
     p = Path(path)
     if p.is_dir():
         raise OutputExistsError(f"{p}: is a directory; give a file path for the output")
     if p.exists() and not overwrite:
         raise OutputExistsError(f"{p}: already exists; pass --overwrite to replace it")
-    if not p.parent.exists():
-        raise DataError(f"{p.parent}: output folder does not exist")
+    check_writable_folder(p)
     return p
 
 

@@ -32,15 +32,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from mtm.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from mtm.config import RunConfig, atomic_write_text, config_to_dict, format_config, save_config
+from mtm.config import RunConfig, config_to_dict, format_config, save_config
 from mtm.data.identity import dataset_identity
 from mtm.data.stats import ModalityStats
 from mtm.data.trajectories import Trajectories, load_trajectories
 from mtm.data.batches import WindowBatches
 from mtm.data.windows import WindowSampler
-from mtm.errors import ConfigError, DataError, MTMError
+from mtm.errors import ConfigError, DataError, MTMError, OutputError
+from mtm.io import atomic_write_text, write_failure
 from mtm.model.loss import mtm_loss
 from mtm.model.masks import MaskMixture
 from mtm.model.build import build_model, model_from_spec
@@ -396,8 +398,18 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
     if tc.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=False)
     seed_everything(tc.seed + rt.rank)
-    with run.acquire(overwrite=overwrite, resume=resume is not None):
-        return _train_locked(cfg, rt, run, resume=resume, overwrite=overwrite, progress=progress)
+    try:
+        with run.acquire(overwrite=overwrite, resume=resume is not None):
+            return _train_locked(cfg, rt, run, resume=resume, overwrite=overwrite, progress=progress)
+    except (OSError, RuntimeError, SafetensorError) as exc:  # a full disk, a read-only mount...
+        failure = write_failure(exc, run_dir)
+        if failure is None:
+            raise
+        last = run_dir / "checkpoints" / "last"
+        if run.committed and last.is_file():
+            failure = OutputError(f"{failure}; the last checkpoint is intact: once there is space, continue "
+                                  f"with: mtm train --resume {run_dir}")
+        raise failure from None
 
 
 def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, overwrite: bool,

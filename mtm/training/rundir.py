@@ -35,9 +35,8 @@ import warnings
 from pathlib import Path
 
 from mtm.checkpoint import CHECKPOINTS_DIR, LAST_FILE
-from mtm.config import fsync_dir
 from mtm.errors import MTMWarning, OutputError, OutputExistsError
-from mtm.io import failure_reason, try_lock
+from mtm.io import failure_reason, fsync_dir, try_lock
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -248,6 +247,10 @@ class RunDirectory:
                 restored = True
         if restored:
             _say(f"{p}: restored the earlier run that an interrupted --overwrite had set aside")
+
+    @property
+    def committed(self) -> bool:
+        return self._committed
 
     # ---- context manager --------------------------------------------------------------------------
 

@@ -19,7 +19,10 @@ arrays are stored contiguous and uncompressed: they are small and load fastest t
 
 The writer appends one episode at a time and flushes after each; the file is written under
 ``<name>.partial`` and renamed into place by ``commit()``, so the output path never holds a
-half-written file and an existing file is only replaced once the new one is complete.
+half-written file and an existing file is only replaced once the new one is complete. HDF5 writes
+through `mtm.io.DeferredFailureFile`, so a full disk or a read-only mount is one OutputError (and
+the partial file removed) rather than a cascade of HDF5 errors; the partial file is locked while
+it is written, and one left by a killed run is taken over (and the user told).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ import numpy as np
 import mtm
 from mtm.data.episode import DatasetInfo, Episode, select_keys
 from mtm.data.hdf5 import GroupPerEpisode, check_output_path, open_hdf5, partial_path, read_array
-from mtm.errors import DataError
+from mtm.errors import DataError, OutputError
+from mtm.io import DeferredFailureFile, fsync_dir, open_partial, write_failure
 
 FORMAT_NAME = "mtm-episodes"
 SCHEMA_VERSION = 1
@@ -77,11 +81,15 @@ class EpisodeWriter:
         self.num_episodes = 0
         self.num_steps = 0
         self._layout: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None
-        self._file: h5py.File | None = h5py.File(self.tmp_path, "w")
+        self._file: h5py.File | None = None
+        self._raw: DeferredFailureFile | None = DeferredFailureFile(open_partial(self.tmp_path, self.path))
         try:
+            self._file = h5py.File(self._raw, "w")
             self._write_header()
-        except BaseException:
+            self._check_writes()
+        except BaseException as exc:
             self.abort()
+            self._raise_write_failure(exc)
             raise
 
     def _write_header(self) -> None:
@@ -108,6 +116,22 @@ class EpisodeWriter:
         f.create_group(EPISODES_GROUP)
         f.flush()
 
+    def _check_writes(self) -> None:
+        """Raise what the file under HDF5 recorded (mtm.io.DeferredFailureFile), as one clear error."""
+        if self._raw is not None and self._raw.failure is not None:
+            self._raise_write_failure(self._raw.failure)
+            raise self._raw.failure
+
+    def _raise_write_failure(self, exc: BaseException) -> None:
+        """If the disk (not mtm) is why `exc` happened, raise that as an OutputError."""
+        recorded = self._raw.failure if self._raw is not None else None
+        if isinstance(recorded, KeyboardInterrupt):
+            raise KeyboardInterrupt
+        for cause in (recorded, exc):
+            failure = write_failure(cause, self.path) if cause is not None else None
+            if failure is not None:
+                raise OutputError(f"{failure}; nothing was written") from None
+
     def _check_layout(self, episode: Episode, where: str) -> None:
         layout = {k: (v.shape[1:], v.dtype) for k, v in episode.observations.items()}
         layout["actions"] = (episode.actions.shape[1:], episode.actions.dtype)
@@ -132,6 +156,14 @@ class EpisodeWriter:
         where = f"{self.info.source} episode {self.num_episodes}"
         episode.validate(where)
         self._check_layout(episode, where)
+        try:
+            self._add(episode)
+            self._check_writes()
+        except BaseException as exc:
+            self._raise_write_failure(exc)
+            raise
+
+    def _add(self, episode: Episode) -> None:
         g = self._file[EPISODES_GROUP].create_group(episode_name(self.num_episodes))
         g.attrs["length"] = episode.length
         g.attrs["has_final_observation"] = episode.has_final_observation
@@ -164,17 +196,35 @@ class EpisodeWriter:
     def commit(self) -> Path:
         """Close the file and move it to the output path (replacing an old file only now)."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            try:
+                self._file.close()
+                self._file = None
+                self._check_writes()
+                os.fsync(self._raw.fileno())  # on disk before the rename makes it the output
+            except BaseException as exc:
+                self.abort()
+                self._raise_write_failure(exc)
+                raise
+            # Renamed while still locked: the lock stays with the file, and a partial file that
+            # another writer creates from now on is a new one.
             os.replace(self.tmp_path, self.path)
+            self._raw.close()
+            self._raw = None
+            fsync_dir(self.path.parent)
         return self.path
 
     def abort(self) -> None:
         """Close and delete the partial file; the output path is left as it was."""
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()  # cannot fail on the disk's account: see DeferredFailureFile
+            except Exception:  # noqa: BLE001 - the file is being thrown away whatever went wrong
+                pass
             self._file = None
-        self.tmp_path.unlink(missing_ok=True)
+        if self._raw is not None:
+            self.tmp_path.unlink(missing_ok=True)  # while still locked: no one else is using it
+            self._raw.close()
+            self._raw = None
 
     def __enter__(self) -> "EpisodeWriter":
         return self
