@@ -389,6 +389,13 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
         raise ConfigError("no dataset given: pass --data PATH (or --set data.path=PATH)")
     if tc.batch_size % rt.world_size:
         raise ConfigError(f"train.batch_size {tc.batch_size} is not divisible by the {rt.world_size} processes")
+    if tc.eval_every:
+        from mtm.policy import check_target_fraction
+
+        try:
+            check_target_fraction(tc.eval_target_fraction)
+        except ConfigError as exc:
+            raise ConfigError(f"train.eval_target_fraction: {exc}") from None
     run_dir = Path(resume if resume is not None else tc.run_dir)
     # Rank 0 owns the run directory. It is checked before anything is read, locked for the whole
     # run, and an earlier run is set aside only once the new one is known to be valid and deleted
