@@ -246,10 +246,15 @@ def evaluate_predictions(
         raise DataError(f"the training data {path!r} is not there; pass --data PATH")
     data = load_trajectories(path, format=data_cfg.format, rtg=data_cfg.rtg, gamma=data_cfg.gamma,
                              rtg_horizon=data_cfg.rtg_horizon)
+    model = load_model(checkpoint, device)
+    dims = (model.tokenizers["states"].dim, model.tokenizers["actions"].dim)
+    if (data.state_dim, data.action_dim) != dims:
+        raise DataError(f"{path}: states have {data.state_dim} dimensions and actions {data.action_dim}, but the "
+                        f"checkpoint was trained on {dims[0]} and {dims[1]}; give the dataset it was trained on "
+                        f"(or one of the same env)")
     _, val = data.split(data_cfg.val_fraction, data_cfg.split_seed)
     if val.num_episodes == 0:
         raise DataError("the run held out no episodes (data.val_fraction = 0): nothing to evaluate on")
-    model = load_model(checkpoint, device)
     keys = tuple(k for k in ("states", "actions", "returns") if k in model.tokenizers)
     sampler = WindowSampler(val, model.window, device=device, keys=keys)
     stats = checkpoint.metadata["stats"]

@@ -302,11 +302,27 @@ class NativeSource(GroupPerEpisode):
     def observation_keys(self) -> list[str]:
         return _dataset_keys(self._group(0)["observations"]) if self._names else []
 
+    def _stored_shapes(self, index: int) -> dict[str, tuple[int, ...]]:
+        """Per-step shapes of every array of an episode, from the file's metadata (nothing is read)."""
+        g = self._group(index)
+        shapes = {}
+        if isinstance(g.get("observations"), h5py.Group):
+            obs = g["observations"]
+            shapes = {f"observations/{k}": tuple(obs[k].shape[1:]) for k in _dataset_keys(obs)}
+        if isinstance(g.get("actions"), h5py.Dataset):
+            shapes["actions"] = tuple(g["actions"].shape[1:])
+        return shapes
+
+    def _episode0_shapes_of(self, keys: list[str]) -> dict[str, tuple[int, ...]]:
+        return self._stored_shapes(0)
+
     def episode(self, index: int, keys: Collection[str] | None = None) -> Episode:
         g = self._group(index)
         where = f"{self.path} {self._names[index]}"
         if "observations" not in g:
             raise DataError(f"{where}: missing group 'observations'")
+        # Every key, read or not: a summary reads one key per episode, training reads frames lazily.
+        self._check_step_shapes(index, self._stored_shapes(index), where)
         obs_group = g["observations"]
         seed = g.attrs.get("seed")
         source_id = g.attrs.get("source_id")
