@@ -176,6 +176,11 @@ def _check(ok: bool, message: str) -> None:
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
     """Defaults of `cls`, then the YAML/JSON file at `path`, then each ``key.sub=value`` override."""
     from_file = _read_config_file(Path(path)) if path is not None else {}
+    if path is not None:
+        try:  # before the overrides, which would replace a scalar section silently
+            _check_sections(cls, from_file, "")
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     raw = copy.deepcopy(from_file)
     for text in overrides:  # unknown keys and wrong types are reported here, naming the --set
         _apply_override(cls, raw, text)
@@ -188,6 +193,22 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
         else:
             source = "--set: " if overrides else ""
         raise ConfigError(source + str(exc)) from None
+
+
+def _check_sections(cls: type, raw: Mapping, where: str) -> None:
+    """Every section the file gives must be a mapping (`train: 5` is not a section; null is one only
+    where the section is optional). Other mistakes are left to `_build`, which names them."""
+    fields, hints = _init_fields(cls), _hints(cls)
+    for key, value in raw.items():
+        section = _section_type(hints[key]) if key in fields else None
+        if section is None:
+            continue
+        path = f"{where}.{key}" if where else str(key)
+        if value is None and section is not hints[key]:  # Optional[Section]: null means none
+            continue
+        if not isinstance(value, Mapping):
+            raise _type_error(path, hints[key], value)
+        _check_sections(section, value, path)
 
 
 def _build_error(cls: type, raw: Mapping) -> str | None:

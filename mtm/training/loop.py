@@ -26,6 +26,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ from mtm.data.stats import ModalityStats
 from mtm.data.trajectories import Trajectories, load_trajectories
 from mtm.data.batches import WindowBatches
 from mtm.data.windows import WindowSampler
-from mtm.errors import ConfigError, DataError, MTMError, OutputError
+from mtm.errors import ConfigError, DataError, MTMError, MTMWarning, OutputError
 from mtm.io import atomic_write_text, write_failure
 from mtm.model.loss import mtm_loss
 from mtm.model.masks import MaskMixture
@@ -51,7 +52,7 @@ from mtm.training.memory import release_free_memory
 from mtm.training.rundir import CONFIG_FILE, METRICS_FILE, RunDirectory
 from mtm.training.runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
 from mtm.training.schedule import warmup_cosine
-from mtm.training.validation import prediction_errors
+from mtm.training.validation import prediction_errors, steps_needed
 
 
 class TrainingDiverged(MTMError):
@@ -292,6 +293,20 @@ def _load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> _RunData:
                     val_sampler=batches(val_data) if val_data.num_episodes else None, eval_env=eval_env)
 
 
+def _no_validation_reason(run: _RunData, model: torch.nn.Module) -> str | None:
+    """Why asking for validation (val_fraction > 0, val_every > 0) will produce none, if it will not."""
+    if run.val.num_episodes == 0:
+        n = run.data.num_episodes
+        return f"the dataset has {n} episode{'' if n == 1 else 's'}, none can be held out"
+    needed = steps_needed(model)
+    longest = int(run.val.lengths.max())
+    if needed is not None and longest < needed:
+        return (f"the {run.val.num_episodes} held-out episodes have at most {longest} step{'' if longest == 1 else 's'}, "
+                f"and a {model.window}-step window needs {needed} real steps for any prediction to be scored; "
+                f"use longer episodes or a shorter data.window")
+    return None
+
+
 def _run_metadata(cfg: RunConfig, run: _RunData, model: torch.nn.Module) -> dict:
     """What a checkpoint carries besides weights: everything a policy or `mtm eval` needs to use
     the model without the dataset (statistics, return range, spaces, keys, the model's spec)."""
@@ -441,6 +456,13 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
         frame_shapes = {key: train_sampler.frame_shape(key) for key in image_keys}
         model = build_model(cfg.model, build_tokenizers(cfg, stats, frame_shapes), cfg.data.window)
     model.to(rt.device)
+    if rt.is_main and tc.val_every and cfg.data.val_fraction > 0:
+        reason = _no_validation_reason(run_data, model)
+        if reason is not None:
+            warnings.warn(f"no validation: {reason}", MTMWarning, stacklevel=2)
+            if val_sampler is not None:
+                val_sampler.close()
+                val_sampler = None
     baseline_means = {name: torch.as_tensor(stats[name].mean) for name in ("states", "actions")}
     mask_fn = MaskMixture.from_string(tc.mask)
 

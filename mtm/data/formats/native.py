@@ -94,27 +94,47 @@ class EpisodeWriter:
 
     def _write_header(self) -> None:
         f = self._file
-        info = self.info
         f.attrs["format"] = FORMAT_NAME
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["created_by"] = f"mtm {mtm.__version__}"
-        f.attrs["source_format"] = info.source_format
-        f.attrs["source"] = info.source
-        if info.env_id is not None:
-            f.attrs["env_id"] = info.env_id
-        for name in ("ref_min_score", "ref_max_score"):
-            value = getattr(info, name)
-            if value is not None:
-                f.attrs[name] = float(value)
-        for name in ("observation_space", "action_space"):
-            value = getattr(info, name)
-            if value is not None:
-                f.attrs[name] = json.dumps(value)
-        f.attrs["extra"] = json.dumps(info.extra)
+        self._write_info()
         f.attrs["num_episodes"] = 0
         f.attrs["num_steps"] = 0
         f.create_group(EPISODES_GROUP)
         f.flush()
+
+    def update_info(self, info: DatasetInfo) -> None:
+        """Describe the data differently before committing (an interrupted `mtm collect` records the
+        seeds it really holds)."""
+        if self._file is None:
+            raise RuntimeError("writer is closed")
+        self.info = info
+        try:
+            self._write_info()
+            self._file.flush()
+            self._check_writes()
+        except BaseException as exc:
+            self._raise_write_failure(exc)
+            raise
+
+    def _write_info(self) -> None:
+        f = self._file
+        info = self.info
+        f.attrs["source_format"] = info.source_format
+        f.attrs["source"] = info.source
+        optional = {"env_id": info.env_id}
+        for name in ("ref_min_score", "ref_max_score"):
+            value = getattr(info, name)
+            optional[name] = None if value is None else float(value)
+        for name in ("observation_space", "action_space"):
+            value = getattr(info, name)
+            optional[name] = None if value is None else json.dumps(value)
+        for name, value in optional.items():
+            if value is not None:
+                f.attrs[name] = value
+            elif name in f.attrs:
+                del f.attrs[name]
+        f.attrs["extra"] = json.dumps(info.extra)
 
     def _check_writes(self) -> None:
         """Raise what the file under HDF5 recorded (mtm.io.DeferredFailureFile), as one clear error."""
