@@ -283,6 +283,8 @@ class MinariSource(GroupPerEpisode):
         self._file = self._episodes_parent = open_hdf5(self.data_file)
         try:
             self._names = self._episode_names(meta.get("total_episodes"), metadata_file)
+            if not self._names:
+                raise DataError(f"{self.data_file}: holds no episodes")
             self.info = self._info(meta, obs_space, act_space, metadata_file)
         except BaseException:
             self.close()

@@ -303,6 +303,9 @@ class NativeSource(GroupPerEpisode):
             raise DataError(f"{self.path}: missing group '{EPISODES_GROUP}'")
         self._episodes_parent = f[EPISODES_GROUP]
         self._names = sorted(self._episodes_parent.keys())
+        if not self._names:
+            self._file.close()
+            raise DataError(f"{self.path}: holds no episodes")
         env_id = f.attrs.get("env_id")
         self.info = DatasetInfo(
             source_format=str(f.attrs.get("source_format", "native")),

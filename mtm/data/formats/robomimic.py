@@ -103,6 +103,8 @@ class RobomimicSource(GroupPerEpisode):
             self._names = all_demos
         else:
             self._names = self._filtered(filter_key, filters, set(all_demos))
+        if not self._names:
+            raise DataError(f"{self.path}: holds no demos" + (f" in mask/{filter_key}" if filter_key else ""))
 
         env_args = self._env_args(data)
         extra: dict[str, Any] = {
