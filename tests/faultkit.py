@@ -1,15 +1,20 @@
-"""Tools for the fault tests: running mtm against a full disk, a read-only folder or a kill -9, and
-checking what it leaves behind.
+"""Tools for the fault tests: bad datasets, a disk that fills up, a read-only folder, kill -9, and
+checks of what a command leaves behind.
 
-A full disk without mount privileges: a process's file-size limit (RLIMIT_FSIZE, with SIGXFSZ
-ignored) makes every write past the limit fail with EFBIG inside the kernel, whichever layer
-writes (Python, HDF5's C code, safetensors' Rust), exactly where ENOSPC would fail on a full disk.
-Where mounting is allowed (root in a VM), `tmpfs` gives the real thing: a tiny file system that
-says ENOSPC, or a read-only one.
+- WRITERS / edit(): a small valid dataset in every format, broken one way at a time (MALFORMATIONS).
+- FullDisk: a fault-injecting write wrapper for this process: from its k-th write on, every write
+  mtm makes fails with ENOSPC.
+- run_mtm(file_size_limit=...): a command in a fresh process under a file-size limit (RLIMIT_FSIZE,
+  SIGXFSZ ignored), so that every write past the limit fails with EFBIG inside the kernel, whichever
+  layer writes (Python, HDF5's C code, safetensors' Rust): a full disk that needs no privileges.
+- tmpfs(): where mounting is allowed (root in a VM), a tiny file system that says ENOSPC for real,
+  or a read-only one; tests that need it are skipped elsewhere.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import resource
 import signal
@@ -19,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import h5py
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,11 +102,6 @@ def remount_read_only(path: Path) -> None:
 # Each `write_*` writes three episodes (lengths 5, 4, 6; states of 3 numbers, actions of 2) and
 # returns the path a user would give. Each malformation edits one such dataset in place through
 # `edit(fmt, path, what)`, touching the same thing in every format where the format has it.
-
-import json  # noqa: E402
-
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
 
 LENGTHS = (5, 4, 6)
 STATE, ACTION = 3, 2
@@ -302,7 +304,69 @@ MALFORMATIONS = ("missing", "not-hdf5", "truncated", "no-episodes", "no-actions"
                  "inf-action", "state-size", "text-state", "zero-steps", "bad-metadata")
 
 
-# How many cases the fault tests tried (printed at the end of the session by conftest.py).
+# --------------------------------------------------------------------------------------------------
+# A disk that fills up, in this process
+# --------------------------------------------------------------------------------------------------
+
+
+class FullDisk:
+    """A fault-injecting write wrapper: from the `fail_at`-th write on, every write mtm makes fails
+    with ENOSPC, as on a disk that has just filled up (None: count only, never fail).
+
+    Writes are mtm's durable-output calls: every system write under an HDF5 output
+    (DeferredFailureFile), safetensors files, checkpoint JSON, atomic text files (config.yaml,
+    `last`, reports) and metrics rows. They fail the way the real thing does: OSError(ENOSPC), and
+    safetensors' own error for safetensors files.
+    """
+
+    def __init__(self, monkeypatch, fail_at: int | None = None) -> None:
+        import safetensors.torch
+        from safetensors import SafetensorError
+
+        import mtm.checkpoint
+        import mtm.config
+        import mtm.io
+        import mtm.training.loop
+
+        self.fail_at = fail_at
+        self.count = 0
+        self.failed = 0
+
+        def guard(make_error=None):
+            def check() -> None:
+                self.count += 1
+                if self.fail_at is not None and self.count >= self.fail_at:
+                    self.failed += 1
+                    raise (make_error or _enospc)()
+            return check
+
+        def wrap(owner, name: str, check) -> None:
+            original = getattr(owner, name)
+
+            def wrapper(*args, **kwargs):
+                check()
+                return original(*args, **kwargs)
+
+            monkeypatch.setattr(owner, name, wrapper)
+
+        plain = guard()
+        wrap(mtm.io.DeferredFailureFile, "_write_some", plain)
+        wrap(safetensors.torch, "save_file", guard(lambda: SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)")))
+        wrap(mtm.checkpoint, "_write_json", plain)
+        for module in (mtm.io, mtm.config, mtm.checkpoint, mtm.training.loop):
+            wrap(module, "atomic_write_text", plain)
+        wrap(mtm.training.loop._Logger, "scalars", plain)
+
+
+def _enospc() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# --------------------------------------------------------------------------------------------------
+# How many cases the fault tests tried (printed at the end of the session by conftest.py)
+# --------------------------------------------------------------------------------------------------
+
 TRIED: dict[str, int] = {}
 
 
