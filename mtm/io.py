@@ -1,14 +1,17 @@
-"""Writing outputs: one-line errors for the ways a disk says no, and locks that die with their process.
+"""Writing outputs: one-line errors for the ways a disk says no, durable writes, partial files, and
+locks that die with their process.
 
 Every command that writes (collect, convert, train, eval) fails the same way when the file system
 refuses: one `error:` line naming the path and the reason, exit 1, the partial output removed and
 any older output untouched. `write_failure` recognises such failures, whichever layer raised them:
 Python's OSError, h5py's OSError/RuntimeError (which carry the errno inside their message) and
-safetensors' errors (a Rust io::Error in the message).
+safetensors' errors (a Rust io::Error in the message). `check_writable_folder` finds a folder that
+cannot take the output before any work is done.
 
-Locks are `flock(2)` locks on an open file: the kernel drops them when the process ends, however it
-ends, so a `kill -9` never leaves a stale lock behind. (Where `fcntl` does not exist, locking is a
-no-op.)
+Outputs are written under a temporary name and renamed into place (`atomic_write_text`; HDF5 files
+through `open_partial` and `DeferredFailureFile`). Locks are `flock(2)` locks on an open file: the
+kernel drops them when the process ends, however it ends, so a `kill -9` never leaves a stale lock
+behind. (Where `fcntl` does not exist, locking is a no-op.)
 """
 
 from __future__ import annotations
@@ -39,14 +42,13 @@ _ENVIRONMENT_ERRNOS = {
     errno.EPERM: ("operation not permitted", "choose a folder you can write to"),
     errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose another path"),
 }
-_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 # How the errno appears in the messages of the libraries that write for mtm.
 _ERRNO_PATTERNS = (
     re.compile(r"\[Errno (\d+)\]"),  # Python
     re.compile(r"errno = (\d+)"),  # HDF5 (h5py): "file write failed: ... errno = 28, ..."
     re.compile(r"os error (\d+)"),  # Rust io::Error (safetensors): "I/O error: No space left on device (os error 28)"
-    re.compile(r"code: (\d+)"),  # the same, debug-formatted: "Os { code: 28, kind: StorageFull, ..."
+    re.compile(r"Os \{ code: (\d+)"),  # the same, debug-formatted: "Os { code: 28, kind: StorageFull, ..."
 )
 
 
@@ -78,10 +80,6 @@ def write_failure(exc: BaseException, path: str | os.PathLike, action: str = "wr
         return None
     reason, hint = found
     return OutputError(f"{path}: {action} failed: {reason}; {hint}")
-
-
-def is_out_of_space(exc: BaseException) -> bool:
-    return error_number(exc) in _SPACE_ERRNOS
 
 
 def check_writable_folder(path: str | os.PathLike) -> Path:
@@ -164,20 +162,6 @@ def try_lock(fd: int) -> bool:
             return True
         raise
     return True
-
-
-def is_locked(path: Path) -> bool:
-    """Whether some live process holds an flock on `path` (a file that does not exist is not locked)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        if not try_lock(fd):
-            return True
-        return False
-    finally:
-        os.close(fd)  # closing drops the probe's own lock
 
 
 # --------------------------------------------------------------------------------------------------

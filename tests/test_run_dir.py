@@ -204,3 +204,18 @@ def test_resume_truncates_metrics_to_the_checkpoint(dataset, tmp_path):
     train(load_config(RunConfig, run / "config.yaml", ["train.steps=12"]), resume=run, progress=False)
     steps = [json.loads(line)["step"] for line in open(run / METRICS_FILE)]
     assert steps == list(range(1, 13))
+
+
+def test_undoing_a_created_run_dir_spares_a_run_started_next_to_it(tmp_path):
+    rd = RunDirectory(tmp_path / "runs" / "a")
+    rd.acquire()  # creates runs/ and runs/a
+    (tmp_path / "runs" / "b").mkdir()  # meanwhile another run starts next to it
+    (tmp_path / "runs" / "b" / "config.yaml").write_text("theirs\n")
+    rd.rollback()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["b"]
+    assert (tmp_path / "runs" / "b" / "config.yaml").read_text() == "theirs\n"
+
+
+def test_resume_and_overwrite_exclude_each_other(good_run):
+    line = one_error_line(cli("--resume", good_run, "--overwrite"))
+    assert line == "error: --resume continues a run and --overwrite replaces one; give only one of them"

@@ -178,3 +178,27 @@ def test_a_train_that_runs_out_of_space_after_a_checkpoint_says_how_to_resume(re
         line = error_line(proc.stdout + proc.stderr, proc.returncode)
         assert "no space left on device" in line and f"continue with: mtm train --resume {run}" in line
         assert load_checkpoint(run).step >= 2
+
+
+@pytest.mark.parametrize("exc, reason", [
+    (OSError(28, "No space left on device"), "no space left on device"),
+    (RuntimeError("Unable to flush file (file write failed: ..., errno = 28, error message = 'No space left "
+                  "on device', ...)"), "no space left on device"),  # h5py
+    (RuntimeError("Can't decrement id ref count (unable to extend file properly, errno = 27, ...)"),
+     "file too large (a file-size limit was reached)"),
+    (OSError(30, "Read-only file system"), "read-only file system"),
+    (RuntimeError("CUDA error: an illegal memory access, error code: 2"), None),  # a bug: keeps its traceback
+    (OSError(5, "Input/output error"), None),
+    (ValueError("[Errno 28] looks like one but is not an OSError"), None),
+])
+def test_write_failures_are_recognised_in_each_library_s_words(exc, reason):
+    from safetensors import SafetensorError
+
+    from mtm.io import write_failure
+
+    failure = write_failure(exc, "out.hdf5")
+    assert (failure is None) == (reason is None)
+    if reason is not None:
+        assert str(failure).startswith(f"out.hdf5: writing failed: {reason}; ")
+    rust = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert "no space left on device" in str(write_failure(rust, "m.safetensors"))

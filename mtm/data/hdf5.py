@@ -22,8 +22,11 @@ def open_hdf5(path: str | os.PathLike) -> h5py.File:
         raise DataError(f"{p}: no such file")
     if p.is_dir():
         raise DataError(f"{p}: is a directory, expected an HDF5 file")
-    with open(p, "rb") as fh:
-        head = fh.read(8)
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:  # unreadable input is the input's problem, not an output's
+        raise DataError(f"{p}: cannot read ({(exc.strerror or str(exc)).lower()})") from None
     if head != HDF5_SIGNATURE and not h5py.is_hdf5(p):
         raise DataError(f"{p}: not an HDF5 file")
     try:

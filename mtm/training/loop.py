@@ -427,10 +427,9 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
         failure = write_failure(exc, run_dir)
         if failure is None:
             raise
-        last = run_dir / "checkpoints" / "last"
-        if run.committed and last.is_file():
-            failure = OutputError(f"{failure}; the last checkpoint is intact: once there is space, continue "
-                                  f"with: mtm train --resume {run_dir}")
+        if (run.committed or resume is not None) and (run_dir / "checkpoints" / "last").is_file():
+            failure = OutputError(f"{failure}; the last checkpoint is intact: once the disk allows it, "
+                                  f"continue with: mtm train --resume {run_dir}")
         raise failure from None
 
 

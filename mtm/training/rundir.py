@@ -156,7 +156,7 @@ class RunDirectory:
             self._recover()
             self.check(overwrite=overwrite, resume=resume)  # again, now that no one else can change it
         except BaseException:
-            self.release()
+            self.rollback()  # nothing begun yet: only a lock file or a folder this run created goes
             raise
         return self
 
@@ -201,6 +201,8 @@ class RunDirectory:
         if not self.enabled or self._committed or self._fd is None:
             return
         try:
+            if (self.path / MOVING).is_dir():  # failed while setting the earlier run aside
+                self._move_back(self.path / MOVING)
             if self._begun:
                 for name in self._entries():
                     if name not in _OWN:
@@ -215,9 +217,19 @@ class RunDirectory:
             self._undo_creation()
 
     def _undo_creation(self) -> None:
-        if self._created is not None:
-            shutil.rmtree(self._created, ignore_errors=True)
-            self._created = None
+        """Remove the run directory this run created, and the parents it created while they are empty
+        (another run may have been started next to this one meanwhile)."""
+        if self._created is None:
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        folder = self.path
+        while folder != self._created:
+            folder = folder.parent
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._created = None
 
     def _move_back(self, folder: Path) -> None:
         for entry in folder.iterdir():
