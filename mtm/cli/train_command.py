@@ -21,7 +21,8 @@ from mtm.cli import main
               help="Same as --set train.device=...")
 @click.option("--resume", default=None, metavar="RUN_DIR",
               help="Continue the run in RUN_DIR from its last checkpoint (its config.yaml, plus any --set).")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty run directory.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the mtm run in --run-dir (kept until the new run saves its first checkpoint).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def train_command(config_name, overrides, data, run_dir, device, resume, overwrite, progress) -> None:
     """Train a masked trajectory model on an offline dataset.
