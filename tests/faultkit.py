@@ -51,12 +51,19 @@ def run_mtm(*args, file_size_limit: int | None = None, timeout: float = 120) -> 
                           preexec_fn=_limit_file_size(file_size_limit) if file_size_limit else None)
 
 
-def error_line(output: str, exit_code: int) -> str:
-    """The one `error:` line a failed command prints (asserting there is exactly one, no traceback)."""
-    lines = [line for line in output.splitlines() if line.strip() and not line.startswith("warning: ")]
-    assert exit_code == 1, output[-3000:]
-    assert "Traceback" not in output, output[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), output[-3000:]
+def error_line(result) -> str:
+    """The one `error:` line a failed command printed on stderr, asserting exit status 1, exactly one
+    such line (`warning:` lines aside) and no traceback anywhere. `result`: a click Result or a
+    CompletedProcess."""
+    if isinstance(result, subprocess.CompletedProcess):
+        code, out, err = result.returncode, result.stdout, result.stderr
+    else:
+        code, out, err = result.exit_code, result.stdout, result.stderr
+    shown = (out + err)[-3000:]
+    assert code == 1, shown
+    assert "Traceback" not in out + err, shown
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), shown
     return lines[0]
 
 

@@ -1,6 +1,5 @@
 """Episodes of one dataset that disagree in shape, and data that does not fit a checkpoint."""
 
-import json
 from pathlib import Path
 
 import h5py
@@ -8,21 +7,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import faultkit
+from faultkit import error_line
 from mtm.cli import main
 from mtm.data.formats import open_dataset
 from mtm.data.formats.native import EpisodeWriter
 from mtm.errors import DataError
 from test_convert_inspect import write_robomimic
-from test_formats_minari import write_minari
 from test_native_format import INFO, make_episode
 from test_train import TINY, write_linear_system
-
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 1, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
-    return lines[0]
 
 
 def native_with_a_narrow_episode(path: Path, key: str = "observations/state") -> Path:
@@ -52,7 +45,7 @@ def robomimic_with_a_narrow_demo(path: Path) -> Path:
 
 
 def minari_with_a_narrow_episode(root: Path) -> Path:
-    write_minari(root, [3, 4])
+    faultkit.write_minari(root)
     with h5py.File(root / "data" / "main_data.hdf5", "a") as f:
         del f["episode_1/observations"]
         f["episode_1/observations"] = np.zeros((5, 2), np.float32)
@@ -79,7 +72,7 @@ def test_every_command_names_the_episode_and_the_file_given(tmp_path, case):
     for args in (["inspect", path], ["convert", path, tmp_path / "out.hdf5"],
                  ["train", "--no-progress", "--data", path, "--run-dir", tmp_path / "run", "--set", "train.steps=2",
                   *[a for item in TINY for a in ("--set", item)]]):
-        line = one_error_line(CliRunner().invoke(main, [str(a) for a in args]))
+        line = error_line(CliRunner().invoke(main, [str(a) for a in args]))
         assert expected in line and "every episode of a dataset must have the same shapes" in line, (args, line)
         assert "/elsewhere/" not in line
     assert not (tmp_path / "out.hdf5").exists() and not (tmp_path / "run").exists()
@@ -96,6 +89,6 @@ def test_random_access_compares_with_episode_zero(tmp_path):
 def test_eval_task_on_data_of_another_size(reacher_run, tmp_path):
     other = write_linear_system(tmp_path / "linear.hdf5", episodes=6, length=10)  # 4-D states, 2-D actions
     result = CliRunner().invoke(main, ["eval", "--checkpoint", str(reacher_run), "--task", "fd", "--data", str(other)])
-    line = one_error_line(result)
+    line = error_line(result)
     assert line == (f"error: {other}: states have 4 dimensions and actions 2, but the checkpoint was trained on "
                     f"10 and 2; give the dataset it was trained on (or one of the same env)")

@@ -110,7 +110,7 @@ def test_bad_file_is_one_error_line_for_every_command(tmp_path, fmt, what):
     out, run = tmp_path / "out.hdf5", tmp_path / "run"
     for args in (["inspect", given], ["convert", given, out], train_args(given, run, "train.steps=2")):
         result = invoke(*args)
-        line = error_line(result.output, result.exit_code)
+        line = error_line(result)
         assert expected in line, (args[0], line)
         fk.tried("bad-file cases")
     assert not out.exists() and not run.exists() and not fk.leftovers(tmp_path)
@@ -161,7 +161,7 @@ def test_full_disk_while_writing_data(source, tmp_path, monkeypatch, name):
             disk = fk.FullDisk(m, fail_at=k)
             result = invoke(*args)
         assert disk.failed, k
-        line = error_line(result.output, result.exit_code)
+        line = error_line(result)
         assert line == f"error: {out}: writing failed: no space left on device; free some space or write " \
                        f"elsewhere; nothing was written", (k, line)
         assert out.read_bytes() == before and fk.leftovers(tmp_path) == [], k
@@ -224,7 +224,7 @@ def test_full_disk_while_training(source, train_setup, tmp_path, monkeypatch):
             disk = fk.FullDisk(m, fail_at=k)
             result = invoke(*train_args(source, run, *NEW_RUN), "--overwrite")
         assert disk.failed, k
-        line = error_line(result.output, result.exit_code)
+        line = error_line(result)
         assert f"error: {run}: writing failed: no space left on device" in line, (k, line)
         if "--resume" not in line:  # failed before the new run's first checkpoint: rolled back
             assert snapshot(run) == before, k

@@ -5,6 +5,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from faultkit import error_line
 from mtm.checkpoint import load_checkpoint
 from mtm.cli import main
 from mtm.config import RunConfig, load_config
@@ -13,13 +14,6 @@ from mtm.policy import MTMPolicy, NonFiniteActionError, load_model
 from mtm.training.loop import train
 
 from conftest import TINY_REACHER
-
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 1, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
-    return lines[0]
 
 
 @pytest.mark.parametrize("option,value,message", [
@@ -39,7 +33,7 @@ def test_eval_refuses_targets_the_model_cannot_use(reacher_run, monkeypatch, opt
     monkeypatch.setattr(mtm.rollout.EpisodeRunner, "run", no_rollouts)
     result = CliRunner().invoke(main, ["eval", "--checkpoint", str(reacher_run), "--episodes", "2",
                                        "--no-progress", option, value])
-    assert message in one_error_line(result)
+    assert message in error_line(result)
 
 
 def test_targets_within_range_are_still_accepted(reacher_run):
@@ -83,7 +77,7 @@ def test_eval_of_a_checkpoint_with_nan_weights_is_one_line(reacher_run, tmp_path
     weights = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in weights.items()}
     safetensors.torch.save_file(weights, broken / "model.safetensors")
     result = CliRunner().invoke(main, ["eval", "--checkpoint", str(broken), "--episodes", "2", "--no-progress"])
-    assert "the model produced a non-finite action" in one_error_line(result)
+    assert "the model produced a non-finite action" in error_line(result)
 
 
 def test_train_refuses_a_non_finite_eval_target_before_training(reacher_run, tmp_path):

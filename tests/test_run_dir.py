@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from faultkit import error_line, snapshot
 from mtm.checkpoint import load_checkpoint
 from mtm.cli import main
 from mtm.config import RunConfig, load_config
@@ -47,20 +48,6 @@ def tiny_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
     return args
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` (the lock file aside) with its bytes."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != LOCK_FILE}
-
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 1, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[0]
-
-
 @pytest.fixture
 def good_run(dataset, tmp_path) -> Path:
     run = tmp_path / "ok"
@@ -73,7 +60,7 @@ def good_run(dataset, tmp_path) -> Path:
 
 def test_overwrite_with_bad_data_leaves_the_old_run_byte_identical(good_run, nan_dataset):
     before = snapshot(good_run)
-    line = one_error_line(cli(*tiny_args(nan_dataset, good_run), "--overwrite"))
+    line = error_line(cli(*tiny_args(nan_dataset, good_run), "--overwrite"))
     assert "holds NaN or inf" in line
     assert snapshot(good_run) == before
     assert load_checkpoint(good_run).step == 4
@@ -84,7 +71,7 @@ def test_overwrite_refuses_a_folder_that_is_not_an_mtm_run(dataset, tmp_path):
     victim.mkdir()
     (victim / "mydata.hdf5").write_bytes(dataset.read_bytes())
     (victim / "notes.txt").write_text("x\n")
-    line = one_error_line(cli(*tiny_args(victim / "mydata.hdf5", victim), "--overwrite"))
+    line = error_line(cli(*tiny_args(victim / "mydata.hdf5", victim), "--overwrite"))
     assert f"{victim}: holds files that mtm train did not write (mydata.hdf5, notes.txt)" in line
     assert "choose another --run-dir" in line
     assert sorted(p.name for p in victim.iterdir()) == ["mydata.hdf5", "notes.txt"]
@@ -96,7 +83,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(good_run
     # Diverges at step 2, before its first checkpoint (step 3): the old run must come back whole.
     failing = tiny_args(dataset, good_run, "train.lr=1e30", "train.warmup_steps=0", "train.grad_clip=0",
                         "train.save_every=3", "train.steps=6")
-    line = one_error_line(cli(*failing, "--overwrite"))
+    line = error_line(cli(*failing, "--overwrite"))
     assert "loss became NaN/inf" in line and "no checkpoint was saved" in line
     assert snapshot(good_run) == before
     assert not (good_run / SET_ASIDE).exists()
@@ -139,9 +126,9 @@ def test_a_second_writer_and_a_resume_of_a_live_run_are_refused(good_run, datase
     before = snapshot(good_run)
     fd = _hold_lock(good_run)  # another open file description: conflicts as another process would
     try:
-        line = one_error_line(cli("--resume", good_run, "--set", "train.steps=6"))
+        line = error_line(cli("--resume", good_run, "--set", "train.steps=6"))
         assert f"{good_run}: another mtm process is writing this run directory" in line
-        line = one_error_line(cli(*tiny_args(dataset, good_run), "--overwrite"))
+        line = error_line(cli(*tiny_args(dataset, good_run), "--overwrite"))
         assert "another mtm process is writing this run directory" in line
         assert snapshot(good_run) == before
 
@@ -149,7 +136,7 @@ def test_a_second_writer_and_a_resume_of_a_live_run_are_refused(good_run, datase
         fresh.mkdir()
         fd2 = _hold_lock(fresh)
         try:
-            line = one_error_line(cli(*tiny_args(dataset, fresh)))
+            line = error_line(cli(*tiny_args(dataset, fresh)))
             assert "another mtm process is writing this run directory" in line
         finally:
             os.close(fd2)
@@ -173,21 +160,21 @@ def test_the_lock_dies_with_its_process(good_run):
 def test_run_dir_that_is_a_file(dataset, tmp_path):
     target = tmp_path / "afile"
     target.write_text("mine\n")
-    line = one_error_line(cli(*tiny_args(dataset, target)))
+    line = error_line(cli(*tiny_args(dataset, target)))
     assert line == f"error: {target}: exists and is not a directory; choose another --run-dir"
-    line = one_error_line(cli(*tiny_args(dataset, target / "run")))
+    line = error_line(cli(*tiny_args(dataset, target / "run")))
     assert f"{target / 'run'}: cannot create the run directory" in line
     assert target.read_text() == "mine\n"
 
 
 def test_a_failed_run_leaves_no_run_directory(nan_dataset, dataset, tmp_path):
     run = tmp_path / "runs" / "new"
-    one_error_line(cli(*tiny_args(nan_dataset, run)))
+    error_line(cli(*tiny_args(nan_dataset, run)))
     assert not (tmp_path / "runs").exists()
     # A folder the user made stays, empty as it was.
     made = tmp_path / "made"
     made.mkdir()
-    one_error_line(cli(*tiny_args(dataset, made, "train.lr=1e30", "train.warmup_steps=0", "train.grad_clip=0",
+    error_line(cli(*tiny_args(dataset, made, "train.lr=1e30", "train.warmup_steps=0", "train.grad_clip=0",
                                   "train.save_every=3", "train.steps=6")))
     assert made.is_dir() and list(made.iterdir()) == []
 
@@ -217,5 +204,5 @@ def test_undoing_a_created_run_dir_spares_a_run_started_next_to_it(tmp_path):
 
 
 def test_resume_and_overwrite_exclude_each_other(good_run):
-    line = one_error_line(cli("--resume", good_run, "--overwrite"))
+    line = error_line(cli("--resume", good_run, "--overwrite"))
     assert line == "error: --resume continues a run and --overwrite replaces one; give only one of them"

@@ -62,7 +62,7 @@ def test_full_disk_under_a_file_size_limit(reacher, tmp_path, name):
     make_old_output(name, reacher, out)
     before = snapshot(out)
     proc = run_mtm(*command(name, reacher, out), file_size_limit=LIMIT)
-    line = error_line(proc.stdout + proc.stderr, proc.returncode)
+    line = error_line(proc)
     assert "failed: file too large (a file-size limit was reached); write elsewhere or raise the limit" in line
     assert str(out) in line
     assert snapshot(out) == before
@@ -81,7 +81,7 @@ def test_full_disk_on_a_tiny_file_system(reacher, tmp_path, name):
         filler.write_bytes(b"\0" * max(free - 60 * 1024, 0))
         before = snapshot(out)
         proc = run_mtm(*command(name, reacher, out))
-        line = error_line(proc.stdout + proc.stderr, proc.returncode)
+        line = error_line(proc)
         assert "failed: no space left on device; free some space or write elsewhere" in line
         assert snapshot(out) == before
         assert leftovers(disk) == []
@@ -104,7 +104,7 @@ def test_eval_output_under_a_file_fails_before_any_rollout(reacher_run, tmp_path
     blocker = tmp_path / "afile"
     blocker.write_text("mine\n")
     result = invoke("eval", "--checkpoint", reacher_run, "--episodes", "2", "--no-progress", option, blocker / name)
-    line = error_line(result.output, result.exit_code)
+    line = error_line(result)
     assert line == f"error: {blocker}: is a file, not a folder; choose another path for the output"
 
 
@@ -113,7 +113,7 @@ def test_data_output_under_a_file(reacher, tmp_path, name):
     blocker = tmp_path / "afile"
     blocker.write_text("mine\n")
     result = invoke(*command(name, reacher, blocker / "out.hdf5"))
-    line = error_line(result.output, result.exit_code)
+    line = error_line(result)
     assert line == f"error: {blocker}: is a file, not a folder; choose another path for the output"
 
 
@@ -133,7 +133,7 @@ def test_read_only_folder(reacher, reacher_run, tmp_path, monkeypatch):
         ]
         for args, expected in cases:
             result = invoke(*args)
-            line = error_line(result.output, result.exit_code)
+            line = error_line(result)
             assert expected in line and "read-only file system" in line, (args, line)
 
 
@@ -162,7 +162,7 @@ def test_partial_file_of_a_live_writer_is_left_alone(reacher, tmp_path):
         result = invoke("convert", reacher, out)
     finally:
         os.close(fd)
-    line = error_line(result.output, result.exit_code)
+    line = error_line(result)
     assert line == f"error: {out}: another process is writing this output ({busy} is locked); wait for it or choose another output"
     assert busy.read_bytes() == b"being written" and not out.exists()
 
@@ -175,7 +175,7 @@ def test_a_train_that_runs_out_of_space_after_a_checkpoint_says_how_to_resume(re
     with tmpfs(tmp_path / "disk", "900k") as disk:
         run = disk / "run"
         proc = run_mtm(*train_args(reacher, run, "train.steps=40", "train.save_every=2", "train.keep_last=0"))
-        line = error_line(proc.stdout + proc.stderr, proc.returncode)
+        line = error_line(proc)
         assert "no space left on device" in line and f"continue with: mtm train --resume {run}" in line
         assert load_checkpoint(run).step >= 2
 
