@@ -30,7 +30,7 @@ import re
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -77,7 +77,7 @@ class TrainConfig:
     mask: str = "random_autoregressive"  # training mask: a mode or a weighted mixture "random_autoregressive:0.8,bc:0.2" (mtm.model.masks)
     seed: int = 0  # seeds python, numpy and torch; each process adds its rank
     device: str = "auto"  # auto = cuda, then mps, then cpu; or cuda, cuda:1, cpu, mps
-    bf16: bool = False  # bfloat16 autocast (CUDA, or CPUs with native bf16 such as AVX512-BF16/AMX)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast where the device multiplies bf16 natively (CUDA, AVX512-BF16/AMX CPUs), else fp32 (mtm.hardware)
     compile: bool = False  # torch.compile the model
     deterministic: bool = False  # deterministic kernels (slower); for bit-exact reruns
     log_every: int = 100  # steps between train/... scalars
@@ -94,6 +94,11 @@ class TrainConfig:
     eval_video: bool = False  # also write runs/.../videos/step_N.mp4 of the first episode
     keep_last: int = 3  # checkpoints kept on disk; 0 = keep all
     run_dir: str = "runs/mtm"  # config, TensorBoard events, checkpoints and reports go here
+
+    # Keys of older configs, read as the key that replaced them: {old: (new, value converter)}.
+    LEGACY_KEYS: ClassVar[dict[str, tuple[str, Any]]] = {
+        "bf16": ("precision", lambda on: "bf16" if on else "fp32"),  # train.bf16: true/false, before precision
+    }
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "val_windows", "eval_episodes", "eval_num_envs"):
@@ -370,6 +375,13 @@ def _apply_override(cls: type, raw: dict, text: str) -> None:
         section = _section_type(tp)
         if section is not None:
             fields = _init_fields(section)
+            if seg in getattr(section, "LEGACY_KEYS", {}) and i == len(segments) - 1:
+                try:  # --set train.bf16=true means --set train.precision=bf16
+                    seg, value = _legacy_value(section, seg, value, parent)
+                except ConfigError as exc:
+                    raise ConfigError(f"--set: {exc}") from None
+                segments[i], value_text = seg, str(value)
+                key = ".".join(segments)
             if seg not in fields:
                 raise ConfigError(f"--set: {_unknown_key(seg, parent, fields)}")
             tp = _hints(section)[seg]
@@ -441,6 +453,7 @@ def _field_default(f: dataclasses.Field) -> Any:
 def _build(cls: type, base: Any, data: Mapping, where: str) -> Any:
     """An instance of `cls`: `base` (or the field defaults) with the keys of `data` converted on top."""
     fields = _init_fields(cls)
+    data = _translate_legacy(cls, data, where)
     for key in data:
         if key not in fields:
             raise ConfigError(_unknown_key(key, where, fields))
@@ -459,6 +472,30 @@ def _build(cls: type, base: Any, data: Mapping, where: str) -> Any:
         return cls(**values)
     except ValueError as exc:  # a __post_init__ range check: "lr must be > 0, got -1"
         raise ConfigError(f"{where}.{exc}" if where else str(exc)) from None
+
+
+def _legacy_value(cls: type, key: str, value: Any, where: str) -> tuple[str, Any]:
+    """(new key, new value) for an old key of `cls` (see TrainConfig.LEGACY_KEYS); the old key's
+    value must still have its old type (today: a bool)."""
+    new, convert = cls.LEGACY_KEYS[key]
+    path = f"{where}.{key}" if where else key
+    if not isinstance(value, bool):
+        raise _type_error(path, bool, value)
+    return new, convert(value)
+
+
+def _translate_legacy(cls: type, data: Mapping, where: str) -> Mapping:
+    """`data` with the old keys of `cls` replaced by their successors; where both are given, the
+    new key wins (a later layer, e.g. `--set train.precision=...` over an old file's `bf16`)."""
+    legacy = getattr(cls, "LEGACY_KEYS", {})
+    if not any(key in data for key in legacy):
+        return data
+    out = {k: v for k, v in data.items() if k not in legacy}
+    for key in legacy:
+        if key in data:
+            new, value = _legacy_value(cls, key, data[key], where)
+            out.setdefault(new, value)
+    return out
 
 
 def _convert(tp: Any, value: Any, where: str, base: Any = _MISSING, raw: str | None = None) -> Any:

@@ -66,7 +66,7 @@ def run_demo(root: Path = Path("."), *, overrides: tuple[str, ...] = (), episode
     cfg = load_config(RunConfig, resolve_config_path("demo"),
                       [f"data.path={data}", f"train.run_dir={run_dir}", *overrides])
     say(f"training a small MTM ({cfg.train.steps} steps) into {run_dir}")
-    result = train(cfg, progress=progress)
+    result = train(cfg, progress=progress, say=say)
     say(f"evaluating the final checkpoint: {episodes} episodes, RCBC")
     report = evaluate_checkpoint(load_checkpoint(result.run_dir), episodes=episodes, num_envs=10,
                                  progress=progress)

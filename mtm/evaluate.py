@@ -189,6 +189,7 @@ def evaluate_checkpoint(
     action_history: bool = True,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    precision: str = "auto",
     video: Path | None = None,
     video_episodes: int = 1,
     progress: bool = False,
@@ -204,7 +205,7 @@ def evaluate_checkpoint(
     def factory(slots: int) -> MTMPolicy:
         return MTMPolicy(model, metadata, num_envs=slots, mode=mode, target_return=target_return,
                          target_fraction=target_fraction, decrement=decrement, action_history=action_history,
-                         device=device)
+                         device=device, precision=precision)
 
     report = evaluate_policy(factory, metadata, env_id, episodes=episodes, num_envs=num_envs, seed=seed,
                              video=video, video_episodes=video_episodes, pixels=pixels, progress=progress)
@@ -219,6 +220,8 @@ def evaluate_checkpoint(
         "checkpoint_step": checkpoint.step,
         "dataset": metadata.get("dataset"),
         "device": str(device),
+        "precision": probe.precision.to_dict(),
+        "threads": torch.get_num_threads() if torch.device(device).type == "cpu" else None,
         "mtm_version": mtm.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "note": "final checkpoint given; N episodes with seeds seed..seed+N-1; std over episodes",

@@ -34,6 +34,9 @@ Actions are decoded to raw units and clipped to the action space. A non-finite a
 returned: act() raises NonFiniteActionError instead. Clipping cannot repair a NaN, and quietly
 replacing it would make an evaluation report returns of a policy that does not exist; a broken
 checkpoint or a broken observation is something the user must hear about.
+
+Precision: `precision="auto"` (the default) runs the network under bf16 autocast only where the
+device multiplies bf16 natively, as training does (mtm.hardware); "fp32" or "bf16" force one.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import torch
 from mtm.checkpoint import Checkpoint, load_checkpoint
 from mtm.data.episode import STATE_KEY
 from mtm.errors import ConfigError, MTMError
+from mtm.hardware import resolve_precision
 from mtm.model.masks import bc_mask, rcbc_mask
 from mtm.model.build import model_from_spec
 
@@ -104,6 +108,7 @@ class MTMPolicy:
         decrement: bool = False,
         action_history: bool = True,
         device: torch.device | str = "cpu",
+        precision: str = "auto",
     ) -> None:
         mode = default_mode(model) if mode is None else mode
         if mode not in POLICY_MODES:
@@ -118,6 +123,8 @@ class MTMPolicy:
             raise ConfigError("give either a target return or a target fraction, not both")
         self.model = model.to(device).eval()
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self._autocast = self.precision.autocast(self.device)
         self.mode = mode
         self.num_envs = num_envs
         self.window = model.window
@@ -264,7 +271,9 @@ class MTMPolicy:
         for key, buf in self.images.items():
             batch[key] = buf[:n]
         visible = self._masks[c]  # (n, N)
-        predicted = self.model.predict(batch, visible, heads=("actions",), queries=self._queries[c])["actions"][rows, c]
+        with self._autocast:
+            predicted = self.model.predict(batch, visible, heads=("actions",), queries=self._queries[c])["actions"]
+        predicted = predicted[rows, c].float()
         action = torch.maximum(torch.minimum(predicted, self.action_high), self.action_low)
         out = action.cpu().numpy()
         if not np.isfinite(out).all():  # the copy to the host syncs anyway: this check is free

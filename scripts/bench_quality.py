@@ -129,7 +129,7 @@ def do_run(ds: str, method: str, seed: int, args, env_prefix: dict[str, str]) ->
         else:
             cmd = [MTM, "train", "--config", METHODS[method], "--data", rel(data), "--run-dir", rel(run_dir),
                    "--set", f"train.seed={seed}", "--set", f"train.steps={args.steps}",
-                   "--set", f"train.bf16={'true' if args.bf16 else 'false'}", "--set", "train.device=cpu",
+                   "--set", f"train.precision={args.precision}", "--set", "train.device=cpu",
                    "--no-progress"]
             if run_dir.exists():
                 cmd.append("--overwrite")
@@ -282,7 +282,7 @@ def render(summary: dict, args) -> str:
              f"(training seeds; one model per seed and method); **final checkpoint** (step {args.steps}), "
              f"never the best one")
     L.append(f"- **budget**: {args.steps} training steps per model, batch 256 (the configs' own), "
-             f"{'bf16 autocast' if args.bf16 else 'fp32'}, CPU, OMP_NUM_THREADS="
+             f"{PRECISION_TEXT[args.precision]}, CPU, OMP_NUM_THREADS="
              f"{' or '.join(map(str, used_threads or [args.threads]))} (per run in the table below; "
              f"`OMP_WAIT_POLICY=PASSIVE`; the thread count changes speed, not the result's meaning); MTM = built-in `small` config (0.70 M parameters, L = 4), "
              f"MLPs = `mlp-bc` / `mlp-rcbc` (width 256, 3 layers) at the same steps and batch")
@@ -291,7 +291,7 @@ def render(summary: dict, args) -> str:
              f"training split (`--target-fraction` 1.0), held constant; normalised score = 100·(R − random) / "
              f"(expert − random) with the shared data's own references (../shared/datasets/README.md) — "
              f"**not comparable to D4RL tables**")
-    L.append(f"- **date**: {date}; **machine**: the one of [Machine](#machine) ({platform.machine()}, "
+    L.append(f"- **date**: {date}; **machine**: one of [Machines](#machines-and-kernel-paths) (see the section heading for its CPU path; {platform.machine()}, "
              f"{os.cpu_count()} cores shared with "
              f"other engineers' jobs (load average at each training start in `results/quality/summary.json`), "
              f"no GPU, Python {platform.python_version()})")
@@ -377,6 +377,10 @@ def render(summary: dict, args) -> str:
     return "\n".join(L)
 
 
+PRECISION_TEXT = {"auto": "precision auto (bf16 autocast where the CPU has native bf16, else fp32)",
+                  "fp32": "fp32", "bf16": "bf16 autocast"}
+
+
 def write_tables(datasets: list[str], seeds: list[int], args) -> None:
     # Every seed that has results counts, whatever --seeds says (the table shows all of results/).
     seeds = sorted(set(seeds) | {int(d.name[4:]) for d in RESULTS.glob("*/*/seed*") if d.name[4:].isdigit()})
@@ -384,7 +388,7 @@ def write_tables(datasets: list[str], seeds: list[int], args) -> None:
         if (DATA_DIR / f"{ds}.hdf5").exists():
             dataset_info(ds, False)
     summary = collect(datasets, seeds)
-    summary.update({"steps": args.steps, "episodes": args.episodes, "bf16": args.bf16, "threads": args.threads,
+    summary.update({"steps": args.steps, "episodes": args.episodes, "precision": args.precision, "threads": args.threads,
                     "num_envs": args.num_envs, "seeds": seeds, "generated": now(),
                     "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                                 "python": platform.python_version()}})
@@ -411,7 +415,9 @@ def main() -> int:
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes, seeds 0..E-1 (default 20)")
     p.add_argument("--num-envs", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for every command (default 1)")
-    p.add_argument("--fp32", dest="bf16", action="store_false", help="train in fp32 (default: bf16 autocast)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="train.precision of every run (default auto: bf16 only where the CPU has native bf16)")
+    p.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="same as --precision fp32")
     p.add_argument("--stop-after-min", type=float, default=None,
                    help="launch no new run after this many minutes; then build the tables")
     p.add_argument("--stop-at", default=None, metavar="HH:MM",

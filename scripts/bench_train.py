@@ -5,7 +5,7 @@ pieces (nothing of the model is re-implemented here):
 
     step_generator(seed, rank, step) -> WindowSampler.sample -> MaskMixture (per-sample masks)
     -> MTM forward (under bf16 autocast when asked, optionally torch.compile'd) -> mtm_loss
-    -> backward -> clip_grad_norm_ -> AdamW step (fused on CUDA) -> LR scheduler step
+    -> backward -> clip_grad_norm_ -> AdamW step (mtm.training.optim) -> LR scheduler step
 
 Settings are the cross product of --configs x --batch-size x --dtypes x --threads x --compile.
 Settings that share (config, batch size) share one model and one optimiser (their speed does not
@@ -17,6 +17,12 @@ and samples/s = batch size / median step time. On CPU each step is also split in
 (data = windows + mask, forward + loss, backward, optimiser = clip + AdamW + scheduler); on CUDA
 the block is bracketed by torch.cuda.synchronize() and peak GPU memory is reported.
 
+Roofline (scripts/roofline.py): each setting's model FLOPs per sample, counted from the shapes of
+one real step's matmuls (so the encoder's visible-token packing counts as it runs), and the matmul
+roof this process measures by timing each of those shapes alone at the setting's dtype and thread
+count. The table gives achieved GFLOP/s, the roof and the fraction of it. --profile N then times
+every aten op over N more steps of each CPU setting: where the step's time goes.
+
 Data: the shared dataset ../shared/datasets/hopper-medium-replay-v5.hdf5 when present
 (--data auto, the default), else synthetic in-memory Hopper-like trajectories (S = 11, A = 3,
 100k steps); --data synthetic or --data PATH choose explicitly.
@@ -26,6 +32,7 @@ Usage:
   python scripts/bench_train.py --configs reference --batch-size 256,2048 --steps 4 --warmup 1
   python scripts/bench_train.py --configs small --compile off,on --threads 1
   python scripts/bench_train.py --device cuda --configs reference --compile off,on --json out.json
+  python scripts/bench_train.py --configs reference --batch-size 256 --dtypes fp32 --threads 1 --profile 3
 
 OpenMP: OMP_WAIT_POLICY defaults to PASSIVE here (set before torch is imported); with the default
 (active) policy, 2 threads on a 2-core machine whose other core is busy can be 10-100x slower.
@@ -53,6 +60,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench_common import loadavg, machine_info  # noqa: E402
+from roofline import Roof, format_profile, measure_roof, profile_steps, record_step  # noqa: E402
 from mtm.config import RunConfig, load_config, resolve_config_path  # noqa: E402
 from mtm.data.episode import DatasetInfo  # noqa: E402
 from mtm.data.returns import episodes_returns_to_go  # noqa: E402
@@ -62,7 +70,7 @@ from mtm.model.loss import mtm_loss  # noqa: E402
 from mtm.model.masks import MaskMixture  # noqa: E402
 from mtm.model.network import MTM  # noqa: E402
 from mtm.training.loop import build_tokenizers, step_generator  # noqa: E402
-from mtm.training.schedule import warmup_cosine  # noqa: E402
+from mtm.training.optim import build_optimizer, build_scheduler  # noqa: E402
 
 SHARED_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hopper-medium-replay-v5.hdf5"
 PHASES = ("data", "fwd+loss", "backward", "optim")
@@ -139,11 +147,8 @@ def build_group(name: str, cfg: RunConfig, batch_size: int, data: Trajectories, 
     torch.manual_seed(tc.seed)
     model = MTM(cfg.model, build_tokenizers(cfg, stats), cfg.data.window).to(device)
     model.train()
-    optimizer = torch.optim.AdamW(model.optim_groups(tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas),
-                                  fused=device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, warmup_steps=tc.warmup_steps, total_steps=tc.steps)
-    )
+    optimizer = build_optimizer(model, tc, device)
+    scheduler = build_scheduler(optimizer, tc)
     return Group(name, cfg, batch_size, device, sampler, model, optimizer, scheduler,
                  MaskMixture.from_string(tc.mask),
                  nonfinite=torch.zeros((), dtype=torch.int32, device=device),
@@ -199,6 +204,7 @@ class Setting:
     phases: dict[str, float] = field(default_factory=dict)  # summed over timed steps (CPU only)
     timed_steps: int = 0
     peak_mem_gb: float = 0.0
+    roof: Roof | None = None  # this setting's matmul roof (scripts/roofline.py)
 
     @property
     def label(self) -> str:
@@ -239,6 +245,14 @@ class Setting:
             for k, v in (clock or {}).items():
                 self.phases[k] = self.phases.get(k, 0.0) + v
 
+    def measure_roof(self) -> None:
+        """Record one real step's matmuls (the eager model: a compiled one does the same FLOPs),
+        then time each shape alone at this setting's dtype and thread count."""
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        recorder = record_step(lambda: train_step(self.group, self.group.model, self.autocast(), None))
+        self.roof = measure_roof(recorder, self.group.device)
+
     def first_call(self) -> None:
         """The first step, alone: for compiled settings this is where compilation happens."""
         from torch._dynamo.utils import counters
@@ -270,6 +284,10 @@ def run_interleaved(settings: list[Setting], warmup: int, rounds: int, block: in
         status = s.error if s.error else f"{s.first_step_s:.2f} s"
         log(f"  first step  {s.label} {status}")
     live = [s for s in settings if s.error is None]
+    for s in live:
+        s.measure_roof()
+        log(f"  matmul roof {s.label} {s.roof.roof_flops_per_s / 1e9:.1f} GFLOP/s over {s.roof.shapes} shapes, "
+            f"{s.roof.flops / s.group.batch_size / 1e6:.0f} MFLOP/sample")
     for r in range(warmup):
         for s in live:
             s.run_block(1, timed=False)
@@ -332,7 +350,7 @@ def print_report(settings: list[Setting], params: dict[str, int], info: dict, da
           "median over rounds\n")
 
     head = f"{'config':<10} {'batch':>5} {'dtype':<5} {'thr':>3} {'comp':<4} {'first step':>11} " \
-           f"{'median step':>12} {'range (min-max)':>17} {'samples/s':>10}"
+           f"{'median step':>12} {'range (min-max)':>17} {'samples/s':>10} {'GFLOP/s':>8} {'roof':>7} {'of roof':>7}"
     head += "  peak GPU mem" if cuda else "  phases: data / fwd+loss / backward / optim"
     print(head)
     print("-" * len(head))
@@ -344,6 +362,9 @@ def print_report(settings: list[Setting], params: dict[str, int], info: dict, da
         lo, hi = min(s.block_s), max(s.block_s)
         spread = f"{lo * 1e3:.0f}-{hi * 1e3:.0f} ms"
         line = f"{s.label} {first:>11} {s.median_s * 1e3:9.1f} ms {spread:>17} {s.samples_per_s:10.0f}"
+        if s.roof is not None:
+            line += (f" {s.roof.flops / s.median_s / 1e9:8.1f} {s.roof.roof_flops_per_s / 1e9:7.1f} "
+                     f"{100 * s.roof.fraction(s.median_s):6.0f}%")
         if cuda:
             line += f"  {s.peak_mem_gb:.2f} GiB"
         elif s.timed_steps:
@@ -382,6 +403,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to every config, e.g. model.dropout=0 (repeatable)")
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="after timing, time every aten op over STEPS more steps of each setting (CPU)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -440,6 +463,15 @@ def main() -> None:
             if not s.block_s and s.error is None:
                 s.error = "not measured (interrupted before its first timed block)"
     print_report(settings, params, info, data_desc, command, rounds, block, args.warmup)
+    if args.profile:
+        for s in settings:
+            if s.error is None and not s.compile and not cuda:  # on CUDA ops return before they finish
+                print(f"\nwhere the time goes: {s.label.strip()} ({args.profile} steps)")
+                if s.threads is not None:
+                    torch.set_num_threads(s.threads)
+                timer, wall = profile_steps(lambda: train_step(s.group, s.group.model, s.autocast(), None),
+                                            args.profile)
+                print("\n".join("  " + line for line in format_profile(timer, wall, args.profile)))
 
     if args.json:
         info["loadavg_end"] = loadavg()
@@ -456,6 +488,9 @@ def main() -> None:
                 "phase_fractions": ({p: s.phases[p] / sum(s.phases.values()) for p in PHASES}
                                     if s.phases else None),
                 "peak_gpu_mem_gib": s.peak_mem_gb if cuda else None,
+                "model_flops_per_sample": s.roof.flops / s.group.batch_size if s.roof else None,
+                "roof_flops_per_s": s.roof.roof_flops_per_s if s.roof else None,
+                "roof_fraction": s.roof.fraction(s.median_s) if s.roof and s.block_s else None,
             })
         payload = {"command": command, "machine": info, "data": data_desc, "rounds": rounds,
                    "rounds_completed": max((len(s.block_s) for s in settings), default=0), "block": block,

@@ -11,10 +11,12 @@
 #   pytest         the whole suite, `pytest -q` (tests that do not pin a device use
 #                  train.device=auto, i.e. CUDA here)                              -> pytest.log, pytest.xml
 #   parity         the same MTM forward on CPU and on CUDA (fp32, TF32 off; bf16 shown) -> parity.log
+#   precision      what train.precision=auto resolves to on this GPU, and why       -> precision.log
 #   bench_train    scripts/bench_train.py --device cuda: reference config at batch 2048 and the
-#                  small config at its own batch, fp32 vs bf16 autocast            -> bench_train.{log,json}
+#                  small config at its own batch, fp32 vs bf16 autocast, each with its model
+#                  FLOPs, measured matmul roof and roof fraction                   -> bench_train.{log,json}
 #   bench_data     scripts/bench_data.py --device cuda (1M-step Hopper-like file)  -> bench_data.log
-#   train_smoke    `mtm train --config small` for 300 steps on CUDA with bf16, then
+#   train_smoke    `mtm train --config small` for 300 steps on CUDA, precision auto (bf16 where native), then
 #   eval_smoke     `mtm eval` of that run, 10 episodes in 10 envs, policy on CUDA   -> *.log, eval_smoke.json
 #   bench_compile  bench_train.py with torch.compile off/on (last: compiling may take minutes)
 #                                                                                  -> bench_compile.{log,json}
@@ -185,6 +187,8 @@ sys.exit(0 if worst < 1e-3 else 1)
 EOF
 step parity 60 "$PY" "$SCRATCH/parity.py" "$DEVICE"
 
+step precision 30 "$PY" -c "import sys; from mtm.hardware import resolve_precision; print(resolve_precision('auto', sys.argv[1]).describe())" "$DEVICE"
+
 step bench_train 150 "$PY" scripts/bench_train.py --device "$DEVICE" "${TRAIN_ARGS[@]}" \
     --dtypes fp32,bf16 --compile off --json "$OUT_DIR/bench_train.json"
 
@@ -195,7 +199,7 @@ SMOKE_DATA=$SCRATCH/smoke-hopper.hdf5
 step train_smoke 120 bash -c "
     $PY -c 'import sys; sys.path.insert(0, \"scripts\"); from bench_data import write_hopper_like; write_hopper_like(sys.argv[1], 100_000)' '$SMOKE_DATA' &&
     $PY -m mtm train --config small --data '$SMOKE_DATA' --device $DEVICE --run-dir '$SCRATCH/run' --no-progress \
-        --set train.steps=$SMOKE_STEPS --set train.bf16=true --set train.log_every=50 --set train.val_every=100 &&
+        --set train.steps=$SMOKE_STEPS --set train.precision=auto --set train.log_every=50 --set train.val_every=100 &&
     tail -n 3 '$SCRATCH/run/metrics.jsonl'
 "
 if [ -d "$SCRATCH/run" ]; then

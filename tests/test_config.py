@@ -74,8 +74,8 @@ def test_file_then_overrides_merge_into_section_defaults(tmp_path):
 
 
 def test_json_file(tmp_path):
-    cfg = load_config(Root, write(tmp_path, json.dumps({"train": {"betas": [0.8, 0.9], "bf16": True}}), "c.json"))
-    assert cfg.train.betas == (0.8, 0.9) and cfg.train.bf16 is True
+    cfg = load_config(Root, write(tmp_path, json.dumps({"train": {"betas": [0.8, 0.9], "deterministic": True}}), "c.json"))
+    assert cfg.train.betas == (0.8, 0.9) and cfg.train.deterministic is True
 
 
 def test_empty_file_means_defaults(tmp_path):
@@ -93,13 +93,13 @@ def test_yaml_12_scalars():
             "train.steps=1e5",  # an integral float is accepted for an int
             "train.seed=010",  # decimal, not octal
             "train.batch_size=1_024",
-            "train.bf16=true",
+            "train.deterministic=true",
             "train.mask=yes",  # a string, not a YAML 1.1 boolean
             "train.device=on",
         ],
     )
     t = cfg.train
-    assert (t.lr, t.steps, t.seed, t.batch_size, t.bf16) == (3e-4, 100_000, 10, 1024, True)
+    assert (t.lr, t.steps, t.seed, t.batch_size, t.deterministic) == (3e-4, 100_000, 10, 1024, True)
     assert isinstance(t.steps, int) and (t.mask, t.device) == ("yes", "on")
 
 

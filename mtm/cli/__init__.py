@@ -13,7 +13,9 @@ import warnings
 
 # With OpenMP's default busy-wait, two torch threads can run 10-100x slower when the other core is
 # busy (an env, a loader). Passive waiting costs nothing measurable otherwise. Must precede torch.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from mtm.hardware import configure_threads  # noqa: E402  (imports no torch)
+
+configure_threads()
 # Rendering (collect --pixels, eval --video, pixel tasks) without a display needs MUJOCO_GL chosen
 # before MuJoCo loads: EGL unless the user picked a backend.
 from envs import headless_rendering_default  # noqa: E402

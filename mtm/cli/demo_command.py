@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -21,7 +22,7 @@ def demo_command(overrides, episodes, progress) -> None:
     from mtm.demo import run_demo
     from mtm.evaluate import format_report
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(min(2, torch.get_num_threads()))
     result = run_demo(Path("."), overrides=tuple(overrides), episodes=episodes,
                       say=lambda text: click.echo(f"[demo] {text}"), progress=progress)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -28,6 +29,8 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
               help="Show the model the actions it took at the previous steps of the window, or only states (and returns).")
 @click.option("--seed", default=0, show_default=True, help="Episode i is reset with seed + i, whatever --num-envs is.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cuda", "cpu", "mps"]))
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
+              help="auto: bf16 autocast only where the device multiplies bf16 natively, else fp32.")
 @click.option("--video", "video", default=None, type=click.Path(dir_okay=False), help="Write an mp4 of the first episodes here.")
 @click.option("--video-episodes", default=1, show_default=True, help="How many episodes the video shows.")
 @click.option("--task", "tasks", multiple=True, type=click.Choice(PREDICTION_TASKS),
@@ -37,7 +40,7 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output / --video file.")
 @click.option("--progress/--no-progress", default=True)
 def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, target_fraction, decrement, action_history, seed,
-                 device, video, video_episodes, tasks, data, output, overwrite, progress) -> None:
+                 device, precision, video, video_episodes, tasks, data, output, overwrite, progress) -> None:
     """Evaluate a trained model: returns and normalised score in the env, or dynamics errors.
 
     \b
@@ -50,6 +53,7 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     from mtm.io import atomic_write_text
     from mtm.data.hdf5 import check_output_path
     from mtm.evaluate import evaluate_checkpoint, evaluate_predictions, format_report
+    from mtm.hardware import resolve_precision, thread_summary
     from mtm.io import write_failure
     from mtm.training.runtime import resolve_device
 
@@ -63,7 +67,15 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
 
         # The model and the simulator take turns in one process: one thread was fastest for
         # act() at every batch size measured (BENCHMARKS.md), and leaves a core to the rest.
-        torch.set_num_threads(1)
+        # OMP_NUM_THREADS, when the user set it, still wins.
+        if not os.environ.get("OMP_NUM_THREADS"):
+            torch.set_num_threads(1)
+    runtime = [f"device {dev}"]
+    if not tasks:  # prediction errors are always computed in fp32
+        runtime.append(f"precision {resolve_precision(precision, dev).describe()}")
+    if dev.type == "cpu":
+        runtime.append(thread_summary())
+    click.echo(", ".join(runtime))
     if tasks:
         report = evaluate_predictions(ck, tasks=tuple(dict.fromkeys(tasks)), data_path=data, device=dev)
         click.echo(f"prediction errors on {report['val_episodes']} held-out episodes of {report['data']} "
@@ -74,6 +86,7 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
         report = evaluate_checkpoint(
             ck, env_id=env_id, episodes=episodes, num_envs=num_envs, mode=mode, target_return=target_return,
             target_fraction=target_fraction, decrement=decrement, action_history=action_history, seed=seed, device=dev,
+            precision=precision,
             video=Path(video) if video else None, video_episodes=video_episodes, progress=progress,
         )
         click.echo(format_report(report))

@@ -30,7 +30,7 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
     \b
     Examples:
       mtm train --config demo --data datasets/reacher-v5-mixed.hdf5 --run-dir runs/reacher
-      mtm train --config reference --data hopper-medium-replay-v2.hdf5 --set train.bf16=true
+      mtm train --config reference --data hopper-medium-replay-v2.hdf5 --set train.precision=bf16
       mtm train --resume runs/reacher --set train.steps=20000
     """
     from mtm.config import RunConfig, load_config, resolve_config_path
@@ -57,7 +57,7 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
     else:
         cfg = load_config(RunConfig, resolve_config_path(config_name) if config_name else None, extra)
 
-    result = train(cfg, resume=resume, overwrite=overwrite, progress=progress)
+    result = train(cfg, resume=resume, overwrite=overwrite, progress=progress, say=click.echo)
     if not result.is_main:
         return  # under torchrun only rank 0 reports
     if result.val:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mtm.errors import ConfigError
+from mtm.model.dropout import Dropout
 from mtm.model.masks import TokenLayout
 from mtm.model.tokenizers import ContinuousTokenizer, Tokenizer, tokenizer_from_spec
 
@@ -49,7 +50,7 @@ class MLPPolicyModel(nn.Module):
         width, layers = config.width, []
         in_dim = tokenizers["states"].input_dim + (tokenizers["returns"].input_dim if self.conditioned else 0)
         for _ in range(config.mlp_layers):
-            layers += [nn.Linear(in_dim, width), nn.GELU(), nn.Dropout(config.dropout)]
+            layers += [nn.Linear(in_dim, width), nn.GELU(), Dropout(config.dropout)]
             in_dim = width
         layers.append(nn.Linear(in_dim, tokenizers["actions"].output_dim))
         self.net = nn.Sequential(*layers)

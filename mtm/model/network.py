@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtm.errors import ConfigError
+from mtm.model.dropout import Dropout
 from mtm.model.masks import TokenLayout, apply_valid
 from mtm.model.tokenizers import Tokenizer, tokenizer_from_spec
 
@@ -211,7 +212,7 @@ class Block(nn.Module):
             nn.GELU(),
             nn.Linear(cfg.ffn_mult * cfg.width, cfg.width),
         )
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, packing: Packing, queries: Queries | None = None) -> torch.Tensor:
         """(T, width) -> (T, width); with `queries` (a subset of the tokens), only their rows

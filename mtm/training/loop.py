@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 import warnings
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,7 @@ from mtm.data.trajectories import Trajectories, load_trajectories
 from mtm.data.batches import WindowBatches
 from mtm.data.windows import WindowSampler
 from mtm.errors import ConfigError, DataError, MTMError, MTMWarning, OutputError
+from mtm.hardware import Precision, cpu_kernel_path, resolve_precision, thread_summary
 from mtm.io import atomic_write_text, write_failure
 from mtm.model.loss import mtm_loss
 from mtm.model.masks import MaskMixture
@@ -51,7 +52,7 @@ from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer, Tokenizer
 from mtm.training.memory import release_free_memory
 from mtm.training.rundir import CONFIG_FILE, METRICS_FILE, RunDirectory
 from mtm.training.runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
-from mtm.training.schedule import warmup_cosine
+from mtm.training.optim import build_optimizer, build_scheduler
 from mtm.training.validation import prediction_errors, steps_needed
 
 
@@ -216,7 +217,7 @@ def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step
         def factory(slots: int) -> MTMPolicy:
             return MTMPolicy(model, metadata, num_envs=slots, mode=None if tc.eval_mode == "auto" else tc.eval_mode,
                              target_fraction=tc.eval_target_fraction,
-                             device=next(model.parameters()).device)
+                             device=next(model.parameters()).device, precision=tc.precision)
 
         video = run_dir / "videos" / f"step_{step:08d}.mp4" if tc.eval_video else None
         return evaluate_policy(factory, metadata, env_id, episodes=tc.eval_episodes, num_envs=tc.eval_num_envs,
@@ -307,6 +308,23 @@ def _no_validation_reason(run: _RunData, model: torch.nn.Module) -> str | None:
     return None
 
 
+def _runtime_info(rt: Runtime, precision: Precision) -> dict:
+    """Where and how the run computes: saved in every checkpoint's metadata and shown at start."""
+    info = {"device": str(rt.device), "world_size": rt.world_size, "precision": precision.to_dict()}
+    if rt.device.type == "cpu":
+        info.update(cpu=cpu_kernel_path(), threads=torch.get_num_threads(), threads_summary=thread_summary())
+    return info
+
+
+def _describe_runtime(info: dict) -> str:
+    text = f"device {info['device']}, precision {info['precision']['dtype']} ({info['precision']['reason']})"
+    if info.get("threads_summary"):
+        text += f", {info['threads_summary']}"
+    if info["world_size"] > 1:
+        text += f", {info['world_size']} processes"
+    return text
+
+
 def _run_metadata(cfg: RunConfig, run: _RunData, model: torch.nn.Module) -> dict:
     """What a checkpoint carries besides weights: everything a policy or `mtm eval` needs to use
     the model without the dataset (statistics, return range, spaces, keys, the model's spec)."""
@@ -389,16 +407,18 @@ class _LossMeter:
 
 
 def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool = False,
-          progress: bool = True) -> TrainResult:
-    """Train (or continue) a run. `resume`: a run directory whose `last` checkpoint to continue."""
+          progress: bool = True, say: Callable[[str], None] | None = print) -> TrainResult:
+    """Train (or continue) a run. `resume`: a run directory whose `last` checkpoint to continue.
+    `say` prints the one line on device, precision and threads at start (rank 0; None: quiet)."""
     rt = setup_runtime(cfg.train.device)
     try:
-        return _train(cfg, rt, resume=resume, overwrite=overwrite, progress=progress)
+        return _train(cfg, rt, resume=resume, overwrite=overwrite, progress=progress, say=say)
     finally:
         teardown_runtime(rt)
 
 
-def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bool) -> TrainResult:
+def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bool,
+           say: Callable[[str], None] | None) -> TrainResult:
     tc = cfg.train
     if not cfg.data.path:
         raise ConfigError("no dataset given: pass --data PATH (or --set data.path=PATH)")
@@ -422,7 +442,7 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
     seed_everything(tc.seed + rt.rank)
     try:
         with run.acquire(overwrite=overwrite, resume=resume is not None):
-            return _train_locked(cfg, rt, run, resume=resume, overwrite=overwrite, progress=progress)
+            return _train_locked(cfg, rt, run, resume=resume, overwrite=overwrite, progress=progress, say=say)
     except (OSError, RuntimeError, SafetensorError) as exc:  # a full disk, a read-only mount...
         failure = write_failure(exc, run_dir)
         if failure is None:
@@ -434,7 +454,7 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
 
 
 def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, overwrite: bool,
-                  progress: bool) -> TrainResult:
+                  progress: bool, say: Callable[[str], None] | None) -> TrainResult:
     tc = cfg.train
     run_dir = run.path
     local_batch = tc.batch_size // rt.world_size
@@ -465,11 +485,8 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     baseline_means = {name: torch.as_tensor(stats[name].mean) for name in ("states", "actions")}
     mask_fn = MaskMixture.from_string(tc.mask)
 
-    optimizer = torch.optim.AdamW(model.optim_groups(tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas),
-                                  fused=rt.device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, warmup_steps=tc.warmup_steps, total_steps=tc.steps)
-    )
+    optimizer = build_optimizer(model, tc, rt.device)
+    scheduler = build_scheduler(optimizer, tc)
     start_step = _restore_train_state(checkpoint, optimizer, scheduler, rt, tc.seed) if checkpoint else 0
 
     forward = model
@@ -479,9 +496,13 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
         forward = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     if tc.compile:
         forward = torch.compile(forward, dynamic=True)
-    autocast = (torch.autocast(device_type=rt.device.type, dtype=torch.bfloat16) if tc.bf16 else nullcontext())
+    precision = resolve_precision(tc.precision, rt.device)
+    autocast = precision.autocast(rt.device)
+    runtime = _runtime_info(rt, precision)
+    if rt.is_main and say is not None:
+        say(_describe_runtime(runtime))
 
-    metadata = _run_metadata(cfg, run_data, model)
+    metadata = {**_run_metadata(cfg, run_data, model), "runtime": runtime}
     if checkpoint is None:
         run.begin(overwrite)  # everything is validated: from here on the run writes
     logger = _Logger(run_dir, enabled=rt.is_main, resume_step=start_step if checkpoint else None)
@@ -489,6 +510,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
         save_config(cfg, run_dir / CONFIG_FILE)
         if checkpoint is None:
             logger.text("hparams", "```\n" + format_config(cfg) + "\n```")
+            logger.text("runtime", _describe_runtime(runtime))
             logger.text("data", f"{cfg.data.path}: {run_data.train.num_episodes} train / "
                                 f"{run_data.val.num_episodes} val episodes, {train_sampler.num_windows} train windows")
 
@@ -514,7 +536,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
             where = f"{last_saved} is the last good checkpoint" if last_saved else "no checkpoint was saved"
             raise TrainingDiverged(
                 f"loss became NaN/inf before step {step}; stopped ({where}). "
-                f"Try a lower train.lr, train.grad_clip > 0, or train.bf16=false"
+                f"Try a lower train.lr, train.grad_clip > 0, or train.precision=fp32"
             )
 
     bar = None

@@ -1,0 +1,159 @@
+"""What the machine does fast: the numeric precision of training and inference, and CPU threads.
+
+Precision. bf16 autocast roughly doubles a Transformer's throughput where the hardware multiplies
+bf16 natively (CUDA GPUs from Ampere on; CPUs with AVX512-BF16 or AMX, where oneDNN reports bf16
+support), and is about 10x SLOWER than fp32 where it is emulated (AVX2-only CPUs: most laptops and
+many cloud machines; BENCHMARKS.md). So a precision is never hard-coded: `auto` asks the device.
+
+    resolve_precision("auto", device)  -> Precision("bf16" or "fp32", reason)
+    resolve_precision("bf16", cpu without native bf16) -> bf16, and one warning line on stderr
+
+Threads. With OpenMP's default active waiting, 2 torch threads can run 10-100x slower than 1 when
+the other core is busy (an env, a data loader, another job). `configure_threads` runs before torch
+is imported (the `mtm` command line does it first thing) and makes waiting passive unless the user
+chose a policy; the thread count itself stays torch's default unless OMP_NUM_THREADS is set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass
+from functools import cache
+from typing import Any
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def configure_threads() -> None:
+    """Before torch loads: passive OpenMP waiting unless the user set a wait policy themselves."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def thread_summary() -> str:
+    """'2 threads (OMP_WAIT_POLICY=PASSIVE)', with where the count came from when the user set it."""
+    import torch
+
+    source = " from OMP_NUM_THREADS" if os.environ.get("OMP_NUM_THREADS") else ""
+    policy = os.environ.get("OMP_WAIT_POLICY", "default (active)")
+    n = torch.get_num_threads()
+    return f"{n} thread{'s' if n != 1 else ''}{source} (OMP_WAIT_POLICY={policy})"
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU kernel path
+
+
+@cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_kernel_path() -> str:
+    """The CPU's fastest matmul path as users know it: 'AMX', 'AVX512-BF16', 'AVX512', 'AVX2', ...
+
+    torch's ATen capability (AVX2 / AVX512; ATEN_CPU_CAPABILITY lowers it) refined by the CPU's bf16
+    features (Linux /proc/cpuinfo), capped by oneDNN's view (ONEDNN_MAX_CPU_ISA lowers it)."""
+    import torch
+
+    aten = torch.backends.cpu.get_cpu_capability()
+    if not cpu_native_bf16():
+        return aten
+    flags = _cpu_flags()
+    if "amx_bf16" in flags:
+        return "AMX"
+    if "avx512_bf16" in flags:
+        return "AVX512-BF16"
+    return f"{aten} (native bf16)"
+
+
+def cpu_native_bf16() -> bool:
+    """True where oneDNN runs bf16 matmuls in hardware (AVX512-BF16 / AMX; Arm with bf16)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without oneDNN: bf16 is emulated at best
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Precision
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision a run uses, what was asked for, and why (printed at start, saved with the run)."""
+
+    dtype: str  # "fp32" | "bf16"
+    requested: str  # "auto" | "fp32" | "bf16"
+    native: bool  # the device multiplies bf16 in hardware
+    reason: str
+
+    def autocast(self, device: Any) -> AbstractContextManager:
+        """bf16 autocast on `device` for bf16, a no-op for fp32."""
+        import torch
+
+        if self.dtype != "bf16":
+            return nullcontext()
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+    def describe(self) -> str:
+        return f"{self.dtype} ({self.reason})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def native_bf16(device: Any) -> tuple[bool, str]:
+    """(does `device` multiply bf16 in hardware, a few words on what it is)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return bool(torch.cuda.is_bf16_supported()), f"GPU {name}"
+    if device.type == "cpu":
+        return cpu_native_bf16(), f"CPU {cpu_kernel_path()}"
+    # MPS and others: bf16 support varies by OS version and kernel; fp32 is the safe default.
+    return False, f"{device.type} device"
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def resolve_precision(requested: str, device: Any, *, warn: Callable[[str], None] = _stderr) -> Precision:
+    """The precision to run at on `device`. `auto` is bf16 only where bf16 is native; a forced bf16
+    on a device that emulates it runs as asked, after one warning line (once per process)."""
+    if requested not in PRECISIONS:
+        from mtm.errors import ConfigError
+
+        raise ConfigError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
+    native, what = native_bf16(device)
+    if requested == "fp32":
+        return Precision("fp32", requested, native, f"asked for; {what}")
+    if requested == "bf16":
+        if not native:
+            key = (str(device), what)
+            if key not in _warned:
+                _warned.add(key)
+                warn(f"warning: bf16 was asked for, but the {what} has no native bf16 matmuls: bf16 is "
+                     f"emulated there and about 10x slower than fp32; use precision auto or fp32")
+            return Precision("bf16", requested, native, f"asked for; emulated on the {what}")
+        return Precision("bf16", requested, native, f"asked for; native on the {what}")
+    if native:
+        return Precision("bf16", requested, native, f"auto: the {what} has native bf16 matmuls")
+    return Precision("fp32", requested, native, f"auto: the {what} has no native bf16 matmuls")

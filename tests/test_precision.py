@@ -1,0 +1,160 @@
+"""Precision by hardware (mtm.hardware): auto = bf16 only where it is native; old `train.bf16` configs
+load; a forced, emulated bf16 warns once; the choice is printed and saved with the run and used by
+the policy."""
+
+import numpy as np
+import pytest
+import torch
+
+from mtm import hardware
+from mtm.checkpoint import load_checkpoint
+from mtm.config import RunConfig, load_config, parse_yaml, save_config
+from mtm.errors import ConfigError
+from mtm.hardware import resolve_precision
+from mtm.policy import MTMPolicy, load_model
+
+
+@pytest.fixture
+def no_native_bf16(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_native_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "_warned", set())
+
+
+@pytest.fixture
+def native_bf16(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_native_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "_warned", set())
+
+
+def test_auto_is_fp32_without_native_bf16(no_native_bf16):
+    p = resolve_precision("auto", "cpu", warn=pytest.fail)
+    assert (p.dtype, p.requested, p.native) == ("fp32", "auto", False)
+    assert p.reason.startswith("auto: the CPU ") and "no native bf16" in p.reason
+    with p.autocast("cpu"):
+        y = torch.nn.functional.linear(torch.randn(4, 8), torch.randn(3, 8))
+    assert y.dtype == torch.float32
+
+
+def test_auto_is_bf16_with_native_bf16(native_bf16):
+    p = resolve_precision("auto", "cpu", warn=pytest.fail)
+    assert (p.dtype, p.native) == ("bf16", True)
+    assert "has native bf16" in p.reason
+    with p.autocast("cpu"):
+        y = torch.nn.functional.linear(torch.randn(4, 8), torch.randn(3, 8))
+    assert y.dtype == torch.bfloat16
+
+
+def test_auto_on_cuda_asks_the_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", "cuda:0").dtype == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    p = resolve_precision("auto", "cuda:0")
+    assert p.dtype == "fp32" and "GPU Fake GPU" in p.reason
+
+
+def test_fp32_is_fp32_everywhere(native_bf16):
+    assert resolve_precision("fp32", "cpu", warn=pytest.fail).dtype == "fp32"
+
+
+def test_forced_bf16_without_native_support_warns_once(no_native_bf16):
+    lines = []
+    for _ in range(3):
+        p = resolve_precision("bf16", "cpu", warn=lines.append)
+        assert p.dtype == "bf16" and not p.native
+    assert len(lines) == 1
+    assert lines[0].startswith("warning: bf16 was asked for") and "10x slower" in lines[0]
+    assert "precision auto or fp32" in lines[0]
+
+
+def test_forced_bf16_with_native_support_is_quiet(native_bf16):
+    assert resolve_precision("bf16", "cpu", warn=pytest.fail).dtype == "bf16"
+
+
+def test_unknown_precision_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'"):
+        resolve_precision("fp16", "cpu")
+
+
+# --------------------------------------------------------------------------------------------------
+# Configs
+
+
+def test_every_builtin_config_uses_auto():
+    from mtm.config import builtin_configs, resolve_config_path
+
+    for name in builtin_configs():
+        text = resolve_config_path(name).read_text()
+        assert "bf16:" not in text, name
+        assert load_config(RunConfig, resolve_config_path(name)).train.precision == "auto", name
+
+
+@pytest.mark.parametrize("value, expected", [("true", "bf16"), ("false", "fp32")])
+def test_old_config_file_with_train_bf16_loads(tmp_path, value, expected):
+    path = tmp_path / "old.yaml"
+    path.write_text(f"train:\n  bf16: {value}\n  steps: 10\n")
+    cfg = load_config(RunConfig, path)
+    assert cfg.train.precision == expected and cfg.train.steps == 10
+    saved = parse_yaml(save_config(cfg, tmp_path / "config.yaml").read_text())
+    assert saved["train"]["precision"] == expected and "bf16" not in saved["train"]
+
+
+@pytest.mark.parametrize("value, expected", [("true", "bf16"), ("false", "fp32")])
+def test_old_override_train_bf16_is_accepted(value, expected):
+    assert load_config(RunConfig, None, [f"train.bf16={value}"]).train.precision == expected
+
+
+def test_new_key_overrides_old_file_key(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("train:\n  bf16: true\n")
+    assert load_config(RunConfig, path, ["train.precision=fp32"]).train.precision == "fp32"
+    assert load_config(RunConfig, path, ["train.bf16=false"]).train.precision == "fp32"
+
+
+def test_old_key_keeps_its_type_check(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.bf16: expected bool"):
+        load_config(RunConfig, None, ["train.bf16=yes"])
+    path = tmp_path / "old.yaml"
+    path.write_text("train:\n  bf16: 1\n")
+    with pytest.raises(ConfigError, match=r"train\.bf16: expected bool"):
+        load_config(RunConfig, path)
+
+
+def test_precision_typo_is_reported_with_the_choices():
+    with pytest.raises(ConfigError, match=r"train\.precision: expected one of 'auto', 'fp32', 'bf16', got 'bf61'"):
+        load_config(RunConfig, None, ["train.precision=bf61"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Training and the policy
+
+
+def test_training_prints_and_saves_the_precision(no_native_bf16, tmp_path):
+    from tests.test_train import TINY, write_linear_system
+    from mtm.training.loop import train
+
+    data = write_linear_system(tmp_path / "d.hdf5", episodes=6, length=12)
+    cfg = load_config(RunConfig, None, TINY + [f"data.path={data}", f"train.run_dir={tmp_path / 'run'}",
+                                               "train.steps=2", "train.val_every=0"])
+    said = []
+    train(cfg, progress=False, say=said.append)
+    assert len(said) == 1 and said[0].startswith("device cpu, precision fp32 (auto: the CPU ")
+    assert f"{torch.get_num_threads()} thread" in said[0] and "OMP_WAIT_POLICY=" in said[0]
+    runtime = load_checkpoint(tmp_path / "run").metadata["runtime"]
+    assert runtime["precision"]["dtype"] == "fp32" and runtime["precision"]["requested"] == "auto"
+    assert runtime["device"] == "cpu" and runtime["threads"] == torch.get_num_threads()
+    assert runtime["cpu"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_policy_follows_the_same_rule(reacher_run, no_native_bf16):
+    ck = load_checkpoint(reacher_run)
+    model = load_model(ck)
+    obs = np.random.default_rng(0).normal(size=(3, model.tokenizers["states"].dim)).astype(np.float32)
+    auto = MTMPolicy(model, ck.metadata, num_envs=3, mode="bc", precision="auto")
+    assert auto.precision.dtype == "fp32"
+    forced = MTMPolicy(model, ck.metadata, num_envs=3, mode="bc", precision="bf16")
+    assert forced.precision.dtype == "bf16"
+    a32, a16 = auto.act(obs), forced.act(obs)
+    assert a16.dtype == np.float32 and np.isfinite(a16).all()
+    assert np.abs(a32 - a16).max() < 0.05  # bf16 keeps ~3 significant digits
+    assert not np.array_equal(a32, a16)  # it really ran in bf16
