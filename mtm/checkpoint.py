@@ -45,8 +45,8 @@ import torch
 from safetensors import SafetensorError
 
 import mtm
-from mtm.config import atomic_write_text, fsync_dir
 from mtm.errors import DataError
+from mtm.io import atomic_write_text, fsync_dir
 
 FORMAT = "mtm-checkpoint"
 FORMAT_VERSION = 1

@@ -1,11 +1,14 @@
 """Collect a dataset by running a policy in a gymnasium env: the logic behind `mtm collect`.
 
 Episodes go straight into a native episode file as they finish. Ctrl-C stops collection and keeps
-every finished episode: the file is committed (complete and valid) with what was collected.
+every finished episode: the file is committed (complete and valid) with what was collected, and
+its description names the reset seeds of the episodes it holds (with K envs the ones kept need not
+be a contiguous range).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import threading
@@ -152,6 +155,29 @@ def _sigint_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+def describe_seeds(seeds: list[int]) -> str:
+    """[3, 0, 1, 2, 5, 7, 8] -> "0..3, 5, 7..8"."""
+    ordered = sorted(set(seeds))
+    runs: list[list[int]] = []
+    for seed in ordered:
+        if runs and seed == runs[-1][1] + 1:
+            runs[-1][1] = seed
+        else:
+            runs.append([seed, seed])
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in runs)
+
+
+def _source(options: CollectOptions, description: str, seeds: str) -> str:
+    return f"mtm collect: {description} on {options.env_id}, reset seeds {seeds}"
+
+
+def _interrupted_info(info: DatasetInfo, options: CollectOptions, description: str, seeds: list[int]) -> DatasetInfo:
+    """What an interrupted collection's file really holds."""
+    note = f" (interrupted after {len(seeds)} of {options.episodes} episodes)"
+    return dataclasses.replace(info, source=_source(options, description, describe_seeds(seeds)) + note,
+                               extra={**info.extra, "interrupted": True})
+
+
 def _dataset_info(options: CollectOptions, runner: EpisodeRunner, description: str) -> DatasetInfo:
     from envs.references import reference_scores
 
@@ -159,7 +185,7 @@ def _dataset_info(options: CollectOptions, runner: EpisodeRunner, description: s
     last_seed = options.seed + options.episodes - 1
     return DatasetInfo(
         source_format="collect",
-        source=f"mtm collect: {description} on {options.env_id}, reset seeds {options.seed}..{last_seed}",
+        source=_source(options, description, f"{options.seed}..{last_seed}"),
         env_id=options.env_id,
         ref_min_score=None if references is None else references[0],
         ref_max_score=None if references is None else references[1],
@@ -193,12 +219,14 @@ def collect(options: CollectOptions, progress: bool = True) -> CollectResult:
         info = _dataset_info(options, runner, description)
         bar = tqdm(total=options.episodes, unit="ep", desc=f"collect {options.env_id}", disable=not progress)
         return_sum = 0.0
+        seeds: list[int] = []
         try:
             with EpisodeWriter(options.output, info, overwrite=options.overwrite) as writer:
                 try:
                     for _, episode in runner.run(policy, options.episodes, options.seed):
                         with _sigint_deferred():  # the file and the tally must agree
                             writer.add(episode)
+                            seeds.append(episode.seed)
                             result.returns.append(episode.episode_return)
                             result.steps += episode.length
                         return_sum += episode.episode_return
@@ -208,6 +236,8 @@ def collect(options: CollectOptions, progress: bool = True) -> CollectResult:
                     result.interrupted = True
                     if writer.num_episodes == 0:
                         writer.abort()  # nothing worth keeping; leaving the block then commits nothing
+                    else:
+                        writer.update_info(_interrupted_info(info, options, description, seeds))
             if writer.num_episodes:
                 result.path = writer.path
         finally:

@@ -28,7 +28,6 @@ import json
 import os
 import re
 import types
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -36,6 +35,7 @@ from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin,
 import yaml
 
 from mtm.errors import ConfigError
+from mtm.io import atomic_write_text, fsync_dir  # noqa: F401 - durable writes, long imported from here
 from mtm.model.network import ModelConfig
 
 T = TypeVar("T")
@@ -181,6 +181,11 @@ def _check(ok: bool, message: str) -> None:
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
     """Defaults of `cls`, then the YAML/JSON file at `path`, then each ``key.sub=value`` override."""
     from_file = _read_config_file(Path(path)) if path is not None else {}
+    if path is not None:
+        try:  # before the overrides, which would replace a scalar section silently
+            _check_sections(cls, from_file, "")
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     raw = copy.deepcopy(from_file)
     for text in overrides:  # unknown keys and wrong types are reported here, naming the --set
         _apply_override(cls, raw, text)
@@ -193,6 +198,22 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
         else:
             source = "--set: " if overrides else ""
         raise ConfigError(source + str(exc)) from None
+
+
+def _check_sections(cls: type, raw: Mapping, where: str) -> None:
+    """Every section the file gives must be a mapping (`train: 5` is not a section; null is one only
+    where the section is optional). Other mistakes are left to `_build`, which names them."""
+    fields, hints = _init_fields(cls), _hints(cls)
+    for key, value in raw.items():
+        section = _section_type(hints[key]) if key in fields else None
+        if section is None:
+            continue
+        path = f"{where}.{key}" if where else str(key)
+        if value is None and section is not hints[key]:  # Optional[Section]: null means none
+            continue
+        if not isinstance(value, Mapping):
+            raise _type_error(path, hints[key], value)
+        _check_sections(section, value, path)
 
 
 def _build_error(cls: type, raw: Mapping) -> str | None:
@@ -234,46 +255,6 @@ def save_config(cfg: Any, path: str | os.PathLike) -> Path:
         text = format_config(cfg)
     atomic_write_text(p, text)
     return p
-
-
-# --------------------------------------------------------------------------------------------------
-# Durable file writes (also used by mtm.checkpoint)
-# --------------------------------------------------------------------------------------------------
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Replace `path` with `text` so that a crash leaves either the old or the new file, never half.
-
-    The temp file sits in the same folder (os.replace is only atomic within one file system) and is
-    fsynced before the rename, and the folder after it, so the rename cannot reach the disk first.
-    """
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(p.parent)
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """Make a rename or creation inside `path` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # Windows cannot open folders; its renames are journaled anyway.
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -21,3 +21,12 @@ class ConfigError(MTMError):
 
 class OutputExistsError(MTMError):
     """An output path exists and --overwrite was not given."""
+
+
+class OutputError(MTMError):
+    """An output cannot be written: no space left, a read-only or missing folder, a busy run."""
+
+
+class MTMWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI prints one
+    `warning: ...` line; library callers get an ordinary Python warning)."""

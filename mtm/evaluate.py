@@ -15,6 +15,7 @@ mean-prediction baseline.
 from __future__ import annotations
 
 import datetime
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ import torch
 import mtm
 from envs.references import reference_entry
 from mtm.checkpoint import Checkpoint
-from mtm.errors import ConfigError, DataError
+from mtm.errors import ConfigError, DataError, MTMWarning, OutputError
+from mtm.io import write_failure
 from mtm.policy import MTMPolicy, load_model
 from mtm.rollout import EpisodeRunner, PixelSpec
 
@@ -86,8 +88,21 @@ class _VideoRecorder:
         frames = [f for i in sorted(self.frames) for f in self.frames[i]]
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".partial.mp4")
-        imageio.mimsave(tmp, frames, fps=fps, macro_block_size=1)
-        tmp.replace(path)
+        if tmp.exists():
+            warnings.warn(f"{tmp}: removed, left behind by an interrupted run", MTMWarning, stacklevel=2)
+        try:
+            imageio.mimsave(tmp, frames, fps=fps, macro_block_size=1)
+            tmp.replace(path)
+        except (OSError, RuntimeError) as exc:
+            tmp.unlink(missing_ok=True)
+            # ffmpeg runs in its own process: a full disk reaches us as a broken pipe or an ffmpeg
+            # error, not always with an errno. Frames that encode are never the problem.
+            failure = write_failure(exc, path, "writing the video")
+            if failure is None:
+                reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+                failure = OutputError(f"{path}: writing the video failed ({reason}); check that its folder "
+                                      f"has space and can be written")
+            raise failure from None
         return path
 
 
@@ -234,10 +249,15 @@ def evaluate_predictions(
         raise DataError(f"the training data {path!r} is not there; pass --data PATH")
     data = load_trajectories(path, format=data_cfg.format, rtg=data_cfg.rtg, gamma=data_cfg.gamma,
                              rtg_horizon=data_cfg.rtg_horizon)
+    model = load_model(checkpoint, device)
+    dims = (model.tokenizers["states"].dim, model.tokenizers["actions"].dim)
+    if (data.state_dim, data.action_dim) != dims:
+        raise DataError(f"{path}: states have {data.state_dim} dimensions and actions {data.action_dim}, but the "
+                        f"checkpoint was trained on {dims[0]} and {dims[1]}; give the dataset it was trained on "
+                        f"(or one of the same env)")
     _, val = data.split(data_cfg.val_fraction, data_cfg.split_seed)
     if val.num_episodes == 0:
         raise DataError("the run held out no episodes (data.val_fraction = 0): nothing to evaluate on")
-    model = load_model(checkpoint, device)
     keys = tuple(k for k in ("states", "actions", "returns") if k in model.tokenizers)
     sampler = WindowSampler(val, model.window, device=device, keys=keys)
     stats = checkpoint.metadata["stats"]

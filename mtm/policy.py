@@ -26,7 +26,14 @@ the return still to come, G minus the rewards received so far (Decision Transfor
     sum          G                       | G - received
     average      G / H                   | (G - received) / (H - t)
     discounted   (G / H)(1 - γ^H)/(1 - γ) | ((G - received) / (H - t)) (1 - γ^(H-t))/(1 - γ)
-where H is the data's rtg horizon. Actions are decoded to raw units and clipped to the action space.
+where H is the data's rtg horizon. A target must be finite and lie within TARGET_RANGES times the
+range (max - min) of the training returns: beyond that the model only extrapolates, and targets
+like 1e30 overflow the network into NaN.
+
+Actions are decoded to raw units and clipped to the action space. A non-finite action is never
+returned: act() raises NonFiniteActionError instead. Clipping cannot repair a NaN, and quietly
+replacing it would make an evaluation report returns of a policy that does not exist; a broken
+checkpoint or a broken observation is something the user must hear about.
 
 Precision: `precision="auto"` (the default) runs the network under bf16 autocast only where the
 device multiplies bf16 natively, as training does (mtm.hardware); "fp32" or "bf16" force one.
@@ -34,6 +41,7 @@ device multiplies bf16 natively, as training does (mtm.hardware); "fp32" or "bf1
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -41,12 +49,38 @@ import torch
 
 from mtm.checkpoint import Checkpoint, load_checkpoint
 from mtm.data.episode import STATE_KEY
-from mtm.errors import ConfigError
+from mtm.errors import ConfigError, MTMError
 from mtm.hardware import resolve_precision
 from mtm.model.masks import bc_mask, rcbc_mask
 from mtm.model.build import model_from_spec
 
 POLICY_MODES = ("bc", "rcbc")
+#: How far outside the training episode returns an RCBC target may lie, in units of their range.
+TARGET_RANGES = 100.0
+
+
+class NonFiniteActionError(MTMError):
+    """The model produced a NaN or infinite action (nothing was sent to the environment)."""
+
+
+def check_target_fraction(p: float) -> float:
+    """A target fraction p (G = min + p (max - min)) the model can be asked for; ConfigError if not."""
+    if not math.isfinite(p):
+        raise ConfigError(f"the target fraction must be a finite number, got {p}")
+    if abs(p) > TARGET_RANGES:
+        raise ConfigError(f"the target fraction {p:g} is far outside the training returns; ask for one between "
+                          f"{-TARGET_RANGES:g} and {TARGET_RANGES:g} (0 = the worst training return, 1 = the best)")
+    return p
+
+
+def _check_target_return(g: float, low: float, high: float) -> float:
+    if not math.isfinite(g):
+        raise ConfigError(f"the target return must be a finite number, got {g}")
+    span = high - low if high > low else max(abs(low), 1.0)  # one training return: its own scale
+    if abs(g - low) / span > TARGET_RANGES:  # the same bound as check_target_fraction
+        raise ConfigError(f"the target return {g:g} is far outside the training returns ({low:.4g} .. {high:.4g}); "
+                          f"ask for one within {TARGET_RANGES:g} times their range of them")
+    return g
 
 
 def load_model(checkpoint: Checkpoint, device: torch.device | str = "cpu") -> torch.nn.Module:
@@ -108,11 +142,11 @@ class MTMPolicy:
         rtg = metadata.get("rtg") or {"kind": "sum", "gamma": 1.0, "horizon": 1000}
         self.rtg_kind, self.gamma, self.horizon = rtg["kind"], float(rtg.get("gamma", 1.0)), int(rtg["horizon"])
         seen = metadata.get("returns", {}).get("episode_return", {})
+        low, high = float(seen.get("min", 0.0)), float(seen.get("max", 0.0))
         if target_return is None:
-            p = 1.0 if target_fraction is None else float(target_fraction)
-            low, high = float(seen.get("min", 0.0)), float(seen.get("max", 0.0))
+            p = check_target_fraction(1.0 if target_fraction is None else float(target_fraction))
             target_return = low + p * (high - low)
-        self.target_return = float(target_return)
+        self.target_return = _check_target_return(float(target_return), low, high)
         self.decrement = decrement
 
         k, L, dev = num_envs, self.window, self.device
@@ -241,6 +275,20 @@ class MTMPolicy:
             predicted = self.model.predict(batch, visible, heads=("actions",), queries=self._queries[c])["actions"]
         predicted = predicted[rows, c].float()
         action = torch.maximum(torch.minimum(predicted, self.action_high), self.action_low)
+        out = action.cpu().numpy()
+        if not np.isfinite(out).all():  # the copy to the host syncs anyway: this check is free
+            self._refuse(out, obs)
         self.actions[rows, c] = action
         self.steps[:n] += 1
-        return action.cpu().numpy()
+        return out
+
+    def _refuse(self, actions: np.ndarray, obs: torch.Tensor) -> None:
+        bad = np.flatnonzero(~np.isfinite(actions).all(axis=1)).tolist()
+        steps = sorted({int(self.steps[i]) for i in bad})
+        when = f"step {steps[0]}" if len(steps) == 1 else f"steps {steps}"
+        if not bool(torch.isfinite(obs[bad]).all()):
+            cause = "the observations given to it were not finite"
+        else:
+            cause = "its inputs were finite, so the checkpoint (weights or statistics) holds NaN/inf or overflows"
+        raise NonFiniteActionError(f"the model produced a non-finite action for environment slot(s) {bad} at {when}; "
+                                   f"nothing was sent to the environment ({cause})")

@@ -37,3 +37,13 @@ def reacher_run(tmp_path_factory) -> Path:
                                                        "train.steps=40", "train.save_every=40"])
     train(cfg, progress=False)
     return root / "run"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many fault cases tests/test_faults.py tried (bad files, full disks, kill -9)."""
+    import sys
+
+    faultkit = sys.modules.get("faultkit")
+    if faultkit is not None and faultkit.TRIED:
+        parts = ", ".join(f"{n} {kind}" for kind, n in faultkit.TRIED.items())
+        terminalreporter.write_line(f"fault injection: {sum(faultkit.TRIED.values())} cases tried ({parts})")

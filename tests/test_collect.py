@@ -150,6 +150,14 @@ def test_interrupt_keeps_finished_episodes_or_writes_nothing(tmp_path, monkeypat
     else:
         with NativeSource(out) as src:
             assert len(src) == kept and all(ep.length == 50 for ep in src)
+            # The file says which episodes it holds, not the ones that were asked for.
+            assert src.info.source.endswith("reset seeds 0..3 (interrupted after 4 of 10 episodes)")
+            assert src.info.extra["episodes_requested"] == 10 and src.info.extra["interrupted"] is True
+
+
+def test_seed_lists_are_described_as_ranges():
+    assert collect_module.describe_seeds([5]) == "5"
+    assert collect_module.describe_seeds([3, 0, 1, 2, 5, 7, 8]) == "0..3, 5, 7..8"
 
 
 def test_sigint_is_held_until_the_episode_is_written():

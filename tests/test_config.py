@@ -251,3 +251,17 @@ def test_every_builtin_config_loads_and_is_named_in_the_docs():
         assert cfg.train.steps >= 1
     pixels = load_config(RunConfig, resolve_config_path("pixels"), [])
     assert pixels.tokens.image_encoder == "keypoints" and pixels.tokens.image_augment_pad == 0
+
+
+@pytest.mark.parametrize("text, shown", [("train: 5\n", "train: expected a section (mapping of TrainConfig keys), got 5"),
+                                         ("train:\n", "train: expected a section (mapping of TrainConfig keys), got null"),
+                                         ("model: [1, 2]\n", "model: expected a section (mapping of Net keys), got [1, 2] (a list)")])
+def test_a_scalar_where_a_section_belongs_is_an_error_even_with_overrides(tmp_path, text, shown):
+    cfg_file = write(tmp_path, text)
+    assert error(Root, cfg_file) == f"{cfg_file}: {shown}"
+    # `mtm train` always adds overrides (--data, --run-dir); they used to replace the scalar silently.
+    assert error(Root, cfg_file, ["train.steps=3", "model.width=8"]) == f"{cfg_file}: {shown}"
+
+
+def test_an_optional_section_may_be_null(tmp_path):
+    assert load_config(Root, write(tmp_path, "extra: null\n"), ["train.steps=3"]).extra is None

@@ -195,3 +195,30 @@ def test_mlp_baselines_train_checkpoint_and_act_through_the_same_path(dataset, t
     other = "bc" if task == "rcbc" else "rcbc"
     with pytest.raises(Exception, match="acts in mode|needs a model trained with return"):
         MTMPolicy(model, ck.metadata, mode=other)
+
+
+def _one_step_episodes(path: Path, episodes: int = 60) -> Path:
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f["observations"] = rng.normal(size=(episodes, 3)).astype(np.float32)
+        f["actions"] = rng.normal(size=(episodes, 2)).astype(np.float32)
+        f["rewards"] = rng.normal(size=episodes).astype(np.float32)
+        f["terminals"] = np.ones(episodes, bool)
+        f["timeouts"] = np.zeros(episodes, bool)
+    return path
+
+
+@pytest.mark.parametrize("episodes, message", [
+    (60, "no validation: the 6 held-out episodes have at most 1 step, and a 4-step window needs 3 real steps "
+         "for any prediction to be scored; use longer episodes or a shorter data.window"),
+    (1, "no validation: the dataset has 1 episode, none can be held out"),
+])
+def test_training_without_any_possible_validation_says_so(tmp_path, episodes, message):
+    data = _one_step_episodes(tmp_path / "short.hdf5", episodes)
+    args = ["train", "--no-progress", "--data", str(data), "--run-dir", str(tmp_path / "run")]
+    for item in TINY + ["train.steps=3", "train.val_every=3"]:
+        args += ["--set", item]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert [line for line in r.stderr.splitlines() if line.startswith("warning:")] == [f"warning: {message}"]
+    assert "validation (held-out episodes" not in r.stdout

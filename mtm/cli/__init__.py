@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 # With OpenMP's default busy-wait, two torch threads can run 10-100x slower when the other core is
 # busy (an env, a loader). Passive waiting costs nothing measurable otherwise. Must precede torch.
@@ -24,13 +25,26 @@ headless_rendering_default()
 import click  # noqa: E402
 
 from mtm import __version__  # noqa: E402
-from mtm.errors import MTMError  # noqa: E402
+from mtm.errors import MTMError, MTMWarning  # noqa: E402
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, MTMWarning):
+        click.echo(f"warning: {message}", err=True)  # one line, like errors
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
 
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", MTMWarning)  # every notice, not once per code line
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except MTMError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)

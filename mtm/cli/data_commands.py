@@ -11,7 +11,7 @@ import click
 
 from mtm.cli import main
 from mtm.data.formats import FORMATS
-from mtm.errors import ConfigError, DataError
+from mtm.errors import ConfigError
 
 _FORMAT_OPTION = click.option(
     "--format", "fmt", type=click.Choice(FORMATS), default=None,
@@ -60,6 +60,7 @@ def convert(src: Path, dst: Path, fmt: str | None, filter_key: str | None, overw
     from mtm.data.formats import open_dataset
     from mtm.data.formats.native import EpisodeWriter
     from mtm.data.hdf5 import check_output_path
+    from mtm.io import write_failure
 
     if (ref_min is None) != (ref_max is None):
         raise ConfigError("--ref-min and --ref-max go together; give both or neither")
@@ -77,8 +78,11 @@ def convert(src: Path, dst: Path, fmt: str | None, filter_key: str | None, overw
                 for episode in tqdm(source, total=len(source), desc="converting", unit="episode",
                                     disable=None):
                     writer.add(episode)
-        except OSError as exc:  # disk full, permission denied, ...: the user's to fix, not a bug
-            raise DataError(f"{dst}: writing failed ({exc}); no output was written") from None
+        except OSError as exc:  # the writer reports the disk's failures itself; anything else of the kind
+            failure = write_failure(exc, dst)
+            if failure is None:
+                raise
+            raise failure from None
     click.echo(f"wrote {writer.num_episodes} episodes, {writer.num_steps} steps to {dst}")
 
 

@@ -50,13 +50,14 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
       mtm eval --checkpoint runs/hopper --task fd --task id
     """
     from mtm.checkpoint import load_checkpoint
-    from mtm.config import atomic_write_text
+    from mtm.io import atomic_write_text
     from mtm.data.hdf5 import check_output_path
     from mtm.evaluate import evaluate_checkpoint, evaluate_predictions, format_report
     from mtm.hardware import resolve_precision, thread_summary
+    from mtm.io import write_failure
     from mtm.training.runtime import resolve_device
 
-    for path in (output, video):
+    for path in (output, video):  # before any rollout: a folder that cannot take them fails now
         if path is not None:
             check_output_path(path, overwrite)
     ck = load_checkpoint(checkpoint)
@@ -90,5 +91,11 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
         )
         click.echo(format_report(report))
     if output:
-        atomic_write_text(output, json.dumps(report, indent=2) + "\n")
+        try:
+            atomic_write_text(output, json.dumps(report, indent=2) + "\n")
+        except OSError as exc:  # checked writable before the rollouts; the disk may still fill up
+            failure = write_failure(exc, output)
+            if failure is None:
+                raise
+            raise failure from None
         click.echo(f"report: {output}")

@@ -21,7 +21,8 @@ from mtm.cli import main
               help="Same as --set train.device=...")
 @click.option("--resume", default=None, metavar="RUN_DIR",
               help="Continue the run in RUN_DIR from its last checkpoint (its config.yaml, plus any --set).")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty run directory.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the mtm run in --run-dir (kept until the new run saves its first checkpoint).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def train_command(config_name, overrides, data, run_dir, device, resume, overwrite, progress) -> None:
     """Train a masked trajectory model on an offline dataset.
@@ -35,6 +36,7 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
     from mtm.config import RunConfig, load_config, resolve_config_path
     from mtm.errors import ConfigError
     from mtm.training.loop import CONFIG_FILE, train
+    from mtm.training.rundir import recover
 
     extra = list(overrides)
     for key, value in (("data.path", data), ("train.run_dir", run_dir), ("train.device", device)):
@@ -43,6 +45,11 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
     if resume is not None:
         if config_name is not None:
             raise ConfigError("--resume continues a run with its own config.yaml; drop --config (use --set to change fields)")
+        if overwrite:
+            raise ConfigError("--resume continues a run and --overwrite replaces one; give only one of them")
+        # A killed --overwrite may have left the earlier run set aside: put it back before its
+        # config.yaml is read.
+        recover(resume)
         base = Path(resume) / CONFIG_FILE
         if not base.exists():
             raise ConfigError(f"{resume}: not a run directory (no {CONFIG_FILE}); nothing to resume")

@@ -86,6 +86,8 @@ class Episode:
         for name, arr in [("actions", self.actions), ("rewards", self.rewards)] + [
             (f"observations/{k}", v) for k, v in self.observations.items()
         ]:
+            if arr.dtype.kind not in "biuf":
+                raise DataError(f"{where}: {name} holds {arr.dtype} data; expected numbers")
             if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
                 bad = int(np.argwhere(~np.isfinite(arr.reshape(arr.shape[0], -1)))[0, 0])
                 raise DataError(f"{where}: {name} holds NaN or inf (first at step {bad})")

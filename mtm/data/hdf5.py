@@ -8,8 +8,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from mtm.data.episode import EpisodeSource
+from mtm.data.episode import Episode, EpisodeSource
 from mtm.errors import DataError, OutputExistsError
+from mtm.io import check_writable_folder
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -21,8 +22,11 @@ def open_hdf5(path: str | os.PathLike) -> h5py.File:
         raise DataError(f"{p}: no such file")
     if p.is_dir():
         raise DataError(f"{p}: is a directory, expected an HDF5 file")
-    with open(p, "rb") as fh:
-        head = fh.read(8)
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:  # unreadable input is the input's problem, not an output's
+        raise DataError(f"{p}: cannot read ({(exc.strerror or str(exc)).lower()})") from None
     if head != HDF5_SIGNATURE and not h5py.is_hdf5(p):
         raise DataError(f"{p}: not an HDF5 file")
     try:
@@ -65,16 +69,47 @@ class GroupPerEpisode(EpisodeSource):
             raise IndexError(index)
         return self._episodes_parent[self._names[index]]
 
+    # Every episode must have episode 0's per-step shapes: consumers stack episodes (training,
+    # batches of frames) and a file whose episodes disagree would otherwise pass `inspect` and crash
+    # deep inside `train`. Episode 0's shapes are learnt when it is read (or looked up when another
+    # episode is read first); readers may check more than the keys read (see NativeSource).
+
+    def _check_step_shapes(self, index: int, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+        cache: dict[str, tuple[int, ...]] = self.__dict__.setdefault("_episode0_shapes", {})
+        if index == 0:
+            for key, shape in shapes.items():
+                cache.setdefault(key, tuple(shape))
+            return
+        missing = [key for key in shapes if key not in cache]
+        if missing:
+            cache.update({k: v for k, v in self._episode0_shapes_of(missing).items() if k not in cache})
+        for key, shape in shapes.items():
+            reference = cache.get(key)
+            if reference is not None and tuple(shape) != reference:
+                raise DataError(f"{where}: {key} has per-step shape {tuple(shape)} but {self._names[0]} has "
+                                f"{reference}; every episode of a dataset must have the same shapes")
+
+    def _episode0_shapes_of(self, keys: list[str]) -> dict[str, tuple[int, ...]]:
+        """Episode 0's per-step shapes of `keys` ("actions", "observations/<key>"), by reading it."""
+        observation_keys = [k.split("/", 1)[1] for k in keys if k.startswith("observations/")]
+        return step_shapes(self.episode(0, keys=observation_keys or None))
+
+
+def step_shapes(episode: Episode) -> dict[str, tuple[int, ...]]:
+    shapes = {f"observations/{k}": tuple(v.shape[1:]) for k, v in episode.observations.items()}
+    shapes["actions"] = tuple(episode.actions.shape[1:])
+    return shapes
+
 
 def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to clobber an existing output unless asked; make sure its folder exists."""
+    """Refuse to clobber an existing output unless asked; make sure its folder exists and takes
+    new files (commands call this before any work, so a read-only folder costs nothing)."""
     p = Path(path)
     if p.is_dir():
         raise OutputExistsError(f"{p}: is a directory; give a file path for the output")
     if p.exists() and not overwrite:
         raise OutputExistsError(f"{p}: already exists; pass --overwrite to replace it")
-    if not p.parent.exists():
-        raise DataError(f"{p.parent}: output folder does not exist")
+    check_writable_folder(p)
     return p
 
 

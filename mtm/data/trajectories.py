@@ -169,7 +169,7 @@ def load_trajectories(
                 rtg_include_current_reward=rtg_include_current_reward, state_keys=state_keys,
             )
 
-    where = source.info.source
+    where = _where(source)
     if hasattr(source, "flat_arrays"):
         flat = source.flat_arrays()
         observations = {STATE_KEY: flat.observations}
@@ -208,6 +208,13 @@ def load_trajectories(
     )
 
 
+def _where(source: EpisodeSource) -> str:
+    """How to name a source in a message: the path the user gave (a converted file's info.source is
+    where its data came from, somewhere else)."""
+    path = getattr(source, "path", None)
+    return str(path) if path is not None else source.info.source
+
+
 def is_image(arr: np.ndarray) -> bool:
     """Image observations are uint8 (T, H, W, C), the convention every reader follows."""
     return arr.dtype == np.uint8 and arr.ndim >= 4
@@ -221,7 +228,7 @@ def _read_episodes(
     Only the first episode is read whole, since the data itself tells images from low-dimensional
     arrays; the others are asked for the chosen keys alone, so their image frames are never read.
     """
-    where = source.info.source
+    where = _where(source)
     if len(source) == 0:
         raise DataError(f"{where}: the dataset holds no episodes")
     first = source.episode(0)

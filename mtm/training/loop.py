@@ -15,23 +15,25 @@ DDP, ranks other than 0 reseed dropout from (seed, rank, step) on resume.
 Failure. A non-finite loss is detected (without a per-step device sync: a flag accumulates on the
 device and is read at every log and before every save), and the run stops with a clear message;
 nothing is saved after it, so the last checkpoint is the last good one. Ctrl-C finishes the
-current step, saves a checkpoint and stops.
+current step, saves a checkpoint and stops. A run that fails before its first checkpoint leaves the
+run directory as it found it (mtm.training.rundir: the lock, --overwrite, recovery after a kill).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from mtm.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from mtm.config import RunConfig, config_to_dict, format_config, save_config
@@ -40,19 +42,18 @@ from mtm.data.stats import ModalityStats
 from mtm.data.trajectories import Trajectories, load_trajectories
 from mtm.data.batches import WindowBatches
 from mtm.data.windows import WindowSampler
-from mtm.errors import ConfigError, DataError, MTMError, OutputExistsError
+from mtm.errors import ConfigError, DataError, MTMError, MTMWarning, OutputError
 from mtm.hardware import Precision, cpu_kernel_path, resolve_precision, thread_summary
+from mtm.io import atomic_write_text, write_failure
 from mtm.model.loss import mtm_loss
 from mtm.model.masks import MaskMixture
 from mtm.model.build import build_model, model_from_spec
 from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer, Tokenizer
 from mtm.training.memory import release_free_memory
+from mtm.training.rundir import CONFIG_FILE, METRICS_FILE, RunDirectory
 from mtm.training.runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
 from mtm.training.optim import build_optimizer, build_scheduler
-from mtm.training.validation import prediction_errors
-
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
+from mtm.training.validation import prediction_errors, steps_needed
 
 
 class TrainingDiverged(MTMError):
@@ -105,17 +106,6 @@ def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(mixed[0]) << 32 | int(mixed[1]))
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(
-                f"{run_dir}: run directory is not empty; continue it with --resume {run_dir}, "
-                f"or pass --overwrite to start over, or choose another --run-dir"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
 class _StopRequest:
     """Turns the first Ctrl-C into a flag read at step boundaries (a second one interrupts now)."""
 
@@ -138,17 +128,36 @@ class _StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
-class _Logger:
-    """TensorBoard scalars plus metrics.jsonl (machine-readable), rank 0 only."""
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the rows of metrics.jsonl up to `step`, the checkpoint a run resumes from: the steps
+    after it are trained and logged again. A row cut short by a kill goes too."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
 
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
+
+class _Logger:
+    """TensorBoard scalars plus metrics.jsonl (machine-readable), rank 0 only. On resume from step
+    s, both forget what a killed run logged after s (TensorBoard's purge_step does it for events)."""
+
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None = None) -> None:
         self.enabled = enabled
         self.writer = None
         self.jsonl = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run_dir))
+            if resume_step is not None:
+                truncate_metrics(run_dir / METRICS_FILE, resume_step)
+            self.writer = SummaryWriter(str(run_dir), purge_step=None if resume_step is None else resume_step + 1)
             self.jsonl = open(run_dir / METRICS_FILE, "a")
 
     def text(self, tag: str, text: str) -> None:
@@ -285,6 +294,20 @@ def _load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> _RunData:
                     val_sampler=batches(val_data) if val_data.num_episodes else None, eval_env=eval_env)
 
 
+def _no_validation_reason(run: _RunData, model: torch.nn.Module) -> str | None:
+    """Why asking for validation (val_fraction > 0, val_every > 0) will produce none, if it will not."""
+    if run.val.num_episodes == 0:
+        n = run.data.num_episodes
+        return f"the dataset has {n} episode{'' if n == 1 else 's'}, none can be held out"
+    needed = steps_needed(model)
+    longest = int(run.val.lengths.max())
+    if needed is not None and longest < needed:
+        return (f"the {run.val.num_episodes} held-out episodes have at most {longest} step{'' if longest == 1 else 's'}, "
+                f"and a {model.window}-step window needs {needed} real steps for any prediction to be scored; "
+                f"use longer episodes or a shorter data.window")
+    return None
+
+
 def _runtime_info(rt: Runtime, precision: Precision) -> dict:
     """Where and how the run computes: saved in every checkpoint's metadata and shown at start."""
     info = {"device": str(rt.device), "world_size": rt.world_size, "precision": precision.to_dict()}
@@ -401,19 +424,45 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
         raise ConfigError("no dataset given: pass --data PATH (or --set data.path=PATH)")
     if tc.batch_size % rt.world_size:
         raise ConfigError(f"train.batch_size {tc.batch_size} is not divisible by the {rt.world_size} processes")
-    local_batch = tc.batch_size // rt.world_size
+    if tc.eval_every:
+        from mtm.policy import check_target_fraction
+
+        try:
+            check_target_fraction(tc.eval_target_fraction)
+        except ConfigError as exc:
+            raise ConfigError(f"train.eval_target_fraction: {exc}") from None
     run_dir = Path(resume if resume is not None else tc.run_dir)
+    # Rank 0 owns the run directory. It is checked before anything is read, locked for the whole
+    # run, and an earlier run is set aside only once the new one is known to be valid and deleted
+    # only once the new one has a checkpoint (mtm.training.rundir).
+    run = RunDirectory(run_dir, enabled=rt.is_main)
+    run.check(overwrite=overwrite, resume=resume is not None)
     if tc.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=False)
     seed_everything(tc.seed + rt.rank)
+    try:
+        with run.acquire(overwrite=overwrite, resume=resume is not None):
+            return _train_locked(cfg, rt, run, resume=resume, overwrite=overwrite, progress=progress, say=say)
+    except (OSError, RuntimeError, SafetensorError) as exc:  # a full disk, a read-only mount...
+        failure = write_failure(exc, run_dir)
+        if failure is None:
+            raise
+        if (run.committed or resume is not None) and (run_dir / "checkpoints" / "last").is_file():
+            failure = OutputError(f"{failure}; the last checkpoint is intact: once the disk allows it, "
+                                  f"continue with: mtm train --resume {run_dir}")
+        raise failure from None
 
+
+def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, overwrite: bool,
+                  progress: bool, say: Callable[[str], None] | None) -> TrainResult:
+    tc = cfg.train
+    run_dir = run.path
+    local_batch = tc.batch_size // rt.world_size
     checkpoint = None
     if resume is not None:
         checkpoint = load_checkpoint(run_dir)
         if not checkpoint.has_train_state:
             raise DataError(f"{checkpoint.path}: holds no training state to resume from")
-    elif rt.is_main:
-        prepare_run_dir(run_dir, overwrite)
 
     run_data = _load_run_data(cfg, rt, checkpoint)
     train_sampler, val_sampler, image_keys = run_data.train_sampler, run_data.val_sampler, run_data.image_keys
@@ -426,6 +475,13 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
         frame_shapes = {key: train_sampler.frame_shape(key) for key in image_keys}
         model = build_model(cfg.model, build_tokenizers(cfg, stats, frame_shapes), cfg.data.window)
     model.to(rt.device)
+    if rt.is_main and tc.val_every and cfg.data.val_fraction > 0:
+        reason = _no_validation_reason(run_data, model)
+        if reason is not None:
+            warnings.warn(f"no validation: {reason}", MTMWarning, stacklevel=2)
+            if val_sampler is not None:
+                val_sampler.close()
+                val_sampler = None
     baseline_means = {name: torch.as_tensor(stats[name].mean) for name in ("states", "actions")}
     mask_fn = MaskMixture.from_string(tc.mask)
 
@@ -447,7 +503,9 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
         say(_describe_runtime(runtime))
 
     metadata = {**_run_metadata(cfg, run_data, model), "runtime": runtime}
-    logger = _Logger(run_dir, enabled=rt.is_main)
+    if checkpoint is None:
+        run.begin(overwrite)  # everything is validated: from here on the run writes
+    logger = _Logger(run_dir, enabled=rt.is_main, resume_step=start_step if checkpoint else None)
     if rt.is_main:
         save_config(cfg, run_dir / CONFIG_FILE)
         if checkpoint is None:
@@ -457,12 +515,14 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
                                 f"{run_data.val.num_episodes} val episodes, {train_sampler.num_windows} train windows")
 
     def save(step: int) -> Path:
-        return save_checkpoint(
+        path = save_checkpoint(
             run_dir, step, model_state=model.state_dict(), config=config_to_dict(cfg), metadata=metadata,
             train_state={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                          "step": step, "rng": capture_rng_state()},
             keep_last=tc.keep_last,
         )
+        run.commit()  # the new run has a checkpoint: an earlier run it replaces can go now
+        return path
 
     last_saved = checkpoint.path if checkpoint is not None else None
     nonfinite = torch.zeros((), dtype=torch.int32, device=rt.device)

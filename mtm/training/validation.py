@@ -53,6 +53,12 @@ PREDICTION_TASKS: dict[str, PredictionTask] = {
 }
 
 
+def steps_needed(model: torch.nn.Module) -> int | None:
+    """Real (unpadded) steps a window needs for at least one task to score it; None if none applies."""
+    needs = [t.current(model.window) + t.target_offset + 1 for t in PREDICTION_TASKS.values() if t.applies_to(model)]
+    return min(needs) if needs else None
+
+
 @torch.no_grad()
 def prediction_errors(
     model: torch.nn.Module,

@@ -169,8 +169,8 @@ def _load(f: h5py.File, where: str) -> FlatArrays:
     for k in ("observations", "next_observations", "actions", "rewards"):
         if k in arrays:
             arrays[k] = _as_float32(arrays[k], k, where)
-    terminals = arrays["terminals"].astype(bool)
-    timeouts = arrays["timeouts"].astype(bool) if "timeouts" in arrays else np.zeros(n, bool)
+    terminals = _flags(arrays["terminals"], "terminals", where)
+    timeouts = _flags(arrays["timeouts"], "timeouts", where) if "timeouts" in arrays else np.zeros(n, bool)
     starts, lengths = episode_bounds(terminals | timeouts)
     flat = FlatArrays(
         observations=arrays["observations"],
@@ -196,6 +196,16 @@ def _per_step_scalar(arr: np.ndarray, name: str, where: str) -> np.ndarray:
     if arr.ndim != 1:
         raise DataError(f"{where}: '{name}' has shape {arr.shape}; expected (N,) or (N, 1)")
     return arr
+
+
+def _flags(arr: np.ndarray, name: str, where: str) -> np.ndarray:
+    """Booleans, or numbers that are all 0 or 1; text would turn every non-empty string into True."""
+    if arr.dtype == bool:
+        return arr
+    if arr.dtype.kind in "iuf" and np.isin(arr, (0, 1)).all():
+        return arr.astype(bool)
+    raise DataError(f"{where}: '{name}' must hold booleans (or 0/1), found dtype {arr.dtype}"
+                    + ("" if arr.dtype.kind not in "iuf" else " with other values"))
 
 
 def _as_float32(arr: np.ndarray, name: str, where: str) -> np.ndarray:

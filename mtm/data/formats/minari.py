@@ -45,7 +45,7 @@ import h5py
 import numpy as np
 
 from mtm.data.episode import STATE_KEY, DatasetInfo, Episode, select_keys
-from mtm.data.hdf5 import GroupPerEpisode, open_hdf5, read_array
+from mtm.data.hdf5 import GroupPerEpisode, open_hdf5, read_array, step_shapes
 from mtm.errors import DataError
 
 MAIN_FILE = "main_data.hdf5"
@@ -283,6 +283,8 @@ class MinariSource(GroupPerEpisode):
         self._file = self._episodes_parent = open_hdf5(self.data_file)
         try:
             self._names = self._episode_names(meta.get("total_episodes"), metadata_file)
+            if not self._names:
+                raise DataError(f"{self.data_file}: holds no episodes")
             self.info = self._info(meta, obs_space, act_space, metadata_file)
         except BaseException:
             self.close()
@@ -368,6 +370,7 @@ class MinariSource(GroupPerEpisode):
                 raise DataError(f"{where}: observations '{key}' has {arr.shape[0]} rows for {t} "
                                 f"actions; Minari episodes have T+1 = {t + 1}")
         episode.validate(where)
+        self._check_step_shapes(index, step_shapes(episode), where)
         return episode
 
     def _read_observations(self, g: h5py.Group, where: str, keys: Collection[str] | None) -> dict[str, np.ndarray]:

@@ -19,7 +19,10 @@ arrays are stored contiguous and uncompressed: they are small and load fastest t
 
 The writer appends one episode at a time and flushes after each; the file is written under
 ``<name>.partial`` and renamed into place by ``commit()``, so the output path never holds a
-half-written file and an existing file is only replaced once the new one is complete.
+half-written file and an existing file is only replaced once the new one is complete. HDF5 writes
+through `mtm.io.DeferredFailureFile`, so a full disk or a read-only mount is one OutputError (and
+the partial file removed) rather than a cascade of HDF5 errors; the partial file is locked while
+it is written, and one left by a killed run is taken over (and the user told).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ import numpy as np
 import mtm
 from mtm.data.episode import DatasetInfo, Episode, select_keys
 from mtm.data.hdf5 import GroupPerEpisode, check_output_path, open_hdf5, partial_path, read_array
-from mtm.errors import DataError
+from mtm.errors import DataError, OutputError
+from mtm.io import DeferredFailureFile, fsync_dir, open_partial, write_failure
 
 FORMAT_NAME = "mtm-episodes"
 SCHEMA_VERSION = 1
@@ -77,36 +81,76 @@ class EpisodeWriter:
         self.num_episodes = 0
         self.num_steps = 0
         self._layout: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None
-        self._file: h5py.File | None = h5py.File(self.tmp_path, "w")
+        self._file: h5py.File | None = None
+        self._raw: DeferredFailureFile | None = DeferredFailureFile(open_partial(self.tmp_path, self.path))
         try:
+            self._file = h5py.File(self._raw, "w")
             self._write_header()
-        except BaseException:
+            self._check_writes()
+        except BaseException as exc:
             self.abort()
+            self._raise_write_failure(exc)
             raise
 
     def _write_header(self) -> None:
         f = self._file
-        info = self.info
         f.attrs["format"] = FORMAT_NAME
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["created_by"] = f"mtm {mtm.__version__}"
-        f.attrs["source_format"] = info.source_format
-        f.attrs["source"] = info.source
-        if info.env_id is not None:
-            f.attrs["env_id"] = info.env_id
-        for name in ("ref_min_score", "ref_max_score"):
-            value = getattr(info, name)
-            if value is not None:
-                f.attrs[name] = float(value)
-        for name in ("observation_space", "action_space"):
-            value = getattr(info, name)
-            if value is not None:
-                f.attrs[name] = json.dumps(value)
-        f.attrs["extra"] = json.dumps(info.extra)
+        self._write_info()
         f.attrs["num_episodes"] = 0
         f.attrs["num_steps"] = 0
         f.create_group(EPISODES_GROUP)
         f.flush()
+
+    def update_info(self, info: DatasetInfo) -> None:
+        """Describe the data differently before committing (an interrupted `mtm collect` records the
+        seeds it really holds)."""
+        if self._file is None:
+            raise RuntimeError("writer is closed")
+        self.info = info
+        try:
+            self._write_info()
+            self._file.flush()
+            self._check_writes()
+        except BaseException as exc:
+            self._raise_write_failure(exc)
+            raise
+
+    def _write_info(self) -> None:
+        f = self._file
+        info = self.info
+        f.attrs["source_format"] = info.source_format
+        f.attrs["source"] = info.source
+        optional = {"env_id": info.env_id}
+        for name in ("ref_min_score", "ref_max_score"):
+            value = getattr(info, name)
+            optional[name] = None if value is None else float(value)
+        for name in ("observation_space", "action_space"):
+            value = getattr(info, name)
+            optional[name] = None if value is None else json.dumps(value)
+        for name, value in optional.items():
+            if value is not None:
+                f.attrs[name] = value
+            elif name in f.attrs:
+                del f.attrs[name]
+        f.attrs["extra"] = json.dumps(info.extra)
+
+    def _check_writes(self) -> None:
+        """Raise what the file under HDF5 recorded (mtm.io.DeferredFailureFile), as one clear error."""
+        if self._raw is not None and self._raw.failure is not None:
+            self._raise_write_failure(self._raw.failure)
+            raise self._raw.failure
+
+    def _raise_write_failure(self, exc: BaseException) -> None:
+        """If the disk (not mtm) is why `exc` happened, raise that as an OutputError."""
+        recorded = self._raw.failure if self._raw is not None else None
+        if isinstance(recorded, KeyboardInterrupt):
+            raise KeyboardInterrupt
+        for cause in (recorded, exc):
+            failure = write_failure(cause, self.path) if cause is not None else None
+            if failure is not None:
+                raise OutputError(f"{failure}; nothing was written") from None
 
     def _check_layout(self, episode: Episode, where: str) -> None:
         layout = {k: (v.shape[1:], v.dtype) for k, v in episode.observations.items()}
@@ -132,6 +176,14 @@ class EpisodeWriter:
         where = f"{self.info.source} episode {self.num_episodes}"
         episode.validate(where)
         self._check_layout(episode, where)
+        try:
+            self._add(episode)
+            self._check_writes()
+        except BaseException as exc:
+            self._raise_write_failure(exc)
+            raise
+
+    def _add(self, episode: Episode) -> None:
         g = self._file[EPISODES_GROUP].create_group(episode_name(self.num_episodes))
         g.attrs["length"] = episode.length
         g.attrs["has_final_observation"] = episode.has_final_observation
@@ -164,17 +216,35 @@ class EpisodeWriter:
     def commit(self) -> Path:
         """Close the file and move it to the output path (replacing an old file only now)."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            try:
+                self._file.close()
+                self._file = None
+                self._check_writes()
+                os.fsync(self._raw.fileno())  # on disk before the rename makes it the output
+            except BaseException as exc:
+                self.abort()
+                self._raise_write_failure(exc)
+                raise
+            # Renamed while still locked: the lock stays with the file, and a partial file that
+            # another writer creates from now on is a new one.
             os.replace(self.tmp_path, self.path)
+            self._raw.close()
+            self._raw = None
+            fsync_dir(self.path.parent)
         return self.path
 
     def abort(self) -> None:
         """Close and delete the partial file; the output path is left as it was."""
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()  # cannot fail on the disk's account: see DeferredFailureFile
+            except Exception:  # noqa: BLE001 - the file is being thrown away whatever went wrong
+                pass
             self._file = None
-        self.tmp_path.unlink(missing_ok=True)
+        if self._raw is not None:
+            self.tmp_path.unlink(missing_ok=True)  # while still locked: no one else is using it
+            self._raw.close()
+            self._raw = None
 
     def __enter__(self) -> "EpisodeWriter":
         return self
@@ -233,6 +303,9 @@ class NativeSource(GroupPerEpisode):
             raise DataError(f"{self.path}: missing group '{EPISODES_GROUP}'")
         self._episodes_parent = f[EPISODES_GROUP]
         self._names = sorted(self._episodes_parent.keys())
+        if not self._names:
+            self._file.close()
+            raise DataError(f"{self.path}: holds no episodes")
         env_id = f.attrs.get("env_id")
         self.info = DatasetInfo(
             source_format=str(f.attrs.get("source_format", "native")),
@@ -252,11 +325,27 @@ class NativeSource(GroupPerEpisode):
     def observation_keys(self) -> list[str]:
         return _dataset_keys(self._group(0)["observations"]) if self._names else []
 
+    def _stored_shapes(self, index: int) -> dict[str, tuple[int, ...]]:
+        """Per-step shapes of every array of an episode, from the file's metadata (nothing is read)."""
+        g = self._group(index)
+        shapes = {}
+        if isinstance(g.get("observations"), h5py.Group):
+            obs = g["observations"]
+            shapes = {f"observations/{k}": tuple(obs[k].shape[1:]) for k in _dataset_keys(obs)}
+        if isinstance(g.get("actions"), h5py.Dataset):
+            shapes["actions"] = tuple(g["actions"].shape[1:])
+        return shapes
+
+    def _episode0_shapes_of(self, keys: list[str]) -> dict[str, tuple[int, ...]]:
+        return self._stored_shapes(0)
+
     def episode(self, index: int, keys: Collection[str] | None = None) -> Episode:
         g = self._group(index)
         where = f"{self.path} {self._names[index]}"
         if "observations" not in g:
             raise DataError(f"{where}: missing group 'observations'")
+        # Every key, read or not: a summary reads one key per episode, training reads frames lazily.
+        self._check_step_shapes(index, self._stored_shapes(index), where)
         obs_group = g["observations"]
         seed = g.attrs.get("seed")
         source_id = g.attrs.get("source_id")

@@ -46,7 +46,7 @@ import h5py
 import numpy as np
 
 from mtm.data.episode import DatasetInfo, Episode, select_keys
-from mtm.data.hdf5 import GroupPerEpisode, open_hdf5, read_array
+from mtm.data.hdf5 import GroupPerEpisode, open_hdf5, read_array, step_shapes
 from mtm.errors import DataError
 
 DEMO_RE = re.compile(r"demo_(\d+)")
@@ -103,6 +103,8 @@ class RobomimicSource(GroupPerEpisode):
             self._names = all_demos
         else:
             self._names = self._filtered(filter_key, filters, set(all_demos))
+        if not self._names:
+            raise DataError(f"{self.path}: holds no demos" + (f" in mask/{filter_key}" if filter_key else ""))
 
         env_args = self._env_args(data)
         extra: dict[str, Any] = {
@@ -186,6 +188,7 @@ class RobomimicSource(GroupPerEpisode):
             source_id=name,
         )
         episode.validate(where)
+        self._check_step_shapes(index, step_shapes(episode), where)
         return episode
 
     def _observations(self, g: h5py.Group, t: int, where: str, keys: Collection[str] | None) -> dict[str, np.ndarray]:
