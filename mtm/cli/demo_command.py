@@ -21,13 +21,14 @@ def demo_command(overrides, episodes, progress) -> None:
 
     from mtm.demo import run_demo
     from mtm.evaluate import format_report
+    from mtm.io import atomic_write_text
 
     if not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(min(2, torch.get_num_threads()))
     result = run_demo(Path("."), overrides=tuple(overrides), episodes=episodes,
                       say=lambda text: click.echo(f"[demo] {text}"), progress=progress)
     report = result.report
-    (result.run_dir / "eval_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(result.run_dir / "eval_report.json", json.dumps(report, indent=2) + "\n")
     click.echo("")
     click.echo(format_report(report))
     click.echo("")

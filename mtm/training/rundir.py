@@ -46,7 +46,7 @@ MOVING = ".replacing"
 
 _OWN = (LOCK_FILE, SET_ASIDE, MOVING)
 # What `mtm train` writes at the top of a run directory; anything else belongs to someone else.
-_RUN_NAMES = {CONFIG_FILE, METRICS_FILE, CHECKPOINTS_DIR, "videos"}
+_RUN_NAMES = {CONFIG_FILE, METRICS_FILE, CHECKPOINTS_DIR, "videos", "eval_report.json"}  # the last: mtm demo
 _RUN_PATTERNS = (
     re.compile(r"events\.out\.tfevents\..+"),  # TensorBoard
     re.compile(r"\.(config\.yaml|metrics\.jsonl)\.[0-9a-f]+\.tmp"),  # atomic writes cut short
