@@ -23,6 +23,8 @@ def machine_info(**extra: Any) -> dict[str, Any]:
     `extra` adds script-specific fields (the device, GPU name, ...)."""
     import torch
 
+    from mtm.hardware import cpu_kernel_path, cpu_native_bf16
+
     cpu = "unknown"
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
@@ -34,6 +36,8 @@ def machine_info(**extra: Any) -> dict[str, Any]:
         "cpu": cpu,
         "cpu_cores_visible": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_path": cpu_kernel_path(),  # AVX2 / AVX512 / AVX512-BF16 / AMX: the path the figures ran on
+        "cpu_native_bf16": cpu_native_bf16(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -343,7 +343,8 @@ def print_report(settings: list[Setting], params: dict[str, int], info: dict, da
                  command: str, rounds: int, block: int, warmup: int) -> None:
     cuda = info["device"].startswith("cuda")
     print(f"\ncommand: {command}")
-    print(f"machine: {info['cpu']} ({info['cpu_cores_visible']} cores visible, {info['cpu_capability']})"
+    print(f"machine: {info['cpu']} ({info['cpu_cores_visible']} cores visible, CPU path {info['cpu_path']}, "
+          f"bf16 {'native' if info['cpu_native_bf16'] else 'emulated'})"
           + (f", GPU {info['gpu']} (CUDA {info['cuda']})" if cuda else ""))
     print(f"torch {info['torch']}, OMP_WAIT_POLICY={info['omp_wait_policy']}, date {info['date']}, "
           f"load average {info['loadavg_start']} at start, {loadavg()} at end")
