@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from mtm.data.image_windows import ImageWindows
-from mtm.model.image_tokenizer import ImageTokenizer
+from mtm.model.tokenizers.image import ImageTokenizer
 from mtm.model.masks import random_autoregressive_mask
 from mtm.model.network import MTM, ModelConfig
 from mtm.model.tokenizers import ContinuousTokenizer

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mtm.errors import ConfigError
-from mtm.model.image_tokenizer import ImageTokenizer, random_shift
+from mtm.model.tokenizers.image import ImageTokenizer, random_shift
 from mtm.model.loss import mtm_loss
 from mtm.model.masks import MaskMixture, TokenLayout, bc_mask, random_autoregressive_mask, random_mask
 from mtm.model.network import MTM, ModelConfig

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from mtm.cli import main
+from mtm.cli.group import main
 from mtm.data.formats import FORMATS
 from mtm.errors import ConfigError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mtm.cli import main
+from mtm.cli.group import main
 
 
 @main.command("demo")

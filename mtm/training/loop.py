@@ -48,7 +48,7 @@ from mtm.io import atomic_write_text, write_failure
 from mtm.model.loss import mtm_loss
 from mtm.model.masks import MaskMixture
 from mtm.model.build import build_model, model_from_spec
-from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer, Tokenizer
+from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer, ImageTokenizer, Tokenizer
 from mtm.training.memory import release_free_memory
 from mtm.training.rundir import CONFIG_FILE, METRICS_FILE, RunDirectory
 from mtm.training.runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
@@ -79,8 +79,6 @@ def build_tokenizers(cfg: RunConfig, stats: dict[str, ModalityStats],
                      frame_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Tokenizer]:
     """Tokenizers in the token order states -> images -> returns -> actions (the autoregressive
     order; images are observations). frame_shapes: (H, W, C) per image key to tokenize."""
-    from mtm.model.image_tokenizer import ImageTokenizer
-
     tc = cfg.tokens
 
     def make(name: str, kind: str) -> Tokenizer:

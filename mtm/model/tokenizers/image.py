@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from mtm.errors import ConfigError
-from mtm.model.tokenizers import Tokenizer, _vector
+from mtm.model.tokenizers.base import Tokenizer, as_vector
 
 ENCODERS = ("patch", "conv", "keypoints")
 KEYPOINT_CHANNELS = (16, 32, 32)  # the keypoint encoder's default convolutions (strides 2, 2, 1)
@@ -167,8 +167,8 @@ class ImageTokenizer(Tokenizer):
             self.conv_channels = chans
             self.stem = _conv_stem(self.channels, chans)
             self.input_dim = chans[-1]
-        self.register_buffer("mean", _vector(mean, self.channels, f"{name} mean"))
-        self.register_buffer("std", _vector(std, self.channels, f"{name} std"))
+        self.register_buffer("mean", as_vector(mean, self.channels, f"{name} mean"))
+        self.register_buffer("std", as_vector(std, self.channels, f"{name} std"))
         if (self.std <= 0).any():
             raise ConfigError(f"image tokenizer {name!r}: std must be > 0 in every channel")
 

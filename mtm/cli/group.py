@@ -1,0 +1,45 @@
+"""The `mtm` click group: one `error: ...` line and exit 1 for a user mistake (MTMError), one
+`warning: ...` line for an MTMWarning, exit 130 on Ctrl-C. Commands register on `main` from their
+own modules (mtm/cli/*_command.py), which import it from here.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import click
+
+from mtm import __version__
+from mtm.errors import MTMError, MTMWarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, MTMWarning):
+        click.echo(f"warning: {message}", err=True)  # one line, like errors
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", MTMWarning)  # every notice, not once per code line
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
+        except MTMError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="mtm")
+def main() -> None:
+    """Masked Trajectory Models: offline robot data in, policies out."""
