@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-fast demo bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml
 
 test: install
 	MUJOCO_GL=$${MUJOCO_GL:-egl} $(PY) -m pytest -q
+
+test-fast: install  # the inner loop: everything but the tests listed as slow in tests/conftest.py (~30 s)
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(PY) -m pytest -q -m "not slow"
 
 demo: install
 	MUJOCO_GL=$${MUJOCO_GL:-egl} $(VENV)/bin/mtm demo

@@ -47,3 +47,32 @@ def pytest_terminal_summary(terminalreporter):
     if faultkit is not None and faultkit.TRIED:
         parts = ", ".join(f"{n} {kind}" for kind, n in faultkit.TRIED.items())
         terminalreporter.write_line(f"fault injection: {sum(faultkit.TRIED.values())} cases tried ({parts})")
+
+
+# The fast inner loop: `pytest -m "not slow"` leaves out the tests below (real training runs,
+# subprocesses, kill -9, whole pipelines; each takes a second or more on 2 cores). They stay in the
+# default run and in CI. Listed here, in one place, by file and test-name prefix.
+SLOW_TESTS = {
+    "test_faults.py": ("test_kill_9_while_training", "test_kill_9_while_writing_data", "test_full_disk_while_training"),
+    "test_train.py": ("test_torchrun_", "test_tiny_run_", "test_resume_after_kill_9", "test_mlp_baselines_"),
+    "test_roofline.py": ("test_bench_train_",),
+    "test_scripts.py": ("test_",),
+    "test_write_failures.py": ("test_full_disk_under_a_file_size_limit[train]", "test_full_disk_on_a_tiny_file_system[train]",
+                               "test_a_train_that_runs_out_of_space"),
+    "test_image_windows.py": ("test_peak_memory_",),
+    "test_network.py": ("test_learns_actions_",),
+    "test_demo.py": ("test_demo_",),
+    "test_checkpoint.py": ("test_killed_mid_save", "test_resume_is_bit_identical"),
+    "test_run_dir.py": ("test_the_lock_dies_",),
+    "test_config_docs.py": ("test_field_reference_is_current",),
+    "test_policy_eval.py": ("test_evaluation_during_training", "test_eval_cli_report_video", "test_exactly_n_episodes"),
+    "test_images_e2e.py": ("test_",),
+    "test_collect.py": ("test_ctrl_c_in_a_real_process",),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        prefixes = SLOW_TESTS.get(item.path.name, ())
+        if item.name.startswith(prefixes):
+            item.add_marker(pytest.mark.slow)
