@@ -26,13 +26,10 @@ cache); tests/test_image_windows.py checks it, scripts/bench_images.py measures 
 Processes. The file handle is opened on first use and reopened in a new process (the pid is
 checked), and pickling drops it, so one ImageWindows works in DataLoader workers, forked or spawned.
 
-Throughput (scripts/bench_images.py loader; 64 x 64 Reacher frames, batches of 64 windows x L = 4,
-on a 2-core machine shared with other jobs): about 50,000 frames/s (5 ms per batch) read in the
-training thread, negligible next to a CPU training step (seconds per batch at width 512), so the
-default is to read synchronously. When the step is short (GPU), ``loader(num_workers=N)`` reads
-ahead in N DataLoader worker processes: with a 10 ms stand-in step, 1 worker cut 200 steps from
-3.0 s to 2.5 s (compute alone: 2.0 s). A background *thread* did not help measurably (h5py holds
-the GIL while it decompresses, so it competes with the training thread), so there is none.
+Reading is synchronous in the training thread by default: it is negligible next to a CPU training
+step. When the step is short (GPU), ``loader(num_workers=N)`` reads ahead in N DataLoader worker
+processes. A background *thread* did not help (h5py holds the GIL while it decompresses, so it
+competes with the training thread), so there is none (figures: BENCHMARKS.md, Images).
 """
 
 from __future__ import annotations

@@ -10,12 +10,8 @@ numbers of visible tokens. Representation: the selected tokens of all samples ar
 layers, which are nearly all of the FLOPs), and scattered into a padded (B, max_count, ...) tensor
 with a key mask only inside attention. The encoder therefore costs in proportion to the visible
 tokens actually present (about 40% of N under the reference mask), not to N nor to the batch's
-largest visible count. Forward + backward + AdamW, width 512, 2 + 1 layers, L = 4, batch 256,
-reference mask, one CPU thread (AMD EPYC, AVX512-BF16), samples/s, fp32 / bf16 autocast:
-    packed (this)                                           201 / 615
-    all N tokens, hidden keys masked (key padding)          130 / 411
-    gathered to (B, max visible) + key padding (10 of 12)   147 / 453
-The decoder uses the same packing over the real (valid) tokens, so padded steps past an episode's
+largest visible count; packing was 1.4-1.5x faster than key padding or gathering to the batch's
+largest visible count (docs/model.md has the figures). The decoder uses the same packing over the real (valid) tokens, so padded steps past an episode's
 end are neither computed nor attended to.
 
 No attention row is ever fully masked (which would give NaN): every query may also attend to
@@ -31,15 +27,9 @@ hundred µs and per-op overhead is a large share):
   - Packing is a reshape, and attention runs without a mask (SDPA's faster path), when every
     sample selects the same number of tokens: the K envs of a policy at the same step.
   - predict runs under torch.inference_mode, and eval-mode blocks skip their Dropout calls.
-Small config (width 128, 2 + 1 layers, L = 4, rcbc mask at c = L-1), one CPU thread, predict()
-of the action, median µs, previous version of this file -> this one without queries -> with
-queries, interleaved in one run on a shared 2-core AMD EPYC (scripts/bench_eval.py, 2026-11-26,
-see BENCHMARKS.md): 10 samples 3,631 -> 2,723 -> 2,255 (1.61x in all; queries alone 1.21x);
-1 sample 897 -> 729 -> 689 (1.30x). Same actions (max difference 1.5e-8). bf16 autocast on top:
-1.19x at 10 samples, 0.59x at 1 (casting the weights at every call costs more than the small
-matmuls save), and actions change by ~2e-4: not used. 2 threads: slower on the shared cores.
-Not done: skipping dec_embed at hidden tokens (correct, but hidden tokens are 1 of 12 in a
-policy's window, so it would save ~0.3% of the MACs for extra gather/scatter ops).
+Together 1.3-1.6x faster predict() at 1-10 samples, same actions to 1.5e-8 (BENCHMARKS.md,
+Evaluation). Not done: skipping dec_embed at hidden tokens (hidden tokens are 1 of 12 in a
+policy's window: ~0.3% of the MACs, for extra gather/scatter ops).
 """
 
 from __future__ import annotations

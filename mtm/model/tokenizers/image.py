@@ -18,17 +18,10 @@ width) then embeds each token, as for every other modality:
                        it turns "where is the thing" into coordinates directly, which a patch
                        projection must learn from 32 x 32 x 3 pixel values. patch_size is unused.
 
-Measured with `python scripts/bench_images.py tokenizer` (one CPU thread, shared machine): 64 x 64
-frames, p = 16 -> 16 tokens, forward + backward of tokenizer + embedding Linear(-> 512) on 256 frames:
-    patch   394 k parameters    87-93 ms   ~2,900 frames/s
-    conv    520 k parameters   289-309 ms    ~860 frames/s
-so the patch encoder is the default; the conv stem is selectable (``encoder="conv"``, a spec field)
-for data where its spatial prior pays off. Keypoints cost one token per frame: 70.9 ms for the
-same 256 frames (3,611 frames/s, 32 k parameters), and a whole MTM step 0.50 s against 2.3-2.4 s
-for 16-token encoders (2026-11-27, same script). On mtm/ReacherPixels-v0, where the frame shows
-where the target is, keypoints are what made the model use its frames (BENCHMARKS.md, Images). In a whole MTM step (width 512, 2 + 1 layers, batch 64,
-states + images + returns + actions = 76 tokens) both take ~3.4 s: the Transformer over the 64 image
-tokens dominates, so k is the cost knob that matters (patch_size=32 gives 4 tokens per 64 px frame).
+The patch encoder is the default (about 3x the conv stem's frames/s); keypoints cost one token
+per frame, and on mtm/ReacherPixels-v0 they are what made the model use its frames. The number of
+tokens k is the cost knob that matters: the Transformer over the image tokens dominates a step
+(figures: BENCHMARKS.md, Images).
 
 Normalisation: x / 255, then per channel (x - mean) / std with mean and std in [0, 1] units. The
 default mean = std = 0.5 maps pixels to [-1, 1] without touching the data; dataset statistics
