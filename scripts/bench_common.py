@@ -9,6 +9,12 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from mtm.hardware import configure_threads
+
+# Every benchmark imports this module before torch: OpenMP then waits passively, as under the mtm
+# command (with active waiting, 2 threads can be 10-100x slower when the other core is busy).
+configure_threads()
+
 
 def loadavg() -> str | None:
     """The 1, 5 and 15-minute load averages: how busy the shared cores were."""

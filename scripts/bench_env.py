@@ -24,22 +24,21 @@ Usage:
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (and its OpenMP) is loaded
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shlex  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-
-from bench_common import (  # noqa: E402
+# First: bench_common makes OpenMP wait passively, which must happen before torch loads.
+from bench_common import (
     TimedSetting, calibrated_random_runner, loadavg, machine_info, random_vector_env, time_random_steps,
 )
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
 
 DEFAULT_ENVS = "Hopper-v5,HalfCheetah-v5,Walker2d-v5,Reacher-v5"
 

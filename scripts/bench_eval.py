@@ -47,33 +47,32 @@ Usage:
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (and its OpenMP) is loaded
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import shlex  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bench_common import (  # noqa: E402
+# First: bench_common makes OpenMP wait passively, which must happen before torch loads.
+from bench_common import (
     TimedSetting, calibrated_random_runner, loadavg, machine_info, random_vector_env, time_random_steps,
 )
-from mtm.evaluate import evaluate_policy  # noqa: E402
-from mtm.model.network import MTM, ModelConfig  # noqa: E402
-from mtm.model.tokenizers import ContinuousTokenizer  # noqa: E402
-from mtm.policy import MTMPolicy  # noqa: E402
-from mtm.rollout import make_env  # noqa: E402
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from mtm.evaluate import evaluate_policy
+from mtm.model.network import MTM, ModelConfig
+from mtm.model.tokenizers import ContinuousTokenizer
+from mtm.policy import MTMPolicy
+from mtm.rollout import make_env
 
 DEFAULT_ENVS = "HalfCheetah-v5,Hopper-v5,Reacher-v5"
 

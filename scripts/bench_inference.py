@@ -24,23 +24,21 @@ Usage:
 
 from __future__ import annotations
 
-import os
+# First: bench_common makes OpenMP wait passively, which must happen before torch loads.
+from bench_common import loadavg, machine_info, random_vector_env
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (and its OpenMP) is loaded
+import argparse
+import copy
+import json
+import statistics
+import time
+from typing import Callable
 
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from typing import Callable  # noqa: E402
+import torch
 
-import torch  # noqa: E402
-
-from bench_common import loadavg, machine_info, random_vector_env  # noqa: E402
-from bench_eval import minimal_metadata, random_model  # noqa: E402
-from mtm.model.network import ModelConfig  # noqa: E402
-from mtm.policy import MTMPolicy  # noqa: E402
+from bench_eval import minimal_metadata, random_model
+from mtm.model.network import ModelConfig
+from mtm.policy import MTMPolicy
 
 
 def bf16_copy(model: torch.nn.Module) -> torch.nn.Module:

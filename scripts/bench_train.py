@@ -40,38 +40,37 @@ OpenMP: OMP_WAIT_POLICY defaults to PASSIVE here (set before torch is imported);
 
 from __future__ import annotations
 
+# First: bench_common makes OpenMP wait passively, which must happen before torch loads.
+from bench_common import loadavg, machine_info
+
+import argparse
+import itertools
+import json
+import logging
 import os
+import shlex
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (and its OpenMP) is loaded
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import shlex  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from contextlib import nullcontext  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bench_common import loadavg, machine_info  # noqa: E402
-from roofline import Roof, format_profile, measure_roof, profile_steps, record_step  # noqa: E402
-from mtm.config import RunConfig, load_config, resolve_config_path  # noqa: E402
-from mtm.data.episode import DatasetInfo  # noqa: E402
-from mtm.data.returns import episodes_returns_to_go  # noqa: E402
-from mtm.data.trajectories import Trajectories, load_trajectories  # noqa: E402
-from mtm.data.windows import WindowSampler  # noqa: E402
-from mtm.hardware import native_bf16  # noqa: E402
-from mtm.model.loss import mtm_loss  # noqa: E402
-from mtm.model.masks import MaskMixture  # noqa: E402
-from mtm.model.network import MTM  # noqa: E402
-from mtm.training.loop import build_tokenizers, step_generator  # noqa: E402
-from mtm.training.optim import build_optimizer, build_scheduler  # noqa: E402
+from roofline import Roof, format_profile, measure_roof, profile_steps, record_step
+from mtm.config import RunConfig, load_config, resolve_config_path
+from mtm.data.episode import DatasetInfo
+from mtm.data.returns import episodes_returns_to_go
+from mtm.data.trajectories import Trajectories, load_trajectories
+from mtm.data.windows import WindowSampler
+from mtm.hardware import native_bf16
+from mtm.model.loss import mtm_loss
+from mtm.model.masks import MaskMixture
+from mtm.model.network import MTM
+from mtm.training.loop import build_tokenizers, step_generator
+from mtm.training.optim import build_optimizer, build_scheduler
 
 SHARED_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hopper-medium-replay-v5.hdf5"
 PHASES = ("data", "fwd+loss", "backward", "optim")
