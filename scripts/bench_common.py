@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mtm.hardware import configure_threads
@@ -127,3 +128,32 @@ class TimedSetting:
     @property
     def median(self) -> float:
         return statistics.median(self.rates)
+
+
+def write_hopper_like(path: Path, steps: int, seed: int = 0, gzip: bool = False) -> int:
+    """A Hopper-like D4RL-layout file of `steps` transitions (S = 11, A = 3, random values); returns
+    its number of episodes. The synthetic data of every benchmark that needs no real dataset."""
+    import h5py
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    lengths = []
+    while sum(lengths) < steps:
+        # Two thirds of episodes run to the 1000-step time limit; the rest fall over early.
+        lengths.append(1000 if rng.random() < 2 / 3 else int(rng.integers(20, 1000)))
+    lengths[-1] -= sum(lengths) - steps  # the trailing episode is cut by the file limit
+    ends = np.cumsum(lengths) - 1
+    terminals = np.zeros(steps, bool)
+    timeouts = np.zeros(steps, bool)
+    for end, length in zip(ends[:-1], lengths[:-1]):
+        (timeouts if length == 1000 else terminals)[end] = True
+    options = {"compression": "gzip"} if gzip else {}
+    with h5py.File(path, "w") as f:
+        f.create_dataset("observations", data=rng.normal(size=(steps, 11)).astype(np.float32), **options)
+        f.create_dataset("next_observations", data=rng.normal(size=(steps, 11)).astype(np.float32), **options)
+        f.create_dataset("actions", data=rng.uniform(-1, 1, size=(steps, 3)).astype(np.float32), **options)
+        f.create_dataset("rewards", data=rng.uniform(0, 4, size=steps).astype(np.float32), **options)
+        f.create_dataset("terminals", data=terminals, **options)
+        f.create_dataset("timeouts", data=timeouts, **options)
+        f["metadata/env_id"] = "Hopper-v5"
+    return len(lengths)

@@ -18,6 +18,9 @@ Usage:
 
 from __future__ import annotations
 
+# First: bench_common makes OpenMP wait passively, which must happen before torch loads.
+from bench_common import write_hopper_like
+
 import argparse
 import statistics
 import tempfile
@@ -25,37 +28,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import h5py
-import numpy as np
 import torch
 
 from mtm.data.trajectories import load_trajectories
 from mtm.data.windows import WindowSampler
-
-
-def write_hopper_like(path: Path, steps: int, seed: int = 0, gzip: bool = False) -> int:
-    """A D4RL-layout file of `steps` transitions; returns its number of episodes."""
-    rng = np.random.default_rng(seed)
-    lengths = []
-    while sum(lengths) < steps:
-        # Two thirds of episodes run to the 1000-step time limit; the rest fall over early.
-        lengths.append(1000 if rng.random() < 2 / 3 else int(rng.integers(20, 1000)))
-    lengths[-1] -= sum(lengths) - steps  # the trailing episode is cut by the file limit
-    ends = np.cumsum(lengths) - 1
-    terminals = np.zeros(steps, bool)
-    timeouts = np.zeros(steps, bool)
-    for end, length in zip(ends[:-1], lengths[:-1]):
-        (timeouts if length == 1000 else terminals)[end] = True
-    options = {"compression": "gzip"} if gzip else {}
-    with h5py.File(path, "w") as f:
-        f.create_dataset("observations", data=rng.normal(size=(steps, 11)).astype(np.float32), **options)
-        f.create_dataset("next_observations", data=rng.normal(size=(steps, 11)).astype(np.float32), **options)
-        f.create_dataset("actions", data=rng.uniform(-1, 1, size=(steps, 3)).astype(np.float32), **options)
-        f.create_dataset("rewards", data=rng.uniform(0, 4, size=steps).astype(np.float32), **options)
-        f.create_dataset("terminals", data=terminals, **options)
-        f.create_dataset("timeouts", data=timeouts, **options)
-        f["metadata/env_id"] = "Hopper-v5"
-    return len(lengths)
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:

@@ -41,7 +41,7 @@ OpenMP: OMP_WAIT_POLICY defaults to PASSIVE here (set before torch is imported);
 from __future__ import annotations
 
 # First: bench_common makes OpenMP wait passively, which must happen before torch loads.
-from bench_common import loadavg, machine_info
+from bench_common import loadavg, machine_info, write_hopper_like
 
 import argparse
 import itertools
@@ -51,18 +51,16 @@ import os
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from roofline import Roof, format_profile, measure_roof, profile_steps, record_step
 from mtm.config import RunConfig, load_config, resolve_config_path
-from mtm.data.episode import DatasetInfo
-from mtm.data.returns import episodes_returns_to_go
 from mtm.data.trajectories import Trajectories, load_trajectories
 from mtm.data.windows import WindowSampler
 from mtm.hardware import native_bf16
@@ -81,26 +79,11 @@ PHASES = ("data", "fwd+loss", "backward", "optim")
 
 
 def synthetic_hopper(steps: int, rtg: str, horizon: int, seed: int = 0) -> Trajectories:
-    """Hopper-shaped trajectories in memory: S = 11, A = 3; two thirds of the episodes run to the
-    1000-step limit, the rest fall over after 20-999 steps (as in scripts/bench_data.py)."""
-    rng = np.random.default_rng(seed)
-    lengths: list[int] = []
-    while sum(lengths) < steps:
-        lengths.append(1000 if rng.random() < 2 / 3 else int(rng.integers(20, 1000)))
-    lengths[-1] -= sum(lengths) - steps
-    lengths_arr = np.asarray(lengths, dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths_arr)[:-1]]).astype(np.int64)
-    rewards = rng.uniform(0, 4, size=steps).astype(np.float32)
-    returns = episodes_returns_to_go(rewards, lengths_arr, rtg, horizon=horizon)
-    arrays = {
-        "states": rng.normal(size=(steps, 11)).astype(np.float32),
-        "actions": rng.uniform(-1, 1, size=(steps, 3)).astype(np.float32),
-        "rewards": rewards[:, None],
-        "returns": returns[:, None],
-        "timesteps": np.arange(steps, dtype=np.int64) - np.repeat(starts, lengths_arr),
-    }
-    return Trajectories(arrays, starts, lengths_arr, DatasetInfo("synthetic", "memory", env_id="Hopper-v5"),
-                        ["observation"], {"kind": rtg, "gamma": 0.99, "horizon": horizon})
+    """Hopper-like trajectories (bench_common.write_hopper_like), read back through the D4RL reader."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "hopper-like.hdf5"
+        write_hopper_like(path, steps, seed=seed)
+        return load_trajectories(path, rtg=rtg, rtg_horizon=horizon)
 
 
 def load_data(choice: str, cfg: RunConfig) -> tuple[Trajectories, str]:

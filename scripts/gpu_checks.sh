@@ -197,7 +197,7 @@ step bench_data 90 "$PY" scripts/bench_data.py --device "$DEVICE" --path "$SCRAT
 # A real run of the CLI on the device, then its policy in the environment.
 SMOKE_DATA=$SCRATCH/smoke-hopper.hdf5
 step train_smoke 120 bash -c "
-    $PY -c 'import sys; sys.path.insert(0, \"scripts\"); from bench_data import write_hopper_like; write_hopper_like(sys.argv[1], 100_000)' '$SMOKE_DATA' &&
+    $PY -c 'import sys; sys.path.insert(0, \"scripts\"); from bench_common import write_hopper_like; write_hopper_like(sys.argv[1], 100_000)' '$SMOKE_DATA' &&
     $PY -m mtm train --config small --data '$SMOKE_DATA' --device $DEVICE --run-dir '$SCRATCH/run' --no-progress \
         --set train.steps=$SMOKE_STEPS --set train.precision=auto --set train.log_every=50 --set train.val_every=100 &&
     tail -n 3 '$SCRATCH/run/metrics.jsonl'
