@@ -14,6 +14,7 @@ mean-prediction baseline.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from mtm.checkpoint import Checkpoint
 from mtm.errors import ConfigError, DataError
 from mtm.policy import MTMPolicy, load_model
 from mtm.rollout import EpisodeRunner, PixelSpec
+from mtm.video import FrameRecorder, RolloutMedia
 
 
 def references_for(metadata: dict[str, Any], env_id: str) -> dict[str, Any] | None:
@@ -69,28 +71,6 @@ def check_env_matches(runner: EpisodeRunner, policy: MTMPolicy, env_id: str) -> 
         )
 
 
-class _VideoRecorder:
-    """Frames of the first `episodes` episodes, rendered from the env after every reset and step."""
-
-    def __init__(self, episodes: int) -> None:
-        self.episodes = episodes
-        self.frames: dict[int, list[np.ndarray]] = {}
-
-    def __call__(self, episode_index: int, env: Any) -> None:
-        if episode_index < self.episodes:
-            self.frames.setdefault(episode_index, []).append(np.asarray(env.render()))
-
-    def write(self, path: Path, fps: int) -> Path:
-        import imageio.v2 as imageio
-
-        frames = [f for i in sorted(self.frames) for f in self.frames[i]]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial.mp4")
-        imageio.mimsave(tmp, frames, fps=fps, macro_block_size=1)
-        tmp.replace(path)
-        return path
-
-
 def evaluate_policy(
     policy_factory,
     metadata: dict[str, Any],
@@ -99,22 +79,29 @@ def evaluate_policy(
     episodes: int,
     num_envs: int,
     seed: int = 0,
-    video: Path | None = None,
-    video_episodes: int = 1,
+    media: RolloutMedia | None = None,
     pixels: PixelSpec | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Run `episodes` episodes of `policy_factory(num_envs)` in `env_id` and report (see module doc)."""
+    """Run `episodes` episodes of `policy_factory(num_envs)` in `env_id` and report (see module doc).
+
+    `media`: also write a video of the first episodes (mtm.video); the report then names the file,
+    the frames, the camera and the rendering rate.
+    """
     if episodes < 1:
         raise ConfigError(f"the number of episodes must be >= 1, got {episodes}")
     if num_envs < 1:
         raise ConfigError(f"the number of environments must be >= 1, got {num_envs}")
     slots = min(num_envs, episodes)
-    env_kwargs = {"render_mode": "rgb_array", "width": 256, "height": 256} if video is not None else None
-    recorder = _VideoRecorder(video_episodes) if video is not None else None
-    with EpisodeRunner(env_id, slots, env_kwargs=env_kwargs, pixels=pixels) as runner:
+    recorder = None
+    if media is not None and media.wanted:
+        recorder = FrameRecorder(min(media.episodes, episodes), media.size, media.quality)
+    # Frames come from a renderer of the recorder's own (mtm.video), so the envs need no render mode.
+    with EpisodeRunner(env_id, slots, pixels=pixels) as runner, recorder or contextlib.nullcontext():
         policy = policy_factory(slots)
         check_env_matches(runner, policy, env_id)
+        if recorder is not None:
+            recorder.check(runner.envs[0])
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -157,8 +144,26 @@ def evaluate_policy(
         for r, s in zip(per_episode, scores):
             r["normalized_score"] = float(s)
     if recorder is not None:
-        report["video"] = str(recorder.write(video, fps))
+        report.update(_write_media(recorder, media, fps))
     return report
+
+
+def _write_media(recorder: FrameRecorder, media: RolloutMedia, fps: int) -> dict[str, Any]:
+    """Write the video of `recorder`'s episodes; its report fields."""
+    from mtm.video import write_video
+
+    recorded = recorder.episodes_in_order()
+    out: dict[str, Any] = {
+        "recorded_episodes": [e.index for e in recorded],
+        "video_frames": recorder.num_frames,
+        "video_size": media.size,
+        "video_quality": media.quality,
+        "video_camera": recorder.camera_description,
+        "video_render_frames_per_s": recorder.num_frames / recorder.render_seconds if recorder.render_seconds else None,
+    }
+    if media.video is not None:
+        out["video"] = str(write_video(media.video, recorded, fps))
+    return out
 
 
 def evaluate_checkpoint(
@@ -175,8 +180,7 @@ def evaluate_checkpoint(
     seed: int = 0,
     device: str | torch.device = "cpu",
     precision: str = "auto",
-    video: Path | None = None,
-    video_episodes: int = 1,
+    media: RolloutMedia | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """The policy of a checkpoint in its env (or `env_id`): the full `mtm eval` report."""
@@ -193,7 +197,7 @@ def evaluate_checkpoint(
                          device=device, precision=precision)
 
     report = evaluate_policy(factory, metadata, env_id, episodes=episodes, num_envs=num_envs, seed=seed,
-                             video=video, video_episodes=video_episodes, pixels=pixels, progress=progress)
+                             media=media, pixels=pixels, progress=progress)
     probe = factory(1)
     report.update({
         "mode": probe.mode,
@@ -273,6 +277,10 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"  env steps/s       {report['env_steps_per_s']:.0f} ({report['num_envs']} envs, policy included)")
     if report.get("video"):
         lines.append(f"  video             {report['video']}")
+    if report.get("video_frames"):
+        rate = report.get("video_render_frames_per_s")
+        lines.append(f"  frames            {report['video_frames']} at {report['video_size']} px, {report['video_quality']} "
+                     f"quality" + (f", {rate:.0f} frames/s" if rate else "") + f"; camera: {report['video_camera']}")
     if report.get("checkpoint"):
         lines.append(f"  checkpoint        {report['checkpoint']} (step {report['checkpoint_step']})")
     return "\n".join(lines)

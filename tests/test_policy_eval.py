@@ -117,6 +117,40 @@ def test_eval_cli_report_video_and_dynamics(run_dir, tmp_path):
     assert "fd" in r.output and "id" in r.output and "baseline" in r.output
 
 
+def test_eval_cli_video_options(run_dir, tmp_path):
+    runner = CliRunner()
+    report_path, video = tmp_path / "report.json", tmp_path / "v.mp4"
+    r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--episodes", "3", "--num-envs", "2", "--no-progress",
+                             "--video", str(video), "--video-episodes", "2", "--video-size", "64",
+                             "--video-quality", "nice", "--output", str(report_path)])
+    assert r.exit_code == 0, r.output
+    report = json.loads(report_path.read_text())
+    assert report["video"] == str(video) and video.stat().st_size > 1000
+    assert report["recorded_episodes"] == [0, 1] and report["video_frames"] == 2 * 51  # reset frame + 50 steps each
+    assert report["video_size"] == 64 and report["video_quality"] == "nice"
+    assert report["video_camera"] == "the task's own view (Reacher-v5)" and report["video_render_frames_per_s"] > 0
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--video-quality", "ultra", "--video", "{tmp}/v.mp4"], "error: video quality must be one of fast, nice, got 'ultra'"),
+    (["--video", "{tmp}/exists.png"], "error: {tmp}/exists.png: already exists; pass --overwrite"),
+    (["--output", "{tmp}/x.mp4", "--video", "{tmp}/x.mp4"], "error: --output and --video need different"),
+    (["--video-size", "8", "--video", "{tmp}/v.mp4"], "error: video frame size must be between 16 and 2048 pixels, got 8"),
+    (["--video-episodes", "0", "--video", "{tmp}/v.mp4"], "error: the number of video episodes must be >= 1, got 0"),
+    (["--video", "{tmp}/missing/v.mp4"], "error: {tmp}/missing: output folder does not exist"),
+])
+def test_eval_cli_bad_media_options(run_dir, tmp_path, args, message):
+    (tmp_path / "exists.png").write_bytes(b"keep")
+    args = [a.format(tmp=tmp_path) for a in args]
+    r = CliRunner().invoke(main, ["eval", "--checkpoint", str(run_dir), "--episodes", "1", "--no-progress", *args])
+    assert r.exit_code == 1, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(message.format(tmp=tmp_path)) and "Traceback" not in r.output
+    assert (tmp_path / "exists.png").read_bytes() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.png"]  # nothing written
+
+
 def test_eval_cli_errors(run_dir, tmp_path):
     runner = CliRunner()
     r = runner.invoke(main, ["eval", "--checkpoint", str(tmp_path / "missing")])
@@ -143,9 +177,14 @@ def test_evaluation_during_training_logs_eval_scalars_and_keeps_resume_exact(tmp
     plain, evaluated = tmp_path / "plain", tmp_path / "evaluated"
     train(load_config(RunConfig, None, common + [f"train.run_dir={plain}"]), progress=False)
     result = train(load_config(RunConfig, None, common + [f"train.run_dir={evaluated}", "train.eval_every=6",
-                                                          "train.eval_episodes=3", "train.eval_num_envs=2"]),
+                                                          "train.eval_episodes=3", "train.eval_num_envs=2",
+                                                          "train.eval_video=true"]),
                    progress=False)
     assert result.eval["episodes"] == 3 and result.eval["normalized_score_mean"] is not None
+    # Every evaluation wrote its video.
+    videos = evaluated / "videos"
+    assert sorted(p.name for p in videos.iterdir()) == ["step_00000006.mp4", "step_00000012.mp4"]
+    assert result.eval["video"] == str(videos / "step_00000012.mp4") and result.eval["video_frames"] == 51
     rows = [json.loads(line) for line in open(evaluated / "metrics.jsonl")]
     evals = [r for r in rows if "eval/return_mean" in r]
     assert [r["step"] for r in evals] == [6, 12]

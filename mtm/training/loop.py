@@ -202,6 +202,7 @@ def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step
     from mtm.evaluate import evaluate_policy
     from mtm.policy import MTMPolicy
     from mtm.rollout import PixelSpec
+    from mtm.video import RolloutMedia
 
     rng = capture_rng_state()
     try:
@@ -210,9 +211,13 @@ def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step
                              target_fraction=tc.eval_target_fraction,
                              device=next(model.parameters()).device, precision=tc.precision)
 
-        video = run_dir / "videos" / f"step_{step:08d}.mp4" if tc.eval_video else None
+        media = None
+        if tc.eval_video:
+            videos = run_dir / "videos"
+            videos.mkdir(parents=True, exist_ok=True)
+            media = RolloutMedia(video=videos / f"step_{step:08d}.mp4", quality=tc.eval_video_quality)
         return evaluate_policy(factory, metadata, env_id, episodes=tc.eval_episodes, num_envs=tc.eval_num_envs,
-                               seed=tc.eval_seed, video=video,
+                               seed=tc.eval_seed, media=media,
                                pixels=PixelSpec.from_dict(metadata["data_info"].get("pixels")))
     finally:
         model.train()
