@@ -85,8 +85,8 @@ def evaluate_policy(
 ) -> dict[str, Any]:
     """Run `episodes` episodes of `policy_factory(num_envs)` in `env_id` and report (see module doc).
 
-    `media`: also write a video of the first episodes (mtm.video); the report then names the file,
-    the frames, the camera and the rendering rate.
+    `media`: also write a video and / or a contact sheet of the first episodes (mtm.video); the
+    report then names the files, the frames, the camera and the rendering rate.
     """
     if episodes < 1:
         raise ConfigError(f"the number of episodes must be >= 1, got {episodes}")
@@ -112,6 +112,8 @@ def evaluate_policy(
             for index, episode in runner.run(policy, episodes, seed, on_step=recorder):
                 results[index] = {"index": index, "seed": episode.seed, "return": episode.episode_return,
                                   "length": episode.length, "terminated": episode.terminated}
+                if recorder is not None:
+                    recorder.finish(index, episode.rewards, episode.terminated)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(mean_return=f"{np.mean([r['return'] for r in results.values()]):.1f}")
@@ -149,7 +151,8 @@ def evaluate_policy(
 
 
 def _write_media(recorder: FrameRecorder, media: RolloutMedia, fps: int) -> dict[str, Any]:
-    """Write the video of `recorder`'s episodes; its report fields."""
+    """Write the video and / or contact sheet of `recorder`'s episodes; their report fields."""
+    from mtm.contact_sheet import write_contact_sheet
     from mtm.video import write_video
 
     recorded = recorder.episodes_in_order()
@@ -163,6 +166,8 @@ def _write_media(recorder: FrameRecorder, media: RolloutMedia, fps: int) -> dict
     }
     if media.video is not None:
         out["video"] = str(write_video(media.video, recorded, fps))
+    if media.contact_sheet is not None:
+        out["contact_sheet"] = str(write_contact_sheet(media.contact_sheet, recorded))
     return out
 
 
@@ -277,6 +282,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"  env steps/s       {report['env_steps_per_s']:.0f} ({report['num_envs']} envs, policy included)")
     if report.get("video"):
         lines.append(f"  video             {report['video']}")
+    if report.get("contact_sheet"):
+        lines.append(f"  contact sheet     {report['contact_sheet']}")
     if report.get("video_frames"):
         rate = report.get("video_render_frames_per_s")
         lines.append(f"  frames            {report['video_frames']} at {report['video_size']} px, {report['video_quality']} "

@@ -1,4 +1,4 @@
-"""Rollout videos: frames of the robot, rendered fast, from a camera that follows it.
+"""Rollout videos and contact sheets: frames of the robot, rendered fast, from a camera that follows it.
 
 Every video mtm writes (``mtm eval --video``, ``train.eval_video``, scripts/render_rollout.py) comes
 from ``evaluate_policy``, which records frames with ``FrameRecorder`` below:
@@ -66,9 +66,10 @@ def check_size(size: int) -> int:
 
 @dataclass(frozen=True)
 class RolloutMedia:
-    """What to draw of an evaluation: an mp4 of its first episodes."""
+    """What to draw of an evaluation: an mp4, a contact sheet (PNG), or both, of its first episodes."""
 
     video: Path | None = None
+    contact_sheet: Path | None = None
     episodes: int = 1  # the first N episodes (by index) are recorded
     quality: str = DEFAULT_QUALITY
     size: int = DEFAULT_SIZE  # frame width and height in pixels
@@ -78,10 +79,15 @@ class RolloutMedia:
         check_size(self.size)
         if self.episodes < 1:
             raise ConfigError(f"the number of video episodes must be >= 1, got {self.episodes}")
+        if self.contact_sheet is not None and Path(self.contact_sheet).suffix.lower() != ".png":
+            raise ConfigError(f"{self.contact_sheet}: a contact sheet is a PNG file; give a path ending in .png")
+        if self.video is not None and self.contact_sheet is not None and \
+                Path(self.video).resolve() == Path(self.contact_sheet).resolve():
+            raise ConfigError(f"{self.video}: the video and the contact sheet need different files")
 
     @property
     def wanted(self) -> bool:
-        return self.video is not None
+        return self.video is not None or self.contact_sheet is not None
 
 
 def mujoco_sim(env: Any) -> tuple[Any, Any]:
@@ -92,7 +98,7 @@ def mujoco_sim(env: Any) -> tuple[Any, Any]:
     model, data = getattr(sim, "model", None), getattr(sim, "data", None)
     if not isinstance(model, mujoco.MjModel) or not isinstance(data, mujoco.MjData):
         name = env.spec.id if env.spec is not None else type(sim).__name__
-        raise ConfigError(f"videos are drawn from MuJoCo's simulator; {name} is not a MuJoCo env")
+        raise ConfigError(f"videos and contact sheets are drawn from MuJoCo's simulator; {name} is not a MuJoCo env")
     return model, data
 
 
@@ -188,12 +194,15 @@ class EpisodeFrames:
 
     index: int
     frames: list[np.ndarray]
+    returns: np.ndarray | None = None  # (len(frames),) return received before frame t; set when done
+    terminated: bool = False
 
 
 class FrameRecorder:
     """An ``EpisodeRunner.run`` on_step callback: frames of the first ``episodes`` episodes.
 
-    One renderer per sub-environment, made at its first recorded frame.
+    One renderer per sub-environment, made at its first recorded frame. ``finish`` adds an episode's
+    rewards once it is done, for the return printed on contact-sheet tiles.
     """
 
     def __init__(self, episodes: int = 1, size: int = DEFAULT_SIZE, quality: str = DEFAULT_QUALITY) -> None:
@@ -220,6 +229,12 @@ class FrameRecorder:
             self.camera_description = renderer.camera_description
         self.recorded.setdefault(episode_index, EpisodeFrames(episode_index, [])).frames.append(renderer.render())
         self.render_seconds += time.perf_counter() - begin
+
+    def finish(self, episode_index: int, rewards: np.ndarray, terminated: bool) -> None:
+        if episode_index in self.recorded:
+            done = self.recorded[episode_index]
+            done.returns = np.concatenate([[0.0], np.cumsum(np.asarray(rewards, dtype=np.float64))])
+            done.terminated = terminated
 
     @property
     def num_frames(self) -> int:

@@ -117,28 +117,41 @@ def test_eval_cli_report_video_and_dynamics(run_dir, tmp_path):
     assert "fd" in r.output and "id" in r.output and "baseline" in r.output
 
 
-def test_eval_cli_video_options(run_dir, tmp_path):
+def test_eval_cli_contact_sheet_and_video_options(run_dir, tmp_path):
+    from PIL import Image
+
     runner = CliRunner()
-    report_path, video = tmp_path / "report.json", tmp_path / "v.mp4"
+    report_path, video, sheet = tmp_path / "report.json", tmp_path / "v.mp4", tmp_path / "sheet.png"
     r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--episodes", "3", "--num-envs", "2", "--no-progress",
-                             "--video", str(video), "--video-episodes", "2", "--video-size", "64",
-                             "--video-quality", "nice", "--output", str(report_path)])
+                             "--video", str(video), "--contact-sheet", str(sheet), "--video-episodes", "2",
+                             "--video-size", "64", "--video-quality", "nice", "--output", str(report_path)])
     assert r.exit_code == 0, r.output
     report = json.loads(report_path.read_text())
-    assert report["video"] == str(video) and video.stat().st_size > 1000
+    assert report["contact_sheet"] == str(sheet) and report["video"] == str(video) and "contact sheet" in r.output
     assert report["recorded_episodes"] == [0, 1] and report["video_frames"] == 2 * 51  # reset frame + 50 steps each
     assert report["video_size"] == 64 and report["video_quality"] == "nice"
     assert report["video_camera"] == "the task's own view (Reacher-v5)" and report["video_render_frames_per_s"] > 0
+    # 2 episodes x 8 tiles, 4 to a row: 4 rows of 64 px tiles with 2 px between them.
+    with Image.open(sheet) as picture:
+        assert picture.format == "PNG" and picture.size == (4 * 64 + 3 * 2, 4 * 64 + 3 * 2)
     assert not list(tmp_path.glob("*.partial*"))
+    # Without a video, the sheet alone (the default quality is fast).
+    only = tmp_path / "only.png"
+    r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--episodes", "1", "--no-progress",
+                             "--contact-sheet", str(only), "--video-size", "32"])
+    assert r.exit_code == 0, r.output
+    assert "fast quality" in r.output and Image.open(only).size == (4 * 32 + 6, 2 * 32 + 2)
 
 
 @pytest.mark.parametrize("args,message", [
     (["--video-quality", "ultra", "--video", "{tmp}/v.mp4"], "error: video quality must be one of fast, nice, got 'ultra'"),
-    (["--video", "{tmp}/exists.png"], "error: {tmp}/exists.png: already exists; pass --overwrite"),
-    (["--output", "{tmp}/x.mp4", "--video", "{tmp}/x.mp4"], "error: --output and --video need different"),
+    (["--contact-sheet", "{tmp}/sheet.jpg"], "error: {tmp}/sheet.jpg: a contact sheet is a PNG file"),
+    (["--contact-sheet", "{tmp}/exists.png"], "error: {tmp}/exists.png: already exists; pass --overwrite"),
+    (["--video", "{tmp}/x.png", "--contact-sheet", "{tmp}/x.png"], "error: {tmp}/x.png: the video and the contact sheet"),
+    (["--output", "{tmp}/x.png", "--contact-sheet", "{tmp}/x.png"], "error: --output, --video and --contact-sheet need different"),
     (["--video-size", "8", "--video", "{tmp}/v.mp4"], "error: video frame size must be between 16 and 2048 pixels, got 8"),
     (["--video-episodes", "0", "--video", "{tmp}/v.mp4"], "error: the number of video episodes must be >= 1, got 0"),
-    (["--video", "{tmp}/missing/v.mp4"], "error: {tmp}/missing: output folder does not exist"),
+    (["--contact-sheet", "{tmp}/missing/sheet.png"], "error: {tmp}/missing: output folder does not exist"),
 ])
 def test_eval_cli_bad_media_options(run_dir, tmp_path, args, message):
     (tmp_path / "exists.png").write_bytes(b"keep")
@@ -181,10 +194,18 @@ def test_evaluation_during_training_logs_eval_scalars_and_keeps_resume_exact(tmp
                                                           "train.eval_video=true"]),
                    progress=False)
     assert result.eval["episodes"] == 3 and result.eval["normalized_score_mean"] is not None
-    # Every evaluation wrote its video.
+    # Every evaluation wrote its video and, next to it, its contact sheet, which TensorBoard shows too.
     videos = evaluated / "videos"
-    assert sorted(p.name for p in videos.iterdir()) == ["step_00000006.mp4", "step_00000012.mp4"]
-    assert result.eval["video"] == str(videos / "step_00000012.mp4") and result.eval["video_frames"] == 51
+    assert sorted(p.name for p in videos.iterdir()) == ["step_00000006.mp4", "step_00000006.png",
+                                                        "step_00000012.mp4", "step_00000012.png"]
+    assert result.eval["contact_sheet"] == str(videos / "step_00000012.png") and result.eval["video_frames"] == 51
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(evaluated), size_guidance={"images": 0})
+    events.Reload()
+    images = events.Images("eval/contact_sheet")
+    assert [i.step for i in images] == [6, 12]
+    assert (images[-1].width, images[-1].height) == (4 * 256 + 6, 2 * 256 + 2)  # one episode: 8 tiles, 2 rows
     rows = [json.loads(line) for line in open(evaluated / "metrics.jsonl")]
     evals = [r for r in rows if "eval/return_mean" in r]
     assert [r["step"] for r in evals] == [6, 12]

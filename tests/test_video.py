@@ -1,5 +1,5 @@
-"""Videos: the camera keeps the robot in view over its floor, the env's own frames are untouched, and
-the presets do what they say."""
+"""Videos and contact sheets: the camera keeps the robot in view, the env's own frames are untouched,
+the presets do what they say, and the contact sheet has the tiles and captions it promises."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import pytest
 from envs import register_envs
 from envs.camera import FloorUnderRobot, robot_geoms, robot_root, tracking_camera
 from envs.pixels import free_render_contexts
+from mtm.contact_sheet import contact_sheet, sample_steps, tile_label
 from mtm.errors import ConfigError
 from mtm.rollout import EpisodeRunner, RandomPolicy
-from mtm.video import FrameRecorder, RobotRenderer, RolloutMedia, check_quality
+from mtm.video import EpisodeFrames, FrameRecorder, RobotRenderer, RolloutMedia, check_quality
 
 register_envs()
 
@@ -235,6 +236,8 @@ def test_quality_presets():
     ({"quality": "ultra"}, "video quality must be one of fast, nice"),
     ({"size": 8}, "between 16 and"),
     ({"episodes": 0}, "episodes must be >= 1"),
+    ({"contact_sheet": "sheet.jpg"}, "ending in .png"),
+    ({"video": "same.png", "contact_sheet": "same.png"}, "different files"),
 ])
 def test_bad_media_options(kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -246,6 +249,42 @@ def test_videos_need_a_mujoco_env():
     with pytest.raises(ConfigError, match="not a MuJoCo env"):
         FrameRecorder().check(env)
     env.close()
+
+
+def test_sample_steps():
+    assert sample_steps(1001, 8) == [0, 143, 286, 429, 571, 714, 857, 1000]
+    assert sample_steps(5, 8) == [0, 1, 2, 3, 4]
+    assert sample_steps(9, 8)[0] == 0 and sample_steps(9, 8)[-1] == 8 and len(set(sample_steps(9, 8))) == 8
+
+
+def _episode(index: int, length: int, colour: int, terminated: bool = False) -> EpisodeFrames:
+    frames = [np.full((SIZE, SIZE, 3), colour, np.uint8) for _ in range(length + 1)]
+    episode = EpisodeFrames(index, frames)
+    episode.returns = np.concatenate([[0.0], np.cumsum(np.full(length, 0.5))])
+    episode.terminated = terminated
+    return episode
+
+
+def test_contact_sheet_layout_and_captions():
+    long, short = _episode(0, 50, 200), _episode(1, 4, 100, terminated=True)
+    sheet = np.asarray(contact_sheet([long, short]))
+    # 8 tiles of the long episode (2 rows of 4), 5 of the short one (2 rows: a new episode starts a row).
+    gap = 2
+    assert sheet.shape == (4 * SIZE + 3 * gap, 4 * SIZE + 3 * gap, 3)
+    tiles = [(r, c) for r in range(4) for c in range(4)]
+    shown = {(r, c): sheet[r * (SIZE + gap) + SIZE // 2:(r + 1) * (SIZE + gap) - gap, c * (SIZE + gap):c * (SIZE + gap) + SIZE]
+             for r, c in tiles}
+    colour = {k: int(np.median(v)) for k, v in shown.items()}
+    assert [colour[(r, c)] for r in (0, 1) for c in range(4)] == [200] * 8  # the long episode's tiles
+    assert [colour[(2, c)] for c in range(4)] + [colour[(3, 0)]] == [100] * 5  # then the short one's
+    assert [colour[(3, c)] for c in (1, 2, 3)] == [32] * 3  # empty slots show the background
+    # Each tile has a caption band at its top: darker than the frame, with light text in it.
+    band = sheet[:12, :SIZE]
+    assert band.min() < 100 and band.max() > 220
+    assert tile_label(long, 50) == "ep 0  step 50  return 25.0"
+    assert tile_label(short, 4) == "ep 1  step 4  return 2.0  (end)"
+    with pytest.raises(ValueError, match="no frames"):
+        contact_sheet([EpisodeFrames(0, [])])
 
 
 @pytest.mark.shared_data

@@ -33,7 +33,9 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
               help="auto: bf16 autocast only where the device multiplies bf16 natively, else fp32.")
 @click.option("--video", "video", default=None, type=click.Path(dir_okay=False),
               help="Write an mp4 of the first episodes here, seen from a camera that follows the robot.")
-@click.option("--video-episodes", default=1, show_default=True, help="How many episodes the video shows.")
+@click.option("--contact-sheet", "contact_sheet", default=None, type=click.Path(dir_okay=False),
+              help="Write a PNG grid of frames of the first episodes here, step and return on each tile.")
+@click.option("--video-episodes", default=1, show_default=True, help="How many episodes the video and contact sheet show.")
 @click.option("--video-quality", default="fast", show_default=True, metavar="fast|nice",
               help="fast: no shadows, reflections or anti-aliasing (many times faster on a CPU); nice: MuJoCo's full look.")
 @click.option("--video-size", default=256, show_default=True, help="Frame width and height in pixels.")
@@ -41,10 +43,10 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
               help="Instead of rollouts: prediction errors on the held-out episodes (repeatable).")
 @click.option("--data", default=None, metavar="PATH", help="--task: the dataset (default: the one the run trained on).")
 @click.option("--output", default=None, type=click.Path(dir_okay=False), help="Write the report as JSON.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --output / --video file.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output / --video / --contact-sheet file.")
 @click.option("--progress/--no-progress", default=True)
 def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, target_fraction, decrement, action_history, seed,
-                 device, precision, video, video_episodes, video_quality, video_size, tasks, data, output,
+                 device, precision, video, contact_sheet, video_episodes, video_quality, video_size, tasks, data, output,
                  overwrite, progress) -> None:
     """Evaluate a trained model: returns and normalised score in the env, or dynamics errors.
 
@@ -52,6 +54,7 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     Examples:
       mtm eval --checkpoint runs/reacher --episodes 50 --num-envs 10
       mtm eval --checkpoint runs/hopper --mode rcbc --target-fraction 0.9 --video hopper.mp4
+      mtm eval --checkpoint runs/hopper --episodes 3 --video-episodes 3 --contact-sheet hopper.png
       mtm eval --checkpoint runs/hopper --task fd --task id
     """
     from mtm.checkpoint import load_checkpoint
@@ -64,12 +67,13 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     from mtm.video import RolloutMedia
 
     # Bad media options fail here, before a checkpoint is loaded or an episode is run.
-    media = RolloutMedia(video=Path(video) if video else None, episodes=video_episodes, quality=video_quality,
-                         size=video_size)
-    files = [Path(p).resolve() for p in (output, video) if p is not None]
+    media = RolloutMedia(video=Path(video) if video else None,
+                         contact_sheet=Path(contact_sheet) if contact_sheet else None,
+                         episodes=video_episodes, quality=video_quality, size=video_size)
+    files = [Path(p).resolve() for p in (output, video, contact_sheet) if p is not None]
     if len(set(files)) < len(files):
-        raise ConfigError("--output and --video need different files")
-    for path in (output, video):
+        raise ConfigError("--output, --video and --contact-sheet need different files")
+    for path in (output, video, contact_sheet):
         if path is not None:
             check_output_path(path, overwrite)
     ck = load_checkpoint(checkpoint)

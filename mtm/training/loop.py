@@ -155,6 +155,14 @@ class _Logger:
         if self.writer:
             self.writer.add_text(tag, text)
 
+    def image(self, tag: str, path: str | Path, step: int) -> None:
+        """A PNG file as an image in TensorBoard (the contact sheet of an evaluation)."""
+        if self.writer:
+            from PIL import Image
+
+            with Image.open(path) as picture:
+                self.writer.add_image(tag, np.asarray(picture.convert("RGB")), step, dataformats="HWC")
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
             return
@@ -213,9 +221,11 @@ def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step
 
         media = None
         if tc.eval_video:
+            # The video and, next to it, its contact sheet (also logged to TensorBoard by the caller).
             videos = run_dir / "videos"
             videos.mkdir(parents=True, exist_ok=True)
-            media = RolloutMedia(video=videos / f"step_{step:08d}.mp4", quality=tc.eval_video_quality)
+            media = RolloutMedia(video=videos / f"step_{step:08d}.mp4", contact_sheet=videos / f"step_{step:08d}.png",
+                                 quality=tc.eval_video_quality)
         return evaluate_policy(factory, metadata, env_id, episodes=tc.eval_episodes, num_envs=tc.eval_num_envs,
                                seed=tc.eval_seed, media=media,
                                pixels=PixelSpec.from_dict(metadata["data_info"].get("pixels")))
@@ -542,6 +552,8 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
                 if rt.is_main and tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
                     eval_report = _evaluate_in_env(model, metadata, tc, run_data.eval_env, run_dir, step)
                     logger.scalars(step, _eval_scalars(eval_report))
+                    if eval_report.get("contact_sheet"):
+                        logger.image("eval/contact_sheet", eval_report["contact_sheet"], step)
                     meter.restart_clock()
 
                 if (tc.save_every and step % tc.save_every == 0) or step == tc.steps or stop.requested:
