@@ -60,10 +60,10 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     from mtm.checkpoint import load_checkpoint
     from mtm.config import atomic_write_text
     from mtm.data.hdf5 import check_output_path
+    from mtm.errors import ConfigError
     from mtm.evaluate import evaluate_checkpoint, evaluate_predictions, format_report
     from mtm.hardware import resolve_precision, thread_summary
     from mtm.training.runtime import resolve_device
-    from mtm.errors import ConfigError
     from mtm.video import RolloutMedia
 
     # Bad media options fail here, before a checkpoint is loaded or an episode is run.
