@@ -90,6 +90,29 @@ class PixelObservation(gym.ObservationWrapper):
             PIXELS_KEY: np.array(frame, dtype=np.uint8, copy=True),
         }
 
+    def close(self) -> None:
+        free_render_contexts(self.env.unwrapped)
+        super().close()
+
+
+def free_render_contexts(sim: Any) -> None:
+    """Free the MuJoCo render contexts of a gymnasium MuJoCo env's viewers, each in its own GL context.
+
+    gymnasium's ``close()`` frees each offscreen viewer's GL context but leaves its MjrContext to the
+    garbage collector, whose ``mjr_freeContext`` then deletes GL objects by number in whatever
+    context is current at that moment. Numbers start at 1 in every context, so it deletes another
+    env's or a video renderer's buffers and textures, and the frames drawn there afterwards are wrong
+    (tests/test_video.py shows it: the pixel observations of the next evaluation in the process
+    changed). Called before the env closes.
+    """
+    renderer = getattr(sim, "mujoco_renderer", None)
+    viewers = getattr(renderer, "_viewers", None) or {}
+    for viewer in viewers.values():
+        context = getattr(viewer, "con", None)
+        if context is not None and hasattr(viewer, "make_context_current"):
+            viewer.make_context_current()
+            context.free()
+
 
 def _camera_id(model: Any, camera: int | str) -> int:
     import mujoco

@@ -52,6 +52,9 @@ class TaskSpec:
     recipe: CollectRecipe | None = None
     # Default camera of envs.pixels.make_pixel_env: a camera id / name, or free-camera settings.
     pixel_camera: int | str | dict[str, Any] | None = None
+    # The view of videos and contact sheets, as free-camera settings (envs.camera.free_camera); None:
+    # the model's own tracking camera, else a camera that tracks the robot (envs.camera.robot_camera).
+    video_camera: dict[str, Any] | None = None
     # Privileged expert input, for tasks whose observation hides what the expert needs: a function
     # of one (sub-)environment returning the expert's input row, read from the simulator. None: the
     # expert acts from the observation ("state" of a dict observation).
@@ -85,6 +88,8 @@ TASKS: dict[str, TaskSpec] = {
             # Straight down from 0.6 m: the +-0.25 m in view hold every target (radius < 0.2) and
             # the whole arm (reach 0.21), which spans ~27 px of a 64 px frame.
             pixel_camera=TOP_DOWN_CAMERA,
+            # The arm is fixed to the table and the target must be in the picture: the same view.
+            video_camera=TOP_DOWN_CAMERA,
         ),
         TaskSpec(
             env_id="mtm/ReacherPixels-v0",
@@ -106,6 +111,7 @@ TASKS: dict[str, TaskSpec] = {
                 noise=(0.0, 0.1),
                 output="datasets/reacher-pixels-v0-clean.hdf5",
             ),
+            video_camera=TOP_DOWN_CAMERA,
         ),
     ]
 }

@@ -91,7 +91,8 @@ class TrainConfig:
     eval_target_fraction: float = 1.0  # rcbc target: min + p (max - min) of the training episode returns
     eval_seed: int = 1000  # first episode seed of every evaluation (the same episodes each time)
     eval_env: str | None = None  # gymnasium id; null = the dataset's env
-    eval_video: bool = False  # also write runs/.../videos/step_N.mp4 of the first episode
+    eval_video: bool = False  # also write runs/.../videos/step_N.mp4 of the first episode, and step_N.png, its contact sheet (also in TensorBoard: eval/contact_sheet)
+    eval_video_quality: Literal["fast", "nice"] = "fast"  # fast: no shadows, reflections or anti-aliasing (many times faster on a CPU); nice: MuJoCo's full look
     keep_last: int = 3  # checkpoints kept on disk; 0 = keep all
     run_dir: str = "runs/mtm"  # config, TensorBoard events, checkpoints and reports go here
 

@@ -14,8 +14,8 @@ mean-prediction baseline.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,10 @@ import torch
 import mtm
 from envs.references import reference_entry
 from mtm.checkpoint import Checkpoint
-from mtm.errors import ConfigError, DataError, MTMWarning, OutputError
-from mtm.io import write_failure
+from mtm.errors import ConfigError, DataError
 from mtm.policy import MTMPolicy, load_model
 from mtm.rollout import EpisodeRunner, PixelSpec
+from mtm.video import FrameRecorder, RolloutMedia
 
 
 def references_for(metadata: dict[str, Any], env_id: str) -> dict[str, Any] | None:
@@ -71,41 +71,6 @@ def check_env_matches(runner: EpisodeRunner, policy: MTMPolicy, env_id: str) -> 
         )
 
 
-class _VideoRecorder:
-    """Frames of the first `episodes` episodes, rendered from the env after every reset and step."""
-
-    def __init__(self, episodes: int) -> None:
-        self.episodes = episodes
-        self.frames: dict[int, list[np.ndarray]] = {}
-
-    def __call__(self, episode_index: int, env: Any) -> None:
-        if episode_index < self.episodes:
-            self.frames.setdefault(episode_index, []).append(np.asarray(env.render()))
-
-    def write(self, path: Path, fps: int) -> Path:
-        import imageio.v2 as imageio
-
-        frames = [f for i in sorted(self.frames) for f in self.frames[i]]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial.mp4")
-        if tmp.exists():
-            warnings.warn(f"{tmp}: removed, left behind by an interrupted run", MTMWarning, stacklevel=2)
-        try:
-            imageio.mimsave(tmp, frames, fps=fps, macro_block_size=1)
-            tmp.replace(path)
-        except (OSError, RuntimeError) as exc:
-            tmp.unlink(missing_ok=True)
-            # ffmpeg runs in its own process: a full disk reaches us as a broken pipe or an ffmpeg
-            # error, not always with an errno. Frames that encode are never the problem.
-            failure = write_failure(exc, path, "writing the video")
-            if failure is None:
-                reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-                failure = OutputError(f"{path}: writing the video failed ({reason}); check that its folder "
-                                      f"has space and can be written")
-            raise failure from None
-        return path
-
-
 def evaluate_policy(
     policy_factory,
     metadata: dict[str, Any],
@@ -114,22 +79,29 @@ def evaluate_policy(
     episodes: int,
     num_envs: int,
     seed: int = 0,
-    video: Path | None = None,
-    video_episodes: int = 1,
+    media: RolloutMedia | None = None,
     pixels: PixelSpec | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Run `episodes` episodes of `policy_factory(num_envs)` in `env_id` and report (see module doc)."""
+    """Run `episodes` episodes of `policy_factory(num_envs)` in `env_id` and report (see module doc).
+
+    `media`: also write a video and / or a contact sheet of the first episodes (mtm.video); the
+    report then names the files, the frames, the camera and the rendering rate.
+    """
     if episodes < 1:
         raise ConfigError(f"the number of episodes must be >= 1, got {episodes}")
     if num_envs < 1:
         raise ConfigError(f"the number of environments must be >= 1, got {num_envs}")
     slots = min(num_envs, episodes)
-    env_kwargs = {"render_mode": "rgb_array", "width": 256, "height": 256} if video is not None else None
-    recorder = _VideoRecorder(video_episodes) if video is not None else None
-    with EpisodeRunner(env_id, slots, env_kwargs=env_kwargs, pixels=pixels) as runner:
+    recorder = None
+    if media is not None and media.wanted:
+        recorder = FrameRecorder(min(media.episodes, episodes), media.size, media.quality)
+    # Frames come from a renderer of the recorder's own (mtm.video), so the envs need no render mode.
+    with EpisodeRunner(env_id, slots, pixels=pixels) as runner, recorder or contextlib.nullcontext():
         policy = policy_factory(slots)
         check_env_matches(runner, policy, env_id)
+        if recorder is not None:
+            recorder.check(runner.envs[0])
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -140,6 +112,8 @@ def evaluate_policy(
             for index, episode in runner.run(policy, episodes, seed, on_step=recorder):
                 results[index] = {"index": index, "seed": episode.seed, "return": episode.episode_return,
                                   "length": episode.length, "terminated": episode.terminated}
+                if recorder is not None:
+                    recorder.finish(index, episode.rewards, episode.terminated)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(mean_return=f"{np.mean([r['return'] for r in results.values()]):.1f}")
@@ -172,8 +146,29 @@ def evaluate_policy(
         for r, s in zip(per_episode, scores):
             r["normalized_score"] = float(s)
     if recorder is not None:
-        report["video"] = str(recorder.write(video, fps))
+        report.update(_write_media(recorder, media, fps))
     return report
+
+
+def _write_media(recorder: FrameRecorder, media: RolloutMedia, fps: int) -> dict[str, Any]:
+    """Write the video and / or contact sheet of `recorder`'s episodes; their report fields."""
+    from mtm.contact_sheet import write_contact_sheet
+    from mtm.video import write_video
+
+    recorded = recorder.episodes_in_order()
+    out: dict[str, Any] = {
+        "recorded_episodes": [e.index for e in recorded],
+        "video_frames": recorder.num_frames,
+        "video_size": media.size,
+        "video_quality": media.quality,
+        "video_camera": recorder.camera_description,
+        "video_render_frames_per_s": recorder.num_frames / recorder.render_seconds if recorder.render_seconds else None,
+    }
+    if media.video is not None:
+        out["video"] = str(write_video(media.video, recorded, fps))
+    if media.contact_sheet is not None:
+        out["contact_sheet"] = str(write_contact_sheet(media.contact_sheet, recorded))
+    return out
 
 
 def evaluate_checkpoint(
@@ -190,8 +185,7 @@ def evaluate_checkpoint(
     seed: int = 0,
     device: str | torch.device = "cpu",
     precision: str = "auto",
-    video: Path | None = None,
-    video_episodes: int = 1,
+    media: RolloutMedia | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """The policy of a checkpoint in its env (or `env_id`): the full `mtm eval` report."""
@@ -208,7 +202,7 @@ def evaluate_checkpoint(
                          device=device, precision=precision)
 
     report = evaluate_policy(factory, metadata, env_id, episodes=episodes, num_envs=num_envs, seed=seed,
-                             video=video, video_episodes=video_episodes, pixels=pixels, progress=progress)
+                             media=media, pixels=pixels, progress=progress)
     probe = factory(1)
     report.update({
         "mode": probe.mode,
@@ -293,6 +287,12 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"  env steps/s       {report['env_steps_per_s']:.0f} ({report['num_envs']} envs, policy included)")
     if report.get("video"):
         lines.append(f"  video             {report['video']}")
+    if report.get("contact_sheet"):
+        lines.append(f"  contact sheet     {report['contact_sheet']}")
+    if report.get("video_frames"):
+        rate = report.get("video_render_frames_per_s")
+        lines.append(f"  frames            {report['video_frames']} at {report['video_size']} px, {report['video_quality']} "
+                     f"quality" + (f", {rate:.0f} frames/s" if rate else "") + f"; camera: {report['video_camera']}")
     if report.get("checkpoint"):
         lines.append(f"  checkpoint        {report['checkpoint']} (step {report['checkpoint_step']})")
     return "\n".join(lines)

@@ -117,6 +117,53 @@ def test_eval_cli_report_video_and_dynamics(run_dir, tmp_path):
     assert "fd" in r.output and "id" in r.output and "baseline" in r.output
 
 
+def test_eval_cli_contact_sheet_and_video_options(run_dir, tmp_path):
+    from PIL import Image
+
+    runner = CliRunner()
+    report_path, video, sheet = tmp_path / "report.json", tmp_path / "v.mp4", tmp_path / "sheet.png"
+    r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--episodes", "3", "--num-envs", "2", "--no-progress",
+                             "--video", str(video), "--contact-sheet", str(sheet), "--video-episodes", "2",
+                             "--video-size", "64", "--video-quality", "nice", "--output", str(report_path)])
+    assert r.exit_code == 0, r.output
+    report = json.loads(report_path.read_text())
+    assert report["contact_sheet"] == str(sheet) and report["video"] == str(video) and "contact sheet" in r.output
+    assert report["recorded_episodes"] == [0, 1] and report["video_frames"] == 2 * 51  # reset frame + 50 steps each
+    assert report["video_size"] == 64 and report["video_quality"] == "nice"
+    assert report["video_camera"] == "the task's own view (Reacher-v5)" and report["video_render_frames_per_s"] > 0
+    # 2 episodes x 8 tiles, 4 to a row: 4 rows of 64 px tiles with 2 px between them.
+    with Image.open(sheet) as picture:
+        assert picture.format == "PNG" and picture.size == (4 * 64 + 3 * 2, 4 * 64 + 3 * 2)
+    assert not list(tmp_path.glob("*.partial*"))
+    # Without a video, the sheet alone (the default quality is fast).
+    only = tmp_path / "only.png"
+    r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--episodes", "1", "--no-progress",
+                             "--contact-sheet", str(only), "--video-size", "32"])
+    assert r.exit_code == 0, r.output
+    assert "fast quality" in r.output and Image.open(only).size == (4 * 32 + 6, 2 * 32 + 2)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--video-quality", "ultra", "--video", "{tmp}/v.mp4"], "error: video quality must be one of fast, nice, got 'ultra'"),
+    (["--contact-sheet", "{tmp}/sheet.jpg"], "error: {tmp}/sheet.jpg: a contact sheet is a PNG file"),
+    (["--contact-sheet", "{tmp}/exists.png"], "error: {tmp}/exists.png: already exists; pass --overwrite"),
+    (["--video", "{tmp}/x.png", "--contact-sheet", "{tmp}/x.png"], "error: {tmp}/x.png: the video and the contact sheet"),
+    (["--output", "{tmp}/x.png", "--contact-sheet", "{tmp}/x.png"], "error: --output, --video and --contact-sheet need different"),
+    (["--video-size", "8", "--video", "{tmp}/v.mp4"], "error: video frame size must be between 16 and 2048 pixels, got 8"),
+    (["--video-episodes", "0", "--video", "{tmp}/v.mp4"], "error: the number of video episodes must be >= 1, got 0"),
+    (["--contact-sheet", "{tmp}/missing/sheet.png"], "error: {tmp}/missing: output folder does not exist"),
+])
+def test_eval_cli_bad_media_options(run_dir, tmp_path, args, message):
+    (tmp_path / "exists.png").write_bytes(b"keep")
+    args = [a.format(tmp=tmp_path) for a in args]
+    r = CliRunner().invoke(main, ["eval", "--checkpoint", str(run_dir), "--episodes", "1", "--no-progress", *args])
+    assert r.exit_code == 1, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(message.format(tmp=tmp_path)) and "Traceback" not in r.output
+    assert (tmp_path / "exists.png").read_bytes() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.png"]  # nothing written
+
+
 def test_eval_cli_errors(run_dir, tmp_path):
     runner = CliRunner()
     r = runner.invoke(main, ["eval", "--checkpoint", str(tmp_path / "missing")])
@@ -143,9 +190,22 @@ def test_evaluation_during_training_logs_eval_scalars_and_keeps_resume_exact(tmp
     plain, evaluated = tmp_path / "plain", tmp_path / "evaluated"
     train(load_config(RunConfig, None, common + [f"train.run_dir={plain}"]), progress=False)
     result = train(load_config(RunConfig, None, common + [f"train.run_dir={evaluated}", "train.eval_every=6",
-                                                          "train.eval_episodes=3", "train.eval_num_envs=2"]),
+                                                          "train.eval_episodes=3", "train.eval_num_envs=2",
+                                                          "train.eval_video=true"]),
                    progress=False)
     assert result.eval["episodes"] == 3 and result.eval["normalized_score_mean"] is not None
+    # Every evaluation wrote its video and, next to it, its contact sheet, which TensorBoard shows too.
+    videos = evaluated / "videos"
+    assert sorted(p.name for p in videos.iterdir()) == ["step_00000006.mp4", "step_00000006.png",
+                                                        "step_00000012.mp4", "step_00000012.png"]
+    assert result.eval["contact_sheet"] == str(videos / "step_00000012.png") and result.eval["video_frames"] == 51
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(evaluated), size_guidance={"images": 0})
+    events.Reload()
+    images = events.Images("eval/contact_sheet")
+    assert [i.step for i in images] == [6, 12]
+    assert (images[-1].width, images[-1].height) == (4 * 256 + 6, 2 * 256 + 2)  # one episode: 8 tiles, 2 rows
     rows = [json.loads(line) for line in open(evaluated / "metrics.jsonl")]
     evals = [r for r in rows if "eval/return_mean" in r]
     assert [r["step"] for r in evals] == [6, 12]

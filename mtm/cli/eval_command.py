@@ -31,33 +31,50 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cuda", "cpu", "mps"]))
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
               help="auto: bf16 autocast only where the device multiplies bf16 natively, else fp32.")
-@click.option("--video", "video", default=None, type=click.Path(dir_okay=False), help="Write an mp4 of the first episodes here.")
-@click.option("--video-episodes", default=1, show_default=True, help="How many episodes the video shows.")
+@click.option("--video", "video", default=None, type=click.Path(dir_okay=False),
+              help="Write an mp4 of the first episodes here, seen from a camera that follows the robot.")
+@click.option("--contact-sheet", "contact_sheet", default=None, type=click.Path(dir_okay=False),
+              help="Write a PNG grid of frames of the first episodes here, step and return on each tile.")
+@click.option("--video-episodes", default=1, show_default=True, help="How many episodes the video and contact sheet show.")
+@click.option("--video-quality", default="fast", show_default=True, metavar="fast|nice",
+              help="fast: no shadows, reflections or anti-aliasing (many times faster on a CPU); nice: MuJoCo's full look.")
+@click.option("--video-size", default=256, show_default=True, help="Frame width and height in pixels.")
 @click.option("--task", "tasks", multiple=True, type=click.Choice(PREDICTION_TASKS),
               help="Instead of rollouts: prediction errors on the held-out episodes (repeatable).")
 @click.option("--data", default=None, metavar="PATH", help="--task: the dataset (default: the one the run trained on).")
 @click.option("--output", default=None, type=click.Path(dir_okay=False), help="Write the report as JSON.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --output / --video file.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output / --video / --contact-sheet file.")
 @click.option("--progress/--no-progress", default=True)
 def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, target_fraction, decrement, action_history, seed,
-                 device, precision, video, video_episodes, tasks, data, output, overwrite, progress) -> None:
+                 device, precision, video, contact_sheet, video_episodes, video_quality, video_size, tasks, data, output,
+                 overwrite, progress) -> None:
     """Evaluate a trained model: returns and normalised score in the env, or dynamics errors.
 
     \b
     Examples:
       mtm eval --checkpoint runs/reacher --episodes 50 --num-envs 10
       mtm eval --checkpoint runs/hopper --mode rcbc --target-fraction 0.9 --video hopper.mp4
+      mtm eval --checkpoint runs/hopper --episodes 3 --video-episodes 3 --contact-sheet hopper.png
       mtm eval --checkpoint runs/hopper --task fd --task id
     """
     from mtm.checkpoint import load_checkpoint
     from mtm.io import atomic_write_text
     from mtm.data.hdf5 import check_output_path
+    from mtm.errors import ConfigError
     from mtm.evaluate import evaluate_checkpoint, evaluate_predictions, format_report
     from mtm.hardware import resolve_precision, thread_summary
     from mtm.io import write_failure
     from mtm.training.runtime import resolve_device
+    from mtm.video import RolloutMedia
 
-    for path in (output, video):  # before any rollout: a folder that cannot take them fails now
+    # Bad media options fail here, before a checkpoint is loaded or an episode is run.
+    media = RolloutMedia(video=Path(video) if video else None,
+                         contact_sheet=Path(contact_sheet) if contact_sheet else None,
+                         episodes=video_episodes, quality=video_quality, size=video_size)
+    files = [Path(p).resolve() for p in (output, video, contact_sheet) if p is not None]
+    if len(set(files)) < len(files):
+        raise ConfigError("--output, --video and --contact-sheet need different files")
+    for path in (output, video, contact_sheet):  # before any rollout: a folder that cannot take them fails now
         if path is not None:
             check_output_path(path, overwrite)
     ck = load_checkpoint(checkpoint)
@@ -86,8 +103,7 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
         report = evaluate_checkpoint(
             ck, env_id=env_id, episodes=episodes, num_envs=num_envs, mode=mode, target_return=target_return,
             target_fraction=target_fraction, decrement=decrement, action_history=action_history, seed=seed, device=dev,
-            precision=precision,
-            video=Path(video) if video else None, video_episodes=video_episodes, progress=progress,
+            precision=precision, media=media, progress=progress,
         )
         click.echo(format_report(report))
     if output:

@@ -162,6 +162,14 @@ class _Logger:
         if self.writer:
             self.writer.add_text(tag, text)
 
+    def image(self, tag: str, path: str | Path, step: int) -> None:
+        """A PNG file as an image in TensorBoard (the contact sheet of an evaluation)."""
+        if self.writer:
+            from PIL import Image
+
+            with Image.open(path) as picture:
+                self.writer.add_image(tag, np.asarray(picture.convert("RGB")), step, dataformats="HWC")
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
             return
@@ -209,6 +217,7 @@ def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step
     from mtm.evaluate import evaluate_policy
     from mtm.policy import MTMPolicy
     from mtm.rollout import PixelSpec
+    from mtm.video import RolloutMedia
 
     rng = capture_rng_state()
     try:
@@ -217,9 +226,15 @@ def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step
                              target_fraction=tc.eval_target_fraction,
                              device=next(model.parameters()).device, precision=tc.precision)
 
-        video = run_dir / "videos" / f"step_{step:08d}.mp4" if tc.eval_video else None
+        media = None
+        if tc.eval_video:
+            # The video and, next to it, its contact sheet (also logged to TensorBoard by the caller).
+            videos = run_dir / "videos"
+            videos.mkdir(parents=True, exist_ok=True)
+            media = RolloutMedia(video=videos / f"step_{step:08d}.mp4", contact_sheet=videos / f"step_{step:08d}.png",
+                                 quality=tc.eval_video_quality)
         return evaluate_policy(factory, metadata, env_id, episodes=tc.eval_episodes, num_envs=tc.eval_num_envs,
-                               seed=tc.eval_seed, video=video,
+                               seed=tc.eval_seed, media=media,
                                pixels=PixelSpec.from_dict(metadata["data_info"].get("pixels")))
     finally:
         model.train()
@@ -595,6 +610,8 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                 if rt.is_main and tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
                     eval_report = _evaluate_in_env(model, metadata, tc, run_data.eval_env, run_dir, step)
                     logger.scalars(step, _eval_scalars(eval_report))
+                    if eval_report.get("contact_sheet"):
+                        logger.image("eval/contact_sheet", eval_report["contact_sheet"], step)
                     meter.restart_clock()
 
                 if (tc.save_every and step % tc.save_every == 0) or step == tc.steps or stop.requested:
