@@ -12,17 +12,9 @@ pay for gymnasium); ``register_envs`` imports gymnasium when it is called.
 """
 
 
-import os
+from envs.rendering import headless_rendering_default
 
-
-def headless_rendering_default() -> None:
-    """Pick MuJoCo's EGL backend when nothing is chosen and there is no display.
-
-    MuJoCo reads MUJOCO_GL once, when it first loads; unset on a machine without a display it fails
-    at the first render with an OpenGL error. A user's own choice (egl, osmesa, glfw) is kept.
-    """
-    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
-        os.environ["MUJOCO_GL"] = "egl"
+__all__ = ["headless_rendering_default", "register_envs"]
 
 
 def register_envs() -> None:
@@ -31,7 +23,7 @@ def register_envs() -> None:
     Gymnasium 1.x no longer loads the ``gymnasium.envs`` entry point in pyproject.toml, so mtm calls
     this itself before it looks an id up (``mtm.rollout.check_env_id``); scripts that use
     ``gym.make("mtm/...")`` directly call it first. Stock ids (Reacher-v5) need no registration; their pixel
-    observations are a wrapper chosen at make time (``envs.pixels.make_pixel_env``).
+    observations are a wrapper chosen at make time (``envs.tasks.make_pixel_env``).
 
     - ``mtm/ReacherPixels-v0`` (envs.pixel_reacher): Reacher-v5 whose target is visible only in
       the image; ``gym.make(..., image_size=64)``.

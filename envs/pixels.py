@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from envs import headless_rendering_default
+from envs.rendering import headless_rendering_default
 
 headless_rendering_default()  # before gymnasium's MuJoCo envs load mujoco
 
@@ -126,23 +126,3 @@ def _camera_id(model: Any, camera: int | str) -> int:
     if not -1 <= camera < model.ncam:
         raise ValueError(f"camera id {camera} is out of range: the model has {model.ncam} camera(s) (-1 = free camera)")
     return int(camera)
-
-
-def make_pixel_env(env_id: str, size: int = 64, camera: Camera = None, **kwargs: Any) -> PixelObservation:
-    """``gym.make`` with rgb_array rendering, wrapped in PixelObservation (``size`` x ``size`` frames).
-
-    Without a ``camera``, a task from envs.tasks.TASKS is seen from its own ``pixel_camera`` (for
-    Reacher a close top-down view; its stock view leaves the arm a few pixels wide).
-    """
-    from envs.tasks import TASKS
-
-    if camera is None and env_id in TASKS:
-        camera = TASKS[env_id].pixel_camera
-    # No width/height here: PixelObservation sizes the renderer itself, and non-MuJoCo envs would
-    # reject the keywords with a TypeError instead of the wrapper's clear message.
-    env = gym.make(env_id, render_mode="rgb_array", **kwargs)
-    try:
-        return PixelObservation(env, size=size, camera=camera)
-    except BaseException:
-        env.close()
-        raise

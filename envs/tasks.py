@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import gymnasium as gym
+
 from envs.experts import Expert, ReacherExpert
 from envs.pixel_reacher import TOP_DOWN_CAMERA, reacher_observation
+from envs.pixels import Camera, PixelObservation
 from envs.references import reference_scores
 
 
@@ -50,7 +53,7 @@ class TaskSpec:
     max_episode_steps: int
     expert: Callable[[], Expert] | None = None  # factory: a fresh scripted expert, or None
     recipe: CollectRecipe | None = None
-    # Default camera of envs.pixels.make_pixel_env: a camera id / name, or free-camera settings.
+    # Default camera of make_pixel_env (below): a camera id / name, or free-camera settings.
     pixel_camera: int | str | dict[str, Any] | None = None
     # The view of videos and contact sheets, as free-camera settings (envs.camera.free_camera); None:
     # the model's own tracking camera, else a camera that tracks the robot (envs.camera.robot_camera).
@@ -119,3 +122,21 @@ TASKS: dict[str, TaskSpec] = {
 
 def envs_with_expert() -> list[str]:
     return sorted(env_id for env_id, spec in TASKS.items() if spec.expert is not None)
+
+
+def make_pixel_env(env_id: str, size: int = 64, camera: Camera = None, **kwargs: Any) -> PixelObservation:
+    """``gym.make`` with rgb_array rendering, wrapped in PixelObservation (``size`` x ``size`` frames).
+
+    Without a ``camera``, a task of TASKS is seen from its own ``pixel_camera`` (for
+    Reacher a close top-down view; its stock view leaves the arm a few pixels wide).
+    """
+    if camera is None and env_id in TASKS:
+        camera = TASKS[env_id].pixel_camera
+    # No width/height here: PixelObservation sizes the renderer itself, and non-MuJoCo envs would
+    # reject the keywords with a TypeError instead of the wrapper's clear message.
+    env = gym.make(env_id, render_mode="rgb_array", **kwargs)
+    try:
+        return PixelObservation(env, size=size, camera=camera)
+    except BaseException:
+        env.close()
+        raise

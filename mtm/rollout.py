@@ -90,7 +90,7 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, pixels: Pixe
     try:
         if pixels is None:
             return gym.make(env_id, **kwargs)
-        from envs.pixels import make_pixel_env
+        from envs.tasks import make_pixel_env
 
         return make_pixel_env(env_id, size=pixels.size, camera=pixels.camera, **kwargs)
     # Registered but unusable here (Reacher-v2 needs mujoco-py), or no pixel support: the user's

@@ -84,10 +84,6 @@ def test_the_scanner_sees_function_level_and_relative_imports():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-# Cycles not untangled yet; this list may only shrink.
-KNOWN_CYCLES = [["envs", "envs.pixel_reacher", "envs.pixels", "envs.tasks"]]
-
-
 def test_no_import_cycles():
-    found = [c for c in cycles(import_graph()) if c not in KNOWN_CYCLES]
+    found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)

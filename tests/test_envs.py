@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from envs.experts import REACHER_LINK_LENGTHS, ReacherExpert
-from envs.pixels import PIXELS_KEY, STATE_KEY, PixelObservation, make_pixel_env
+from envs.pixels import PIXELS_KEY, STATE_KEY, PixelObservation
+from envs.tasks import make_pixel_env
 from envs.references import reference_scores
 from envs.tasks import TASKS, envs_with_expert
 
