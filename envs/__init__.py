@@ -4,6 +4,7 @@
 - ``envs.experts``: scripted experts, batched numpy controllers that act from the observation.
 - ``envs.references``: reference returns for normalised scores, with their provenance.
 - ``envs.pixels``: the {"state", "pixels"} observation wrapper for MuJoCo tasks.
+- ``envs.rendering``: MuJoCo's headless OpenGL backend, chosen before MuJoCo loads.
 - ``envs.camera``: the camera videos are seen from (one that follows the robot) and the floor under it.
 - ``envs.pixel_reacher``: mtm/ReacherPixels-v0, a task whose target only the image shows.
 

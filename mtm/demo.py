@@ -57,7 +57,7 @@ def run_demo(root: Path = Path("."), *, overrides: tuple[str, ...] = (), episode
              say: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
     from mtm.checkpoint import load_checkpoint
     from mtm.config import RunConfig, load_config, resolve_config_path
-    from mtm.evaluate import evaluate_checkpoint
+    from mtm.evaluation import evaluate_checkpoint
     from mtm.training.loop import train
 
     data = default_dataset(root, say, progress)

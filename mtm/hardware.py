@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from typing import Any
 
+from mtm.errors import ConfigError
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -139,8 +141,6 @@ def resolve_precision(requested: str, device: Any, *, warn: Callable[[str], None
     """The precision to run at on `device`. `auto` is bf16 only where bf16 is native; a forced bf16
     on a device that emulates it runs as asked, after one warning line (once per process)."""
     if requested not in PRECISIONS:
-        from mtm.errors import ConfigError
-
         raise ConfigError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
     native, what = native_bf16(device)
     if requested == "fp32":

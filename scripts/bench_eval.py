@@ -6,7 +6,7 @@ these settings run side by side in one process:
   SyncVectorEnv      gymnasium.vector.SyncVectorEnv of K envs stepped with random actions
                      (autoreset SAME_STEP, as scripts/bench_env.py): the raw ceiling.
   EpisodeRunner      mtm.rollout.EpisodeRunner with RandomPolicy: the raw rate of mtm's own loop.
-  eval full          mtm.evaluate.evaluate_policy with mtm.policy.MTMPolicy as it is: every
+  eval full          mtm.evaluation.evaluate_policy with mtm.policy.MTMPolicy as it is: every
                      act() decodes every token (model.predict(batch, visible, heads=("actions",))).
   eval queries       the same, but the model decodes only the token the policy reads, the action
                      at the current step c (MTM.predict(..., queries=...)): what MTMPolicy.act
@@ -68,7 +68,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from mtm.evaluate import evaluate_policy
+from mtm.evaluation import evaluate_policy
 from mtm.model.network import MTM, ModelConfig
 from mtm.model.tokenizers import ContinuousTokenizer
 from mtm.policy import MTMPolicy

@@ -355,7 +355,7 @@ def render(summary: dict, args) -> str:
              "on the 10% of episodes held out from training (split seed 0), against the baseline that predicts "
              "the training mean; ratio = MSE / baseline MSE (lower is better, 1 = no better than the mean). "
              "Window L = 4, c = L − 2: FD shows states and actions at steps 0..c and reads the state at c + 1; "
-             "ID shows states 0..c + 1 and actions 0..c − 1 and reads the action at c (mtm/training/validation.py). "
+             "ID shows states 0..c + 1 and actions 0..c − 1 and reads the action at c (mtm/evaluation/predictions.py). "
              "Same MTM models as the table above (final checkpoint); every held-out window whose steps are all "
              "real is scored.")
     L.append("")

@@ -3,7 +3,7 @@
     MUJOCO_GL=egl python scripts/render_rollout.py runs/reacher reacher.mp4
     MUJOCO_GL=egl python scripts/render_rollout.py runs/hopper hopper.mp4 --contact-sheet hopper.png --quality nice
 
-The same path as `mtm eval --video` (mtm.evaluate.evaluate_checkpoint): a camera that follows the
+The same path as `mtm eval --video` (mtm.evaluation.evaluate_checkpoint): a camera that follows the
 robot, the fast rendering preset unless --quality nice. Existing files are kept unless --overwrite.
 """
 
@@ -17,7 +17,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set bef
 from mtm.checkpoint import load_checkpoint  # noqa: E402
 from mtm.data.hdf5 import check_output_path  # noqa: E402
 from mtm.errors import MTMError  # noqa: E402
-from mtm.evaluate import evaluate_checkpoint  # noqa: E402
+from mtm.evaluation import evaluate_checkpoint  # noqa: E402
 from mtm.video import DEFAULT_QUALITY, DEFAULT_SIZE, QUALITIES, RolloutMedia  # noqa: E402
 
 

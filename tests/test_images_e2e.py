@@ -10,7 +10,7 @@ from mtm.checkpoint import load_checkpoint
 from mtm.collect import CollectOptions, collect
 from mtm.config import RunConfig, load_config
 from mtm.errors import ConfigError
-from mtm.evaluate import evaluate_checkpoint
+from mtm.evaluation import evaluate_checkpoint
 from mtm.training.loop import train
 
 PIXEL_ENV = "mtm/ReacherPixels-v0"

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from mtm.checkpoint import load_checkpoint
 from mtm.cli import main
 from mtm.config import RunConfig, load_config
-from mtm.evaluate import evaluate_checkpoint
+from mtm.evaluation import evaluate_checkpoint
 from mtm.policy import MTMPolicy, load_model
 from mtm.training.loop import train
 

@@ -90,12 +90,12 @@ def test_full_disk_on_a_tiny_file_system(reacher, tmp_path, name):
 # ---- 6. outputs that cannot be written at all -------------------------------------------------
 
 def _no_rollouts(monkeypatch):
-    import mtm.evaluate
+    import mtm.evaluation.rollouts
 
     def refuse(*args, **kwargs):
         raise AssertionError("rollouts ran before the output was checked")
 
-    monkeypatch.setattr(mtm.evaluate, "evaluate_policy", refuse)
+    monkeypatch.setattr(mtm.evaluation.rollouts, "evaluate_policy", refuse)
 
 
 @pytest.mark.parametrize("option,name", [("--output", "report.json"), ("--video", "video.mp4")])

@@ -20,7 +20,7 @@ def demo_command(overrides, episodes, progress) -> None:
     import torch
 
     from mtm.demo import run_demo
-    from mtm.evaluate import format_report
+    from mtm.evaluation import format_report
     from mtm.io import atomic_write_text
 
     if not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):

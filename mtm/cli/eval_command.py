@@ -61,7 +61,7 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     from mtm.io import atomic_write_text
     from mtm.data.hdf5 import check_output_path
     from mtm.errors import ConfigError
-    from mtm.evaluate import evaluate_checkpoint, evaluate_predictions, format_report
+    from mtm.evaluation import evaluate_checkpoint, evaluate_predictions, format_report
     from mtm.hardware import resolve_precision, thread_summary
     from mtm.io import write_failure
     from mtm.training.runtime import resolve_device

@@ -65,7 +65,7 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
         for task, e in result.val.items():
             click.echo(f"  {task:5s} {e['mse']:10.4f}   baseline {e['baseline_mse']:10.4f}   ratio {e['ratio']:.3f}")
     if result.eval:
-        from mtm.evaluate import format_report
+        from mtm.evaluation import format_report
 
         click.echo(f"evaluation at step {result.step} (final checkpoint):")
         click.echo(format_report(result.eval))

@@ -33,28 +33,36 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from safetensors import SafetensorError
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
 
 from mtm.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from mtm.config import RunConfig, config_to_dict, format_config, save_config
+from mtm.data.batches import WindowBatches
+from mtm.data.formats import detect_format
 from mtm.data.identity import dataset_identity
 from mtm.data.stats import ModalityStats
 from mtm.data.trajectories import Trajectories, load_trajectories
-from mtm.data.batches import WindowBatches
 from mtm.data.windows import WindowSampler
 from mtm.errors import ConfigError, DataError, MTMError, MTMWarning, OutputError
+from mtm.evaluation.predictions import prediction_errors, steps_needed
+from mtm.evaluation.rollouts import evaluate_policy
 from mtm.hardware import Precision, cpu_kernel_path, resolve_precision, thread_summary
 from mtm.io import atomic_write_text, write_failure
+from mtm.model.build import build_model, model_from_spec
 from mtm.model.loss import mtm_loss
 from mtm.model.masks import MaskMixture
-from mtm.model.build import build_model, model_from_spec
 from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer, ImageTokenizer, Tokenizer
+from mtm.policy import MTMPolicy, check_target_fraction
+from mtm.rollout import PixelSpec, check_env_id
 from mtm.training.memory import release_free_memory
+from mtm.training.optim import build_optimizer, build_scheduler
 from mtm.training.rundir import CONFIG_FILE, METRICS_FILE, RunDirectory
 from mtm.training.runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
-from mtm.training.optim import build_optimizer, build_scheduler
-from mtm.training.validation import prediction_errors, steps_needed
-
+from mtm.video import RolloutMedia
 
 class TrainingDiverged(MTMError):
     """The loss became NaN or infinite."""
@@ -151,8 +159,6 @@ class _Logger:
         self.writer = None
         self.jsonl = None
         if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
             if resume_step is not None:
                 truncate_metrics(run_dir / METRICS_FILE, resume_step)
             self.writer = SummaryWriter(str(run_dir), purge_step=None if resume_step is None else resume_step + 1)
@@ -165,8 +171,6 @@ class _Logger:
     def image(self, tag: str, path: str | Path, step: int) -> None:
         """A PNG file as an image in TensorBoard (the contact sheet of an evaluation)."""
         if self.writer:
-            from PIL import Image
-
             with Image.open(path) as picture:
                 self.writer.add_image(tag, np.asarray(picture.convert("RGB")), step, dataformats="HWC")
 
@@ -204,8 +208,6 @@ def _image_keys(cfg: RunConfig, data: Trajectories) -> list[str]:
     if clash:
         raise ConfigError(f"image key {clash[0]!r} collides with a modality name; rename it in the data")
     if wanted:
-        from mtm.data.formats import detect_format
-
         if detect_format(cfg.data.path) != "native":
             raise ConfigError(f"{cfg.data.path}: image frames are read lazily from mtm's native format; "
                               f"convert it first (mtm convert {cfg.data.path} DST.hdf5)")
@@ -214,11 +216,6 @@ def _image_keys(cfg: RunConfig, data: Trajectories) -> list[str]:
 
 def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step: int) -> dict:
     """Roll the current model out in its env; training's RNG streams are left exactly as they were."""
-    from mtm.evaluate import evaluate_policy
-    from mtm.policy import MTMPolicy
-    from mtm.rollout import PixelSpec
-    from mtm.video import RolloutMedia
-
     rng = capture_rng_state()
     try:
         def factory(slots: int) -> MTMPolicy:
@@ -291,7 +288,6 @@ def _load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> _RunData:
     if tc.eval_every:
         if not eval_env:
             raise ConfigError("train.eval_every needs an environment: the dataset names none; set train.eval_env")
-        from mtm.rollout import check_env_id
 
         check_env_id(eval_env)
     train_data, val_data = data.split(cfg.data.val_fraction, cfg.data.split_seed)
@@ -438,8 +434,6 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
     if tc.batch_size % rt.world_size:
         raise ConfigError(f"train.batch_size {tc.batch_size} is not divisible by the {rt.world_size} processes")
     if tc.eval_every:
-        from mtm.policy import check_target_fraction
-
         try:
             check_target_fraction(tc.eval_target_fraction)
         except ConfigError as exc:
@@ -504,8 +498,6 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
 
     forward = model
     if rt.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
         forward = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     if tc.compile:
         forward = torch.compile(forward, dynamic=True)
@@ -554,8 +546,6 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
 
     bar = None
     if progress and rt.is_main:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=tc.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
 
     model.train()

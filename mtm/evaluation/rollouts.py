@@ -1,4 +1,4 @@
-"""Evaluation: a trained model in the environment (returns, scores, videos), and on held-out data.
+"""A trained model in its environment: returns, normalised scores, videos and contact sheets.
 
 `evaluate_policy` runs exactly N episodes over K environments (episode i reset with seed + i, so the
 per-episode results do not depend on K) and returns a JSON-able report: per-episode return and
@@ -6,17 +6,12 @@ length, mean ± std (population std over the N episodes), normalised score
 100 · (R − R_min) / (R_max − R_min) with the references the data carries (D4RL constants for
 D4RL-derived data, Minari's ref_min/ref_max, the native file's stored ones) or, failing that,
 envs.references, and the env steps per second of the whole loop (simulation + policy).
-
-`evaluate_predictions` scores the model's forward/inverse dynamics and BC predictions on the
-held-out episodes of its training data (the same seeded split as training), next to the
-mean-prediction baseline.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,10 +20,11 @@ import torch
 import mtm
 from envs.references import reference_entry
 from mtm.checkpoint import Checkpoint
-from mtm.errors import ConfigError, DataError
+from mtm.errors import ConfigError
 from mtm.policy import MTMPolicy, load_model
 from mtm.rollout import EpisodeRunner, PixelSpec
-from mtm.video import FrameRecorder, RolloutMedia
+from mtm.contact_sheet import write_contact_sheet
+from mtm.video import FrameRecorder, RolloutMedia, write_video
 
 
 def references_for(metadata: dict[str, Any], env_id: str) -> dict[str, Any] | None:
@@ -152,8 +148,6 @@ def evaluate_policy(
 
 def _write_media(recorder: FrameRecorder, media: RolloutMedia, fps: int) -> dict[str, Any]:
     """Write the video and / or contact sheet of `recorder`'s episodes; their report fields."""
-    from mtm.contact_sheet import write_contact_sheet
-    from mtm.video import write_video
 
     recorded = recorder.episodes_in_order()
     out: dict[str, Any] = {
@@ -221,55 +215,6 @@ def evaluate_checkpoint(
         "note": "final checkpoint given; N episodes with seeds seed..seed+N-1; std over episodes",
     })
     return report
-
-
-def evaluate_predictions(
-    checkpoint: Checkpoint,
-    *,
-    tasks: tuple[str, ...],
-    data_path: str | None = None,
-    max_windows: int = 100_000,
-    device: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """Prediction errors (raw units, per dimension and mean) on the checkpoint's held-out episodes."""
-    from mtm.config import DataConfig, config_from_dict
-    from mtm.data.trajectories import load_trajectories
-    from mtm.data.windows import WindowSampler
-    from mtm.training.validation import prediction_errors
-
-    data_cfg = config_from_dict(DataConfig, (checkpoint.config or {}).get("data", {}))
-    path = data_path or (checkpoint.metadata.get("dataset") or {}).get("path") or data_cfg.path
-    if not path or not Path(path).exists():
-        raise DataError(f"the training data {path!r} is not there; pass --data PATH")
-    data = load_trajectories(path, format=data_cfg.format, rtg=data_cfg.rtg, gamma=data_cfg.gamma,
-                             rtg_horizon=data_cfg.rtg_horizon)
-    model = load_model(checkpoint, device)
-    dims = (model.tokenizers["states"].dim, model.tokenizers["actions"].dim)
-    if (data.state_dim, data.action_dim) != dims:
-        raise DataError(f"{path}: states have {data.state_dim} dimensions and actions {data.action_dim}, but the "
-                        f"checkpoint was trained on {dims[0]} and {dims[1]}; give the dataset it was trained on "
-                        f"(or one of the same env)")
-    _, val = data.split(data_cfg.val_fraction, data_cfg.split_seed)
-    if val.num_episodes == 0:
-        raise DataError("the run held out no episodes (data.val_fraction = 0): nothing to evaluate on")
-    keys = tuple(k for k in ("states", "actions", "returns") if k in model.tokenizers)
-    sampler = WindowSampler(val, model.window, device=device, keys=keys)
-    stats = checkpoint.metadata["stats"]
-    means = {k: torch.as_tensor(stats[k]["mean"], dtype=torch.float32) for k in ("states", "actions")}
-    errors = prediction_errors(model, sampler, means, tasks=tasks, max_windows=max_windows)
-    missing = [t for t in tasks if t not in errors]
-    if missing:
-        raise ConfigError(f"task(s) {missing} do not apply to this model (window {model.window}, "
-                          f"modalities {list(model.tokenizers)})")
-    return {
-        "checkpoint": str(checkpoint.path),
-        "checkpoint_step": checkpoint.step,
-        "data": str(path),
-        "val_episodes": val.num_episodes,
-        "windows": sampler.num_windows,
-        "tasks": errors,
-        "note": "mean squared error in raw units on held-out episodes; baseline predicts the train mean",
-    }
 
 
 def format_report(report: dict[str, Any]) -> str:
