@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterator
 import mtm
 from mtm.data.episode import DatasetInfo
 from mtm.data.formats.native import EpisodeWriter
-from mtm.data.hdf5 import check_output_path
 from mtm.data.spaces import space_to_dict
 from mtm.errors import ConfigError
+from mtm.io import check_output_path
 from mtm.rollout import EpisodeRunner, ExpertPolicy, PixelSpec, Policy, RandomPolicy, RolloutStats, check_env_id
 
 

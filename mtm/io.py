@@ -24,7 +24,7 @@ import uuid
 import warnings
 from pathlib import Path
 
-from mtm.errors import MTMWarning, OutputError
+from mtm.errors import MTMWarning, OutputError, OutputExistsError
 
 try:
     import fcntl
@@ -80,6 +80,18 @@ def write_failure(exc: BaseException, path: str | os.PathLike, action: str = "wr
         return None
     reason, hint = found
     return OutputError(f"{path}: {action} failed: {reason}; {hint}")
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse to clobber an existing output unless asked; make sure its folder exists and takes
+    new files (commands call this before any work, so a read-only folder costs nothing)."""
+    p = Path(path)
+    if p.is_dir():
+        raise OutputExistsError(f"{p}: is a directory; give a file path for the output")
+    if p.exists() and not overwrite:
+        raise OutputExistsError(f"{p}: already exists; pass --overwrite to replace it")
+    check_writable_folder(p)
+    return p
 
 
 def check_writable_folder(path: str | os.PathLike) -> Path:

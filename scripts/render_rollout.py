@@ -15,7 +15,7 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco loads
 
 from mtm.checkpoint import load_checkpoint  # noqa: E402
-from mtm.data.hdf5 import check_output_path  # noqa: E402
+from mtm.io import check_output_path  # noqa: E402
 from mtm.errors import MTMError  # noqa: E402
 from mtm.evaluation import evaluate_checkpoint  # noqa: E402
 from mtm.video import DEFAULT_QUALITY, DEFAULT_SIZE, QUALITIES, RolloutMedia  # noqa: E402

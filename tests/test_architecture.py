@@ -87,3 +87,45 @@ def test_the_scanner_sees_function_level_and_relative_imports():
 def test_no_import_cycles():
     found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+# docs/architecture.md's layers: a module may import its own layer and those below, never above.
+LAYERS = {
+    0: ("mtm.errors", "mtm.io", "mtm.hardware", "mtm"),  # mtm: the package root, for __version__
+    1: ("envs",),
+    2: ("mtm.data", "mtm.model"),
+    3: ("mtm.config", "mtm.checkpoint"),
+    4: ("mtm.policy", "mtm.rollout", "mtm.video", "mtm.contact_sheet"),
+    5: ("mtm.evaluation", "mtm.collect"),
+    6: ("mtm.training",),
+    7: ("mtm.demo", "mtm.cli", "mtm.__main__"),
+}
+
+
+def layer_of(module: str) -> int:
+    """The layer of the longest listed prefix of `module`."""
+    best, depth = None, -1
+    for layer, prefixes in LAYERS.items():
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and prefix.count(".") > depth:
+                best, depth = layer, prefix.count(".")
+    assert best is not None, f"{module} is in no layer of docs/architecture.md: add it to LAYERS"
+    return best
+
+
+def test_every_import_points_down_the_layers():
+    graph = import_graph()
+    upward = [f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
+              for a, targets in sorted(graph.items()) for b in sorted(targets) if layer_of(b) > layer_of(a)]
+    assert not upward, "imports that point up: " + "; ".join(upward)
+
+
+def test_envs_imports_nothing_of_mtm_and_data_and_model_ignore_each_other():
+    graph = import_graph()
+    for a, targets in graph.items():
+        if a.startswith("envs"):
+            assert not [b for b in targets if b.startswith("mtm")], a
+        if a.startswith("mtm.data"):
+            assert not [b for b in targets if b.startswith("mtm.model")], a
+        if a.startswith("mtm.model"):
+            assert not [b for b in targets if b.startswith("mtm.data")], a

@@ -59,7 +59,7 @@ def convert(src: Path, dst: Path, fmt: str | None, filter_key: str | None, overw
 
     from mtm.data.formats import open_dataset
     from mtm.data.formats.native import EpisodeWriter
-    from mtm.data.hdf5 import check_output_path
+    from mtm.io import check_output_path
     from mtm.io import write_failure
 
     if (ref_min is None) != (ref_max is None):

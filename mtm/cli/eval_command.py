@@ -59,7 +59,7 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     """
     from mtm.checkpoint import load_checkpoint
     from mtm.io import atomic_write_text
-    from mtm.data.hdf5 import check_output_path
+    from mtm.io import check_output_path
     from mtm.errors import ConfigError
     from mtm.evaluation import evaluate_checkpoint, evaluate_predictions, format_report
     from mtm.hardware import resolve_precision, thread_summary

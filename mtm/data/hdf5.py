@@ -9,8 +9,7 @@ import h5py
 import numpy as np
 
 from mtm.data.episode import Episode, EpisodeSource
-from mtm.errors import DataError, OutputExistsError
-from mtm.io import check_writable_folder
+from mtm.errors import DataError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -99,18 +98,6 @@ def step_shapes(episode: Episode) -> dict[str, tuple[int, ...]]:
     shapes = {f"observations/{k}": tuple(v.shape[1:]) for k, v in episode.observations.items()}
     shapes["actions"] = tuple(episode.actions.shape[1:])
     return shapes
-
-
-def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to clobber an existing output unless asked; make sure its folder exists and takes
-    new files (commands call this before any work, so a read-only folder costs nothing)."""
-    p = Path(path)
-    if p.is_dir():
-        raise OutputExistsError(f"{p}: is a directory; give a file path for the output")
-    if p.exists() and not overwrite:
-        raise OutputExistsError(f"{p}: already exists; pass --overwrite to replace it")
-    check_writable_folder(p)
-    return p
 
 
 def partial_path(path: Path) -> Path:

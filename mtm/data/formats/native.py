@@ -37,9 +37,9 @@ import numpy as np
 
 import mtm
 from mtm.data.episode import DatasetInfo, Episode, select_keys
-from mtm.data.hdf5 import GroupPerEpisode, check_output_path, open_hdf5, partial_path, read_array
+from mtm.data.hdf5 import GroupPerEpisode, open_hdf5, partial_path, read_array
 from mtm.errors import DataError, OutputError
-from mtm.io import DeferredFailureFile, fsync_dir, open_partial, write_failure
+from mtm.io import DeferredFailureFile, check_output_path, fsync_dir, open_partial, write_failure
 
 FORMAT_NAME = "mtm-episodes"
 SCHEMA_VERSION = 1
