@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from envs.tasks import TASKS
+
 # Rule 3's view: from the side (azimuth 90: looking along +y, so a robot running along +x crosses the
 # frame left to right, as in the models' own "track" cameras) and 20 degrees above the horizon.
 SIDE_AZIMUTH = 90.0
@@ -130,7 +132,6 @@ def robot_camera(model: Any, data: Any, env_id: str | None = None) -> tuple[Any,
     """
     import mujoco
 
-    from envs.tasks import TASKS
 
     spec = TASKS.get(env_id) if env_id else None
     if spec is not None and spec.video_camera is not None:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import mtm
+from envs.references import reference_scores
+from envs.tasks import TASKS, envs_with_expert
 from mtm.data.episode import DatasetInfo
 from mtm.data.formats.native import EpisodeWriter
 from mtm.data.spaces import space_to_dict
@@ -96,8 +98,6 @@ def _random_policy(ctx: PolicyContext) -> tuple[Policy, str]:
 
 
 def _expert_policy(ctx: PolicyContext) -> tuple[Policy, str]:
-    from envs.tasks import TASKS, envs_with_expert
-
     spec = TASKS.get(ctx.env_id)
     if spec is None or spec.expert is None:
         raise ConfigError(
@@ -179,8 +179,6 @@ def _interrupted_info(info: DatasetInfo, options: CollectOptions, description: s
 
 
 def _dataset_info(options: CollectOptions, runner: EpisodeRunner, description: str) -> DatasetInfo:
-    from envs.references import reference_scores
-
     references = reference_scores(options.env_id)
     last_seed = options.seed + options.episodes - 1
     return DatasetInfo(

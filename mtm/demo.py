@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from envs import tasks
+from mtm.checkpoint import load_checkpoint
+from mtm.collect import CollectOptions, collect
+from mtm.config import RunConfig, load_config, resolve_config_path
+from mtm.data.formats.native import NativeSource
 from mtm.errors import DataError
+from mtm.evaluation import evaluate_checkpoint
+from mtm.training.loop import train
 
 DEMO_ENV = "Reacher-v5"
 
@@ -31,8 +37,6 @@ class DemoResult:
 
 def default_dataset(root: Path, say: Callable[[str], None], progress: bool = True) -> Path:
     """The demo's dataset: reuse a complete one from an earlier run, else collect it by its recipe."""
-    from mtm.collect import CollectOptions, collect
-    from mtm.data.formats.native import NativeSource
 
     recipe = tasks.TASKS[DEMO_ENV].recipe
     path = root / recipe.output
@@ -55,11 +59,6 @@ def default_dataset(root: Path, say: Callable[[str], None], progress: bool = Tru
 
 def run_demo(root: Path = Path("."), *, overrides: tuple[str, ...] = (), episodes: int = 50,
              say: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
-    from mtm.checkpoint import load_checkpoint
-    from mtm.config import RunConfig, load_config, resolve_config_path
-    from mtm.evaluation import evaluate_checkpoint
-    from mtm.training.loop import train
-
     data = default_dataset(root, say, progress)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = root / "runs" / f"demo-{stamp}"

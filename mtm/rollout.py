@@ -19,8 +19,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol, Sequence, Union
 
+import gymnasium as gym
 import numpy as np
 
+from envs import register_envs
+from envs.tasks import make_pixel_env
 from mtm.data.episode import STATE_KEY, Episode
 from mtm.errors import ConfigError
 
@@ -64,9 +67,7 @@ class PixelSpec:
 
 def check_env_id(env_id: str) -> None:
     """Raise ConfigError, suggesting close registered ids, if gymnasium does not know ``env_id``."""
-    import gymnasium as gym
 
-    from envs import register_envs
 
     register_envs()  # mtm's own ids (mtm/...); gymnasium 1.x loads no plugin entry points itself
     try:
@@ -83,14 +84,12 @@ def check_env_id(env_id: str) -> None:
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, pixels: PixelSpec | None = None):
     """One gymnasium env, optionally with pixel observations. Unknown ids raise ConfigError."""
-    import gymnasium as gym
 
     check_env_id(env_id)
     kwargs = dict(env_kwargs or {})
     try:
         if pixels is None:
             return gym.make(env_id, **kwargs)
-        from envs.tasks import make_pixel_env
 
         return make_pixel_env(env_id, size=pixels.size, camera=pixels.camera, **kwargs)
     # Registered but unusable here (Reacher-v2 needs mujoco-py), or no pixel support: the user's

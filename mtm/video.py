@@ -27,6 +27,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from envs.camera import FloorUnderRobot, robot_camera
 from mtm.errors import ConfigError, MTMWarning, OutputError
 from mtm.io import write_failure
 
@@ -130,7 +131,6 @@ class RobotRenderer:
     def __init__(self, env: Any, size: int = DEFAULT_SIZE, quality: str | RenderQuality = DEFAULT_QUALITY) -> None:
         import mujoco
 
-        from envs.camera import FloorUnderRobot, robot_camera
 
         self.env = env
         self.model, self.data = mujoco_sim(env)

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mtm.data.episode import STATE_KEY, DatasetInfo, EpisodeSource
+from mtm.data.formats import open_dataset
 from mtm.data.returns import check_rtg_options, episodes_returns_to_go
 from mtm.data.stats import ModalityStats
 from mtm.errors import ConfigError, DataError
@@ -161,8 +162,6 @@ def load_trajectories(
     if state_keys is not None and len(state_keys) == 0:
         raise ConfigError("state_keys is empty; name at least one observation key or leave it unset")
     if isinstance(source, (str, os.PathLike)):
-        from mtm.data.formats import open_dataset  # lazy: formats imports every reader
-
         with open_dataset(source, format) as opened:
             return load_trajectories(
                 opened, rtg=rtg, gamma=gamma, rtg_horizon=rtg_horizon,

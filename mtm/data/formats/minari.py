@@ -46,6 +46,7 @@ import numpy as np
 
 from mtm.data.episode import STATE_KEY, DatasetInfo, Episode, select_keys
 from mtm.data.hdf5 import GroupPerEpisode, open_hdf5, read_array, step_shapes
+from mtm.data.spaces import space_to_dict
 from mtm.errors import DataError
 
 MAIN_FILE = "main_data.hdf5"
@@ -171,8 +172,6 @@ def _is_image_space(space: dict[str, Any] | None) -> bool:
 def _to_mtm_space(space: dict[str, Any]) -> dict[str, Any] | None:
     """One Minari leaf space as an mtm space dict; None for kinds mtm cannot describe."""
     from gymnasium import spaces as gym_spaces
-
-    from mtm.data.spaces import space_to_dict
 
     kind = space.get("type")
     if kind == "Discrete":

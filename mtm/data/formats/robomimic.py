@@ -47,6 +47,7 @@ import numpy as np
 
 from mtm.data.episode import DatasetInfo, Episode, select_keys
 from mtm.data.hdf5 import GroupPerEpisode, open_hdf5, read_array, step_shapes
+from mtm.data.spaces import space_to_dict
 from mtm.errors import DataError
 
 DEMO_RE = re.compile(r"demo_(\d+)")
@@ -244,8 +245,6 @@ def _read_rows(ds: h5py.Dataset, out: np.ndarray, source: slice, dest: slice, wh
 def _derived_spaces(demo: h5py.Group) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Spaces from one demo's shapes: uint8 arrays are 0..255 images, the rest unbounded float32."""
     from gymnasium import spaces
-
-    from mtm.data.spaces import space_to_dict
 
     def box(ds: h5py.Dataset) -> spaces.Box:
         shape = tuple(ds.shape[1:])
