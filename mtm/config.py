@@ -37,6 +37,7 @@ import yaml
 from mtm.errors import ConfigError
 from mtm.io import atomic_write_text, fsync_dir  # noqa: F401 - durable writes, long imported from here
 from mtm.model.network import ModelConfig
+from mtm.policy_config import PolicyConfig
 
 T = TypeVar("T")
 
@@ -87,8 +88,7 @@ class TrainConfig:
     eval_every: int = 0  # steps between rollouts in the env (eval/... in TensorBoard); 0 = never. The final step is evaluated when > 0
     eval_episodes: int = 10  # episodes per evaluation (seeds eval_seed .. eval_seed + n - 1)
     eval_num_envs: int = 10  # environments stepped together
-    eval_mode: Literal["auto", "rcbc", "bc"] = "auto"  # which tokens the policy shows the model; auto = rcbc when the model can
-    eval_target_fraction: float = 1.0  # rcbc target: min + p (max - min) of the training episode returns
+    eval_policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)  # how the policy acts in these evaluations (mtm.policy_config; precision auto = the run's train.precision)
     eval_seed: int = 1000  # first episode seed of every evaluation (the same episodes each time)
     eval_env: str | None = None  # gymnasium id; null = the dataset's env
     eval_video: bool = False  # also write runs/.../videos/step_N.mp4 of the first episode, and step_N.png, its contact sheet (also in TensorBoard: eval/contact_sheet)
@@ -98,7 +98,9 @@ class TrainConfig:
 
     # Keys of older configs, read as the key that replaced them: {old: (new, value converter)}.
     LEGACY_KEYS: ClassVar[dict[str, tuple[str, Any]]] = {
-        "bf16": ("precision", lambda on: "bf16" if on else "fp32"),  # train.bf16: true/false, before precision
+        "bf16": ("precision", lambda on: _legacy_bool(on, "bf16", "fp32")),  # train.bf16: true/false, before precision
+        "eval_mode": ("eval_policy.mode", lambda mode: mode),  # before eval_policy
+        "eval_target_fraction": ("eval_policy.target_fraction", lambda p: p),
     }
 
     def __post_init__(self) -> None:
@@ -378,10 +380,11 @@ def _apply_override(cls: type, raw: dict, text: str) -> None:
             fields = _init_fields(section)
             if seg in getattr(section, "LEGACY_KEYS", {}) and i == len(segments) - 1:
                 try:  # --set train.bf16=true means --set train.precision=bf16
-                    seg, value = _legacy_value(section, seg, value, parent)
+                    new, value = _legacy_value(section, seg, value, parent)
                 except ConfigError as exc:
                     raise ConfigError(f"--set: {exc}") from None
-                segments[i], value_text = seg, str(value)
+                segments[i:] = new.split(".")  # the loop walks on into a dotted successor's section
+                seg, value_text = segments[i], str(value)
                 key = ".".join(segments)
             if seg not in fields:
                 raise ConfigError(f"--set: {_unknown_key(seg, parent, fields)}")
@@ -475,19 +478,27 @@ def _build(cls: type, base: Any, data: Mapping, where: str) -> Any:
         raise ConfigError(f"{where}.{exc}" if where else str(exc)) from None
 
 
+def _legacy_bool(value: Any, on: Any, off: Any) -> Any:
+    if not isinstance(value, bool):
+        raise TypeError(bool)
+    return on if value else off
+
+
 def _legacy_value(cls: type, key: str, value: Any, where: str) -> tuple[str, Any]:
-    """(new key, new value) for an old key of `cls` (see TrainConfig.LEGACY_KEYS); the old key's
-    value must still have its old type (today: a bool)."""
+    """(new dotted key, new value) for an old key of `cls` (see TrainConfig.LEGACY_KEYS); a converter
+    that raises TypeError(T) says the old key's value had to be of type T."""
     new, convert = cls.LEGACY_KEYS[key]
     path = f"{where}.{key}" if where else key
-    if not isinstance(value, bool):
-        raise _type_error(path, bool, value)
-    return new, convert(value)
+    try:
+        return new, convert(value)
+    except TypeError as exc:
+        raise _type_error(path, exc.args[0], value) from None
 
 
 def _translate_legacy(cls: type, data: Mapping, where: str) -> Mapping:
-    """`data` with the old keys of `cls` replaced by their successors; where both are given, the
-    new key wins (a later layer, e.g. `--set train.precision=...` over an old file's `bf16`)."""
+    """`data` with the old keys of `cls` replaced by their successors (a dotted successor lands in
+    its sub-section); where both are given, the new key wins (a later layer, e.g. `--set
+    train.precision=...` over an old file's `bf16`)."""
     legacy = getattr(cls, "LEGACY_KEYS", {})
     if not any(key in data for key in legacy):
         return data
@@ -495,7 +506,18 @@ def _translate_legacy(cls: type, data: Mapping, where: str) -> Mapping:
     for key in legacy:
         if key in data:
             new, value = _legacy_value(cls, key, data[key], where)
-            out.setdefault(new, value)
+            *sections, leaf = new.split(".")
+            node = out
+            for section in sections:
+                child = node.get(section)
+                if child is None:
+                    child = {}
+                elif not isinstance(child, Mapping):
+                    break  # the section itself is malformed: its own check reports it
+                node[section] = child = dict(child)
+                node = child
+            else:
+                node.setdefault(leaf, value)
     return out
 
 

@@ -41,6 +41,7 @@ device multiplies bf16 natively, as training does (mtm.hardware); "fp32" or "bf1
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -53,8 +54,9 @@ from mtm.errors import ConfigError, MTMError
 from mtm.hardware import resolve_precision
 from mtm.model.masks import bc_mask, rcbc_mask
 from mtm.model.build import model_from_spec
+from mtm.policy_config import POLICY_MODES, PolicyConfig
 
-POLICY_MODES = ("bc", "rcbc")
+__all__ = ["MTMPolicy", "NonFiniteActionError", "POLICY_MODES", "PolicyConfig", "load_model"]
 #: How far outside the training episode returns an RCBC target may lie, in units of their range.
 TARGET_RANGES = 100.0
 
@@ -96,21 +98,28 @@ def default_mode(model: torch.nn.Module) -> str:
 
 
 class MTMPolicy:
+    """`config` (a PolicyConfig) says how the model acts; keyword settings (mode="bc",
+    target_fraction=0.9, ...) change single fields of it."""
+
     def __init__(
         self,
         model: torch.nn.Module,
         metadata: dict[str, Any],
+        config: PolicyConfig | None = None,
         *,
         num_envs: int = 1,
-        mode: str | None = None,
-        target_return: float | None = None,
-        target_fraction: float | None = None,
-        decrement: bool = False,
-        action_history: bool = True,
         device: torch.device | str = "cpu",
-        precision: str = "auto",
+        **settings: Any,
     ) -> None:
-        mode = default_mode(model) if mode is None else mode
+        unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(PolicyConfig)})
+        if unknown:
+            raise TypeError(f"MTMPolicy got unknown setting(s) {unknown}; see mtm.policy_config.PolicyConfig")
+        try:
+            config = (config or PolicyConfig()).replace(**settings)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.config = config
+        mode = default_mode(model) if config.mode == "auto" else config.mode
         if mode not in POLICY_MODES:
             raise ConfigError(f"unknown policy mode {mode!r}; choose one of {', '.join(POLICY_MODES)}")
         if mode == "rcbc" and "returns" not in model.tokenizers:
@@ -119,11 +128,11 @@ class MTMPolicy:
             raise ConfigError(f"this model ({model.config.kind}) acts in mode {' or '.join(model.policy_modes)} only, not {mode!r}")
         if num_envs < 1:
             raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
-        if target_return is not None and target_fraction is not None:
-            raise ConfigError("give either a target return or a target fraction, not both")
+        target_return, target_fraction = config.target_return, config.target_fraction
+        decrement, action_history = config.decrement, config.action_history
         self.model = model.to(device).eval()
         self.device = torch.device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = resolve_precision(config.precision, self.device)
         self._autocast = self.precision.autocast(self.device)
         self.mode = mode
         self.num_envs = num_envs

@@ -19,10 +19,13 @@ from pathlib import Path
 
 from mtm.config import DataConfig, RunConfig, TokenConfig, TrainConfig
 from mtm.model.network import ModelConfig
+from mtm.policy_config import PolicyConfig
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 BEGIN, END = "<!-- fields:begin -->", "<!-- fields:end -->"
 SECTIONS = {"data": DataConfig, "tokens": TokenConfig, "model": ModelConfig, "train": TrainConfig}
+# Sections nested inside a section, documented after it.
+SUBSECTIONS = {"train.eval_policy": PolicyConfig}
 FIELD_LINE = re.compile(r"^\s+(\w+): (.+?) = (.+?)(?:\s+#\s*(.*))?$")
 
 
@@ -32,7 +35,8 @@ def field_rows(cls: type) -> list[tuple[str, str, str, str]]:
     for line in inspect.getsource(cls).splitlines():
         m = FIELD_LINE.match(line)
         if m and m.group(1) in names:
-            default = m.group(3).replace("dataclasses.field(default_factory=dict)", "{}")
+            default = re.sub(r"dataclasses\.field\(default_factory=(\w+)\)",
+                             lambda f: "{}" if f.group(1) == "dict" else "(section below)", m.group(3))
             rows.append((m.group(1), m.group(2).replace("|", "\\|"), default.replace("|", "\\|"),
                          (m.group(4) or "").replace("|", "\\|")))
     return rows
@@ -45,6 +49,11 @@ def reference() -> str:
         parts += [f"### `{section}`", "", "| field | type | default | meaning |", "|---|---|---|---|"]
         parts += [f"| `{section}.{n}` | `{t}` | `{d}` | {c} |" for n, t, d, c in field_rows(cls)]
         parts.append("")
+        for sub, sub_cls in SUBSECTIONS.items():
+            if sub.startswith(section + "."):
+                parts += [f"### `{sub}`", "", "| field | type | default | meaning |", "|---|---|---|---|"]
+                parts += [f"| `{sub}.{n}` | `{t}` | `{d}` | {c} |" for n, t, d, c in field_rows(sub_cls)]
+                parts.append("")
     parts.append(END)
     return "\n".join(parts)
 

@@ -85,6 +85,6 @@ def test_train_refuses_a_non_finite_eval_target_before_training(reacher_run, tmp
     cfg = load_config(RunConfig, None, TINY_REACHER + [f"data.path={data}", f"train.run_dir={tmp_path / 'run'}",
                                                        "train.steps=4", "train.eval_every=2",
                                                        "train.eval_target_fraction=.nan"])
-    with pytest.raises(ConfigError, match="train.eval_target_fraction: the target fraction must be a finite number"):
+    with pytest.raises(ConfigError, match="train.eval_policy.target_fraction: the target fraction must be a finite number"):
         train(cfg, progress=False)
     assert not (tmp_path / "run").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from mtm.cli.group import main
+from mtm.policy_config import POLICY_MODES, PolicyConfig
 
 PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
 
@@ -18,7 +19,7 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
 @click.option("--env", "env_id", default=None, help="Gymnasium id. Default: the env of the checkpoint's dataset.")
 @click.option("--episodes", default=10, show_default=True, help="Episodes to run (exactly this many).")
 @click.option("--num-envs", default=10, show_default=True, help="Environments stepped together, one batched forward pass per step.")
-@click.option("--mode", default=None, type=click.Choice(["rcbc", "bc"]),
+@click.option("--mode", default=None, type=click.Choice(POLICY_MODES),
               help="Which tokens the policy shows the model. Default: rcbc when the model can, else bc.")
 @click.option("--target-return", type=float, default=None, help="RCBC: the episode return to ask for.")
 @click.option("--target-fraction", type=float, default=None,
@@ -58,12 +59,10 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
       mtm eval --checkpoint runs/hopper --task fd --task id
     """
     from mtm.checkpoint import load_checkpoint
-    from mtm.io import atomic_write_text
-    from mtm.io import check_output_path
     from mtm.errors import ConfigError
     from mtm.evaluation import evaluate_checkpoint, evaluate_predictions, format_report
     from mtm.hardware import resolve_precision, thread_summary
-    from mtm.io import write_failure
+    from mtm.io import atomic_write_text, check_output_path, write_failure
     from mtm.training.runtime import resolve_device
     from mtm.video import RolloutMedia
 
@@ -71,6 +70,11 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     media = RolloutMedia(video=Path(video) if video else None,
                          contact_sheet=Path(contact_sheet) if contact_sheet else None,
                          episodes=video_episodes, quality=video_quality, size=video_size)
+    try:
+        policy = PolicyConfig(mode=mode or "auto", target_return=target_return, target_fraction=target_fraction,
+                              decrement=decrement, action_history=action_history, precision=precision)
+    except ValueError as exc:  # e.g. both targets given
+        raise ConfigError(str(exc).replace("target_return and target_fraction", "--target-return and --target-fraction")) from None
     files = [Path(p).resolve() for p in (output, video, contact_sheet) if p is not None]
     if len(set(files)) < len(files):
         raise ConfigError("--output, --video and --contact-sheet need different files")
@@ -100,11 +104,8 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
         for task, e in report["tasks"].items():
             click.echo(f"  {task:5s} {e['mse']:10.4f}   baseline {e['baseline_mse']:10.4f}   ratio {e['ratio']:.3f}")
     else:
-        report = evaluate_checkpoint(
-            ck, env_id=env_id, episodes=episodes, num_envs=num_envs, mode=mode, target_return=target_return,
-            target_fraction=target_fraction, decrement=decrement, action_history=action_history, seed=seed, device=dev,
-            precision=precision, media=media, progress=progress,
-        )
+        report = evaluate_checkpoint(ck, env_id=env_id, episodes=episodes, num_envs=num_envs, policy=policy, seed=seed,
+                                     device=dev, media=media, progress=progress)
         click.echo(format_report(report))
     if output:
         try:

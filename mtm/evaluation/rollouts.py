@@ -22,6 +22,7 @@ from envs.references import reference_entry
 from mtm.checkpoint import Checkpoint
 from mtm.errors import ConfigError
 from mtm.policy import MTMPolicy, load_model
+from mtm.policy_config import PolicyConfig
 from mtm.rollout import EpisodeRunner, PixelSpec
 from mtm.contact_sheet import write_contact_sheet
 from mtm.video import FrameRecorder, RolloutMedia, write_video
@@ -171,18 +172,15 @@ def evaluate_checkpoint(
     env_id: str | None = None,
     episodes: int = 10,
     num_envs: int = 10,
-    mode: str | None = None,
-    target_return: float | None = None,
-    target_fraction: float | None = None,
-    decrement: bool = False,
-    action_history: bool = True,
+    policy: PolicyConfig | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
-    precision: str = "auto",
     media: RolloutMedia | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """The policy of a checkpoint in its env (or `env_id`): the full `mtm eval` report."""
+    """The policy of a checkpoint in its env (or `env_id`), acting as `policy` says (default: the
+    PolicyConfig defaults): the full `mtm eval` report."""
+    policy = policy or PolicyConfig()
     metadata = checkpoint.metadata
     env_id = env_id or metadata.get("env_id")
     if not env_id:
@@ -191,9 +189,7 @@ def evaluate_checkpoint(
     pixels = PixelSpec.from_dict((metadata.get("data_info") or {}).get("pixels"))
 
     def factory(slots: int) -> MTMPolicy:
-        return MTMPolicy(model, metadata, num_envs=slots, mode=mode, target_return=target_return,
-                         target_fraction=target_fraction, decrement=decrement, action_history=action_history,
-                         device=device, precision=precision)
+        return MTMPolicy(model, metadata, policy, num_envs=slots, device=device)
 
     report = evaluate_policy(factory, metadata, env_id, episodes=episodes, num_envs=num_envs, seed=seed,
                              media=media, pixels=pixels, progress=progress)
@@ -201,9 +197,9 @@ def evaluate_checkpoint(
     report.update({
         "mode": probe.mode,
         "model_kind": probe.model.config.kind,
-        "action_history": action_history,
+        "action_history": policy.action_history,
         "target_return": probe.target_return if probe.mode == "rcbc" else None,
-        "target_decrement": decrement if probe.mode == "rcbc" else None,
+        "target_decrement": policy.decrement if probe.mode == "rcbc" else None,
         "checkpoint": str(checkpoint.path),
         "checkpoint_step": checkpoint.step,
         "dataset": metadata.get("dataset"),

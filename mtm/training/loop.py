@@ -216,12 +216,12 @@ def _image_keys(cfg: RunConfig, data: Trajectories) -> list[str]:
 
 def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step: int) -> dict:
     """Roll the current model out in its env; training's RNG streams are left exactly as they were."""
+    # The policy acts at the run's own precision unless train.eval_policy.precision says otherwise.
+    policy = tc.eval_policy if tc.eval_policy.precision != "auto" else tc.eval_policy.replace(precision=tc.precision)
     rng = capture_rng_state()
     try:
         def factory(slots: int) -> MTMPolicy:
-            return MTMPolicy(model, metadata, num_envs=slots, mode=None if tc.eval_mode == "auto" else tc.eval_mode,
-                             target_fraction=tc.eval_target_fraction,
-                             device=next(model.parameters()).device, precision=tc.precision)
+            return MTMPolicy(model, metadata, policy, num_envs=slots, device=next(model.parameters()).device)
 
         media = None
         if tc.eval_video:
@@ -433,11 +433,11 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
         raise ConfigError("no dataset given: pass --data PATH (or --set data.path=PATH)")
     if tc.batch_size % rt.world_size:
         raise ConfigError(f"train.batch_size {tc.batch_size} is not divisible by the {rt.world_size} processes")
-    if tc.eval_every:
+    if tc.eval_every and tc.eval_policy.target_fraction is not None:
         try:
-            check_target_fraction(tc.eval_target_fraction)
+            check_target_fraction(tc.eval_policy.target_fraction)
         except ConfigError as exc:
-            raise ConfigError(f"train.eval_target_fraction: {exc}") from None
+            raise ConfigError(f"train.eval_policy.target_fraction: {exc}") from None
     run_dir = Path(resume if resume is not None else tc.run_dir)
     # Rank 0 owns the run directory. It is checked before anything is read, locked for the whole
     # run, and an earlier run is set aside only once the new one is known to be valid and deleted

@@ -1,0 +1,34 @@
+"""How a trained model acts as a policy: one definition of the policy's settings for `mtm eval`,
+evaluation during training (`train.eval_policy`) and Python code (`MTMPolicy(..., mode="rcbc")`).
+
+Imports nothing heavy, so the command line can build it without loading torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+PolicyMode = Literal["auto", "bc", "rcbc"]
+#: The modes a policy can act in; "auto" picks rcbc when the model can do it, else bc.
+POLICY_MODES: tuple[str, ...] = tuple(m for m in get_args(PolicyMode) if m != "auto")
+
+
+@dataclass
+class PolicyConfig:
+    mode: PolicyMode = "auto"  # which tokens the policy shows the model; auto = rcbc when the model can, else bc
+    target_return: float | None = None  # rcbc: the episode return to ask for
+    target_fraction: float | None = None  # rcbc: ask for min + p (max - min) of the training episode returns; neither given = 1.0, the best seen
+    decrement: bool = False  # rcbc: lower the target by the rewards received (Decision Transformer), or hold it constant (official MTM)
+    action_history: bool = True  # show the model the actions taken at the window's earlier steps, or only states (and returns)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 autocast only where the device multiplies bf16 natively (mtm.hardware)
+
+    def __post_init__(self) -> None:
+        # ValueError "field ...": the config loader's convention (mtm.config), reported with the section.
+        if self.target_return is not None and self.target_fraction is not None:
+            raise ValueError("target_return and target_fraction: give one of them, not both")
+
+    def replace(self, **settings: Any) -> "PolicyConfig":
+        """A copy with some settings changed (None values are left out: 'not given')."""
+        return dataclasses.replace(self, **{k: v for k, v in settings.items() if v is not None})
