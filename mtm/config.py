@@ -36,6 +36,7 @@ import yaml
 
 from mtm.errors import ConfigError
 from mtm.io import atomic_write_text, fsync_dir  # noqa: F401 - durable writes, long imported from here
+from mtm.model.masks import MaskConfig
 from mtm.model.network import ModelConfig
 from mtm.policy_config import PolicyConfig
 
@@ -75,7 +76,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # clip the global gradient norm to this; 0 disables clipping
     loss_on: Literal["all", "masked"] = "all"  # reconstruct every token (MTM) or hidden ones only
     loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)  # per modality; absent = 1
-    mask: str = "random_autoregressive"  # training mask: a mode or a weighted mixture "random_autoregressive:0.8,bc:0.2" (mtm.model.masks)
+    mask: MaskConfig | str = dataclasses.field(default_factory=MaskConfig)  # the training mask (section below); the short form "random_autoregressive:0.8,bc:0.2" sets its modes
     seed: int = 0  # seeds python, numpy and torch; each process adds its rank
     device: str = "auto"  # auto = cuda, then mps, then cpu; or cuda, cuda:1, cpu, mps
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast where the device multiplies bf16 natively (CUDA, AVX512-BF16/AMX CPUs), else fp32 (mtm.hardware)
@@ -113,6 +114,11 @@ class TrainConfig:
         for key, weight in self.loss_weights.items():
             _check(weight >= 0, f"loss_weights.{key} must be >= 0, got {weight}")
         _check(bool(self.run_dir), "run_dir must not be empty")
+        if isinstance(self.mask, str):  # the short string form (mtm.model.masks.MaskConfig.parse)
+            try:
+                self.mask = MaskConfig.parse(self.mask)
+            except ValueError as exc:
+                raise ValueError(f"mask.{exc}") from None
 
 
 @dataclasses.dataclass
@@ -213,6 +219,8 @@ def _check_sections(cls: type, raw: Mapping, where: str) -> None:
             continue
         path = f"{where}.{key}" if where else str(key)
         if value is None and section is not hints[key]:  # Optional[Section]: null means none
+            continue
+        if isinstance(value, str) and str in get_args(hints[key]):  # a section's short string form
             continue
         if not isinstance(value, Mapping):
             raise _type_error(path, hints[key], value)
@@ -398,6 +406,12 @@ def _apply_override(cls: type, raw: dict, text: str) -> None:
         if i == len(segments) - 1:
             break
         child = node.get(seg)
+        inner = _section_type(tp)
+        if isinstance(child, str) and inner is not None and hasattr(inner, "parse"):
+            try:  # a section given in its short string form: expand it, then set the key inside
+                child = node[seg] = _to_plain(inner.parse(child))
+            except ValueError as exc:
+                raise ConfigError(f"--set: {'.'.join(segments[:i + 1])}.{exc}") from None
         if not isinstance(child, dict):
             # Entering a dict-valued field that the file did not set: start from its default so the
             # override adds one key instead of replacing the whole dict.
@@ -537,6 +551,9 @@ def _convert(tp: Any, value: Any, where: str, base: Any = _MISSING, raw: str | N
         arms = [a for a in args if a is not type(None)]
         if len(arms) == 1:  # Optional[X]: X's own error is the most precise one
             return _convert(arms[0], value, where, base, raw)
+        sections = [a for a in arms if dataclasses.is_dataclass(a)]
+        if isinstance(value, Mapping) and len(sections) == 1:  # a mapping can only mean the section
+            return _convert(sections[0], value, where, base, raw)
         for arm in arms:
             try:
                 return _convert(arm, value, where, base, raw if arm is str else None)
@@ -626,8 +643,10 @@ def _section_type(tp: Any) -> type | None:
         return tp
     if get_origin(tp) in (Union, types.UnionType):
         arms = [a for a in get_args(tp) if a is not type(None)]
-        if len(arms) == 1 and dataclasses.is_dataclass(arms[0]):
-            return arms[0]
+        sections = [a for a in arms if dataclasses.is_dataclass(a)]
+        # X, Optional[X], or X | str (a section with a short string form, e.g. train.mask)
+        if len(sections) == 1 and all(a is str for a in arms if a is not sections[0]):
+            return sections[0]
     return None
 
 

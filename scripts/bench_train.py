@@ -133,7 +133,7 @@ def build_group(name: str, cfg: RunConfig, batch_size: int, data: Trajectories, 
     optimizer = build_optimizer(model, tc, device)
     scheduler = build_scheduler(optimizer, tc)
     return Group(name, cfg, batch_size, device, sampler, model, optimizer, scheduler,
-                 MaskMixture.from_string(tc.mask),
+                 MaskMixture.from_config(tc.mask),
                  nonfinite=torch.zeros((), dtype=torch.int32, device=device),
                  loss_sum=torch.zeros((), device=device))
 

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from mtm.config import DataConfig, RunConfig, TokenConfig, TrainConfig
+from mtm.model.masks import MaskConfig
 from mtm.model.network import ModelConfig
 from mtm.policy_config import PolicyConfig
 
@@ -25,18 +26,21 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 BEGIN, END = "<!-- fields:begin -->", "<!-- fields:end -->"
 SECTIONS = {"data": DataConfig, "tokens": TokenConfig, "model": ModelConfig, "train": TrainConfig}
 # Sections nested inside a section, documented after it.
-SUBSECTIONS = {"train.eval_policy": PolicyConfig}
+SUBSECTIONS = {"train.mask": MaskConfig, "train.eval_policy": PolicyConfig}
 FIELD_LINE = re.compile(r"^\s+(\w+): (.+?) = (.+?)(?:\s+#\s*(.*))?$")
 
 
 def field_rows(cls: type) -> list[tuple[str, str, str, str]]:
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     rows = []
     for line in inspect.getsource(cls).splitlines():
         m = FIELD_LINE.match(line)
-        if m and m.group(1) in names:
-            default = re.sub(r"dataclasses\.field\(default_factory=(\w+)\)",
-                             lambda f: "{}" if f.group(1) == "dict" else "(section below)", m.group(3))
+        if m and m.group(1) in fields and m.group(1) not in {r[0] for r in rows}:  # not a method's local
+            default = m.group(3)
+            factory = fields[m.group(1)].default_factory
+            if factory is not dataclasses.MISSING:  # the value the factory makes, or a section's pointer
+                value = factory()
+                default = "(section below)" if dataclasses.is_dataclass(value) else repr(value)
             rows.append((m.group(1), m.group(2).replace("|", "\\|"), default.replace("|", "\\|"),
                          (m.group(4) or "").replace("|", "\\|")))
     return rows

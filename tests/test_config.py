@@ -94,13 +94,13 @@ def test_yaml_12_scalars():
             "train.seed=010",  # decimal, not octal
             "train.batch_size=1_024",
             "train.deterministic=true",
-            "train.mask=yes",  # a string, not a YAML 1.1 boolean
+            "train.run_dir=yes",  # a string, not a YAML 1.1 boolean
             "train.device=on",
         ],
     )
     t = cfg.train
     assert (t.lr, t.steps, t.seed, t.batch_size, t.deterministic) == (3e-4, 100_000, 10, 1024, True)
-    assert isinstance(t.steps, int) and (t.mask, t.device) == ("yes", "on")
+    assert isinstance(t.steps, int) and (t.run_dir, t.device) == ("yes", "on")
 
 
 def test_str_override_takes_the_text_typed():

@@ -3,6 +3,7 @@ import torch
 
 from mtm.errors import ConfigError
 from mtm.model.masks import (
+    MaskConfig,
     MaskMixture,
     TokenLayout,
     apply_valid,
@@ -258,11 +259,38 @@ def test_mask_mixture_rejects_bad_configs():
         MaskMixture({"forward_dynamics": 1.0})(layout_for(1), 4, torch.Generator())
 
 
-def test_mask_mixture_from_config_string():
-    assert MaskMixture.from_string("random_autoregressive").modes == {"random_autoregressive": 1.0}
-    mix = MaskMixture.from_string("random_autoregressive:0.8, bc:0.2", keep_ratios=(1.0,))
+def test_mask_mixture_from_config_and_its_string_form():
+    assert MaskMixture.from_config("random_autoregressive").modes == {"random_autoregressive": 1.0}
+    mix = MaskMixture.from_config(MaskConfig(modes={"random_autoregressive": 0.8, "bc": 0.2}, keep_ratios=[1.0]))
     assert mix.modes == {"random_autoregressive": 0.8, "bc": 0.2} and mix.keep_ratios == (1.0,)
+    assert MaskConfig.parse("random_autoregressive:0.8, bc:0.2").modes == {"random_autoregressive": 0.8, "bc": 0.2}
     with pytest.raises(ConfigError, match="must be a number"):
-        MaskMixture.from_string("bc:lots")
-    with pytest.raises(ConfigError, match="unknown mask modes"):
-        MaskMixture.from_string("random_autoregresive")
+        MaskMixture.from_config("bc:lots")
+    with pytest.raises(ConfigError, match=r"unknown mode\(s\) \['random_autoregresive'\]"):
+        MaskMixture.from_config("random_autoregresive")
+
+
+def test_mask_config_is_a_config_section():
+    from mtm.config import RunConfig, load_config
+
+    cfg = load_config(RunConfig, None, ["train.mask.modes.bc=0.25", "train.mask.role_weights.actions=1.0"])
+    assert cfg.train.mask.modes == {"random_autoregressive": 1.0, "bc": 0.25}
+    assert cfg.train.mask.role_weights == {"states": 0.2, "returns": 0.1, "actions": 1.0}
+    # the short string form (every config before the section existed) still loads, and can be refined
+    cfg = load_config(RunConfig, None, ["train.mask=random_autoregressive:0.8,bc:0.2", "train.mask.keep_ratios=[1.0]"])
+    assert cfg.train.mask == MaskConfig(modes={"random_autoregressive": 0.8, "bc": 0.2}, keep_ratios=[1.0])
+    with pytest.raises(ConfigError, match=r"train\.mask\.keep_ratios must be in \(0, 1\]"):
+        load_config(RunConfig, None, ["train.mask.keep_ratios=[0.0]"])
+    with pytest.raises(ConfigError, match=r"train\.mask\.role_weights: keys must be among"):
+        load_config(RunConfig, None, ["train.mask.role_weights.images=1"])
+
+
+def test_old_string_mask_in_a_saved_config_loads(tmp_path):
+    from mtm.config import RunConfig, load_config, parse_yaml, save_config
+
+    old = tmp_path / "config.yaml"
+    old.write_text("train:\n  mask: random_autoregressive:0.9,forward_dynamics:0.1\n")
+    cfg = load_config(RunConfig, old)
+    assert cfg.train.mask.modes == {"random_autoregressive": 0.9, "forward_dynamics": 0.1}
+    saved = parse_yaml(save_config(cfg, tmp_path / "new.yaml").read_text())
+    assert saved["train"]["mask"]["modes"] == {"random_autoregressive": 0.9, "forward_dynamics": 0.1}

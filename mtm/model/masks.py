@@ -34,6 +34,7 @@ Padded steps (valid = False) are hidden by `apply_valid`, which the network also
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -291,6 +292,45 @@ _INFERENCE_MODES: dict[str, tuple[MaskFn, Callable[[int], int]]] = {
 TRAINING_MODES = ("random", "random_autoregressive", *_INFERENCE_MODES, "imputation")
 
 
+@dataclass
+class MaskConfig:
+    """The training mask: a weighted mixture of modes, and the two knobs of the random ones."""
+
+    modes: dict[str, float] = field(default_factory=lambda: {"random_autoregressive": 1.0})  # mask modes (TRAINING_MODES) and their weights, drawn per sample
+    keep_ratios: list[float] = field(default_factory=lambda: list(DEFAULT_KEEP_RATIOS))  # random / random_autoregressive: each modality keeps a fraction of its tokens drawn from these, per sample
+    role_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MODE_WEIGHTS))  # random_autoregressive: how often the cut at t* starts at states / returns / actions
+
+    def __post_init__(self) -> None:
+        # ValueError "field ...": the config loader's convention (mtm.config), reported with the section.
+        unknown = sorted(set(self.modes) - set(TRAINING_MODES))
+        if unknown:
+            raise ValueError(f"modes: unknown mode(s) {unknown}; choose from {list(TRAINING_MODES)}")
+        if not self.modes or any(w < 0 for w in self.modes.values()) or sum(self.modes.values()) <= 0:
+            raise ValueError(f"modes: weights must be >= 0 with a positive sum, got {dict(self.modes)}")
+        if not self.keep_ratios or any(not 0.0 < r <= 1.0 for r in self.keep_ratios):
+            raise ValueError(f"keep_ratios must be in (0, 1], got {list(self.keep_ratios)}")
+        unknown = sorted(set(self.role_weights) - set(ROLES))
+        if unknown:
+            raise ValueError(f"role_weights: keys must be among {list(ROLES)}, got {unknown}")
+        if any(w < 0 for w in self.role_weights.values()) or sum(self.role_weights.values()) <= 0:
+            raise ValueError(f"role_weights must be >= 0 with a positive sum, got {dict(self.role_weights)}")
+
+    @classmethod
+    def parse(cls, text: str) -> "MaskConfig":
+        """The short string form: "random_autoregressive", or weighted "random_autoregressive:0.8,bc:0.2"
+        (the other fields keep their defaults). ValueError if malformed."""
+        modes: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, _, weight = part.partition(":")
+            try:
+                modes[name.strip()] = float(weight) if weight else 1.0
+            except ValueError:
+                raise ValueError(f"modes: a weight must be a number, got {part!r} in {text!r}") from None
+        if not modes:
+            raise ValueError(f"modes: none given; choose from {list(TRAINING_MODES)}")
+        return cls(modes=modes)
+
+
 class MaskMixture:
     """A weighted mixture of mask modes, drawn independently for every sample.
 
@@ -315,18 +355,14 @@ class MaskMixture:
         self.mode_weights = dict(mode_weights)
 
     @classmethod
-    def from_string(cls, text: str, **options) -> "MaskMixture":
-        """From a config string: "random_autoregressive", or weighted "random_autoregressive:0.8,bc:0.2"."""
-        modes: dict[str, float] = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            name, _, weight = part.partition(":")
+    def from_config(cls, config: "MaskConfig | str") -> "MaskMixture":
+        """The mixture a MaskConfig (or its string form, see MaskConfig.parse) describes."""
+        if isinstance(config, str):
             try:
-                modes[name.strip()] = float(weight) if weight else 1.0
-            except ValueError:
-                raise ConfigError(f"mask mode weight must be a number, got {part!r} in {text!r}") from None
-        if not modes:
-            raise ConfigError(f"no mask mode given; choose from {list(TRAINING_MODES)}")
-        return cls(modes, **options)
+                config = MaskConfig.parse(config)
+            except ValueError as exc:
+                raise ConfigError(f"mask {exc}") from None
+        return cls(config.modes, keep_ratios=config.keep_ratios, mode_weights=config.role_weights)
 
     def _one(self, mode: str, layout: TokenLayout, batch_size: int, generator: torch.Generator):
         if mode == "random":

@@ -490,7 +490,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                 val_sampler.close()
                 val_sampler = None
     baseline_means = {name: torch.as_tensor(stats[name].mean) for name in ("states", "actions")}
-    mask_fn = MaskMixture.from_string(tc.mask)
+    mask_fn = MaskMixture.from_config(tc.mask)
 
     optimizer = build_optimizer(model, tc, rt.device)
     scheduler = build_scheduler(optimizer, tc)
