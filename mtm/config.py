@@ -36,6 +36,7 @@ import yaml
 
 from mtm.errors import ConfigError
 from mtm.io import atomic_write_text, fsync_dir  # noqa: F401 - durable writes, long imported from here
+from mtm.hardware import PrecisionName
 from mtm.model.masks import MaskConfig
 from mtm.model.network import ModelConfig
 from mtm.policy_config import PolicyConfig
@@ -79,7 +80,7 @@ class TrainConfig:
     mask: MaskConfig | str = dataclasses.field(default_factory=MaskConfig)  # the training mask (section below); the short form "random_autoregressive:0.8,bc:0.2" sets its modes
     seed: int = 0  # seeds python, numpy and torch; each process adds its rank
     device: str = "auto"  # auto = cuda, then mps, then cpu; or cuda, cuda:1, cpu, mps
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast where the device multiplies bf16 natively (CUDA, AVX512-BF16/AMX CPUs), else fp32 (mtm.hardware)
+    precision: PrecisionName = "auto"  # auto = bf16 autocast where the device multiplies bf16 natively (CUDA, AVX512-BF16/AMX CPUs), else fp32 (mtm.hardware)
     compile: bool = False  # torch.compile the model
     deterministic: bool = False  # deterministic kernels (slower); for bit-exact reruns
     log_every: int = 100  # steps between train/... scalars

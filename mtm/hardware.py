@@ -22,11 +22,13 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Literal, get_args
 
 from mtm.errors import ConfigError
 
-PRECISIONS = ("auto", "fp32", "bf16")
+#: What a run or a policy may ask for; the one list the configs, the CLI and resolve_precision share.
+PrecisionName = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 
 
 def configure_threads() -> None:

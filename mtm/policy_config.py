@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from mtm.hardware import PrecisionName
+
 PolicyMode = Literal["auto", "bc", "rcbc"]
 #: The modes a policy can act in; "auto" picks rcbc when the model can do it, else bc.
 POLICY_MODES: tuple[str, ...] = tuple(m for m in get_args(PolicyMode) if m != "auto")
@@ -22,7 +24,7 @@ class PolicyConfig:
     target_fraction: float | None = None  # rcbc: ask for min + p (max - min) of the training episode returns; neither given = 1.0, the best seen
     decrement: bool = False  # rcbc: lower the target by the rewards received (Decision Transformer), or hold it constant (official MTM)
     action_history: bool = True  # show the model the actions taken at the window's earlier steps, or only states (and returns)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 autocast only where the device multiplies bf16 natively (mtm.hardware)
+    precision: PrecisionName = "auto"  # bf16 autocast only where the device multiplies bf16 natively (mtm.hardware)
 
     def __post_init__(self) -> None:
         # ValueError "field ...": the config loader's convention (mtm.config), reported with the section.

@@ -50,6 +50,8 @@ import sys
 import time
 from pathlib import Path
 
+from mtm.hardware import PRECISIONS
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "results" / "quality"
@@ -415,7 +417,7 @@ def main() -> int:
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes, seeds 0..E-1 (default 20)")
     p.add_argument("--num-envs", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for every command (default 1)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="train.precision of every run (default auto: bf16 only where the CPU has native bf16)")
     p.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="same as --precision fp32")
     p.add_argument("--stop-after-min", type=float, default=None,

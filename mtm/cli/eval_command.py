@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from mtm.cli.group import main
+from mtm.hardware import PRECISIONS
 from mtm.policy_config import POLICY_MODES, PolicyConfig
 
 PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
@@ -30,7 +31,7 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
               help="Show the model the actions it took at the previous steps of the window, or only states (and returns).")
 @click.option("--seed", default=0, show_default=True, help="Episode i is reset with seed + i, whatever --num-envs is.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cuda", "cpu", "mps"]))
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
               help="auto: bf16 autocast only where the device multiplies bf16 natively, else fp32.")
 @click.option("--video", "video", default=None, type=click.Path(dir_okay=False),
               help="Write an mp4 of the first episodes here, seen from a camera that follows the robot.")
