@@ -35,8 +35,8 @@ from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin,
 import yaml
 
 from mtm.errors import ConfigError
-from mtm.io import atomic_write_text, fsync_dir  # noqa: F401 - durable writes, long imported from here
 from mtm.hardware import PrecisionName
+from mtm.io import atomic_write_text
 from mtm.model.masks import MaskConfig
 from mtm.model.network import ModelConfig
 from mtm.policy_config import PolicyConfig
