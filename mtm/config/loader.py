@@ -1,9 +1,8 @@
-"""Configuration: nested dataclasses filled from defaults, a YAML/JSON file and dotted overrides.
+"""Loading a configuration: defaults, then a YAML/JSON file, then dotted ``--set`` overrides.
 
-Every module that has settings owns a dataclass for them (``DataConfig`` and ``TrainConfig`` live
-here, ``ModelConfig`` next to the network). The same generic machinery loads any of them:
+The same generic machinery loads any config dataclass (the schema is mtm.config.schema):
 
-    cfg = load_config(Config, "configs/hopper.yaml", ["train.lr=3e-4", "model.width=256"])
+    cfg = load_config(RunConfig, "configs/hopper.yaml", ["train.lr=3e-4", "model.width=256"])
 
 Values are applied in three layers — dataclass defaults, then the file, then each ``--set`` in
 order — and the merged result is checked once against the type annotations, so a later layer can
@@ -11,11 +10,11 @@ repair a combination an earlier one left inconsistent. A section given in the fi
 override is merged key by key into its defaults; a ``dict`` field given in the file replaces its
 default, while ``--set train.loss_weights.actions=2`` adds or changes one key.
 
-Values are read as YAML 1.2 (JSON is a subset): only ``true``/``false`` are booleans (``yes``, ``on``
-and ``no`` stay strings), ``3e-4`` is a float, ``010`` is ten. Unknown keys and wrong types raise
+Values are read as YAML 1.2 (mtm.config.yaml12). Unknown keys and wrong types raise
 ``ConfigError`` with one line naming the key, the expected type and, for typos, the closest valid
 key. A ``__post_init__`` may validate ranges by raising ``ValueError("field must be ..., got ...")``;
 the loader turns it into a ``ConfigError`` prefixed with the section (``train.lr must be > 0``).
+Keys of older configs are read through the section's ``LEGACY_KEYS``.
 """
 
 from __future__ import annotations
@@ -26,137 +25,21 @@ import difflib
 import functools
 import json
 import os
-import re
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
-from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from mtm.config.yaml12 import dump_yaml, parse_yaml
 from mtm.errors import ConfigError
-from mtm.hardware import PrecisionName
 from mtm.io import atomic_write_text
-from mtm.model.masks import MaskConfig
-from mtm.model.network import ModelConfig
-from mtm.policy_config import PolicyConfig
 
 T = TypeVar("T")
 
-# --------------------------------------------------------------------------------------------------
-# The dataclasses `mtm train` composes (the model's ModelConfig lives in mtm/model/network.py).
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class DataConfig:
-    path: str = ""  # dataset: an HDF5 file (D4RL, robomimic, native) or a Minari dataset folder
-    format: str | None = None  # reader to use; null = detect from the file's layout
-    window: int = 4  # timesteps per training sample (the paper's L; 3 tokens each for s, a, R)
-    rtg: Literal["sum", "discounted", "average"] = "average"  # return-to-go: MTM uses the average
-    gamma: float = 0.99  # discount, used only by rtg=discounted
-    rtg_horizon: int = 1000  # H in the average return-to-go: sum of future rewards / (H - t)
-    val_fraction: float = 0.1  # share of episodes held out for validation (shuffled, not the tail)
-    split_seed: int = 0  # seed of the train/val episode split, independent of the training seed
-
-    def __post_init__(self) -> None:
-        _check(self.window >= 1, f"window must be >= 1, got {self.window}")
-        _check(0.0 < self.gamma <= 1.0, f"gamma must be in (0, 1], got {self.gamma}")
-        _check(self.rtg_horizon >= 1, f"rtg_horizon must be >= 1, got {self.rtg_horizon}")
-        _check(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    steps: int = 140_000  # optimiser steps in total
-    batch_size: int = 2048  # windows per step (global: split across processes under torchrun)
-    lr: float = 1e-4  # peak learning rate of AdamW
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
-    weight_decay: float = 0.005  # applied to Linear/attention weights only, never biases or norms
-    warmup_steps: int = 40_000  # linear warm-up from 0, then cosine decay to 0 at `steps`
-    grad_clip: float = 1.0  # clip the global gradient norm to this; 0 disables clipping
-    loss_on: Literal["all", "masked"] = "all"  # reconstruct every token (MTM) or hidden ones only
-    loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)  # per modality; absent = 1
-    mask: MaskConfig | str = dataclasses.field(default_factory=MaskConfig)  # the training mask (section below); the short form "random_autoregressive:0.8,bc:0.2" sets its modes
-    seed: int = 0  # seeds python, numpy and torch; each process adds its rank
-    device: str = "auto"  # auto = cuda, then mps, then cpu; or cuda, cuda:1, cpu, mps
-    precision: PrecisionName = "auto"  # auto = bf16 autocast where the device multiplies bf16 natively (CUDA, AVX512-BF16/AMX CPUs), else fp32 (mtm.hardware)
-    compile: bool = False  # torch.compile the model
-    deterministic: bool = False  # deterministic kernels (slower); for bit-exact reruns
-    log_every: int = 100  # steps between train/... scalars
-    val_every: int = 2000  # steps between validation passes; 0 = never
-    val_windows: int = 2048  # held-out windows scored per validation pass (fixed, in order)
-    save_every: int = 5000  # steps between checkpoints; the final step is always saved
-    eval_every: int = 0  # steps between rollouts in the env (eval/... in TensorBoard); 0 = never. The final step is evaluated when > 0
-    eval_episodes: int = 10  # episodes per evaluation (seeds eval_seed .. eval_seed + n - 1)
-    eval_num_envs: int = 10  # environments stepped together
-    eval_policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)  # how the policy acts in these evaluations (mtm.policy_config; precision auto = the run's train.precision)
-    eval_seed: int = 1000  # first episode seed of every evaluation (the same episodes each time)
-    eval_env: str | None = None  # gymnasium id; null = the dataset's env
-    eval_video: bool = False  # also write runs/.../videos/step_N.mp4 of the first episode, and step_N.png, its contact sheet (also in TensorBoard: eval/contact_sheet)
-    eval_video_quality: Literal["fast", "nice"] = "fast"  # fast: no shadows, reflections or anti-aliasing (many times faster on a CPU); nice: MuJoCo's full look
-    keep_last: int = 3  # checkpoints kept on disk; 0 = keep all
-    run_dir: str = "runs/mtm"  # config, TensorBoard events, checkpoints and reports go here
-
-    # Keys of older configs, read as the key that replaced them: {old: (new, value converter)}.
-    LEGACY_KEYS: ClassVar[dict[str, tuple[str, Any]]] = {
-        "bf16": ("precision", lambda on: _legacy_bool(on, "bf16", "fp32")),  # train.bf16: true/false, before precision
-        "eval_mode": ("eval_policy.mode", lambda mode: mode),  # before eval_policy
-        "eval_target_fraction": ("eval_policy.target_fraction", lambda p: p),
-    }
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "val_windows", "eval_episodes", "eval_num_envs"):
-            _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "val_every", "save_every", "eval_every", "keep_last", "grad_clip", "weight_decay"):
-            _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        _check(all(0.0 <= b < 1.0 for b in self.betas), f"betas must be in [0, 1), got {list(self.betas)}")
-        for key, weight in self.loss_weights.items():
-            _check(weight >= 0, f"loss_weights.{key} must be >= 0, got {weight}")
-        _check(bool(self.run_dir), "run_dir must not be empty")
-        if isinstance(self.mask, str):  # the short string form (mtm.model.masks.MaskConfig.parse)
-            try:
-                self.mask = MaskConfig.parse(self.mask)
-            except ValueError as exc:
-                raise ValueError(f"mask.{exc}") from None
-
-
-@dataclasses.dataclass
-class TokenConfig:
-    """How each modality becomes tokens (see mtm.model.tokenizers)."""
-
-    states: Literal["continuous", "binned"] = "continuous"  # one z-scored token per step, or one per dimension
-    actions: Literal["continuous", "binned"] = "continuous"  # the same choice for actions (binned: cross-entropy over bins)
-    use_returns: bool = True  # add the return-to-go modality (needed for RCBC)
-    num_bins: int = 64  # bins per dimension for binned modalities (uniform over the data's min..max)
-    min_std: float = 0.1  # z-score floor: x_norm = (x - mean) / max(std, min_std)
-    image_keys: list[str] | None = None  # image observations to tokenize; null = all in the data, [] = none
-    image_patch_size: int = 16  # pixels per patch side: (H/p)(W/p) tokens per frame
-    image_encoder: Literal["patch", "conv", "keypoints"] = "patch"  # linear patch projection (ViT/VIMA), a conv stem per patch, or conv + spatial-softmax keypoints (one token per frame)
-    image_keypoints: int = 16  # keypoints per frame with image_encoder=keypoints (the token holds their 2-D coordinates)
-    image_augment_pad: int = 4  # random-shift augmentation in training (pixels each way); 0 = off
-
-    def __post_init__(self) -> None:
-        _check(self.num_bins >= 2, f"num_bins must be >= 2, got {self.num_bins}")
-        _check(self.image_patch_size >= 1, f"image_patch_size must be >= 1, got {self.image_patch_size}")
-        _check(self.image_keypoints >= 1, f"image_keypoints must be >= 1, got {self.image_keypoints}")
-        _check(self.image_augment_pad >= 0, f"image_augment_pad must be >= 0, got {self.image_augment_pad}")
-        _check(self.min_std > 0, f"min_std must be > 0, got {self.min_std}")
-
-
-@dataclasses.dataclass
-class RunConfig:
-    """Everything `mtm train` needs; saved resolved as config.yaml in the run directory."""
-
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    tokens: TokenConfig = dataclasses.field(default_factory=TokenConfig)
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-
-
 # Ready-made configurations shipped with the package: `mtm train --config small` or a file path.
-BUILTIN_CONFIGS_DIR = Path(__file__).parent / "configs"
+BUILTIN_CONFIGS_DIR = Path(__file__).parents[1] / "configs"
 
 
 def builtin_configs() -> list[str]:
@@ -176,11 +59,6 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
             f"{', '.join(builtin_configs())}"
         )
     return path
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -252,9 +130,7 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def format_config(cfg: Any) -> str:
     """The config as YAML text (valid input for `load_config`), for logs and TensorBoard."""
-    return yaml.dump(
-        config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100
-    )
+    return dump_yaml(config_to_dict(cfg))
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> Path:
@@ -267,73 +143,6 @@ def save_config(cfg: Any, path: str | os.PathLike) -> Path:
         text = format_config(cfg)
     atomic_write_text(p, text)
     return p
-
-
-# --------------------------------------------------------------------------------------------------
-# YAML 1.2 scalars: PyYAML implements YAML 1.1, where `3e-4` is a string, `on` is true and `010` is
-# eight. Configs are written by people, so use the 1.2 core schema (what JSON and most tools agree
-# on). The dumper shares the resolvers so that a string such as "1e5" is quoted when written back.
-# --------------------------------------------------------------------------------------------------
-
-_RESOLVERS = [
-    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9][0-9_]*|[-+]?0x[0-9a-fA-F_]+|[-+]?0o[0-7_]+)$", "-+0123456789"),
-    (
-        "tag:yaml.org,2002:float",
-        r"^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*|[0-9][0-9_]*(?=[eE]))(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-        "-+0123456789.",
-    ),
-    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
-    ("tag:yaml.org,2002:merge", r"^<<$", "<"),
-]
-
-
-class _Loader(yaml.SafeLoader):
-    yaml_implicit_resolvers: dict = {}
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        # PyYAML silently keeps the last of two equal keys; in a config that hides a mistake.
-        seen: set = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, (str, int, float, bool)) or key is None:
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    text = loader.construct_scalar(node).replace("_", "")
-    prefixed = text.lstrip("+-")[:2].lower() in ("0x", "0o")
-    return int(text, 0) if prefixed else int(text, 10)  # base 10: a leading zero is not octal
-
-
-class _Dumper(yaml.SafeDumper):
-    yaml_implicit_resolvers: dict = {}
-
-
-def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
-    # Sections in block style, short lists of scalars inline: `betas: [0.9, 0.999]`.
-    flat = all(v is None or isinstance(v, (bool, int, float, str)) for v in data)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
-
-
-_Dumper.add_representer(list, _represent_list)
-
-
-for _tag, _pattern, _first in _RESOLVERS:
-    _Loader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
-    _Dumper.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
-_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
-
-
-def parse_yaml(text: str) -> Any:
-    """Parse YAML text with mtm's YAML 1.2 rules (raises yaml.YAMLError)."""
-    return yaml.load(text, Loader=_Loader)
 
 
 def _read_config_file(path: Path) -> dict:
