@@ -1,6 +1,6 @@
 """Loading a configuration: defaults, then a YAML/JSON file, then dotted ``--set`` overrides.
 
-The same generic machinery loads any config dataclass (the schema is mtm.config.schema):
+The same generic machinery loads any config dataclass (mtm's are in mtm.config.schema):
 
     cfg = load_config(RunConfig, "configs/hopper.yaml", ["train.lr=3e-4", "model.width=256"])
 
@@ -27,7 +27,8 @@ import json
 import os
 import types
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePath
+from dataclasses import MISSING
+from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
@@ -61,11 +62,6 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------------------------------
-# Public API
-# --------------------------------------------------------------------------------------------------
-
-
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
     """Defaults of `cls`, then the YAML/JSON file at `path`, then each ``key.sub=value`` override."""
     from_file = _read_config_file(Path(path)) if path is not None else {}
@@ -91,18 +87,13 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
 def _check_sections(cls: type, raw: Mapping, where: str) -> None:
     """Every section the file gives must be a mapping (`train: 5` is not a section; null is one only
     where the section is optional). Other mistakes are left to `_build`, which names them."""
-    fields, hints = _init_fields(cls), _hints(cls)
     for key, value in raw.items():
-        section = _section_type(hints[key]) if key in fields else None
-        if section is None:
-            continue
-        path = f"{where}.{key}" if where else str(key)
-        if value is None and section is not hints[key]:  # Optional[Section]: null means none
-            continue
-        if isinstance(value, str) and str in get_args(hints[key]):  # a section's short string form
-            continue
+        tp = _hints(cls).get(key)
+        section, path = _section_type(tp), f"{where}.{key}" if where else str(key)
+        if section is None or value is None and section is not tp or isinstance(value, str) and str in get_args(tp):
+            continue  # not a section; null for an optional section; a section's short string form
         if not isinstance(value, Mapping):
-            raise _type_error(path, hints[key], value)
+            raise _type_error(path, tp, value)
         _check_sections(section, value, path)
 
 
@@ -180,16 +171,22 @@ def _apply_override(cls: type, raw: dict, text: str) -> None:
     key, value_text = key.strip(), value_text.strip()
     if not sep or not key:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.lr=3e-4")
-    segments = key.split(".")
-    if not all(segments):
+    if not all(key.split(".")):
         raise ConfigError(f"--set {text!r}: malformed key {key!r}, expected dotted names like train.lr")
     try:
         value = parse_yaml(value_text)
     except yaml.YAMLError:
         value = value_text  # not YAML: it can only be meant as text; a non-str field will say so
+    try:
+        _set(cls, raw, key.split("."), value, value_text)
+    except ConfigError as exc:
+        raise ConfigError(f"--set: {exc}") from None
 
+
+def _set(cls: type, raw: dict, segments: list[str], value: Any, value_text: str) -> None:
+    """Walk the dotted key through the types of `cls` and the raw tree, then check and store the value."""
     tp: Any = cls
-    default: Any = _MISSING  # the default at the current path, to merge a dict override into
+    default: Any = MISSING  # the default at the current path, to merge a dict override into
     node = raw
     for i, seg in enumerate(segments):
         parent = ".".join(segments[:i])
@@ -197,22 +194,20 @@ def _apply_override(cls: type, raw: dict, text: str) -> None:
         if section is not None:
             fields = _init_fields(section)
             if seg in getattr(section, "LEGACY_KEYS", {}) and i == len(segments) - 1:
-                try:  # --set train.bf16=true means --set train.precision=bf16
-                    new, value = _legacy_value(section, seg, value, parent)
-                except ConfigError as exc:
-                    raise ConfigError(f"--set: {exc}") from None
+                # --set train.bf16=true means --set train.precision=bf16
+                new, value = _legacy_value(section, seg, value, parent)
                 segments[i:] = new.split(".")  # the loop walks on into a dotted successor's section
                 seg, value_text = segments[i], str(value)
-                key = ".".join(segments)
             if seg not in fields:
-                raise ConfigError(f"--set: {_unknown_key(seg, parent, fields)}")
+                raise ConfigError(_unknown_key(seg, parent, fields))
             tp = _hints(section)[seg]
             default = getattr(default, seg) if isinstance(default, section) else _field_default(fields[seg])
-        elif _is_mapping_type(tp):
-            tp = (get_args(tp) or (Any, Any))[1]
-            default = default.get(seg, _MISSING) if isinstance(default, Mapping) else _MISSING
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+            default = default.get(seg, MISSING) if isinstance(default, Mapping) else MISSING
         else:
-            raise ConfigError(f"--set: '{parent}' is of type {_type_name(tp)}, not a section; cannot set '{key}'")
+            key = ".".join(segments)
+            raise ConfigError(f"'{parent}' is of type {_type_name(tp)}, not a section; cannot set '{key}'")
         if i == len(segments) - 1:
             break
         child = node.get(seg)
@@ -221,19 +216,14 @@ def _apply_override(cls: type, raw: dict, text: str) -> None:
             try:  # a section given in its short string form: expand it, then set the key inside
                 child = node[seg] = _to_plain(inner.parse(child))
             except ValueError as exc:
-                raise ConfigError(f"--set: {'.'.join(segments[:i + 1])}.{exc}") from None
+                raise ConfigError(f"{'.'.join(segments[:i + 1])}.{exc}") from None
         if not isinstance(child, dict):
-            # Entering a dict-valued field that the file did not set: start from its default so the
-            # override adds one key instead of replacing the whole dict.
-            keep = _is_mapping_type(tp) and _section_type(tp) is None and isinstance(default, Mapping)
-            child = _to_plain(default) if keep else {}
-            node[seg] = child
+            # Entering a dict field that the file did not set: start from its default so the override
+            # adds one key instead of replacing the whole dict (a section starts empty: the build fills it).
+            child = node[seg] = _to_plain(default) if isinstance(default, Mapping) else {}
         node = child
 
-    try:
-        converted = _convert(tp, value, key, default, value_text)
-    except ConfigError as exc:
-        raise ConfigError(f"--set: {exc}") from None
+    converted = _convert(tp, value, ".".join(segments), default, value_text)
     if dataclasses.is_dataclass(converted) and isinstance(value, Mapping):
         node[seg] = _deep_merge(node.get(seg) if isinstance(node.get(seg), dict) else {}, value)
     else:
@@ -252,14 +242,6 @@ def _deep_merge(base: dict, update: Mapping) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-class _Missing:
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-_MISSING: Any = _Missing()
-
-
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     # get_type_hints resolves string annotations (`from __future__ import annotations`).
@@ -271,11 +253,7 @@ def _init_fields(cls: type) -> dict[str, dataclasses.Field]:
 
 
 def _field_default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return _MISSING
+    return f.default_factory() if f.default_factory is not MISSING else f.default  # MISSING if neither
 
 
 def _build(cls: type, base: Any, data: Mapping, where: str) -> Any:
@@ -292,7 +270,7 @@ def _build(cls: type, base: Any, data: Mapping, where: str) -> Any:
         path = f"{where}.{name}" if where else name
         if name in data:
             values[name] = _convert(hints[name], data[name], path, current)
-        elif current is _MISSING:
+        elif current is MISSING:
             raise ConfigError(f"missing required key '{path}'")
         else:
             values[name] = current
@@ -300,12 +278,6 @@ def _build(cls: type, base: Any, data: Mapping, where: str) -> Any:
         return cls(**values)
     except ValueError as exc:  # a __post_init__ range check: "lr must be > 0, got -1"
         raise ConfigError(f"{where}.{exc}" if where else str(exc)) from None
-
-
-def _legacy_bool(value: Any, on: Any, off: Any) -> Any:
-    if not isinstance(value, bool):
-        raise TypeError(bool)
-    return on if value else off
 
 
 def _legacy_value(cls: type, key: str, value: Any, where: str) -> tuple[str, Any]:
@@ -324,28 +296,17 @@ def _translate_legacy(cls: type, data: Mapping, where: str) -> Mapping:
     its sub-section); where both are given, the new key wins (a later layer, e.g. `--set
     train.precision=...` over an old file's `bf16`)."""
     legacy = getattr(cls, "LEGACY_KEYS", {})
-    if not any(key in data for key in legacy):
-        return data
     out = {k: v for k, v in data.items() if k not in legacy}
     for key in legacy:
         if key in data:
             new, value = _legacy_value(cls, key, data[key], where)
-            *sections, leaf = new.split(".")
-            node = out
-            for section in sections:
-                child = node.get(section)
-                if child is None:
-                    child = {}
-                elif not isinstance(child, Mapping):
-                    break  # the section itself is malformed: its own check reports it
-                node[section] = child = dict(child)
-                node = child
-            else:
-                node.setdefault(leaf, value)
+            for name in reversed(new.split(".")):
+                value = {name: value}
+            out = _deep_merge(value, out)
     return out
 
 
-def _convert(tp: Any, value: Any, where: str, base: Any = _MISSING, raw: str | None = None) -> Any:
+def _convert(tp: Any, value: Any, where: str, base: Any = MISSING, raw: str | None = None) -> Any:
     """`value` checked against annotation `tp` (and coerced where lossless); ConfigError if not.
 
     `raw` is the text of a command-line override: a str field takes it verbatim, so that
@@ -388,62 +349,42 @@ def _convert(tp: Any, value: Any, where: str, base: Any = _MISSING, raw: str | N
             raise _type_error(where, tp, value)
         return _build(tp, base if isinstance(base, tp) else None, value, where)
 
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _type_error(where, tp, value)
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():  # steps=1e5 means 100000
-            return int(value)
-        raise _type_error(where, tp, value)
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _type_error(where, tp, value)
+    # Scalars: no coercion but the lossless ones (bool is not taken for a number).
+    if tp is bool and type(value) is bool or tp is int and type(value) is int:
+        return value
+    if tp is int and type(value) is float and value.is_integer():  # steps=1e5 means 100000
+        return int(value)
+    if tp is float and type(value) in (int, float):
+        return float(value)
+    if tp is str and (isinstance(value, str) or raw is not None):
+        return value if isinstance(value, str) else raw
     if tp is str:
-        if isinstance(value, str):
-            return value
-        if raw is not None:
-            return raw
         hint = "; quote it to make it a string" if isinstance(value, (int, float, bool)) or value is None else ""
         raise ConfigError(f"{where}: expected str, got {_show(value)}{hint}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise _type_error(where, tp, value)
-    if tp is Path or tp is PurePath:
-        if isinstance(value, (str, PurePath)):
-            return Path(value)
+    if tp in (bool, int, float):
         raise _type_error(where, tp, value)
 
-    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+    if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise _type_error(where, tp, value)
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        if origin is tuple and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{where}: expected {len(args)} items ({_type_name(tp)}), got {len(value)}")
             items = [_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))]
         else:
-            item_tp = args[0] if args else Any
-            items = [_convert(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if (origin is tuple or tp is tuple) else items
+            items = [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
 
-    if _is_mapping_type(tp):
+    if origin is dict:
         if not isinstance(value, Mapping):
             raise _type_error(where, tp, value)
-        key_tp, val_tp = args or (Any, Any)
+        key_tp, val_tp = args
         out = {}
         for k, v in value.items():
             key = _convert(key_tp, k, f"{where} (key {_show(k)})")
             out[key] = _convert(val_tp, v, f"{where}.{k}")
         return out
 
-    if isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        raise _type_error(where, tp, value)
     raise TypeError(f"mtm.config cannot check the annotation {tp!r} of '{where}'")
 
 
@@ -458,10 +399,6 @@ def _section_type(tp: Any) -> type | None:
         if len(sections) == 1 and all(a is str for a in arms if a is not sections[0]):
             return sections[0]
     return None
-
-
-def _is_mapping_type(tp: Any) -> bool:
-    return get_origin(tp) in (dict, Mapping) or tp is dict
 
 
 # --------------------------------------------------------------------------------------------------
@@ -528,6 +465,4 @@ def _to_plain(value: Any) -> Any:
         return {k: _to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_to_plain(v) for v in value]
-    if isinstance(value, PurePath):
-        return str(value)
     return value

@@ -1,12 +1,10 @@
 """The configuration schema: the dataclasses `mtm train` composes, one per concern.
 
-Each field is one line, `name: type = default  # meaning`; scripts/gen_config_docs.py copies these
-lines into docs/configuration.md. The model's ``ModelConfig`` lives next to the network
-(mtm/model/network.py), ``MaskConfig`` next to the masks and ``PolicyConfig`` in mtm/policy_config.py.
-
-A ``__post_init__`` checks ranges by raising ``ValueError("field must be ..., got ...")``; the loader
-(mtm.config.loader) reports it as a ``ConfigError`` naming the section. ``LEGACY_KEYS`` maps a key
-of older configs onto the key that replaced it.
+Each field is one line, `name: type = default  # meaning`, which scripts/gen_config_docs.py copies
+into docs/configuration.md. ``ModelConfig``, ``MaskConfig`` and ``PolicyConfig`` live next to the
+code they configure. A ``__post_init__`` checks ranges by raising ``ValueError("field must be ...,
+got ...")`` (the loader names the section); ``LEGACY_KEYS`` maps keys of older configs onto their
+successors.
 """
 
 from __future__ import annotations
