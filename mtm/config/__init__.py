@@ -1,6 +1,6 @@
 """Configuration, one job per module: the dataclasses `mtm train` composes (mtm.config.schema), mtm's
 YAML 1.2 dialect (mtm.config.yaml12), and the layered loader with its type checks, messages and
-writer (mtm.config.loader)."""
+writer (mtm.config.loader). docs/architecture.md says why it is not OmegaConf or draccus."""
 
 from mtm.config.loader import (
     BUILTIN_CONFIGS_DIR,
