@@ -123,7 +123,7 @@ def peak_rss_mb() -> float:
 def make_file(path: Path, episodes: int) -> None:
     print(f"collecting {episodes} episodes of mtm/ReacherPixels-v0 into {path}")
     subprocess.run([sys.executable, "-m", "mtm", "collect", "--env", "mtm/ReacherPixels-v0", "--policy", "expert",
-                    "--noise", "0,0.3", "--episodes", str(episodes), "--output", str(path), "--quiet"], check=True,
+                    "--noise", "0,0.3", "--episodes", str(episodes), "--output", str(path), "--no-progress"], check=True,
                    env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})
 
 
