@@ -22,6 +22,7 @@ headless_rendering_default()
 from mtm.cli.group import main  # noqa: E402
 
 # Each module adds its commands to `main` when imported (so they are imported, not used).
-from mtm.cli import collect_command, data_commands, demo_command, eval_command, train_command  # noqa: E402,F401
+from mtm.cli import collect_command, data_commands, demo_command, eval_command, train_command  # noqa: E402
 
+_COMMAND_MODULES = (collect_command, data_commands, demo_command, eval_command, train_command)
 __all__ = ["main"]
