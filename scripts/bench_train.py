@@ -67,7 +67,8 @@ from mtm.hardware import native_bf16
 from mtm.model.loss import mtm_loss
 from mtm.model.masks import MaskMixture
 from mtm.model.network import MTM
-from mtm.training.loop import build_tokenizers, step_generator
+from mtm.training.loop import build_tokenizers
+from mtm.training.step import step_generator
 from mtm.training.optim import build_optimizer, build_scheduler
 
 SHARED_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hopper-medium-replay-v5.hdf5"

@@ -1,7 +1,7 @@
 """`mtm train`: the training loop, single device by default, DDP under torchrun.
 
     data -> train/val split by episode -> statistics of the train split -> tokenizers -> MTM
-    every step: sample windows -> draw a mask per sample -> forward -> loss -> AdamW step
+    every step (mtm.training.step): sample windows -> draw a mask per sample -> forward -> loss -> AdamW step
     every log_every: train/... scalars; every val_every: val/... prediction errors;
     every eval_every: eval/... returns and normalised score of rollouts in the env (rank 0);
     every save_every and at the end: an atomic checkpoint (rank 0 only)
@@ -53,7 +53,6 @@ from mtm.evaluation.rollouts import evaluate_policy
 from mtm.hardware import Precision, cpu_kernel_path, resolve_precision, thread_summary
 from mtm.io import atomic_write_text, write_failure
 from mtm.model.build import build_model, model_from_spec
-from mtm.model.loss import mtm_loss
 from mtm.model.masks import MaskMixture
 from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer, ImageTokenizer, Tokenizer
 from mtm.policy import MTMPolicy, check_target_fraction
@@ -62,6 +61,7 @@ from mtm.training.memory import release_free_memory
 from mtm.training.optim import build_optimizer, build_scheduler
 from mtm.training.rundir import CONFIG_FILE, METRICS_FILE, RunDirectory
 from mtm.training.runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
+from mtm.training.step import TrainStep
 from mtm.video import RolloutMedia
 
 class TrainingDiverged(MTMError):
@@ -104,12 +104,6 @@ def build_tokenizers(cfg: RunConfig, stats: dict[str, ModalityStats],
         tokenizers["returns"] = make("returns", "continuous")
     tokenizers["actions"] = make("actions", tc.actions)
     return tokenizers
-
-
-def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
-    """The generator of one step's windows and masks: a function of (seed, rank, step) only."""
-    mixed = np.random.SeedSequence([seed, rank, step]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(mixed[0]) << 32 | int(mixed[1]))
 
 
 class _StopRequest:
@@ -522,7 +516,6 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                 val_sampler.close()
                 val_sampler = None
     baseline_means = {name: torch.as_tensor(stats[name].mean) for name in ("states", "actions")}
-    mask_fn = MaskMixture.from_config(tc.mask)
 
     optimizer = build_optimizer(model, tc, rt.device)
     scheduler = build_scheduler(optimizer, tc)
@@ -534,7 +527,9 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     if tc.compile:
         forward = torch.compile(forward, dynamic=True)
     precision = resolve_precision(tc.precision, rt.device)
-    autocast = precision.autocast(rt.device)
+    train_step = TrainStep(model, forward, optimizer, scheduler, train_sampler, MaskMixture.from_config(tc.mask), tc,
+                           batch_size=local_batch, device=rt.device, autocast=precision.autocast(rt.device),
+                           rank=rt.rank, image_keys=image_keys)
     runtime = _runtime_info(rt, precision)
     if rt.is_main and say is not None:
         say(_describe_runtime(runtime))
@@ -562,7 +557,6 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
         return path
 
     last_saved = checkpoint.path if checkpoint is not None else None
-    nonfinite = torch.zeros((), dtype=torch.int32, device=rt.device)
     clocks = _resumed_clocks(run_dir / METRICS_FILE) if checkpoint and rt.is_main else (0.0, 0.0)
     meter = _LossMeter(model.outputs, rt.device, clocks)
     val_errors: dict = {}
@@ -570,7 +564,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     interrupted = False
 
     def check_finite(step: int) -> None:
-        if int(nonfinite.item()):
+        if int(train_step.nonfinite.item()):
             where = f"{last_saved} is the last good checkpoint" if last_saved else "no checkpoint was saved"
             raise TrainingDiverged(
                 f"loss became NaN/inf before step {step}; stopped ({where}). "
@@ -586,26 +580,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     with _StopRequest() as stop:
         try:
             while step < tc.steps:
-                gen = step_generator(tc.seed, rt.rank, step)
-                batch = train_sampler.sample(local_batch, gen)
-                for key in image_keys:  # augmentation shifts drawn from the step's generator too
-                    model.tokenizers[key].augment_generator = gen
-                visible = mask_fn(model.layout, local_batch, gen, device=rt.device)
-                with autocast:
-                    out = forward(batch, visible, batch["valid"])
-                out = {k: v.float() for k, v in out.items()}
-                loss, parts = mtm_loss(out, batch, model.tokenizers, visible, batch["valid"],
-                                       on=tc.loss_on, weights=tc.loss_weights)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if tc.grad_clip > 0:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                else:
-                    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()
-                                                               if p.grad is not None])
-                nonfinite += (~torch.isfinite(loss.detach())).int()
-                optimizer.step()
-                scheduler.step()
+                loss, parts, grad_norm = train_step(step)
                 step += 1
                 meter.add(loss, parts, grad_norm)
                 if bar is not None:

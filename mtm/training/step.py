@@ -1,0 +1,89 @@
+"""One optimisation step of `mtm train`, as an object the loop calls every step.
+
+    sample windows -> draw a mask per sample -> forward (autocast) -> loss -> backward
+    -> clip (or measure) the gradient norm -> flag a non-finite loss -> AdamW step -> LR step
+
+It lives apart from the loop so that scripts/bench_train.py times this very step rather than a
+copy that could drift from what users run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtm.model.loss import mtm_loss
+from mtm.model.masks import MaskMixture
+
+
+def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """The generator of one step's windows and masks: a function of (seed, rank, step) only."""
+    mixed = np.random.SeedSequence([seed, rank, step]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(mixed[0]) << 32 | int(mixed[1]))
+
+
+#: The phases of a step, in order, as `TrainStep.__call__` reports them to `mark`.
+PHASES = ("data", "fwd+loss", "backward", "optim")
+
+
+@dataclass(eq=False)
+class TrainStep:
+    """What one step needs, built once per run. `forward` is the model itself or its DDP /
+    torch.compile wrapper; `sampler` a WindowBatches or WindowSampler; `tc` the TrainConfig."""
+
+    model: torch.nn.Module
+    forward: Callable[..., dict[str, torch.Tensor]]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    sampler: Any
+    mask_fn: MaskMixture
+    tc: Any
+    batch_size: int  # windows per process
+    device: torch.device
+    autocast: AbstractContextManager
+    rank: int = 0
+    image_keys: Sequence[str] = ()
+    # Non-finite losses so far, counted on the device: reading it every step would sync the device.
+    nonfinite: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.nonfinite = torch.zeros((), dtype=torch.int32, device=self.device)
+
+    def __call__(self, step: int, mark: Callable[[str], None] | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Train on step `step`'s batch: (loss, its parts, gradient norm), all still on the device.
+        `mark(phase)` is called as each of PHASES ends (benchmarks time the phases with it)."""
+        tc, model = self.tc, self.model
+        gen = step_generator(tc.seed, self.rank, step)
+        batch = self.sampler.sample(self.batch_size, gen)
+        for key in self.image_keys:  # augmentation shifts drawn from the step's generator too
+            model.tokenizers[key].augment_generator = gen
+        visible = self.mask_fn(model.layout, self.batch_size, gen, device=self.device)
+        if mark is not None:
+            mark("data")
+        with self.autocast:
+            out = self.forward(batch, visible, batch["valid"])
+        out = {k: v.float() for k, v in out.items()}
+        loss, parts = mtm_loss(out, batch, model.tokenizers, visible, batch["valid"],
+                               on=tc.loss_on, weights=tc.loss_weights)
+        if mark is not None:
+            mark("fwd+loss")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if mark is not None:
+            mark("backward")
+        if tc.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        self.nonfinite += (~torch.isfinite(loss.detach())).int()
+        self.optimizer.step()
+        self.scheduler.step()
+        if mark is not None:
+            mark("optim")
+        return loss, parts, grad_norm
