@@ -2,7 +2,8 @@
 
 Builds a Hopper-like D4RL-layout file (1M transitions by default, observations 11-d, actions
 3-d, episodes of up to 1000 steps, about a third ended early by a terminal, the last one cut
-short like a file-size limit would), then times with time.perf_counter and reports medians:
+short like a file-size limit would: bench_common.write_hopper_like), then times each step with
+bench_common.median_time (medians of --repeats; on CUDA bracketed by torch.cuda.synchronize()):
 
   load      load_trajectories(path): open, read, build the arrays and returns-to-go
   split     Trajectories.split(0.05, seed)
@@ -19,14 +20,13 @@ Usage:
 from __future__ import annotations
 
 # First: bench_common makes OpenMP wait passively, which must happen before torch loads.
-from bench_common import write_hopper_like
+from bench_common import (
+    command_line, machine_info, median_time, parser_for, print_header, print_table, write_hopper_like,
+)
 
-import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -34,19 +34,8 @@ from mtm.data.trajectories import load_trajectories
 from mtm.data.windows import WindowSampler
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
-    times = []
-    for _ in range(repeats):
-        sync()
-        begin = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - begin)
-    return statistics.median(times)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = parser_for(__doc__)
     parser.add_argument("--path", type=Path, help="D4RL file to use; generated there when missing")
     parser.add_argument("--steps", type=int, default=1_000_000, help="transitions in the generated file")
     parser.add_argument("--gzip", action="store_true", help="gzip-compress the generated file")
@@ -60,7 +49,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    command, info = command_line(), machine_info(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+
+    def timed(fn, **kw) -> float:
+        return median_time(fn, args.repeats, sync=sync, **kw)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = args.path or Path(tmp) / "hopper-like-d4rl.hdf5"
@@ -72,38 +65,27 @@ def main() -> None:
 
         rows: list[tuple[str, float, str]] = []
         data = load_trajectories(path)  # warm the page cache so every repeat reads the same way
-        def timed(fn: Callable[[], object]) -> float:
-            return median_seconds(fn, args.repeats, sync)
-
         rows.append(("load_trajectories (D4RL file)", timed(lambda: load_trajectories(path)),
                      f"{data.num_steps} steps, {data.num_episodes} episodes"))
         rows.append(("split(0.05)", timed(lambda: data.split(0.05, seed=0)), ""))
         train, _ = data.split(0.05, seed=0)
         rows.append(("train.stats()", timed(train.stats), f"{train.num_steps} steps"))
-        make = lambda: WindowSampler(train, args.window, device=device)  # noqa: E731
-        rows.append((f"WindowSampler(L={args.window}, {device})", timed(make), ""))
+        rows.append((f"WindowSampler(L={args.window}, {device})",
+                     timed(lambda: WindowSampler(train, args.window, device=device)), ""))
 
-        sampler = make()
+        sampler = WindowSampler(train, args.window, device=device)
         generators = {"device generator": torch.Generator(device=device).manual_seed(0)}
         if device.type != "cpu":
             generators["CPU generator"] = torch.Generator().manual_seed(0)
         for name, generator in generators.items():
-            draw = lambda: sampler.sample(args.batch, generator)  # noqa: E731,B023
-            for _ in range(20):
-                draw()  # warm-up: allocator, caches, CUDA kernels
-
-            def many() -> None:
-                for _ in range(args.batches):
-                    draw()  # noqa: B023
-
-            per_batch = median_seconds(many, args.repeats, sync) / args.batches
+            # Warm-up: allocator, caches, CUDA kernels; then each repeat is the mean over --batches.
+            per_batch = timed(lambda g=generator: sampler.sample(args.batch, g), warmup=20, inner=args.batches)
             rows.append((f"sample({args.batch}), {name}", per_batch, f"{sampler.num_windows} windows"))
 
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}")
-    print(f"{'step':<40} {'median':>12}  notes")
-    for name, seconds, note in rows:
-        shown = f"{seconds * 1e3:9.1f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:9.1f} µs"
-        print(f"{name:<40} {shown:>12}  {note}")
+    print_header(info, command)
+    print_table(["step", "median", "notes"],
+                [(name, f"{s * 1e3:.1f} ms" if s >= 1e-3 else f"{s * 1e6:.1f} µs", note) for name, s, note in rows],
+                align="lrl")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ tokenizer: forward + backward time of ImageTokenizer + the network's embedding L
 "conv" (4 stride-2 3x3 convolutions) encoders, both giving 16 tokens per 64 x 64 frame, and the
 "keypoints" encoder (3 convolutions + spatial softmax, 1 token of 16 keypoints per frame); then one
 whole MTM training step (width 512, 2 + 1 layers, states + images + returns + actions) with each.
-Medians of 5 after 2 warm-up runs.
+Medians of 5 after 2 warm-up runs (bench_common.median_time).
 
 loader: frames/s of ImageWindows on a native file (made with `mtm collect --env mtm/ReacherPixels-v0
 --policy expert --noise 0,0.3` if FILE does not exist), batches of --batch windows x L = 4:
@@ -23,29 +23,16 @@ Peak-memory acceptance on a large file (> 2 GB of raw frames): collect one, e.g.
 (4000 x 51 frames x 12 KiB = 2.5 GB raw), then `python scripts/bench_images.py loader --path big.hdf5
 --batches 0`: the "peak RSS" line must grow by a few MB, not by the file's raw size.
 
-Measured on the 2-core development machine (AMD EPYC, shared with two other busy processes; CPU):
-    tokenizer, 1 thread, 64 px, 256 frames:   patch   394 k params   87-93 ms  ~2,900 frames/s
-                                              conv    520 k params  289-309 ms   ~860 frames/s
-        whole MTM step, batch 64, 76 tokens:  patch 3.47 s, conv 3.36 s (the Transformer dominates)
-    -> the patch encoder is the default (3x faster, fewer parameters, no convolution kernels).
-    2026-11-27, one other training on the second core, batch 64 (fp32):
-        patch 82.5 ms (3,102 frames/s), conv 213 ms (1,200), keypoints 70.9 ms (3,611 frames/s,
-        32 k parameters); whole MTM step: patch 2.32 s, conv 2.42 s, keypoints 0.50 s (16 tokens
-        instead of 76: 4.6x the samples/s)
-    loader, 400 Reacher episodes (20,400 frames of 64 px, 246 MB raw, 20 MB gzip'd on disk):
-        sync 44,000-53,000 frames/s (about 5 ms per batch of 64 windows x 4)
-        200 steps of a 10 ms stand-in step: 3.00 s reading in the training thread, 2.47 s with a
-        1-worker loader, 2.88 s with 2 workers (2 cores only), 2.01 s compute alone
-        every window once: 67,000 frames/s, peak RSS 277 MB before and after
-    A background thread (a Prefetcher tried first) did not help: 2.10 -> 1.94 s in one run and
-    1.50 -> 2.35 s in another, since h5py holds the GIL while it decompresses.
+Figures: BENCHMARKS.md (Images).
 """
 
 from __future__ import annotations
 
+# First: bench_common sets up OpenMP and MuJoCo, which must happen before torch or MuJoCo loads.
+from bench_common import command_line, machine_info, median_time, parser_for, print_header
+
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -64,19 +51,7 @@ from mtm.model.tokenizers import ContinuousTokenizer
 L = 4
 
 
-def median_ms(fn, repeats: int = 5, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def bench_tokenizer(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
     frames = torch.randint(0, 256, (args.batch, L, args.size, args.size, 3), dtype=torch.uint8)
     print(f"{args.batch} x {L} frames of {args.size} px, {args.threads} thread(s), forward + backward")
     for encoder in ("patch", "conv", "keypoints"):
@@ -87,7 +62,7 @@ def bench_tokenizer(args: argparse.Namespace) -> None:
         def step() -> None:
             embed(tok.encode(frames)).square().mean().backward()
 
-        ms = median_ms(step)
+        ms = 1000 * median_time(step, 5, warmup=2)
         params = sum(p.numel() for p in [*tok.parameters(), *embed.parameters()])
         print(f"  {encoder:9s} tokenizer + embedding: k={tok.tokens_per_step} input_dim={tok.input_dim} "
               f"params {params:,}  {ms:.1f} ms  {args.batch * L / ms * 1000:,.0f} frames/s")
@@ -107,7 +82,7 @@ def bench_tokenizer(args: argparse.Namespace) -> None:
             out = model(batch, visible)
             sum(v.square().mean() for v in out.values()).backward()
 
-        ms = median_ms(train_step, repeats=3, warmup=1)
+        ms = 1000 * median_time(train_step, 3, warmup=1)
         print(f"  {encoder:9s} whole MTM step ({model.num_parameters():,} params, {model.layout.num_tokens} tokens): "
               f"{ms:.0f} ms  {args.batch / ms * 1000:,.0f} samples/s")
 
@@ -128,7 +103,6 @@ def make_file(path: Path, episodes: int) -> None:
 
 
 def bench_loader(args: argparse.Namespace) -> None:
-    torch.set_num_threads(1)
     path = Path(args.path)
     if not path.exists():
         make_file(path, args.episodes)
@@ -154,7 +128,7 @@ def bench_loader(args: argparse.Namespace) -> None:
         print(f"  sync        {len(ids) * frames / sync_s:,.0f} frames/s ({1000 * sync_s / len(ids):.1f} ms per batch)")
 
         a = torch.randn(256, 256)
-        reps = max(1, round(args.step_ms / median_ms(lambda: a @ a, repeats=20)))
+        reps = max(1, round(args.step_ms / (1000 * median_time(lambda: a @ a, 20, warmup=2))))
 
         def compute() -> None:
             for _ in range(reps):
@@ -198,7 +172,7 @@ def bench_loader(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = parser_for(__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     tok = sub.add_parser("tokenizer")
     tok.add_argument("--threads", type=int, default=1)
@@ -211,7 +185,10 @@ def main() -> None:
     loader.add_argument("--batches", type=int, default=100)
     loader.add_argument("--step-ms", type=float, default=10.0, help="stand-in training step length")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads if args.command == "tokenizer" else 1)
+    command, info = command_line(), machine_info()
     bench_tokenizer(args) if args.command == "tokenizer" else bench_loader(args)
+    print_header(info, command)
 
 
 if __name__ == "__main__":

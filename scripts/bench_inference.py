@@ -1,10 +1,11 @@
 """Where a policy step's time goes on this CPU, and what evaluation at >= 50 % of the raw step rate needs.
 
-For one env and K envs, side by side in one process (interleaved rounds, medians):
+For one env and K envs, side by side in one process (bench_common.interleave: rounds, medians):
 
   env step        one SyncVectorEnv.step of K envs with random actions (the raw ceiling's unit)
-  act()           MTMPolicy.act for K observations at steady state (full window, c = L - 1)
-  predict fp32    the bare model.predict at that step (what act() spends in the network)
+  act()           MTMPolicy.act (fp32) for K observations at steady state (full window, c = L - 1)
+  predict fp32    the bare model.predict of that act() (bench_common.predict_call: what act()
+                  spends in the network)
   predict bf16    the same weights cast to bfloat16 once (no per-call casting; AMX/AVX512-BF16
                   matmuls), tokenizers kept in fp32; the max action deviation from fp32 is printed
   predict compile torch.compile(model.forward) (inductor, CPU), after its warm-up
@@ -24,21 +25,20 @@ Usage:
 
 from __future__ import annotations
 
-# First: bench_common makes OpenMP wait passively, which must happen before torch loads.
-from bench_common import loadavg, machine_info, random_vector_env
+# First: bench_common sets up OpenMP and MuJoCo, which must happen before torch or MuJoCo loads.
+from bench_common import (
+    RandomStepper, add_envs, add_rounds, command_line, interleave, machine_info, median_time, minimal_metadata,
+    parser_for, predict_call, print_header, print_table, random_model, split_list, steady_inputs, steady_policy,
+    write_json,
+)
 
-import argparse
 import copy
-import json
-import statistics
 import time
 from typing import Callable
 
 import torch
 
-from bench_eval import minimal_metadata, random_model
 from mtm.model.network import ModelConfig
-from mtm.policy import MTMPolicy
 
 
 def bf16_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -74,68 +74,48 @@ def linear_macs(call: Callable[[], object]) -> int:
     return total
 
 
-def timed(fn: Callable[[], object], calls: int) -> float:
-    """Median seconds of one call over `calls` calls."""
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def bench_env(env_id: str, k: int, args) -> dict:
-    vec = random_vector_env(env_id, k, seed=0)
+    stepper = RandomStepper(env_id, "SyncVectorEnv", k, seed=0)
+    vec = stepper.vec
     obs_dim, act_dim = vec.single_observation_space.shape[0], vec.single_action_space.shape[0]
     cfg = ModelConfig(width=128, encoder_layers=2, decoder_layers=1, heads=4)
     model = random_model(obs_dim, act_dim, cfg, 4, seed=0)
-    policy = MTMPolicy(model, minimal_metadata(vec.single_action_space), num_envs=k, mode="rcbc")
     obs, _ = vec.reset(seed=0)
-    policy.reset()
-    for _ in range(policy.window + 2):  # steady state: a full window, c = L - 1
-        policy.act(obs)
+    policy = steady_policy(model, minimal_metadata(vec.single_action_space), obs, mode="rcbc", precision="fp32")
     c = policy.window - 1
-    batch = {"states": policy.states, "actions": policy.actions, "returns": policy.returns}
-    visible, queries = policy._masks[c].expand(k, -1), policy._queries[c].expand(k, -1)
-    heads = ("actions",)
     low_precision = bf16_copy(model)
     actions = vec.action_space.sample()
 
     settings: dict[str, Callable[[], object]] = {
         "env step": lambda: vec.step(actions),
         "act()": lambda: policy.act(obs),
-        "predict fp32": lambda: model.predict(batch, visible, heads=heads, queries=queries),
-        "predict bf16": lambda: low_precision.predict(batch, visible, heads=heads, queries=queries),
+        "predict fp32": predict_call(policy),
+        "predict bf16": predict_call(policy, low_precision),
     }
     if args.compile:
         compiled = torch.compile(model.forward)
+        batch, visible, queries = steady_inputs(policy)
 
         def predict_compiled():
             with torch.inference_mode():
-                return compiled(batch, visible, heads=heads, queries=queries)
+                return compiled(batch, visible, heads=("actions",), queries=queries)
 
         t0 = time.perf_counter()
         predict_compiled()
         print(f"  {env_id} K={k}: torch.compile warm-up {time.perf_counter() - t0:.1f} s", flush=True)
         settings["predict compile"] = predict_compiled
 
-    fp32 = model.predict(batch, visible, heads=heads, queries=queries)["actions"][:, c]
-    bf16 = low_precision.predict(batch, visible, heads=heads, queries=queries)["actions"][:, c].float()
-    for fn in settings.values():  # warm-up
-        for _ in range(10):
-            fn()
-    rounds: dict[str, list[float]] = {name: [] for name in settings}
-    names = list(settings)
-    for r in range(args.rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            rounds[name].append(timed(settings[name], args.calls))
-    medians = {name: statistics.median(v) * 1e6 for name, v in rounds.items()}
-    macs = linear_macs(lambda: model.predict(batch, visible, heads=heads, queries=queries))
+    fp32 = settings["predict fp32"]()["actions"][:, c]
+    bf16 = settings["predict bf16"]()["actions"][:, c].float()
+    rounds = interleave({name: (lambda fn=fn: median_time(fn, args.calls)) for name, fn in settings.items()},
+                        args.rounds, args.warmup, log=None)
+    medians = {name: r.median * 1e6 for name, r in rounds.items()}
+    macs = linear_macs(settings["predict fp32"])
     step_us, predict_us = medians["env step"], medians["predict fp32"]
-    vec.close()
+    stepper.close()
     return {
         "env": env_id, "num_envs": k, "us": {n: round(v, 1) for n, v in medians.items()},
-        "ranges_us": {n: [round(min(v) * 1e6, 1), round(max(v) * 1e6, 1)] for n, v in rounds.items()},
+        "ranges_us": {n: [round(r.low * 1e6, 1), round(r.high * 1e6, 1)] for n, r in rounds.items()},
         "raw_steps_per_s": round(k / step_us * 1e6),
         "eval_over_raw_estimate": round(step_us / (step_us + medians["act()"]), 3),
         "predict_macs": macs,
@@ -147,37 +127,29 @@ def bench_env(env_id: str, k: int, args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--envs", default="HalfCheetah-v5,Hopper-v5")
-    parser.add_argument("--num-envs", default="10", help="comma-separated K values")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = parser_for(__doc__)
+    add_envs(parser, "HalfCheetah-v5,Hopper-v5", num_envs="10")
     parser.add_argument("--calls", type=int, default=100, help="calls per setting and round")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
-    parser.add_argument("--json", default=None, help="also write the results here")
+    add_rounds(parser, rounds=5, warmup=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    info = machine_info(script="bench_inference.py", args=vars(args))
-    print(json.dumps(info))
-    results = [bench_env(e, int(k), args) for e in args.envs.split(",") for k in args.num_envs.split(",")]
-    info["loadavg_end"] = loadavg()
-    print()
-    print("| env | K | env step µs | act() µs | predict fp32 µs | bf16 weights µs | compile µs | "
-          "predict MMAC | GMAC/s | predict budget for 0.5 µs | eval/raw (est.) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    command, info = command_line(), machine_info()
+    results = [bench_env(e, k, args) for e in split_list(args.envs) for k in split_list(args.num_envs, int)]
+    print_header(info, command)
+    table = []
     for r in results:
         us = r["us"]
-        print(f"| {r['env']} | {r['num_envs']} | {us['env step']:,.0f} | {us['act()']:,.0f} | "
-              f"{us['predict fp32']:,.0f} | {us['predict bf16']:,.0f} | "
-              f"{us.get('predict compile', float('nan')):,.0f} | {r['predict_macs'] / 1e6:.1f} | "
-              f"{r['predict_gmac_per_s']} | {r['predict_budget_us_for_half_rate']:,.0f} | "
-              f"{r['eval_over_raw_estimate']:.2f} |")
-    print(f"\nbf16 weights: max action deviation from fp32 "
-          f"{max(r['bf16_max_action_deviation'] for r in results):.1e}; load average {info['loadavg_start']} -> "
-          f"{info['loadavg_end']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "results": results}, f, indent=1)
+        table.append([r["env"], r["num_envs"], f"{us['env step']:,.0f}", f"{us['act()']:,.0f}",
+                      f"{us['predict fp32']:,.0f}", f"{us['predict bf16']:,.0f}",
+                      f"{us.get('predict compile', float('nan')):,.0f}", f"{r['predict_macs'] / 1e6:.1f}",
+                      r["predict_gmac_per_s"], f"{r['predict_budget_us_for_half_rate']:,.0f}",
+                      f"{r['eval_over_raw_estimate']:.2f}"])
+    print_table(["env", "K", "env step µs", "act() µs", "predict fp32 µs", "bf16 weights µs", "compile µs",
+                 "predict MMAC", "GMAC/s", "predict budget for 0.5 µs", "eval/raw (est.)"], table, align="l")
+    print(f"\nbf16 weights: max action deviation from fp32 {max(r['bf16_max_action_deviation'] for r in results):.1e}")
+    write_json(args.json, {"command": command, "machine": info, "results": results})
 
 
 if __name__ == "__main__":

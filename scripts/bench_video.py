@@ -13,10 +13,10 @@ Settings, each rendering --size x --size RGB frames of one env stepped with rand
                          libx264 preset veryfast; ffmpeg's start-up included)
   encode mp4, before     the same frames as the encoder wrote them before (x264's default preset)
 
-Only the render call (or the encoding) is timed, not the simulation. Timing is interleaved: every
-round renders --frames frames with every setting, in an order that rotates from round to round, so a
-background load on a shared machine hits all settings alike; the table gives the median frames/s over
-rounds with the min-max range, and each setting's speed-up over "before".
+Only the render call (or the encoding) is timed, not the simulation. Every round renders --frames
+frames with every setting and encodes the frames the last round drew, interleaved
+(bench_common.interleave); the table gives the median frames/s over rounds with the min-max range,
+and each setting's speed-up over "before".
 
 Usage:
   MUJOCO_GL=egl python scripts/bench_video.py
@@ -25,26 +25,18 @@ Usage:
 
 from __future__ import annotations
 
-import os
+# First: bench_common sets up OpenMP and MuJoCo (EGL unless chosen), before torch or MuJoCo loads.
+from bench_common import (
+    add_rounds, command_line, interleave, machine_info, parser_for, print_header, print_table, write_json,
+)
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (and its OpenMP) is loaded
-os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is loaded
+import collections
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import shlex  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from bench_common import loadavg, machine_info  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mtm.video import QUALITIES, EpisodeFrames, RobotRenderer, write_video  # noqa: E402
+from mtm.video import QUALITIES, EpisodeFrames, RobotRenderer, write_video
 
 NICE, FAST = QUALITIES["nice"], QUALITIES["fast"]
 SETTINGS = {
@@ -56,76 +48,75 @@ SETTINGS = {
     "fast": FAST,
     "fast - skybox": dataclasses.replace(FAST, skybox=False),
 }
+ENCODERS = ("encode mp4", "encode mp4, before")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = parser_for(__doc__)
     parser.add_argument("--env", default="HalfCheetah-v5")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--frames", type=int, default=30, help="frames per setting per round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", default=None, help="also write the results here")
+    add_rounds(parser, rounds=3, warmup=1)
     args = parser.parse_args()
 
     import gymnasium as gym
     import imageio.v2 as imageio
 
-    info = machine_info(mujoco_gl=os.environ.get("MUJOCO_GL"))
+    command, info = command_line(), machine_info()
     env = gym.make(args.env, render_mode="rgb_array", width=args.size, height=args.size)
     env.reset(seed=0)
     env.action_space.seed(0)
     renderers = {name: RobotRenderer(env, args.size, q) for name, q in SETTINGS.items() if q is not None}
     draw = {name: r.render for name, r in renderers.items()}
     draw["before: env.render()"] = env.render
-    rates: dict[str, list[float]] = {name: [] for name in [*SETTINGS, "encode mp4", "encode mp4, before"]}
-    for name in draw:  # warm-up: the first frame of a context sets up buffers and textures
-        draw[name]()
-    names = list(draw)
+    # What the encoders encode: the frames of one round, the most recent ones drawn.
+    frames: collections.deque = collections.deque(maxlen=len(SETTINGS) * args.frames)
+
+    def render(name: str) -> float:
+        """Frames/s of the render calls alone (the env steps between them are not timed)."""
+        seconds = 0.0
+        for _ in range(args.frames):
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            if terminated or truncated:
+                env.reset()
+            begin = time.perf_counter()
+            frames.append(draw[name]().copy())
+            seconds += time.perf_counter() - begin
+        return args.frames / seconds
+
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
-            frames = []
-            for name in order:
-                seconds = 0.0
-                for _ in range(args.frames):
-                    _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-                    if terminated or truncated:
-                        env.reset()
-                    begin = time.perf_counter()
-                    frames.append(draw[name]().copy())
-                    seconds += time.perf_counter() - begin
-                rates[name].append(args.frames / seconds)
+        def encode(name: str) -> float:
+            shown = list(frames)
             begin = time.perf_counter()
-            write_video(Path(tmp) / "v.mp4", [EpisodeFrames(0, frames)], fps=30)
-            rates["encode mp4"].append(len(frames) / (time.perf_counter() - begin))
-            begin = time.perf_counter()
-            imageio.mimsave(Path(tmp) / "before.mp4", frames, fps=30, macro_block_size=1)
-            rates["encode mp4, before"].append(len(frames) / (time.perf_counter() - begin))
+            if name == "encode mp4":
+                write_video(Path(tmp) / "v.mp4", [EpisodeFrames(0, shown)], fps=30)
+            else:  # x264's default preset, as the encoder wrote videos before
+                imageio.mimsave(Path(tmp) / "before.mp4", shown, fps=30, macro_block_size=1)
+            return len(shown) / (time.perf_counter() - begin)
+
+        cases = {name: (lambda name=name: render(name)) for name in SETTINGS}
+        cases.update({name: (lambda name=name: encode(name)) for name in ENCODERS})
+        rates = interleave(cases, args.rounds, args.warmup)
     for renderer in renderers.values():
         renderer.close()
     env.close()
 
-    base = statistics.median(rates["before: env.render()"])
-    print(f"# {args.env}, {args.size}x{args.size} px, {args.frames} frames x {args.rounds} rounds; "
-          f"{info['cpu']}, {info['cpu_cores_visible']} cores, {info['cpu_capability']}, "
-          f"MUJOCO_GL={info['mujoco_gl']}, mujoco {info.get('mujoco')}, load {info['loadavg_start']} -> {loadavg()}")
-    print("| setting | frames/s (median) | min-max | vs before |")
-    print("|---|---|---|---|")
-    results = []
-    for name, values in rates.items():
-        median = statistics.median(values)
-        ratio = None if name.startswith("encode") else median / base
-        print(f"| {name} | {median:.1f} | {min(values):.1f}-{max(values):.1f} | "
-              + (f"{ratio:.1f}x |" if ratio is not None else "– |"))
-        results.append({"setting": name, "frames_per_s": values, "median": median, "vs_before": ratio})
-    for name, encoder in (("before: env.render()", "encode mp4, before"), ("nice", "encode mp4"), ("fast", "encode mp4")):
-        seconds = 1000 / statistics.median(rates[name]) + 1000 / statistics.median(rates[encoder])
+    base = rates["before: env.render()"].median
+    print_header(info, command)
+    print(f"{args.env}, {args.size}x{args.size} px, {args.frames} frames x {args.rounds} rounds after "
+          f"{args.warmup} warm-up round(s)\n")
+    table, results = [], []
+    for name, r in rates.items():
+        ratio = None if name in ENCODERS else r.median / base
+        table.append([name, f"{r.median:.1f}", r.spread(".1f"), f"{ratio:.1f}x" if ratio is not None else "–"])
+        results.append({"setting": name, "frames_per_s": list(r), "median": r.median, "vs_before": ratio})
+    print_table(["setting", "frames/s (median)", "min-max", "vs before"], table, align="l")
+    pairs = (("before: env.render()", "encode mp4, before"), ("nice", "encode mp4"), ("fast", "encode mp4"))
+    for name, encoder in pairs:
+        seconds = 1000 / rates[name].median + 1000 / rates[encoder].median
         print(f"a 1000-frame video, {name}: {seconds:.1f} s of drawing and encoding")
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "command": " ".join(shlex.quote(a) for a in sys.argv), "machine": info, "env": args.env,
-            "size": args.size, "frames": args.frames, "rounds": args.rounds, "results": results,
-            "loadavg_end": loadavg()}, indent=2) + "\n")
+    write_json(args.json, {"command": command, "machine": info, "env": args.env, "size": args.size,
+                           "frames": args.frames, "rounds": args.rounds, "results": results})
 
 
 if __name__ == "__main__":

@@ -5,13 +5,14 @@
 Reference returns are the mean over episodes reset with seeds 0..N-1; they go into
 envs/references.py with this command as provenance. Throughput compares mtm's episode runner
 (expert policy, recording every step) with raw random-action stepping of a gymnasium
-SyncVectorEnv of the same size: the gap is the cost of the policy and of recording episodes.
+SyncVectorEnv of the same size (bench_common.RandomStepper): the gap is the cost of the policy and
+of recording episodes.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
+# First: bench_common sets up OpenMP and MuJoCo, which must happen before torch or MuJoCo loads.
+from bench_common import RandomStepper, parser_for
 
 import numpy as np
 
@@ -24,22 +25,8 @@ def mean_return(runner: EpisodeRunner, policy, episodes: int) -> tuple[float, fl
     return float(np.mean(returns)), float(np.std(returns)), runner.stats.steps_per_s
 
 
-def raw_vector_env_steps_per_s(env_id: str, num_envs: int, steps: int) -> float:
-    import gymnasium as gym
-
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)])
-    envs.reset(seed=0)
-    envs.action_space.seed(0)
-    start = time.perf_counter()
-    for _ in range(steps):
-        envs.step(envs.action_space.sample())
-    elapsed = time.perf_counter() - start
-    envs.close()
-    return steps * num_envs / elapsed
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = parser_for(__doc__)
     parser.add_argument("--env", default="Reacher-v5")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--num-envs", type=int, default=8)
@@ -55,7 +42,9 @@ def main() -> None:
         expert = ExpertPolicy.for_task(spec, runner.envs, runner.action_space)
         expert_mean, expert_std, expert_sps = mean_return(runner, expert, args.episodes)
         print(f"{args.env} expert: return {expert_mean:.4f} +- {expert_std:.4f} over seeds 0..{args.episodes - 1}")
-    raw_sps = raw_vector_env_steps_per_s(args.env, args.num_envs, steps=max(1, 100 * args.episodes // args.num_envs))
+    raw = RandomStepper(args.env, "SyncVectorEnv", args.num_envs, seed=0)
+    raw_sps = raw.chunk(100 * args.episodes)
+    raw.close()
     print(
         f"throughput with {args.num_envs} envs: runner + expert {expert_sps:,.0f} steps/s, "
         f"runner + random {random_sps:,.0f} steps/s, raw SyncVectorEnv random actions {raw_sps:,.0f} steps/s"

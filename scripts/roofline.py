@@ -18,7 +18,9 @@ but not to the roof's timing (they are <1% of the step at the built-in sizes).
 
 from __future__ import annotations
 
-import statistics
+# First: bench_common makes OpenMP wait passively, which must happen before torch loads.
+from bench_common import median_time
+
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -101,22 +103,10 @@ def time_matmul(mm: Matmul, device: torch.device, min_seconds: float = 0.05) -> 
         else:
             torch.bmm(a, b, out=out)
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    run()
-    sync()
-    begin = time.perf_counter()
-    run()
-    sync()
-    once = max(time.perf_counter() - begin, 1e-7)
-    reps = max(3, min(200, int(min_seconds / once)))
-    samples = []
-    for _ in range(5):
-        begin = time.perf_counter()
-        for _ in range(reps):
-            run()
-        sync()
-        samples.append((time.perf_counter() - begin) / reps)
-    return statistics.median(samples)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    once = max(median_time(run, 1, warmup=1, sync=sync), 1e-7)
+    # Enough calls per sample to time (each sample about min_seconds), not so many that it drags.
+    return median_time(run, 5, inner=max(3, min(200, int(min_seconds / once))), sync=sync)
 
 
 @dataclass
