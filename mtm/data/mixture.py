@@ -125,3 +125,36 @@ def concat(parts: Sequence[Trajectories]) -> Trajectories:
         image_keys=list(parts[0].image_keys),  # so that training can refuse them (one file only)
         present={m: np.concatenate([p.present[m] for p in parts]) for m in OPTIONAL_MODALITIES},
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Making partly labelled data from complete data (mtm convert --drop).
+
+
+def parse_drop(text: str) -> tuple[str, float]:
+    """"actions" -> ("actions", 1.0); "actions:0.95" -> ("actions", 0.95). ConfigError if malformed."""
+    name, _, fraction = text.partition(":")
+    name = name.strip()
+    if name not in OPTIONAL_MODALITIES:
+        raise ConfigError(f"--drop {text}: can drop {' or '.join(OPTIONAL_MODALITIES)}, not {name!r} "
+                          f"(observations are what every episode keeps)")
+    try:
+        value = float(fraction) if fraction.strip() else 1.0
+    except ValueError:
+        raise ConfigError(f"--drop {text}: the fraction must be a number in [0, 1], e.g. actions:0.95") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"--drop {text}: the fraction must lie in [0, 1], got {value}")
+    return name, value
+
+
+def drop_plan(num_episodes: int, drops: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+    """{modality: (E,) bool, True = drop it from that episode}: round(fraction · E) whole episodes
+    per modality, drawn from numpy.random.default_rng([seed, modality's index]), so the same
+    (E, fraction, seed) always drops the same episodes, and actions and rewards are drawn apart."""
+    plan = {}
+    for name, fraction in drops.items():
+        chosen = np.random.default_rng([seed, OPTIONAL_MODALITIES.index(name)]).permutation(num_episodes)
+        flags = np.zeros(num_episodes, bool)
+        flags[chosen[: int(round(fraction * num_episodes))]] = True
+        plan[name] = flags
+    return plan
