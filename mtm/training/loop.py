@@ -270,6 +270,7 @@ class _RunData:
     stats: dict[str, ModalityStats]
     identity: dict  # of data.path
     identities: list[dict]  # of every dataset (data.path, then data.extra_paths)
+    only_with: list[str]  # data.only_with: the modalities every episode used has
     image_keys: list[str]
     train_sampler: WindowBatches
     val_sampler: WindowBatches | None
@@ -329,7 +330,7 @@ def _load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> _RunData:
         return WindowBatches.build(sampler, cfg.data.path, image_keys)
 
     return _RunData(data=data, train=train_data, val=val_data, stats=stats, identity=identities[0],
-                    identities=identities, image_keys=image_keys,
+                    identities=identities, only_with=list(cfg.data.only_with), image_keys=image_keys,
                     train_sampler=batches(train_data, cfg.data.weights or None),
                     val_sampler=batches(val_data) if val_data.num_episodes else None, eval_env=eval_env)
 
@@ -349,6 +350,8 @@ def _no_validation_reason(run: _RunData, model: torch.nn.Module) -> str | None:
     """Why asking for validation (val_fraction > 0, val_every > 0) will produce none, if it will not."""
     if run.val.num_episodes == 0:
         n = run.data.num_episodes
+        if run.only_with and n >= 2:
+            return f"no held-out episode has {' and '.join(run.only_with)} (data.only_with)"
         return f"the dataset has {n} episode{'' if n == 1 else 's'}, none can be held out"
     needed = steps_needed(model)
     longest = int(run.val.lengths.max())
