@@ -111,6 +111,25 @@ def test_minari_episodes_may_lack_actions_or_rewards(tmp_path, missing):
         assert getattr(src.episode(1), missing) is None and src.episode(1).length == 4
 
 
+@pytest.mark.parametrize("missing", ["actions", "rewards"])
+def test_a_d4rl_file_without_actions_or_rewards_is_state_only_or_reward_free(tmp_path, missing):
+    from test_formats_d4rl import d4rl_arrays, write_d4rl
+
+    arrays = d4rl_arrays()
+    arrays.pop(missing)
+    path = write_d4rl(tmp_path / "flat.hdf5", arrays)
+    with open_dataset(path) as src:
+        assert all(getattr(e, missing) is None for e in src)
+    data = load_trajectories(path)
+    assert not data.present[missing].any() and missing not in data.stats()
+    summary = json.loads(run("inspect", path, "--json").output)
+    assert summary["episodes_with"][missing] == 0 and missing not in summary["modalities"]
+    out = tmp_path / "native.hdf5"
+    assert run("convert", path, out).exit_code == 0
+    with NativeSource(out) as native:
+        assert getattr(native.episode(0), missing) is None
+
+
 def test_inspect_counts_the_steps_that_carry_each_modality(files, tmp_path):
     a, b = files
     mixed = write(tmp_path / "mixed.hdf5", [episode(9, 0), episode(5, 1, actions=False), episode(4, 2, rewards=False)])
@@ -473,3 +492,36 @@ def test_bench_script_dry_run_prints_every_step(tmp_path):
     assert sum("data.only_with=[actions]" in line for line in trains) == 2
     assert sum("--task id --data" in line for line in lines) == 3
     assert not (tmp_path / "w").exists()  # a dry run writes nothing
+
+
+def test_tiny_run_hides_and_never_scores_missing_actions_in_the_training_loop(files, tmp_path, monkeypatch):
+    """What the loop itself hands the loss: per sample, no action token of a state-only episode is
+    visible, and the action loss is the one over the labelled samples alone."""
+    import mtm.training.loop as loop
+    from mtm.config import RunConfig, load_config
+
+    a, b = files
+    seen = []
+
+    def spy(out, batch, tokenizers, visible, valid, **kw):
+        seen.append((out, batch, tokenizers, visible, valid, kw))
+        return mtm_loss(out, batch, tokenizers, visible, valid, **kw)
+
+    monkeypatch.setattr(loop, "mtm_loss", spy)
+    cfg = load_config(RunConfig, None, [
+        "model.width=16", "model.encoder_layers=1", "model.decoder_layers=1", "model.heads=2", "train.batch_size=32",
+        "train.val_every=0", "train.device=cpu", "train.steps=3", "data.rtg_horizon=20", "data.val_fraction=0",
+        f"data.path={a}", f"data.extra_paths=[{b}]", f"train.run_dir={tmp_path / 'run'}"])
+    loop.train(cfg, progress=False, say=None)
+    assert len(seen) == 3
+    for out, batch, tokenizers, visible, valid, kw in seen:
+        layout = TokenLayout.from_tokenizers(tokenizers, 4)
+        lacking = ~batch["present_actions"]
+        assert lacking.any() and (~lacking).any()
+        assert not visible[lacking][:, layout.slice("actions")].any()
+        assert not visible[~batch["present_returns"]][:, layout.slice("returns")].any()
+        _, parts = mtm_loss(out, batch, tokenizers, visible, valid, **kw)
+        keep = ~lacking
+        sub = {k: v[keep] for k, v in batch.items() if not k.startswith("present_")}
+        _, labelled = mtm_loss({k: v[keep] for k, v in out.items()}, sub, tokenizers, visible[keep], valid[keep], **kw)
+        assert parts["actions"].item() == pytest.approx(labelled["actions"].item(), rel=1e-5)

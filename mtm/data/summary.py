@@ -110,12 +110,12 @@ def _scan_flat(source: Any) -> _Scan:
         terminated=flat.ends_terminal.astype(bool),
         truncated=flat.ends_timeout.astype(bool),
         has_final_observation=flat.next_observations is not None,
-        has_actions=np.ones(flat.lengths.shape[0], bool),
-        has_rewards=np.ones(flat.lengths.shape[0], bool),
+        has_actions=np.full(flat.lengths.shape[0], flat.actions is not None),
+        has_rewards=np.full(flat.lengths.shape[0], flat.rewards is not None),
         modalities={
             "observations/state": _modality(flat.observations.shape[1:], flat.observations.dtype),
-            "actions": _modality(flat.actions.shape[1:], flat.actions.dtype),
-            "rewards": _modality(flat.rewards.shape[1:], flat.rewards.dtype),
+            **{name: _modality(arr.shape[1:], arr.dtype) for name, arr in
+               (("actions", flat.actions), ("rewards", flat.rewards)) if arr is not None},
         },
     )
 

@@ -231,7 +231,13 @@ def load_trajectories(
         keys = _choose_state_keys(observations, state_keys, where)
         actions, rewards, lengths = flat.actions, flat.rewards, flat.lengths
         image_keys: list[str] = []
-        present = None
+        e, n_rows = lengths.shape[0], int(lengths.sum())
+        # A state-only or reward-free D4RL file: no episode has them (zeros, flagged absent).
+        present = {"actions": np.full(e, actions is not None), "rewards": np.full(e, rewards is not None)}
+        if actions is None:
+            actions = np.zeros((n_rows,) + _space_shape(source.info.action_space), np.float32)
+        if rewards is None:
+            rewards = np.zeros(n_rows, np.float32)
     else:
         keys, image_keys, observations, actions, rewards, lengths, present = _read_episodes(source, state_keys)
     n = int(lengths.sum())
