@@ -24,4 +24,6 @@ from mtm.cli.group import main  # noqa: E402
 # Each module adds its commands to `main` when imported (so they are imported, not used).
 from mtm.cli import collect_command, data_commands, demo_command, eval_command, train_command  # noqa: E402,F401
 
+COMMAND_MODULES = (collect_command, data_commands, demo_command, eval_command, train_command)  # (pyflakes: used)
+
 __all__ = ["main"]
