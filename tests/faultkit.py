@@ -331,7 +331,7 @@ class FullDisk:
         from safetensors import SafetensorError
 
         import mtm.checkpoint
-        import mtm.config
+        import mtm.config.loader
         import mtm.io
         import mtm.training.loop
 
@@ -361,7 +361,7 @@ class FullDisk:
         wrap(safetensors.torch, "save_file", guard(lambda: SafetensorError(
             "Error while serializing: I/O error: No space left on device (os error 28)")))
         wrap(mtm.checkpoint, "_write_json", plain)
-        for module in (mtm.io, mtm.config, mtm.checkpoint, mtm.training.loop):
+        for module in (mtm.io, mtm.config.loader, mtm.checkpoint, mtm.training.loop):
             wrap(module, "atomic_write_text", plain)
         wrap(mtm.training.loop._Logger, "scalars", plain)
 

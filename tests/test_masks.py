@@ -294,3 +294,17 @@ def test_old_string_mask_in_a_saved_config_loads(tmp_path):
     assert cfg.train.mask.modes == {"random_autoregressive": 0.9, "forward_dynamics": 0.1}
     saved = parse_yaml(save_config(cfg, tmp_path / "new.yaml").read_text())
     assert saved["train"]["mask"]["modes"] == {"random_autoregressive": 0.9, "forward_dynamics": 0.1}
+
+
+def test_policy_modes_without_action_history_hide_every_action_and_nothing_else():
+    layout = layout_for(4)
+    gen = torch.Generator().manual_seed(0)
+    with_history = MaskMixture({"bc": 1.0, "rcbc": 1.0})(layout, 64, gen)
+    gen = torch.Generator().manual_seed(0)  # the same draws of mode and current step
+    without = MaskMixture.from_config(MaskConfig(modes={"bc": 1.0, "rcbc": 1.0}, action_history=False))(layout, 64, gen)
+    actions = layout.role("actions")
+    assert not without[:, actions].any() and with_history[:, actions].any()
+    assert torch.equal(without[:, ~actions], with_history[:, ~actions])
+    # other modes are untouched: forward dynamics still shows the actions it conditions on
+    fd = MaskMixture({"forward_dynamics": 1.0}, action_history=False)(layout, 8, torch.Generator().manual_seed(1))
+    assert fd[:, actions].any()

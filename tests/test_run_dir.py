@@ -189,8 +189,13 @@ def test_resume_truncates_metrics_to_the_checkpoint(dataset, tmp_path):
     with open(run / METRICS_FILE, "a") as fh:
         fh.write('{"step": 10, "train/loss": 1.0, "train/lo')  # a line cut by the kill
     train(load_config(RunConfig, run / "config.yaml", ["train.steps=12"]), resume=run, progress=False)
-    steps = [json.loads(line)["step"] for line in open(run / METRICS_FILE)]
-    assert steps == list(range(1, 13))
+    rows = [json.loads(line) for line in open(run / METRICS_FILE)]
+    assert [row["step"] for row in rows] == list(range(1, 13))
+    # The training clocks (the x axis of learning curves) go on from the checkpoint's row.
+    for key in ("charts/train_cpu_s", "charts/train_wall_s"):
+        values = [row[key] for row in rows]
+        assert values == sorted(values) and values[0] > 0
+        assert values[8] >= values[7]  # step 9, the first after the resume, continues step 8's total
 
 
 def test_undoing_a_created_run_dir_spares_a_run_started_next_to_it(tmp_path):

@@ -332,6 +332,7 @@ class MaskConfig:
     modes: dict[str, float] = field(default_factory=lambda: {"random_autoregressive": 1.0})  # mask modes (TRAINING_MODES) and their weights, drawn per sample
     keep_ratios: list[float] = field(default_factory=lambda: list(DEFAULT_KEEP_RATIOS))  # random / random_autoregressive: each modality keeps a fraction of its tokens drawn from these, per sample
     role_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MODE_WEIGHTS))  # random_autoregressive: how often the cut at t* starts at states / returns / actions
+    action_history: bool = True  # bc / rcbc modes: show the actions at the window's earlier steps, as a policy with action_history does, or hide every action
 
     def __post_init__(self) -> None:
         # ValueError "field ...": the config loader's convention (mtm.config), reported with the section.
@@ -377,6 +378,7 @@ class MaskMixture:
         modes: Mapping[str, float],
         keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
         mode_weights: Mapping[str, float] = DEFAULT_MODE_WEIGHTS,
+        action_history: bool = True,
     ):
         unknown = set(modes) - set(TRAINING_MODES)
         if unknown:
@@ -386,6 +388,7 @@ class MaskMixture:
         self.modes = dict(modes)
         self.keep_ratios = tuple(keep_ratios)
         self.mode_weights = dict(mode_weights)
+        self.action_history = action_history
 
     @classmethod
     def from_config(cls, config: "MaskConfig | str") -> "MaskMixture":
@@ -395,7 +398,8 @@ class MaskMixture:
                 config = MaskConfig.parse(config)
             except ValueError as exc:
                 raise ConfigError(f"mask {exc}") from None
-        return cls(config.modes, keep_ratios=config.keep_ratios, mode_weights=config.role_weights)
+        return cls(config.modes, keep_ratios=config.keep_ratios, mode_weights=config.role_weights,
+                   action_history=config.action_history)
 
     def _one(self, mode: str, layout: TokenLayout, batch_size: int, generator: torch.Generator):
         if mode == "random":
@@ -407,7 +411,10 @@ class MaskMixture:
         if mode == "imputation":
             return imputation_mask(layout).expand(batch_size, -1)
         fn, latest = _INFERENCE_MODES[mode]
-        return fn(layout, _random_current(layout, batch_size, generator, latest(layout.window), mode))
+        mask = fn(layout, _random_current(layout, batch_size, generator, latest(layout.window), mode))
+        if mode in ("bc", "rcbc") and not self.action_history:
+            mask = mask & ~layout.role("actions")  # the policy's view without action history
+        return mask
 
     def __call__(
         self, layout: TokenLayout, batch_size: int, generator: torch.Generator, device=None

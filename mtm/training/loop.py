@@ -423,18 +423,31 @@ def _restore_train_state(checkpoint, optimizer, scheduler, rt: Runtime, seed: in
 
 class _LossMeter:
     """Running sums of the loss and its parts between two log steps, kept on the device (no
-    per-step sync), and the wall clock of training steps only (validation, evaluation and saving
-    restart it), for train/... scalars and charts/samples_per_s."""
+    per-step sync), and the clocks of training steps only: validation, evaluation, saving and
+    logging are left out. flush() gives train/... scalars, charts/samples_per_s, and the run's
+    cumulative charts/train_wall_s and charts/train_cpu_s (CPU = user + system of every thread:
+    the x axis of learning curves, carried over a resume)."""
 
-    def __init__(self, parts: tuple[str, ...], device: torch.device) -> None:
+    def __init__(self, parts: tuple[str, ...], device: torch.device, clocks: tuple[float, float] = (0.0, 0.0)) -> None:
         self.loss = torch.zeros((), device=device)
         self.parts = {name: torch.zeros((), device=device) for name in parts}
         self.grad_norm = torch.zeros((), device=device)
         self.steps = 0
-        self.restart_clock()
+        self.total_wall, self.total_cpu = clocks
+        self.window_wall = 0.0
+        self.start = self.last = _clocks()
 
     def restart_clock(self) -> None:
-        self.start = time.perf_counter()
+        """Training steps start again: the time since the last step (other work) is not counted."""
+        self._bank()
+        self.start = self.last = _clocks()
+
+    def _bank(self) -> None:
+        wall, cpu = self.last[0] - self.start[0], self.last[1] - self.start[1]
+        self.window_wall += wall
+        self.total_wall += wall
+        self.total_cpu += cpu
+        self.start = self.last
 
     def add(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], grad_norm: torch.Tensor) -> None:
         self.loss += loss.detach()
@@ -442,22 +455,41 @@ class _LossMeter:
             self.parts[name] += part.detach()
         self.grad_norm = grad_norm
         self.steps += 1
+        self.last = _clocks()
 
     def flush(self, batch_size: int) -> dict[str, float]:
         """Means since the last flush, then reset."""
-        n, elapsed = max(self.steps, 1), time.perf_counter() - self.start
+        n = max(self.steps, 1)
         scalars = {
-            "train/loss": float(self.loss) / n,
+            "train/loss": float(self.loss) / n,  # syncs the device, so the clocks below include the work
             **{f"train/loss_{name}": float(total) / n for name, total in self.parts.items()},
             "train/grad_norm": float(self.grad_norm),
-            "charts/samples_per_s": self.steps * batch_size / max(elapsed, 1e-9),
         }
+        self.last = _clocks()
+        self._bank()
+        scalars["charts/samples_per_s"] = self.steps * batch_size / max(self.window_wall, 1e-9)
+        scalars["charts/train_wall_s"] = self.total_wall
+        scalars["charts/train_cpu_s"] = self.total_cpu
         self.loss.zero_()
         for total in self.parts.values():
             total.zero_()
         self.steps = 0
-        self.restart_clock()
+        self.window_wall = 0.0
         return scalars
+
+
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _resumed_clocks(metrics_file: Path) -> tuple[float, float]:
+    """The training clocks a resumed run continues from: the last row of its (truncated) metrics."""
+    wall = cpu = 0.0
+    if metrics_file.exists():
+        for line in metrics_file.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            wall, cpu = row.get("charts/train_wall_s", wall), row.get("charts/train_cpu_s", cpu)
+    return wall, cpu
 
 
 # ---------------------------------------------------------------------------------------------
@@ -580,7 +612,8 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
 
     last_saved = checkpoint.path if checkpoint is not None else None
     nonfinite = torch.zeros((), dtype=torch.int32, device=rt.device)
-    meter = _LossMeter(model.outputs, rt.device)
+    clocks = _resumed_clocks(run_dir / METRICS_FILE) if checkpoint and rt.is_main else (0.0, 0.0)
+    meter = _LossMeter(model.outputs, rt.device, clocks)
     val_errors: dict = {}
     eval_report: dict | None = None
     interrupted = False
