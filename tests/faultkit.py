@@ -238,8 +238,8 @@ def edit(fmt: str, path: Path, what: str) -> None:
             if fmt == "minari":
                 meta = path / "data" / "metadata.json"
                 meta.write_text(json.dumps({**json.loads(meta.read_text()), "total_episodes": 0}))
-        elif what == "no-actions":
-            del ep[names["actions"]]
+        elif what == "no-terminations":  # (an episode may lack actions or rewards: that is no fault)
+            del ep["dones" if fmt == "robomimic" else "terminations"]
         elif what == "short-rewards":
             _replace(ep, names["rewards"], ep[names["rewards"]][:-1])
         elif what == "nan-state":
@@ -283,8 +283,8 @@ def _edit_flat(f: h5py.File, what: str, names: dict) -> None:
     if what == "no-episodes":
         for key in ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts"):
             _replace(f, key, f[key][()][:0])
-    elif what == "no-actions":
-        del f["actions"]
+    elif what == "no-terminations":
+        del f["terminals"]
     elif what == "short-rewards":
         _replace(f, "rewards", f["rewards"][()][:-1])
     elif what == "nan-state":
@@ -307,7 +307,7 @@ def _edit_flat(f: h5py.File, what: str, names: dict) -> None:
         raise ValueError(what)
 
 
-MALFORMATIONS = ("missing", "not-hdf5", "truncated", "no-episodes", "no-actions", "short-rewards", "nan-state",
+MALFORMATIONS = ("missing", "not-hdf5", "truncated", "no-episodes", "no-terminations", "short-rewards", "nan-state",
                  "inf-action", "state-size", "text-state", "zero-steps", "bad-metadata")
 
 

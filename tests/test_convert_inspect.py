@@ -261,7 +261,7 @@ def _nan_obs(arrays):
     (lambda p: p.write_text("observations,actions\n"), "not an HDF5 file"),
     (_truncated, "HDF5 file is truncated or corrupt"),
     (_unknown_layout, "unrecognised dataset layout (top level: x)"),
-    (_bad_d4rl(lambda a: a.pop("actions")), "missing D4RL dataset(s) actions"),
+    (_bad_d4rl(lambda a: a.pop("terminals")), "missing D4RL dataset(s) terminals"),
     (_bad_d4rl(lambda a: a.update(rewards=np.zeros(4, np.float32))),
      "'rewards' has 4 rows but 'observations' has 9"),
     (_bad_d4rl(_nan_obs), "'observations' holds NaN or inf (first at row 4)"),

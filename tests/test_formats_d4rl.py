@@ -182,9 +182,7 @@ def _nan_at(key, row):
 
 
 @pytest.mark.parametrize("edit,message", [
-    (_drop("rewards"),
-     r"missing D4RL dataset\(s\) rewards; a D4RL file needs observations, actions, rewards, terminals"),
-    (_drop("terminals"), r"missing D4RL dataset\(s\) terminals"),
+    (_drop("terminals"), r"missing D4RL dataset\(s\) terminals; a D4RL file needs observations and terminals"),
     (_set("actions", np.zeros((N - 1, 3), np.float32)), r"'actions' has 8 rows but 'observations' has 9"),
     (_set("timeouts", np.zeros(N + 2, bool)), r"'timeouts' has 11 rows but 'observations' has 9"),
     (_set("next_observations", np.zeros((N, 5), np.float32)), r"'next_observations' has shape \(9, 5\)"),

@@ -274,7 +274,7 @@ def test_is_minari_rejects_other_things(tmp_path):
     assert not is_minari(other)
 
 
-@pytest.mark.parametrize("missing", ["truncations", "observations", "actions"])
+@pytest.mark.parametrize("missing", ["truncations", "observations", "terminations"])
 def test_episode_missing_a_key(tmp_path, missing):
     root = write_minari(tmp_path / "ds", [3], drop=missing)
     with MinariSource(root) as src, pytest.raises(DataError, match=f"episode_0: missing '{missing}'"):

@@ -160,12 +160,25 @@ def test_missing_env_args_leaves_env_id_unset(tmp_path, demos):
         assert src.info.env_id is None and src.info.extra["env_args"] is None
 
 
-@pytest.mark.parametrize("missing", ["actions", "rewards", "dones"])
-def test_missing_dataset(tmp_path, missing):
+def test_missing_dataset(tmp_path):
     path = write_robomimic(tmp_path / "d.hdf5", {"demo_0": make_demo(3, 0)},
-                           edit=lambda f: f["data/demo_0"].__delitem__(missing))
-    with RobomimicSource(path) as src, pytest.raises(DataError, match=f"demo_0: missing dataset '{missing}'"):
+                           edit=lambda f: f["data/demo_0"].__delitem__("dones"))
+    with RobomimicSource(path) as src, pytest.raises(DataError, match="demo_0: missing dataset 'dones'"):
         src.episode(0)
+
+
+@pytest.mark.parametrize("missing", ["actions", "rewards"])
+def test_a_demo_without_actions_or_rewards_reads_as_lacking_them(tmp_path, missing):
+    def drop(f):
+        del f[f"data/demo_1/{missing}"]
+
+    path = write_robomimic(tmp_path / "d.hdf5", {"demo_0": make_demo(3, 0), "demo_1": make_demo(4, 1)}, edit=drop)
+    with RobomimicSource(path) as src:
+        full, partial = src.episode(0), src.episode(1)
+        assert getattr(full, missing) is not None and getattr(partial, missing) is None
+        assert partial.length == 4 and src.episode_length(1) == 4
+        other = "rewards" if missing == "actions" else "actions"
+        assert getattr(partial, other) is not None
 
 
 def test_states_only_file_says_how_to_extract_observations(tmp_path):

@@ -48,12 +48,21 @@ def inspect(file: Path, fmt: str | None, filter_key: str | None, as_json: bool) 
               help="Gymnasium env id to record, e.g. Hopper-v5. [default: from SRC]")
 @click.option("--ref-min", type=float, default=None, help="Reference return for a normalised score of 0.")
 @click.option("--ref-max", type=float, default=None, help="Reference return for a normalised score of 100.")
+@click.option("--drop", "drops", multiple=True, metavar="MODALITY[:FRACTION]",
+              help="Leave actions (or rewards) out of a FRACTION of the episodes, whole episodes drawn with "
+                   "--seed: actions makes a state-only copy, actions:0.95 keeps actions on 5% (repeatable).")
+@click.option("--seed", type=int, default=0, help="Seed of the episodes --drop picks.")
 def convert(src: Path, dst: Path, fmt: str | None, filter_key: str | None, overwrite: bool,
-            env_id: str | None, ref_min: float | None, ref_max: float | None) -> None:
+            env_id: str | None, ref_min: float | None, ref_max: float | None, drops: tuple[str, ...],
+            seed: int) -> None:
     """Convert SRC (any supported format) to an mtm episode file DST.
 
     DST is written as DST.partial and renamed into place when complete: a failed or interrupted
     conversion leaves no output and never damages an existing DST.
+
+    \b
+    Partly labelled data from complete data (the same seed picks the same episodes):
+      mtm convert hopper.hdf5 hopper-5pc.hdf5 --drop actions:0.95 --seed 0
     """
     from tqdm import tqdm
 
@@ -62,6 +71,9 @@ def convert(src: Path, dst: Path, fmt: str | None, filter_key: str | None, overw
     from mtm.io import check_output_path
     from mtm.io import write_failure
 
+    from mtm.data.mixture import drop_plan, parse_drop
+
+    dropping = dict(parse_drop(text) for text in drops)
     if (ref_min is None) != (ref_max is None):
         raise ConfigError("--ref-min and --ref-max go together; give both or neither")
     if ref_min is not None and not ref_min < ref_max:
@@ -73,17 +85,24 @@ def convert(src: Path, dst: Path, fmt: str | None, filter_key: str | None, overw
 
     with open_dataset(src, fmt, filter_key=filter_key) as source:
         info = _with_overrides(source.info, env_id, ref_min, ref_max)
+        plan = drop_plan(len(source), dropping, seed)
+        if plan:  # the file says how it was made, so that it can be made again
+            info = dataclasses.replace(info, extra={**info.extra, "dropped": {
+                name: {"fraction": dropping[name], "seed": seed, "episodes": int(flags.sum())}
+                for name, flags in plan.items()}})
         try:
             with EpisodeWriter(dst, info, overwrite=overwrite) as writer:
-                for episode in tqdm(source, total=len(source), desc="converting", unit="episode",
-                                    disable=None):
-                    writer.add(episode)
+                for i, episode in enumerate(tqdm(source, total=len(source), desc="converting", unit="episode",
+                                                 disable=None)):
+                    gone = {name: None for name, flags in plan.items() if flags[i]}
+                    writer.add(dataclasses.replace(episode, **gone) if gone else episode)
         except OSError as exc:  # the writer reports the disk's failures itself; anything else of the kind
             failure = write_failure(exc, dst)
             if failure is None:
                 raise
             raise failure from None
-    click.echo(f"wrote {writer.num_episodes} episodes, {writer.num_steps} steps to {dst}")
+    dropped = "".join(f"; {name} left out of {int(flags.sum())} episodes (seed {seed})" for name, flags in plan.items())
+    click.echo(f"wrote {writer.num_episodes} episodes, {writer.num_steps} steps to {dst}{dropped}")
 
 
 def _with_overrides(info: Any, env_id: str | None, ref_min: float | None, ref_max: float | None) -> Any:
@@ -119,15 +138,29 @@ def format_report(s: dict[str, Any]) -> str:
     final = "yes" if s["has_final_observation"] else "no"
     rows.append(("steps", f"{s['num_steps']}   final observation recorded: {final}"))
     shapes = {name: str(tuple(m["shape"])) for name, m in s["modalities"].items()}
-    name_width = max(map(len, shapes), default=0)
+    listed = list(s["modalities"]) + [m for m in ("actions", "rewards") if m not in s["modalities"]]
+    name_width = max(map(len, listed), default=0)
     shape_width = max(map(len, shapes.values()), default=0)
-    for i, (name, m) in enumerate(s["modalities"].items()):
-        rows.append(("per step" if i == 0 else "",
-                     f"{name:<{name_width}}  {shapes[name]:<{shape_width}}  {m['dtype']}"))
+    episodes_with, steps_with = s.get("episodes_with", {}), s.get("steps_with", {})
+    for i, name in enumerate(listed):
+        m = s["modalities"].get(name)
+        if m is None:  # no episode carries it: a state-only or reward-free file
+            text = f"{name:<{name_width}}  none: no episode has {name}"
+        else:
+            text = f"{name:<{name_width}}  {shapes[name]:<{shape_width}}  {m['dtype']}"
+            e = episodes_with.get(name, s["num_episodes"])
+            if e < s["num_episodes"]:  # a partly labelled file: say how much carries it
+                text += (f"   in {e} of {s['num_episodes']} episodes, "
+                         f"{steps_with[name]} of {s['num_steps']} steps")
+        rows.append(("per step" if i == 0 else "", text))
     r = s["returns"]
+    rewarded = episodes_with.get("rewards", s["num_episodes"])
     if r is not None:
         rows.append(("returns", f"mean {r['mean']:.1f} +/- {r['std']:.1f}   "
-                                f"min {r['min']:.1f}   max {r['max']:.1f}"))
+                                f"min {r['min']:.1f}   max {r['max']:.1f}"
+                                + (f"   (the {rewarded} episodes with rewards)" if rewarded < s["num_episodes"] else "")))
+    else:
+        rows.append(("returns", "none: no episode has rewards"))
     ref = s["reference_scores"]
     if ref is not None:
         text = f"min {ref['min']:.1f}   max {ref['max']:.1f}"

@@ -15,7 +15,9 @@ from mtm.cli.group import main
               help="A built-in config (reference, small, demo, mlp-bc, mlp-rcbc) or a YAML/JSON file. Default: the dataclass defaults.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one field, e.g. --set train.lr=3e-4 --set model.width=256 (repeatable).")
-@click.option("--data", default=None, metavar="PATH", help="Dataset to train on (same as --set data.path=PATH).")
+@click.option("--data", multiple=True, metavar="PATH",
+              help="Dataset to train on (same as --set data.path=PATH). Repeat it to train on several files "
+                   "at once (data.extra_paths), e.g. a few labelled episodes plus state-only ones.")
 @click.option("--run-dir", default=None, metavar="DIR", help="Where the run goes (same as --set train.run_dir=DIR).")
 @click.option("--device", default=None, type=click.Choice(["auto", "cuda", "cpu", "mps"]),
               help="Same as --set train.device=...")
@@ -32,16 +34,22 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
       mtm train --config demo --data datasets/reacher-v5-mixed.hdf5 --run-dir runs/reacher
       mtm train --config reference --data hopper-medium-replay-v2.hdf5 --set train.precision=bf16
       mtm train --resume runs/reacher --set train.steps=20000
+      mtm train --config small --data labelled.hdf5 --data state-only.hdf5 --run-dir runs/mix
     """
     from mtm.config import RunConfig, load_config, resolve_config_path
     from mtm.errors import ConfigError
     from mtm.training.loop import CONFIG_FILE, train
     from mtm.training.rundir import recover
 
+    import json
+
     extra = list(overrides)
-    for key, value in (("data.path", data), ("train.run_dir", run_dir), ("train.device", device)):
+    first = data[0] if data else None
+    for key, value in (("data.path", first), ("train.run_dir", run_dir), ("train.device", device)):
         if value is not None:
             extra.append(f"{key}={value}")
+    if len(data) > 1:
+        extra.append(f"data.extra_paths={json.dumps([str(p) for p in data[1:]])}")
     if resume is not None:
         if config_name is not None:
             raise ConfigError("--resume continues a run with its own config.yaml; drop --config (use --set to change fields)")

@@ -28,9 +28,17 @@ class DataConfig:
     rtg_horizon: int = 1000  # H in the average return-to-go: sum of future rewards / (H - t)
     val_fraction: float = 0.1  # share of episodes held out for validation (shuffled, not the tail)
     split_seed: int = 0  # seed of the train/val episode split, independent of the training seed
+    extra_paths: list[str] = dataclasses.field(default_factory=list)  # more datasets trained on together with path (mtm train --data A --data B); same robot, each split on its own; their episodes may lack actions or rewards
+    weights: list[float] = dataclasses.field(default_factory=list)  # chance that a sample comes from each dataset (path first, then extra_paths); empty = every window equally likely
+    only_with: list[Literal["actions", "rewards"]] = dataclasses.field(default_factory=list)  # train only on the episodes that have these modalities (after the split, so the held-out episodes stay the same)
 
     def __post_init__(self) -> None:
         _check(self.window >= 1, f"window must be >= 1, got {self.window}")
+        _check(all(w >= 0 for w in self.weights) and (not self.weights or sum(self.weights) > 0),
+               f"weights must be >= 0 with a positive sum, got {list(self.weights)}")
+        _check(not self.weights or len(self.weights) == 1 + len(self.extra_paths),
+               f"weights has {len(self.weights)} entries for {1 + len(self.extra_paths)} dataset(s) "
+               f"(path and extra_paths); give one per dataset")
         _check(0.0 < self.gamma <= 1.0, f"gamma must be in (0, 1], got {self.gamma}")
         _check(self.rtg_horizon >= 1, f"rtg_horizon must be >= 1, got {self.rtg_horizon}")
         _check(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")

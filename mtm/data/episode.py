@@ -9,6 +9,9 @@ Conventions (docs/data_format.md has the full schema):
   and T rows when the source did not record it. ``has_final_observation`` tells which. Row t is the
   observation the policy saw before action t, so ``observations[k][:T]`` always lines up with
   ``actions``.
+- ``actions`` and ``rewards`` may be None: the episode lacks that modality (a state-only
+  demonstration recorded without actions, reward-free play). Which modalities an episode carries
+  is a property of the whole episode, never of single steps; ``OPTIONAL_MODALITIES`` names them.
 - An episode ends by termination (the MDP ended: no bootstrapping past it), by truncation (a time
   limit or the collector stopped it), or by neither: a trailing partial episode cut by a file limit.
 """
@@ -23,13 +26,15 @@ import numpy as np
 from mtm.errors import DataError
 
 STATE_KEY = "state"
+#: Modalities an episode may lack (None): training hides and never scores them (mtm.model.masks).
+OPTIONAL_MODALITIES = ("actions", "rewards")
 
 
 @dataclass
 class Episode:
     observations: dict[str, np.ndarray]
-    actions: np.ndarray
-    rewards: np.ndarray
+    actions: np.ndarray | None  # None: the episode was recorded without actions
+    rewards: np.ndarray | None  # None: the episode was recorded without rewards
     terminations: np.ndarray
     truncations: np.ndarray
     seed: int | None = None
@@ -38,7 +43,12 @@ class Episode:
 
     @property
     def length(self) -> int:
-        return int(self.actions.shape[0])
+        source = self.actions if self.actions is not None else self.terminations
+        return int(source.shape[0])
+
+    def has(self, modality: str) -> bool:
+        """Whether the episode carries `modality` ("actions" or "rewards"; observations always)."""
+        return getattr(self, modality) is not None
 
     @property
     def has_final_observation(self) -> bool:
@@ -46,8 +56,9 @@ class Episode:
         return first.shape[0] == self.length + 1
 
     @property
-    def episode_return(self) -> float:
-        return float(np.sum(self.rewards, dtype=np.float64))
+    def episode_return(self) -> float | None:
+        """The undiscounted return; None for an episode recorded without rewards."""
+        return None if self.rewards is None else float(np.sum(self.rewards, dtype=np.float64))
 
     @property
     def terminated(self) -> bool:
@@ -68,22 +79,23 @@ class Episode:
             raise DataError(f"{where}: episode has no steps")
         if not self.observations:
             raise DataError(f"{where}: episode has no observations")
-        if self.actions.ndim < 1:
+        if self.actions is not None and self.actions.ndim < 1:
             raise DataError(f"{where}: actions must have a time axis, got shape {self.actions.shape}")
+        unit = "actions" if self.actions is not None else "steps"
         for name in ("rewards", "terminations", "truncations"):
             arr = getattr(self, name)
-            if arr.shape != (t,):
+            if arr is not None and arr.shape != (t,):
                 raise DataError(
-                    f"{where}: {name} has shape {arr.shape} but there are {t} actions; "
+                    f"{where}: {name} has shape {arr.shape} but there are {t} {unit}; "
                     f"expected ({t},)"
                 )
         rows = {k: v.shape[0] for k, v in self.observations.items()}
         if len(set(rows.values())) != 1 or next(iter(rows.values())) not in (t, t + 1):
             raise DataError(
-                f"{where}: observation rows {rows} do not match {t} actions "
+                f"{where}: observation rows {rows} do not match {t} {unit} "
                 f"(expected {t} or {t + 1} rows for every key)"
             )
-        for name, arr in [("actions", self.actions), ("rewards", self.rewards)] + [
+        for name, arr in [(n, a) for n, a in (("actions", self.actions), ("rewards", self.rewards)) if a is not None] + [
             (f"observations/{k}", v) for k, v in self.observations.items()
         ]:
             if arr.dtype.kind not in "biuf":

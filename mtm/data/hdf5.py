@@ -82,11 +82,17 @@ class GroupPerEpisode(EpisodeSource):
         missing = [key for key in shapes if key not in cache]
         if missing:
             cache.update({k: v for k, v in self._episode0_shapes_of(missing).items() if k not in cache})
+        # A modality episode 0 lacks (its actions, in a partly labelled file) takes its reference
+        # shape from the first episode read that has it.
+        named: dict[str, str] = self.__dict__.setdefault("_reference_names", {})
         for key, shape in shapes.items():
             reference = cache.get(key)
-            if reference is not None and tuple(shape) != reference:
-                raise DataError(f"{where}: {key} has per-step shape {tuple(shape)} but {self._names[0]} has "
-                                f"{reference}; every episode of a dataset must have the same shapes")
+            if reference is None:
+                cache[key], named[key] = tuple(shape), self._names[index]
+            elif tuple(shape) != reference:
+                raise DataError(f"{where}: {key} has per-step shape {tuple(shape)} but "
+                                f"{named.get(key, self._names[0])} has {reference}; every episode of a "
+                                f"dataset must have the same shapes")
 
     def _episode0_shapes_of(self, keys: list[str]) -> dict[str, tuple[int, ...]]:
         """Episode 0's per-step shapes of `keys` ("actions", "observations/<key>"), by reading it."""
@@ -96,7 +102,8 @@ class GroupPerEpisode(EpisodeSource):
 
 def step_shapes(episode: Episode) -> dict[str, tuple[int, ...]]:
     shapes = {f"observations/{k}": tuple(v.shape[1:]) for k, v in episode.observations.items()}
-    shapes["actions"] = tuple(episode.actions.shape[1:])
+    if episode.actions is not None:
+        shapes["actions"] = tuple(episode.actions.shape[1:])
     return shapes
 
 

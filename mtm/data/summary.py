@@ -23,11 +23,13 @@ class _Scan:
     """Per-episode facts gathered from a source, whichever way it was read."""
 
     lengths: np.ndarray  # int64 (E,)
-    returns: np.ndarray  # float64 (E,)
+    returns: np.ndarray  # float64: the return of every episode that has rewards
     terminated: np.ndarray  # bool (E,): last step is a termination
     truncated: np.ndarray  # bool (E,): last step is a truncation
     has_final_observation: bool  # every episode carries its final observation
     modalities: dict[str, dict[str, Any]]  # name -> {"shape": per-step shape, "dtype": ...}
+    has_actions: np.ndarray  # bool (E,): the episode carries actions
+    has_rewards: np.ndarray  # bool (E,): the episode carries rewards (returns are over these only)
 
 
 def summarize(source: EpisodeSource) -> dict[str, Any]:
@@ -44,6 +46,10 @@ def summarize(source: EpisodeSource) -> dict[str, Any]:
         span = info.ref_max_score - info.ref_min_score
         normalized = 100.0 * (returns["mean"] - info.ref_min_score) / span
     lengths = _stats(scan.lengths, std=False)
+    # How many episodes and steps carry each modality: observations every one, actions and rewards
+    # those recorded with them (a partly labelled or state-only file has fewer).
+    carried = {name: np.ones_like(scan.has_actions) for name in scan.modalities if name.startswith("observations/")}
+    carried.update({"actions": scan.has_actions, "rewards": scan.has_rewards})
     if lengths is not None:
         lengths["histogram"] = length_histogram(scan.lengths)
     return {
@@ -55,6 +61,8 @@ def summarize(source: EpisodeSource) -> dict[str, Any]:
         "num_steps": int(scan.lengths.sum()),
         "has_final_observation": scan.has_final_observation,
         "modalities": scan.modalities,
+        "episodes_with": {name: int(flags.sum()) for name, flags in carried.items()},
+        "steps_with": {name: int(scan.lengths[flags].sum()) for name, flags in carried.items()},
         "returns": returns,
         "episode_lengths": lengths,
         "episodes_ended": {
@@ -102,10 +110,12 @@ def _scan_flat(source: Any) -> _Scan:
         terminated=flat.ends_terminal.astype(bool),
         truncated=flat.ends_timeout.astype(bool),
         has_final_observation=flat.next_observations is not None,
+        has_actions=np.full(flat.lengths.shape[0], flat.actions is not None),
+        has_rewards=np.full(flat.lengths.shape[0], flat.rewards is not None),
         modalities={
             "observations/state": _modality(flat.observations.shape[1:], flat.observations.dtype),
-            "actions": _modality(flat.actions.shape[1:], flat.actions.dtype),
-            "rewards": _modality(flat.rewards.shape[1:], flat.rewards.dtype),
+            **{name: _modality(arr.shape[1:], arr.dtype) for name, arr in
+               (("actions", flat.actions), ("rewards", flat.rewards)) if arr is not None},
         },
     )
 
@@ -117,7 +127,10 @@ def _scan_episodes(source: EpisodeSource) -> _Scan:
     terminated = np.zeros(n, bool)
     truncated = np.zeros(n, bool)
     has_final = n > 0
+    has_actions = np.zeros(n, bool)
+    has_rewards = np.zeros(n, bool)
     modalities: dict[str, dict[str, Any]] = {}
+    described: dict[str, dict[str, Any]] = {}  # actions and rewards, from the first episode with them
     # Episode 0 is read whole to describe every modality; the others only through their smallest
     # observation key, so summarising a file with images does not decode every frame.
     smallest_key: list[str] | None = None
@@ -126,13 +139,19 @@ def _scan_episodes(source: EpisodeSource) -> _Scan:
         if smallest_key is None:
             smallest_key = [min(episode.observations, key=lambda k: episode.observations[k][0].size)]
         lengths[i] = episode.length
-        returns[i] = episode.episode_return
+        has_actions[i], has_rewards[i] = episode.has("actions"), episode.has("rewards")
+        returns[i] = episode.episode_return if has_rewards[i] else np.nan
         terminated[i] = episode.terminated
         truncated[i] = episode.truncated
         has_final = has_final and episode.has_final_observation
         if i == 0:
             for key, arr in episode.observations.items():
                 modalities[f"observations/{key}"] = _modality(arr.shape[1:], arr.dtype)
-            modalities["actions"] = _modality(episode.actions.shape[1:], episode.actions.dtype)
-            modalities["rewards"] = _modality(episode.rewards.shape[1:], episode.rewards.dtype)
-    return _Scan(lengths, returns, terminated, truncated, has_final, modalities)
+        for name in ("actions", "rewards"):
+            arr = getattr(episode, name)
+            if arr is not None and name not in described:
+                described[name] = _modality(arr.shape[1:], arr.dtype)
+    modalities.update({name: described[name] for name in ("actions", "rewards") if name in described})
+    # Returns are over the episodes that have rewards; an episode without them is no return of 0.
+    return _Scan(lengths, returns[has_rewards], terminated, truncated, has_final, modalities,
+                 has_actions, has_rewards)

@@ -5,6 +5,11 @@ array), with T rows each: the observation the policy saw before each action, so 
 observation of an episode is not part of it. There is no padding anywhere; `WindowSampler`
 pads windows at sampling time and says which steps are real.
 
+Modalities an episode lacks (``Episode.actions`` / ``rewards`` None: state-only or reward-free
+data) are zeros in the arrays and False in ``present``; "returns" exists exactly where "rewards"
+does. Statistics come from the episodes that have each modality, and the window sampler carries
+the flags with every batch so that masks hide, and the loss never scores, what an episode lacks.
+
 Values stay in raw units. Normalisation belongs to the model's tokenizers, which take the
 statistics from `Trajectories.stats()` of the training split.
 """
@@ -17,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mtm.data.episode import STATE_KEY, DatasetInfo, EpisodeSource
+from mtm.data.episode import OPTIONAL_MODALITIES, STATE_KEY, DatasetInfo, EpisodeSource
 from mtm.data.formats import open_dataset
 from mtm.data.returns import check_rtg_options, episodes_returns_to_go
 from mtm.data.stats import ModalityStats
@@ -25,6 +30,8 @@ from mtm.errors import ConfigError, DataError
 
 #: The modalities `stats()` describes (timesteps are indices, not something to normalise).
 STAT_KEYS = ("states", "actions", "returns", "rewards")
+#: Array keys an episode may lack, and the episode modality whose presence each follows.
+PRESENCE_OF = {"actions": "actions", "rewards": "rewards", "returns": "rewards"}
 
 
 @dataclass
@@ -50,6 +57,8 @@ class Trajectories:
     rtg: dict[str, Any]
     episode_ids: np.ndarray | None = None  # None means 0 … E−1; always an array after __init__
     image_keys: list[str] = field(default_factory=list)
+    # {"actions": (E,) bool, "rewards": (E,) bool}: which episodes carry the modality (None: all).
+    present: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.starts = np.asarray(self.starts, dtype=np.int64)
@@ -60,6 +69,15 @@ class Trajectories:
         expected_starts = np.cumsum(self.lengths) - self.lengths
         if not np.array_equal(self.starts, expected_starts) or self.episode_ids.shape != self.lengths.shape:
             raise ValueError("starts, lengths and episode_ids do not describe back-to-back episodes")
+        e = self.lengths.shape[0]
+        given = self.present or {}
+        unknown = set(given) - set(OPTIONAL_MODALITIES)
+        if unknown:
+            raise ValueError(f"present names {sorted(unknown)}; only {OPTIONAL_MODALITIES} can be absent")
+        self.present = {m: np.asarray(given[m], dtype=bool).reshape(-1) if m in given else np.ones(e, bool)
+                        for m in OPTIONAL_MODALITIES}
+        if any(flags.shape != (e,) for flags in self.present.values()):
+            raise ValueError("present flags need one entry per episode")
         n = int(self.lengths.sum())
         for key, arr in self.arrays.items():
             if arr.shape[0] != n:
@@ -81,11 +99,39 @@ class Trajectories:
     def action_dim(self) -> int:
         return int(self.arrays["actions"].shape[1])
 
+    @property
+    def complete(self) -> bool:
+        """Every episode has actions and rewards (the case every dataset was before #13)."""
+        return all(flags.all() for flags in self.present.values())
+
+    def has(self, key: str) -> np.ndarray:
+        """(E,) bool: the episodes that carry array `key` (all True for states and timesteps)."""
+        modality = PRESENCE_OF.get(key)
+        return self.present[modality] if modality else np.ones(self.num_episodes, bool)
+
+    def rows_with(self, key: str) -> np.ndarray:
+        """(N,) bool: the steps whose episode carries array `key`."""
+        return np.repeat(self.has(key), self.lengths)
+
+    def steps_with(self, key: str) -> int:
+        return int(self.lengths[self.has(key)].sum())
+
     def episode_returns(self) -> np.ndarray:
-        """(E,) float64 undiscounted return of every episode."""
+        """(E,) float64 undiscounted return of every episode (NaN for an episode without rewards)."""
         if self.num_episodes == 0:
             return np.zeros(0, np.float64)
-        return np.add.reduceat(self.arrays["rewards"][:, 0].astype(np.float64), self.starts)
+        returns = np.add.reduceat(self.arrays["rewards"][:, 0].astype(np.float64), self.starts)
+        return np.where(self.present["rewards"], returns, np.nan)
+
+    def only_with(self, keys: Sequence[str]) -> "Trajectories":
+        """The episodes that carry every modality in `keys` ("actions", "rewards")."""
+        unknown = [k for k in keys if k not in OPTIONAL_MODALITIES]
+        if unknown:
+            raise ConfigError(f"only episodes with {unknown}? choose among {', '.join(OPTIONAL_MODALITIES)}")
+        keep = np.ones(self.num_episodes, bool)
+        for key in keys:
+            keep &= self.present[key]
+        return self if keep.all() else self.select(np.flatnonzero(keep))
 
     def select(self, episode_indices: Sequence[int] | np.ndarray) -> "Trajectories":
         """A new contiguous copy holding only the given episodes (indices into this object), in that order."""
@@ -105,6 +151,7 @@ class Trajectories:
             rtg=dict(self.rtg),
             episode_ids=self.episode_ids[idx],
             image_keys=list(self.image_keys),
+            present={m: flags[idx] for m, flags in self.present.items()},
         )
 
     def split(self, val_fraction: float, seed: int) -> tuple["Trajectories", "Trajectories"]:
@@ -133,10 +180,19 @@ class Trajectories:
         return self.select(train), self.select(val)
 
     def stats(self) -> dict[str, ModalityStats]:
-        """Raw statistics of states, actions, returns and rewards over this object's (real) steps."""
+        """Raw statistics of states, actions, returns and rewards over this object's (real) steps.
+
+        Each modality's come from the episodes that carry it; a modality no episode carries has
+        no entry (the caller says what that means for it)."""
         if self.num_steps == 0:
             raise DataError("cannot compute normalisation statistics: the dataset has no steps")
-        return {key: ModalityStats.of(self.arrays[key]) for key in STAT_KEYS}
+        out = {}
+        for key in STAT_KEYS:
+            if self.complete or self.has(key).all():
+                out[key] = ModalityStats.of(self.arrays[key])
+            elif self.has(key).any():
+                out[key] = ModalityStats.of(self.arrays[key][self.rows_with(key)])
+        return out
 
 
 def load_trajectories(
@@ -175,8 +231,15 @@ def load_trajectories(
         keys = _choose_state_keys(observations, state_keys, where)
         actions, rewards, lengths = flat.actions, flat.rewards, flat.lengths
         image_keys: list[str] = []
+        e, n_rows = lengths.shape[0], int(lengths.sum())
+        # A state-only or reward-free D4RL file: no episode has them (zeros, flagged absent).
+        present = {"actions": np.full(e, actions is not None), "rewards": np.full(e, rewards is not None)}
+        if actions is None:
+            actions = np.zeros((n_rows,) + _space_shape(source.info.action_space), np.float32)
+        if rewards is None:
+            rewards = np.zeros(n_rows, np.float32)
     else:
-        keys, image_keys, observations, actions, rewards, lengths = _read_episodes(source, state_keys)
+        keys, image_keys, observations, actions, rewards, lengths, present = _read_episodes(source, state_keys)
     n = int(lengths.sum())
     if n == 0:
         raise DataError(f"{where}: the dataset holds no steps")
@@ -204,6 +267,7 @@ def load_trajectories(
         rtg={"kind": rtg, "gamma": float(gamma), "horizon": int(rtg_horizon),
              "include_current_reward": bool(rtg_include_current_reward)},
         image_keys=image_keys,
+        present=present,
     )
 
 
@@ -221,7 +285,7 @@ def is_image(arr: np.ndarray) -> bool:
 
 def _read_episodes(
     source: EpisodeSource, requested: list[str] | None
-) -> tuple[list[str], list[str], dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[list[str], list[str], dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """The chosen state keys, the image keys, and every episode's step-aligned arrays (T rows each), joined.
 
     Only the first episode is read whole, since the data itself tells images from low-dimensional
@@ -234,7 +298,9 @@ def _read_episodes(
     keys = _choose_state_keys(first.observations, requested, where)
     image_keys = sorted(k for k, v in first.observations.items() if is_image(v))
     obs_parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-    actions, rewards, lengths = [], [], []
+    actions: list[np.ndarray | None] = []
+    rewards: list[np.ndarray | None] = []
+    lengths = []
     for i in range(len(source)):
         episode = first if i == 0 else source.episode(i, keys=keys)
         step_obs = episode.step_observations()
@@ -248,7 +314,22 @@ def _read_episodes(
         rewards.append(episode.rewards)
         lengths.append(episode.length)
     observations = {k: np.concatenate(parts) for k, parts in obs_parts.items()}
-    return keys, image_keys, observations, np.concatenate(actions), np.concatenate(rewards), np.asarray(lengths, np.int64)
+    present = {"actions": np.array([a is not None for a in actions]),
+               "rewards": np.array([r is not None for r in rewards])}
+    # What an episode lacks is zeros here (and False in `present`): one array shape for all.
+    labelled = next((a for a in actions if a is not None), None)
+    action_shape = labelled.shape[1:] if labelled is not None else _space_shape(source.info.action_space)
+    actions = [a if a is not None else np.zeros((t,) + action_shape, np.float32) for a, t in zip(actions, lengths)]
+    rewards = [r if r is not None else np.zeros(t, np.float32) for r, t in zip(rewards, lengths)]
+    return (keys, image_keys, observations, np.concatenate(actions), np.concatenate(rewards),
+            np.asarray(lengths, np.int64), present)
+
+
+def _space_shape(space: dict | None) -> tuple[int, ...]:
+    """The per-step shape of a Box description (mtm.data.spaces), or (0,) when unknown: a file of
+    state-only episodes may not say what its actions would have been."""
+    shape = (space or {}).get("shape")
+    return tuple(int(d) for d in shape) if shape else (0,)
 
 
 def _choose_state_keys(

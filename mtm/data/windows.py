@@ -9,6 +9,15 @@ Padding repeats the episode's last real row (for every key, timesteps included) 
 data's range and guarantees nothing from a neighbouring episode leaks in, while the mask stays
 the single source of truth about which steps are real.
 
+Missing modalities. When some episode lacks actions or rewards (`Trajectories.present`), a batch
+also holds ``present_<key>`` (B,) bool for each requested key that can be absent ("actions",
+"returns"): whether the window's episode carries it. Masks and the loss read these
+(mtm.model.masks.present_tokens). A dataset without gaps adds nothing to its batches.
+
+Weights. ``source_weights`` (one per file of a mixture, with ``source_index`` per episode) draws
+each sample's file with those probabilities, then a window uniformly within it; without them
+every window is equally likely, which is the same draw as for a single file.
+
 Layout, chosen for speed: the requested modalities are packed side by side into one (rows, D)
 float32 tensor on the device, in which every episode shorter than L is followed by copies of its
 last row up to L rows. Every window is then L *contiguous* rows of that tensor, so a batch is one
@@ -52,6 +61,8 @@ class WindowSampler:
         *,
         device: str | torch.device = "cpu",
         keys: tuple[str, ...] = DEFAULT_KEYS,
+        source_index: np.ndarray | None = None,
+        source_weights: list[float] | None = None,
     ) -> None:
         if window < 1:
             raise ConfigError(f"window length must be at least 1, got {window}")
@@ -95,6 +106,15 @@ class WindowSampler:
         widths = [int(np.prod(data.arrays[k].shape[1:], dtype=np.int64)) for k in keys]
         bounds = np.concatenate([[0], np.cumsum(widths)]).tolist()
         self._columns = {k: (bounds[i], bounds[i + 1]) for i, k in enumerate(keys)}
+        # Per window, whether its episode has each key that some episode lacks.
+        window_episode = np.repeat(np.arange(data.num_episodes), per_episode)
+        self._present = {
+            key: torch.from_numpy(data.has(key)[window_episode]).to(self.device)
+            for key in keys if not data.has(key).all()
+        }
+        self._sources = None
+        if source_weights is not None:
+            self._sources = _source_draw(per_episode, source_index, source_weights, self.device)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """batch_size windows drawn uniformly over window starts, with replacement."""
@@ -105,6 +125,12 @@ class WindowSampler:
         for callers that also fetch other data of the same windows (image frames)."""
         _check_batch_size(batch_size)
         draw_device = generator.device if generator is not None else self.device
+        if self._sources is not None:
+            probs, first, count = (t.to(draw_device) for t in self._sources)
+            source = torch.multinomial(probs, batch_size, replacement=True, generator=generator)
+            u = torch.rand(batch_size, generator=generator, device=draw_device, dtype=torch.float64)
+            offset = (u * count[source]).long().clamp_max(count[source] - 1)
+            return first[source] + offset
         return torch.randint(self.num_windows, (batch_size,), generator=generator, device=draw_device)
 
     def window_spans(self) -> np.ndarray:
@@ -122,6 +148,8 @@ class WindowSampler:
         real = real[:, None]
         batch["timesteps"] = first_t[:, None] + torch.minimum(self._offsets, real - 1)
         batch["valid"] = self._offsets < real
+        for key, flags in self._present.items():
+            batch[f"present_{key}"] = flags.index_select(0, ids)
         return batch
 
     def iterate(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -165,6 +193,29 @@ def _layout(
         axis=1,
     )
     return storage_rows, table
+
+
+def _source_draw(per_episode: np.ndarray, source_index: np.ndarray | None, weights: list[float],
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(probabilities, first window, window count) per source; windows of a source are contiguous
+    (the sources' episodes lie back to back)."""
+    if source_index is None or len(source_index) != len(per_episode):
+        raise ValueError("source_weights need a source_index with one entry per episode")
+    source_index = np.asarray(source_index, np.int64)
+    if np.any(np.diff(source_index) < 0):
+        raise ValueError("the episodes of each source must lie together, in source order")
+    n = len(weights)
+    if source_index.size and source_index.max() >= n:
+        raise ConfigError(f"{n} source weight(s) for {int(source_index.max()) + 1} datasets; give one per dataset")
+    count = np.bincount(source_index, weights=per_episode, minlength=n).astype(np.int64)
+    first = np.cumsum(count) - count
+    w = np.asarray(weights, np.float64)
+    if np.any(w < 0) or not np.any(w[count > 0] > 0):
+        raise ConfigError(f"data.weights {list(weights)}: need weights >= 0 and a positive one for a dataset "
+                          f"with training windows")
+    w = np.where(count > 0, w, 0.0)  # a dataset with no training windows (all held out) is never drawn
+    return (torch.as_tensor(w / w.sum(), dtype=torch.float64, device=device),
+            torch.as_tensor(first, device=device), torch.as_tensor(np.maximum(count, 1), device=device))
 
 
 def _check_batch_size(batch_size: int) -> None:

@@ -9,7 +9,9 @@ Each task is one inference mask and one token to read back:
 
 The baseline predicts the training split's mean of the target modality for every sample: a model
 that has learnt nothing about the trajectory scores about 1.0 in `ratio` (its error / baseline's).
-Only windows whose steps 0..max(c, target) are all real (not padding) are scored.
+Only windows whose steps 0..max(c, target) are all real (not padding) are scored, and only
+windows whose episode has every modality the task reads or predicts (an episode recorded without
+actions scores no BC, RCBC, FD or ID error; without rewards, no RCBC error).
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import torch
 
 from mtm.checkpoint import Checkpoint
 from mtm.config import DataConfig, config_from_dict
-from mtm.data.trajectories import load_trajectories
+from mtm.data.mixture import load_training_data
 from mtm.data.windows import WindowSampler
 from mtm.errors import ConfigError, DataError
-from mtm.model.masks import bc_mask, forward_dynamics_mask, inverse_dynamics_mask, rcbc_mask
+from mtm.model.masks import PRESENT_PREFIX, bc_mask, forward_dynamics_mask, inverse_dynamics_mask, rcbc_mask
 from mtm.policy import load_model
 
 
@@ -99,6 +101,9 @@ def prediction_errors(
                 c = task.current(model.window)
                 t = c + task.target_offset
                 rows = batch["valid"][:, : t + 1].all(1)
+                for modality in task.needs:
+                    if PRESENT_PREFIX + modality in batch:
+                        rows = rows & batch[PRESENT_PREFIX + modality]
                 if not rows.any():
                     continue
                 sub = {k: v[rows] for k, v in batch.items()}
@@ -139,18 +144,28 @@ def evaluate_predictions(
 ) -> dict[str, Any]:
     """Prediction errors (raw units, per dimension and mean) on the checkpoint's held-out episodes."""
     data_cfg = config_from_dict(DataConfig, (checkpoint.config or {}).get("data", {}))
-    path = data_path or (checkpoint.metadata.get("dataset") or {}).get("path") or data_cfg.path
-    if not path or not Path(path).exists():
-        raise DataError(f"the training data {path!r} is not there; pass --data PATH")
-    data = load_trajectories(path, format=data_cfg.format, rtg=data_cfg.rtg, gamma=data_cfg.gamma,
-                             rtg_horizon=data_cfg.rtg_horizon)
+    if data_path is not None:
+        paths = [data_path]
+    else:  # the files the run trained on, where they were when it did
+        saved = checkpoint.metadata.get("datasets") or [checkpoint.metadata.get("dataset") or {}]
+        configured = [data_cfg.path, *data_cfg.extra_paths]
+        paths = [d.get("path") or c for d, c in zip(saved, configured)] if len(saved) == len(configured) else configured
+    for path in paths:
+        if not path or not Path(path).exists():
+            raise DataError(f"the training data {path!r} is not there; pass --data PATH")
+    path = ", ".join(map(str, paths))
+    # Held-out episodes are each file's own split (as in training); only_with is not applied, so
+    # a model trained on the labelled episodes alone is scored on the same episodes as the others.
+    data = load_training_data(paths, format=data_cfg.format, rtg=data_cfg.rtg, gamma=data_cfg.gamma,
+                              rtg_horizon=data_cfg.rtg_horizon, val_fraction=data_cfg.val_fraction,
+                              split_seed=data_cfg.split_seed)
     model = load_model(checkpoint, device)
     dims = (model.tokenizers["states"].dim, model.tokenizers["actions"].dim)
-    if (data.state_dim, data.action_dim) != dims:
-        raise DataError(f"{path}: states have {data.state_dim} dimensions and actions {data.action_dim}, but the "
-                        f"checkpoint was trained on {dims[0]} and {dims[1]}; give the dataset it was trained on "
-                        f"(or one of the same env)")
-    _, val = data.split(data_cfg.val_fraction, data_cfg.split_seed)
+    everything, val = data.data, data.val
+    if (everything.state_dim, everything.action_dim) != dims:
+        raise DataError(f"{path}: states have {everything.state_dim} dimensions and actions {everything.action_dim}, "
+                        f"but the checkpoint was trained on {dims[0]} and {dims[1]}; give the dataset it was "
+                        f"trained on (or one of the same env)")
     if val.num_episodes == 0:
         raise DataError("the run held out no episodes (data.val_fraction = 0): nothing to evaluate on")
     keys = tuple(k for k in ("states", "actions", "returns") if k in model.tokenizers)
@@ -159,6 +174,10 @@ def evaluate_predictions(
     means = {k: torch.as_tensor(stats[k]["mean"], dtype=torch.float32) for k in ("states", "actions")}
     errors = prediction_errors(model, sampler, means, tasks=tasks, max_windows=max_windows)
     missing = [t for t in tasks if t not in errors]
+    lacking = [m for m in ("actions", "rewards") if not val.present[m].any()]
+    if missing and lacking:
+        raise DataError(f"{path}: no held-out episode has {' or '.join(lacking)}, so task(s) {missing} have "
+                        f"nothing to score; pass --data with a file whose episodes have them")
     if missing:
         raise ConfigError(f"task(s) {missing} do not apply to this model (window {model.window}, "
                           f"modalities {list(model.tokenizers)})")

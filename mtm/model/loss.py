@@ -4,7 +4,8 @@ Which tokens count:
     on="all"     every real token, visible or hidden (the reference recipe: reconstructing the
                  visible tokens too is a cheap auxiliary task that the official code trains on)
     on="masked"  only the hidden tokens (visible = False), as in MAE
-Tokens of padded steps (valid = False) never count. Each modality's loss is the mean over its
+Tokens of padded steps (valid = False) never count, nor do the tokens of a modality the sample's
+episode lacks (the batch's ``present_<modality>`` flags, mtm.model.masks.present_tokens). Each modality's loss is the mean over its
 counted tokens (0 when it has none, never NaN); the total is sum_m weights[m] * loss_m.
 Only the modalities in model_out are trained: input-only ones (images without reconstruction, whose
 tokenizer has output_dim 0; the states and returns an MLP baseline reads) have no loss and no entry.
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 import torch
 
 from mtm.errors import ConfigError
-from mtm.model.masks import TokenLayout
+from mtm.model.masks import TokenLayout, present_tokens
 from mtm.model.tokenizers import Tokenizer
 
 
@@ -57,6 +58,9 @@ def mtm_loss(
         counted &= layout.token_valid(valid.to(device))
     if on == "masked":
         counted &= ~visible.to(device).bool().expand(b, -1)
+    present = present_tokens(layout, batch)
+    if present is not None:  # what an episode lacks is never scored, visible or not
+        counted &= present.to(device)
 
     total = first.new_zeros((), dtype=torch.float32)
     per_modality = {}

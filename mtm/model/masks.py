@@ -135,6 +135,39 @@ def apply_valid(mask: torch.Tensor, valid: torch.Tensor | None, layout: TokenLay
 
 
 # --------------------------------------------------------------------------------------------
+# Missing modalities: an episode recorded without actions (or rewards, hence return-to-go) has
+# no values for those tokens. Its batch rows say so in `present_<modality>` (B,) bool
+# (mtm.data.windows); the tokens of an absent modality are never visible (the training loop and
+# the network itself AND this into every mask) and never scored (mtm.model.loss).
+
+PRESENT_PREFIX = "present_"
+
+
+def present_tokens(layout: TokenLayout, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    """(B, N) bool: False at every token of a modality the sample's episode lacks; None when the
+    batch marks nothing as absent (complete data: callers then skip the AND entirely)."""
+    flags = [(name, batch[PRESENT_PREFIX + name]) for name in layout.names if PRESENT_PREFIX + name in batch]
+    if not flags:
+        return None
+    b, device = flags[0][1].shape[0], flags[0][1].device
+    present = torch.ones(b, layout.num_tokens, dtype=torch.bool, device=device)
+    for name, has in flags:
+        present[:, layout.slice(name)] = has.to(device).bool()[:, None]
+    return present
+
+
+def hide_absent(mask: torch.Tensor, layout: TokenLayout, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The mask with every token of an absent modality hidden, per sample ((N,) or (B, N) -> (B, N));
+    unchanged (the same tensor) for a batch that marks nothing as absent. A row left with nothing
+    visible shows its first observation (as every training mask guarantees)."""
+    present = present_tokens(layout, batch)
+    if present is None:
+        return mask
+    hidden = mask.to(present.device).bool().expand_as(present) & present
+    return _ensure_visible(hidden.clone(), layout)
+
+
+# --------------------------------------------------------------------------------------------
 # Inference masks. Each returns (N,) for an int c and (B, N) for a (B,) tensor c.
 
 

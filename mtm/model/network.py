@@ -46,7 +46,7 @@ from torch import nn
 
 from mtm.errors import ConfigError
 from mtm.model.dropout import Dropout
-from mtm.model.masks import TokenLayout, apply_valid
+from mtm.model.masks import TokenLayout, apply_valid, present_tokens
 from mtm.model.tokenizers import Tokenizer, tokenizer_from_spec
 
 
@@ -302,13 +302,19 @@ class MTM(nn.Module):
         n = self.layout.num_tokens
         if visible.shape[-1] != n or visible.dim() not in (1, 2):
             raise ValueError(f"visible must be (N,) or (B, N) with N = {n}, got {tuple(visible.shape)}")
-        visible = visible.to(first.device).bool().expand(b, n)
+        visible = self._hide_absent(batch, visible.to(first.device).bool().expand(b, n))
         if valid is None:
             valid = batch.get("valid")
         if valid is None:
             return visible, torch.ones(b, n, dtype=torch.bool, device=first.device)
         real = self.layout.token_valid(valid.to(first.device))
         return apply_valid(visible, valid.to(first.device), self.layout), real
+
+    def _hide_absent(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor) -> torch.Tensor:
+        """What a sample's episode lacks (present_<modality> flags) is never shown, whatever the
+        mask says: its values are placeholders."""
+        present = present_tokens(self.layout, batch)
+        return visible if present is None else visible & present.to(visible.device)
 
     def _encoder_inputs(self, batch, visible: torch.Tensor) -> torch.Tensor:
         """(B, N, width) embeddings of every token; the values of hidden tokens are zeroed first,

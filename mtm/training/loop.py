@@ -45,7 +45,8 @@ from mtm.data.batches import WindowBatches
 from mtm.data.formats import detect_format
 from mtm.data.identity import dataset_identity
 from mtm.data.stats import ModalityStats
-from mtm.data.trajectories import Trajectories, load_trajectories
+from mtm.data.mixture import load_training_data
+from mtm.data.trajectories import Trajectories
 from mtm.data.windows import WindowSampler
 from mtm.errors import ConfigError, DataError, MTMError, MTMWarning, OutputError
 from mtm.evaluation.predictions import prediction_errors, steps_needed
@@ -241,9 +242,12 @@ def _eval_scalars(report: dict) -> dict[str, float]:
 
 
 def _return_summary(data: Trajectories) -> dict:
-    """What a policy needs to pick a target return: episode returns and the return-token range."""
-    ep = data.episode_returns()
-    rtg = data.arrays["returns"][:, 0]
+    """What a policy needs to pick a target return: episode returns and the return-token range,
+    over the episodes that have rewards ({} if none has)."""
+    if not data.present["rewards"].any():
+        return {}
+    ep = data.episode_returns()[data.present["rewards"]]
+    rtg = data.arrays["returns"][data.rows_with("returns"), 0]
     return {
         "episode_return": {"min": float(ep.min()), "mean": float(ep.mean()), "max": float(ep.max())},
         "rtg_token": {"min": float(rtg.min()), "max": float(rtg.max())},
@@ -258,49 +262,90 @@ class _RunData:
     train: Trajectories
     val: Trajectories
     stats: dict[str, ModalityStats]
-    identity: dict
+    identity: dict  # of data.path
+    identities: list[dict]  # of every dataset (data.path, then data.extra_paths)
+    only_with: list[str]  # data.only_with: the modalities every episode used has
     image_keys: list[str]
     train_sampler: WindowBatches
     val_sampler: WindowBatches | None
     eval_env: str | None
 
 
+def data_paths(cfg: RunConfig) -> list[str]:
+    """Every dataset of a run: data.path, then data.extra_paths."""
+    return [cfg.data.path, *cfg.data.extra_paths]
+
+
+def _check_identities(paths: list[str], identities: list[dict], checkpoint) -> None:
+    """A resumed run must read exactly the bytes it was trained on, file by file."""
+    meta = checkpoint.metadata
+    saved = meta.get("datasets") or [meta.get("dataset", {})]
+    if len(saved) != len(identities):
+        raise DataError(f"this run was trained on {len(saved)} dataset(s), --resume gives {len(identities)}; "
+                        f"resume with the same files")
+    for path, identity, before in zip(paths, identities, saved):
+        if before.get("sha256") != identity["sha256"]:
+            raise DataError(
+                f"{path}: dataset content differs from the one this run was trained on "
+                f"({before.get('path')}); resume with the same file"
+            )
+
+
 def _load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> _RunData:
-    """Read, split and window the dataset. The split and the statistics come from the data alone
+    """Read, split and window the dataset(s). The split and the statistics come from the data alone
     (seeded), so they are the same on every rank and on resume; the checkpoint's identity check
     catches a changed file."""
     tc = cfg.train
-    identity = dataset_identity(cfg.data.path)
-    if checkpoint is not None and checkpoint.metadata.get("dataset", {}).get("sha256") != identity["sha256"]:
-        raise DataError(
-            f"{cfg.data.path}: dataset content differs from the one this run was trained on "
-            f"({checkpoint.metadata.get('dataset', {}).get('path')}); resume with the same file"
-        )
-    data = load_trajectories(cfg.data.path, format=cfg.data.format, rtg=cfg.data.rtg, gamma=cfg.data.gamma,
-                             rtg_horizon=cfg.data.rtg_horizon)
+    paths = data_paths(cfg)
+    identities = [dataset_identity(p) for p in paths]
+    if checkpoint is not None:
+        _check_identities(paths, identities, checkpoint)
+    loaded = load_training_data(paths, format=cfg.data.format, rtg=cfg.data.rtg, gamma=cfg.data.gamma,
+                                rtg_horizon=cfg.data.rtg_horizon, val_fraction=cfg.data.val_fraction,
+                                split_seed=cfg.data.split_seed, only_with=cfg.data.only_with)
+    data, train_data, val_data = loaded.data, loaded.train, loaded.val
     eval_env = tc.eval_env or data.info.env_id
     if tc.eval_every:
         if not eval_env:
             raise ConfigError("train.eval_every needs an environment: the dataset names none; set train.eval_env")
 
         check_env_id(eval_env)
-    train_data, val_data = data.split(cfg.data.val_fraction, cfg.data.split_seed)
     keys = ("states", "actions", "returns") if cfg.tokens.use_returns else ("states", "actions")
     image_keys = _image_keys(cfg, data)
+    if image_keys and len(paths) > 1:
+        raise ConfigError("image frames are read from a single native file; train a mixture of files on "
+                          "their low-dimensional data (tokens.image_keys=[]) or join them into one file")
+    stats = train_data.stats()
+    _check_modalities(stats, cfg, paths)
 
-    def batches(part: Trajectories) -> WindowBatches:
-        return WindowBatches.build(WindowSampler(part, cfg.data.window, device=rt.device, keys=keys),
-                                   cfg.data.path, image_keys)
+    def batches(part: Trajectories, weights: list[float] | None = None) -> WindowBatches:
+        sampler = WindowSampler(part, cfg.data.window, device=rt.device, keys=keys,
+                                source_index=loaded.source_index if weights else None, source_weights=weights)
+        return WindowBatches.build(sampler, cfg.data.path, image_keys)
 
-    return _RunData(data=data, train=train_data, val=val_data, stats=train_data.stats(), identity=identity,
-                    image_keys=image_keys, train_sampler=batches(train_data),
+    return _RunData(data=data, train=train_data, val=val_data, stats=stats, identity=identities[0],
+                    identities=identities, only_with=list(cfg.data.only_with), image_keys=image_keys,
+                    train_sampler=batches(train_data, cfg.data.weights or None),
                     val_sampler=batches(val_data) if val_data.num_episodes else None, eval_env=eval_env)
+
+
+def _check_modalities(stats: dict[str, ModalityStats], cfg: RunConfig, paths: list[str]) -> None:
+    """Every modality the model tokenizes must appear in some training episode."""
+    named = paths[0] if len(paths) == 1 else "the training data"
+    if "actions" not in stats:
+        raise DataError(f"{named}: no training episode has actions; MTM needs a few labelled episodes "
+                        f"(the held-out split may have taken them: lower data.val_fraction)")
+    if cfg.tokens.use_returns and "returns" not in stats:
+        raise DataError(f"{named}: no training episode has rewards, so there is no return-to-go; "
+                        f"train with --set tokens.use_returns=false")
 
 
 def _no_validation_reason(run: _RunData, model: torch.nn.Module) -> str | None:
     """Why asking for validation (val_fraction > 0, val_every > 0) will produce none, if it will not."""
     if run.val.num_episodes == 0:
         n = run.data.num_episodes
+        if run.only_with and n >= 2:
+            return f"no held-out episode has {' and '.join(run.only_with)} (data.only_with)"
         return f"the dataset has {n} episode{'' if n == 1 else 's'}, none can be held out"
     needed = steps_needed(model)
     longest = int(run.val.lengths.max())
@@ -335,6 +380,7 @@ def _run_metadata(cfg: RunConfig, run: _RunData, model: torch.nn.Module) -> dict
     return {
         "env_id": info.env_id,
         "dataset": run.identity,
+        **({"datasets": run.identities} if len(run.identities) > 1 else {}),
         "data_info": {
             "source_format": info.source_format, "source": info.source,
             "ref_min_score": info.ref_min_score, "ref_max_score": info.ref_max_score,
@@ -347,7 +393,10 @@ def _run_metadata(cfg: RunConfig, run: _RunData, model: torch.nn.Module) -> dict
         "stats": {k: v.to_dict() for k, v in run.stats.items()},
         "returns": _return_summary(run.train),
         "split": {"val_fraction": cfg.data.val_fraction, "seed": cfg.data.split_seed,
-                  "train_episodes": run.train.num_episodes, "val_episodes": run.val.num_episodes},
+                  "train_episodes": run.train.num_episodes, "val_episodes": run.val.num_episodes,
+                  **({} if run.data.complete else {
+                      "train_episodes_with": {m: int(f.sum()) for m, f in run.train.present.items()},
+                      "val_episodes_with": {m: int(f.sum()) for m, f in run.val.present.items()}})},
         "model": model.spec(),
     }
 
@@ -543,7 +592,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
         if checkpoint is None:
             logger.text("hparams", "```\n" + format_config(cfg) + "\n```")
             logger.text("runtime", _describe_runtime(runtime))
-            logger.text("data", f"{cfg.data.path}: {run_data.train.num_episodes} train / "
+            logger.text("data", f"{', '.join(data_paths(cfg))}: {run_data.train.num_episodes} train / "
                                 f"{run_data.val.num_episodes} val episodes, {train_sampler.num_windows} train windows")
 
     def save(step: int) -> Path:

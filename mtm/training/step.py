@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mtm.model.loss import mtm_loss
-from mtm.model.masks import MaskMixture
+from mtm.model.masks import MaskMixture, hide_absent
 
 
 def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
@@ -64,6 +64,9 @@ class TrainStep:
         for key in self.image_keys:  # augmentation shifts drawn from the step's generator too
             model.tokenizers[key].augment_generator = gen
         visible = self.mask_fn(model.layout, self.batch_size, gen, device=self.device)
+        # Per sample, what its episode lacks (no actions, no rewards) is hidden here and unscored
+        # in the loss; a batch of complete data carries no flags and skips this.
+        visible = hide_absent(visible, model.layout, batch)
         if mark is not None:
             mark("data")
         with self.autocast:

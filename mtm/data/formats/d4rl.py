@@ -3,8 +3,8 @@
 Layout (one HDF5 file, all episodes concatenated row by row):
 
     observations       (N, obs_dim)   float32 (float64 in v2 medium-replay / full-replay files)
-    actions            (N, act_dim)
-    rewards            (N,) or (N, 1)
+    actions            (N, act_dim)   optional: a file without it is state-only (every episode lacks actions)
+    rewards            (N,) or (N, 1) optional: a file without it is reward-free
     terminals          (N,)           the MDP ended after this step
     timeouts           (N,)           a time limit cut the episode after this step (absent in old files)
     next_observations  (N, obs_dim)   optional: the observation after each step
@@ -39,7 +39,9 @@ from mtm.data.episode import STATE_KEY, DatasetInfo, Episode, EpisodeSource, sel
 from mtm.data.hdf5 import open_hdf5, read_array
 from mtm.errors import DataError
 
-REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
+REQUIRED_KEYS = ("observations", "terminals")
+# A flat file has no episodes of its own to leave them out of: without these, no episode has them.
+OPTIONAL_KEYS = ("actions", "rewards", "timeouts", "next_observations")
 
 
 def is_d4rl(f: h5py.File) -> bool:
@@ -59,8 +61,8 @@ class FlatArrays:
 
     observations: np.ndarray
     next_observations: np.ndarray | None
-    actions: np.ndarray
-    rewards: np.ndarray
+    actions: np.ndarray | None  # None: a state-only file
+    rewards: np.ndarray | None  # None: a reward-free file
     terminals: np.ndarray
     timeouts: np.ndarray
     starts: np.ndarray
@@ -75,7 +77,9 @@ class FlatArrays:
         return self.timeouts[self.starts + self.lengths - 1]
 
     def episode_returns(self) -> np.ndarray:
-        """Undiscounted return of every episode, summed in float64."""
+        """Undiscounted return of every episode, summed in float64 (empty for a reward-free file)."""
+        if self.rewards is None:
+            return np.zeros(0, np.float64)
         return np.add.reduceat(self.rewards.astype(np.float64), self.starts)
 
 
@@ -128,8 +132,8 @@ class D4RLSource(EpisodeSource):
             obs = np.concatenate([obs, flat.next_observations[stop - 1 : stop]])
         return Episode(
             observations={STATE_KEY: obs},
-            actions=flat.actions[start:stop],
-            rewards=flat.rewards[start:stop],
+            actions=None if flat.actions is None else flat.actions[start:stop],
+            rewards=None if flat.rewards is None else flat.rewards[start:stop],
             terminations=flat.terminals[start:stop],
             truncations=flat.timeouts[start:stop],
             source_id=f"steps {start}:{stop}",
@@ -141,10 +145,10 @@ def _load(f: h5py.File, where: str) -> FlatArrays:
     if missing:
         raise DataError(
             f"{where}: missing D4RL dataset(s) {', '.join(missing)}; a D4RL file needs "
-            f"{', '.join(REQUIRED_KEYS)} (timeouts, next_observations optional)"
+            f"{' and '.join(REQUIRED_KEYS)} ({', '.join(OPTIONAL_KEYS)} optional)"
         )
     arrays = {k: read_array(f, k, where) for k in REQUIRED_KEYS}
-    for k in ("timeouts", "next_observations"):
+    for k in OPTIONAL_KEYS:
         if k in f:
             arrays[k] = read_array(f, k, where)
 
@@ -152,7 +156,7 @@ def _load(f: h5py.File, where: str) -> FlatArrays:
     if n == 0:
         raise DataError(f"{where}: the file holds no transitions (observations has 0 rows)")
     for k in ("observations", "actions"):
-        if arrays[k].ndim < 2:
+        if k in arrays and arrays[k].ndim < 2:
             raise DataError(f"{where}: '{k}' has shape {arrays[k].shape}; expected (N, dim)")
     for k in ("rewards", "terminals", "timeouts"):
         if k in arrays:
@@ -175,8 +179,8 @@ def _load(f: h5py.File, where: str) -> FlatArrays:
     flat = FlatArrays(
         observations=arrays["observations"],
         next_observations=arrays.get("next_observations"),
-        actions=arrays["actions"],
-        rewards=arrays["rewards"],
+        actions=arrays.get("actions"),
+        rewards=arrays.get("rewards"),
         terminals=terminals,
         timeouts=timeouts,
         starts=starts,
@@ -260,6 +264,6 @@ def _dataset_info(path: Path, flat: FlatArrays, metadata: dict[str, Any],
         ref_min_score=None if reference is None else reference[0],
         ref_max_score=None if reference is None else reference[1],
         observation_space=unbounded_box(flat.observations.shape[1:], flat.observations.dtype),
-        action_space=unbounded_box(flat.actions.shape[1:], flat.actions.dtype),
+        action_space=None if flat.actions is None else unbounded_box(flat.actions.shape[1:], flat.actions.dtype),
         extra=extra,
     )

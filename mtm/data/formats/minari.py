@@ -329,7 +329,10 @@ class MinariSource(GroupPerEpisode):
 
     def episode_length(self, index: int) -> int:
         g = self._group(index)
-        return int(g["actions"].shape[0]) if "actions" in g else int(g.attrs.get("total_steps", 0))
+        for key in ("actions", "terminations"):
+            if isinstance(g.get(key), h5py.Dataset):
+                return int(g[key].shape[0])
+        return int(g.attrs.get("total_steps", 0))
 
     def observation_keys(self) -> list[str]:
         if not self._names:
@@ -343,19 +346,20 @@ class MinariSource(GroupPerEpisode):
         g = self._group(index)
         name = self._names[index]
         where = f"{self.data_file} {name}"
-        for key in ("observations",) + STEP_KEYS:
+        for key in ("observations", "terminations", "truncations"):
             if key not in g:
                 raise DataError(f"{where}: missing '{key}'; a Minari episode has observations, "
-                                f"actions, rewards, terminations and truncations")
-        if isinstance(g["actions"], h5py.Group):
+                                f"actions, rewards, terminations and truncations (actions and rewards "
+                                f"may be left out of an episode that lacks them)")
+        if isinstance(g.get("actions"), h5py.Group):
             raise DataError(f"{where}: actions are a Dict/Tuple space; mtm needs a single Box or "
                             f"Discrete action array")
         observations = self._read_observations(g, where, keys)
         seed = g.attrs.get("seed")
         episode = Episode(
             observations=observations,
-            actions=_float32(read_array(g, "actions", where)),
-            rewards=read_array(g, "rewards", where).astype(np.float32),
+            actions=_float32(read_array(g, "actions", where)) if "actions" in g else None,
+            rewards=read_array(g, "rewards", where).astype(np.float32) if "rewards" in g else None,
             terminations=read_array(g, "terminations", where).astype(bool),
             truncations=read_array(g, "truncations", where).astype(bool),
             seed=None if seed is None else int(seed),

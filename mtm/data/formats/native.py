@@ -1,17 +1,23 @@
 """mtm's own episode format (HDF5): the writer and the reader.
 
-Layout (schema version 1; docs/data_format.md is the reference):
+Layout (schema version 1, or 2 when an episode lacks a modality; docs/data_format.md is the
+reference):
 
-    /                              attrs: format="mtm-episodes", schema_version=1, env_id,
+    /                              attrs: format="mtm-episodes", schema_version=1|2, env_id,
                                           source_format, source, ref_min_score, ref_max_score,
                                           observation_space (JSON), action_space (JSON),
                                           extra (JSON), num_episodes, num_steps, created_by
     /episodes/ep_000000/           attrs: length, has_final_observation, seed, source_id
         observations/<key>         (T+1 or T, ...)   float32 state / uint8 HWC images
-        actions                    (T, act_dim)      float32
-        rewards                    (T,)              float32
+        actions                    (T, act_dim)      float32   absent: the episode has no actions
+        rewards                    (T,)              float32   absent: the episode has no rewards
         terminations               (T,)              bool
         truncations                (T,)              bool
+
+An episode may lack ``actions`` and/or ``rewards`` (state-only demonstrations, reward-free play):
+the dataset is then simply not there. A file with such an episode is written as schema version 2,
+so an mtm from before version 2, which would fail on the missing dataset, says "upgrade mtm"
+instead; a file in which every episode is complete stays version 1, readable by any mtm.
 
 Images (uint8 with 3 or more axes) are chunked one frame per chunk and gzip-compressed, so a
 training loader can read any single frame without decompressing its neighbours. Low-dimensional
@@ -42,7 +48,8 @@ from mtm.errors import DataError, OutputError
 from mtm.io import DeferredFailureFile, check_output_path, fsync_dir, open_partial, write_failure
 
 FORMAT_NAME = "mtm-episodes"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the newest version this mtm reads
+COMPLETE_SCHEMA_VERSION = 1  # what a file whose episodes all have actions and rewards is written as
 EPISODES_GROUP = "episodes"
 
 
@@ -95,7 +102,7 @@ class EpisodeWriter:
     def _write_header(self) -> None:
         f = self._file
         f.attrs["format"] = FORMAT_NAME
-        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["schema_version"] = COMPLETE_SCHEMA_VERSION
         f.attrs["created_by"] = f"mtm {mtm.__version__}"
         self._write_info()
         f.attrs["num_episodes"] = 0
@@ -154,14 +161,19 @@ class EpisodeWriter:
 
     def _check_layout(self, episode: Episode, where: str) -> None:
         layout = {k: (v.shape[1:], v.dtype) for k, v in episode.observations.items()}
-        layout["actions"] = (episode.actions.shape[1:], episode.actions.dtype)
+        if episode.actions is not None:
+            layout["actions"] = (episode.actions.shape[1:], episode.actions.dtype)
         if self._layout is None:
             self._layout = layout
             return
-        if layout.keys() != self._layout.keys():
+        if "actions" in layout and "actions" not in self._layout:
+            # The first episodes lacked actions: this is the first one that describes them.
+            self._layout["actions"] = layout["actions"]
+        observations, reference = set(layout) - {"actions"}, set(self._layout) - {"actions"}
+        if observations != reference:
             raise DataError(
-                f"{where}: observation keys {sorted(layout)} differ from the first episode's "
-                f"{sorted(self._layout)}"
+                f"{where}: observation keys {sorted(observations)} differ from the first episode's "
+                f"{sorted(reference)}"
             )
         for key, (shape, _) in layout.items():
             if shape != self._layout[key][0]:
@@ -203,8 +215,13 @@ class EpisodeWriter:
                 )
             else:
                 obs.create_dataset(key, data=_float32(arr))
-        g.create_dataset("actions", data=_float32(episode.actions))
-        g.create_dataset("rewards", data=episode.rewards.astype(np.float32))
+        if episode.actions is not None:
+            g.create_dataset("actions", data=_float32(episode.actions))
+        if episode.rewards is not None:
+            g.create_dataset("rewards", data=episode.rewards.astype(np.float32))
+        if (episode.actions is None or episode.rewards is None) and \
+                self._file.attrs["schema_version"] < SCHEMA_VERSION:
+            self._file.attrs["schema_version"] = SCHEMA_VERSION  # an older mtm says "upgrade mtm"
         g.create_dataset("terminations", data=episode.terminations.astype(bool))
         g.create_dataset("truncations", data=episode.truncations.astype(bool))
         self.num_episodes += 1
@@ -320,7 +337,9 @@ class NativeSource(GroupPerEpisode):
 
     def episode_length(self, index: int) -> int:
         g = self._group(index)
-        return int(g.attrs["length"]) if "length" in g.attrs else int(g["actions"].shape[0])
+        if "length" in g.attrs:
+            return int(g.attrs["length"])
+        return int(g["actions"].shape[0]) if "actions" in g else int(g["terminations"].shape[0])
 
     def observation_keys(self) -> list[str]:
         return _dataset_keys(self._group(0)["observations"]) if self._names else []
@@ -354,8 +373,8 @@ class NativeSource(GroupPerEpisode):
                 k: read_array(obs_group, k, where)
                 for k in select_keys(_dataset_keys(obs_group), keys, where)
             },
-            actions=read_array(g, "actions", where),
-            rewards=read_array(g, "rewards", where),
+            actions=read_array(g, "actions", where) if "actions" in g else None,
+            rewards=read_array(g, "rewards", where) if "rewards" in g else None,
             terminations=read_array(g, "terminations", where).astype(bool),
             truncations=read_array(g, "truncations", where).astype(bool),
             seed=None if seed is None else int(seed),

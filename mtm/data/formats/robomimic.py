@@ -153,7 +153,10 @@ class RobomimicSource(GroupPerEpisode):
 
     def episode_length(self, index: int) -> int:
         g = self._group(index)
-        return int(g["actions"].shape[0]) if "actions" in g else int(g.attrs.get("num_samples", 0))
+        for key in ("actions", "dones"):
+            if isinstance(g.get(key), h5py.Dataset):
+                return int(g[key].shape[0])
+        return int(g.attrs.get("num_samples", 0))
 
     def observation_keys(self) -> list[str]:
         return list(self._group(0)["obs"].keys()) if self._names and "obs" in self._group(0) else []
@@ -166,14 +169,18 @@ class RobomimicSource(GroupPerEpisode):
             hint = (" (the file holds only simulator states: extract observations first with "
                     "robomimic's dataset_states_to_obs.py)" if "states" in g else "")
             raise DataError(f"{where}: missing group 'obs'{hint}")
-        actions = read_array(g, "actions", where)
-        t = int(actions.shape[0]) if actions.ndim else 0
+        # A demo recorded without actions (or rewards) simply lacks that dataset; its length then
+        # comes from dones.
+        actions = read_array(g, "actions", where) if "actions" in g else None
+        dones = read_array(g, "dones", where)
+        steps_of = actions if actions is not None else dones
+        t = int(steps_of.shape[0]) if steps_of.ndim else 0
         if t == 0:
             raise DataError(f"{where}: demo has no steps")
         num_samples = g.attrs.get("num_samples")
         if num_samples is not None and int(num_samples) != t:
-            raise DataError(f"{where}: attribute num_samples is {int(num_samples)} but actions has {t} rows")
-        dones = read_array(g, "dones", where)
+            raise DataError(f"{where}: attribute num_samples is {int(num_samples)} but "
+                            f"{'actions' if actions is not None else 'dones'} has {t} rows")
         if dones.shape != (t,):
             raise DataError(f"{where}: dones has shape {dones.shape} but there are {t} actions; expected ({t},)")
         terminations = np.zeros(t, bool)
@@ -182,8 +189,8 @@ class RobomimicSource(GroupPerEpisode):
         truncations[-1] = not dones[-1]
         episode = Episode(
             observations=self._observations(g, t, where, keys),
-            actions=_float32(actions),
-            rewards=read_array(g, "rewards", where).astype(np.float32),
+            actions=None if actions is None else _float32(actions),
+            rewards=read_array(g, "rewards", where).astype(np.float32) if "rewards" in g else None,
             terminations=terminations,
             truncations=truncations,
             source_id=name,
