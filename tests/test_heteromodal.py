@@ -20,11 +20,11 @@ from mtm.cli import main
 from mtm.data.episode import STATE_KEY, DatasetInfo, Episode
 from mtm.data.formats import open_dataset
 from mtm.data.formats.native import COMPLETE_SCHEMA_VERSION, SCHEMA_VERSION, EpisodeWriter, NativeSource
-from mtm.data.mixture import concat, drop_plan, load_training_data
+from mtm.data.mixture import concat, drop_plan, labelled_first, load_training_data
 from mtm.data.stats import ModalityStats
 from mtm.data.trajectories import load_trajectories
 from mtm.data.windows import WindowSampler
-from mtm.errors import DataError
+from mtm.errors import ConfigError, DataError
 from mtm.model.loss import mtm_loss
 from mtm.model.masks import MaskMixture, TokenLayout, hide_absent, present_tokens
 from mtm.model.network import MTM, ModelConfig
@@ -239,6 +239,31 @@ def test_source_weights_draw_each_file_with_its_probability(files):
     counts = torch.bincount(ids[ids < windows_a], minlength=windows_a).float()
     assert (counts > 0).all()  # uniform within the file: every window is drawn
     assert counts.std() / counts.mean() < 0.2
+
+
+def test_action_share_fills_a_chosen_share_of_each_batch_with_labelled_windows(tmp_path):
+    # One partly labelled file, its labelled episodes scattered: 2 of 8 episodes have actions.
+    path = write(tmp_path / "partly.hdf5", [episode(8, i, actions=i in (2, 5)) for i in range(8)])
+    train = load_training_data([path], val_fraction=0.0).train
+    ordered, groups = labelled_first(train)
+    assert groups.tolist() == [0, 0, 1, 1, 1, 1, 1, 1]
+    assert ordered.has("actions").tolist() == [True, True] + [False] * 6
+    assert sorted(ordered.episode_ids.tolist()) == sorted(train.episode_ids.tolist())  # the same episodes
+    sampler = WindowSampler(ordered, 4, source_index=groups, source_weights=[0.5, 0.5])
+    batch = sampler.sample(20000, torch.Generator().manual_seed(0))
+    assert batch["present_actions"].float().mean().item() == pytest.approx(0.5, abs=0.015)  # not 2/8
+    with pytest.raises(ConfigError, match="needs training episodes with and without actions; every"):
+        labelled_first(load_trajectories(write(tmp_path / "full.hdf5", [episode(8, i) for i in range(3)])))
+
+
+def test_action_share_is_checked_as_a_config_field():
+    from mtm.config import RunConfig, load_config
+
+    assert load_config(RunConfig, None, ["data.action_share=0.5"]).data.action_share == 0.5
+    with pytest.raises(ConfigError, match=r"data.action_share must be in \(0, 1\) or null, got 1.0"):
+        load_config(RunConfig, None, ["data.action_share=1.0"])
+    with pytest.raises(ConfigError, match="weights and action_share both set"):
+        load_config(RunConfig, None, ["data.action_share=0.5", "data.extra_paths=[b.hdf5]", "data.weights=[1,1]"])
 
 
 def layout_and_tokenizers(window=4):

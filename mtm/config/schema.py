@@ -31,6 +31,7 @@ class DataConfig:
     extra_paths: list[str] = dataclasses.field(default_factory=list)  # more datasets trained on together with path (mtm train --data A --data B); same robot, each split on its own; their episodes may lack actions or rewards
     weights: list[float] = dataclasses.field(default_factory=list)  # chance that a sample comes from each dataset (path first, then extra_paths); empty = every window equally likely
     only_with: list[Literal["actions", "rewards"]] = dataclasses.field(default_factory=list)  # train only on the episodes that have these modalities (after the split, so the held-out episodes stay the same)
+    action_share: float | None = None  # chance that a sample comes from an episode with actions (the labelled part of partly labelled data); null = every window equally likely
 
     def __post_init__(self) -> None:
         _check(self.window >= 1, f"window must be >= 1, got {self.window}")
@@ -39,6 +40,10 @@ class DataConfig:
         _check(not self.weights or len(self.weights) == 1 + len(self.extra_paths),
                f"weights has {len(self.weights)} entries for {1 + len(self.extra_paths)} dataset(s) "
                f"(path and extra_paths); give one per dataset")
+        _check(self.action_share is None or 0.0 < self.action_share < 1.0,
+               f"action_share must be in (0, 1) or null, got {self.action_share}")
+        _check(self.action_share is None or not self.weights,
+               "weights and action_share both set: give one (action_share draws by labels, weights by file)")
         _check(0.0 < self.gamma <= 1.0, f"gamma must be in (0, 1], got {self.gamma}")
         _check(self.rtg_horizon >= 1, f"rtg_horizon must be >= 1, got {self.rtg_horizon}")
         _check(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")

@@ -158,3 +158,17 @@ def drop_plan(num_episodes: int, drops: dict[str, float], seed: int) -> dict[str
         flags[chosen[: int(round(fraction * num_episodes))]] = True
         plan[name] = flags
     return plan
+
+
+def labelled_first(train: Trajectories) -> tuple[Trajectories, np.ndarray]:
+    """The episodes with actions first, then those without, and the group of each (0 = with actions,
+    1 = without): two sources a sampler can weight (data.action_share), so a few labelled episodes
+    among many state-only ones still fill a chosen share of every batch."""
+    lacking = ~train.has("actions")
+    order = np.argsort(lacking, kind="stable")
+    if not lacking.any() or lacking.all():
+        which = "every" if not lacking.any() else "no"
+        raise ConfigError(f"data.action_share needs training episodes with and without actions; {which} training "
+                          "episode has actions (leave data.action_share null)")
+    return train.select(order), lacking[order].astype(np.int64)
+

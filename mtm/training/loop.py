@@ -45,7 +45,7 @@ from mtm.data.batches import WindowBatches
 from mtm.data.formats import detect_format
 from mtm.data.identity import dataset_identity
 from mtm.data.stats import ModalityStats
-from mtm.data.mixture import load_training_data
+from mtm.data.mixture import labelled_first, load_training_data
 from mtm.data.trajectories import Trajectories
 from mtm.data.windows import WindowSampler
 from mtm.errors import ConfigError, DataError, MTMError, MTMWarning, OutputError
@@ -318,14 +318,19 @@ def _load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> _RunData:
     stats = train_data.stats()
     _check_modalities(stats, cfg, paths)
 
+    source_index, weights = loaded.source_index, cfg.data.weights or None
+    if cfg.data.action_share is not None:  # sources by labels instead of by file
+        train_data, source_index = labelled_first(train_data)
+        weights = [cfg.data.action_share, 1.0 - cfg.data.action_share]
+
     def batches(part: Trajectories, weights: list[float] | None = None) -> WindowBatches:
         sampler = WindowSampler(part, cfg.data.window, device=rt.device, keys=keys,
-                                source_index=loaded.source_index if weights else None, source_weights=weights)
+                                source_index=source_index if weights else None, source_weights=weights)
         return WindowBatches.build(sampler, cfg.data.path, image_keys)
 
     return _RunData(data=data, train=train_data, val=val_data, stats=stats, identity=identities[0],
                     identities=identities, only_with=list(cfg.data.only_with), image_keys=image_keys,
-                    train_sampler=batches(train_data, cfg.data.weights or None),
+                    train_sampler=batches(train_data, weights),
                     val_sampler=batches(val_data) if val_data.num_episodes else None, eval_env=eval_env)
 
 
