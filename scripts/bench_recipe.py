@@ -1,0 +1,168 @@
+"""The recipe study of BENCHMARKS.md: one factor of the MTM training recipe at a time, scored by
+learning curves (normalised score against training CPU-minutes).
+
+Each run is `mtm train --config small` on one shared dataset (../shared/datasets) with one
+variant's `--set` overrides, evaluated in the env during training (train.eval_every, RCBC by
+default, the same reset seeds each time). The curve is read from the run's metrics.jsonl: the
+eval/normalized_score rows against charts/train_cpu_s (CPU seconds of the training steps alone,
+so evaluation does not count) and val/bc_mse (held-out action error). Every finished run is one
+record in results/recipe.json; a run whose record exists is skipped (resume by running again).
+
+Usage:
+  python scripts/bench_recipe.py --datasets hopper-expert-v5 --variants base,bc_tasks --seeds 1
+  python scripts/bench_recipe.py --variant "lr1e-3=train.lr=1e-3" --steps 3000 --jobs 2
+  python scripts/bench_recipe.py --table-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = ROOT.parent / "shared" / "datasets"
+RESULTS = ROOT / "results" / "recipe.json"
+RUNS = ROOT / "runs" / "bench" / "recipe"
+MTM = str(ROOT / ".venv" / "bin" / "mtm") if (ROOT / ".venv" / "bin" / "mtm").exists() else "mtm"
+
+# name -> the --set overrides that make it, on top of the `small` config.
+VARIANTS: dict[str, list[str]] = {
+    "base": [],
+    "policy_tasks": ["train.mask.modes={random_autoregressive: 0.4, rcbc: 0.4, bc: 0.2}"],
+    "policy_tasks_nohist": ["train.mask.modes={random_autoregressive: 0.4, rcbc: 0.4, bc: 0.2}",
+                            "train.mask.action_history=false", "train.eval_policy.action_history=false"],
+    "lr1e-3": ["train.lr=1e-3"],
+    "lr2e-4": ["train.lr=2e-4"],
+    "no_dropout": ["model.dropout=0"],
+    "loss_masked": ["train.loss_on=masked"],
+    "action_w4": ["train.loss_weights.actions=4"],
+    "no_history": ["train.eval_policy.action_history=false"],
+    "window2": ["data.window=2"],
+    "wide": ["model.width=192"],
+    "deep": ["model.encoder_layers=3", "model.decoder_layers=2"],
+}
+
+
+def run_key(dataset: str, variant: str, seed: int, steps: int) -> str:
+    return f"{dataset}/{variant}/seed{seed}/steps{steps}"
+
+
+def load_results() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+
+def save_results(results: dict, key: str) -> None:
+    """Add one record; re-read first, so several studies can run at once and share the file."""
+    merged = {**load_results(), key: results[key]}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, RESULTS)
+
+
+def curve_of(run_dir: Path) -> dict:
+    """Eval score, training CPU seconds and held-out action error by step, from metrics.jsonl."""
+    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    bc = {r["step"]: r["val/bc_mse"] for r in rows if "val/bc_mse" in r}
+    points, cpu = [], 0.0
+    for r in rows:  # in step order; an eval row's clock is the last logged one (log_every divides eval_every)
+        cpu = r.get("charts/train_cpu_s", cpu)
+        if "eval/normalized_score" in r:
+            points.append([r["step"], round(cpu, 1), round(r["eval/normalized_score"], 2), bc.get(r["step"])])
+    return {"curve": points}  # [step, train CPU s, normalised score, val bc_mse]
+
+
+def train_one(dataset: str, variant: str, overrides: list[str], seed: int, args) -> dict:
+    run_dir = RUNS / dataset / variant / f"seed{seed}"
+    cmd = [MTM, "train", "--config", args.config, "--data", str(DATA_DIR / f"{dataset}.hdf5"),
+           "--run-dir", str(run_dir), "--overwrite", "--no-progress",
+           "--set", f"train.steps={args.steps}", "--set", f"train.seed={seed}",
+           "--set", f"train.eval_every={args.eval_every}", "--set", f"train.eval_episodes={args.episodes}",
+           "--set", f"train.eval_policy.mode={args.mode}", "--set", f"train.val_every={args.eval_every}",
+           "--set", f"train.save_every={args.eval_every}", "--set", "train.keep_last=0", "--set", "train.eval_seed=0"]
+    for item in overrides:
+        cmd += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    print("$ " + " ".join(repr(c) if " " in c else c for c in cmd), flush=True)
+    start = time.time()
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{dataset}/{variant}/seed{seed} failed:\n{done.stderr[-2000:]}")
+    return {"dataset": dataset, "variant": variant, "overrides": overrides, "seed": seed, "steps": args.steps,
+            "mode": args.mode, "episodes": args.episodes, "threads": args.threads,
+            "wall_s": round(time.time() - start, 1), **curve_of(run_dir)}
+
+
+def table(results: dict, steps: int | None) -> str:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for rec in results.values():
+        if steps is None or rec["steps"] == steps:
+            groups.setdefault((rec["dataset"], rec["variant"]), []).append(rec)
+    lines = ["| dataset | variant | seeds | score by step (mean over seeds) | final | train CPU-min | val bc_mse |",
+             "|---|---|---:|---|---:|---:|---:|"]
+    for (dataset, variant), recs in sorted(groups.items()):
+        by_step: dict[int, list[float]] = {}
+        for rec in recs:
+            for step, _, score, _ in rec["curve"]:
+                by_step.setdefault(step, []).append(score)
+        curve = ", ".join(f"{s}: {statistics.mean(v):.1f}" for s, v in sorted(by_step.items()))
+        finals = [rec["curve"][-1][2] for rec in recs]
+        spread = f" ± {statistics.stdev(finals):.1f}" if len(finals) > 1 else ""
+        cpu = statistics.mean(rec["curve"][-1][1] for rec in recs) / 60
+        bc = [rec["curve"][-1][3] for rec in recs if rec["curve"][-1][3] is not None]
+        bc_text = f"{statistics.mean(bc):.4f}" if bc else "–"
+        lines.append(f"| {dataset} | {variant} | {len(recs)} | {curve} | {statistics.mean(finals):.1f}{spread} "
+                     f"| {cpu:.1f} | {bc_text} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="hopper-expert-v5,halfcheetah-expert-v5")
+    p.add_argument("--variants", default="base", help=f"comma-separated names from {list(VARIANTS)}")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE;KEY=VALUE",
+                   help="an ad-hoc variant (repeatable)")
+    p.add_argument("--config", default="small")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--mode", default="rcbc", choices=["bc", "rcbc"])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--jobs", type=int, default=1, help="runs at the same time (each with --threads)")
+    p.add_argument("--table-only", action="store_true")
+    args = p.parse_args()
+
+    variants = {name: VARIANTS[name] for name in filter(None, args.variants.split(","))}
+    for item in args.variant:
+        name, _, sets = item.partition("=")
+        variants[name] = [s for s in sets.split(";") if s]
+    results = load_results()
+    if not args.table_only:
+        if not DATA_DIR.is_dir():
+            sys.exit(f"no shared datasets at {DATA_DIR}")
+        todo = [(d, v, s) for s in range(args.seeds) for v in variants for d in args.datasets.split(",")
+                if run_key(d, v, s, args.steps) not in results]  # every variant's first seed first
+
+        def work(job):
+            dataset, variant, seed = job
+            rec = train_one(dataset, variant, variants[variant], seed, args)
+            key = run_key(dataset, variant, seed, args.steps)
+            results[key] = rec
+            save_results(results, key)
+            print(f"{dataset} {variant} seed{seed}: {rec['curve']}", flush=True)
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(work, todo))
+    print(table(load_results(), None if args.table_only else args.steps))
+
+
+if __name__ == "__main__":
+    main()
