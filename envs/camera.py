@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import mujoco
 import numpy as np
 
 from envs.tasks import TASKS
@@ -84,7 +85,6 @@ def tracking_camera(model: Any, data: Any) -> Any:
     The distance comes from the robot's own size, not ``model.stat.extent``: the extent covers the
     whole scene, floor included (8 m for HalfCheetah-v5, whose robot is about 1 m long).
     """
-    import mujoco
 
     root = robot_root(model)
     camera = mujoco.MjvCamera()
@@ -101,7 +101,6 @@ def tracking_camera(model: Any, data: Any) -> Any:
 def free_camera(settings: dict[str, Any]) -> Any:
     """A camera from free-camera settings (distance, azimuth, elevation, lookat, trackbodyid), the
     form gymnasium's ``default_camera_config`` and envs.tasks use. ``trackbodyid >= 0`` tracks."""
-    import mujoco
 
     camera = mujoco.MjvCamera()
     track = int(settings.get("trackbodyid", -1))
@@ -117,7 +116,6 @@ def free_camera(settings: dict[str, Any]) -> Any:
 
 def model_tracking_camera(model: Any) -> int | None:
     """Rule 2: the id of the model's camera that tracks a body ("track" first), or None."""
-    import mujoco
 
     modes = (mujoco.mjtCamLight.mjCAMLIGHT_TRACK, mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM)
     tracking = [c for c in range(model.ncam) if int(model.cam_mode[c]) in (int(m) for m in modes)]
@@ -130,7 +128,6 @@ def robot_camera(model: Any, data: Any, env_id: str | None = None) -> tuple[Any,
 
     ``data`` must hold a pose of the robot (after a reset): rule 3 measures the robot in it.
     """
-    import mujoco
 
 
     spec = TASKS.get(env_id) if env_id else None
@@ -152,7 +149,6 @@ class FloorUnderRobot:
     """Keeps a model's finite floor planes drawn under the robot (see the module doc)."""
 
     def __init__(self, model: Any, root: int | None = None) -> None:
-        import mujoco
 
         self.root = robot_root(model) if root is None else root
         # geom id -> the in-plane shift that leaves its look unchanged: one period of its texture
@@ -174,7 +170,6 @@ class FloorUnderRobot:
 
     def apply(self, scene: Any, data: Any) -> None:
         """Move the floors of an updated scene (``mjv_updateScene``) under the robot."""
-        import mujoco
 
         if not self.periods:
             return

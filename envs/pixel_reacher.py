@@ -86,6 +86,7 @@ def make_reacher_pixels(
     go to gymnasium's Reacher-v5 env (e.g. reward weights). Frames come from the rgb_array
     renderer, so ``render()`` returns a frame of the same size.
     """
+    # late: envs imports nothing heavy at import time (envs/__init__.py)
     from gymnasium.envs.mujoco.reacher_v5 import ReacherEnv
 
     if render_mode not in (None, "rgb_array"):

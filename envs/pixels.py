@@ -115,7 +115,7 @@ def free_render_contexts(sim: Any) -> None:
 
 
 def _camera_id(model: Any, camera: int | str) -> int:
-    import mujoco
+    import mujoco  # late: envs imports nothing heavy at import time (envs/__init__.py)
 
     if isinstance(camera, str):
         camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)

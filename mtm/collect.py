@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from tqdm import tqdm
+
 import mtm
 from envs.references import reference_scores
 from envs.tasks import TASKS, envs_with_expert
@@ -204,7 +206,6 @@ def _dataset_info(options: CollectOptions, runner: EpisodeRunner, description: s
 
 def collect(options: CollectOptions, progress: bool = True) -> CollectResult:
     """Run the collection described by ``options``; see the module docstring for Ctrl-C."""
-    from tqdm import tqdm
 
     _validate(options)
     check_output_path(options.output, options.overwrite)  # fail before any simulation

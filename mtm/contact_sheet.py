@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from mtm.video import EpisodeFrames, write_media
 
@@ -39,7 +40,6 @@ def tile_label(episode: EpisodeFrames, step: int) -> str:
 def contact_sheet(episodes: Sequence[EpisodeFrames], tiles_per_episode: int = TILES_PER_EPISODE,
                   columns: int = COLUMNS):
     """A PIL image of captioned tiles (see the module doc); frames keep their size."""
-    from PIL import Image, ImageDraw
 
     if tiles_per_episode < 1 or columns < 1:
         raise ValueError("a contact sheet needs at least one tile per episode and one column")

@@ -38,7 +38,7 @@ def configure_threads() -> None:
 
 def thread_summary() -> str:
     """'2 threads (OMP_WAIT_POLICY=PASSIVE)', with where the count came from when the user set it."""
-    import torch
+    import torch  # late: configure_threads must run before torch loads (module doc)
 
     source = " from OMP_NUM_THREADS" if os.environ.get("OMP_NUM_THREADS") else ""
     policy = os.environ.get("OMP_WAIT_POLICY", "default (active)")
@@ -67,7 +67,7 @@ def cpu_kernel_path() -> str:
 
     torch's ATen capability (AVX2 / AVX512; ATEN_CPU_CAPABILITY lowers it) refined by the CPU's bf16
     features (Linux /proc/cpuinfo), capped by oneDNN's view (ONEDNN_MAX_CPU_ISA lowers it)."""
-    import torch
+    import torch  # late: configure_threads must run before torch loads (module doc)
 
     aten = torch.backends.cpu.get_cpu_capability()
     if not cpu_native_bf16():
@@ -82,7 +82,7 @@ def cpu_kernel_path() -> str:
 
 def cpu_native_bf16() -> bool:
     """True where oneDNN runs bf16 matmuls in hardware (AVX512-BF16 / AMX; Arm with bf16)."""
-    import torch
+    import torch  # late: configure_threads must run before torch loads (module doc)
 
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -105,7 +105,7 @@ class Precision:
 
     def autocast(self, device: Any) -> AbstractContextManager:
         """bf16 autocast on `device` for bf16, a no-op for fp32."""
-        import torch
+        import torch  # late: configure_threads must run before torch loads (module doc)
 
         if self.dtype != "bf16":
             return nullcontext()
@@ -120,7 +120,7 @@ class Precision:
 
 def native_bf16(device: Any) -> tuple[bool, str]:
     """(does `device` multiply bf16 in hardware, a few words on what it is)."""
-    import torch
+    import torch  # late: configure_threads must run before torch loads (module doc)
 
     device = torch.device(device)
     if device.type == "cuda":

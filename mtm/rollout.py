@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol, Sequence, Union
 
 import gymnasium as gym
+from gymnasium import spaces
 import numpy as np
 
 from envs import register_envs
@@ -100,7 +101,6 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, pixels: Pixe
 
 
 def _finite_box(action_space: Any) -> tuple[np.ndarray, np.ndarray]:
-    from gymnasium import spaces
 
     if not isinstance(action_space, spaces.Box) or not (
         np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()
@@ -121,7 +121,6 @@ class RandomPolicy:
     STREAM = 1
 
     def __init__(self, action_space: Any, seed: int = 0) -> None:
-        from gymnasium import spaces
 
         if isinstance(action_space, spaces.Discrete):
             start, n = int(action_space.start), int(action_space.n)

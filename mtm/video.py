@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import mujoco
 
 from envs.camera import FloorUnderRobot, robot_camera
 from mtm.errors import ConfigError, MTMWarning, OutputError
@@ -96,7 +97,6 @@ class RolloutMedia:
 
 def mujoco_sim(env: Any) -> tuple[Any, Any]:
     """(model, data) of a gymnasium MuJoCo env; ConfigError for any other env."""
-    import mujoco
 
     sim = env.unwrapped
     model, data = getattr(sim, "model", None), getattr(sim, "data", None)
@@ -129,7 +129,6 @@ class RobotRenderer:
     """Square RGB frames of an env's robot, drawn from its simulator state with envs.camera's view."""
 
     def __init__(self, env: Any, size: int = DEFAULT_SIZE, quality: str | RenderQuality = DEFAULT_QUALITY) -> None:
-        import mujoco
 
 
         self.env = env
@@ -175,7 +174,6 @@ class RobotRenderer:
 
     def segmentation(self) -> np.ndarray:
         """(size, size) geom id shown by each pixel (-1: none or not a geom), from the same camera."""
-        import mujoco
 
         self._renderer.enable_segmentation_rendering()
         try:
@@ -286,7 +284,7 @@ def write_media(path: Path, suffix: str, what: str, write: Callable[[Path], None
 
 def write_video(path: Path, episodes: list[EpisodeFrames], fps: int) -> Path:
     """The frames of ``episodes``, one after another, as an mp4 at ``fps``; written atomically."""
-    import imageio.v2 as imageio
+    import imageio.v2 as imageio  # late: imageio loads its plugins; only a run that writes a video pays for it
 
     def write(tmp: Path) -> None:
         # macro_block_size=1: any frame size (ffmpeg would otherwise resize to a multiple of 16).

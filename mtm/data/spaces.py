@@ -28,7 +28,7 @@ def _decode_bound(values: list, shape: tuple[int, ...], dtype: np.dtype) -> np.n
 
 
 def space_to_dict(space: Any) -> dict[str, Any]:
-    from gymnasium import spaces
+    from gymnasium import spaces  # late: gymnasium is not loaded by mtm inspect / convert unless a space is built
 
     if isinstance(space, spaces.Box):
         return {
@@ -46,7 +46,7 @@ def space_to_dict(space: Any) -> dict[str, Any]:
 
 
 def space_from_dict(d: dict[str, Any]) -> Any:
-    from gymnasium import spaces
+    from gymnasium import spaces  # late: gymnasium is not loaded by mtm inspect / convert unless a space is built
 
     kind = d.get("type")
     if kind == "Box":

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 import mtm
 from envs.references import reference_entry
@@ -101,7 +102,6 @@ def evaluate_policy(
             recorder.check(runner.envs[0])
         bar = None
         if progress:
-            from tqdm.auto import tqdm
 
             bar = tqdm(total=episodes, desc=f"eval {env_id}", unit="episode", dynamic_ncols=True)
         results: dict[int, dict[str, Any]] = {}

@@ -61,7 +61,7 @@ def setup_runtime(device: str) -> Runtime:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Runtime(device=resolve_device(device))
-    import torch.distributed as dist
+    import torch.distributed as dist  # late: only torchrun (DDP) runs need it
 
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -75,7 +75,7 @@ def setup_runtime(device: str) -> Runtime:
 
 def teardown_runtime(rt: Runtime) -> None:
     if rt.distributed:
-        import torch.distributed as dist
+        import torch.distributed as dist  # late: only torchrun (DDP) runs need it
 
         if dist.is_initialized():
             dist.destroy_process_group()

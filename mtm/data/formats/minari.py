@@ -171,7 +171,7 @@ def _is_image_space(space: dict[str, Any] | None) -> bool:
 
 def _to_mtm_space(space: dict[str, Any]) -> dict[str, Any] | None:
     """One Minari leaf space as an mtm space dict; None for kinds mtm cannot describe."""
-    from gymnasium import spaces as gym_spaces
+    from gymnasium import spaces as gym_spaces  # late: only Minari files with spaces need gymnasium
 
     kind = space.get("type")
     if kind == "Discrete":
@@ -215,7 +215,7 @@ def decode_jpeg_frames(encoded: np.ndarray, where: str) -> np.ndarray:
     uint8 array with one frame's bytes per row (fixed-length storage).
     """
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, UnidentifiedImageError  # late: only JPEG image observations need Pillow
     except ImportError:
         raise DataError(f"{where}: images are JPEG-encoded; decoding them needs Pillow "
                         f"(pip install pillow)") from None

@@ -251,7 +251,7 @@ def _read_rows(ds: h5py.Dataset, out: np.ndarray, source: slice, dest: slice, wh
 
 def _derived_spaces(demo: h5py.Group) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Spaces from one demo's shapes: uint8 arrays are 0..255 images, the rest unbounded float32."""
-    from gymnasium import spaces
+    from gymnasium import spaces  # late: mtm inspect / convert load gymnasium only here
 
     def box(ds: h5py.Dataset) -> spaces.Box:
         shape = tuple(ds.shape[1:])
