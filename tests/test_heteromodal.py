@@ -488,6 +488,32 @@ def test_validation_scores_only_the_windows_that_have_the_task_modalities(files)
     assert mixed["rcbc"]["count"] == rewarded["rcbc"]["count"]
 
 
+def test_prediction_tasks_without_action_history_hide_the_past_actions_of_bc_and_rcbc_only(files, monkeypatch):
+    from mtm.evaluation.predictions import prediction_errors
+
+    a, _ = files
+    _, tokenizers = layout_and_tokenizers()
+    model = MTM(ModelConfig(width=16, encoder_layers=1, decoder_layers=1, heads=2), tokenizers, 4)
+    means = {"states": torch.zeros(3), "actions": torch.zeros(2)}
+    shown = []
+    predict = model.predict
+
+    def spy(batch, visible, valid=None, **kw):
+        shown.append(visible)
+        return predict(batch, visible, valid, **kw)
+
+    monkeypatch.setattr(model, "predict", spy)
+    sampler = WindowSampler(load_trajectories(a), 4)  # one batch: bc, rcbc, fd, id in that order
+    with_history = prediction_errors(model, sampler, means)
+    without = prediction_errors(model, sampler, means, action_history=False)
+    actions = model.layout.role("actions")
+    bc, rcbc, fd, id_ = shown[4:]
+    assert not bc[actions].any() and not rcbc[actions].any() and fd[actions].any() and id_[actions].any()
+    assert shown[0][actions].any() and shown[1][actions].any()  # with history: the past actions are shown
+    assert without["fd"]["mse"] == with_history["fd"]["mse"] and without["id"]["mse"] == with_history["id"]["mse"]
+    assert without["bc"]["mse"] != with_history["bc"]["mse"]
+
+
 def test_concat_widens_the_placeholder_actions_of_a_file_that_names_none(files, tmp_path):
     a, _ = files
     bare = dataclasses.replace(INFO, action_space=None)

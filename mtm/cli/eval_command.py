@@ -28,7 +28,8 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
 @click.option("--decrement/--constant", default=False, show_default=True,
               help="RCBC: lower the target by the rewards received, or hold it constant (official MTM).")
 @click.option("--action-history/--no-action-history", default=True, show_default=True,
-              help="Show the model the actions it took at the previous steps of the window, or only states (and returns).")
+              help="Show the model the actions it took at the previous steps of the window, or only states (and returns). "
+                   "With --task bc/rcbc: the same for the held-out windows.")
 @click.option("--seed", default=0, show_default=True, help="Episode i is reset with seed + i, whatever --num-envs is.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cuda", "cpu", "mps"]))
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
@@ -99,7 +100,8 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
         runtime.append(thread_summary())
     click.echo(", ".join(runtime))
     if tasks:
-        report = evaluate_predictions(ck, tasks=tuple(dict.fromkeys(tasks)), data_path=data, device=dev)
+        report = evaluate_predictions(ck, tasks=tuple(dict.fromkeys(tasks)), data_path=data, device=dev,
+                                      action_history=action_history)
         click.echo(f"prediction errors on {report['val_episodes']} held-out episodes of {report['data']} "
                    f"(MSE, raw units; baseline predicts the train mean):")
         for task, e in report["tasks"].items():

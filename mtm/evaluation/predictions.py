@@ -76,12 +76,15 @@ def prediction_errors(
     tasks: tuple[str, ...] = tuple(PREDICTION_TASKS),
     max_windows: int = 8192,
     batch_size: int = 1024,
+    action_history: bool = True,
 ) -> dict[str, dict]:
     """{task: {"mse", "baseline_mse", "ratio", "per_dim_mse", "per_dim_baseline_mse", "count"}}.
 
     Errors are mean squared errors in raw units (averaged over dimensions); `per_dim_*` keep the
     dimensions apart. At most `max_windows` windows, evenly spaced over the split, are scored, so the
     same model and data always give the same figures. The model is put in eval mode and restored.
+    action_history=False hides the past actions from bc and rcbc, as a policy without action history
+    acts (their offline errors then show whether the model needs its own actions to act).
     """
     chosen = [PREDICTION_TASKS[t] for t in tasks if PREDICTION_TASKS[t].applies_to(model)]
     if not chosen:
@@ -107,7 +110,10 @@ def prediction_errors(
                 if not rows.any():
                     continue
                 sub = {k: v[rows] for k, v in batch.items()}
-                pred = model.predict(sub, task.mask(model.layout, c), sub["valid"], heads=(task.target,))[task.target][:, t]
+                visible = task.mask(model.layout, c)
+                if not action_history and task.name in ("bc", "rcbc"):
+                    visible = visible & ~model.layout.role("actions")
+                pred = model.predict(sub, visible, sub["valid"], heads=(task.target,))[task.target][:, t]
                 truth = sub[task.target][:, t]
                 base = baseline_means[task.target].to(device).expand_as(truth)
                 acc = sums.setdefault(task.name, {"err": 0.0, "base": 0.0, "count": 0})
@@ -141,6 +147,7 @@ def evaluate_predictions(
     data_path: str | None = None,
     max_windows: int = 100_000,
     device: str | torch.device = "cpu",
+    action_history: bool = True,
 ) -> dict[str, Any]:
     """Prediction errors (raw units, per dimension and mean) on the checkpoint's held-out episodes."""
     data_cfg = config_from_dict(DataConfig, (checkpoint.config or {}).get("data", {}))
@@ -172,7 +179,8 @@ def evaluate_predictions(
     sampler = WindowSampler(val, model.window, device=device, keys=keys)
     stats = checkpoint.metadata["stats"]
     means = {k: torch.as_tensor(stats[k]["mean"], dtype=torch.float32) for k in ("states", "actions")}
-    errors = prediction_errors(model, sampler, means, tasks=tasks, max_windows=max_windows)
+    errors = prediction_errors(model, sampler, means, tasks=tasks, max_windows=max_windows,
+                               action_history=action_history)
     missing = [t for t in tasks if t not in errors]
     lacking = [m for m in ("actions", "rewards") if not val.present[m].any()]
     if missing and lacking:
@@ -187,6 +195,7 @@ def evaluate_predictions(
         "data": str(path),
         "val_episodes": val.num_episodes,
         "windows": sampler.num_windows,
+        "action_history": action_history,
         "tasks": errors,
         "note": "mean squared error in raw units on held-out episodes; baseline predicts the train mean",
     }
