@@ -80,7 +80,7 @@ def curve_of(run_dir: Path) -> dict:
 
 
 def train_one(dataset: str, variant: str, overrides: list[str], seed: int, args) -> dict:
-    run_dir = RUNS / dataset / variant / f"seed{seed}"
+    run_dir = RUNS / dataset / variant / f"seed{seed}-steps{args.steps}"
     cmd = [MTM, "train", "--config", args.config, "--data", str(DATA_DIR / f"{dataset}.hdf5"),
            "--run-dir", str(run_dir), "--overwrite", "--no-progress",
            "--set", f"train.steps={args.steps}", "--set", f"train.seed={seed}",
