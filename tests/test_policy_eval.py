@@ -228,3 +228,33 @@ def test_without_action_history_no_action_token_is_visible(run_dir):
     r = CliRunner().invoke(main, ["eval", "--checkpoint", str(run_dir), "--episodes", "2", "--num-envs", "2",
                                   "--no-action-history", "--no-progress"])
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("action_history", [True, False])
+def test_each_action_is_the_models_prediction_on_the_window_of_the_last_l_steps(run_dir, action_history):
+    """The policy's rolling buffers build exactly the windows the model trains on: at step t the
+    states of steps t-c..t (c = min(t, L-1)) at positions 0..c, the actions it took before, the
+    action at c hidden. Checked against model.predict on windows built from scratch."""
+    from mtm.model.masks import bc_mask
+
+    ck = load_checkpoint(run_dir)
+    model = load_model(ck)
+    policy = MTMPolicy(model, ck.metadata, mode="bc", num_envs=1, action_history=action_history)
+    policy.reset()
+    L, layout = model.window, model.layout
+    states = np.random.default_rng(1).normal(size=(9, 10)).astype(np.float32)
+    taken = []
+    for t in range(len(states)):
+        acted = torch.as_tensor(policy.act(states[t][None]))[0]
+        lo = max(0, t - L + 1)
+        c = t - lo
+        window = {"states": torch.zeros(1, L, 10), "actions": torch.zeros(1, L, acted.shape[0]),
+                  "returns": torch.zeros(1, L, 1), "timesteps": torch.arange(L)[None] + lo}
+        window["states"][0, : c + 1] = torch.as_tensor(states[lo: t + 1])
+        if c:
+            window["actions"][0, :c] = torch.stack(taken[lo:t])
+        mask = bc_mask(layout, c) if action_history else bc_mask(layout, c) & ~layout.role("actions")
+        expected = model.predict(window, mask[None], heads=("actions",))["actions"][0, c]
+        expected = torch.maximum(torch.minimum(expected, policy.action_high), policy.action_low)
+        torch.testing.assert_close(acted, expected, atol=1e-5, rtol=1e-5)
+        taken.append(acted)
