@@ -101,13 +101,13 @@ def train_one(dataset: str, variant: str, overrides: list[str], seed: int, args)
 
 
 def table(results: dict, steps: int | None) -> str:
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[str, str, int], list[dict]] = {}
     for rec in results.values():
         if steps is None or rec["steps"] == steps:
-            groups.setdefault((rec["dataset"], rec["variant"]), []).append(rec)
-    lines = ["| dataset | variant | seeds | score by step (mean over seeds) | final | train CPU-min | val bc_mse |",
-             "|---|---|---:|---|---:|---:|---:|"]
-    for (dataset, variant), recs in sorted(groups.items()):
+            groups.setdefault((rec["dataset"], rec["variant"], rec["steps"]), []).append(rec)
+    lines = ["| dataset | variant | steps | seeds | score by step (mean over seeds) | final | train CPU-min | val bc_mse |",
+             "|---|---|---:|---:|---|---:|---:|---:|"]
+    for (dataset, variant, budget), recs in sorted(groups.items()):
         by_step: dict[int, list[float]] = {}
         for rec in recs:
             for step, _, score, _ in rec["curve"]:
@@ -118,7 +118,7 @@ def table(results: dict, steps: int | None) -> str:
         cpu = statistics.mean(rec["curve"][-1][1] for rec in recs) / 60
         bc = [rec["curve"][-1][3] for rec in recs if rec["curve"][-1][3] is not None]
         bc_text = f"{statistics.mean(bc):.4f}" if bc else "–"
-        lines.append(f"| {dataset} | {variant} | {len(recs)} | {curve} | {statistics.mean(finals):.1f}{spread} "
+        lines.append(f"| {dataset} | {variant} | {budget} | {len(recs)} | {curve} | {statistics.mean(finals):.1f}{spread} "
                      f"| {cpu:.1f} | {bc_text} |")
     return "\n".join(lines)
 
