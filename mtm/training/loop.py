@@ -129,12 +129,12 @@ class _StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def truncate_metrics(path: Path, step: int) -> None:
+def truncate_metrics(path: Path, step: int) -> list[dict]:
     """Keep the rows of metrics.jsonl up to `step`, the checkpoint a run resumes from: the steps
-    after it are trained and logged again. A row cut short by a kill goes too."""
+    after it are trained and logged again. A row cut short by a kill goes too. Returns the rows kept."""
     if not path.exists():
-        return
-    kept = []
+        return []
+    kept, rows = [], []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             row = json.loads(line)
@@ -142,20 +142,26 @@ def truncate_metrics(path: Path, step: int) -> None:
             continue
         if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
             kept.append(line + "\n")
+            rows.append(row)
     atomic_write_text(path, "".join(kept))
+    return rows
 
 
 class _Logger:
     """TensorBoard scalars plus metrics.jsonl (machine-readable), rank 0 only. On resume from step
-    s, both forget what a killed run logged after s (TensorBoard's purge_step does it for events)."""
+    s, both forget what a killed run logged after s (TensorBoard's purge_step does it for events),
+    and `clocks` are the training wall and CPU seconds the run had logged by s."""
 
     def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None = None) -> None:
         self.enabled = enabled
         self.writer = None
         self.jsonl = None
+        self.clocks = (0.0, 0.0)
         if enabled:
             if resume_step is not None:
-                truncate_metrics(run_dir / METRICS_FILE, resume_step)
+                for row in truncate_metrics(run_dir / METRICS_FILE, resume_step):
+                    self.clocks = (row.get("charts/train_wall_s", self.clocks[0]),
+                                   row.get("charts/train_cpu_s", self.clocks[1]))
             self.writer = SummaryWriter(str(run_dir), purge_step=None if resume_step is None else resume_step + 1)
             self.jsonl = open(run_dir / METRICS_FILE, "a")
 
@@ -481,16 +487,6 @@ def _clocks() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
-def _resumed_clocks(metrics_file: Path) -> tuple[float, float]:
-    """The training clocks a resumed run continues from: the last row of its (truncated) metrics."""
-    wall = cpu = 0.0
-    if metrics_file.exists():
-        for line in metrics_file.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            wall, cpu = row.get("charts/train_wall_s", wall), row.get("charts/train_cpu_s", cpu)
-    return wall, cpu
-
-
 # ---------------------------------------------------------------------------------------------
 # The loop
 
@@ -611,8 +607,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
         return path
 
     last_saved = checkpoint.path if checkpoint is not None else None
-    clocks = _resumed_clocks(run_dir / METRICS_FILE) if checkpoint and rt.is_main else (0.0, 0.0)
-    meter = _LossMeter(model.outputs, rt.device, clocks)
+    meter = _LossMeter(model.outputs, rt.device, logger.clocks)
     val_errors: dict = {}
     eval_report: dict | None = None
     interrupted = False
