@@ -53,6 +53,8 @@ import sys
 import time
 from pathlib import Path
 
+from mtm.io import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT.parent / "shared" / "datasets"
 MTM = str(ROOT / ".venv" / "bin" / "mtm") if (ROOT / ".venv" / "bin" / "mtm").exists() else "mtm"
@@ -113,7 +115,7 @@ class Steps:
                            "cpu_s": round((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), 1),
                            "started": started, "load_avg_1min": round(load_avg, 2)}
         self.record.parent.mkdir(parents=True, exist_ok=True)
-        self.record.write_text(json.dumps(self.done, indent=1) + "\n")
+        atomic_write_text(self.record, json.dumps(self.done, indent=1) + "\n")
         if proc.returncode != 0:
             print(f"  -> exit code {proc.returncode}", flush=True)
         return proc.returncode == 0
@@ -260,7 +262,7 @@ def render(results: dict, command: str) -> str:
 def write_outputs(args, seeds: list[int], command: str) -> None:
     results = collect(args, seeds)
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=1) + "\n")
+    atomic_write_text(args.results, json.dumps(results, indent=1) + "\n")
     block = render(results, command)
     print(block)
     if args.no_benchmarks:

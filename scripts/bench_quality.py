@@ -46,6 +46,8 @@ from pathlib import Path
 
 import yaml
 
+from mtm.io import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "results" / "quality.json"
@@ -76,11 +78,9 @@ def load_results() -> dict:
 
 
 def save_results(results: dict) -> None:
-    """Atomically: a kill leaves the previous file, never half of one."""
+    """Atomically (mtm.io): a kill leaves the previous file, never half of one."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, RESULTS)
+    atomic_write_text(RESULTS, json.dumps(results, indent=1, sort_keys=True) + "\n")
 
 
 def run(cmd: list[str], env_prefix: dict[str, str], dry_run: bool) -> tuple[int, str, dict]:

@@ -26,6 +26,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from mtm.io import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "results" / "recipe.json"
@@ -62,9 +64,7 @@ def save_results(results: dict, key: str) -> None:
     """Add one record; re-read first, so several studies can run at once and share the file."""
     merged = {**load_results(), key: results[key]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, RESULTS)
+    atomic_write_text(RESULTS, json.dumps(merged, indent=1, sort_keys=True) + "\n")
 
 
 def curve_of(run_dir: Path) -> dict:
