@@ -16,8 +16,10 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -209,6 +211,27 @@ def write_json(path: Path | None, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print(f"\nwrote {path}")
+
+
+def run_command(cmd: Sequence[Any], env: Mapping[str, str], cwd: Path, *, capture: bool = False,
+                dry_run: bool = False) -> tuple[int, str, dict[str, Any]]:
+    """Print `ENV=... cmd`, run it, and return (exit code, stdout if captured, timing): the command
+    line as shown, its start, wall seconds, CPU seconds of the child alone (user + system) and the
+    1-minute load average at its start. Benchmarks that drive the mtm command line use this."""
+    shown = " ".join([f"{k}={v}" for k, v in env.items()] + [shlex.join(map(str, cmd))])
+    print(f"$ {shown}", flush=True)
+    if dry_run:
+        return 0, "", {}
+    started, load = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), os.getloadavg()[0]
+    r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+    proc = subprocess.run([str(c) for c in cmd], env=dict(os.environ, **env), cwd=cwd,
+                          stdout=subprocess.PIPE if capture else None, text=True)
+    t1, r1 = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        print(f"  -> exit code {proc.returncode}", flush=True)
+    return proc.returncode, proc.stdout or "", {
+        "command": shown, "started": started, "wall_s": round(t1 - t0, 1), "load_avg_1min": round(load, 2),
+        "cpu_s": round((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), 1)}
 
 
 # ---------------------------------------------------------------------------------------------

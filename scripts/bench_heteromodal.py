@@ -44,13 +44,8 @@ import bench_common  # noqa: F401  (first: threads and OpenMP waiting, as under 
 import argparse
 import datetime
 import json
-import os
-import resource
-import shlex
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from mtm.io import atomic_write_text
@@ -99,26 +94,17 @@ class Steps:
         self.done = (load(record) or {}) if not dry_run else {}
 
     def run(self, name: str, cmd: list[str], capture: Path | None = None) -> bool:
-        shown = " ".join([f"{k}={v}" for k, v in self.env.items()] + [shlex.join(map(str, cmd))])
-        print(f"$ {shown}", flush=True)
+        code, out, timing = bench_common.run_command(cmd, self.env, ROOT, capture=capture is not None,
+                                                     dry_run=self.dry_run)
         if self.dry_run:
             return True
-        r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
-        started, load_avg = now(), os.getloadavg()[0]
-        proc = subprocess.run([str(c) for c in cmd], env=dict(os.environ, **self.env), cwd=ROOT,
-                              stdout=subprocess.PIPE if capture else None, text=True)
-        t1, r1 = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
-        if capture is not None and proc.returncode == 0:
+        if capture is not None and code == 0:
             capture.parent.mkdir(parents=True, exist_ok=True)
-            capture.write_text(proc.stdout)
-        self.done[name] = {"command": shown, "returncode": proc.returncode, "wall_s": round(t1 - t0, 1),
-                           "cpu_s": round((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), 1),
-                           "started": started, "load_avg_1min": round(load_avg, 2)}
+            capture.write_text(out)
+        self.done[name] = {**timing, "returncode": code}
         self.record.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.record, json.dumps(self.done, indent=1) + "\n")
-        if proc.returncode != 0:
-            print(f"  -> exit code {proc.returncode}", flush=True)
-        return proc.returncode == 0
+        return code == 0
 
 
 def final_checkpoint(run_dir: Path, steps: int) -> Path:

@@ -31,17 +31,15 @@ Usage:
 
 from __future__ import annotations
 
+import bench_common  # noqa: F401  (first: threads and OpenMP waiting, as under the mtm command)
+
 import argparse
 import datetime
 import json
 import os
 import platform
-import resource
-import shlex
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -66,10 +64,6 @@ COLUMNS = [("mtm", "bc", "MTM (BC)"), ("mtm", "rcbc", "MTM (RCBC)"), ("mlp-bc", 
 QUALITY_FRACTION = 0.9  # time-to-quality: CPU-minutes to reach this share of the best final score
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
 def load_results() -> dict:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results.setdefault("datasets", {})
@@ -84,20 +78,8 @@ def save_results(results: dict) -> None:
 
 
 def run(cmd: list[str], env_prefix: dict[str, str], dry_run: bool) -> tuple[int, str, dict]:
-    """Print and run one command; its exit code, stdout and timing (CPU = this child only)."""
-    shown = " ".join([f"{k}={v}" for k, v in env_prefix.items()] + [shlex.join(cmd)])
-    print(f"$ {shown}", flush=True)
-    if dry_run:
-        return 0, "", {}
-    load, started = os.getloadavg()[0], now()
-    r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
-    proc = subprocess.run(cmd, env=dict(os.environ, **env_prefix), cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    t1, r1 = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        print(f"  -> exit code {proc.returncode}", flush=True)
-    return proc.returncode, proc.stdout, {
-        "command": shown, "started": started, "wall_s": round(t1 - t0, 1), "load_avg_1min": round(load, 2),
-        "cpu_s": round((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), 1)}
+    """Print and run one command in ROOT; its exit code, stdout and timing (CPU = this child only)."""
+    return bench_common.run_command(cmd, env_prefix, ROOT, capture=True, dry_run=dry_run)
 
 
 def dataset_entry(ds: str, results: dict, dry_run: bool) -> None:

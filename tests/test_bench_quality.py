@@ -1,9 +1,12 @@
 """scripts/bench_quality.py's tables: final scores and time-to-quality from learning-curve records."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_quality.py"
+if str(SCRIPT.parent) not in sys.path:
+    sys.path.insert(0, str(SCRIPT.parent))  # the script imports bench_common, as when run from scripts/
 spec = importlib.util.spec_from_file_location("bench_quality", SCRIPT)
 bq = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bq)
