@@ -49,6 +49,9 @@ VARIANTS: dict[str, list[str]] = {
     "window2": ["data.window=2"],
     "wide": ["model.width=192"],
     "deep": ["model.encoder_layers=3", "model.decoder_layers=2"],
+    "ema999": ["train.ema_decay=0.999"],
+    "ema995": ["train.ema_decay=0.995"],
+    "batch128": ["train.batch_size=128"],  # run it at twice the steps: the same CPU budget
 }
 
 

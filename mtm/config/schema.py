@@ -58,6 +58,7 @@ class TrainConfig:
     weight_decay: float = 0.005  # applied to Linear/attention weights only, never biases or norms
     warmup_steps: int = 40_000  # linear warm-up from 0, then cosine decay to 0 at `steps`
     grad_clip: float = 1.0  # clip the global gradient norm to this; 0 disables clipping
+    ema_decay: float = 0.0  # keep an exponential moving average of the weights with this decay (e.g. 0.999): checkpoints, validation and evaluation then use the average (mtm.training.ema); 0 = off
     loss_on: Literal["all", "masked"] = "all"  # reconstruct every token (MTM) or hidden ones only
     loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)  # per modality; absent = 1
     mask: MaskConfig | str = dataclasses.field(default_factory=MaskConfig)  # the training mask (section below); the short form "random_autoregressive:0.8,bc:0.2" sets its modes
@@ -94,6 +95,7 @@ class TrainConfig:
         for name in ("warmup_steps", "val_every", "save_every", "eval_every", "keep_last", "grad_clip", "weight_decay"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         _check(all(0.0 <= b < 1.0 for b in self.betas), f"betas must be in [0, 1), got {list(self.betas)}")
         for key, weight in self.loss_weights.items():
             _check(weight >= 0, f"loss_weights.{key} must be >= 0, got {weight}")

@@ -62,6 +62,7 @@ from mtm.training.memory import release_free_memory
 from mtm.training.optim import build_optimizer, build_scheduler
 from mtm.training.rundir import CONFIG_FILE, METRICS_FILE, RunDirectory
 from mtm.training.runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
+from mtm.training.ema import WeightAverage
 from mtm.training.step import TrainStep
 from mtm.video import RolloutMedia
 
@@ -216,10 +217,12 @@ def _image_keys(cfg: RunConfig, data: Trajectories) -> list[str]:
 
 
 def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step: int) -> dict:
-    """Roll the current model out in its env; training's RNG streams are left exactly as they were."""
+    """Roll the current model out in its env; training's RNG streams and the model's mode are left
+    exactly as they were."""
     # The policy acts at the run's own precision unless train.eval_policy.precision says otherwise.
     policy = tc.eval_policy if tc.eval_policy.precision != "auto" else tc.eval_policy.replace(precision=tc.precision)
     rng = capture_rng_state()
+    was_training = model.training
     try:
         def factory(slots: int) -> MTMPolicy:
             return MTMPolicy(model, metadata, policy, num_envs=slots, device=next(model.parameters()).device)
@@ -235,7 +238,7 @@ def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step
                                seed=tc.eval_seed, media=media,
                                pixels=PixelSpec.from_dict(metadata["data_info"].get("pixels")))
     finally:
-        model.train()
+        model.train(was_training)
         restore_rng_state(rng)
 
 
@@ -412,10 +415,13 @@ def _run_metadata(cfg: RunConfig, run: _RunData, model: torch.nn.Module) -> dict
     }
 
 
-def _restore_train_state(checkpoint, optimizer, scheduler, rt: Runtime, seed: int) -> int:
-    """Optimizer, schedule and RNG state of a checkpoint; returns the step to continue from. Rank 0
-    restores its saved RNG; other ranks reseed dropout from (seed, rank, step)."""
+def _restore_train_state(checkpoint, model, optimizer, scheduler, rt: Runtime, seed: int) -> tuple[int, dict]:
+    """Optimizer, schedule and RNG state of a checkpoint, and the trained weights where the
+    checkpoint's model file holds their average; returns the step to continue from and the state.
+    Rank 0 restores its saved RNG; other ranks reseed dropout from (seed, rank, step)."""
     state = checkpoint.load_train_state(device=rt.device)
+    if "raw_model" in state:  # saved with train.ema_decay > 0: model.safetensors is the average
+        model.load_state_dict(state["raw_model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     step = int(state["step"])
@@ -423,7 +429,17 @@ def _restore_train_state(checkpoint, optimizer, scheduler, rt: Runtime, seed: in
         restore_rng_state(state["rng"])
     else:
         seed_everything(int(np.random.SeedSequence([seed, rt.rank, step]).generate_state(1)[0]))
-    return step
+    return step, state
+
+
+def _weight_average(tc, model, checkpoint, state: dict) -> WeightAverage:
+    """The EMA of the weights, resumed from a checkpoint that kept one (its model file is the
+    average), else started from the current weights."""
+    if checkpoint is not None and "raw_model" in state:
+        average = WeightAverage(model, tc.ema_decay, updates=int(state["ema_updates"]))
+        average.model.load_state_dict(checkpoint.model_state)
+        return average
+    return WeightAverage(model, tc.ema_decay)
 
 
 class _LossMeter:
@@ -569,7 +585,12 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
 
     optimizer = build_optimizer(model, tc, rt.device)
     scheduler = build_scheduler(optimizer, tc)
-    start_step = _restore_train_state(checkpoint, optimizer, scheduler, rt, tc.seed) if checkpoint else 0
+    start_step, state = 0, {}
+    if checkpoint is not None:
+        start_step, state = _restore_train_state(checkpoint, model, optimizer, scheduler, rt, tc.seed)
+    # Only rank 0 validates, evaluates and saves, so only it keeps the average.
+    average = _weight_average(tc, model, checkpoint, state) if tc.ema_decay > 0 and rt.is_main else None
+    policy_model = average.model if average is not None else model  # what is saved, validated and evaluated
 
     forward = model
     if rt.distributed:
@@ -579,7 +600,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     precision = resolve_precision(tc.precision, rt.device)
     train_step = TrainStep(model, forward, optimizer, scheduler, train_sampler, MaskMixture.from_config(tc.mask), tc,
                            batch_size=local_batch, device=rt.device, autocast=precision.autocast(rt.device),
-                           rank=rt.rank, image_keys=image_keys)
+                           rank=rt.rank, image_keys=image_keys, average=average)
     runtime = _runtime_info(rt, precision)
     if rt.is_main and say is not None:
         say(_describe_runtime(runtime))
@@ -597,10 +618,13 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                                 f"{run_data.val.num_episodes} val episodes, {train_sampler.num_windows} train windows")
 
     def save(step: int) -> Path:
+        train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                       "step": step, "rng": capture_rng_state()}
+        if average is not None:
+            train_state.update(raw_model=model.state_dict(), ema_updates=average.updates)
         path = save_checkpoint(
-            run_dir, step, model_state=model.state_dict(), config=config_to_dict(cfg), metadata=metadata,
-            train_state={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "step": step, "rng": capture_rng_state()},
+            run_dir, step, model_state=policy_model.state_dict(), config=config_to_dict(cfg), metadata=metadata,
+            train_state=train_state,
             keep_last=tc.keep_last,
         )
         run.commit()  # the new run has a checkpoint: an earlier run it replaces can go now
@@ -650,12 +674,12 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                 if rt.is_main and val_sampler is not None and tc.val_every and (
                     step % tc.val_every == 0 or step == tc.steps
                 ):
-                    val_errors = prediction_errors(model, val_sampler, baseline_means, max_windows=tc.val_windows)
+                    val_errors = prediction_errors(policy_model, val_sampler, baseline_means, max_windows=tc.val_windows)
                     logger.scalars(step, _val_scalars(val_errors))
                     meter.restart_clock()  # validation time is not training throughput
 
                 if rt.is_main and tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
-                    eval_report = _evaluate_in_env(model, metadata, tc, run_data.eval_env, run_dir, step)
+                    eval_report = _evaluate_in_env(policy_model, metadata, tc, run_data.eval_env, run_dir, step)
                     logger.scalars(step, _eval_scalars(eval_report))
                     if eval_report.get("contact_sheet"):
                         logger.image("eval/contact_sheet", eval_report["contact_sheet"], step)

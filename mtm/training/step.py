@@ -2,6 +2,7 @@
 
     sample windows -> draw a mask per sample -> forward (autocast) -> loss -> backward
     -> clip (or measure) the gradient norm -> flag a non-finite loss -> AdamW step -> LR step
+    -> update the weight average (train.ema_decay > 0)
 
 It lives apart from the loop so that scripts/bench_train.py times this very step rather than a
 copy that could drift from what users run.
@@ -19,6 +20,7 @@ import torch
 
 from mtm.model.loss import mtm_loss
 from mtm.model.masks import MaskMixture, hide_absent
+from mtm.training.ema import WeightAverage
 
 
 def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
@@ -48,6 +50,7 @@ class TrainStep:
     autocast: AbstractContextManager
     rank: int = 0
     image_keys: Sequence[str] = ()
+    average: WeightAverage | None = None  # the EMA of the weights, on the process that keeps it
     # Non-finite losses so far, counted on the device: reading it every step would sync the device.
     nonfinite: torch.Tensor = field(init=False)
 
@@ -87,6 +90,8 @@ class TrainStep:
         self.nonfinite += (~torch.isfinite(loss.detach())).int()
         self.optimizer.step()
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update(model)
         if mark is not None:
             mark("optim")
         return loss, parts, grad_norm
