@@ -1,21 +1,18 @@
 """The camera a video of a MuJoCo task is seen from: one that keeps the robot in view.
 
-gymnasium's rgb_array view does not follow the robot: in gymnasium 1.4 the v5 locomotion tasks
-render from a free camera placed once near the start (Hopper-v5 / Walker2d-v5 name a
-``trackbodyid``, but the camera type stays free, so MuJoCo ignores it); an expert cheetah leaves
-that view within about two seconds. ``robot_camera`` takes the first of:
+gymnasium's rgb_array view does not: the v5 locomotion tasks render from a free camera placed once
+(a ``trackbodyid`` is ignored while the camera type stays free), which an expert cheetah leaves in
+about two seconds. ``robot_camera`` takes the first of:
 
-1. the task's own video camera (``envs.tasks.TaskSpec.video_camera``), e.g. Reacher's top-down view
-   of the arena, where the target must be in the picture;
+1. the task's own video camera (``envs.tasks.TaskSpec.video_camera``), e.g. Reacher's top-down view;
 2. the model's own camera with mode ``track`` or ``trackcom`` (gymnasium's HalfCheetah, Hopper,
-   Walker2d, Ant, Humanoid and Swimmer models define one, "track"), which MuJoCo moves with the robot;
+   Walker2d, Ant, Humanoid and Swimmer define one, "track"), which MuJoCo moves with the robot;
 3. a free ``mjCAMERA_TRACKING`` camera on the robot's root body, from the side and a little above,
    at a distance where the robot fills about two thirds of the frame's height.
 
-A following camera soon outruns the finite floor planes the models draw (40 m half-size for
-HalfCheetah-v5, against ~300 m an expert cheetah covers), and a robot over a grey void does not
-look as if it moved. ``FloorUnderRobot`` shifts the drawn floor with the robot by whole periods of
-its texture, so the checkerboard stays put in the world; only the picture changes.
+A following camera soon outruns the finite floor planes the models draw (HalfCheetah-v5's is 40 m
+half-size, an expert cheetah covers ~300 m): ``FloorUnderRobot`` shifts the drawn floor with the
+robot by whole periods of its texture, so the checkerboard stays put in the world.
 """
 
 from __future__ import annotations
@@ -66,15 +63,10 @@ def tracking_camera(model: Any, data: Any) -> Any:
     """Rule 3: a free camera that tracks the robot's root body at a distance that fits the robot's
     own size (``model.stat.extent`` covers the whole scene, floor included)."""
     root = robot_root(model)
-    camera = mujoco.MjvCamera()
-    camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
-    camera.trackbodyid = root
-    camera.azimuth = SIDE_AZIMUTH
-    camera.elevation = SIDE_ELEVATION
     half_fov = math.radians(float(model.vis.global_.fovy)) / 2
-    camera.distance = FIT * robot_radius(model, data, root) / math.sin(half_fov)
-    camera.lookat[:] = data.subtree_com[root]
-    return camera
+    return free_camera({"trackbodyid": root, "azimuth": SIDE_AZIMUTH, "elevation": SIDE_ELEVATION,
+                        "distance": FIT * robot_radius(model, data, root) / math.sin(half_fov),
+                        "lookat": data.subtree_com[root]})
 
 
 def free_camera(settings: dict[str, Any]) -> Any:

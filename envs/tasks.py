@@ -1,8 +1,8 @@
 """The tasks mtm knows by name: what they are, whether a scripted expert exists, how to collect data.
 
-Any gymnasium id works with ``mtm collect --policy random`` and with evaluation; TASKS only adds
-what mtm knows beyond the registry: a scripted expert, a default dataset recipe and reference
-scores. Plain gymnasium ids (like Reacher-v5) need no registration of their own.
+Any gymnasium id works with ``mtm collect --policy random`` and with evaluation; TASKS adds what mtm
+knows beyond the registry: a scripted expert, a default dataset recipe, reference scores, pixel and
+video views.
 """
 
 from __future__ import annotations

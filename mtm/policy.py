@@ -1,36 +1,25 @@
-"""A trained MTM as a batched policy: K environments, one forward pass per step, on any device.
-
-    policy = MTMPolicy.from_checkpoint("runs/reacher", num_envs=K, mode="rcbc")
-    policy.reset(np.arange(K))                 # at the start of the episodes
-    actions = policy.act(observations)         # (K, obs_dim) or a dict of arrays -> (K, act_dim)
-    policy.observe(rewards)                    # optional: only "decrement" targets need it
+"""A trained MTM as a batched policy: K environments, one forward pass per step, on any device
+(usage: README, "Using a trained policy in your own loop").
 
 The last L states, actions and return tokens of each environment live in (K, L, ...) tensors on the
 device. At step t the current state goes to position c = min(t, L-1) (older steps shift out at the
 front once the window is full); positions after c are the hidden future, as in a training window
 that starts at an episode's beginning, so the first steps need no padding the model never saw.
+Modes are masks (mtm.model.masks): bc shows states 0..c and actions 0..c-1 and reads the action at
+c; rcbc adds the return token at every position; action_history=False hides the past actions too.
 
-Modes are masks (mtm.model.masks), the network is the same:
-    bc     states 0..c and actions 0..c-1 visible; read the action at c
-    rcbc   bc plus the return token at every position, set to the target return (below)
-With action_history=False the past actions are hidden as well (states and returns only).
-
-RCBC target: an episode return G, given (`target_return`) or as a position p between the worst and
-the best training episode return (`target_fraction`, default 1.0): G = min + p (max - min), so p > 1
-asks for more than the best seen, whatever the sign of the returns (the reference MTM evaluation's
-convention). It becomes the return token of the data (mtm.data.returns): held constant (the token
-of an episode that achieves G, at its start; official MTM) or, with `decrement=True`, the token of
-the return still to come, G minus the rewards received so far (Decision Transformer style):
+RCBC target: an episode return G, given or as G = min + p (max - min) of the training episode returns
+(p = 1: the best seen, whatever their sign; the reference MTM evaluation's convention). It becomes
+the data's return token (mtm.data.returns), held constant (official MTM) or, with `decrement`, that
+of the return still to come, G minus the rewards received so far (Decision Transformer style):
     sum          G                       | G - received
     average      G / H                   | (G - received) / (H - t)
     discounted   (G / H)(1 - γ^H)/(1 - γ) | ((G - received) / (H - t)) (1 - γ^(H-t))/(1 - γ)
 where H is the data's rtg horizon. A target must be finite and within TARGET_RANGES times the range
 of the training returns: beyond it the model only extrapolates, and targets like 1e30 overflow into NaN.
 
-Actions are decoded to raw units and clipped to the action space. A non-finite action is never
-returned (clipping cannot repair a NaN): act() raises NonFiniteActionError, because an evaluation
-must not report returns of a policy that does not exist. `precision` works as in training
-(mtm.hardware).
+Actions are decoded to raw units and clipped to the action space. Clipping cannot repair a NaN, and an
+evaluation must not report returns of a policy that does not exist: act() raises NonFiniteActionError.
 """
 
 from __future__ import annotations

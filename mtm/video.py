@@ -11,13 +11,12 @@ observations come from) keeps its settings: a video never changes what a pixel p
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import mujoco
@@ -98,22 +97,6 @@ def mujoco_sim(env: Any) -> tuple[Any, Any]:
     return model, data
 
 
-@contextlib.contextmanager
-def _model_visual(model: Any, **values: int) -> Iterator[None]:
-    """Set model.vis.quality / .global_ fields while a renderer is created: MuJoCo reads them once,
-    when a rendering context is made; restoring them keeps the env's own renderer as the env made it."""
-    groups = {"offwidth": model.vis.global_, "offheight": model.vis.global_,
-              "offsamples": model.vis.quality, "shadowsize": model.vis.quality}
-    saved = {name: getattr(groups[name], name) for name in values}
-    try:
-        for name, value in values.items():
-            setattr(groups[name], name, value)
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(groups[name], name, value)
-
-
 class RobotRenderer:
     """Square RGB frames of an env's robot, drawn from its simulator state with envs.camera's view."""
 
@@ -123,14 +106,19 @@ class RobotRenderer:
         self.size = check_size(size)
         # A preset's name, or effects of one's own (scripts/bench_video.py times them one by one).
         self.quality = quality if isinstance(quality, RenderQuality) else check_quality(quality)
-        settings = {"offwidth": max(self.model.vis.global_.offwidth, self.size),
-                    "offheight": max(self.model.vis.global_.offheight, self.size),
-                    "offsamples": self.quality.multisamples}
-        if self.quality.shadows:
-            # envs.pixels turns the map off on models it renders observations for.
-            settings["shadowsize"] = self.model.vis.quality.shadowsize or _SHADOW_MAP
-        with _model_visual(self.model, **settings):
+        # MuJoCo reads these once, when a rendering context is made; restoring them afterwards keeps the
+        # env's own renderer exactly as the env made it.
+        vis = self.model.vis
+        saved = (vis.global_.offwidth, vis.global_.offheight, vis.quality.offsamples, vis.quality.shadowsize)
+        vis.global_.offwidth = max(vis.global_.offwidth, self.size)
+        vis.global_.offheight = max(vis.global_.offheight, self.size)
+        vis.quality.offsamples = self.quality.multisamples
+        if self.quality.shadows:  # envs.pixels turns the map off on models it renders observations for
+            vis.quality.shadowsize = vis.quality.shadowsize or _SHADOW_MAP
+        try:
             self._renderer = mujoco.Renderer(self.model, self.size, self.size)
+        finally:
+            vis.global_.offwidth, vis.global_.offheight, vis.quality.offsamples, vis.quality.shadowsize = saved
         self._give_back_context()
         flags = self._renderer.scene.flags
         flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self.quality.shadows

@@ -13,13 +13,10 @@ from mtm.cli.group import main
 from mtm.data.formats import FORMATS
 from mtm.errors import ConfigError
 
-_FORMAT_OPTION = click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), default=None,
-    help="Source format. [default: detected from the file's layout]",
-)
-_FILTER_KEY_OPTION = click.option(
-    "--filter-key", default=None, help="robomimic only: read just the demos listed under mask/<KEY>.",
-)
+_FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+                              help="Source format. [default: detected from the file's layout]")
+_FILTER_KEY_OPTION = click.option("--filter-key", default=None,
+                                  help="robomimic only: read just the demos listed under mask/<KEY>.")
 
 
 @main.command()
