@@ -8,8 +8,8 @@ that starts at an episode's beginning, so the first steps need no padding the mo
 Modes are masks (mtm.model.masks): bc shows states 0..c and actions 0..c-1 and reads the action at
 c; rcbc adds the return token at every position; action_history=False hides the past actions too.
 
-RCBC target: an episode return G, given or as G = min + p (max - min) of the training episode returns
-(p = 1: the best seen, whatever their sign; the reference MTM evaluation's convention). It becomes
+RCBC target: an episode return G, given (`target_return`) or G = min + p (max - min) of the training
+episode returns (`target_fraction` p, default 1: the best seen, whatever their sign). It becomes
 the data's return token (mtm.data.returns), held constant (official MTM) or, with `decrement`, that
 of the return still to come, G minus the rewards received so far (Decision Transformer style):
     sum          G                       | G - received
