@@ -8,10 +8,9 @@
 - ``envs.camera``: the camera videos are seen from (one that follows the robot) and the floor under it.
 - ``envs.pixel_reacher``: mtm/ReacherPixels-v0, a task whose target only the image shows.
 
-This module imports nothing at import time (data readers import envs.references and should not
-pay for gymnasium); ``register_envs`` imports gymnasium when it is called.
+This module imports nothing heavy (data readers import envs.references and should not pay for
+gymnasium); ``register_envs`` imports gymnasium when it is called.
 """
-
 
 from envs.rendering import headless_rendering_default
 
@@ -19,15 +18,11 @@ __all__ = ["headless_rendering_default", "register_envs"]
 
 
 def register_envs() -> None:
-    """Register mtm's own env ids (namespace ``mtm/``) with gymnasium; safe to call repeatedly.
+    """Register mtm's own env ids (``mtm/ReacherPixels-v0``) with gymnasium; safe to call repeatedly.
 
     Gymnasium 1.x no longer loads the ``gymnasium.envs`` entry point in pyproject.toml, so mtm calls
-    this itself before it looks an id up (``mtm.rollout.check_env_id``); scripts that use
-    ``gym.make("mtm/...")`` directly call it first. Stock ids (Reacher-v5) need no registration; their pixel
-    observations are a wrapper chosen at make time (``envs.tasks.make_pixel_env``).
-
-    - ``mtm/ReacherPixels-v0`` (envs.pixel_reacher): Reacher-v5 whose target is visible only in
-      the image; ``gym.make(..., image_size=64)``.
+    this before it looks an id up (``mtm.rollout.check_env_id``), and so must scripts that use
+    ``gym.make("mtm/...")`` directly.
     """
     from envs import pixel_reacher
 

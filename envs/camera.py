@@ -1,30 +1,18 @@
 """The camera a video of a MuJoCo task is seen from: one that keeps the robot in view.
 
-gymnasium's own rgb_array view does not follow the robot. In gymnasium 1.4 the v5 locomotion tasks
-render from a free camera placed once, near the start: HalfCheetah-v5's default camera config names
-no body to track, and Hopper-v5 / Walker2d-v5 name one (``trackbodyid``) but the renderer keeps the
-camera type free, so MuJoCo ignores it. An expert cheetah leaves that view within about two seconds.
+gymnasium's rgb_array view does not: the v5 locomotion tasks render from a free camera placed once
+(a ``trackbodyid`` is ignored while the camera type stays free), which an expert cheetah leaves in
+about two seconds. ``robot_camera`` takes the first of:
 
-``robot_camera`` picks the view by one rule, the first match winning:
+1. the task's own video camera (``envs.tasks.TaskSpec.video_camera``), e.g. Reacher's top-down view;
+2. the model's own camera with mode ``track`` or ``trackcom`` (gymnasium's HalfCheetah, Hopper,
+   Walker2d, Ant, Humanoid and Swimmer define one, "track"), which MuJoCo moves with the robot;
+3. a free ``mjCAMERA_TRACKING`` camera on the robot's root body, from the side and a little above,
+   at a distance where the robot fills about two thirds of the frame's height.
 
-1. the task's own video camera (``envs.tasks.TaskSpec.video_camera``): for Reacher, whose arm is
-   fixed to the table and whose target must be in the picture, the top-down view of the arena;
-2. the model's own tracking camera, a camera with mode ``track`` or ``trackcom`` (gymnasium's
-   HalfCheetah, Hopper, Walker2d, Ant, Humanoid and Swimmer models each define one, "track"): MuJoCo
-   moves it with the robot in every ``mj_forward``, so frames follow the robot with no state of ours;
-3. otherwise a free camera of type ``mjCAMERA_TRACKING`` on the robot's root body (MuJoCo sets its
-   look-at point to the body's subtree centre of mass at every frame), seen from the side and a
-   little above, at a distance where the robot fills about two thirds of the frame's height.
-
-A camera that follows the robot soon outruns the floor: the planes the models draw are finite (40 m
-half-size for HalfCheetah-v5, 20 m for Hopper-v5) while an expert cheetah covers about 300 m, and
-a robot over a grey void does not look as if it moved at all. ``FloorUnderRobot`` shifts the drawn
-floor along with the robot, by whole periods of its texture, so the checkerboard stays where it is
-in the world and the robot is seen running over it. Only the picture changes; the physics' plane is
-infinite anyway.
-
-``robot_geoms`` says which geoms are the robot, for checks that it is in view (tests/test_video.py).
-This module needs only mujoco; it imports nothing from mtm.
+A following camera soon outruns the finite floor planes the models draw (HalfCheetah-v5's is 40 m
+half-size, an expert cheetah covers ~300 m): ``FloorUnderRobot`` shifts the drawn floor with the
+robot by whole periods of its texture, so the checkerboard stays put in the world.
 """
 
 from __future__ import annotations
@@ -37,8 +25,8 @@ import numpy as np
 
 from envs.tasks import TASKS
 
-# Rule 3's view: from the side (azimuth 90: looking along +y, so a robot running along +x crosses the
-# frame left to right, as in the models' own "track" cameras) and 20 degrees above the horizon.
+# Rule 3's view: from the side (looking along +y, so a robot running along +x crosses the frame left to
+# right, as in the models' own "track" cameras) and 20 degrees above the horizon.
 SIDE_AZIMUTH = 90.0
 SIDE_ELEVATION = -20.0
 # The robot's bounding sphere spans 1 / FIT of the vertical field of view: room for limbs that swing
@@ -47,21 +35,13 @@ FIT = 1.5
 
 
 def robot_root(model: Any) -> int:
-    """The robot's root body: the heaviest direct child of the world that has degrees of freedom.
-
-    The world's other moving children are props (Reacher's target sits on two slide joints); the
-    robot is by far the heaviest subtree in every task mtm knows.
-    """
+    """The robot's root body: the heaviest direct child of the world that has degrees of freedom (the
+    other moving ones are props, like Reacher's target on its two slide joints)."""
     candidates = [b for b in range(1, model.nbody)
-                  if model.body_parentid[b] == 0 and _subtree_has_dofs(model, b)]
+                  if model.body_parentid[b] == 0 and model.body_dofnum[model.body_rootid == b].sum() > 0]
     if not candidates:
         raise ValueError("the model has no moving body to follow")
     return max(candidates, key=lambda b: float(model.body_subtreemass[b]))
-
-
-def _subtree_has_dofs(model: Any, root: int) -> bool:
-    bodies = np.flatnonzero(model.body_rootid == root)
-    return bool(np.sum(model.body_dofnum[bodies]) > 0)
 
 
 def robot_geoms(model: Any, root: int | None = None) -> np.ndarray:
@@ -80,28 +60,18 @@ def robot_radius(model: Any, data: Any, root: int | None = None) -> float:
 
 
 def tracking_camera(model: Any, data: Any) -> Any:
-    """Rule 3: a free camera that tracks the robot's root body at a distance that fits the robot.
-
-    The distance comes from the robot's own size, not ``model.stat.extent``: the extent covers the
-    whole scene, floor included (8 m for HalfCheetah-v5, whose robot is about 1 m long).
-    """
-
+    """Rule 3: a free camera that tracks the robot's root body at a distance that fits the robot's
+    own size (``model.stat.extent`` covers the whole scene, floor included)."""
     root = robot_root(model)
-    camera = mujoco.MjvCamera()
-    camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
-    camera.trackbodyid = root
-    camera.azimuth = SIDE_AZIMUTH
-    camera.elevation = SIDE_ELEVATION
     half_fov = math.radians(float(model.vis.global_.fovy)) / 2
-    camera.distance = FIT * robot_radius(model, data, root) / math.sin(half_fov)
-    camera.lookat[:] = data.subtree_com[root]
-    return camera
+    return free_camera({"trackbodyid": root, "azimuth": SIDE_AZIMUTH, "elevation": SIDE_ELEVATION,
+                        "distance": FIT * robot_radius(model, data, root) / math.sin(half_fov),
+                        "lookat": data.subtree_com[root]})
 
 
 def free_camera(settings: dict[str, Any]) -> Any:
     """A camera from free-camera settings (distance, azimuth, elevation, lookat, trackbodyid), the
     form gymnasium's ``default_camera_config`` and envs.tasks use. ``trackbodyid >= 0`` tracks."""
-
     camera = mujoco.MjvCamera()
     track = int(settings.get("trackbodyid", -1))
     camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING if track >= 0 else mujoco.mjtCamera.mjCAMERA_FREE
@@ -116,7 +86,6 @@ def free_camera(settings: dict[str, Any]) -> Any:
 
 def model_tracking_camera(model: Any) -> int | None:
     """Rule 2: the id of the model's camera that tracks a body ("track" first), or None."""
-
     modes = (mujoco.mjtCamLight.mjCAMLIGHT_TRACK, mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM)
     tracking = [c for c in range(model.ncam) if int(model.cam_mode[c]) in (int(m) for m in modes)]
     named = [c for c in tracking if model.camera(c).name == "track"]
@@ -125,11 +94,7 @@ def model_tracking_camera(model: Any) -> int | None:
 
 def robot_camera(model: Any, data: Any, env_id: str | None = None) -> tuple[Any, str]:
     """The camera of a video of ``env_id`` (see the module doc) and a short description of it.
-
-    ``data`` must hold a pose of the robot (after a reset): rule 3 measures the robot in it.
-    """
-
-
+    ``data`` must hold a pose of the robot (after a reset): rule 3 measures the robot in it."""
     spec = TASKS.get(env_id) if env_id else None
     if spec is not None and spec.video_camera is not None:
         return free_camera(spec.video_camera), f"the task's own view ({env_id})"
@@ -149,7 +114,6 @@ class FloorUnderRobot:
     """Keeps a model's finite floor planes drawn under the robot (see the module doc)."""
 
     def __init__(self, model: Any, root: int | None = None) -> None:
-
         self.root = robot_root(model) if root is None else root
         # geom id -> the in-plane shift that leaves its look unchanged: one period of its texture
         # (texrepeat copies over the plane's width, or per unit length with texuniform), or 0 for a
@@ -170,7 +134,6 @@ class FloorUnderRobot:
 
     def apply(self, scene: Any, data: Any) -> None:
         """Move the floors of an updated scene (``mjv_updateScene``) under the robot."""
-
         if not self.periods:
             return
         robot = data.subtree_com[self.root]

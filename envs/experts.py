@@ -38,13 +38,8 @@ class ReacherExpert:
     gains and non-linear error shaping; the plain PD below was within 0.05 of the best of those).
     """
 
-    def __init__(
-        self,
-        kp: float = 0.3,
-        kd: float = 0.05,
-        link_lengths: tuple[float, float] = REACHER_LINK_LENGTHS,
-        elbow_limit: float = REACHER_ELBOW_LIMIT,
-    ) -> None:
+    def __init__(self, kp: float = 0.3, kd: float = 0.05, link_lengths: tuple[float, float] = REACHER_LINK_LENGTHS,
+                 elbow_limit: float = REACHER_ELBOW_LIMIT) -> None:
         self.kp = kp
         self.kd = kd
         self.l1, self.l2 = link_lengths

@@ -1,26 +1,21 @@
 """mtm/ReacherPixels-v0: Reacher-v5 where only the image shows where the target is.
 
-Reacher-v5's 10-D observation holds the target position and the fingertip - target vector, so a
-state-only model never needs its pixels. This task removes both from the state, leaving the arm's
-own 6-D proprioception, and renders a top-down frame in which the target is a red disc:
+Reacher-v5's observation holds the target and the fingertip - target vector, so a state-only model
+never needs pixels. Here the state is the arm's own 6-D proprioception and a top-down frame shows
+the target as a red disc:
 
     observation {"state":  (6,) float32   cos(q0), cos(q1), sin(q0), sin(q1), dq0, dq1
                  "pixels": (S, S, 3) uint8 the arena seen from straight above (S = image_size)}
 
-A policy must therefore read the target from the frame. Dynamics, episode length (50 steps) and
-the target's distribution are Reacher-v5's. The reward is not: Reacher-v5's reward is mostly the
-torque cost, so a policy that holds the arm still, blind to the target, already scores ~80 % of
-the way from random to expert. Here the reward is 1 for every step the fingertip is on the target
-disc (distance < TARGET_RADIUS) and 0 otherwise, so only a policy that sees the target scores:
-random and target-blind policies score ~0, the scripted expert ~30 of 50 (envs/references.py).
+Dynamics, episode length and target distribution are Reacher-v5's; the reward is not. Reacher-v5's
+is mostly the torque cost, so a target-blind policy that holds the arm still scores ~80 % of the way
+from random to expert. Here it is 1 per step with the fingertip on the target disc (distance <
+TARGET_RADIUS), so random and target-blind policies score ~0, the expert ~30 of 50.
 
-The target sphere is drawn larger than in reacher.xml (radius 0.009 -> 0.02) so that it covers a few
-pixels even in small frames (about 5 px across at 64 px). It has no contacts and its mass was fixed
-when the model compiled, so the change is purely visual.
-
-The scripted expert (envs.experts.ReacherExpert) needs the target: ``reacher_observation`` rebuilds
-the full Reacher-v5 observation from the simulator, and TaskSpec.expert_observation hands it to the
-expert (privileged information, used for data collection only).
+The target sphere is drawn larger than in reacher.xml (radius 0.009 -> 0.02, about 5 px across at
+64 px); it has no contacts and its mass was fixed when the model compiled, so the change is only
+visual. The scripted expert reads the target from ``reacher_observation`` (privileged, through
+TaskSpec.expert_observation; for data collection only).
 """
 
 from __future__ import annotations
@@ -42,13 +37,8 @@ TARGET_RADIUS = 0.02
 
 # Straight down from 0.6 m: the +-0.25 m in view hold every target (radius < 0.2) and the whole arm
 # (reach 0.21). The same view as Reacher-v5's pixel_camera in envs.tasks.
-TOP_DOWN_CAMERA: dict[str, Any] = {
-    "distance": 0.6,
-    "azimuth": 90.0,
-    "elevation": -90.0,
-    "lookat": (0.0, 0.0, 0.0),
-    "trackbodyid": -1,
-}
+TOP_DOWN_CAMERA: dict[str, Any] = {"distance": 0.6, "azimuth": 90.0, "elevation": -90.0, "lookat": (0.0, 0.0, 0.0),
+                                   "trackbodyid": -1}
 
 
 class OnTargetReward(gym.Wrapper):
@@ -74,25 +64,17 @@ class HideTarget(gym.ObservationWrapper):
         return observation[list(STATE_INDICES)]
 
 
-def make_reacher_pixels(
-    image_size: int = 64,
-    camera: Camera = None,
-    render_mode: str | None = "rgb_array",
-    **reacher_kwargs: Any,
-) -> gym.Env:
-    """The env behind ``gym.make("mtm/ReacherPixels-v0", image_size=64)``.
-
-    ``camera`` overrides the top-down view (see envs.pixels.PixelObservation); ``reacher_kwargs``
-    go to gymnasium's Reacher-v5 env (e.g. reward weights). Frames come from the rgb_array
-    renderer, so ``render()`` returns a frame of the same size.
-    """
+def make_reacher_pixels(image_size: int = 64, camera: Camera = None, render_mode: str | None = "rgb_array",
+                        **reacher_kwargs: Any) -> gym.Env:
+    """The env behind ``gym.make("mtm/ReacherPixels-v0", image_size=64)``. ``camera`` overrides the
+    top-down view (envs.pixels.PixelObservation); ``reacher_kwargs`` go to gymnasium's Reacher-v5 env
+    (e.g. reward weights). ``render()`` returns a frame of the observation's size."""
     # late: envs imports nothing heavy at import time (envs/__init__.py)
     from gymnasium.envs.mujoco.reacher_v5 import ReacherEnv
 
     if render_mode not in (None, "rgb_array"):
-        raise ValueError(
-            f"{ENV_ID} renders its observation offscreen: render_mode must be 'rgb_array', got {render_mode!r}"
-        )
+        raise ValueError(f"{ENV_ID} renders its observation offscreen: render_mode must be 'rgb_array', "
+                         f"got {render_mode!r}")
     # Built directly, not with gym.make("Reacher-v5"): gym.make of this id adds the time limit
     # and checkers once, outside, and a second TimeLimit inside would be redundant.
     reacher = ReacherEnv(render_mode="rgb_array", **reacher_kwargs)

@@ -3,9 +3,8 @@
 Keeping the state next to the frame lets one dataset serve both state-based and image-based
 models, and lets scripted experts (which read the state) collect image datasets.
 
-Offscreen rendering is much faster without shadows and multisampling (a 64x64 Reacher frame on
-CPU with EGL: 2.4 ms with MuJoCo's defaults, 0.55 ms without; bigger scenes lose far more). Both
-are switched off before the first frame, because the offscreen buffer is created then.
+Offscreen rendering is much faster without shadows and multisampling (BENCHMARKS.md, Video
+rendering); both are switched off before the first frame, because the offscreen buffer is made then.
 """
 
 from __future__ import annotations
@@ -39,10 +38,8 @@ class PixelObservation(gym.ObservationWrapper):
         if size <= 0:
             raise ValueError(f"image size must be positive, got {size}")
         if env.render_mode != "rgb_array":
-            raise ValueError(
-                f"pixel observations need an env made with render_mode='rgb_array', "
-                f"got {env.render_mode!r}"
-            )
+            raise ValueError(f"pixel observations need an env made with render_mode='rgb_array', "
+                             f"got {env.render_mode!r}")
         renderer = getattr(env.unwrapped, "mujoco_renderer", None)
         if renderer is None:
             raise ValueError(f"pixel observations support MuJoCo envs only, not {env.spec.id if env.spec else env}")
@@ -70,17 +67,11 @@ class PixelObservation(gym.ObservationWrapper):
         self.size = size
         self.camera = camera
         state = env.observation_space
-        self.observation_space = spaces.Dict(
-            {
-                STATE_KEY: spaces.Box(
-                    low=state.low.astype(np.float32),
-                    high=state.high.astype(np.float32),
-                    shape=state.shape,
-                    dtype=np.float32,
-                ),
-                PIXELS_KEY: spaces.Box(low=0, high=255, shape=(size, size, 3), dtype=np.uint8),
-            }
-        )
+        self.observation_space = spaces.Dict({
+            STATE_KEY: spaces.Box(low=state.low.astype(np.float32), high=state.high.astype(np.float32),
+                                  shape=state.shape, dtype=np.float32),
+            PIXELS_KEY: spaces.Box(low=0, high=255, shape=(size, size, 3), dtype=np.uint8),
+        })
 
     def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
         frame = self.env.render()
@@ -98,12 +89,10 @@ class PixelObservation(gym.ObservationWrapper):
 def free_render_contexts(sim: Any) -> None:
     """Free the MuJoCo render contexts of a gymnasium MuJoCo env's viewers, each in its own GL context.
 
-    gymnasium's ``close()`` frees each offscreen viewer's GL context but leaves its MjrContext to the
-    garbage collector, whose ``mjr_freeContext`` then deletes GL objects by number in whatever
-    context is current at that moment. Numbers start at 1 in every context, so it deletes another
-    env's or a video renderer's buffers and textures, and the frames drawn there afterwards are wrong
-    (tests/test_video.py shows it: the pixel observations of the next evaluation in the process
-    changed). Called before the env closes.
+    gymnasium's ``close()`` leaves each viewer's MjrContext to the garbage collector, whose
+    ``mjr_freeContext`` then deletes GL objects by number (they start at 1 in every context) in
+    whatever context is current: another env's or a video renderer's, whose later frames are then
+    wrong (tests/test_video.py). Called before the env closes.
     """
     renderer = getattr(sim, "mujoco_renderer", None)
     viewers = getattr(renderer, "_viewers", None) or {}

@@ -29,35 +29,25 @@ REFERENCE_SCORES: dict[str, tuple[float, float, str]] = {
 REFERENCE_SCORES.update({
     "Hopper-v5": (17.851924213960523, 3020.087533227552, SHARED_PROVENANCE),
     "HalfCheetah-v5": (-280.1371942266411, 6256.566622416655, SHARED_PROVENANCE),
-    "Reacher-v5": (
-        -42.9073,
-        -3.5517,
-        "uniform random actions / envs.experts.ReacherExpert, mean over seeds 0..99: "
-        "python scripts/measure_references.py --env Reacher-v5 --episodes 100",
-    ),
+    "Reacher-v5": (-42.9073, -3.5517, "uniform random actions / envs.experts.ReacherExpert, mean over seeds 0..99: "
+                   "python scripts/measure_references.py --env Reacher-v5 --episodes 100"),
     # Reacher-v5's dynamics with an on-target reward (1 per step with the fingertip on the target
     # disc): a target-blind policy scores like random. The expert reads the privileged target.
-    "mtm/ReacherPixels-v0": (
-        0.5000,
-        33.1800,
-        "uniform random actions / envs.experts.ReacherExpert on the privileged full Reacher-v5 "
-        "observation, mean over seeds 0..99: "
-        "python scripts/measure_references.py --env mtm/ReacherPixels-v0 --episodes 100",
-    ),
+    "mtm/ReacherPixels-v0": (0.5000, 33.1800, "uniform random actions / envs.experts.ReacherExpert on the privileged "
+                             "full Reacher-v5 observation, mean over seeds 0..99: "
+                             "python scripts/measure_references.py --env mtm/ReacherPixels-v0 --episodes 100"),
 })
-
-
-def _lookup(name: str) -> tuple[float, float, str] | None:
-    if name in REFERENCE_SCORES:
-        return REFERENCE_SCORES[name]
-    # D4RL ids are written both ways in the wild: "hopper-medium-replay-v2" (the gym id) and
-    # "hopper_medium_replay-v2" (the download's file name).
-    return REFERENCE_SCORES.get(name.lower().replace("_", "-"))
 
 
 def reference_entry(env_id: str | None) -> tuple[float, float, str] | None:
     """(min, max, provenance) for an env or dataset id, or None when mtm knows no references."""
-    return None if not env_id else _lookup(env_id)
+    if not env_id:
+        return None
+    if env_id in REFERENCE_SCORES:
+        return REFERENCE_SCORES[env_id]
+    # D4RL ids are written both ways in the wild: "hopper-medium-replay-v2" (the gym id) and
+    # "hopper_medium_replay-v2" (the download's file name).
+    return REFERENCE_SCORES.get(env_id.lower().replace("_", "-"))
 
 
 def reference_scores(env_id: str | None) -> tuple[float, float] | None:

@@ -1,8 +1,8 @@
 """The tasks mtm knows by name: what they are, whether a scripted expert exists, how to collect data.
 
-Any gymnasium id works with ``mtm collect --policy random`` and with evaluation; TASKS only adds
-what mtm knows beyond the registry: a scripted expert, a default dataset recipe and reference
-scores. Plain gymnasium ids (like Reacher-v5) need no registration of their own.
+Any gymnasium id works with ``mtm collect --policy random`` and with evaluation; TASKS adds what mtm
+knows beyond the registry: a scripted expert, a default dataset recipe, reference scores, pixel and
+video views.
 """
 
 from __future__ import annotations
@@ -32,18 +32,9 @@ class CollectRecipe:
     num_envs: int = 8
 
     def command(self, env_id: str) -> str:
-        parts = [
-            "mtm collect",
-            f"--env {env_id}",
-            f"--policy {self.policy}",
-            f"--episodes {self.episodes}",
-            f"--num-envs {self.num_envs}",
-            f"--seed {self.seed}",
-        ]
-        if self.noise:
-            parts.append("--noise " + ",".join(f"{n:g}" for n in self.noise))
-        parts.append(f"--output {self.output}")
-        return " ".join(parts)
+        noise = " --noise " + ",".join(f"{n:g}" for n in self.noise) if self.noise else ""
+        return (f"mtm collect --env {env_id} --policy {self.policy} --episodes {self.episodes} "
+                f"--num-envs {self.num_envs} --seed {self.seed}{noise} --output {self.output}")
 
 
 @dataclass(frozen=True)
@@ -74,33 +65,23 @@ TASKS: dict[str, TaskSpec] = {
     for spec in [
         TaskSpec(
             env_id="Reacher-v5",
-            description=(
-                "MuJoCo 2-link arm reaching a random target in the plane; 10-D state, 2-D torque, "
-                "50-step episodes. Fast to simulate: mtm's default demo task."
-            ),
+            description=("MuJoCo 2-link arm reaching a random target in the plane; 10-D state, 2-D torque, "
+                         "50-step episodes. Fast to simulate: mtm's default demo task."),
             max_episode_steps=50,
             expert=ReacherExpert,
             # Noise 0 / 0.1 / 0.3 / 0.5 gives mean returns of about -3.6 / -5 / -15 / -30 (random
             # is -43), so return-conditioned models see both what to do and what not to do.
-            recipe=CollectRecipe(
-                policy="expert",
-                episodes=2000,
-                noise=(0.0, 0.1, 0.3, 0.5),
-                output="datasets/reacher-v5-mixed.hdf5",
-            ),
-            # Straight down from 0.6 m: the +-0.25 m in view hold every target (radius < 0.2) and
-            # the whole arm (reach 0.21), which spans ~27 px of a 64 px frame.
-            pixel_camera=TOP_DOWN_CAMERA,
+            recipe=CollectRecipe(policy="expert", episodes=2000, noise=(0.0, 0.1, 0.3, 0.5),
+                                 output="datasets/reacher-v5-mixed.hdf5"),
+            pixel_camera=TOP_DOWN_CAMERA,  # the whole arm spans ~27 px of a 64 px frame
             # The arm is fixed to the table and the target must be in the picture: the same view.
             video_camera=TOP_DOWN_CAMERA,
         ),
         TaskSpec(
             env_id="mtm/ReacherPixels-v0",
-            description=(
-                "Reacher-v5 whose state (6-D: joint angles and velocities) hides the target, which "
-                "only the 64x64 top-down frame shows; dict observation {state, pixels}. Tests that a "
-                "model uses its image tokens."
-            ),
+            description=("Reacher-v5 whose state (6-D: joint angles and velocities) hides the target, which "
+                         "only the 64x64 top-down frame shows; dict observation {state, pixels}. Tests that a "
+                         "model uses its image tokens."),
             max_episode_steps=50,
             # The Reacher expert, fed the full Reacher-v5 observation rebuilt from the simulator.
             expert=ReacherExpert,
@@ -108,12 +89,8 @@ TASKS: dict[str, TaskSpec] = {
             # Expert plus a mildly noisy expert: the expert's actions are small (variance ~0.01),
             # so action noise of 0.3 would drown the target-dependent part a model must learn
             # from the frames (BENCHMARKS.md, Images).
-            recipe=CollectRecipe(
-                policy="expert",
-                episodes=3000,
-                noise=(0.0, 0.1),
-                output="datasets/reacher-pixels-v0-clean.hdf5",
-            ),
+            recipe=CollectRecipe(policy="expert", episodes=3000, noise=(0.0, 0.1),
+                                 output="datasets/reacher-pixels-v0-clean.hdf5"),
             video_camera=TOP_DOWN_CAMERA,
         ),
     ]
@@ -126,10 +103,8 @@ def envs_with_expert() -> list[str]:
 
 def make_pixel_env(env_id: str, size: int = 64, camera: Camera = None, **kwargs: Any) -> PixelObservation:
     """``gym.make`` with rgb_array rendering, wrapped in PixelObservation (``size`` x ``size`` frames).
-
-    Without a ``camera``, a task of TASKS is seen from its own ``pixel_camera`` (for
-    Reacher a close top-down view; its stock view leaves the arm a few pixels wide).
-    """
+    Without a ``camera``, a task of TASKS is seen from its ``pixel_camera`` (Reacher's stock view
+    leaves the arm a few pixels wide)."""
     if camera is None and env_id in TASKS:
         camera = TASKS[env_id].pixel_camera
     # No width/height here: PixelObservation sizes the renderer itself, and non-MuJoCo envs would

@@ -1,9 +1,7 @@
-"""Collect a dataset by running a policy in a gymnasium env: the logic behind `mtm collect`.
+"""`mtm collect`: run a policy in a gymnasium env, writing episodes to a native file as they finish.
 
-Episodes go straight into a native episode file as they finish. Ctrl-C stops collection and keeps
-every finished episode: the file is committed (complete and valid) with what was collected, and
-its description names the reset seeds of the episodes it holds (with K envs the ones kept need not
-be a contiguous range).
+Ctrl-C keeps every finished episode: the file is committed with them, and its description names
+their reset seeds (with K envs the ones kept need not be a contiguous range).
 """
 
 from __future__ import annotations
@@ -60,7 +58,7 @@ class CollectResult:
 
 @dataclass(frozen=True)
 class PolicyContext:
-    """What a policy builder may use."""
+    """What a policy builder (POLICIES) may use."""
 
     env_id: str
     action_space: Any
@@ -102,16 +100,11 @@ def _random_policy(ctx: PolicyContext) -> tuple[Policy, str]:
 def _expert_policy(ctx: PolicyContext) -> tuple[Policy, str]:
     spec = TASKS.get(ctx.env_id)
     if spec is None or spec.expert is None:
-        raise ConfigError(
-            f"{ctx.env_id} has no scripted expert; envs with one: {', '.join(envs_with_expert())}"
-        )
+        raise ConfigError(f"{ctx.env_id} has no scripted expert; envs with one: {', '.join(envs_with_expert())}")
     noise = ctx.noise or (0.0,)
     policy = ExpertPolicy.for_task(spec, ctx.envs, ctx.action_space, noise_schedule(noise, ctx.episodes), seed=ctx.seed)
-    if len(noise) == 1:
-        description = f"scripted expert, action noise std {noise[0]:g}"
-    else:
-        description = f"scripted expert, action noise std {', '.join(f'{n:g}' for n in noise)} in equal blocks"
-    return policy, description
+    blocks = "" if len(noise) == 1 else " in equal blocks"
+    return policy, f"scripted expert, action noise std {', '.join(f'{n:g}' for n in noise)}{blocks}"
 
 
 # name -> builder returning (policy, description). A new kind of policy is one entry here.
@@ -119,13 +112,6 @@ POLICIES: dict[str, Callable[[PolicyContext], tuple[Policy, str]]] = {
     "random": _random_policy,
     "expert": _expert_policy,
 }
-
-
-def make_policy(name: str, ctx: PolicyContext) -> tuple[Policy, str]:
-    builder = POLICIES.get(name)
-    if builder is None:
-        raise ConfigError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}")
-    return builder(ctx)
 
 
 def _validate(options: CollectOptions) -> None:
@@ -173,22 +159,14 @@ def _source(options: CollectOptions, description: str, seeds: str) -> str:
     return f"mtm collect: {description} on {options.env_id}, reset seeds {seeds}"
 
 
-def _interrupted_info(info: DatasetInfo, options: CollectOptions, description: str, seeds: list[int]) -> DatasetInfo:
-    """What an interrupted collection's file really holds."""
-    note = f" (interrupted after {len(seeds)} of {options.episodes} episodes)"
-    return dataclasses.replace(info, source=_source(options, description, describe_seeds(seeds)) + note,
-                               extra={**info.extra, "interrupted": True})
-
-
 def _dataset_info(options: CollectOptions, runner: EpisodeRunner, description: str) -> DatasetInfo:
-    references = reference_scores(options.env_id)
+    ref_min, ref_max = reference_scores(options.env_id) or (None, None)
     last_seed = options.seed + options.episodes - 1
     return DatasetInfo(
         source_format="collect",
         source=_source(options, description, f"{options.seed}..{last_seed}"),
         env_id=options.env_id,
-        ref_min_score=None if references is None else references[0],
-        ref_max_score=None if references is None else references[1],
+        ref_min_score=ref_min, ref_max_score=ref_max,
         observation_space=space_to_dict(runner.observation_space),
         action_space=space_to_dict(runner.action_space),
         extra={
@@ -206,7 +184,6 @@ def _dataset_info(options: CollectOptions, runner: EpisodeRunner, description: s
 
 def collect(options: CollectOptions, progress: bool = True) -> CollectResult:
     """Run the collection described by ``options``; see the module docstring for Ctrl-C."""
-
     _validate(options)
     check_output_path(options.output, options.overwrite)  # fail before any simulation
     check_env_id(options.env_id)
@@ -214,7 +191,7 @@ def collect(options: CollectOptions, progress: bool = True) -> CollectResult:
     with EpisodeRunner(options.env_id, min(options.num_envs, options.episodes), pixels=options.pixels) as runner:
         ctx = PolicyContext(options.env_id, runner.action_space, options.seed, options.episodes, options.noise,
                             envs=tuple(runner.envs))
-        policy, description = make_policy(options.policy, ctx)
+        policy, description = POLICIES[options.policy](ctx)  # a known name: _validate checked it
         info = _dataset_info(options, runner, description)
         bar = tqdm(total=options.episodes, unit="ep", desc=f"collect {options.env_id}", disable=not progress)
         return_sum = 0.0
@@ -235,8 +212,11 @@ def collect(options: CollectOptions, progress: bool = True) -> CollectResult:
                     result.interrupted = True
                     if writer.num_episodes == 0:
                         writer.abort()  # nothing worth keeping; leaving the block then commits nothing
-                    else:
-                        writer.update_info(_interrupted_info(info, options, description, seeds))
+                    else:  # what the file really holds
+                        note = f" (interrupted after {len(seeds)} of {options.episodes} episodes)"
+                        source = _source(options, description, describe_seeds(seeds)) + note
+                        writer.update_info(dataclasses.replace(info, source=source,
+                                                               extra={**info.extra, "interrupted": True}))
             if writer.num_episodes:
                 result.path = writer.path
         finally:

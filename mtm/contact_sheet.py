@@ -1,9 +1,8 @@
 """A contact sheet: one PNG that shows what a policy did, no video player needed.
 
-Each recorded episode gets ``tiles_per_episode`` frames, evenly spaced from its first frame (the
-reset) to its last, laid out ``columns`` to a row; every episode starts a new row. Each tile is
-captioned with the episode, the step and the return received up to that frame, so a glance says
-where the robot was and how well it was doing.
+Each recorded episode gets ``tiles_per_episode`` frames, evenly spaced from the reset to its last,
+``columns`` to a row, every episode on new rows; each tile is captioned with the episode, the step
+and the return received up to that frame.
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ def tile_label(episode: EpisodeFrames, step: int) -> str:
 def contact_sheet(episodes: Sequence[EpisodeFrames], tiles_per_episode: int = TILES_PER_EPISODE,
                   columns: int = COLUMNS):
     """A PIL image of captioned tiles (see the module doc); frames keep their size."""
-
     if tiles_per_episode < 1 or columns < 1:
         raise ValueError("a contact sheet needs at least one tile per episode and one column")
     episodes = [e for e in episodes if e.frames]

@@ -1,12 +1,6 @@
-"""The built-in demo (the README's main command): collect, train, evaluate, report.
-
-    1. the default dataset: Reacher-v5 with a scripted expert at four noise levels (no download, no
-       RL), collected once into datasets/ and reused afterwards;
-    2. a small MTM trained on it with mtm/configs/demo.yaml;
-    3. the final checkpoint evaluated as an RCBC policy;
-    4. the score, the run directory and the TensorBoard command.
-
-Every run goes to a new timestamped directory under runs/, so nothing is ever overwritten.
+"""The built-in demo (`make demo`, README): collect Reacher-v5 expert data once into datasets/, train
+mtm/configs/demo.yaml on it, evaluate the final checkpoint as an RCBC policy. Every run goes to a new
+timestamped directory under runs/, so nothing is ever overwritten.
 """
 
 from __future__ import annotations
@@ -37,7 +31,6 @@ class DemoResult:
 
 def default_dataset(root: Path, say: Callable[[str], None], progress: bool = True) -> Path:
     """The demo's dataset: reuse a complete one from an earlier run, else collect it by its recipe."""
-
     recipe = tasks.TASKS[DEMO_ENV].recipe
     path = root / recipe.output
     if path.exists():

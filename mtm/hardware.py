@@ -1,17 +1,13 @@
 """What the machine does fast: the numeric precision of training and inference, and CPU threads.
 
 Precision. bf16 autocast roughly doubles a Transformer's throughput where the hardware multiplies
-bf16 natively (CUDA GPUs from Ampere on; CPUs with AVX512-BF16 or AMX, where oneDNN reports bf16
-support), and is about 10x SLOWER than fp32 where it is emulated (AVX2-only CPUs: most laptops and
-many cloud machines; BENCHMARKS.md). So a precision is never hard-coded: `auto` asks the device.
+bf16 natively (CUDA GPUs from Ampere on; CPUs with AVX512-BF16 or AMX) and is many times slower than
+fp32 where it is emulated (AVX2-only CPUs; BENCHMARKS.md), so `auto` asks the device; a forced bf16
+where it is emulated runs after one warning line.
 
-    resolve_precision("auto", device)  -> Precision("bf16" or "fp32", reason)
-    resolve_precision("bf16", cpu without native bf16) -> bf16, and one warning line on stderr
-
-Threads. With OpenMP's default active waiting, 2 torch threads can run 10-100x slower than 1 when
-the other core is busy (an env, a data loader, another job). `configure_threads` runs before torch
-is imported (the `mtm` command line does it first thing) and makes waiting passive unless the user
-chose a policy; the thread count itself stays torch's default unless OMP_NUM_THREADS is set.
+Threads. With OpenMP's default active waiting, torch threads stall badly when another core is busy
+(BENCHMARKS.md). `configure_threads` runs before torch is imported (the `mtm` command line does it
+first thing), so every torch import here is late; the thread count stays torch's default.
 """
 
 from __future__ import annotations
@@ -38,16 +34,11 @@ def configure_threads() -> None:
 
 def thread_summary() -> str:
     """'2 threads (OMP_WAIT_POLICY=PASSIVE)', with where the count came from when the user set it."""
-    import torch  # late: configure_threads must run before torch loads (module doc)
-
+    import torch  # late: configure_threads must run before torch loads
     source = " from OMP_NUM_THREADS" if os.environ.get("OMP_NUM_THREADS") else ""
     policy = os.environ.get("OMP_WAIT_POLICY", "default (active)")
     n = torch.get_num_threads()
     return f"{n} thread{'s' if n != 1 else ''}{source} (OMP_WAIT_POLICY={policy})"
-
-
-# ----------------------------------------------------------------------------------------------
-# CPU kernel path
 
 
 @cache
@@ -67,8 +58,7 @@ def cpu_kernel_path() -> str:
 
     torch's ATen capability (AVX2 / AVX512; ATEN_CPU_CAPABILITY lowers it) refined by the CPU's bf16
     features (Linux /proc/cpuinfo), capped by oneDNN's view (ONEDNN_MAX_CPU_ISA lowers it)."""
-    import torch  # late: configure_threads must run before torch loads (module doc)
-
+    import torch  # late: configure_threads must run before torch loads
     aten = torch.backends.cpu.get_cpu_capability()
     if not cpu_native_bf16():
         return aten
@@ -82,16 +72,11 @@ def cpu_kernel_path() -> str:
 
 def cpu_native_bf16() -> bool:
     """True where oneDNN runs bf16 matmuls in hardware (AVX512-BF16 / AMX; Arm with bf16)."""
-    import torch  # late: configure_threads must run before torch loads (module doc)
-
+    import torch  # late: configure_threads must run before torch loads
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a torch without oneDNN: bf16 is emulated at best
         return False
-
-
-# ----------------------------------------------------------------------------------------------
-# Precision
 
 
 @dataclass(frozen=True)
@@ -105,8 +90,7 @@ class Precision:
 
     def autocast(self, device: Any) -> AbstractContextManager:
         """bf16 autocast on `device` for bf16, a no-op for fp32."""
-        import torch  # late: configure_threads must run before torch loads (module doc)
-
+        import torch  # late: configure_threads must run before torch loads
         if self.dtype != "bf16":
             return nullcontext()
         return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
@@ -120,8 +104,7 @@ class Precision:
 
 def native_bf16(device: Any) -> tuple[bool, str]:
     """(does `device` multiply bf16 in hardware, a few words on what it is)."""
-    import torch  # late: configure_threads must run before torch loads (module doc)
-
+    import torch  # late: configure_threads must run before torch loads
     device = torch.device(device)
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)

@@ -1,42 +1,25 @@
-"""A trained MTM as a batched policy: K environments, one forward pass per step, on any device.
+"""A trained MTM as a batched policy: K environments, one forward pass per step, on any device
+(usage: README, "Using a trained policy in your own loop").
 
-    policy = MTMPolicy.from_checkpoint("runs/reacher", num_envs=K, mode="rcbc")
-    policy.reset(np.arange(K))                 # at the start of the episodes
-    actions = policy.act(observations)         # (K, obs_dim) or a dict of arrays -> (K, act_dim)
-    policy.observe(rewards)                    # optional: only "decrement" targets need it
+The last L states, actions and return tokens of each environment live in (K, L, ...) tensors on the
+device. At step t the current state goes to position c = min(t, L-1) (older steps shift out at the
+front once the window is full); positions after c are the hidden future, as in a training window
+that starts at an episode's beginning, so the first steps need no padding the model never saw.
+Modes are masks (mtm.model.masks): bc shows states 0..c and actions 0..c-1 and reads the action at
+c; rcbc adds the return token at every position; action_history=False hides the past actions too.
 
-Each environment's recent history — the last L states, actions and return tokens — lives in
-preallocated (K, L, ...) tensors on the policy's device. At step t of an episode the current state
-goes to position c = min(t, L-1) (older steps shift out at the front once the window is full);
-positions after c are the future and hidden, as in a training window that starts at an episode's
-beginning, so an episode's first steps need no padding the model never saw in training.
-
-Modes are masks (mtm.model.masks), the network is the same:
-    bc     states 0..c and actions 0..c-1 visible; read the action at c
-    rcbc   bc plus the return token at every position, set to the target return (below)
-With action_history=False the past actions are hidden as well (states and returns only).
-
-Target return for rcbc: an episode return G, given absolutely (`target_return`) or as a position p
-between the worst and the best episode return of the training split (`target_fraction`, default
-1.0): G = min + p (max - min), so p = 1 asks for the best return seen and p > 1 for more, whatever
-the sign of the returns (the reference MTM evaluation's convention). It becomes the
-return token the data used (see mtm.data.returns), either held constant (the token of an episode
-that achieves G, at its start; the official MTM evaluation) or, with `decrement=True`, the token of
-the return still to come, G minus the rewards received so far (Decision Transformer style):
+RCBC target: an episode return G, given (`target_return`) or G = min + p (max - min) of the training
+episode returns (`target_fraction` p, default 1: the best seen, whatever their sign). It becomes
+the data's return token (mtm.data.returns), held constant (official MTM) or, with `decrement`, that
+of the return still to come, G minus the rewards received so far (Decision Transformer style):
     sum          G                       | G - received
     average      G / H                   | (G - received) / (H - t)
     discounted   (G / H)(1 - γ^H)/(1 - γ) | ((G - received) / (H - t)) (1 - γ^(H-t))/(1 - γ)
-where H is the data's rtg horizon. A target must be finite and lie within TARGET_RANGES times the
-range (max - min) of the training returns: beyond that the model only extrapolates, and targets
-like 1e30 overflow the network into NaN.
+where H is the data's rtg horizon. A target must be finite and within TARGET_RANGES times the range
+of the training returns: beyond it the model only extrapolates, and targets like 1e30 overflow into NaN.
 
-Actions are decoded to raw units and clipped to the action space. A non-finite action is never
-returned: act() raises NonFiniteActionError instead. Clipping cannot repair a NaN, and quietly
-replacing it would make an evaluation report returns of a policy that does not exist; a broken
-checkpoint or a broken observation is something the user must hear about.
-
-Precision: `precision="auto"` (the default) runs the network under bf16 autocast only where the
-device multiplies bf16 natively, as training does (mtm.hardware); "fp32" or "bf16" force one.
+Actions are decoded to raw units and clipped to the action space. Clipping cannot repair a NaN, and an
+evaluation must not report returns of a policy that does not exist: act() raises NonFiniteActionError.
 """
 
 from __future__ import annotations
@@ -101,16 +84,8 @@ class MTMPolicy:
     """`config` (a PolicyConfig) says how the model acts; keyword settings (mode="bc",
     target_fraction=0.9, ...) change single fields of it."""
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        metadata: dict[str, Any],
-        config: PolicyConfig | None = None,
-        *,
-        num_envs: int = 1,
-        device: torch.device | str = "cpu",
-        **settings: Any,
-    ) -> None:
+    def __init__(self, model: torch.nn.Module, metadata: dict[str, Any], config: PolicyConfig | None = None, *,
+                 num_envs: int = 1, device: torch.device | str = "cpu", **settings: Any) -> None:
         unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(PolicyConfig)})
         if unknown:
             raise TypeError(f"MTMPolicy got unknown setting(s) {unknown}; see mtm.policy_config.PolicyConfig")
@@ -123,13 +98,13 @@ class MTMPolicy:
         if mode not in POLICY_MODES:
             raise ConfigError(f"unknown policy mode {mode!r}; choose one of {', '.join(POLICY_MODES)}")
         if mode == "rcbc" and "returns" not in model.tokenizers:
-            raise ConfigError("mode 'rcbc' needs a model trained with return tokens (tokens.use_returns); use --mode bc")
+            raise ConfigError("mode 'rcbc' needs a model trained with return tokens (tokens.use_returns); "
+                              "use --mode bc")
         if mode not in model.policy_modes:
-            raise ConfigError(f"this model ({model.config.kind}) acts in mode {' or '.join(model.policy_modes)} only, not {mode!r}")
+            raise ConfigError(f"this model ({model.config.kind}) acts in mode {' or '.join(model.policy_modes)} only, "
+                              f"not {mode!r}")
         if num_envs < 1:
             raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
-        target_return, target_fraction = config.target_return, config.target_fraction
-        decrement, action_history = config.decrement, config.action_history
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.precision = resolve_precision(config.precision, self.device)
@@ -152,11 +127,12 @@ class MTMPolicy:
         self.rtg_kind, self.gamma, self.horizon = rtg["kind"], float(rtg.get("gamma", 1.0)), int(rtg["horizon"])
         seen = metadata.get("returns", {}).get("episode_return", {})
         low, high = float(seen.get("min", 0.0)), float(seen.get("max", 0.0))
+        target_return = config.target_return
         if target_return is None:
-            p = check_target_fraction(1.0 if target_fraction is None else float(target_fraction))
+            p = check_target_fraction(1.0 if config.target_fraction is None else float(config.target_fraction))
             target_return = low + p * (high - low)
         self.target_return = _check_target_return(float(target_return), low, high)
-        self.decrement = decrement
+        self.decrement = config.decrement
 
         k, L, dev = num_envs, self.window, self.device
         self.states = torch.zeros(k, L, self.state_dim, device=dev)
@@ -175,14 +151,13 @@ class MTMPolicy:
         mask_fn = rcbc_mask if mode == "rcbc" else bc_mask
         # The mask for each current position c, precomputed: (L, N); row c is used at step c.
         self._masks = torch.stack([mask_fn(model.layout, c) for c in range(L)]).to(dev)
-        if not action_history:
-            # Hide the past actions too: the model then acts from states (and returns) alone. On
-            # narrow expert data a short-budget model can lean on copying its previous actions;
-            # hiding them lifted MTM-RCBC on hopper-expert from 33.6 to 71.6 (BENCHMARKS.md).
+        if not config.action_history:
+            # On narrow expert data a short-budget model can lean on copying its previous actions;
+            # hiding them helps there (hopper-expert RCBC, BENCHMARKS.md).
             self._masks &= ~model.layout.role("actions").to(dev)
-        self.action_history = action_history
+        self.action_history = config.action_history
         # Row c: the action token(s) at position c, the only outputs act() reads; the network then
-        # runs its last decoder block for those tokens alone (1.57x faster act() at 10 envs).
+        # runs its last decoder block for those tokens alone (faster act(), BENCHMARKS.md).
         layout = model.layout
         self._queries = torch.stack([layout.role("actions") & (layout.timestep == t) for t in range(L)]).to(dev)
 
@@ -190,8 +165,6 @@ class MTMPolicy:
     def from_checkpoint(cls, path: str, *, device: torch.device | str = "cpu", **kwargs: Any) -> "MTMPolicy":
         checkpoint = load_checkpoint(path)
         return cls(load_model(checkpoint, device), checkpoint.metadata, device=device, **kwargs)
-
-    # ------------------------------------------------------------------------------------------
 
     def return_token(self, steps: torch.Tensor, received: torch.Tensor) -> torch.Tensor:
         """(K,) return tokens for the target (see the module docstring for the formulas)."""
@@ -211,7 +184,9 @@ class MTMPolicy:
 
     def reset(self, env_indices: Any = None, episode_indices: Any = None) -> None:
         """Start new episodes in these environment slots (all of them when None)."""
-        rows = self._rows if env_indices is None else torch.as_tensor(np.asarray(env_indices), device=self.device).long()
+        rows = self._rows
+        if env_indices is not None:
+            rows = torch.as_tensor(np.asarray(env_indices), device=self.device).long()
         self.steps[rows] = 0
         self.received[rows] = 0.0
         for buf in (self.states, self.actions, self.returns, *self.images.values()):

@@ -1,15 +1,13 @@
 """Run whole episodes in K environments at once: data collection and evaluation share this.
 
 Episode ``i`` of a run always starts with ``env.reset(seed=seed + i)`` and the policy is told which
-episode each sub-environment is running, so a run's episodes do not depend on K: ``--num-envs 1``
-and ``--num-envs 8`` give the same data for a deterministic policy, and the same for a stochastic
-one that seeds its noise per episode (RandomPolicy and ExpertPolicy do).
+episode each sub-environment runs, so a run's episodes do not depend on K (for a deterministic
+policy, and for one that seeds its noise per episode, as RandomPolicy and ExpertPolicy do).
 
-Why not gymnasium's vector envs: they step every sub-environment on every call, and with autoreset
-disabled a finished sub-environment must be reset before the next call. At the end of a run, when
-fewer episodes remain than sub-environments, that means simulating episodes only to throw them
-away. The runner below keeps K plain envs and steps only those with an episode in progress; on a
-2-core machine that is as fast as SyncVectorEnv, which is also a Python loop over the envs.
+Not gymnasium's vector envs: they step every sub-environment on every call, so at the end of a run,
+with fewer episodes left than sub-environments, they simulate episodes only to throw them away.
+This runner steps only the envs with an episode in progress; on 2 cores it is as fast as
+SyncVectorEnv, which is also a Python loop over the envs.
 """
 
 from __future__ import annotations
@@ -34,21 +32,17 @@ Observation = Union[np.ndarray, dict[str, np.ndarray]]
 class Policy(Protocol):
     """A batched policy over the K sub-environments of a runner.
 
-    ``reset`` is called whenever sub-environments start new episodes: ``env_indices`` are the slots
-    (0..K-1) and ``episode_indices`` the run-wide index of the episode each now runs (a policy with
-    per-episode randomness seeds it from that index). ``act`` receives one observation row per
-    sub-environment in use (K, or fewer when the run has fewer episodes), stacked: an array, or a
-    dict of arrays for dict spaces. Rows of sub-environments with no episode left hold their last
-    observation and their actions are ignored, so a policy may keep fixed per-row state.
+    ``reset``: sub-environments ``env_indices`` (slots 0..K-1) start the run-wide episodes
+    ``episode_indices`` (a policy with per-episode randomness seeds it from them). ``act``: one
+    stacked observation row (an array, or a dict of arrays) per slot in use; rows of slots with no
+    episode left hold their last observation and their actions are ignored.
+    Optional ``observe(rewards)``: the (rows,) rewards of the step just taken (0 for idle rows),
+    before any slot is reset; return-conditioned policies count the return received with it.
     """
 
     def reset(self, env_indices: np.ndarray, episode_indices: np.ndarray) -> None: ...
 
     def act(self, observations: Observation) -> np.ndarray: ...
-
-    # Optional: a policy that defines ``observe(rewards)`` gets the (rows,) rewards of the step it
-    # just chose actions for (0 for rows with no episode), before any sub-environment is reset.
-    # Return-conditioned policies use it to count the return received so far.
 
 
 @dataclass(frozen=True)
@@ -68,16 +62,13 @@ class PixelSpec:
 
 def check_env_id(env_id: str) -> None:
     """Raise ConfigError, suggesting close registered ids, if gymnasium does not know ``env_id``."""
-
-
     register_envs()  # mtm's own ids (mtm/...); gymnasium 1.x loads no plugin entry points itself
     try:
         gym.spec(env_id)
         return
     except (gym.error.Error, ModuleNotFoundError, ValueError):
         pass
-    known = list(gym.registry.keys())
-    by_lower = {k.lower(): k for k in known}
+    by_lower = {k.lower(): k for k in gym.registry}
     close = [by_lower[m] for m in difflib.get_close_matches(env_id.lower(), list(by_lower), n=3, cutoff=0.6)]
     hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
     raise ConfigError(f"unknown environment id {env_id!r}{hint}")
@@ -85,13 +76,11 @@ def check_env_id(env_id: str) -> None:
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, pixels: PixelSpec | None = None):
     """One gymnasium env, optionally with pixel observations. Unknown ids raise ConfigError."""
-
     check_env_id(env_id)
     kwargs = dict(env_kwargs or {})
     try:
         if pixels is None:
             return gym.make(env_id, **kwargs)
-
         return make_pixel_env(env_id, size=pixels.size, camera=pixels.camera, **kwargs)
     # Registered but unusable here (Reacher-v2 needs mujoco-py), or no pixel support: the user's
     # choice of env, so one line rather than a traceback.
@@ -101,7 +90,6 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, pixels: Pixe
 
 
 def _finite_box(action_space: Any) -> tuple[np.ndarray, np.ndarray]:
-
     if not isinstance(action_space, spaces.Box) or not (
         np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()
     ):
@@ -121,7 +109,6 @@ class RandomPolicy:
     STREAM = 1
 
     def __init__(self, action_space: Any, seed: int = 0) -> None:
-
         if isinstance(action_space, spaces.Discrete):
             start, n = int(action_space.start), int(action_space.n)
             self._draw = lambda rng: rng.integers(start, start + n)
@@ -145,26 +132,18 @@ class RandomPolicy:
 class ExpertPolicy:
     """A scripted expert (envs.experts) as a Policy, with optional Gaussian action noise.
 
-    ``noise_std`` is the noise standard deviation in action units, or a function from episode index
-    to std (for datasets that mix qualities). Noisy actions are clipped to the action space, so the
-    recorded action is the one the simulator executed.
-
-    ``expert_inputs``: for tasks whose observation hides what the expert needs (a privileged
-    expert, e.g. mtm/ReacherPixels-v0 hides the target), a function returning the expert's input
-    for every sub-environment, (K, dim), read from the simulators; the observations are then
-    ignored. ``for_task`` builds one from a TaskSpec and the runner's envs.
+    ``noise_std``: the noise std in action units, or a function of the episode index (for datasets
+    that mix qualities). Noisy actions are clipped to the action space, so the recorded action is the
+    one the simulator executed. ``expert_inputs``: for a privileged expert (the observation hides
+    what it needs, e.g. mtm/ReacherPixels-v0's target), a function returning its (K, dim) input for
+    every sub-environment, read from the simulators; the observations are then ignored.
     """
 
     STREAM = 2
 
-    def __init__(
-        self,
-        expert: Callable[[np.ndarray], np.ndarray],
-        action_space: Any,
-        noise_std: float | Callable[[int], float] = 0.0,
-        seed: int = 0,
-        expert_inputs: Callable[[], np.ndarray] | None = None,
-    ) -> None:
+    def __init__(self, expert: Callable[[np.ndarray], np.ndarray], action_space: Any,
+                 noise_std: float | Callable[[int], float] = 0.0, seed: int = 0,
+                 expert_inputs: Callable[[], np.ndarray] | None = None) -> None:
         self.expert = expert
         self.expert_inputs = expert_inputs
         self.low, self.high = _finite_box(action_space)
@@ -173,14 +152,8 @@ class ExpertPolicy:
         self._noise: dict[int, tuple[float, np.random.Generator]] = {}
 
     @classmethod
-    def for_task(
-        cls,
-        spec: Any,
-        envs: Sequence[Any],
-        action_space: Any,
-        noise_std: float | Callable[[int], float] = 0.0,
-        seed: int = 0,
-    ) -> "ExpertPolicy":
+    def for_task(cls, spec: Any, envs: Sequence[Any], action_space: Any,
+                 noise_std: float | Callable[[int], float] = 0.0, seed: int = 0) -> "ExpertPolicy":
         """The scripted expert of an envs.tasks.TaskSpec acting in ``envs`` (an EpisodeRunner's,
         whose row k is sub-environment k); privileged when the task defines expert_observation."""
         read = spec.expert_observation
@@ -263,19 +236,12 @@ class EpisodeRunner:
     """K sub-environments that run the episodes of a run in order, each stepped only while busy.
 
     ``run`` yields ``(episode_index, Episode)`` as episodes finish: in the order they finish, ties
-    broken by index, so the order is deterministic for a given K (and is 0, 1, 2, ... for tasks
-    with fixed-length episodes). Episodes carry T+1 observation rows (the final one included) and
-    ``seed = seed + episode_index``.
+    broken by index, so the order is deterministic for a given K (0, 1, 2, ... for tasks with
+    fixed-length episodes). Episodes carry T+1 observation rows and ``seed = seed + episode_index``.
     """
 
-    def __init__(
-        self,
-        env_id: str,
-        num_envs: int,
-        *,
-        env_kwargs: dict[str, Any] | None = None,
-        pixels: PixelSpec | None = None,
-    ) -> None:
+    def __init__(self, env_id: str, num_envs: int, *, env_kwargs: dict[str, Any] | None = None,
+                 pixels: PixelSpec | None = None) -> None:
         if num_envs <= 0:
             raise ConfigError(f"the number of environments must be positive, got {num_envs}")
         self.env_id = env_id
@@ -294,14 +260,8 @@ class EpisodeRunner:
     def num_envs(self) -> int:
         return len(self.envs)
 
-    def run(
-        self,
-        policy: Policy,
-        num_episodes: int,
-        seed: int,
-        *,
-        on_step: Callable[[int, Any], None] | None = None,
-    ) -> Iterator[tuple[int, Episode]]:
+    def run(self, policy: Policy, num_episodes: int, seed: int, *,
+            on_step: Callable[[int, Any], None] | None = None) -> Iterator[tuple[int, Episode]]:
         """Run exactly ``num_episodes`` episodes; ``on_step(episode_index, env)`` is called after
         every reset and step of a sub-environment (e.g. to render video frames)."""
         if num_episodes < 0:

@@ -1,29 +1,22 @@
 """Rollout videos and contact sheets: frames of the robot, rendered fast, from a camera that follows it.
 
-Every video mtm writes (``mtm eval --video``, ``train.eval_video``, scripts/render_rollout.py) comes
-from ``evaluate_policy``, which records frames with ``FrameRecorder`` below:
-
-- **camera**: ``envs.camera.robot_camera`` (the task's view, else the model's tracking camera, else a
-  free camera tracking the root body), so the robot stays in view for a whole episode, over a floor
-  drawn under it wherever it runs (``envs.camera.FloorUnderRobot``).
-- **speed**: frames are drawn by a renderer of their own, not the env's ``render()``, with the
-  costly effects chosen by a quality preset. On a CPU (EGL renders in software there) shadows alone
-  cost 3-5x, reflections and anti-aliasing together another 3-5x (BENCHMARKS.md, Video rendering):
-  ``fast``, the default, turns them off (15-17x gymnasium's ``render()`` at 256 px); ``nice`` keeps
-  MuJoCo's own look.
-- **independence**: the env's own renderer (the one pixel observations come from) keeps its
-  settings, size and camera; a video never changes what a pixel policy sees.
+Every video mtm writes comes from ``evaluate_policy``, which records frames with ``FrameRecorder``:
+from ``envs.camera.robot_camera`` over a floor drawn under the robot wherever it runs
+(``envs.camera.FloorUnderRobot``), by a renderer of its own rather than the env's ``render()``. Its
+quality preset chooses MuJoCo's costly effects: on a CPU (EGL renders in software there) shadows,
+reflections and anti-aliasing dominate the cost (BENCHMARKS.md, Video rendering); ``fast``, the
+default, turns them off, ``nice`` keeps MuJoCo's own look. The env's own renderer (the one pixel
+observations come from) keeps its settings: a video never changes what a pixel policy sees.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import mujoco
@@ -44,8 +37,7 @@ class RenderQuality:
 
 
 QUALITIES: dict[str, RenderQuality] = {
-    # Shadows, reflections and anti-aliasing off: 15-17x MuJoCo's defaults on a CPU. The skybox
-    # stays: dropping it gains only 5-20 % more, and the sky turns black.
+    # The skybox stays: dropping it gains little (BENCHMARKS.md), and the sky turns black.
     "fast": RenderQuality(shadows=False, reflections=False, multisamples=0, skybox=True),
     # MuJoCo's defaults: what gymnasium's render() draws.
     "nice": RenderQuality(shadows=True, reflections=True, multisamples=4, skybox=True),
@@ -97,7 +89,6 @@ class RolloutMedia:
 
 def mujoco_sim(env: Any) -> tuple[Any, Any]:
     """(model, data) of a gymnasium MuJoCo env; ConfigError for any other env."""
-
     sim = env.unwrapped
     model, data = getattr(sim, "model", None), getattr(sim, "data", None)
     if not isinstance(model, mujoco.MjModel) or not isinstance(data, mujoco.MjData):
@@ -106,44 +97,28 @@ def mujoco_sim(env: Any) -> tuple[Any, Any]:
     return model, data
 
 
-@contextlib.contextmanager
-def _model_visual(model: Any, **values: int) -> Iterator[None]:
-    """Set model.vis.quality / .global_ fields for as long as a renderer is being created.
-
-    MuJoCo reads them once, when a rendering context is made (buffer size, anti-aliasing samples,
-    shadow-map size); restoring them keeps the env's own renderer exactly as the env made it.
-    """
-    groups = {"offwidth": model.vis.global_, "offheight": model.vis.global_,
-              "offsamples": model.vis.quality, "shadowsize": model.vis.quality}
-    saved = {name: getattr(groups[name], name) for name in values}
-    try:
-        for name, value in values.items():
-            setattr(groups[name], name, value)
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(groups[name], name, value)
-
-
 class RobotRenderer:
     """Square RGB frames of an env's robot, drawn from its simulator state with envs.camera's view."""
 
     def __init__(self, env: Any, size: int = DEFAULT_SIZE, quality: str | RenderQuality = DEFAULT_QUALITY) -> None:
-
-
         self.env = env
         self.model, self.data = mujoco_sim(env)
         self.size = check_size(size)
         # A preset's name, or effects of one's own (scripts/bench_video.py times them one by one).
         self.quality = quality if isinstance(quality, RenderQuality) else check_quality(quality)
-        settings = {"offwidth": max(self.model.vis.global_.offwidth, self.size),
-                    "offheight": max(self.model.vis.global_.offheight, self.size),
-                    "offsamples": self.quality.multisamples}
-        if self.quality.shadows:
-            # envs.pixels turns the map off on models it renders observations for.
-            settings["shadowsize"] = self.model.vis.quality.shadowsize or _SHADOW_MAP
-        with _model_visual(self.model, **settings):
+        # MuJoCo reads these once, when a rendering context is made; restoring them afterwards keeps the
+        # env's own renderer exactly as the env made it.
+        vis = self.model.vis
+        saved = (vis.global_.offwidth, vis.global_.offheight, vis.quality.offsamples, vis.quality.shadowsize)
+        vis.global_.offwidth = max(vis.global_.offwidth, self.size)
+        vis.global_.offheight = max(vis.global_.offheight, self.size)
+        vis.quality.offsamples = self.quality.multisamples
+        if self.quality.shadows:  # envs.pixels turns the map off on models it renders observations for
+            vis.quality.shadowsize = vis.quality.shadowsize or _SHADOW_MAP
+        try:
             self._renderer = mujoco.Renderer(self.model, self.size, self.size)
+        finally:
+            vis.global_.offwidth, vis.global_.offheight, vis.quality.offsamples, vis.quality.shadowsize = saved
         self._give_back_context()
         flags = self._renderer.scene.flags
         flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self.quality.shadows
@@ -174,7 +149,6 @@ class RobotRenderer:
 
     def segmentation(self) -> np.ndarray:
         """(size, size) geom id shown by each pixel (-1: none or not a geom), from the same camera."""
-
         self._renderer.enable_segmentation_rendering()
         try:
             self._update_scene()
@@ -200,17 +174,14 @@ class EpisodeFrames:
 
 
 class FrameRecorder:
-    """An ``EpisodeRunner.run`` on_step callback: frames of the first ``episodes`` episodes.
-
-    One renderer per sub-environment, made at its first recorded frame. ``finish`` adds an episode's
-    rewards once it is done, for the return printed on contact-sheet tiles.
-    """
+    """An ``EpisodeRunner.run`` on_step callback: frames of the first ``episodes`` episodes, with one
+    renderer per sub-environment. ``finish`` adds an episode's rewards, for contact-sheet captions."""
 
     def __init__(self, episodes: int = 1, size: int = DEFAULT_SIZE, quality: str = DEFAULT_QUALITY) -> None:
         self.episodes = episodes
         self.size = check_size(size)
-        self.quality = quality
         check_quality(quality)
+        self.quality = quality
         self.recorded: dict[int, EpisodeFrames] = {}
         self.render_seconds = 0.0
         self.camera_description: str | None = None
@@ -257,9 +228,8 @@ class FrameRecorder:
 
 
 def write_media(path: Path, suffix: str, what: str, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp)`` on a temporary file next to ``path``, then rename it into place: a reader
-    never sees half a file. A full disk or an unwritable folder becomes one OutputError line; a
-    ``.partial`` file that an interrupted run left behind is removed, with a warning."""
+    """Run ``write(tmp)`` on a temporary file next to ``path``, then rename it into place. A full disk
+    or an unwritable folder is one OutputError line; a ``.partial`` file left behind is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial" + suffix)
@@ -288,8 +258,7 @@ def write_video(path: Path, episodes: list[EpisodeFrames], fps: int) -> Path:
 
     def write(tmp: Path) -> None:
         # macro_block_size=1: any frame size (ffmpeg would otherwise resize to a multiple of 16).
-        # x264's "veryfast" preset: twice the encoding rate of its default for a file ~7 % larger
-        # (BENCHMARKS.md, Video rendering), so encoding costs less than drawing the frames.
+        # "veryfast": encoding then costs less than drawing the frames (BENCHMARKS.md, Video rendering).
         with imageio.get_writer(tmp, fps=fps, macro_block_size=1, ffmpeg_params=["-preset", "veryfast"]) as writer:
             for episode in episodes:
                 for frame in episode.frames:

@@ -7,9 +7,7 @@ gymnasium) happen inside the commands, so `mtm --help` and `mtm inspect` stay fa
 
 from __future__ import annotations
 
-
-# With OpenMP's default busy-wait, two torch threads can run 10-100x slower when the other core is
-# busy (an env, a loader). Passive waiting costs nothing measurable otherwise. Must precede torch.
+# Passive OpenMP waiting (mtm.hardware) must be chosen before torch loads.
 from mtm.hardware import configure_threads  # (imports no torch)
 
 configure_threads()

@@ -17,29 +17,14 @@ from mtm.cli.group import main
 @click.option("--num-envs", type=int, default=8, help="environments stepped together")
 @click.option("--seed", type=int, default=0, help="episode i is reset with seed SEED+i")
 @click.option("--output", type=click.Path(path_type=Path), required=True, help="native episode file (.hdf5) to write")
-@click.option(
-    "--noise",
-    default=None,
-    help="expert action-noise std; comma-separated values (0,0.1,0.3) split the episodes into "
-    "equal consecutive blocks for a mixed-quality dataset",
-)
+@click.option("--noise", default=None, help="expert action-noise std; comma-separated values (0,0.1,0.3) split the "
+              "episodes into equal consecutive blocks for a mixed-quality dataset")
 @click.option("--pixels", is_flag=True, help="also record rendered RGB frames (observation key 'pixels')")
 @click.option("--image-size", type=int, default=None, help="frame height and width with --pixels  [default: 64]")
 @click.option("--overwrite", is_flag=True, help="replace OUTPUT if it exists")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-def collect_command(
-    env_id: str,
-    policy: str,
-    episodes: int,
-    num_envs: int,
-    seed: int,
-    output: Path,
-    noise: str | None,
-    pixels: bool,
-    image_size: int | None,
-    overwrite: bool,
-    progress: bool,
-) -> None:
+def collect_command(env_id: str, policy: str, episodes: int, num_envs: int, seed: int, output: Path,
+                    noise: str | None, pixels: bool, image_size: int | None, overwrite: bool, progress: bool) -> None:
     """Collect a dataset: run POLICY for EPISODES episodes and write them to OUTPUT.
 
     Ctrl-C stops early and keeps every finished episode (the file is complete and valid).
@@ -50,17 +35,9 @@ def collect_command(
 
     if image_size is not None and not pixels:
         raise ConfigError("--image-size needs --pixels")
-    options = CollectOptions(
-        env_id=env_id,
-        policy=policy,
-        episodes=episodes,
-        output=output,
-        num_envs=num_envs,
-        seed=seed,
-        noise=parse_noise(noise),
-        pixels=PixelSpec(size=64 if image_size is None else image_size) if pixels else None,
-        overwrite=overwrite,
-    )
+    options = CollectOptions(env_id=env_id, policy=policy, episodes=episodes, output=output, num_envs=num_envs,
+                             seed=seed, noise=parse_noise(noise), overwrite=overwrite,
+                             pixels=PixelSpec(size=64 if image_size is None else image_size) if pixels else None)
     result = collect(options, progress=progress)
     returns = result.returns
     if result.path is None:

@@ -13,13 +13,10 @@ from mtm.cli.group import main
 from mtm.data.formats import FORMATS
 from mtm.errors import ConfigError
 
-_FORMAT_OPTION = click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), default=None,
-    help="Source format. [default: detected from the file's layout]",
-)
-_FILTER_KEY_OPTION = click.option(
-    "--filter-key", default=None, help="robomimic only: read just the demos listed under mask/<KEY>.",
-)
+_FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+                              help="Source format. [default: detected from the file's layout]")
+_FILTER_KEY_OPTION = click.option("--filter-key", default=None,
+                                  help="robomimic only: read just the demos listed under mask/<KEY>.")
 
 
 @main.command()
@@ -42,10 +39,8 @@ def inspect(file: Path, fmt: str | None, filter_key: str | None, as_json: bool) 
 @click.argument("dst", type=click.Path(path_type=Path))
 @_FORMAT_OPTION
 @_FILTER_KEY_OPTION
-@click.option("--overwrite", is_flag=True,
-              help="Replace DST if it exists (only once the new file is complete).")
-@click.option("--env-id", default=None,
-              help="Gymnasium env id to record, e.g. Hopper-v5. [default: from SRC]")
+@click.option("--overwrite", is_flag=True, help="Replace DST if it exists (only once the new file is complete).")
+@click.option("--env-id", default=None, help="Gymnasium env id to record, e.g. Hopper-v5. [default: from SRC]")
 @click.option("--ref-min", type=float, default=None, help="Reference return for a normalised score of 0.")
 @click.option("--ref-max", type=float, default=None, help="Reference return for a normalised score of 100.")
 @click.option("--drop", "drops", multiple=True, metavar="MODALITY[:FRACTION]",
@@ -68,10 +63,8 @@ def convert(src: Path, dst: Path, fmt: str | None, filter_key: str | None, overw
 
     from mtm.data.formats import open_dataset
     from mtm.data.formats.native import EpisodeWriter
-    from mtm.io import check_output_path
-    from mtm.io import write_failure
-
     from mtm.data.mixture import drop_plan, parse_drop
+    from mtm.io import check_output_path, write_failure
 
     dropping = dict(parse_drop(text) for text in drops)
     if (ref_min is None) != (ref_max is None):
@@ -106,11 +99,8 @@ def convert(src: Path, dst: Path, fmt: str | None, filter_key: str | None, overw
 
 
 def _with_overrides(info: Any, env_id: str | None, ref_min: float | None, ref_max: float | None) -> Any:
-    """The source's DatasetInfo with the command line's corrections applied.
-
-    References the source already has describe its data and are kept when only --env-id changes;
-    a new env id only fills in references the source lacked.
-    """
+    """The source's DatasetInfo with the command line's corrections applied. A new --env-id only fills
+    in references the source lacked: the source's own describe its data."""
     from envs.references import reference_scores
 
     changes: dict[str, Any] = {}
@@ -126,9 +116,8 @@ def _with_overrides(info: Any, env_id: str | None, ref_min: float | None, ref_ma
 
 def format_report(s: dict[str, Any]) -> str:
     """The human-readable `mtm inspect` report for a `summarize` dict (plus its "path")."""
-    rows: list[tuple[str, str]] = []
     fmt = s["format"] if s["format"] == s["source_format"] else f"{s['format']} (from {s['source_format']})"
-    rows.append(("format", fmt))
+    rows: list[tuple[str, str]] = [("format", fmt)]
     if s["source"] != str(Path(s["path"]).resolve()):  # a converted file names its origin
         rows.append(("source", s["source"]))
     rows.append(("env", s["env_id"] or "unknown"))
@@ -150,17 +139,16 @@ def format_report(s: dict[str, Any]) -> str:
             text = f"{name:<{name_width}}  {shapes[name]:<{shape_width}}  {m['dtype']}"
             e = episodes_with.get(name, s["num_episodes"])
             if e < s["num_episodes"]:  # a partly labelled file: say how much carries it
-                text += (f"   in {e} of {s['num_episodes']} episodes, "
-                         f"{steps_with[name]} of {s['num_steps']} steps")
+                text += f"   in {e} of {s['num_episodes']} episodes, {steps_with[name]} of {s['num_steps']} steps"
         rows.append(("per step" if i == 0 else "", text))
     r = s["returns"]
     rewarded = episodes_with.get("rewards", s["num_episodes"])
-    if r is not None:
-        rows.append(("returns", f"mean {r['mean']:.1f} +/- {r['std']:.1f}   "
-                                f"min {r['min']:.1f}   max {r['max']:.1f}"
-                                + (f"   (the {rewarded} episodes with rewards)" if rewarded < s["num_episodes"] else "")))
-    else:
+    if r is None:
         rows.append(("returns", "none: no episode has rewards"))
+    else:
+        some = f"   (the {rewarded} episodes with rewards)" if rewarded < s["num_episodes"] else ""
+        rows.append(("returns", f"mean {r['mean']:.1f} +/- {r['std']:.1f}   min {r['min']:.1f}   "
+                                f"max {r['max']:.1f}{some}"))
     ref = s["reference_scores"]
     if ref is not None:
         text = f"min {ref['min']:.1f}   max {ref['max']:.1f}"

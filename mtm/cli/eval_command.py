@@ -16,20 +16,23 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
 
 
 @main.command("eval")
-@click.option("--checkpoint", required=True, metavar="DIR", help="A run directory (its last checkpoint) or a checkpoint directory.")
+@click.option("--checkpoint", required=True, metavar="DIR",
+              help="A run directory (its last checkpoint) or a checkpoint directory.")
 @click.option("--env", "env_id", default=None, help="Gymnasium id. Default: the env of the checkpoint's dataset.")
 @click.option("--episodes", default=10, show_default=True, help="Episodes to run (exactly this many).")
-@click.option("--num-envs", default=10, show_default=True, help="Environments stepped together, one batched forward pass per step.")
+@click.option("--num-envs", default=10, show_default=True,
+              help="Environments stepped together, one batched forward pass per step.")
 @click.option("--mode", default=None, type=click.Choice(POLICY_MODES),
               help="Which tokens the policy shows the model. Default: rcbc when the model can, else bc.")
 @click.option("--target-return", type=float, default=None, help="RCBC: the episode return to ask for.")
 @click.option("--target-fraction", type=float, default=None,
-              help="RCBC: ask for min + p (max - min) of the training episode returns (default p = 1.0: the best seen).")
+              help="RCBC: ask for min + p (max - min) of the training episode returns "
+                   "(default p = 1.0: the best seen).")
 @click.option("--decrement/--constant", default=False, show_default=True,
               help="RCBC: lower the target by the rewards received, or hold it constant (official MTM).")
 @click.option("--action-history/--no-action-history", default=True, show_default=True,
-              help="Show the model the actions it took at the previous steps of the window, or only states (and returns). "
-                   "With --task bc/rcbc: the same for the held-out windows.")
+              help="Show the model the actions it took at the previous steps of the window, or only states "
+                   "(and returns). With --task bc/rcbc: the same for the held-out windows.")
 @click.option("--seed", default=0, show_default=True, help="Episode i is reset with seed + i, whatever --num-envs is.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cuda", "cpu", "mps"]))
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
@@ -38,9 +41,11 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
               help="Write an mp4 of the first episodes here, seen from a camera that follows the robot.")
 @click.option("--contact-sheet", "contact_sheet", default=None, type=click.Path(dir_okay=False),
               help="Write a PNG grid of frames of the first episodes here, step and return on each tile.")
-@click.option("--video-episodes", default=1, show_default=True, help="How many episodes the video and contact sheet show.")
+@click.option("--video-episodes", default=1, show_default=True,
+              help="How many episodes the video and contact sheet show.")
 @click.option("--video-quality", default="fast", show_default=True, metavar="fast|nice",
-              help="fast: no shadows, reflections or anti-aliasing (many times faster on a CPU); nice: MuJoCo's full look.")
+              help="fast: no shadows, reflections or anti-aliasing (many times faster on a CPU); "
+                   "nice: MuJoCo's full look.")
 @click.option("--video-size", default=256, show_default=True, help="Frame width and height in pixels.")
 @click.option("--task", "tasks", multiple=True, type=click.Choice(PREDICTION_TASKS),
               help="Instead of rollouts: prediction errors on the held-out episodes (repeatable).")
@@ -48,9 +53,9 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
 @click.option("--output", default=None, type=click.Path(dir_okay=False), help="Write the report as JSON.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output / --video / --contact-sheet file.")
 @click.option("--progress/--no-progress", default=True)
-def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, target_fraction, decrement, action_history, seed,
-                 device, precision, video, contact_sheet, video_episodes, video_quality, video_size, tasks, data, output,
-                 overwrite, progress) -> None:
+def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, target_fraction, decrement,
+                 action_history, seed, device, precision, video, contact_sheet, video_episodes, video_quality,
+                 video_size, tasks, data, output, overwrite, progress) -> None:
     """Evaluate a trained model: returns and normalised score in the env, or dynamics errors.
 
     \b
@@ -76,7 +81,8 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
         policy = PolicyConfig(mode=mode or "auto", target_return=target_return, target_fraction=target_fraction,
                               decrement=decrement, action_history=action_history, precision=precision)
     except ValueError as exc:  # e.g. both targets given
-        raise ConfigError(str(exc).replace("target_return and target_fraction", "--target-return and --target-fraction")) from None
+        message = str(exc).replace("target_return and target_fraction", "--target-return and --target-fraction")
+        raise ConfigError(message) from None
     files = [Path(p).resolve() for p in (output, video, contact_sheet) if p is not None]
     if len(set(files)) < len(files):
         raise ConfigError("--output, --video and --contact-sheet need different files")
@@ -85,14 +91,12 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
             check_output_path(path, overwrite)
     ck = load_checkpoint(checkpoint)
     dev = resolve_device(device)
-    if dev.type == "cpu":
+    if dev.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):  # the user's choice wins
         import torch
 
-        # The model and the simulator take turns in one process: one thread was fastest for
-        # act() at every batch size measured (BENCHMARKS.md), and leaves a core to the rest.
-        # OMP_NUM_THREADS, when the user set it, still wins.
-        if not os.environ.get("OMP_NUM_THREADS"):
-            torch.set_num_threads(1)
+        # The model and the simulator take turns in one process: one thread was fastest for act()
+        # at every batch size measured (BENCHMARKS.md), and leaves a core to the rest.
+        torch.set_num_threads(1)
     runtime = [f"device {dev}"]
     if not tasks:  # prediction errors are always computed in fp32
         runtime.append(f"precision {resolve_precision(precision, dev).describe()}")
@@ -107,8 +111,8 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
         for task, e in report["tasks"].items():
             click.echo(f"  {task:5s} {e['mse']:10.4f}   baseline {e['baseline_mse']:10.4f}   ratio {e['ratio']:.3f}")
     else:
-        report = evaluate_checkpoint(ck, env_id=env_id, episodes=episodes, num_envs=num_envs, policy=policy, seed=seed,
-                                     device=dev, media=media, progress=progress)
+        report = evaluate_checkpoint(ck, env_id=env_id, episodes=episodes, num_envs=num_envs, policy=policy,
+                                     seed=seed, device=dev, media=media, progress=progress)
         click.echo(format_report(report))
     if output:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from mtm.cli.group import main
 
 @main.command("train")
 @click.option("--config", "config_name", default=None, metavar="NAME|FILE",
-              help="A built-in config (reference, small, demo, mlp-bc, mlp-rcbc) or a YAML/JSON file. Default: the dataclass defaults.")
+              help="A built-in config (reference, small, demo, mlp-bc, mlp-rcbc) or a YAML/JSON file. "
+                   "Default: the dataclass defaults.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one field, e.g. --set train.lr=3e-4 --set model.width=256 (repeatable).")
 @click.option("--data", multiple=True, metavar="PATH",
@@ -41,8 +43,6 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
     from mtm.training.loop import CONFIG_FILE, train
     from mtm.training.rundir import recover
 
-    import json
-
     extra = list(overrides)
     first = data[0] if data else None
     for key, value in (("data.path", first), ("train.run_dir", run_dir), ("train.device", device)):
@@ -52,7 +52,8 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
         extra.append(f"data.extra_paths={json.dumps([str(p) for p in data[1:]])}")
     if resume is not None:
         if config_name is not None:
-            raise ConfigError("--resume continues a run with its own config.yaml; drop --config (use --set to change fields)")
+            raise ConfigError("--resume continues a run with its own config.yaml; drop --config "
+                              "(use --set to change fields)")
         if overwrite:
             raise ConfigError("--resume continues a run and --overwrite replaces one; give only one of them")
         # A killed --overwrite may have left the earlier run set aside: put it back before its

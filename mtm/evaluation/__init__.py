@@ -1,11 +1,6 @@
-"""Evaluation of a trained model, used by `mtm eval` and by training alike (training imports it; it
-imports nothing of training):
-
-    rollouts     the model as a policy in its environment: returns, normalised scores, videos,
-                 contact sheets (evaluate_policy, evaluate_checkpoint, format_report)
-    predictions  its predictions on held-out windows, in raw units, next to the mean-prediction
-                 baseline: BC, RCBC, forward and inverse dynamics (prediction_errors,
-                 evaluate_predictions)
+"""Evaluation of a trained model, for `mtm eval` and training alike (it imports nothing of training):
+rollouts (the model as a policy in its env: returns, scores, videos, contact sheets) and predictions
+(errors on held-out windows next to the mean-prediction baseline).
 """
 
 from mtm.evaluation.predictions import evaluate_predictions, prediction_errors

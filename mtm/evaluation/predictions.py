@@ -1,17 +1,11 @@
 """Prediction errors on held-out windows, in raw units, next to the mean-prediction baseline.
 
-Each task is one inference mask and one token to read back:
-
-    bc    behaviour cloning           bc_mask at c = L-1,              read action c
-    rcbc  return-conditioned BC       rcbc_mask at c = L-1,            read action c
-    fd    forward dynamics            forward_dynamics_mask at c = L-2, read state c+1
-    id    inverse dynamics            inverse_dynamics_mask at c = L-2, read action c
-
-The baseline predicts the training split's mean of the target modality for every sample: a model
-that has learnt nothing about the trajectory scores about 1.0 in `ratio` (its error / baseline's).
-Only windows whose steps 0..max(c, target) are all real (not padding) are scored, and only
-windows whose episode has every modality the task reads or predicts (an episode recorded without
-actions scores no BC, RCBC, FD or ID error; without rewards, no RCBC error).
+Each task (PREDICTION_TASKS) is one inference mask at a current position c and one token to read
+back. The baseline predicts the training split's mean of the target modality for every sample: a
+model that has learnt nothing about the trajectory scores about 1.0 in `ratio` (its error /
+baseline's). Only windows whose steps 0..max(c, target) are all real (not padding) are scored, and
+only windows whose episode has every modality the task reads or predicts (an episode recorded
+without actions scores no BC, RCBC, FD or ID error; without rewards, no RCBC error).
 """
 
 from __future__ import annotations
@@ -68,16 +62,9 @@ def steps_needed(model: torch.nn.Module) -> int | None:
 
 
 @torch.no_grad()
-def prediction_errors(
-    model: torch.nn.Module,
-    sampler: WindowSampler,
-    baseline_means: dict[str, torch.Tensor],
-    *,
-    tasks: tuple[str, ...] = tuple(PREDICTION_TASKS),
-    max_windows: int = 8192,
-    batch_size: int = 1024,
-    action_history: bool = True,
-) -> dict[str, dict]:
+def prediction_errors(model: torch.nn.Module, sampler: WindowSampler, baseline_means: dict[str, torch.Tensor], *,
+                      tasks: tuple[str, ...] = tuple(PREDICTION_TASKS), max_windows: int = 8192,
+                      batch_size: int = 1024, action_history: bool = True) -> dict[str, dict]:
     """{task: {"mse", "baseline_mse", "ratio", "per_dim_mse", "per_dim_baseline_mse", "count"}}.
 
     Errors are mean squared errors in raw units (averaged over dimensions); `per_dim_*` keep the
@@ -140,15 +127,9 @@ def prediction_errors(
     return out
 
 
-def evaluate_predictions(
-    checkpoint: Checkpoint,
-    *,
-    tasks: tuple[str, ...],
-    data_path: str | None = None,
-    max_windows: int = 100_000,
-    device: str | torch.device = "cpu",
-    action_history: bool = True,
-) -> dict[str, Any]:
+def evaluate_predictions(checkpoint: Checkpoint, *, tasks: tuple[str, ...], data_path: str | None = None,
+                         max_windows: int = 100_000, device: str | torch.device = "cpu",
+                         action_history: bool = True) -> dict[str, Any]:
     """Prediction errors (raw units, per dimension and mean) on the checkpoint's held-out episodes."""
     data_cfg = config_from_dict(DataConfig, (checkpoint.config or {}).get("data", {}))
     if data_path is not None:

@@ -1,11 +1,10 @@
 """A trained model in its environment: returns, normalised scores, videos and contact sheets.
 
 `evaluate_policy` runs exactly N episodes over K environments (episode i reset with seed + i, so the
-per-episode results do not depend on K) and returns a JSON-able report: per-episode return and
-length, mean ± std (population std over the N episodes), normalised score
-100 · (R − R_min) / (R_max − R_min) with the references the data carries (D4RL constants for
-D4RL-derived data, Minari's ref_min/ref_max, the native file's stored ones) or, failing that,
-envs.references, and the env steps per second of the whole loop (simulation + policy).
+results do not depend on K) and reports per-episode return and length, mean ± std (population std
+over the N episodes), the normalised score 100 · (R − R_min) / (R_max − R_min) with the references
+the data carries (D4RL's, Minari's, the native file's) or else envs.references, and the env steps
+per second of the whole loop (simulation + policy).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 import mtm
-from envs.references import reference_entry
+from envs.references import normalized_score, reference_entry
 from mtm.checkpoint import Checkpoint
 from mtm.errors import ConfigError
 from mtm.policy import MTMPolicy, load_model
@@ -58,34 +57,18 @@ def check_env_matches(runner: EpisodeRunner, policy: MTMPolicy, env_id: str) -> 
     else:
         obs_dim = int(np.prod(space.shape))
     if obs_dim != policy.state_dim:
-        raise ConfigError(
-            f"{env_id}: observations have {obs_dim} dimensions, the checkpoint was trained on "
-            f"{policy.state_dim}; evaluate it in the env it was trained for (--env)"
-        )
+        raise ConfigError(f"{env_id}: observations have {obs_dim} dimensions, the checkpoint was trained on "
+                          f"{policy.state_dim}; evaluate it in the env it was trained for (--env)")
     act_dim = int(np.prod(runner.action_space.shape))
     if act_dim != policy.action_dim:
-        raise ConfigError(
-            f"{env_id}: actions have {act_dim} dimensions, the checkpoint predicts {policy.action_dim}"
-        )
+        raise ConfigError(f"{env_id}: actions have {act_dim} dimensions, the checkpoint predicts {policy.action_dim}")
 
 
-def evaluate_policy(
-    policy_factory,
-    metadata: dict[str, Any],
-    env_id: str,
-    *,
-    episodes: int,
-    num_envs: int,
-    seed: int = 0,
-    media: RolloutMedia | None = None,
-    pixels: PixelSpec | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
+def evaluate_policy(policy_factory, metadata: dict[str, Any], env_id: str, *, episodes: int, num_envs: int,
+                    seed: int = 0, media: RolloutMedia | None = None, pixels: PixelSpec | None = None,
+                    progress: bool = False) -> dict[str, Any]:
     """Run `episodes` episodes of `policy_factory(num_envs)` in `env_id` and report (see module doc).
-
-    `media`: also write a video and / or a contact sheet of the first episodes (mtm.video); the
-    report then names the files, the frames, the camera and the rendering rate.
-    """
+    `media`: also write a video and / or a contact sheet of the first episodes (mtm.video)."""
     if episodes < 1:
         raise ConfigError(f"the number of episodes must be >= 1, got {episodes}")
     if num_envs < 1:
@@ -100,23 +83,17 @@ def evaluate_policy(
         check_env_matches(runner, policy, env_id)
         if recorder is not None:
             recorder.check(runner.envs[0])
-        bar = None
-        if progress:
-
-            bar = tqdm(total=episodes, desc=f"eval {env_id}", unit="episode", dynamic_ncols=True)
         results: dict[int, dict[str, Any]] = {}
-        try:
+        with tqdm(total=episodes, desc=f"eval {env_id}", unit="episode", dynamic_ncols=True,
+                  disable=not progress) as bar:
             for index, episode in runner.run(policy, episodes, seed, on_step=recorder):
                 results[index] = {"index": index, "seed": episode.seed, "return": episode.episode_return,
                                   "length": episode.length, "terminated": episode.terminated}
                 if recorder is not None:
                     recorder.finish(index, episode.rewards, episode.terminated)
-                if bar is not None:
+                if progress:
                     bar.update(1)
                     bar.set_postfix(mean_return=f"{np.mean([r['return'] for r in results.values()]):.1f}")
-        finally:
-            if bar is not None:
-                bar.close()
         steps_per_s = runner.stats.steps_per_s
         fps = int(runner.envs[0].metadata.get("render_fps", 30)) if runner.envs else 30
     per_episode = [results[i] for i in sorted(results)]
@@ -137,7 +114,7 @@ def evaluate_policy(
         "per_episode": per_episode,
     }
     if refs is not None and refs["max"] != refs["min"]:
-        scores = 100.0 * (returns - refs["min"]) / (refs["max"] - refs["min"])
+        scores = normalized_score(returns, refs["min"], refs["max"])
         report["normalized_score_mean"] = float(scores.mean())
         report["normalized_score_std"] = float(scores.std())
         for r, s in zip(per_episode, scores):
@@ -149,7 +126,6 @@ def evaluate_policy(
 
 def _write_media(recorder: FrameRecorder, media: RolloutMedia, fps: int) -> dict[str, Any]:
     """Write the video and / or contact sheet of `recorder`'s episodes; their report fields."""
-
     recorded = recorder.episodes_in_order()
     out: dict[str, Any] = {
         "recorded_episodes": [e.index for e in recorded],
@@ -166,18 +142,9 @@ def _write_media(recorder: FrameRecorder, media: RolloutMedia, fps: int) -> dict
     return out
 
 
-def evaluate_checkpoint(
-    checkpoint: Checkpoint,
-    *,
-    env_id: str | None = None,
-    episodes: int = 10,
-    num_envs: int = 10,
-    policy: PolicyConfig | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    media: RolloutMedia | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
+def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, episodes: int = 10, num_envs: int = 10,
+                        policy: PolicyConfig | None = None, seed: int = 0, device: str | torch.device = "cpu",
+                        media: RolloutMedia | None = None, progress: bool = False) -> dict[str, Any]:
     """The policy of a checkpoint in its env (or `env_id`), acting as `policy` says (default: the
     PolicyConfig defaults): the full `mtm eval` report."""
     policy = policy or PolicyConfig()
@@ -223,8 +190,9 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if report.get("normalized_score_mean") is not None:
         refs = report["reference_scores"]
-        lines.append(f"  normalised score  {report['normalized_score_mean']:.1f} +/- {report['normalized_score_std']:.1f}"
-                     f"   (references {refs['min']:.2f} .. {refs['max']:.2f}: {refs['source']})")
+        score = f"{report['normalized_score_mean']:.1f} +/- {report['normalized_score_std']:.1f}"
+        lines.append(f"  normalised score  {score}   (references {refs['min']:.2f} .. {refs['max']:.2f}: "
+                     f"{refs['source']})")
     lines.append(f"  env steps/s       {report['env_steps_per_s']:.0f} ({report['num_envs']} envs, policy included)")
     if report.get("video"):
         lines.append(f"  video             {report['video']}")
@@ -232,8 +200,9 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  contact sheet     {report['contact_sheet']}")
     if report.get("video_frames"):
         rate = report.get("video_render_frames_per_s")
-        lines.append(f"  frames            {report['video_frames']} at {report['video_size']} px, {report['video_quality']} "
-                     f"quality" + (f", {rate:.0f} frames/s" if rate else "") + f"; camera: {report['video_camera']}")
+        lines.append(f"  frames            {report['video_frames']} at {report['video_size']} px, "
+                     f"{report['video_quality']} quality" + (f", {rate:.0f} frames/s" if rate else "")
+                     + f"; camera: {report['video_camera']}")
     if report.get("checkpoint"):
         lines.append(f"  checkpoint        {report['checkpoint']} (step {report['checkpoint_step']})")
     return "\n".join(lines)
