@@ -82,10 +82,7 @@ def optional_float(value: Any) -> float | None:
 
 class GroupPerEpisode(EpisodeSource):
     """A reader whose episodes are HDF5 groups under one parent group (native, Minari, robomimic).
-
-    Subclasses set `_file` (None once closed), `_names` (the episode groups, in episode order) and
-    `_episodes_parent` (the group holding them).
-    """
+    Subclasses set `_file`, `_names` (the episode groups, in episode order) and `_episodes_parent`."""
 
     _file: h5py.File | None
     _names: list[str]

@@ -102,9 +102,6 @@ class Trajectories:
         """(N,) bool: the steps whose episode carries array `key`."""
         return np.repeat(self.has(key), self.lengths)
 
-    def steps_with(self, key: str) -> int:
-        return int(self.lengths[self.has(key)].sum())
-
     def episode_returns(self) -> np.ndarray:
         """(E,) float64 undiscounted return of every episode (NaN for one without rewards)."""
         if self.num_episodes == 0:

@@ -11,11 +11,10 @@ requested key that can be absent; a dataset without gaps adds nothing. ``source_
 file of a mixture, with ``source_index`` per episode) draw each sample's file with those
 probabilities, then a window uniformly within it; without them every window is equally likely.
 
-Layout, chosen for speed: the requested keys are packed side by side into one (rows, D) float32
-tensor on the device, in which every episode shorter than L is followed by copies of its last row up
-to L rows. Every window is then L *contiguous* rows, so a batch is one `index_select` of (L, D) blocks
-through an unfolded view plus one lookup in a per-window table, with no Python loop over the batch
-and no host-to-device copy per batch (random single-row gathers: BENCHMARKS.md, Data loading).
+Layout, chosen for speed (`_layout`): the keys are packed into one (rows, D) float32 tensor on the
+device where every window is L *contiguous* rows, so a batch is one `index_select` of (L, D) blocks
+and one table lookup, with no Python loop and no host-to-device copy per batch (BENCHMARKS.md, Data
+loading, has what random single-row gathers cost instead).
 """
 
 from __future__ import annotations
@@ -132,8 +131,7 @@ class WindowSampler:
 
 def _layout(starts: np.ndarray, lengths: np.ndarray, timesteps: np.ndarray,
             window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Where the packed storage takes its rows from; the per-window table; windows per episode; and
-    each window's first step s in its episode.
+    """(storage rows, per-window table, windows per episode, each window's first step s).
 
     Episode e occupies max(T_e, L) storage rows; storage row j of it copies data row
     start_e + min(j, T_e − 1), so a short episode's last row fills it up to L rows. Its windows
@@ -146,7 +144,6 @@ def _layout(starts: np.ndarray, lengths: np.ndarray, timesteps: np.ndarray,
     stored_starts = np.concatenate([[0], np.cumsum(stored)[:-1]])
     within = np.arange(int(stored.sum()), dtype=np.int64) - np.repeat(stored_starts, stored)
     storage_rows = np.repeat(starts, stored) + np.minimum(within, np.repeat(lengths - 1, stored))
-
     per_episode = stored - window + 1  # = max(T_e − L + 1, 1)
     first_window = np.concatenate([[0], np.cumsum(per_episode)[:-1]])
     s = np.arange(int(per_episode.sum()), dtype=np.int64) - np.repeat(first_window, per_episode)

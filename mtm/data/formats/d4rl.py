@@ -210,21 +210,15 @@ def _jsonable(value: Any) -> Any:
 
 def _dataset_info(path: Path, flat: FlatArrays, metadata: dict[str, Any],
                   info_keys: list[str]) -> DatasetInfo:
-    env_id = metadata.get("env_id")
-    env_id = str(env_id) if env_id else None
+    env_id = str(metadata["env_id"]) if metadata.get("env_id") else None
     # Original D4RL downloads carry no env id, but their file names are the dataset ids
     # ("hopper_medium_replay-v2.hdf5"), which is enough to find the reference scores.
     reference = reference_entry(env_id) or reference_entry(path.stem)
+    ref_min, ref_max, provenance = reference or (None, None, None)
     extra: dict[str, Any] = {"metadata": metadata, "infos": info_keys}
     if reference is not None:
-        extra["reference_scores"] = reference[2]
-    return DatasetInfo(
-        source_format="d4rl",
-        source=str(path),
-        env_id=env_id,
-        ref_min_score=None if reference is None else reference[0],
-        ref_max_score=None if reference is None else reference[1],
-        observation_space=unbounded_box(flat.observations.shape[1:], flat.observations.dtype),
-        action_space=None if flat.actions is None else unbounded_box(flat.actions.shape[1:], flat.actions.dtype),
-        extra=extra,
-    )
+        extra["reference_scores"] = provenance
+    actions = None if flat.actions is None else unbounded_box(flat.actions.shape[1:], flat.actions.dtype)
+    return DatasetInfo(source_format="d4rl", source=str(path), env_id=env_id, ref_min_score=ref_min,
+                       ref_max_score=ref_max, action_space=actions, extra=extra,
+                       observation_space=unbounded_box(flat.observations.shape[1:], flat.observations.dtype))

@@ -143,9 +143,7 @@ def _observation_space(leaves: dict[str, dict[str, Any]], is_dict: bool) -> dict
     converted = {key: _to_mtm_space(leaf) for key, leaf in leaves.items()}
     if not converted or any(v is None for v in converted.values()):
         return None
-    if not is_dict:
-        return converted[STATE_KEY]
-    return {"type": "Dict", "spaces": converted}
+    return {"type": "Dict", "spaces": converted} if is_dict else converted[STATE_KEY]
 
 
 def _env_id(spec: Any) -> str | None:

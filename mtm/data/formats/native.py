@@ -39,12 +39,8 @@ def is_native(f: h5py.File) -> bool:
 
 
 class EpisodeWriter:
-    """Append episodes to a new native file.
-
-    Use as a context manager: leaving the block normally commits (renames the ``.partial`` file to
-    the output path); leaving it with an exception deletes the partial file. A caller that wants
-    to keep what it has on Ctrl-C (``mtm collect``) catches KeyboardInterrupt inside the block.
-    """
+    """Append episodes to a new native file. Leaving its ``with`` block commits; leaving it with an
+    exception deletes the partial file (``mtm collect`` catches KeyboardInterrupt inside the block)."""
 
     def __init__(self, path: str | os.PathLike, info: DatasetInfo, *, overwrite: bool = False,
                  image_compression_level: int = 4) -> None:

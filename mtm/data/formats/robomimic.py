@@ -88,14 +88,9 @@ class RobomimicSource(GroupPerEpisode):
         extra["unread_keys"] = sorted(k for k in first if k not in READ_KEYS)
         observation_space, action_space = _derived_spaces(first)
         env_name = env_args.get("env_name") if isinstance(env_args, dict) else None
-        self.info = DatasetInfo(
-            source_format="robomimic",
-            source=str(self.path),
-            env_id=None if env_name is None else str(env_name),
-            observation_space=observation_space,
-            action_space=action_space,
-            extra=extra,
-        )
+        self.info = DatasetInfo(source_format="robomimic", source=str(self.path),
+                                env_id=None if env_name is None else str(env_name),
+                                observation_space=observation_space, action_space=action_space, extra=extra)
 
     def _filtered(self, filter_key: str, filters: list[str], demos: set[str]) -> list[str]:
         if filter_key not in filters:
