@@ -125,7 +125,8 @@ def _scan_episodes(source: EpisodeSource) -> _Scan:
         if i == 0:
             observations = episode.observations
             smallest_key = [min(observations, key=lambda k: observations[k][0].size)]
-            modalities = {f"observations/{k}": _modality(v.shape[1:], v.dtype) for k, v in observations.items()}
+            modalities = {f"observations/{k}": _modality(a.shape[1:], a.dtype)
+                          for k, a in observations.items()}
         lengths[i] = episode.length
         has_actions[i], has_rewards[i] = episode.has("actions"), episode.has("rewards")
         returns[i] = episode.episode_return if has_rewards[i] else np.nan

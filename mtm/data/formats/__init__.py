@@ -37,8 +37,8 @@ def detect_format(path: str | os.PathLike) -> str:
         return "minari"
     if is_robomimic(p):
         return "robomimic"
-    raise DataError(f"{p}: unrecognised dataset layout (top level: {top_level}); mtm reads {', '.join(FORMATS)} "
-                    f"files — pass --format to force one")
+    raise DataError(f"{p}: unrecognised dataset layout (top level: {top_level}); mtm reads "
+                    f"{', '.join(FORMATS)} files — pass --format to force one")
 
 
 def open_dataset(path: str | os.PathLike, format: str | None = None, *,

@@ -196,7 +196,8 @@ class MinariSource(GroupPerEpisode):
         self.data_file, metadata_file = _locate(self.path)
         if metadata_file is None:
             raise DataError(f"{self.data_file.parent}: no {METADATA_FILE} next to {self.data_file.name} "
-                            f"(or in the folder above); a Minari dataset needs it for its spaces and environment")
+                            f"(or in the folder above); a Minari dataset needs it for its spaces and "
+                            f"environment")
         meta = _read_metadata(metadata_file)
         data_format = meta.get("data_format", "hdf5")
         if data_format != "hdf5":
