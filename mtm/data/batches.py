@@ -1,9 +1,5 @@
-"""Training batches with every modality: low-dimensional windows plus image frames read lazily.
-
-`WindowBatches` has the sampler's interface (`num_windows`, `window`, `draw`, `windows`, `sample`)
-so the training loop and validation use it exactly like a WindowSampler; image frames of the same
-window ids come from the native file (mtm.data.image_windows), uint8 until they reach the device.
-"""
+"""Training batches with every modality: `WindowBatches` has a WindowSampler's interface, and adds
+the image frames of the same window ids, read lazily from the native file (mtm.data.image_windows)."""
 
 from __future__ import annotations
 

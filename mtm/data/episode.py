@@ -1,19 +1,8 @@
 """The in-memory episode: the one shape every reader produces and every consumer takes.
 
-Conventions (docs/data_format.md has the full schema):
-
-- An episode has T steps. ``actions``, ``rewards``, ``terminations`` and ``truncations`` have T rows.
-- ``observations`` maps a key to an array. A plain (non-dict) observation space is stored under the
-  single key ``STATE_KEY`` ("state"); dict spaces keep their own keys. Images are uint8 HWC.
-- Observations have T+1 rows when the final observation (the one after the last action) is known,
-  and T rows when the source did not record it. ``has_final_observation`` tells which. Row t is the
-  observation the policy saw before action t, so ``observations[k][:T]`` always lines up with
-  ``actions``.
-- ``actions`` and ``rewards`` may be None: the episode lacks that modality (a state-only
-  demonstration recorded without actions, reward-free play). Which modalities an episode carries
-  is a property of the whole episode, never of single steps; ``OPTIONAL_MODALITIES`` names them.
-- An episode ends by termination (the MDP ended: no bootstrapping past it), by truncation (a time
-  limit or the collector stopped it), or by neither: a trailing partial episode cut by a file limit.
+docs/data_format.md ("The episode") has the conventions: T steps; observations keyed by name (a
+plain space under ``STATE_KEY``) with T+1 rows when the final observation is known, else T; actions
+or rewards None when the whole episode lacks them; termination, truncation or a partial episode.
 """
 
 from __future__ import annotations
@@ -85,19 +74,17 @@ class Episode:
         for name in ("rewards", "terminations", "truncations"):
             arr = getattr(self, name)
             if arr is not None and arr.shape != (t,):
-                raise DataError(
-                    f"{where}: {name} has shape {arr.shape} but there are {t} {unit}; "
-                    f"expected ({t},)"
-                )
+                raise DataError(f"{where}: {name} has shape {arr.shape} but there are {t} {unit}; "
+                                f"expected ({t},)")
         rows = {k: v.shape[0] for k, v in self.observations.items()}
         if len(set(rows.values())) != 1 or next(iter(rows.values())) not in (t, t + 1):
-            raise DataError(
-                f"{where}: observation rows {rows} do not match {t} {unit} "
-                f"(expected {t} or {t + 1} rows for every key)"
-            )
-        for name, arr in [(n, a) for n, a in (("actions", self.actions), ("rewards", self.rewards)) if a is not None] + [
-            (f"observations/{k}", v) for k, v in self.observations.items()
-        ]:
+            raise DataError(f"{where}: observation rows {rows} do not match {t} {unit} "
+                            f"(expected {t} or {t + 1} rows for every key)")
+        numeric = {"actions": self.actions, "rewards": self.rewards,
+                   **{f"observations/{k}": v for k, v in self.observations.items()}}
+        for name, arr in numeric.items():
+            if arr is None:
+                continue
             if arr.dtype.kind not in "biuf":
                 raise DataError(f"{where}: {name} holds {arr.dtype} data; expected numbers")
             if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
@@ -105,9 +92,7 @@ class Episode:
                 raise DataError(f"{where}: {name} holds NaN or inf (first at step {bad})")
         if np.any(self.terminations[:-1] | self.truncations[:-1]):
             first = int(np.argmax(self.terminations[:-1] | self.truncations[:-1]))
-            raise DataError(
-                f"{where}: episode is marked done at step {first} but continues to step {t - 1}"
-            )
+            raise DataError(f"{where}: episode is marked done at step {first} but continues to step {t - 1}")
 
 
 @dataclass
@@ -124,25 +109,25 @@ class DatasetInfo:
     extra: dict[str, Any] = field(default_factory=dict)  # format-specific metadata, JSON-able
 
 
+def is_image(arr: np.ndarray) -> bool:
+    """Image observations are uint8 (T, H, W, C), the convention every reader follows."""
+    return arr.dtype == np.uint8 and arr.ndim >= 4
+
+
 def select_keys(available: list[str], keys: Collection[str] | None, where: str) -> list[str]:
     """The observation keys to read: all of them, or the requested ones (which must exist)."""
     if keys is None:
         return list(available)
     missing = [k for k in keys if k not in available]
     if missing:
-        raise DataError(
-            f"{where}: no observation key {', '.join(map(repr, missing))}; "
-            f"available: {', '.join(available)}"
-        )
+        raise DataError(f"{where}: no observation key {', '.join(map(repr, missing))}; "
+                        f"available: {', '.join(available)}")
     return [k for k in available if k in set(keys)]
 
 
 class EpisodeSource:
-    """A readable dataset: its info plus random access to episodes, one at a time.
-
-    Readers subclass this. Episodes are loaded on demand so that a file with images never has to
-    fit in memory; ``close()`` (or a ``with`` block) releases the file handle.
-    """
+    """A readable dataset: its info plus random access to episodes, loaded on demand so that a file
+    with images never has to fit in memory. Readers subclass this; ``close()`` releases the file."""
 
     info: DatasetInfo
 

@@ -1,9 +1,12 @@
-"""Opening HDF5 files with errors a user can act on, and output paths that are never half-written."""
+"""What the HDF5 readers share: opening files and reading arrays with errors a user can act on, the
+per-step-shape check of readers with a group per episode, and the name an output is written under."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -31,7 +34,7 @@ def open_hdf5(path: str | os.PathLike) -> h5py.File:
     try:
         return h5py.File(p, "r")
     except OSError as exc:
-        raise DataError(f"{p}: HDF5 file is truncated or corrupt ({_short(exc)})") from None
+        raise DataError(f"{p}: HDF5 file is truncated or corrupt ({short_reason(exc)})") from None
 
 
 def read_array(group: h5py.Group, name: str, where: str) -> np.ndarray:
@@ -44,15 +47,42 @@ def read_array(group: h5py.Group, name: str, where: str) -> np.ndarray:
     try:
         return obj[()]
     except OSError as exc:
-        raise DataError(f"{where}: dataset '{name}' is unreadable, the file may be corrupt ({_short(exc)})") from None
+        raise DataError(f"{where}: dataset '{name}' is unreadable, the file may be corrupt "
+                        f"({short_reason(exc)})") from None
+
+
+def datasets_under(group: h5py.Group) -> dict[str, h5py.Dataset]:
+    """Every dataset below `group` by its relative path: a flattened nested Dict key ("proprio/pos")
+    is stored as nested groups."""
+    found: dict[str, h5py.Dataset] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            found[name] = obj
+
+    group.visititems(visit)
+    return found
+
+
+def parse_json(text: Any, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        raise DataError(f"{what} is not valid JSON") from None
+
+
+def floats_to_float32(arr: np.ndarray) -> np.ndarray:
+    """Floating-point arrays as float32 (what mtm trains on); integers and uint8 images keep their dtype."""
+    return arr.astype(np.float32, copy=False) if np.issubdtype(arr.dtype, np.floating) else arr
+
+
+def optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 class GroupPerEpisode(EpisodeSource):
     """A reader whose episodes are HDF5 groups under one parent group (native, Minari, robomimic).
-
-    Subclasses set `_file` (None once closed), `_names` (the episode groups, in episode order) and
-    `_episodes_parent` (the group holding them).
-    """
+    Subclasses set `_file`, `_names` (the episode groups, in episode order) and `_episodes_parent`."""
 
     _file: h5py.File | None
     _names: list[str]
@@ -61,6 +91,11 @@ class GroupPerEpisode(EpisodeSource):
     def __len__(self) -> int:
         return len(self._names)
 
+    def close(self) -> None:
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
+
     def _group(self, index: int) -> h5py.Group:
         if self._file is None:
             raise RuntimeError("source is closed")  # a bug in the caller, not a data problem
@@ -68,12 +103,15 @@ class GroupPerEpisode(EpisodeSource):
             raise IndexError(index)
         return self._episodes_parent[self._names[index]]
 
-    # Every episode must have episode 0's per-step shapes: consumers stack episodes (training,
-    # batches of frames) and a file whose episodes disagree would otherwise pass `inspect` and crash
-    # deep inside `train`. Episode 0's shapes are learnt when it is read (or looked up when another
-    # episode is read first); readers may check more than the keys read (see NativeSource).
+    def _checked(self, episode: Episode, index: int, where: str) -> Episode:
+        episode.validate(where)
+        self._check_step_shapes(index, step_shapes(episode), where)
+        return episode
 
     def _check_step_shapes(self, index: int, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+        """Every episode must have episode 0's per-step shapes: consumers stack episodes, and a file
+        whose episodes disagree would otherwise pass `inspect` and crash deep inside `train`.
+        Episode 0's shapes are learnt when it is read (or looked up when another is read first)."""
         cache: dict[str, tuple[int, ...]] = self.__dict__.setdefault("_episode0_shapes", {})
         if index == 0:
             for key, shape in shapes.items():
@@ -112,6 +150,7 @@ def partial_path(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 
 
-def _short(exc: BaseException) -> str:
+def short_reason(exc: BaseException) -> str:
+    """The first line of an exception's text (at most 160 characters), or its type's name."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:160]

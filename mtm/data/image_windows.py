@@ -1,35 +1,16 @@
 """Image frames of training windows, read lazily from a native episode file.
 
-`WindowSampler` keeps the low-dimensional data on the device, but a dataset's frames may not fit in
-host memory, let alone on the device. `ImageWindows` reads the frames of a batch of windows from the
-HDF5 file when the batch is drawn, keyed by the same window ids (`WindowSampler.draw`):
+A dataset's frames may not fit in host memory, so `ImageWindows` reads those of a batch of windows
+when it is drawn, keyed by `WindowSampler.draw`'s window ids, or ahead in DataLoader workers
+(`loader`). Frames stay uint8 until they are on the device; padding repeats an episode's last frame.
 
-    ids = sampler.draw(B, generator)          # (B,) window ids
-    batch = sampler.windows(ids)              # states, actions, ... on the device
-    batch["pixels"] = images.windows(ids, device)   # (B, L, H, W, C) uint8 on the device
-
-or, reading ahead in worker processes, ``for ids, frames in images.loader(id_batches, num_workers=2)``.
-
-Frames stay uint8 until they are on the device (4x less to read, copy and transfer than float32);
-the image tokenizer converts them. Steps past an episode's end repeat its last real frame, exactly
-as WindowSampler pads the other keys (its "valid" mask says which steps are real).
-
-Reading. Native files store one gzip-compressed chunk per frame, so a window is one slice of its
-episode's dataset and decompresses only its own L frames. The file is opened without HDF5's chunk
-cache (``rdcc_nbytes=0``): random windows almost never read a chunk twice, and a per-dataset cache
-(1 MiB by default) on thousands of open episodes would grow the process by gigabytes. Open
-dataset handles are kept in a bounded LRU (about 8 KB each), since opening one costs about as much
-as reading a window. Memory therefore stays bounded whatever the file size: reading every window of
-a file with 100 MB of raw frames raises the peak RSS by 7 MB (by 134 MB with HDF5's default chunk
-cache); tests/test_image_windows.py checks it, scripts/bench_images.py measures it on any file.
-
-Processes. The file handle is opened on first use and reopened in a new process (the pid is
-checked), and pickling drops it, so one ImageWindows works in DataLoader workers, forked or spawned.
-
-Reading is synchronous in the training thread by default: it is negligible next to a CPU training
-step. When the step is short (GPU), ``loader(num_workers=N)`` reads ahead in N DataLoader worker
-processes. A background *thread* did not help (h5py holds the GIL while it decompresses, so it
-competes with the training thread), so there is none (figures: BENCHMARKS.md, Images).
+Native files store one gzip chunk per frame, so a window decompresses only its own L frames. The
+file is opened without HDF5's chunk cache (``rdcc_nbytes=0``): random windows almost never read a
+chunk twice, and a cache per open episode would grow the process by gigabytes. Open dataset handles
+are kept in a bounded LRU, since opening one costs about as much as reading a window (memory:
+tests/test_image_windows.py; figures: BENCHMARKS.md, Images). The handle is reopened in a new
+process and pickling drops it, so DataLoader workers work forked or spawned. There is no background
+thread: h5py holds the GIL while it decompresses, so it would compete with the training thread.
 """
 
 from __future__ import annotations
@@ -56,22 +37,14 @@ class ImageWindows:
     episode in the file). ``window``: L. Only the episodes the spans name are checked and read.
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        key: str,
-        spans: np.ndarray,
-        window: int,
-        *,
-        max_open_datasets: int = DEFAULT_MAX_OPEN_DATASETS,
-    ) -> None:
+    def __init__(self, path: str | os.PathLike, key: str, spans: np.ndarray, window: int, *,
+                 max_open_datasets: int = DEFAULT_MAX_OPEN_DATASETS) -> None:
         spans = np.asarray(spans, dtype=np.int64)
         if spans.ndim != 2 or spans.shape[1] != 3 or len(spans) == 0:
             raise DataError(f"window spans must be a non-empty (num_windows, 3) array, got shape {spans.shape}")
         if window < 1 or (spans[:, 2] < 1).any() or (spans[:, 2] > window).any() or (spans[:, 1] < 0).any():
-            raise DataError(
-                f"window spans do not describe windows of {window} steps (first step >= 0, 1..L real steps)"
-            )
+            raise DataError(f"window spans do not describe windows of {window} steps "
+                            f"(first step >= 0, 1..L real steps)")
         self.path = Path(path)
         self.key = key
         self.window = int(window)
@@ -90,7 +63,7 @@ class ImageWindows:
     def _check_file(self, spans: np.ndarray) -> tuple[dict[int, str], tuple[int, ...]]:
         """Validate the file and key once; return each episode's dataset path and the frame shape."""
         with NativeSource(self.path) as source:
-            where = f"{self.path}"
+            where = str(self.path)
             if self.key not in source.observation_keys():
                 available = ", ".join(source.observation_keys())
                 raise DataError(f"{where}: no observation key {self.key!r}; available: {available}")
@@ -103,27 +76,21 @@ class ImageWindows:
             for episode, rows in zip(episodes.tolist(), needed.tolist()):
                 frames = source.frames(episode, self.key)
                 if frames.dtype != np.uint8 or frames.ndim != 4:
-                    raise DataError(
-                        f"{where} episode {episode}: {self.key!r} is {frames.dtype} {frames.shape}, "
-                        f"not uint8 (T, H, W, C) frames"
-                    )
-                if shape is None:
-                    shape = tuple(frames.shape[1:])
-                elif tuple(frames.shape[1:]) != shape:
-                    raise DataError(
-                        f"{where} episode {episode}: frames are {frames.shape[1:]}, episode {episodes[0]} has {shape}"
-                    )
+                    raise DataError(f"{where} episode {episode}: {self.key!r} is {frames.dtype} "
+                                    f"{frames.shape}, not uint8 (T, H, W, C) frames")
+                shape = shape or tuple(frames.shape[1:])
+                if tuple(frames.shape[1:]) != shape:
+                    raise DataError(f"{where} episode {episode}: frames are {frames.shape[1:]}, "
+                                    f"episode {episodes[0]} has {shape}")
                 if frames.shape[0] < rows:
                     raise DataError(f"{where} episode {episode}: {frames.shape[0]} frames, the windows need {rows}")
                 paths[episode] = frames.name
         return paths, shape
 
-    # -- reading ------------------------------------------------------------------------------
-
     def _dataset(self, episode: int) -> h5py.Dataset:
         if self._pid != os.getpid():
-            # First use, or a new process (DataLoader worker, fork): HDF5 handles must not be shared
-            # across processes, so open our own; the parent's (if any) is left to the parent.
+            # First use, or a new process: HDF5 handles must not be shared across processes, so
+            # open our own; the parent's (if any) is left to the parent.
             self._file = h5py.File(self.path, "r", rdcc_nbytes=0)
             self._open = OrderedDict()
             self._pid = os.getpid()
@@ -165,29 +132,16 @@ class ImageWindows:
         self.read(ids, out=host.numpy())
         return host.to(device, non_blocking=True)
 
-    def loader(
-        self,
-        id_batches: Iterable[Any],
-        *,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        prefetch_factor: int = 2,
-    ) -> torch.utils.data.DataLoader:
+    def loader(self, id_batches: Iterable[Any], *, num_workers: int = 0, pin_memory: bool = False,
+               prefetch_factor: int = 2) -> torch.utils.data.DataLoader:
         """Iterate ``(ids, frames)`` CPU tensors for each batch of window ids in ``id_batches``, in
-        order. ``num_workers > 0`` reads them in that many worker processes, up to
-        ``prefetch_factor`` batches each ahead of the consumer; ``pin_memory`` for CUDA copies
-        (``frames.to(device, non_blocking=True)``). The ids come back so a training loop can check
-        they are the windows it drew for the step."""
-        return torch.utils.data.DataLoader(
-            self,
-            batch_sampler=_Batches(id_batches),
-            num_workers=num_workers,
-            collate_fn=first_item,
-            pin_memory=pin_memory,
-            prefetch_factor=prefetch_factor if num_workers > 0 else None,
-        )
+        order, read in ``num_workers`` processes (each up to ``prefetch_factor`` batches ahead);
+        ``pin_memory`` for CUDA copies. The ids come back so a training loop can check them."""
+        return torch.utils.data.DataLoader(self, batch_sampler=_Batches(id_batches), num_workers=num_workers,
+                                           collate_fn=first_item, pin_memory=pin_memory,
+                                           prefetch_factor=prefetch_factor if num_workers > 0 else None)
 
-    # -- map-style dataset: what a torch DataLoader calls -----------------------------------
+    # The map-style dataset a torch DataLoader calls:
 
     def __len__(self) -> int:
         return len(self._spans)
@@ -242,20 +196,11 @@ def _as_ids(window_indices: Any) -> np.ndarray:
     return np.asarray(window_indices, dtype=np.int64).reshape(-1)
 
 
-def channel_stats(
-    path: str | os.PathLike,
-    key: str,
-    *,
-    episodes: Sequence[int] | None = None,
-    max_frames: int = 4096,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (mean, std) of an image key in [0, 1] units, for ImageTokenizer(mean=, std=).
-
-    Estimated from up to ``max_frames`` frames drawn uniformly (with replacement) from the given
-    episodes (e.g. the training split's Trajectories.episode_ids; default all), seeded, so the same
-    call gives the same numbers. Reads single frames only: the file is never loaded whole.
-    """
+def channel_stats(path: str | os.PathLike, key: str, *, episodes: Sequence[int] | None = None,
+                  max_frames: int = 4096, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (mean, std) of an image key in [0, 1] units, for ImageTokenizer(mean=, std=), from
+    up to ``max_frames`` single frames drawn (seeded, with replacement) from the given episodes
+    (e.g. the training split's Trajectories.episode_ids; default all)."""
     rng = np.random.default_rng(seed)
     with NativeSource(path) as source:
         chosen = np.arange(len(source)) if episodes is None else np.asarray(episodes, dtype=np.int64)
@@ -266,12 +211,12 @@ def channel_stats(
         picks = np.sort(rng.integers(0, steps, size=min(max_frames, steps)))
         bounds = np.cumsum(lengths) - lengths
         which = np.searchsorted(bounds, picks, side="right") - 1
-        total = total_sq = None
+        total = total_sq = 0.0
         for episode_row, step in zip(which.tolist(), (picks - bounds[which]).tolist()):
             frame = source.frames(int(chosen[episode_row]), key)[step].astype(np.float64) / 255.0
             pixels = frame.reshape(-1, frame.shape[-1])
-            total = pixels.sum(0) if total is None else total + pixels.sum(0)
-            total_sq = (pixels**2).sum(0) if total_sq is None else total_sq + (pixels**2).sum(0)
+            total = total + pixels.sum(0)
+            total_sq = total_sq + (pixels**2).sum(0)
             count_per_frame = pixels.shape[0]
     n = len(picks) * count_per_frame
     mean = total / n

@@ -1,15 +1,11 @@
 """Training on several datasets at once, and on episodes that lack actions or rewards.
 
-`load_training_data` is what `mtm train` and `mtm eval --task` read: one or more files, each split
-into train and validation episodes on its own (so a small labelled file keeps its share of
-training episodes), checked to describe the same robot, joined into one `Trajectories` whose
-``source_index`` says which file every episode came from. With one file it is exactly
-`load_trajectories` followed by `Trajectories.split`.
-
-Files may differ in which modalities their episodes carry (a few labelled episodes, many
-state-only ones): that is what `Trajectories.present` records. They may not differ in what the
-shared modalities are: the same low-dimensional observation keys, the same state size and, where
-both have actions, the same action size.
+`load_training_data` (what `mtm train` and `mtm eval --task` read) splits each file into train and
+validation episodes on its own, so a small labelled file keeps its share of training episodes, then
+joins them; ``source_index`` says which file every training episode came from. With one file it is
+exactly `load_trajectories` followed by `Trajectories.split`. Files may differ in which modalities
+their episodes carry (`Trajectories.present`), not in what the shared ones are: the same
+observation keys, the same state size and, where both have actions, the same action size.
 """
 
 from __future__ import annotations
@@ -36,22 +32,13 @@ class TrainingData:
     paths: list[str]
 
 
-def load_training_data(
-    paths: Sequence[str | os.PathLike],
-    *,
-    format: str | None = None,
-    rtg: str = "average",
-    gamma: float = 0.99,
-    rtg_horizon: int = 1000,
-    val_fraction: float = 0.1,
-    split_seed: int = 0,
-    only_with: Sequence[str] = (),
-) -> TrainingData:
+def load_training_data(paths: Sequence[str | os.PathLike], *, format: str | None = None,
+                       rtg: str = "average", gamma: float = 0.99, rtg_horizon: int = 1000,
+                       val_fraction: float = 0.1, split_seed: int = 0,
+                       only_with: Sequence[str] = ()) -> TrainingData:
     """Read, check, split (each file on its own, same seed) and join the datasets at `paths`.
-
-    ``only_with`` keeps only the episodes that carry those modalities ("actions", "rewards"),
-    after the split, so the held-out episodes are the same as without it.
-    """
+    ``only_with`` keeps only the episodes that carry those modalities ("actions", "rewards"), after
+    the split, so the held-out episodes are the same as without it."""
     if not paths:
         raise ConfigError("no dataset given: pass --data PATH")
     unknown = [m for m in only_with if m not in OPTIONAL_MODALITIES]
@@ -103,36 +90,25 @@ def concat(parts: Sequence[Trajectories]) -> Trajectories:
     """Episodes of every part, back to back, in order. Parts without any actions may have a
     placeholder action width (0 when their file did not say): their zeros are widened to the others'."""
     action_dim = next((p.action_dim for p in parts if p.present["actions"].any()), parts[0].action_dim)
-    arrays = {}
-    for key in parts[0].arrays:
-        pieces = []
-        for p in parts:
-            arr = p.arrays[key]
-            if key == "actions" and arr.shape[1] != action_dim:
-                arr = np.zeros((arr.shape[0], action_dim), arr.dtype)  # they are all absent anyway
-            pieces.append(arr)
-        arrays[key] = np.concatenate(pieces)
+
+    def widened(arr: np.ndarray, key: str) -> np.ndarray:
+        if key == "actions" and arr.shape[1] != action_dim:
+            return np.zeros((arr.shape[0], action_dim), arr.dtype)  # they are all absent anyway
+        return arr
+
     lengths = np.concatenate([p.lengths for p in parts])
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if lengths.size else lengths
     return Trajectories(
-        arrays=arrays,
-        starts=starts,
-        lengths=lengths,
-        info=parts[0].info,
-        state_keys=list(parts[0].state_keys),
-        rtg=dict(parts[0].rtg),
+        arrays={key: np.concatenate([widened(p.arrays[key], key) for p in parts]) for key in parts[0].arrays},
+        starts=np.cumsum(lengths) - lengths, lengths=lengths, info=parts[0].info,
+        state_keys=list(parts[0].state_keys), rtg=dict(parts[0].rtg),
         episode_ids=np.concatenate([p.episode_ids for p in parts]),
         image_keys=list(parts[0].image_keys),  # so that training can refuse them (one file only)
         present={m: np.concatenate([p.present[m] for p in parts]) for m in OPTIONAL_MODALITIES},
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Making partly labelled data from complete data (mtm convert --drop).
-
-
 def parse_drop(text: str) -> tuple[str, float]:
-    """"actions" -> ("actions", 1.0); "actions:0.95" -> ("actions", 0.95). ConfigError if malformed."""
+    """`mtm convert --drop`: "actions" -> ("actions", 1.0); "actions:0.95" -> ("actions", 0.95)."""
     name, _, fraction = text.partition(":")
     name = name.strip()
     if name not in OPTIONAL_MODALITIES:

@@ -6,18 +6,13 @@ Three kinds (``RTG_KINDS``), for an episode with rewards r_0 … r_{T-1}:
 - ``discounted``:  R_t = Σ_{k≥t} γ^{k−t} r_k
 - ``average``:     R_t = Σ_{k≥t} r_k / max(H − t, 1)           (MTM's D4RL recipe, H = 1000)
 
-The return at step t includes r_t by default. The token at step t sits beside s_t and a_t, and
-r_t is the reward *for* a_t, so the return a return-conditioned policy asks for when choosing a_t
-must count it; with it, R_0 is the episode's (average) return, which is what evaluation
-conditions on. The official MTM code sums from k = t + 1 instead (its R_t is the return of the
-next state, and the last step's return is always 0); ``include_current_reward=False``
-reproduces that exactly (γ^{k−t−1} weights, same H − t divisor) for like-for-like comparisons.
-
-The average kind divides by the steps left until the horizon H; the divisor is clamped to 1 so
-that an episode longer than H still gets finite returns (then R_t = Σ_{k≥t} r_k for t ≥ H − 1).
-
-Everything is vectorised: sums come from one float64 cumulative sum over all episodes back to
-back, discounted sums from a log-depth doubling scan, never a Python loop over steps.
+R_t includes r_t by default: r_t is the reward *for* a_t, which the token at step t sits beside, so
+the return a policy asks for when choosing a_t must count it, and R_0 is the episode's (average)
+return, what evaluation conditions on. The official MTM code sums from k = t + 1 (the last step's
+return is always 0); ``include_current_reward=False`` reproduces that exactly (γ^{k−t−1} weights,
+same H − t divisor). The average's divisor is clamped to 1, so an episode longer than H still gets
+finite returns. Sums come from one float64 cumulative sum over all episodes back to back, discounted
+sums from a log-depth doubling scan, never a Python loop over steps.
 """
 
 from __future__ import annotations
@@ -29,42 +24,21 @@ from mtm.errors import ConfigError
 RTG_KINDS = ("sum", "discounted", "average")
 
 
-def returns_to_go(
-    rewards: np.ndarray,
-    kind: str = "sum",
-    *,
-    gamma: float = 0.99,
-    horizon: int = 1000,
-    include_current_reward: bool = True,
-) -> np.ndarray:
-    """One episode's rewards (T,) -> its returns-to-go (T,) float32 (see the module docstring)."""
+def returns_to_go(rewards: np.ndarray, kind: str = "sum", *, gamma: float = 0.99, horizon: int = 1000,
+                  include_current_reward: bool = True) -> np.ndarray:
+    """One episode's rewards (T,) -> its returns-to-go (T,) float32."""
     rewards = np.asarray(rewards)
     if rewards.ndim != 1:
         raise ValueError(f"rewards must have shape (T,), got {rewards.shape}")
-    return episodes_returns_to_go(
-        rewards,
-        np.array([rewards.shape[0]], dtype=np.int64),
-        kind,
-        gamma=gamma,
-        horizon=horizon,
-        include_current_reward=include_current_reward,
-    )
+    return episodes_returns_to_go(rewards, np.array([rewards.shape[0]], dtype=np.int64), kind, gamma=gamma,
+                                  horizon=horizon, include_current_reward=include_current_reward)
 
 
-def episodes_returns_to_go(
-    rewards: np.ndarray,
-    lengths: np.ndarray,
-    kind: str = "sum",
-    *,
-    gamma: float = 0.99,
-    horizon: int = 1000,
-    include_current_reward: bool = True,
-) -> np.ndarray:
-    """Returns-to-go of many episodes at once.
-
-    ``rewards`` (N,) holds the episodes back to back, ``lengths`` (E,) their lengths (summing to
-    N). Returns (N,) float32; no return ever includes a reward from another episode.
-    """
+def episodes_returns_to_go(rewards: np.ndarray, lengths: np.ndarray, kind: str = "sum", *,
+                           gamma: float = 0.99, horizon: int = 1000,
+                           include_current_reward: bool = True) -> np.ndarray:
+    """(N,) float32 returns-to-go of episodes whose rewards lie back to back in ``rewards`` (N,), with
+    ``lengths`` (E,); no return ever includes a reward from another episode."""
     check_rtg_options(kind, gamma, horizon)
     rewards = np.asarray(rewards, dtype=np.float64)
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -75,20 +49,17 @@ def episodes_returns_to_go(
         return np.zeros(0, np.float32)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     ends = np.repeat(starts + lengths, lengths)  # exclusive end of each row's episode
-
     if kind == "discounted":
         out = _discounted_scan(rewards, ends, float(gamma))
     else:
         prefix = np.concatenate([[0.0], np.cumsum(rewards)])
         out = prefix[ends] - prefix[:-1]
-
     if not include_current_reward:
         # R'_t = R_{t+1} inside the episode, 0 at its last step: exactly Σ_{k>t} γ^{k−t−1} r_k.
         shifted = np.zeros_like(out)
         shifted[:-1] = out[1:]
         shifted[ends - 1 == np.arange(n)] = 0.0
         out = shifted
-
     if kind == "average":
         t = np.arange(n) - np.repeat(starts, lengths)
         out = out / np.maximum(horizon - t, 1)

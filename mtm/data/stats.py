@@ -1,9 +1,6 @@
-"""Per-dimension statistics of one modality, the numbers tokenizers normalise with.
-
-They are computed over real steps only: `Trajectories` holds no padding, so nothing here has to
-mask it (the official MTM code averaged over zero-padded episodes, which drags means to 0 and
-shrinks standard deviations). Call it on the training split only, so validation stays unseen.
-"""
+"""Per-dimension statistics of one modality, the numbers tokenizers normalise with, over real steps
+only (the official MTM code averaged over zero-padded episodes, which drags means to 0 and shrinks
+standard deviations). Call it on the training split only, so validation stays unseen."""
 
 from __future__ import annotations
 
@@ -29,11 +26,8 @@ class ModalityStats:
 
     @classmethod
     def of(cls, x: np.ndarray) -> "ModalityStats":
-        """Statistics over the rows of x (N, dim); (N,) is read as (N, 1).
-
-        Sums run in float64 and the variance is two-pass (mean first, then squared deviations),
-        so a million float32 rows with a large offset lose no precision.
-        """
+        """Statistics over the rows of x (N, dim); (N,) is read as (N, 1). Sums run in float64 and the
+        variance is two-pass, so a million float32 rows with a large offset lose no precision."""
         x = np.asarray(x)
         if x.ndim == 1:
             x = x[:, None]
@@ -47,13 +41,9 @@ class ModalityStats:
         columns = np.ascontiguousarray(x.T)
         mean = columns.mean(axis=1, dtype=np.float64)
         var = np.array([np.square(column - m).mean() for column, m in zip(columns, mean)])  # float64
-        return cls(
-            mean=mean.astype(np.float32),
-            std=np.sqrt(var).astype(np.float32),
-            min=columns.min(axis=1).astype(np.float32),
-            max=columns.max(axis=1).astype(np.float32),
-            count=int(x.shape[0]),
-        )
+        return cls(mean=mean.astype(np.float32), std=np.sqrt(var).astype(np.float32),
+                   min=columns.min(axis=1).astype(np.float32), max=columns.max(axis=1).astype(np.float32),
+                   count=int(x.shape[0]))
 
     @property
     def dim(self) -> int:

@@ -1,9 +1,6 @@
 """What is in a dataset: counts, per-step shapes, returns, episode lengths, how episodes ended.
-
-`summarize(source)` returns a JSON-able dict; `mtm inspect` prints it. Sources that can hand out
-their whole content as flat arrays (D4RL) are summarised without splitting them into episodes;
-others are read one episode at a time.
-"""
+`summarize(source)` returns a JSON-able dict that `mtm inspect` prints; D4RL's flat arrays are
+summarised without splitting them into episodes, other sources are read one episode at a time."""
 
 from __future__ import annotations
 
@@ -35,10 +32,6 @@ class _Scan:
 def summarize(source: EpisodeSource) -> dict[str, Any]:
     scan = _scan_flat(source) if hasattr(source, "flat_arrays") else _scan_episodes(source)
     info = source.info
-    ended_by_termination = scan.terminated
-    # An episode flagged both terminated and truncated counts as terminated: the MDP ended, which
-    # is what matters for bootstrapping and for reading the data.
-    ended_by_truncation = scan.truncated & ~scan.terminated
     has_reference = info.ref_min_score is not None and info.ref_max_score is not None
     returns = _stats(scan.returns)
     normalized = None
@@ -65,9 +58,10 @@ def summarize(source: EpisodeSource) -> dict[str, Any]:
         "steps_with": {name: int(scan.lengths[flags].sum()) for name, flags in carried.items()},
         "returns": returns,
         "episode_lengths": lengths,
+        # An episode flagged both terminated and truncated counts as terminated: the MDP ended.
         "episodes_ended": {
-            "terminated": int(ended_by_termination.sum()),
-            "truncated": int(ended_by_truncation.sum()),
+            "terminated": int(scan.terminated.sum()),
+            "truncated": int((scan.truncated & ~scan.terminated).sum()),
             "partial": int((~scan.terminated & ~scan.truncated).sum()),
         },
         "reference_scores": {"min": info.ref_min_score, "max": info.ref_max_score} if has_reference else None,
@@ -104,19 +98,14 @@ def _modality(shape: tuple[int, ...], dtype: np.dtype) -> dict[str, Any]:
 
 def _scan_flat(source: Any) -> _Scan:
     flat = source.flat_arrays()
+    arrays = {"observations/state": flat.observations, "actions": flat.actions, "rewards": flat.rewards}
     return _Scan(
-        lengths=flat.lengths.astype(np.int64),
-        returns=flat.episode_returns(),
-        terminated=flat.ends_terminal.astype(bool),
-        truncated=flat.ends_timeout.astype(bool),
+        lengths=flat.lengths.astype(np.int64), returns=flat.episode_returns(),
+        terminated=flat.ends_terminal.astype(bool), truncated=flat.ends_timeout.astype(bool),
         has_final_observation=flat.next_observations is not None,
         has_actions=np.full(flat.lengths.shape[0], flat.actions is not None),
         has_rewards=np.full(flat.lengths.shape[0], flat.rewards is not None),
-        modalities={
-            "observations/state": _modality(flat.observations.shape[1:], flat.observations.dtype),
-            **{name: _modality(arr.shape[1:], arr.dtype) for name, arr in
-               (("actions", flat.actions), ("rewards", flat.rewards)) if arr is not None},
-        },
+        modalities={name: _modality(a.shape[1:], a.dtype) for name, a in arrays.items() if a is not None},
     )
 
 
@@ -124,11 +113,8 @@ def _scan_episodes(source: EpisodeSource) -> _Scan:
     n = len(source)
     lengths = np.zeros(n, np.int64)
     returns = np.zeros(n, np.float64)
-    terminated = np.zeros(n, bool)
-    truncated = np.zeros(n, bool)
+    terminated, truncated, has_actions, has_rewards = (np.zeros(n, bool) for _ in range(4))
     has_final = n > 0
-    has_actions = np.zeros(n, bool)
-    has_rewards = np.zeros(n, bool)
     modalities: dict[str, dict[str, Any]] = {}
     described: dict[str, dict[str, Any]] = {}  # actions and rewards, from the first episode with them
     # Episode 0 is read whole to describe every modality; the others only through their smallest
@@ -136,17 +122,16 @@ def _scan_episodes(source: EpisodeSource) -> _Scan:
     smallest_key: list[str] | None = None
     for i in range(n):
         episode = source.episode(i, keys=smallest_key)
-        if smallest_key is None:
-            smallest_key = [min(episode.observations, key=lambda k: episode.observations[k][0].size)]
+        if i == 0:
+            observations = episode.observations
+            smallest_key = [min(observations, key=lambda k: observations[k][0].size)]
+            modalities = {f"observations/{k}": _modality(a.shape[1:], a.dtype)
+                          for k, a in observations.items()}
         lengths[i] = episode.length
         has_actions[i], has_rewards[i] = episode.has("actions"), episode.has("rewards")
         returns[i] = episode.episode_return if has_rewards[i] else np.nan
-        terminated[i] = episode.terminated
-        truncated[i] = episode.truncated
+        terminated[i], truncated[i] = episode.terminated, episode.truncated
         has_final = has_final and episode.has_final_observation
-        if i == 0:
-            for key, arr in episode.observations.items():
-                modalities[f"observations/{key}"] = _modality(arr.shape[1:], arr.dtype)
         for name in ("actions", "rewards"):
             arr = getattr(episode, name)
             if arr is not None and name not in described:

@@ -1,17 +1,10 @@
 """The training view of a dataset: every episode's low-dimensional data in contiguous arrays.
 
-Episodes lie back to back (episode i is rows ``starts[i] : starts[i] + lengths[i]`` of every
-array), with T rows each: the observation the policy saw before each action, so the final
-observation of an episode is not part of it. There is no padding anywhere; `WindowSampler`
-pads windows at sampling time and says which steps are real.
-
-Modalities an episode lacks (``Episode.actions`` / ``rewards`` None: state-only or reward-free
-data) are zeros in the arrays and False in ``present``; "returns" exists exactly where "rewards"
-does. Statistics come from the episodes that have each modality, and the window sampler carries
-the flags with every batch so that masks hide, and the loss never scores, what an episode lacks.
-
-Values stay in raw units. Normalisation belongs to the model's tokenizers, which take the
-statistics from `Trajectories.stats()` of the training split.
+Episodes lie back to back with T rows each (the final observation is not part of them) and no
+padding: `WindowSampler` pads windows when it samples them. A modality an episode lacks is zeros
+in the arrays and False in ``present`` ("returns" follows "rewards"); statistics come from the
+episodes that have it. Values stay in raw units: the tokenizers normalise, with `stats()` of the
+training split.
 """
 
 from __future__ import annotations
@@ -22,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mtm.data.episode import OPTIONAL_MODALITIES, STATE_KEY, DatasetInfo, EpisodeSource
+from mtm.data.episode import OPTIONAL_MODALITIES, STATE_KEY, DatasetInfo, EpisodeSource, is_image
 from mtm.data.formats import open_dataset
 from mtm.data.returns import check_rtg_options, episodes_returns_to_go
 from mtm.data.stats import ModalityStats
@@ -36,17 +29,13 @@ PRESENCE_OF = {"actions": "actions", "rewards": "rewards", "returns": "rewards"}
 
 @dataclass
 class Trajectories:
-    """Every episode's low-dimensional modalities as contiguous arrays (episodes back to back).
+    """Every episode's low-dimensional modalities; episode i is rows ``starts[i] : starts[i] + lengths[i]``.
 
-    ``arrays``: "states" (N, S) float32, the low-dimensional observation keys ``state_keys``
-    concatenated in that (sorted) order, images excluded; "actions" (N, A) float32; "rewards"
-    (N, 1) float32; "returns" (N, 1) float32 return-to-go as described by ``rtg``; "timesteps"
-    (N,) int64, the step index within its episode.
-    ``episode_ids`` (E,) int64: each episode's index in the source dataset, so a split can be
-    named and reproduced.
-    ``image_keys``: the observation keys that hold images (uint8 (T, H, W, C)), sorted. They are
-    not in ``arrays``: frames stay in the file and are read per batch by
-    `mtm.data.image_windows.ImageWindows`, using the episode ids above.
+    ``arrays``: "states" (N, S) float32 (the keys ``state_keys`` concatenated in that sorted order),
+    "actions" (N, A), "rewards" and "returns" (N, 1) float32 (return-to-go as ``rtg`` says), and
+    "timesteps" (N,) int64, the step within its episode. ``episode_ids`` (E,): each episode's index in
+    the source, so a split can be named and reproduced. ``image_keys``: the observation keys holding
+    images, whose frames stay in the file (`mtm.data.image_windows.ImageWindows` reads them per batch).
     """
 
     arrays: dict[str, np.ndarray]
@@ -113,11 +102,8 @@ class Trajectories:
         """(N,) bool: the steps whose episode carries array `key`."""
         return np.repeat(self.has(key), self.lengths)
 
-    def steps_with(self, key: str) -> int:
-        return int(self.lengths[self.has(key)].sum())
-
     def episode_returns(self) -> np.ndarray:
-        """(E,) float64 undiscounted return of every episode (NaN for an episode without rewards)."""
+        """(E,) float64 undiscounted return of every episode (NaN for one without rewards)."""
         if self.num_episodes == 0:
             return np.zeros(0, np.float64)
         returns = np.add.reduceat(self.arrays["rewards"][:, 0].astype(np.float64), self.starts)
@@ -143,28 +129,19 @@ class Trajectories:
         # Row r of the copy comes from old row r + (old start − new start) of its episode.
         rows = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(self.starts[idx] - starts, lengths)
         return Trajectories(
-            arrays={key: arr[rows] for key, arr in self.arrays.items()},
-            starts=starts,
-            lengths=lengths,
-            info=self.info,
-            state_keys=list(self.state_keys),
-            rtg=dict(self.rtg),
-            episode_ids=self.episode_ids[idx],
-            image_keys=list(self.image_keys),
+            arrays={key: arr[rows] for key, arr in self.arrays.items()}, starts=starts, lengths=lengths,
+            info=self.info, state_keys=list(self.state_keys), rtg=dict(self.rtg),
+            episode_ids=self.episode_ids[idx], image_keys=list(self.image_keys),
             present={m: flags[idx] for m, flags in self.present.items()},
         )
 
     def split(self, val_fraction: float, seed: int) -> tuple["Trajectories", "Trajectories"]:
-        """(train, val), split by whole episodes.
+        """(train, val), split by whole episodes, each in the dataset's order.
 
-        The validation episodes are the first round(val_fraction · E) of a permutation drawn from
-        ``numpy.random.default_rng(seed)``, so the split depends only on (E, val_fraction, seed):
-        the same seed gives the same split on every machine and run, whatever else was seeded.
-        Shuffling matters because episodes are often stored in the order they were collected;
-        taking the last ones (as the official MTM code does) would hide the newest, usually best,
-        behaviour from training. Validation gets at least one episode when val_fraction > 0 and
-        E ≥ 2, and training always keeps at least one; with E = 1 or val_fraction = 0 the
-        validation set is empty. Both parts keep the dataset's episode order.
+        Validation is the first round(val_fraction · E) of ``numpy.random.default_rng(seed)``'s
+        permutation (at least one when val_fraction > 0 and E ≥ 2; training keeps at least one), so
+        the split depends only on (E, val_fraction, seed). Shuffling matters: taking the last
+        episodes (as the official MTM code does) would hide the newest, usually best, behaviour.
         """
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"validation fraction must lie in [0, 1), got {val_fraction}")
@@ -175,15 +152,11 @@ class Trajectories:
         elif e < 2:
             n_val = 0
         order = np.random.default_rng(seed).permutation(e)
-        val = np.sort(order[:n_val])
-        train = np.sort(order[n_val:])
-        return self.select(train), self.select(val)
+        return self.select(np.sort(order[n_val:])), self.select(np.sort(order[:n_val]))
 
     def stats(self) -> dict[str, ModalityStats]:
-        """Raw statistics of states, actions, returns and rewards over this object's (real) steps.
-
-        Each modality's come from the episodes that carry it; a modality no episode carries has
-        no entry (the caller says what that means for it)."""
+        """Raw statistics of states, actions, returns and rewards over the steps of the episodes
+        that carry each; a modality no episode carries has no entry."""
         if self.num_steps == 0:
             raise DataError("cannot compute normalisation statistics: the dataset has no steps")
         out = {}
@@ -195,34 +168,22 @@ class Trajectories:
         return out
 
 
-def load_trajectories(
-    source: EpisodeSource | str | os.PathLike,
-    *,
-    format: str | None = None,
-    rtg: str = "average",
-    gamma: float = 0.99,
-    rtg_horizon: int = 1000,
-    rtg_include_current_reward: bool = True,
-    state_keys: list[str] | None = None,
-) -> Trajectories:
-    """Read a dataset into `Trajectories`.
-
-    ``source`` is an open `EpisodeSource` (left open) or a path, opened with
-    `mtm.data.formats.open_dataset(path, format)` and closed afterwards. ``rtg*`` choose the
-    return-to-go (see `mtm.data.returns`). ``state_keys`` picks low-dimensional observation keys
-    (default: all of them); they are concatenated in sorted order, whatever order they are given in.
-
-    Sources with ``flat_arrays()`` (D4RL files) are read without splitting them into episodes.
-    """
+def load_trajectories(source: EpisodeSource | str | os.PathLike, *, format: str | None = None,
+                      rtg: str = "average", gamma: float = 0.99, rtg_horizon: int = 1000,
+                      rtg_include_current_reward: bool = True,
+                      state_keys: list[str] | None = None) -> Trajectories:
+    """Read a dataset (an open `EpisodeSource`, left open, or a path to open with `open_dataset`) into
+    `Trajectories`. ``rtg*`` choose the return-to-go (`mtm.data.returns`); ``state_keys`` picks
+    low-dimensional observation keys (default: all), concatenated in sorted order. Sources with
+    ``flat_arrays()`` (D4RL) are read without splitting them into episodes."""
     check_rtg_options(rtg, gamma, rtg_horizon)
     if state_keys is not None and len(state_keys) == 0:
         raise ConfigError("state_keys is empty; name at least one observation key or leave it unset")
     if isinstance(source, (str, os.PathLike)):
         with open_dataset(source, format) as opened:
-            return load_trajectories(
-                opened, rtg=rtg, gamma=gamma, rtg_horizon=rtg_horizon,
-                rtg_include_current_reward=rtg_include_current_reward, state_keys=state_keys,
-            )
+            return load_trajectories(opened, rtg=rtg, gamma=gamma, rtg_horizon=rtg_horizon,
+                                     rtg_include_current_reward=rtg_include_current_reward,
+                                     state_keys=state_keys)
 
     where = _where(source)
     if hasattr(source, "flat_arrays"):
@@ -247,28 +208,20 @@ def load_trajectories(
     states = np.concatenate([observations[k].reshape(n, -1) for k in keys], axis=1, dtype=np.float32)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     rewards = np.asarray(rewards, dtype=np.float32).reshape(n)
-    returns = episodes_returns_to_go(
-        rewards, lengths, rtg, gamma=gamma, horizon=rtg_horizon,
-        include_current_reward=rtg_include_current_reward,
-    )
-    return Trajectories(
-        arrays={
-            "states": states,
-            "actions": np.array(actions, dtype=np.float32).reshape(n, -1),
-            # A copy: the arrays must not alias the source's (D4RLSource shares its cache).
-            "rewards": rewards[:, None].copy(),
-            "returns": returns[:, None],
-            "timesteps": np.arange(n, dtype=np.int64) - np.repeat(starts, lengths),
-        },
-        starts=starts,
-        lengths=np.asarray(lengths, dtype=np.int64),
-        info=source.info,
-        state_keys=keys,
-        rtg={"kind": rtg, "gamma": float(gamma), "horizon": int(rtg_horizon),
-             "include_current_reward": bool(rtg_include_current_reward)},
-        image_keys=image_keys,
-        present=present,
-    )
+    returns = episodes_returns_to_go(rewards, lengths, rtg, gamma=gamma, horizon=rtg_horizon,
+                                     include_current_reward=rtg_include_current_reward)
+    arrays = {
+        "states": states,
+        "actions": np.array(actions, dtype=np.float32).reshape(n, -1),
+        "rewards": rewards[:, None].copy(),  # a copy: never alias the source's (D4RLSource shares its cache)
+        "returns": returns[:, None],
+        "timesteps": np.arange(n, dtype=np.int64) - np.repeat(starts, lengths),
+    }
+    rtg_options = {"kind": rtg, "gamma": float(gamma), "horizon": int(rtg_horizon),
+                   "include_current_reward": bool(rtg_include_current_reward)}
+    return Trajectories(arrays=arrays, starts=starts, lengths=np.asarray(lengths, dtype=np.int64),
+                        info=source.info, state_keys=keys, rtg=rtg_options, image_keys=image_keys,
+                        present=present)
 
 
 def _where(source: EpisodeSource) -> str:
@@ -278,19 +231,12 @@ def _where(source: EpisodeSource) -> str:
     return str(path) if path is not None else source.info.source
 
 
-def is_image(arr: np.ndarray) -> bool:
-    """Image observations are uint8 (T, H, W, C), the convention every reader follows."""
-    return arr.dtype == np.uint8 and arr.ndim >= 4
-
-
 def _read_episodes(
     source: EpisodeSource, requested: list[str] | None
 ) -> tuple[list[str], list[str], dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """The chosen state keys, the image keys, and every episode's step-aligned arrays (T rows each), joined.
-
-    Only the first episode is read whole, since the data itself tells images from low-dimensional
-    arrays; the others are asked for the chosen keys alone, so their image frames are never read.
-    """
+    Only the first episode is read whole (its data tells images from low-dimensional arrays); the
+    others are asked for the chosen keys alone, so their image frames are never read."""
     where = _where(source)
     if len(source) == 0:
         raise DataError(f"{where}: the dataset holds no episodes")
@@ -332,22 +278,17 @@ def _space_shape(space: dict | None) -> tuple[int, ...]:
     return tuple(int(d) for d in shape) if shape else (0,)
 
 
-def _choose_state_keys(
-    observations: dict[str, np.ndarray], requested: list[str] | None, where: str
-) -> list[str]:
+def _choose_state_keys(observations: dict[str, np.ndarray], requested: list[str] | None,
+                       where: str) -> list[str]:
     low_dim = sorted(k for k, v in observations.items() if not is_image(v))
     if not low_dim:
-        raise DataError(
-            f"{where}: no low-dimensional observation key (found only images: "
-            f"{', '.join(sorted(observations))}); MTM's state token needs one"
-        )
+        raise DataError(f"{where}: no low-dimensional observation key (found only images: "
+                        f"{', '.join(sorted(observations))}); MTM's state token needs one")
     if requested is None:
         return low_dim
     missing = [k for k in requested if k not in low_dim]
     if missing:
-        raise DataError(
-            f"{where}: observation key(s) {', '.join(missing)} not found among the low-dimensional "
-            f"keys {', '.join(low_dim)}"
-        )
+        raise DataError(f"{where}: observation key(s) {', '.join(missing)} not found among the "
+                        f"low-dimensional keys {', '.join(low_dim)}")
     return sorted(set(requested))
 

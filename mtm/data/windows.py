@@ -1,30 +1,20 @@
 """Windows of L consecutive timesteps, drawn from `Trajectories` as tensors already on the device.
 
-A window is identified by its index in episode order. Every episode with T_e ≥ L has a window
-at each step s ∈ [0, T_e − L]; an episode shorter than L has one window starting at its first
-step whose steps past the episode's end are padding. No window ever crosses into another episode.
+Every episode with T_e ≥ L has a window at each step s ∈ [0, T_e − L]; a shorter one has a single
+window whose steps past the episode's end are padding, and windows are numbered in episode order. No
+window crosses into another episode. Padding repeats the episode's last real row (timesteps
+included) and is marked ``valid = False``: a real row keeps padded values inside the data's range and
+nothing from a neighbouring episode leaks in, while the mask says which steps are real.
 
-Padding repeats the episode's last real row (for every key, timesteps included) and is marked
-``valid = False``: repeating a real row rather than writing zeros keeps padded values inside the
-data's range and guarantees nothing from a neighbouring episode leaks in, while the mask stays
-the single source of truth about which steps are real.
+When some episode lacks actions or rewards, a batch also holds ``present_<key>`` (B,) bool for each
+requested key that can be absent; a dataset without gaps adds nothing. ``source_weights`` (one per
+file of a mixture, with ``source_index`` per episode) draw each sample's file with those
+probabilities, then a window uniformly within it; without them every window is equally likely.
 
-Missing modalities. When some episode lacks actions or rewards (`Trajectories.present`), a batch
-also holds ``present_<key>`` (B,) bool for each requested key that can be absent ("actions",
-"returns"): whether the window's episode carries it. Masks and the loss read these
-(mtm.model.masks.present_tokens). A dataset without gaps adds nothing to its batches.
-
-Weights. ``source_weights`` (one per file of a mixture, with ``source_index`` per episode) draws
-each sample's file with those probabilities, then a window uniformly within it; without them
-every window is equally likely, which is the same draw as for a single file.
-
-Layout, chosen for speed: the requested modalities are packed side by side into one (rows, D)
-float32 tensor on the device, in which every episode shorter than L is followed by copies of its
-last row up to L rows. Every window is then L *contiguous* rows of that tensor, so a batch is one
-`index_select` of whole (L, D) blocks through an unfolded view, plus one lookup in a per-window
-table (first row, real steps, first timestep). Random single-row gathers from separate arrays
-were 3–5× slower on CPU, bound by cache misses. Data moves to the device once, in the constructor;
-there is no Python loop over the batch and no host-to-device copy of data per batch.
+Layout, chosen for speed (`_layout`): the keys are packed into one (rows, D) float32 tensor on the
+device where every window is L *contiguous* rows, so a batch is one `index_select` of (L, D) blocks
+and one table lookup, with no Python loop and no host-to-device copy per batch (BENCHMARKS.md, Data
+loading, has what random single-row gathers cost instead).
 """
 
 from __future__ import annotations
@@ -44,26 +34,15 @@ class WindowSampler:
     """Windows of L consecutive timesteps from Trajectories, as torch tensors on a device.
 
     A batch is ``{key: (B, L, dim) float32 for each of keys, "timesteps": (B, L) int64,
-    "valid": (B, L) bool}``; values are in raw units (tokenizers normalise).
-
-    Random generators: ``sample(generator=g)`` draws the window ids with ``g`` on ``g``'s own
-    device. A CPU generator works with any sampler device (the B ids, 8 bytes each, are then
-    copied over, which on CUDA costs a small synchronous transfer per batch); a generator created
-    with ``torch.Generator(device=sampler.device)`` keeps everything on the device, which is the
-    fastest choice for CUDA. Without a generator the device's default generator is used (seeded by
-    ``torch.manual_seed``).
+    "valid": (B, L) bool}`` in raw units. ``sample(generator=g)`` draws the window ids on ``g``'s
+    device: a CPU generator works with any sampler device (on CUDA at the cost of a small synchronous
+    copy per batch), ``torch.Generator(device=sampler.device)`` keeps everything on the device.
+    Without one, the device's default generator (``torch.manual_seed``) is used.
     """
 
-    def __init__(
-        self,
-        data: Trajectories,
-        window: int,
-        *,
-        device: str | torch.device = "cpu",
-        keys: tuple[str, ...] = DEFAULT_KEYS,
-        source_index: np.ndarray | None = None,
-        source_weights: list[float] | None = None,
-    ) -> None:
+    def __init__(self, data: Trajectories, window: int, *, device: str | torch.device = "cpu",
+                 keys: tuple[str, ...] = DEFAULT_KEYS, source_index: np.ndarray | None = None,
+                 source_weights: list[float] | None = None) -> None:
         if window < 1:
             raise ConfigError(f"window length must be at least 1, got {window}")
         keys = tuple(keys)
@@ -80,24 +59,14 @@ class WindowSampler:
         self.keys = keys
         self.device = torch.device(device)
 
-        storage_rows, table = _layout(data.starts, data.lengths, data.arrays["timesteps"], self.window)
+        storage_rows, table, per_episode, first_step = _layout(
+            data.starts, data.lengths, data.arrays["timesteps"], self.window)
         self.num_windows = int(table.shape[0])
-        # Where every window lies in the source file, for readers of data kept off the device
-        # (images: mtm.data.image_windows). Windows are in episode order, max(T_e - L + 1, 1) each.
-        per_episode = np.maximum(data.lengths, self.window) - self.window + 1
-        first_window = np.cumsum(per_episode) - per_episode
-        self._spans = np.stack(
-            [
-                np.repeat(data.episode_ids, per_episode),
-                np.arange(self.num_windows, dtype=np.int64) - np.repeat(first_window, per_episode),
-                table[:, 1],
-            ],
-            axis=1,
-        ).astype(np.int64)
+        # Where every window lies in the source file, for data kept off the device (image_windows).
+        self._spans = np.stack([np.repeat(data.episode_ids, per_episode), first_step, table[:, 1]], axis=1)
         # One copy of the data, already padded and packed, moved to the device once.
-        packed = np.concatenate(
-            [data.arrays[k].reshape(data.num_steps, -1)[storage_rows] for k in keys], axis=1, dtype=np.float32
-        )
+        packed = np.concatenate([data.arrays[k].reshape(data.num_steps, -1)[storage_rows] for k in keys],
+                                axis=1, dtype=np.float32)
         self._storage = torch.from_numpy(packed).to(self.device)
         # (rows − L + 1, L, D): entry r is the window whose first row is r (a view, no copy).
         self._blocks = self._storage.unfold(0, self.window, 1).transpose(1, 2)
@@ -108,10 +77,8 @@ class WindowSampler:
         self._columns = {k: (bounds[i], bounds[i + 1]) for i, k in enumerate(keys)}
         # Per window, whether its episode has each key that some episode lacks.
         window_episode = np.repeat(np.arange(data.num_episodes), per_episode)
-        self._present = {
-            key: torch.from_numpy(data.has(key)[window_episode]).to(self.device)
-            for key in keys if not data.has(key).all()
-        }
+        self._present = {key: torch.from_numpy(data.has(key)[window_episode]).to(self.device)
+                         for key in keys if not data.has(key).all()}
         self._sources = None
         if source_weights is not None:
             self._sources = _source_draw(per_episode, source_index, source_weights, self.device)
@@ -135,8 +102,7 @@ class WindowSampler:
 
     def window_spans(self) -> np.ndarray:
         """(num_windows, 3) int64, per window id: the episode's index in the source dataset
-        (Trajectories.episode_ids), the window's first step within that episode, and its number of
-        real steps (the rest, up to L, is padding that repeats the last real step)."""
+        (Trajectories.episode_ids), the window's first step in it, and its number of real steps."""
         return self._spans.copy()
 
     def windows(self, window_indices: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -163,16 +129,14 @@ class WindowSampler:
         return self.num_windows
 
 
-def _layout(
-    starts: np.ndarray, lengths: np.ndarray, timesteps: np.ndarray, window: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Where the packed storage takes its rows from, and the per-window table.
+def _layout(starts: np.ndarray, lengths: np.ndarray, timesteps: np.ndarray,
+            window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(storage rows, per-window table, windows per episode, each window's first step s).
 
     Episode e occupies max(T_e, L) storage rows; storage row j of it copies data row
     start_e + min(j, T_e − 1), so a short episode's last row fills it up to L rows. Its windows
-    start at storage rows 0 … max(T_e − L, 0) of its block. The table holds, per window (in episode
-    order): first storage row, number of real steps (min(L, T_e − s)), and the timestep of its
-    first step.
+    start at storage rows 0 … max(T_e − L, 0) of its block. The table holds, per window: first
+    storage row, number of real steps (min(L, T_e − s)), and the timestep of its first step.
     """
     starts = starts.astype(np.int64)
     lengths = lengths.astype(np.int64)
@@ -180,19 +144,13 @@ def _layout(
     stored_starts = np.concatenate([[0], np.cumsum(stored)[:-1]])
     within = np.arange(int(stored.sum()), dtype=np.int64) - np.repeat(stored_starts, stored)
     storage_rows = np.repeat(starts, stored) + np.minimum(within, np.repeat(lengths - 1, stored))
-
     per_episode = stored - window + 1  # = max(T_e − L + 1, 1)
     first_window = np.concatenate([[0], np.cumsum(per_episode)[:-1]])
     s = np.arange(int(per_episode.sum()), dtype=np.int64) - np.repeat(first_window, per_episode)
-    table = np.stack(
-        [
-            np.repeat(stored_starts, per_episode) + s,
-            np.minimum(window, np.repeat(lengths, per_episode) - s),
-            timesteps[np.repeat(starts, per_episode) + s].astype(np.int64),
-        ],
-        axis=1,
-    )
-    return storage_rows, table
+    table = np.stack([np.repeat(stored_starts, per_episode) + s,
+                      np.minimum(window, np.repeat(lengths, per_episode) - s),
+                      timesteps[np.repeat(starts, per_episode) + s].astype(np.int64)], axis=1)
+    return storage_rows, table, per_episode, s
 
 
 def _source_draw(per_episode: np.ndarray, source_index: np.ndarray | None, weights: list[float],

@@ -1,9 +1,5 @@
-"""Dataset readers, one module per format, and the dispatcher that picks one for a path.
-
-Every reader is an `EpisodeSource`. `open_dataset(path)` recognises the format from the file's
-layout (`detect_format`), or takes it from the caller. A new format is a reader module here plus
-one branch in each of the two functions below.
-"""
+"""Dataset readers (each an `EpisodeSource`), one module per format, and `open_dataset`, which picks
+one for a path from its layout (`detect_format`) unless the caller names the format."""
 
 from __future__ import annotations
 
@@ -29,10 +25,8 @@ def detect_format(path: str | os.PathLike) -> str:
     if p.is_dir():
         if is_minari(p):
             return "minari"
-        raise DataError(
-            f"{p}: is a directory but not a Minari dataset (expected data/main_data.hdf5 and "
-            f"metadata.json inside); give a dataset file or a Minari dataset folder"
-        )
+        raise DataError(f"{p}: is a directory but not a Minari dataset (expected data/main_data.hdf5 and "
+                        f"metadata.json inside); give a dataset file or a Minari dataset folder")
     with open_hdf5(p) as f:  # turns a missing, non-HDF5 or corrupt file into a clear DataError
         if is_native(f):
             return "native"
@@ -43,31 +37,23 @@ def detect_format(path: str | os.PathLike) -> str:
         return "minari"
     if is_robomimic(p):
         return "robomimic"
-    raise DataError(
-        f"{p}: unrecognised dataset layout (top level: {top_level}); mtm reads {', '.join(FORMATS)} "
-        f"files — pass --format to force one"
-    )
+    raise DataError(f"{p}: unrecognised dataset layout (top level: {top_level}); mtm reads "
+                    f"{', '.join(FORMATS)} files — pass --format to force one")
 
 
 def open_dataset(path: str | os.PathLike, format: str | None = None, *,
                  filter_key: str | None = None) -> EpisodeSource:
     """Open a dataset in any supported format; `format` forces a reader instead of detecting one.
-
-    `filter_key` selects a robomimic split (a name under the file's ``mask/`` group); it is an
-    error with any other format, since silently ignoring it would train on the wrong episodes.
-    """
+    `filter_key` selects a robomimic split (``mask/<filter_key>``); with any other format it is an
+    error, since silently ignoring it would train on the wrong episodes."""
     if format is not None and format not in FORMATS:
         raise ConfigError(f"unknown dataset format {format!r}; choose one of {', '.join(FORMATS)}")
     fmt = format or detect_format(path)
     if filter_key is not None and fmt != "robomimic":
         raise ConfigError(f"a filter key only applies to robomimic files, but {path} is {fmt}")
-    if fmt == "native":
-        return NativeSource(path)
-    if fmt == "d4rl":
-        return D4RLSource(path)
-    if fmt == "minari":
-        return MinariSource(path)
-    return RobomimicSource(path, filter_key=filter_key)
+    if fmt == "robomimic":
+        return RobomimicSource(path, filter_key=filter_key)
+    return {"native": NativeSource, "d4rl": D4RLSource, "minari": MinariSource}[fmt](path)
 
 
 def _describe_top_level(f: h5py.File, limit: int = 8) -> str:

@@ -1,27 +1,11 @@
-"""D4RL's flat transition files: the reader.
+"""D4RL's flat transition files (all episodes concatenated row by row): the reader.
 
-Layout (one HDF5 file, all episodes concatenated row by row):
-
-    observations       (N, obs_dim)   float32 (float64 in v2 medium-replay / full-replay files)
-    actions            (N, act_dim)   optional: a file without it is state-only (every episode lacks actions)
-    rewards            (N,) or (N, 1) optional: a file without it is reward-free
-    terminals          (N,)           the MDP ended after this step
-    timeouts           (N,)           a time limit cut the episode after this step (absent in old files)
-    next_observations  (N, obs_dim)   optional: the observation after each step
-    infos/*, metadata/*               optional; metadata/env_id names the env when present
-
-An episode ends at a row where ``terminals | timeouts``. Rows after the last such row form a
-trailing partial episode (a file-size limit cut it): it is kept, with every done flag False.
-
-With ``next_observations`` each episode gets T+1 observation rows, the last being the
-``next_observations`` of its final step; the rows are never taken from ``observations`` past the
-episode's end, which would leak the next episode's reset state into this one. Without it an
-episode has T rows (its final observation is unknown).
-
-The whole file is read and validated once, when the source is opened (1M gzip-compressed
-transitions take about 0.7 s); ``episode(i)`` then hands out slices. ``flat_arrays()`` exposes
-the concatenated arrays directly so that training can build its windows without splitting and
-re-joining episodes.
+docs/data_format.md ("D4RL") maps the layout onto `Episode`. An episode ends at a row where
+``terminals | timeouts``; rows after the last such row form a trailing partial episode, kept with
+every done flag False. The final observation comes from ``next_observations`` only, never from
+``observations`` past the episode's end, which would leak the next episode's reset state into this
+one. The whole file is read and validated when the source is opened; ``episode(i)`` hands out slices
+and ``flat_arrays()`` the concatenated arrays, so training need not split and re-join episodes.
 """
 
 from __future__ import annotations
@@ -52,12 +36,8 @@ def is_d4rl(f: h5py.File) -> bool:
 
 @dataclass(frozen=True)
 class FlatArrays:
-    """A D4RL file's transitions as loaded (float32, flags as bool), plus where episodes lie.
-
-    Episode i covers rows ``starts[i] : starts[i] + lengths[i]`` of every per-step array.
-    ``next_observations`` is None when the file has none. ``ends_terminal`` / ``ends_timeout``
-    say how each episode ended; both False is the trailing partial episode.
-    """
+    """A D4RL file's transitions as loaded (float32, flags as bool); episode i covers rows
+    ``starts[i] : starts[i] + lengths[i]``. Both ``ends_*`` False: the trailing partial episode."""
 
     observations: np.ndarray
     next_observations: np.ndarray | None
@@ -106,8 +86,7 @@ class D4RLSource(EpisodeSource):
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path).resolve()
         with open_hdf5(path) as f:
-            where = str(self.path)
-            self._flat = _load(f, where)
+            self._flat = _load(f, str(self.path))
             metadata = _read_metadata(f)
             info_keys = sorted(f["infos"].keys()) if isinstance(f.get("infos"), h5py.Group) else []
         self.info = _dataset_info(self.path, self._flat, metadata, info_keys)
@@ -125,8 +104,7 @@ class D4RLSource(EpisodeSource):
             raise IndexError(index)
         select_keys([STATE_KEY], keys, str(self.path))
         flat = self._flat
-        start = int(flat.starts[index])
-        stop = start + int(flat.lengths[index])
+        start, stop = int(flat.starts[index]), int(flat.starts[index] + flat.lengths[index])
         obs = flat.observations[start:stop]
         if flat.next_observations is not None:
             obs = np.concatenate([obs, flat.next_observations[stop - 1 : stop]])
@@ -143,15 +121,9 @@ class D4RLSource(EpisodeSource):
 def _load(f: h5py.File, where: str) -> FlatArrays:
     missing = [k for k in REQUIRED_KEYS if k not in f]
     if missing:
-        raise DataError(
-            f"{where}: missing D4RL dataset(s) {', '.join(missing)}; a D4RL file needs "
-            f"{' and '.join(REQUIRED_KEYS)} ({', '.join(OPTIONAL_KEYS)} optional)"
-        )
-    arrays = {k: read_array(f, k, where) for k in REQUIRED_KEYS}
-    for k in OPTIONAL_KEYS:
-        if k in f:
-            arrays[k] = read_array(f, k, where)
-
+        raise DataError(f"{where}: missing D4RL dataset(s) {', '.join(missing)}; a D4RL file needs "
+                        f"{' and '.join(REQUIRED_KEYS)} ({', '.join(OPTIONAL_KEYS)} optional)")
+    arrays = {k: read_array(f, k, where) for k in REQUIRED_KEYS + OPTIONAL_KEYS if k in f}
     n = arrays["observations"].shape[0] if arrays["observations"].ndim else 0
     if n == 0:
         raise DataError(f"{where}: the file holds no transitions (observations has 0 rows)")
@@ -169,23 +141,15 @@ def _load(f: h5py.File, where: str) -> FlatArrays:
     if "next_observations" in arrays and arrays["next_observations"].shape != arrays["observations"].shape:
         raise DataError(f"{where}: 'next_observations' has shape {arrays['next_observations'].shape}, "
                         f"'observations' has {arrays['observations'].shape}; they must match")
-
     for k in ("observations", "next_observations", "actions", "rewards"):
         if k in arrays:
             arrays[k] = _as_float32(arrays[k], k, where)
     terminals = _flags(arrays["terminals"], "terminals", where)
     timeouts = _flags(arrays["timeouts"], "timeouts", where) if "timeouts" in arrays else np.zeros(n, bool)
     starts, lengths = episode_bounds(terminals | timeouts)
-    flat = FlatArrays(
-        observations=arrays["observations"],
-        next_observations=arrays.get("next_observations"),
-        actions=arrays.get("actions"),
-        rewards=arrays.get("rewards"),
-        terminals=terminals,
-        timeouts=timeouts,
-        starts=starts,
-        lengths=lengths,
-    )
+    flat = FlatArrays(observations=arrays["observations"], next_observations=arrays.get("next_observations"),
+                      actions=arrays.get("actions"), rewards=arrays.get("rewards"), terminals=terminals,
+                      timeouts=timeouts, starts=starts, lengths=lengths)
     # Episodes are views into these arrays: freezing them makes an in-place edit by a consumer
     # fail loudly instead of silently changing what every later reader sees.
     for arr in vars(flat).values():
@@ -228,11 +192,8 @@ def _read_metadata(f: h5py.File) -> dict[str, Any]:
     group = f.get("metadata")
     if not isinstance(group, h5py.Group):
         return {}
-    out: dict[str, Any] = {}
-    for key, obj in group.items():
-        if isinstance(obj, h5py.Dataset) and obj.size <= 1024:
-            out[key] = _jsonable(obj[()])
-    return out
+    small = {key: obj for key, obj in group.items() if isinstance(obj, h5py.Dataset) and obj.size <= 1024}
+    return {key: _jsonable(obj[()]) for key, obj in small.items()}
 
 
 def _jsonable(value: Any) -> Any:
@@ -249,21 +210,15 @@ def _jsonable(value: Any) -> Any:
 
 def _dataset_info(path: Path, flat: FlatArrays, metadata: dict[str, Any],
                   info_keys: list[str]) -> DatasetInfo:
-    env_id = metadata.get("env_id")
-    env_id = str(env_id) if env_id else None
+    env_id = str(metadata["env_id"]) if metadata.get("env_id") else None
     # Original D4RL downloads carry no env id, but their file names are the dataset ids
     # ("hopper_medium_replay-v2.hdf5"), which is enough to find the reference scores.
     reference = reference_entry(env_id) or reference_entry(path.stem)
+    ref_min, ref_max, provenance = reference or (None, None, None)
     extra: dict[str, Any] = {"metadata": metadata, "infos": info_keys}
     if reference is not None:
-        extra["reference_scores"] = reference[2]
-    return DatasetInfo(
-        source_format="d4rl",
-        source=str(path),
-        env_id=env_id,
-        ref_min_score=None if reference is None else reference[0],
-        ref_max_score=None if reference is None else reference[1],
-        observation_space=unbounded_box(flat.observations.shape[1:], flat.observations.dtype),
-        action_space=None if flat.actions is None else unbounded_box(flat.actions.shape[1:], flat.actions.dtype),
-        extra=extra,
-    )
+        extra["reference_scores"] = provenance
+    actions = None if flat.actions is None else unbounded_box(flat.actions.shape[1:], flat.actions.dtype)
+    return DatasetInfo(source_format="d4rl", source=str(path), env_id=env_id, ref_min_score=ref_min,
+                       ref_max_score=ref_max, action_space=actions, extra=extra,
+                       observation_space=unbounded_box(flat.observations.shape[1:], flat.observations.dtype))

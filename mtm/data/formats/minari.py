@@ -1,35 +1,12 @@
 """Minari datasets (HDF5 storage, as Minari 0.5 writes them): the reader.
 
-Layout, as Minari 0.5 writes it (``minari.create_dataset_from_buffers`` / ``DataCollector``):
-
-    <dataset>/data/metadata.json       total_episodes, total_steps, data_format, jpeg_encoding,
-                                       observation_space / action_space (Minari's JSON strings),
-                                       env_spec / eval_env_spec (gymnasium EnvSpec JSON strings),
-                                       dataset_id, minari_version, ref_min_score / ref_max_score, ...
-    <dataset>/data/main_data.hdf5
-        episode_{i}/                   attrs: id, seed, total_steps, options/..., rewards_* stats
-            observations               (T+1, ...) dataset, or a group per Dict key (nested groups
-                                       for nested Dicts; Tuple entries are groups "_index_{j}")
-            actions                    (T, ...)
-            rewards                    (T,)  float64
-            terminations, truncations  (T,)  bool
-            infos/...                  optional, not read
-
-Image spaces (Minari's rule: a uint8 Box of shape (H, W) or (H, W, C) with H, W >= 32 and bounds
-0..255) are JPEG-encoded frame by frame when ``jpeg_encoding`` is true (the default since 0.5.3).
-Each frame is a 1-D uint8 array of JPEG bytes; the frames of one episode are stored as a
+docs/data_format.md ("Minari") maps the layout onto `Episode`. Quirks handled here: image spaces
+(Minari's rule: a uint8 Box of shape (H, W) or (H, W, C) with H, W >= 32 and bounds 0..255) are
+JPEG-encoded frame by frame when ``jpeg_encoding`` is true (the default since 0.5.3), stored as a
 variable-length uint8 dataset (T+1,), or as a plain (T+1, nbytes) uint8 dataset when every frame
-happens to encode to the same number of bytes (a constant image). Either way the decoded frames
-come back here as uint8 (T+1, H, W, C); a two-dimensional (grey) image gets a channel axis of 1
-so that every image is HWC, and its space description is widened to match.
-
-Mapping to `Episode`: a non-Dict observation goes under ``STATE_KEY``; Dict keys are flattened,
-nested ones as "outer/inner". Floating-point arrays become float32 (mtm trains in float32 and
-the native format stores float32, so converting here changes nothing downstream); integer
-actions (Discrete spaces) and uint8 images keep their dtype. ``infos`` are not read.
-
-Minari puts metadata.json next to main_data.hdf5 in ``data/``; one found in the dataset folder
-above it is accepted too. Episodes are decoded one at a time, on demand, from one open handle.
+happens to encode to the same number of bytes (a constant image). Frames come back as uint8
+(T+1, H, W, C); a grey (H, W) image gets a channel axis of 1 and its space is widened to match.
+Tuple entries are groups ``_index_{j}``. Episodes are decoded one at a time, from one open handle.
 """
 
 from __future__ import annotations
@@ -45,28 +22,22 @@ import h5py
 import numpy as np
 
 from mtm.data.episode import STATE_KEY, DatasetInfo, Episode, select_keys
-from mtm.data.hdf5 import GroupPerEpisode, open_hdf5, read_array, step_shapes
+from mtm.data.hdf5 import (GroupPerEpisode, datasets_under, floats_to_float32, open_hdf5, optional_float,
+                           parse_json, read_array)
 from mtm.data.spaces import space_to_dict
 from mtm.errors import DataError
 
 MAIN_FILE = "main_data.hdf5"
 METADATA_FILE = "metadata.json"
 EPISODE_RE = re.compile(r"episode_(\d+)")
-STEP_KEYS = ("actions", "rewards", "terminations", "truncations")
 # metadata.json entries turned into DatasetInfo fields rather than copied into `extra`.
 _CONVERTED_METADATA = {"observation_space", "action_space", "env_spec", "eval_env_spec",
                        "ref_min_score", "ref_max_score"}
 
 
-# ---------------------------------------------------------------------------------------------
-# Finding the files
-
-
 def _locate(path: Path) -> tuple[Path, Path | None]:
-    """(where main_data.hdf5 is or would be, metadata.json if found) for a dataset path.
-
-    `path` may be the dataset folder, its ``data/`` folder, or the HDF5 file itself.
-    """
+    """(where main_data.hdf5 is or would be, metadata.json if found) for the dataset folder, its
+    ``data/`` folder or the HDF5 file itself."""
     if path.is_file():
         data_file = path
     elif (path / "data").is_dir():
@@ -74,10 +45,8 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
     else:
         data_file = path / MAIN_FILE
     data_dir = data_file.parent
-    metadata = next(
-        (d / METADATA_FILE for d in (data_dir, data_dir.parent) if (d / METADATA_FILE).is_file()),
-        None,
-    )
+    candidates = (d / METADATA_FILE for d in (data_dir, data_dir.parent))
+    metadata = next((c for c in candidates if c.is_file()), None)
     return data_file, metadata
 
 
@@ -90,11 +59,8 @@ def _has_episode_groups(path: Path) -> bool:
 
 
 def is_minari(path: str | os.PathLike) -> bool:
-    """Whether `path` looks like a Minari dataset (folder, its data/ folder, or main_data.hdf5).
-
-    Cheap and never raises. A folder with main_data.hdf5 but no metadata.json still counts, so
-    that `MinariSource` can say what is missing instead of "unknown format".
-    """
+    """Whether `path` looks like a Minari dataset (folder, its data/ folder, or main_data.hdf5); never
+    raises. main_data.hdf5 without metadata.json counts, so that `MinariSource` can say what is missing."""
     p = Path(path)
     if not p.exists():
         return False
@@ -122,37 +88,23 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     return meta
 
 
-# ---------------------------------------------------------------------------------------------
-# Spaces: Minari's JSON serialisation -> leaf descriptions and mtm space dicts
-
-
 def _parse_json_field(meta: dict[str, Any], name: str, where: Path) -> Any:
     """A metadata entry that Minari stores as a JSON string inside the JSON (spaces, env specs)."""
     value = meta.get(name)
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except ValueError:
-        raise DataError(f"{where}: '{name}' is not valid JSON") from None
+    return parse_json(value, f"{where}: '{name}'") if isinstance(value, str) else value
 
 
 def _leaf_spaces(space: dict[str, Any] | None, prefix: str = "") -> dict[str, dict[str, Any]]:
     """Flat {observation key: leaf space} in the key naming the episodes use."""
     if space is None:
         return {}
-    kind = space.get("type")
-    if kind == "Dict":
-        out: dict[str, dict[str, Any]] = {}
-        for key, sub in space.get("subspaces", {}).items():
-            out.update(_leaf_spaces(sub, f"{prefix}{key}/"))
-        return out
-    if kind == "Tuple":
-        out = {}
-        for i, sub in enumerate(space.get("subspaces", [])):
-            out.update(_leaf_spaces(sub, f"{prefix}_index_{i}/"))
-        return out
-    return {prefix.rstrip("/") or STATE_KEY: space}
+    if space.get("type") == "Dict":
+        named = space.get("subspaces", {}).items()
+    elif space.get("type") == "Tuple":
+        named = ((f"_index_{i}", sub) for i, sub in enumerate(space.get("subspaces", [])))
+    else:
+        return {prefix.rstrip("/") or STATE_KEY: space}
+    return {leaf: s for key, sub in named for leaf, s in _leaf_spaces(sub, f"{prefix}{key}/").items()}
 
 
 def _is_image_space(space: dict[str, Any] | None) -> bool:
@@ -160,13 +112,9 @@ def _is_image_space(space: dict[str, Any] | None) -> bool:
     if not space or space.get("type") != "Box" or space.get("dtype") != "uint8":
         return False
     shape = space.get("shape", [])
-    return (
-        len(shape) in (2, 3)
-        and shape[0] >= 32
-        and shape[1] >= 32
-        and bool(np.all(np.asarray(space["low"]) == 0))
-        and bool(np.all(np.asarray(space["high"]) == 255))
-    )
+    if len(shape) not in (2, 3) or shape[0] < 32 or shape[1] < 32:
+        return False
+    return bool(np.all(np.asarray(space["low"]) == 0) and np.all(np.asarray(space["high"]) == 255))
 
 
 def _to_mtm_space(space: dict[str, Any]) -> dict[str, Any] | None:
@@ -195,25 +143,16 @@ def _observation_space(leaves: dict[str, dict[str, Any]], is_dict: bool) -> dict
     converted = {key: _to_mtm_space(leaf) for key, leaf in leaves.items()}
     if not converted or any(v is None for v in converted.values()):
         return None
-    if not is_dict:
-        return converted[STATE_KEY]
-    return {"type": "Dict", "spaces": converted}
+    return {"type": "Dict", "spaces": converted} if is_dict else converted[STATE_KEY]
 
 
 def _env_id(spec: Any) -> str | None:
     return spec.get("id") if isinstance(spec, dict) else None
 
 
-# ---------------------------------------------------------------------------------------------
-# JPEG frames
-
-
 def decode_jpeg_frames(encoded: np.ndarray, where: str) -> np.ndarray:
-    """Decode Minari's per-frame JPEG bytes into one uint8 (N, H, W, C) array.
-
-    `encoded` is either an object array of 1-D uint8 arrays (variable-length storage) or a 2-D
-    uint8 array with one frame's bytes per row (fixed-length storage).
-    """
+    """Minari's per-frame JPEG bytes (an object array of 1-D uint8 arrays, or a 2-D uint8 array with one
+    frame per row) decoded into one uint8 (N, H, W, C) array."""
     try:
         from PIL import Image, UnidentifiedImageError  # late: only JPEG image observations need Pillow
     except ImportError:
@@ -247,10 +186,6 @@ def _is_vlen_bytes(ds: h5py.Dataset) -> bool:
     return base is not None and np.dtype(base) == np.uint8
 
 
-# ---------------------------------------------------------------------------------------------
-# The reader
-
-
 class MinariSource(GroupPerEpisode):
     """Read a Minari HDF5 dataset given its folder, its ``data/`` folder or its main_data.hdf5."""
 
@@ -260,17 +195,14 @@ class MinariSource(GroupPerEpisode):
             raise DataError(f"{self.path}: no such file or directory")
         self.data_file, metadata_file = _locate(self.path)
         if metadata_file is None:
-            raise DataError(
-                f"{self.data_file.parent}: no {METADATA_FILE} next to {self.data_file.name} (or in the folder "
-                f"above); a Minari dataset needs it for its spaces and environment"
-            )
+            raise DataError(f"{self.data_file.parent}: no {METADATA_FILE} next to {self.data_file.name} "
+                            f"(or in the folder above); a Minari dataset needs it for its spaces and "
+                            f"environment")
         meta = _read_metadata(metadata_file)
         data_format = meta.get("data_format", "hdf5")
         if data_format != "hdf5":
-            raise DataError(
-                f"{metadata_file}: dataset uses Minari's '{data_format}' storage; mtm reads only "
-                f"'hdf5' — re-create it with data_format='hdf5'"
-            )
+            raise DataError(f"{metadata_file}: dataset uses Minari's '{data_format}' storage; mtm reads only "
+                            f"'hdf5' — re-create it with data_format='hdf5'")
         if not self.data_file.is_file():
             raise DataError(f"{self.data_file}: missing; a Minari dataset keeps its episodes in data/{MAIN_FILE}")
 
@@ -294,11 +226,9 @@ class MinariSource(GroupPerEpisode):
         # Numeric order: a lexical sort would put episode_10 before episode_2.
         names = [name for _, name in sorted(indexed)]
         if total is not None and int(total) != len(names):
-            raise DataError(
-                f"{metadata_file}: total_episodes is {total} but {self.data_file.name} holds "
-                f"{len(names)} episode groups; the dataset is incomplete or its files are from "
-                f"different datasets"
-            )
+            raise DataError(f"{metadata_file}: total_episodes is {total} but {self.data_file.name} holds "
+                            f"{len(names)} episode groups; the dataset is incomplete or its files are from "
+                            f"different datasets")
         return names
 
     def _info(self, meta: dict[str, Any], obs_space: Any, act_space: Any, metadata_file: Path) -> DatasetInfo:
@@ -320,8 +250,8 @@ class MinariSource(GroupPerEpisode):
             source=str(meta.get("dataset_id") or self.path),
             # Minari computes its reference scores on the evaluation env, so that is the one to use.
             env_id=_env_id(eval_spec) or _env_id(env_spec),
-            ref_min_score=_optional_float(meta.get("ref_min_score")),
-            ref_max_score=_optional_float(meta.get("ref_max_score")),
+            ref_min_score=optional_float(meta.get("ref_min_score")),
+            ref_max_score=optional_float(meta.get("ref_max_score")),
             observation_space=observation_space,
             action_space=action_space,
             extra=extra,
@@ -340,7 +270,7 @@ class MinariSource(GroupPerEpisode):
         obs = self._group(0).get("observations")
         if isinstance(obs, h5py.Dataset):
             return [STATE_KEY]
-        return list(_observation_datasets(obs)) if obs is not None else []
+        return list(datasets_under(obs)) if obs is not None else []
 
     def episode(self, index: int, keys: Collection[str] | None = None) -> Episode:
         g = self._group(index)
@@ -358,7 +288,7 @@ class MinariSource(GroupPerEpisode):
         seed = g.attrs.get("seed")
         episode = Episode(
             observations=observations,
-            actions=_float32(read_array(g, "actions", where)) if "actions" in g else None,
+            actions=floats_to_float32(read_array(g, "actions", where)) if "actions" in g else None,
             rewards=read_array(g, "rewards", where).astype(np.float32) if "rewards" in g else None,
             terminations=read_array(g, "terminations", where).astype(bool),
             truncations=read_array(g, "truncations", where).astype(bool),
@@ -372,13 +302,11 @@ class MinariSource(GroupPerEpisode):
                 # broken file (the classic lost-final-observation bug), not a shorter convention.
                 raise DataError(f"{where}: observations '{key}' has {arr.shape[0]} rows for {t} "
                                 f"actions; Minari episodes have T+1 = {t + 1}")
-        episode.validate(where)
-        self._check_step_shapes(index, step_shapes(episode), where)
-        return episode
+        return self._checked(episode, index, where)
 
     def _read_observations(self, g: h5py.Group, where: str, keys: Collection[str] | None) -> dict[str, np.ndarray]:
         node = g["observations"]
-        datasets = {STATE_KEY: node} if isinstance(node, h5py.Dataset) else _observation_datasets(node)
+        datasets = {STATE_KEY: node} if isinstance(node, h5py.Dataset) else datasets_under(node)
         if not datasets:
             raise DataError(f"{where}: 'observations' is an empty group")
         return {key: self._read_leaf(datasets[key], key, f"{where} observations/{key}")
@@ -389,10 +317,7 @@ class MinariSource(GroupPerEpisode):
         image = _is_image_space(space)
         stored = read_array(ds.parent, ds.name.rsplit("/", 1)[-1], where)
         # Encoded frames either have a variable-length dtype or a row shape unlike the space's.
-        encoded = _is_vlen_bytes(ds) or (
-            image and self._jpeg and tuple(stored.shape[1:]) != tuple(space["shape"])
-        )
-        if encoded:
+        if _is_vlen_bytes(ds) or (image and self._jpeg and tuple(stored.shape[1:]) != tuple(space["shape"])):
             frames = decode_jpeg_frames(stored, where)
             if space is not None and frames.shape[1:3] != tuple(space["shape"][:2]):
                 raise DataError(f"{where}: frames decode to {frames.shape[1:]}, the observation "
@@ -402,28 +327,4 @@ class MinariSource(GroupPerEpisode):
             raise DataError(f"{where}: holds {stored.dtype} data; mtm needs numeric observations")
         if image and stored.ndim == 3:
             return stored[..., None]  # grey (T+1, H, W) -> HWC with one channel
-        return _float32(stored)
-
-    def close(self) -> None:
-        if getattr(self, "_file", None) is not None:
-            self._file.close()
-            self._file = None
-
-
-def _observation_datasets(group: h5py.Group, prefix: str = "") -> dict[str, h5py.Dataset]:
-    """Every dataset under a Dict observation group, nested keys flattened as "outer/inner"."""
-    out: dict[str, h5py.Dataset] = {}
-    for key, node in group.items():
-        if isinstance(node, h5py.Group):
-            out.update(_observation_datasets(node, f"{prefix}{key}/"))
-        else:
-            out[prefix + key] = node
-    return out
-
-
-def _float32(arr: np.ndarray) -> np.ndarray:
-    return arr.astype(np.float32, copy=False) if np.issubdtype(arr.dtype, np.floating) else arr
-
-
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+        return floats_to_float32(stored)

@@ -1,34 +1,10 @@
 """mtm's own episode format (HDF5): the writer and the reader.
 
-Layout (schema version 1, or 2 when an episode lacks a modality; docs/data_format.md is the
-reference):
-
-    /                              attrs: format="mtm-episodes", schema_version=1|2, env_id,
-                                          source_format, source, ref_min_score, ref_max_score,
-                                          observation_space (JSON), action_space (JSON),
-                                          extra (JSON), num_episodes, num_steps, created_by
-    /episodes/ep_000000/           attrs: length, has_final_observation, seed, source_id
-        observations/<key>         (T+1 or T, ...)   float32 state / uint8 HWC images
-        actions                    (T, act_dim)      float32   absent: the episode has no actions
-        rewards                    (T,)              float32   absent: the episode has no rewards
-        terminations               (T,)              bool
-        truncations                (T,)              bool
-
-An episode may lack ``actions`` and/or ``rewards`` (state-only demonstrations, reward-free play):
-the dataset is then simply not there. A file with such an episode is written as schema version 2,
-so an mtm from before version 2, which would fail on the missing dataset, says "upgrade mtm"
-instead; a file in which every episode is complete stays version 1, readable by any mtm.
-
-Images (uint8 with 3 or more axes) are chunked one frame per chunk and gzip-compressed, so a
-training loader can read any single frame without decompressing its neighbours. Low-dimensional
-arrays are stored contiguous and uncompressed: they are small and load fastest that way.
-
-The writer appends one episode at a time and flushes after each; the file is written under
-``<name>.partial`` and renamed into place by ``commit()``, so the output path never holds a
-half-written file and an existing file is only replaced once the new one is complete. HDF5 writes
-through `mtm.io.DeferredFailureFile`, so a full disk or a read-only mount is one OutputError (and
-the partial file removed) rather than a cascade of HDF5 errors; the partial file is locked while
-it is written, and one left by a killed run is taken over (and the user told).
+docs/data_format.md ("The native file") is the reference for the layout, the schema versions (2 only
+when an episode lacks actions or rewards, so an older mtm says "upgrade mtm" rather than failing on
+the missing dataset), the storage of images (one gzip chunk per frame) and crash-safe writing. HDF5
+writes through `mtm.io.DeferredFailureFile`, so a full disk or a read-only mount is one OutputError
+(and the partial file removed) rather than a cascade of HDF5 errors.
 """
 
 from __future__ import annotations
@@ -42,8 +18,9 @@ import h5py
 import numpy as np
 
 import mtm
-from mtm.data.episode import DatasetInfo, Episode, select_keys
-from mtm.data.hdf5 import GroupPerEpisode, open_hdf5, partial_path, read_array
+from mtm.data.episode import DatasetInfo, Episode, is_image, select_keys
+from mtm.data.hdf5 import (GroupPerEpisode, datasets_under, floats_to_float32, open_hdf5, optional_float,
+                           parse_json, partial_path, read_array)
 from mtm.errors import DataError, OutputError
 from mtm.io import DeferredFailureFile, check_output_path, fsync_dir, open_partial, write_failure
 
@@ -61,26 +38,12 @@ def is_native(f: h5py.File) -> bool:
     return f.attrs.get("format") == FORMAT_NAME
 
 
-def _is_image(arr: np.ndarray) -> bool:
-    return arr.dtype == np.uint8 and arr.ndim >= 4  # (T, H, W, C)
-
-
 class EpisodeWriter:
-    """Append episodes to a new native file.
+    """Append episodes to a new native file. Leaving its ``with`` block commits; leaving it with an
+    exception deletes the partial file (``mtm collect`` catches KeyboardInterrupt inside the block)."""
 
-    Use as a context manager: leaving the block normally commits (renames the ``.partial`` file to
-    the output path); leaving it with an exception deletes the partial file. A caller that wants
-    to keep what it has on Ctrl-C (``mtm collect``) catches KeyboardInterrupt inside the block.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        info: DatasetInfo,
-        *,
-        overwrite: bool = False,
-        image_compression_level: int = 4,
-    ) -> None:
+    def __init__(self, path: str | os.PathLike, info: DatasetInfo, *, overwrite: bool = False,
+                 image_compression_level: int = 4) -> None:
         self.path = check_output_path(path, overwrite)
         self.tmp_path = partial_path(self.path)
         self.info = info
@@ -125,17 +88,13 @@ class EpisodeWriter:
             raise
 
     def _write_info(self) -> None:
-        f = self._file
-        info = self.info
+        f, info = self._file, self.info
         f.attrs["source_format"] = info.source_format
         f.attrs["source"] = info.source
-        optional = {"env_id": info.env_id}
-        for name in ("ref_min_score", "ref_max_score"):
-            value = getattr(info, name)
-            optional[name] = None if value is None else float(value)
+        optional = {"env_id": info.env_id, "ref_min_score": optional_float(info.ref_min_score),
+                    "ref_max_score": optional_float(info.ref_max_score)}
         for name in ("observation_space", "action_space"):
-            value = getattr(info, name)
-            optional[name] = None if value is None else json.dumps(value)
+            optional[name] = None if getattr(info, name) is None else json.dumps(getattr(info, name))
         for name, value in optional.items():
             if value is not None:
                 f.attrs[name] = value
@@ -171,16 +130,12 @@ class EpisodeWriter:
             self._layout["actions"] = layout["actions"]
         observations, reference = set(layout) - {"actions"}, set(self._layout) - {"actions"}
         if observations != reference:
-            raise DataError(
-                f"{where}: observation keys {sorted(observations)} differ from the first episode's "
-                f"{sorted(reference)}"
-            )
+            raise DataError(f"{where}: observation keys {sorted(observations)} differ from the first "
+                            f"episode's {sorted(reference)}")
         for key, (shape, _) in layout.items():
             if shape != self._layout[key][0]:
-                raise DataError(
-                    f"{where}: '{key}' has per-step shape {shape}, the first episode had "
-                    f"{self._layout[key][0]}"
-                )
+                raise DataError(f"{where}: '{key}' has per-step shape {shape}, the first episode had "
+                                f"{self._layout[key][0]}")
 
     def add(self, episode: Episode) -> None:
         if self._file is None:
@@ -205,18 +160,13 @@ class EpisodeWriter:
             g.attrs["source_id"] = episode.source_id
         obs = g.create_group("observations")
         for key, arr in episode.observations.items():
-            if _is_image(arr):
-                obs.create_dataset(
-                    key,
-                    data=arr,
-                    chunks=(1,) + arr.shape[1:],
-                    compression="gzip",
-                    compression_opts=self.image_compression_level,
-                )
+            if is_image(arr):
+                obs.create_dataset(key, data=arr, chunks=(1,) + arr.shape[1:], compression="gzip",
+                                   compression_opts=self.image_compression_level)
             else:
-                obs.create_dataset(key, data=_float32(arr))
+                obs.create_dataset(key, data=floats_to_float32(arr))
         if episode.actions is not None:
-            g.create_dataset("actions", data=_float32(episode.actions))
+            g.create_dataset("actions", data=floats_to_float32(episode.actions))
         if episode.rewards is not None:
             g.create_dataset("rewards", data=episode.rewards.astype(np.float32))
         if (episode.actions is None or episode.rewards is None) and \
@@ -273,29 +223,9 @@ class EpisodeWriter:
             self.abort()
 
 
-def _float32(arr: np.ndarray) -> np.ndarray:
-    return arr.astype(np.float32, copy=False) if np.issubdtype(arr.dtype, np.floating) else arr
-
-
 def _json_attr(f: h5py.File, name: str) -> Any:
     value = f.attrs.get(name)
-    if value is None:
-        return None
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        raise DataError(f"{f.filename}: attribute '{name}' is not valid JSON") from None
-
-
-def _dataset_keys(group: h5py.Group) -> list[str]:
-    """Observation keys; a key like "proprio/pos" (a flattened nested Dict) is stored as nested groups."""
-    keys: list[str] = []
-    group.visititems(lambda name, obj: keys.append(name) if isinstance(obj, h5py.Dataset) else None)
-    return keys
-
-
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+    return None if value is None else parse_json(value, f"{f.filename}: attribute '{name}'")
 
 
 class NativeSource(GroupPerEpisode):
@@ -303,33 +233,30 @@ class NativeSource(GroupPerEpisode):
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._file = open_hdf5(self.path)
-        f = self._file
-        if not is_native(f):
-            self._file.close()
-            raise DataError(f"{self.path}: not an mtm episode file (attribute format != {FORMAT_NAME!r})")
-        version = int(f.attrs.get("schema_version", -1))
-        if version > SCHEMA_VERSION:
-            self._file.close()
-            raise DataError(
-                f"{self.path}: schema version {version} is newer than this mtm understands "
-                f"({SCHEMA_VERSION}); upgrade mtm"
-            )
-        if EPISODES_GROUP not in f:
-            self._file.close()
-            raise DataError(f"{self.path}: missing group '{EPISODES_GROUP}'")
-        self._episodes_parent = f[EPISODES_GROUP]
-        self._names = sorted(self._episodes_parent.keys())
-        if not self._names:
-            self._file.close()
-            raise DataError(f"{self.path}: holds no episodes")
+        self._file = f = open_hdf5(self.path)
+        try:
+            if not is_native(f):
+                raise DataError(f"{self.path}: not an mtm episode file (attribute format != {FORMAT_NAME!r})")
+            version = int(f.attrs.get("schema_version", -1))
+            if version > SCHEMA_VERSION:
+                raise DataError(f"{self.path}: schema version {version} is newer than this mtm understands "
+                                f"({SCHEMA_VERSION}); upgrade mtm")
+            if EPISODES_GROUP not in f:
+                raise DataError(f"{self.path}: missing group '{EPISODES_GROUP}'")
+            self._episodes_parent = f[EPISODES_GROUP]
+            self._names = sorted(self._episodes_parent.keys())
+            if not self._names:
+                raise DataError(f"{self.path}: holds no episodes")
+        except BaseException:
+            self.close()
+            raise
         env_id = f.attrs.get("env_id")
         self.info = DatasetInfo(
             source_format=str(f.attrs.get("source_format", "native")),
             source=str(f.attrs.get("source", str(self.path))),
             env_id=None if env_id is None else str(env_id),
-            ref_min_score=_optional_float(f.attrs.get("ref_min_score")),
-            ref_max_score=_optional_float(f.attrs.get("ref_max_score")),
+            ref_min_score=optional_float(f.attrs.get("ref_min_score")),
+            ref_max_score=optional_float(f.attrs.get("ref_max_score")),
             observation_space=_json_attr(f, "observation_space"),
             action_space=_json_attr(f, "action_space"),
             extra=_json_attr(f, "extra") or {},
@@ -342,15 +269,14 @@ class NativeSource(GroupPerEpisode):
         return int(g["actions"].shape[0]) if "actions" in g else int(g["terminations"].shape[0])
 
     def observation_keys(self) -> list[str]:
-        return _dataset_keys(self._group(0)["observations"]) if self._names else []
+        return list(datasets_under(self._group(0)["observations"])) if self._names else []
 
     def _stored_shapes(self, index: int) -> dict[str, tuple[int, ...]]:
         """Per-step shapes of every array of an episode, from the file's metadata (nothing is read)."""
         g = self._group(index)
-        shapes = {}
-        if isinstance(g.get("observations"), h5py.Group):
-            obs = g["observations"]
-            shapes = {f"observations/{k}": tuple(obs[k].shape[1:]) for k in _dataset_keys(obs)}
+        obs, shapes = g.get("observations"), {}
+        if isinstance(obs, h5py.Group):
+            shapes = {f"observations/{k}": tuple(ds.shape[1:]) for k, ds in datasets_under(obs).items()}
         if isinstance(g.get("actions"), h5py.Dataset):
             shapes["actions"] = tuple(g["actions"].shape[1:])
         return shapes
@@ -366,13 +292,10 @@ class NativeSource(GroupPerEpisode):
         # Every key, read or not: a summary reads one key per episode, training reads frames lazily.
         self._check_step_shapes(index, self._stored_shapes(index), where)
         obs_group = g["observations"]
-        seed = g.attrs.get("seed")
-        source_id = g.attrs.get("source_id")
+        keys = select_keys(list(datasets_under(obs_group)), keys, where)
+        seed, source_id = g.attrs.get("seed"), g.attrs.get("source_id")
         episode = Episode(
-            observations={
-                k: read_array(obs_group, k, where)
-                for k in select_keys(_dataset_keys(obs_group), keys, where)
-            },
+            observations={k: read_array(obs_group, k, where) for k in keys},
             actions=read_array(g, "actions", where) if "actions" in g else None,
             rewards=read_array(g, "rewards", where) if "rewards" in g else None,
             terminations=read_array(g, "terminations", where).astype(bool),
@@ -386,8 +309,3 @@ class NativeSource(GroupPerEpisode):
     def frames(self, index: int, key: str) -> h5py.Dataset:
         """The h5py dataset of one observation key: index it to read only the frames you need."""
         return self._group(index)["observations"][key]
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None

@@ -1,42 +1,15 @@
-"""robomimic HDF5 files: the reader.
+"""robomimic's processed HDF5 files (``data/demo_{i}/obs/...``, ``mask/<filter>``): the reader.
 
-Layout (robomimic's dataset_states_to_obs.py and its released datasets):
-
-    data/                      attrs: total (transitions in the file), env_args (JSON: env_name,
-                                      type, env_kwargs)
-    data/demo_{i}/             attrs: num_samples (T), model_file (robosuite XML, not read)
-        obs/<key>              (T, ...)   low-dim float arrays; images uint8 (T, H, W, C)
-        next_obs/<key>         (T, ...)   optional (absent with --exclude-next-obs)
-        actions                (T, act_dim)
-        rewards                (T,)
-        dones                  (T,)
-        states                 (T, D)     simulator states: not read (recorded in extra)
-    mask/<filter>              1-D array of demo names (bytes), e.g. mask/train, mask/valid
-
-Mapping to `Episode`:
-
-- Observations: ``obs/<key>`` gives rows 0..T-1; when ``next_obs`` is present its last row is the
-  final observation, giving T+1 rows. Only that one row is read from ``next_obs`` (for image files
-  that is one frame, not a second copy of the demo). uint8 arrays (images) stay uint8, every other
-  array becomes float32.
-- Episode ends: robomimic's ``dones`` can be 1 on every step where the task is solved (its
-  ``done_mode`` 0 and 2), also before the demo's last step, while the demo itself goes on. The demo
-  shows that the episode did not end there, so only the last step's flag is used:
-  ``terminations[-1] = dones[-1]``. A demo whose last step is not done simply stopped (the
-  operator or a time limit ended it), which is a truncation: ``truncations[-1] = not dones[-1]``.
-  Earlier dones are dropped.
-- ``env_id`` is ``env_args["env_name"]`` (a robosuite task name such as "Lift" for robosuite files,
-  a gym id for gym files); the whole ``env_args`` is kept in ``info.extra``.
-- With ``filter_key`` only the demos listed in ``mask/<filter_key>`` are read, in numeric order.
-- robomimic files record no spaces; the ones in ``info`` are derived from the first demo's shapes
-  and dtypes, with bounds 0..255 for uint8 images and unbounded otherwise.
-
-One handle is held open; each demo is read when asked for.
+docs/data_format.md ("robomimic") maps the layout onto `Episode`. The one quirk: robomimic's
+``dones`` can be 1 on every step where the task is solved (its ``done_mode`` 0 and 2), also before
+the demo's last step, while the demo goes on. The demo shows that the episode did not end there, so
+only the last step's flag counts: ``terminations[-1] = dones[-1]``; a demo whose last step is not
+done simply stopped (the operator or a time limit ended it), a truncation. One handle is held open;
+each demo is read when asked for.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -46,7 +19,7 @@ import h5py
 import numpy as np
 
 from mtm.data.episode import DatasetInfo, Episode, select_keys
-from mtm.data.hdf5 import GroupPerEpisode, open_hdf5, read_array, step_shapes
+from mtm.data.hdf5 import GroupPerEpisode, open_hdf5, parse_json, read_array, short_reason
 from mtm.data.spaces import space_to_dict
 from mtm.errors import DataError
 
@@ -96,40 +69,28 @@ class RobomimicSource(GroupPerEpisode):
         data = f.get("data")
         if not isinstance(data, h5py.Group):
             raise DataError(f"{self.path}: no 'data' group; not a robomimic file")
-        self._data = self._episodes_parent = data
+        self._episodes_parent = data
         all_demos = sorted((k for k in data if DEMO_RE.fullmatch(k)), key=_demo_number)
         masks = f.get("mask")
         filters = sorted(masks.keys()) if isinstance(masks, h5py.Group) else []
-        if filter_key is None:
-            self._names = all_demos
-        else:
-            self._names = self._filtered(filter_key, filters, set(all_demos))
+        self._names = all_demos if filter_key is None else self._filtered(filter_key, filters, set(all_demos))
         if not self._names:
             raise DataError(f"{self.path}: holds no demos" + (f" in mask/{filter_key}" if filter_key else ""))
 
-        env_args = self._env_args(data)
-        extra: dict[str, Any] = {
-            "env_args": env_args,
-            "num_demos": len(all_demos),
-            "filter_key": filter_key,
-            "filters": filters,
-        }
+        env_args = data.attrs.get("env_args")
+        if env_args is not None:
+            env_args = parse_json(_attr_text(env_args), f"{self.path}: data.attrs['env_args']")
+        extra: dict[str, Any] = {"env_args": env_args, "num_demos": len(all_demos), "filter_key": filter_key,
+                                 "filters": filters}
         if "total" in data.attrs:
             extra["total"] = int(data.attrs["total"])
-        observation_space = action_space = None
-        if self._names:
-            first = data[self._names[0]]
-            extra["unread_keys"] = sorted(k for k in first if k not in READ_KEYS)
-            observation_space, action_space = _derived_spaces(first)
+        first = data[self._names[0]]
+        extra["unread_keys"] = sorted(k for k in first if k not in READ_KEYS)
+        observation_space, action_space = _derived_spaces(first)
         env_name = env_args.get("env_name") if isinstance(env_args, dict) else None
-        self.info = DatasetInfo(
-            source_format="robomimic",
-            source=str(self.path),
-            env_id=None if env_name is None else str(env_name),
-            observation_space=observation_space,
-            action_space=action_space,
-            extra=extra,
-        )
+        self.info = DatasetInfo(source_format="robomimic", source=str(self.path),
+                                env_id=None if env_name is None else str(env_name),
+                                observation_space=observation_space, action_space=action_space, extra=extra)
 
     def _filtered(self, filter_key: str, filters: list[str], demos: set[str]) -> list[str]:
         if filter_key not in filters:
@@ -141,15 +102,6 @@ class RobomimicSource(GroupPerEpisode):
             raise DataError(f"{self.path}: mask/{filter_key} lists demos that are not in data/: "
                             f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
         return sorted(set(listed), key=_demo_number)
-
-    def _env_args(self, data: h5py.Group) -> Any:
-        raw = data.attrs.get("env_args")
-        if raw is None:
-            return None
-        try:
-            return json.loads(_attr_text(raw))
-        except ValueError:
-            raise DataError(f"{self.path}: data.attrs['env_args'] is not valid JSON") from None
 
     def episode_length(self, index: int) -> int:
         g = self._group(index)
@@ -185,19 +137,16 @@ class RobomimicSource(GroupPerEpisode):
             raise DataError(f"{where}: dones has shape {dones.shape} but there are {t} actions; expected ({t},)")
         terminations = np.zeros(t, bool)
         truncations = np.zeros(t, bool)
-        terminations[-1] = bool(dones[-1])
-        truncations[-1] = not dones[-1]
+        terminations[-1], truncations[-1] = bool(dones[-1]), not dones[-1]
         episode = Episode(
             observations=self._observations(g, t, where, keys),
-            actions=None if actions is None else _float32(actions),
+            actions=None if actions is None else actions.astype(np.float32, copy=False),
             rewards=read_array(g, "rewards", where).astype(np.float32) if "rewards" in g else None,
             terminations=terminations,
             truncations=truncations,
             source_id=name,
         )
-        episode.validate(where)
-        self._check_step_shapes(index, step_shapes(episode), where)
-        return episode
+        return self._checked(episode, index, where)
 
     def _observations(self, g: h5py.Group, t: int, where: str, keys: Collection[str] | None) -> dict[str, np.ndarray]:
         obs = g["obs"]
@@ -232,11 +181,6 @@ class RobomimicSource(GroupPerEpisode):
             raise DataError(f"{where}: 'obs' group is empty")
         return out
 
-    def close(self) -> None:
-        if getattr(self, "_file", None) is not None:
-            self._file.close()
-            self._file = None
-
 
 def _read_rows(ds: h5py.Dataset, out: np.ndarray, source: slice, dest: slice, where: str) -> None:
     try:
@@ -245,8 +189,7 @@ def _read_rows(ds: h5py.Dataset, out: np.ndarray, source: slice, dest: slice, wh
         else:
             ds.read_direct(out, source_sel=np.s_[source], dest_sel=np.s_[dest])
     except OSError as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{where}: unreadable, the file may be corrupt ({reason})") from None
+        raise DataError(f"{where}: unreadable, the file may be corrupt ({short_reason(exc)})") from None
 
 
 def _derived_spaces(demo: h5py.Group) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -266,7 +209,3 @@ def _derived_spaces(demo: h5py.Group) -> tuple[dict[str, Any] | None, dict[str, 
     actions = demo.get("actions")
     action_space = space_to_dict(box(actions)) if isinstance(actions, h5py.Dataset) and actions.ndim else None
     return observation_space, action_space
-
-
-def _float32(arr: np.ndarray) -> np.ndarray:
-    return arr.astype(np.float32, copy=False) if arr.dtype != np.float32 else arr
