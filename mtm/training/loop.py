@@ -22,7 +22,6 @@ run directory as it found it (mtm.training.rundir: the lock, --overwrite, recove
 from __future__ import annotations
 
 import json
-import math
 import signal
 import threading
 import time
@@ -191,12 +190,7 @@ class _Logger:
 
 
 def _val_scalars(errors: dict[str, dict]) -> dict[str, float]:
-    out = {}
-    for task, e in errors.items():
-        out[f"val/{task}_mse"] = e["mse"]
-        out[f"val/{task}_baseline_mse"] = e["baseline_mse"]
-        out[f"val/{task}_ratio"] = e["ratio"]
-    return out
+    return {f"val/{task}_{name}": e[name] for task, e in errors.items() for name in ("mse", "baseline_mse", "ratio")}
 
 
 def _image_keys(cfg: RunConfig, data: Trajectories) -> list[str]:
@@ -703,9 +697,3 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     return TrainResult(run_dir=run_dir, step=step, checkpoint=last_saved, val=val_errors,
                        interrupted=interrupted, eval=eval_report, is_main=rt.is_main)
 
-
-def samples_per_second(metrics_file: Path) -> float:
-    """Mean of charts/samples_per_s over a run's metrics.jsonl (for reports and benchmarks)."""
-    values = [json.loads(line).get("charts/samples_per_s") for line in open(metrics_file)]
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(values) / len(values) if values else float("nan")
