@@ -19,7 +19,8 @@ from mtm.model.tokenizers.binned import BinnedTokenizer
 from mtm.model.tokenizers.continuous import ContinuousTokenizer
 from mtm.model.tokenizers.image import ImageTokenizer
 
-__all__ = ["BinnedTokenizer", "ContinuousTokenizer", "ImageTokenizer", "Tokenizer", "as_vector", "tokenizer_from_spec"]
+__all__ = ["BinnedTokenizer", "ContinuousTokenizer", "ImageTokenizer", "Tokenizer", "as_vector",
+           "tokenizer_from_spec"]
 
 
 def tokenizer_from_spec(spec: dict) -> Tokenizer:

@@ -19,9 +19,9 @@ class BinnedTokenizer(Tokenizer):
     outside [low, high] fall into the edge bins. A token's input is the one-hot of its bin (the
     input Linear then acts as an embedding table); its head outputs num_bins logits.
 
-    decode = centre of the arg-max bin, not the softmax expectation: binning exists to represent
-    multi-modal distributions, and the expectation of a two-peaked distribution is a value between
-    the peaks that the data never takes. The round trip x -> bin -> centre is exact to w / 2.
+    decode = centre of the arg-max bin, not the softmax expectation: bins exist to represent
+    multi-modal distributions, whose expectation lies between the peaks, where the data never is.
+    The round trip x -> bin -> centre is exact to w / 2.
     """
 
     def __init__(self, dim: int, low: Any, high: Any, num_bins: int = 64, *, name: str = "binned"):
