@@ -4,19 +4,14 @@
     *** True = VISIBLE: the token's value is shown to the encoder.                          ***
     *** False = HIDDEN: the network sees only a learned mask token there and predicts it.   ***
 
-A mask is data, never a code path: every task (training, BC, RCBC, dynamics, goal reaching,
-imputation) is a different bool tensor given to the same network. The token layout is
-modality-major, then time, then sub-token (docs/model.md):
-
-    index(modality m, timestep t, sub-token j) = offset[m] + t * k[m] + j
-
+A mask is data, never a code path: every task is a different bool tensor given to the same network.
+Tokens are modality-major, then time, then sub-token: index(m, t, j) = offset[m] + t * k[m] + j.
 Roles, in the autoregressive order states -> returns -> actions: "actions" and "returns" are
 themselves, every other modality (states, images) is an observation, masked like states. The
 inference masks decide per step (all k tokens alike) and take the current step c (an int, or a (B,)
 tensor: one c per sample when environments have histories of different lengths); steps after c are
-the future and hidden. The random training masks draw per token, except for the modalities in
-``TokenLayout.whole_steps`` (e.g. images), whose frames they keep or hide whole. Padded steps
-(valid = False) are hidden by `apply_valid`, which the network also applies itself.
+the future and hidden. Padded steps (valid = False) are hidden by `apply_valid`, which the network
+also applies itself.
 """
 
 from __future__ import annotations
@@ -34,10 +29,8 @@ DEFAULT_MODE_WEIGHTS = {"states": 0.2, "returns": 0.1, "actions": 0.7}
 
 class TokenLayout:
     """Where each (modality, timestep, sub-token) sits in the flat token sequence of length N.
-
-    ``whole_steps``: modalities whose k tokens of one step the random training masks keep or hide
-    together (the patches of an image frame); other modalities draw every token on its own.
-    """
+    ``whole_steps``: the modalities whose k tokens of a step the random training masks keep or hide
+    together (an image frame's patches); they draw every other token on its own."""
 
     def __init__(self, modalities: Sequence[tuple[str, int]], window: int, whole_steps: Collection[str] = ()):
         names = [name for name, _ in modalities]
@@ -267,7 +260,7 @@ def random_autoregressive_mask(layout: TokenLayout, batch_size: int, generator: 
     return _ensure_visible(mask & ~future, layout)
 
 
-# The inference masks as training modes: name -> (mask of a (B,) current step c, s: c lies in 0 .. L - s).
+# The inference masks as training modes: name -> (mask of a (B,) step c, s: c lies in 0 .. L - s).
 _INFERENCE_MODES = {"bc": (bc_mask, 1), "rcbc": (rcbc_mask, 1), "forward_dynamics": (forward_dynamics_mask, 2),
                     "inverse_dynamics": (inverse_dynamics_mask, 2), "goal_reaching": (goal_reaching_mask, 1)}
 TRAINING_MODES = ("random", "random_autoregressive", *_INFERENCE_MODES, "imputation")
@@ -314,12 +307,9 @@ class MaskConfig:
 
 
 class MaskMixture:
-    """A weighted mixture of mask modes, drawn independently for every sample.
-
-    modes: {mode name: weight}, names from TRAINING_MODES. The inference modes draw their current
-    step c uniformly per sample; "imputation" shows the first and last observations. Example:
-        MaskMixture({"random_autoregressive": 0.8, "bc": 0.1, "forward_dynamics": 0.1})
-    """
+    """A weighted mixture of mask modes ({name from TRAINING_MODES: weight}), drawn for every sample,
+    e.g. MaskMixture({"random_autoregressive": 0.8, "bc": 0.2}). The inference modes draw their
+    current step c uniformly per sample; "imputation" shows the first and last observations."""
 
     def __init__(self, modes: Mapping[str, float], keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
                  mode_weights: Mapping[str, float] = DEFAULT_MODE_WEIGHTS, action_history: bool = True):

@@ -4,21 +4,17 @@
       --> per-modality mask tokens fill the hidden places --> decoder over all real tokens
       --> per-modality heads (B, L, k, output_dim) --tokenizers--> raw predictions
 
-Masks are per sample (True = VISIBLE, see mtm.model.masks), so samples in one batch have different
-numbers of visible tokens. The selected tokens of all samples are PACKED into one (T, width) tensor
-for every per-token layer (nearly all of the FLOPs) and scattered into a padded (B, max_count, ...)
-tensor with a key mask only inside attention, so the encoder costs what the visible tokens cost
-(why, and the figures: docs/model.md). The decoder packs the real (valid) tokens the same way:
-padded steps past an episode's end are neither computed nor attended to. Every query may also attend
-to itself, so no attention row is ever fully masked (NaN); for real queries that changes nothing,
-and padded slots, whose outputs are discarded, get a finite softmax.
+Masks are per sample (True = VISIBLE), so samples have different numbers of visible tokens. The
+selected tokens of all samples are PACKED into one (T, width) tensor for every per-token layer and
+padded to (B, max_count, ...) with a key mask only inside attention (`Packing`; why, and the
+figures: docs/model.md); the decoder packs the real tokens, so padded steps are neither computed nor
+attended to. Every query may also attend to itself, so no attention row is ever fully masked (NaN).
 
 A policy's act() (K <= ~10 samples, ~100 token rows) is dominated by per-op overhead, hence:
-`queries` decodes only the tokens whose outputs are read; packing is a reshape and attention runs
-without a mask (SDPA's faster path) when every sample selects as many tokens; predict runs under
-inference_mode; eval-mode blocks skip their Dropout calls (figures: BENCHMARKS.md, Evaluation).
-Not done: skipping dec_embed at hidden tokens (1 of 12 in a policy's window: ~0.3% of the MACs,
-for extra gather/scatter ops).
+`queries` decodes only the tokens whose outputs are read; when every sample selects as many tokens,
+padding is a reshape and attention runs unmasked (SDPA's faster path); predict runs under
+inference_mode; eval-mode blocks skip their Dropout calls (BENCHMARKS.md, Evaluation). Not done:
+skipping dec_embed at hidden tokens (1 of 12 in a policy's window: ~0.3% of the MACs).
 """
 
 from __future__ import annotations
@@ -154,25 +150,25 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, packing: Packing, queries: Queries | None = None) -> torch.Tensor:
         """(T, width) -> (T, width); with `queries`, only the query rows: (T_q, width)."""
-        p = self.dropout if self.training else 0.0
         if queries is None:
             qkv = packing.pad(self.qkv(x))  # (B, M, 3 * width): only attention needs the padded layout
             b, m, _ = qkv.shape
             q, k, v = qkv.view(b, m, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, heads, M, d)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=packing.attn_mask, dropout_p=p)
-            return self.proj(packing.unpad(y.transpose(1, 2).reshape(b, m, -1)))
-        # Keys and values of every token, queries of the query rows only (the qkv weight's first
-        # third is the query projection). Query slots attend to the real keys of their sample.
-        w = x.shape[-1]
-        kv = packing.pad(F.linear(x, self.qkv.weight[w:], self.qkv.bias[w:]))  # (B, M, 2 * width)
-        b, m, _ = kv.shape
-        k, v = kv.view(b, m, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
-        q = F.linear(x.index_select(0, queries.rows), self.qkv.weight[:w], self.qkv.bias[:w])
-        q = queries.packing.pad(q)  # (B, M_q, width)
-        mq = q.shape[1]
-        q = q.view(b, mq, self.heads, -1).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=queries.attn_mask, dropout_p=p)
-        return self.proj(queries.packing.unpad(y.transpose(1, 2).reshape(b, mq, -1)))
+            out, attn_mask = packing, packing.attn_mask
+        else:
+            # Keys and values of every token, queries of the query rows only (the qkv weight's first
+            # third is the query projection). Query slots attend to the real keys of their sample.
+            w = x.shape[-1]
+            kv = packing.pad(F.linear(x, self.qkv.weight[w:], self.qkv.bias[w:]))  # (B, M, 2 * width)
+            b, m, _ = kv.shape
+            k, v = kv.view(b, m, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+            q = F.linear(x.index_select(0, queries.rows), self.qkv.weight[:w], self.qkv.bias[:w])
+            q = queries.packing.pad(q)  # (B, M_q, width)
+            q = q.view(b, q.shape[1], self.heads, -1).transpose(1, 2)
+            out, attn_mask = queries.packing, queries.attn_mask
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        return self.proj(out.unpad(y.transpose(1, 2).flatten(2)))
 
 
 class Block(nn.Module):
@@ -247,9 +243,6 @@ class MTM(TokenModel):
         super().__init__(config, tokenizers, window)
         w = config.width
 
-        def per_modality(make) -> nn.ModuleDict:
-            return nn.ModuleDict({n: make(tok) for n, tok in tokenizers.items()})
-
         def type_embeddings() -> nn.ParameterDict:
             # One learned vector per (modality, sub-token): a modality embedding and a per-sub-token
             # embedding would only ever appear summed, so one (k, width) table per modality is both.
@@ -262,14 +255,14 @@ class MTM(TokenModel):
             return nn.Linear(w, tok.output_dim)
 
         # Encoder side.
-        self.embed = per_modality(lambda tok: nn.Linear(tok.input_dim, w))
+        self.embed = nn.ModuleDict({n: nn.Linear(tok.input_dim, w) for n, tok in tokenizers.items()})
         self.enc_type = type_embeddings()
         if config.use_timestep_embedding:
             self.timestep_embedding = nn.Embedding(config.max_timestep, w)
         self.encoder = nn.ModuleList(Block(config) for _ in range(config.encoder_layers))
         self.enc_norm = nn.LayerNorm(w)
         # Decoder side: encoder outputs re-embedded per modality, mask tokens at hidden places.
-        self.dec_embed = per_modality(lambda tok: nn.Linear(w, w))
+        self.dec_embed = nn.ModuleDict({n: nn.Linear(w, w) for n in tokenizers})
         self.mask_token = nn.ParameterDict({n: nn.Parameter(torch.empty(w)) for n in tokenizers})
         self.dec_type = type_embeddings()
         self.decoder = nn.ModuleList(Block(config) for _ in range(config.decoder_layers))
@@ -358,15 +351,12 @@ class MTM(TokenModel):
 
         batch: raw tensors keyed by modality (+ "timesteps" (B, L) when use_timestep_embedding).
         visible: (N,) or (B, N) bool, True = VISIBLE. valid: (B, L) bool, False on padded steps
-        (default: batch["valid"] if present, else all real); padded steps are never visible and
-        never attended to, and their outputs are meaningless. heads: only these modalities' outputs
-        (a policy needs just "actions"); default all.
-
-        queries: (N,) or (B, N) bool, True = this token's output is wanted (a policy: the action
-        token at the current step); the other outputs are 0. Every real token is still a key and
-        value everywhere, so the query outputs are those of the full forward (to float rounding);
-        only the last decoder block's queries, output projection, FFN, final norm and the heads run
-        at the query tokens alone (earlier blocks' outputs are its keys and values).
+        (default: batch["valid"] if present, else all real); padded steps are never visible nor
+        attended to, and their outputs are meaningless. heads: only these modalities' outputs.
+        queries: (N,) or (B, N) bool, True = this token's output is wanted (a policy: the action at
+        the current step); the other outputs are 0. Every real token is still a key and value, so
+        the query outputs are the full forward's (to float rounding); only the last decoder block
+        (but its keys and values), the final norm and the heads run at the query tokens alone.
         """
         visible, real = self._masks(batch, visible, valid)
         enc = Packing(visible)
@@ -398,10 +388,9 @@ class MTM(TokenModel):
         return out
 
     def _query_head(self, name: str, rows: torch.Tensor, asked: Queries) -> torch.Tensor:
-        """(B, L * k, output_dim): the head of `name` at the query tokens, whose decoder outputs
-        are `rows` (T_q, width); 0 at the other tokens. The head runs on every query row, even those
-        of other modalities (sliced away below): cheaper than selecting rows when, as for a policy,
-        all queries are of one modality, and at most (heads - 1) x a head per query row otherwise."""
+        """(B, L * k, output_dim): the head of `name` at the query tokens (decoder outputs `rows`,
+        (T_q, width)), 0 elsewhere. It runs on every query row, even other modalities' (sliced away):
+        cheaper than selecting rows when, as for a policy, all queries are of one modality."""
         sl, b, n = self.layout.slice(name), asked.packing.batch, self.layout.num_tokens
         h = self.heads[name](rows)
         grid = h.new_zeros(b * n, h.shape[-1]).index_copy(0, asked.packing.src, h)
@@ -411,10 +400,9 @@ class MTM(TokenModel):
                 valid: torch.Tensor | None = None, *, heads: Collection[str] | None = None,
                 queries: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Raw-unit predictions {modality: (B, L, ...)} of every token (decoded head outputs); with
-        `queries` (see forward) only those at the query tokens mean anything. No gradients.
-
-        Runs under torch.inference_mode (cheaper per op than no_grad); the outputs are cloned
-        outside it, so callers get ordinary tensors that in-place ops accept."""
+        `queries` (see forward) only those at the query tokens mean anything. Runs under
+        torch.inference_mode (cheaper per op than no_grad); the outputs are cloned outside it, so
+        callers get ordinary tensors that in-place ops accept."""
         with torch.inference_mode():
             out = self.forward(batch, visible, valid, heads=heads, queries=queries)
             out = {name: self.tokenizers[name].decode(h) for name, h in out.items()}

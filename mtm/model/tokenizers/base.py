@@ -1,10 +1,9 @@
 """The tokenizer interface: raw per-step values of one modality <-> tokens, targets and per-token losses.
 
-A tokenizer owns both directions for its modality: `encode` turns raw values into the features the
-network embeds, `targets` into what the network's head is trained to output, `decode` turns a head's
-output back into raw units. Statistics are buffers, so they travel in the model's state_dict;
-`spec()` holds everything else, so `tokenizer_from_spec(spec)` + `load_state_dict` rebuilds a
-tokenizer exactly without unpickling anything.
+A tokenizer owns both directions for its modality: `encode` (features the network embeds), `targets`
+(what its head is trained to output), `decode` (a head's output back into raw units). Statistics are
+buffers, so they travel in the state_dict; `spec()` holds everything else, so `tokenizer_from_spec`
++ `load_state_dict` rebuilds a tokenizer exactly without unpickling anything.
 
 Shapes (B = batch, L = window, k = tokens per step):
     raw      (B, L, *raw_shape)           e.g. states (B, L, S), images (B, L, H, W, C)

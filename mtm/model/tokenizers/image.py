@@ -1,12 +1,9 @@
-"""Images as tokens: one uint8 frame per step -> k tokens (a grid of patches, or keypoints).
-
-    raw     (B, L, H, W, C) uint8            frames exactly as stored (HWC)
-    encode  (B, L, k, input_dim) float32     k = (H / p) * (W / p) tokens per frame, p = patch_size
+"""Images as tokens: one uint8 frame per step, (B, L, H, W, C) as stored -> k tokens per frame.
 
 Three encoders; the network's per-modality Linear(input_dim -> width) then embeds each token:
 
-    "patch" (default)  each p x p patch flattened (input_dim = p * p * C): the embedding Linear is
-                       ViT's patch projection, and the tokenizer itself has no parameters
+    "patch" (default)  k = (H / p) * (W / p), each p x p patch flattened (input_dim = p * p * C): the
+                       embedding Linear is ViT's patch projection; the tokenizer has no parameters
     "conv"             the same grid from log2(p) stride-2 3x3 convolutions with ReLU (input_dim =
                        last channel count; 32 channels doubling per layer up to 256 by default),
                        the "convolutional stem" of Xiao et al. 2021
@@ -17,25 +14,21 @@ Three encoders; the network's per-modality Linear(input_dim -> width) then embed
                        It gives "where is the thing" as coordinates directly, which a patch projection
                        must learn from pixel values. patch_size is unused.
 
-The number of tokens k is the cost knob that matters: the Transformer over the image tokens
-dominates a step. Patch is the default (faster than conv); on mtm/ReacherPixels-v0 keypoints are
-what made the model use its frames (figures: BENCHMARKS.md, Images).
-
-Normalisation: x / 255, then per channel (x - mean) / std, in [0, 1] units; the default mean = std
-= 0.5 maps pixels to [-1, 1], dataset statistics (``mtm.data.image_windows.channel_stats``)
-standardise instead. Both are buffers, so they travel in the state_dict.
-
-Masking: a frame is one observation: ``mask_whole_steps = True`` makes the random training masks keep
-or hide the k tokens of a step together (mtm.model.masks.TokenLayout).
+k is the cost knob that matters: the Transformer over the image tokens dominates a step. Patch is
+the default (faster than conv); on mtm/ReacherPixels-v0 keypoints are what made the model use its
+frames (figures: BENCHMARKS.md, Images). Pixels are normalised as x / 255, then (x - mean) / std per
+channel; the default mean = std = 0.5 maps them to [-1, 1], dataset statistics
+(``mtm.data.image_windows.channel_stats``) standardise instead. A frame is one observation:
+``mask_whole_steps`` makes the random training masks keep or hide its k tokens together.
 
 Augmentation: ``augment_pad > 0`` applies a random shift (DrQ) in ``encode`` in training mode. All L
 frames of a window share one shift: the camera jitters between samples, not between the steps of a
 trajectory, whose motion the model must read. Shifts come from ``augment_generator`` when it is set
 (e.g. the training step's generator, for reproducible runs), else from torch's global RNG.
 
-Reconstruction (``reconstruct=True``) predicts each token's normalised p x p patch (MSE, as MAE
-does) of the un-augmented frame. With ``reconstruct=False`` (the default) the modality is input-only:
-``output_dim = 0``, the network builds no head for it and the loss skips it.
+``reconstruct=True`` predicts each token's normalised p x p patch of the un-augmented frame (MSE, as
+MAE does). Otherwise (the default) the modality is input-only: ``output_dim = 0``, the network builds
+no head for it and the loss skips it.
 """
 
 from __future__ import annotations
@@ -230,14 +223,12 @@ def _conv_relus(in_channels: int, channels: tuple[int, ...], strides: list[int])
 
 
 class KeypointStem(nn.Module):
-    """(N, C, H, W) normalised frames -> (N, 2K) keypoints: the expected (x, y) of each of K feature
-    maps under a spatial softmax, in cells of the h x w feature map from its centre (x left to
-    right, y top to bottom; h = H/4 for the default strides, so +-7.5 for 64 px frames).
-
-    3x3 convolutions with ReLU, the first two with stride 2 (the maps are H/4 x W/4: a quarter of
-    the pixels' cost for every later layer, still ~3 px of a 64 px frame per cell, and the softmax's
-    expectation interpolates between cells), then a 1x1 convolution to K maps. The softmax has a
-    learned temperature, as in robomimic's SpatialSoftmax: sharp maps give precise points."""
+    """(N, C, H, W) normalised frames -> (N, 2K) keypoints: the expected (x, y) of each of K maps
+    under a spatial softmax with a learned temperature (robomimic's SpatialSoftmax: sharp maps give
+    precise points), in cells of the h x w feature map from its centre (x rightwards, y downwards;
+    h = H/4 for the default strides, so +-7.5 for 64 px frames). The first two convolutions have
+    stride 2: a quarter of the pixels' cost for every later layer, still ~3 px of a 64 px frame per
+    cell, and the softmax's expectation interpolates between cells."""
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], keypoints: int):
         super().__init__()
@@ -249,17 +240,15 @@ class KeypointStem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.to_maps(self.features(x))  # (N, K, h, w)
         n, k, h, w = maps.shape
-        # Each map standardised over its positions before the softmax: at initialisation the maps'
-        # values differ by ~1e-2 across a frame, so a plain softmax is flat and every keypoint sits
-        # at the centre of every frame (std 0.002 across frames: the token carries nothing and
-        # learns slowly). Standardised, a map that responds to one small object peaks there.
+        # Each map standardised over its positions before the softmax: at initialisation its values
+        # differ by ~1e-2 across a frame, so a plain softmax is flat and every keypoint sits at the
+        # centre (the token carries nothing, learns slowly); standardised, a map peaks at its object.
         flat = maps.flatten(2).float()
         flat = (flat - flat.mean(-1, keepdim=True)) / (flat.std(-1, keepdim=True) + 1e-5)
         weights = torch.softmax(flat / self.log_temperature.exp(), dim=-1)  # (N, K, h*w)
-        # Coordinates in feature-map cells from the centre, not in [-1, 1]: keypoints move by a
-        # fraction of the frame, so in [-1, 1] their spread across frames is ~0.05-0.4 while every
-        # other modality's tokens are z-scored (spread ~1); the image token's signal then starts
-        # ~10x weaker than the states' and the network learned to ignore it (BENCHMARKS.md, Images).
+        # Coordinates in feature-map cells from the centre, not in [-1, 1], where their spread across
+        # frames is ~0.05-0.4 against ~1 for the z-scored tokens of other modalities: the network
+        # learned to ignore that ~10x weaker signal (BENCHMARKS.md, Images).
         ys = torch.linspace(-(h - 1) / 2, (h - 1) / 2, h, device=x.device)
         xs = torch.linspace(-(w - 1) / 2, (w - 1) / 2, w, device=x.device)
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
