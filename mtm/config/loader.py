@@ -1,20 +1,13 @@
 """Loading a configuration: defaults, then a YAML/JSON file, then dotted ``--set`` overrides.
 
-The same generic machinery loads any config dataclass (mtm's are in mtm.config.schema):
-
     cfg = load_config(RunConfig, "configs/hopper.yaml", ["train.lr=3e-4", "model.width=256"])
 
-Values are applied in three layers — dataclass defaults, then the file, then each ``--set`` in
-order — and the merged result is checked once against the type annotations, so a later layer can
-repair a combination an earlier one left inconsistent. A section given in the file or in an
-override is merged key by key into its defaults; a ``dict`` field given in the file replaces its
-default, while ``--set train.loss_weights.actions=2`` adds or changes one key.
-
-Values are read as YAML 1.2 (mtm.config.yaml12). Unknown keys and wrong types raise
+The same generic machinery loads any config dataclass (mtm's are in mtm.config.schema); how the
+layers merge and how values are read (YAML 1.2, mtm.config.yaml12) is docs/configuration.md. The
+merged result is checked once against the type annotations. Unknown keys and wrong types raise
 ``ConfigError`` with one line naming the key, the expected type and, for typos, the closest valid
-key. A ``__post_init__`` may validate ranges by raising ``ValueError("field must be ..., got ...")``;
-the loader turns it into a ``ConfigError`` prefixed with the section (``train.lr must be > 0``).
-Keys of older configs are read through the section's ``LEGACY_KEYS``.
+key. A ``__post_init__`` may raise ``ValueError("field must be ..., got ...")``; the loader prefixes
+the section (``train.lr must be > 0``). Keys of older configs are read through ``LEGACY_KEYS``.
 """
 
 from __future__ import annotations
@@ -55,10 +48,8 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
         return builtin
     path = Path(text)
     if not path.exists():
-        raise ConfigError(
-            f"{path}: no such config file; give a path or one of the built-in configs: "
-            f"{', '.join(builtin_configs())}"
-        )
+        raise ConfigError(f"{path}: no such config file; give a path or one of the built-in configs: "
+                          f"{', '.join(builtin_configs())}")
     return path
 
 
@@ -128,11 +119,8 @@ def save_config(cfg: Any, path: str | os.PathLike) -> Path:
     """Write the resolved config (JSON for *.json, else YAML) atomically: a reader never sees half."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    if p.suffix.lower() == ".json":
-        text = json.dumps(config_to_dict(cfg), indent=2) + "\n"
-    else:
-        text = format_config(cfg)
-    atomic_write_text(p, text)
+    json_file = p.suffix.lower() == ".json"
+    atomic_write_text(p, json.dumps(config_to_dict(cfg), indent=2) + "\n" if json_file else format_config(cfg))
     return p
 
 
@@ -158,11 +146,6 @@ def _read_config_file(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {_kind(data)}")
     return data
-
-
-# --------------------------------------------------------------------------------------------------
-# Overrides
-# --------------------------------------------------------------------------------------------------
 
 
 def _apply_override(cls: type, raw: dict, text: str) -> None:
@@ -235,11 +218,6 @@ def _deep_merge(base: dict, update: Mapping) -> dict:
     for k, v in update.items():
         out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Building and type checking
-# --------------------------------------------------------------------------------------------------
 
 
 @functools.cache
@@ -379,11 +357,8 @@ def _convert(tp: Any, value: Any, where: str, base: Any = MISSING, raw: str | No
         if not isinstance(value, Mapping):
             raise _type_error(where, tp, value)
         key_tp, val_tp = args
-        out = {}
-        for k, v in value.items():
-            key = _convert(key_tp, k, f"{where} (key {_show(k)})")
-            out[key] = _convert(val_tp, v, f"{where}.{k}")
-        return out
+        return {_convert(key_tp, k, f"{where} (key {_show(k)})"): _convert(val_tp, v, f"{where}.{k}")
+                for k, v in value.items()}
 
     raise TypeError(f"mtm.config cannot check the annotation {tp!r} of '{where}'")
 
@@ -399,11 +374,6 @@ def _section_type(tp: Any) -> type | None:
         if len(sections) == 1 and all(a is str for a in arms if a is not sections[0]):
             return sections[0]
     return None
-
-
-# --------------------------------------------------------------------------------------------------
-# Messages and plain values
-# --------------------------------------------------------------------------------------------------
 
 
 def _unknown_key(key: Any, where: str, fields: Mapping[str, Any]) -> str:

@@ -1,10 +1,9 @@
-"""The configuration schema: the dataclasses `mtm train` composes, one per concern.
+"""The configuration schema: the dataclasses `mtm train` composes, one per concern (``ModelConfig``,
+``MaskConfig`` and ``PolicyConfig`` live next to the code they configure).
 
 Each field is one line, `name: type = default  # meaning`, which scripts/gen_config_docs.py copies
-into docs/configuration.md. ``ModelConfig``, ``MaskConfig`` and ``PolicyConfig`` live next to the
-code they configure. A ``__post_init__`` checks ranges by raising ``ValueError("field must be ...,
-got ...")`` (the loader names the section); ``LEGACY_KEYS`` maps keys of older configs onto their
-successors.
+into docs/configuration.md. ``__post_init__`` raises ``ValueError("field must be ..., got ...")``
+(the loader names the section); ``LEGACY_KEYS`` maps keys of older configs onto their successors.
 """
 
 from __future__ import annotations
@@ -146,8 +145,7 @@ def _check(ok: bool, message: str) -> None:
 
 
 def _legacy_bool(value: Any, on: Any, off: Any) -> Any:
-    """A LEGACY_KEYS converter for an old boolean key; TypeError(bool) tells the loader the old key
-    wanted a bool."""
+    """A LEGACY_KEYS converter for an old boolean key; TypeError(bool) tells the loader it wanted a bool."""
     if not isinstance(value, bool):
         raise TypeError(bool)
     return on if value else off

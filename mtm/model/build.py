@@ -24,5 +24,5 @@ def model_from_spec(spec: dict) -> nn.Module:
     """Rebuild any model from `model.spec()` (then load its state_dict); old specs mean an MTM."""
     kind = spec.get("config", {}).get("kind", "mtm")
     if kind in MLP_KINDS:
-        return MLPPolicyModel.from_spec(spec, ModelConfig)
+        return MLPPolicyModel.from_spec(spec)
     return MTM.from_spec(spec)

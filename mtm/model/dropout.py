@@ -42,16 +42,12 @@ class _MaskedScale(torch.autograd.Function):
         return grad * scale, None
 
 
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    if not training or p == 0.0:
-        return x
-    if x.device.type != "cpu" or p >= 1.0:
-        return F.dropout(x, p, True)
-    return _MaskedScale.apply(x, p)
-
-
 class Dropout(nn.Dropout):
     """nn.Dropout with the cheaper CPU mask above (a drop-in: same `p`, same state_dict)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu" or self.p >= 1.0:
+            return F.dropout(x, self.p, True)
+        return _MaskedScale.apply(x, self.p)

@@ -1,14 +1,12 @@
 """The MTM training loss: per-token losses from each tokenizer, averaged per modality, weighted sum.
 
-Which tokens count:
-    on="all"     every real token, visible or hidden (the reference recipe: reconstructing the
-                 visible tokens too is a cheap auxiliary task that the official code trains on)
-    on="masked"  only the hidden tokens (visible = False), as in MAE
-Tokens of padded steps (valid = False) never count, nor do the tokens of a modality the sample's
-episode lacks (the batch's ``present_<modality>`` flags, mtm.model.masks.present_tokens). Each modality's loss is the mean over its
-counted tokens (0 when it has none, never NaN); the total is sum_m weights[m] * loss_m.
-Only the modalities in model_out are trained: input-only ones (images without reconstruction, whose
-tokenizer has output_dim 0; the states and returns an MLP baseline reads) have no loss and no entry.
+Which tokens count: on="all", every real token, visible or hidden (the reference recipe: reconstructing
+the visible tokens too is a cheap auxiliary task that the official code trains on); on="masked", only
+the hidden ones, as in MAE. Tokens of padded steps (valid = False) never count, nor do those of a
+modality the sample's episode lacks (``present_<modality>``, mtm.model.masks.present_tokens). Each
+modality's loss is the mean over its counted tokens (0 when it has none, never NaN). Only the
+modalities in model_out are trained: input-only ones (images without reconstruction, an MLP
+baseline's states and returns) have no loss and no entry.
 """
 
 from __future__ import annotations
@@ -22,16 +20,10 @@ from mtm.model.masks import TokenLayout, present_tokens
 from mtm.model.tokenizers import Tokenizer
 
 
-def mtm_loss(
-    model_out: Mapping[str, torch.Tensor],
-    batch: Mapping[str, torch.Tensor],
-    tokenizers: Mapping[str, Tokenizer],
-    visible: torch.Tensor,
-    valid: torch.Tensor | None,
-    *,
-    on: str = "all",
-    weights: Mapping[str, float] | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def mtm_loss(model_out: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor],
+             tokenizers: Mapping[str, Tokenizer], visible: torch.Tensor, valid: torch.Tensor | None, *,
+             on: str = "all",
+             weights: Mapping[str, float] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """-> (total scalar, {modality: scalar}).
 
     model_out: {modality: (B, L, k, output_dim)} from MTM.forward. batch: raw tensors.

@@ -4,39 +4,20 @@
     *** True = VISIBLE: the token's value is shown to the encoder.                          ***
     *** False = HIDDEN: the network sees only a learned mask token there and predicts it.   ***
 
-A mask is data, never a code path: every task (training, BC, RCBC, dynamics, goal reaching,
-imputation) is just a different bool tensor given to the same network.
-
-Token layout (N = L * sum of tokens_per_step): modality-major, then time, then sub-token:
-
-    index(modality m, timestep t, sub-token j) = offset[m] + t * k[m] + j
-
-so for states/returns/actions with k = 1 and L = 4 the tokens are
-    s0 s1 s2 s3 | R0 R1 R2 R3 | a0 a1 a2 a3
-Modality-major keeps each modality a contiguous slice, which reshapes straight to (B, L, k, ...)
-for its input Linear and its head; the order is invisible to the Transformer anyway (position and
-modality live in the embeddings, attention is permutation-equivariant).
-
-Roles. Masks reason about three roles, in the order states -> returns -> actions used by the
-autoregressive mask: the modality named "actions" is the action role, "returns" the return role,
-and every other modality ("states", later "images", ...) is an observation and masked like states.
-
-Steps with k > 1 tokens. A mask is per token, so a hand-made mask may hide single image patches.
-The inference masks below decide per step (all k tokens alike); the random training masks draw per
-token, except for modalities in ``TokenLayout.whole_steps`` (tokenizers with mask_whole_steps, e.g.
-images), whose frames they keep or hide whole.
-
-Inference masks take the current step c (0 <= c < L; an int, or a (B,) tensor for one c per sample
-when environments have histories of different lengths). Steps after c are the future and hidden.
-Padded steps (valid = False) are hidden by `apply_valid`, which the network also applies itself.
+A mask is data, never a code path: every task is a different bool tensor given to the same network.
+Tokens are modality-major, then time, then sub-token: index(m, t, j) = offset[m] + t * k[m] + j.
+Roles, in the autoregressive order states -> returns -> actions: "actions" and "returns" are
+themselves, every other modality (states, images) is an observation, masked like states. The
+inference masks decide per step (all k tokens alike) and take the current step c (an int, or a (B,)
+tensor: one c per sample when environments have histories of different lengths); steps after c are
+the future and hidden. Padded steps (valid = False) are hidden by `apply_valid`, which the network
+also applies itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable
-
 import torch
 
 from mtm.errors import ConfigError
@@ -46,16 +27,10 @@ DEFAULT_KEEP_RATIOS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 DEFAULT_MODE_WEIGHTS = {"states": 0.2, "returns": 0.1, "actions": 0.7}
 
 
-def role_of(name: str) -> str:
-    return name if name in ("actions", "returns") else "states"
-
-
 class TokenLayout:
     """Where each (modality, timestep, sub-token) sits in the flat token sequence of length N.
-
-    ``whole_steps``: modalities whose k tokens of one step the random training masks keep or hide
-    together (the patches of an image frame); other modalities draw every token on its own.
-    """
+    ``whole_steps``: the modalities whose k tokens of a step the random training masks keep or hide
+    together (an image frame's patches); they draw every other token on its own."""
 
     def __init__(self, modalities: Sequence[tuple[str, int]], window: int, whole_steps: Collection[str] = ()):
         names = [name for name, _ in modalities]
@@ -72,23 +47,19 @@ class TokenLayout:
         self.tokens_per_step = {name: int(k) for name, k in modalities}
         self.offsets: dict[str, int] = {}
         modality, timestep, sub = [], [], []
-        n = 0
         for m, (name, k) in enumerate(modalities):
             if k < 1:
                 raise ConfigError(f"modality {name!r}: tokens_per_step must be >= 1, got {k}")
-            self.offsets[name] = n
-            for t in range(window):
-                for j in range(k):
-                    modality.append(m)
-                    timestep.append(t)
-                    sub.append(j)
-            n += window * k
-        self.num_tokens = n
+            self.offsets[name] = len(modality)
+            modality += [m] * (window * k)
+            timestep += [t for t in range(window) for _ in range(k)]
+            sub += list(range(k)) * window
+        self.num_tokens = len(modality)
         # (N,) int64 tables: the modality index, timestep and sub-token index of every token.
         self.modality = torch.tensor(modality, dtype=torch.long)
         self.timestep = torch.tensor(timestep, dtype=torch.long)
         self.sub = torch.tensor(sub, dtype=torch.long)
-        role_index = torch.tensor([ROLES.index(role_of(name)) for name in names], dtype=torch.long)
+        role_index = torch.tensor([ROLES.index(name if name in ROLES else "states") for name in names])
         self.role_rank = role_index[self.modality]  # (N,) 0 = states, 1 = returns, 2 = actions
 
     @classmethod
@@ -134,11 +105,8 @@ def apply_valid(mask: torch.Tensor, valid: torch.Tensor | None, layout: TokenLay
     return mask.bool().to(valid.device) & layout.token_valid(valid)
 
 
-# --------------------------------------------------------------------------------------------
-# Missing modalities: an episode recorded without actions (or rewards, hence return-to-go) has
-# no values for those tokens. Its batch rows say so in `present_<modality>` (B,) bool
-# (mtm.data.windows); the tokens of an absent modality are never visible (the training loop and
-# the network itself AND this into every mask) and never scored (mtm.model.loss).
+# Missing modalities (docs/architecture.md): a batch's `present_<modality>` (B,) flags say which
+# samples' episodes lack actions or rewards; those tokens are never visible and never scored.
 
 PRESENT_PREFIX = "present_"
 
@@ -167,7 +135,6 @@ def hide_absent(mask: torch.Tensor, layout: TokenLayout, batch: Mapping[str, tor
     return _ensure_visible(hidden.clone(), layout)
 
 
-# --------------------------------------------------------------------------------------------
 # Inference masks. Each returns (N,) for an int c and (B, N) for a (B,) tensor c.
 
 
@@ -231,7 +198,6 @@ def imputation_mask(layout: TokenLayout, timesteps: Sequence[int] | None = None)
     return layout.role("states") & at[layout.timestep]
 
 
-# --------------------------------------------------------------------------------------------
 # Training masks: a different pattern per sample, reproducible from a torch.Generator (CPU).
 
 
@@ -245,23 +211,19 @@ def _ensure_visible(mask: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
     return mask
 
 
-def _draw(values: Sequence[float], batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    values = torch.as_tensor(values, dtype=torch.float32)
-    return values[torch.randint(len(values), (batch_size,), generator=generator)]
-
-
 def _random_keep(layout, batch_size, generator, keep_ratios) -> torch.Tensor:
     """Per sample and modality: keep floor(r * n + 1/2) of its n units, r drawn from keep_ratios,
     the kept units chosen uniformly. Exact counts (not Bernoulli) as in the official code. A unit is
     a token, or for a modality in layout.whole_steps the k tokens of one step (n = L units)."""
     if not keep_ratios or any(not 0.0 <= r <= 1.0 for r in keep_ratios):
         raise ConfigError(f"keep ratios must be a non-empty list of values in [0, 1], got {keep_ratios}")
+    ratios = torch.as_tensor(keep_ratios, dtype=torch.float32)
     mask = torch.zeros(batch_size, layout.num_tokens, dtype=torch.bool)
     for name in layout.names:
         sl = layout.slice(name)
         k = layout.tokens_per_step[name] if name in layout.whole_steps else 1
         n = (sl.stop - sl.start) // k
-        count = torch.floor(_draw(keep_ratios, batch_size, generator) * n + 0.5)
+        count = torch.floor(ratios[torch.randint(len(ratios), (batch_size,), generator=generator)] * n + 0.5)
         rank = torch.rand(batch_size, n, generator=generator).argsort(1).argsort(1)
         # Tokens of one step are adjacent (index = offset + t * k + j), so repeating each unit's
         # decision k times lays it over exactly that step's tokens.
@@ -269,23 +231,15 @@ def _random_keep(layout, batch_size, generator, keep_ratios) -> torch.Tensor:
     return mask
 
 
-def random_mask(
-    layout: TokenLayout,
-    batch_size: int,
-    generator: torch.Generator,
-    keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
-) -> torch.Tensor:
+def random_mask(layout: TokenLayout, batch_size: int, generator: torch.Generator,
+                keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS) -> torch.Tensor:
     """(B, N): each modality keeps a random fraction of its tokens, drawn per sample."""
     return _ensure_visible(_random_keep(layout, batch_size, generator, keep_ratios), layout)
 
 
-def random_autoregressive_mask(
-    layout: TokenLayout,
-    batch_size: int,
-    generator: torch.Generator,
-    keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
-    mode_weights: Mapping[str, float] = DEFAULT_MODE_WEIGHTS,
-) -> torch.Tensor:
+def random_autoregressive_mask(layout: TokenLayout, batch_size: int, generator: torch.Generator,
+                               keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
+                               mode_weights: Mapping[str, float] = DEFAULT_MODE_WEIGHTS) -> torch.Tensor:
     """(B, N): the MTM training mask. `random_mask`, then per sample a role (states / returns /
     actions, drawn by mode_weights among the roles present) and a time t*: hide every token after
     t*, and at t* itself hide the chosen role and the roles after it in states -> returns -> actions.
@@ -306,22 +260,9 @@ def random_autoregressive_mask(
     return _ensure_visible(mask & ~future, layout)
 
 
-def _random_current(layout, batch_size, generator, latest: int, mode: str) -> torch.Tensor:
-    if latest < 0:
-        raise ConfigError(f"training mask {mode!r} needs a window of at least 2, got {layout.window}")
-    return torch.randint(latest + 1, (batch_size,), generator=generator)
-
-
-MaskFn = Callable[..., torch.Tensor]
-
-# name -> (mask of a (B,) current step, latest valid c given L): the inference masks as training modes.
-_INFERENCE_MODES: dict[str, tuple[MaskFn, Callable[[int], int]]] = {
-    "bc": (bc_mask, lambda L: L - 1),
-    "rcbc": (rcbc_mask, lambda L: L - 1),
-    "forward_dynamics": (forward_dynamics_mask, lambda L: L - 2),
-    "inverse_dynamics": (inverse_dynamics_mask, lambda L: L - 2),
-    "goal_reaching": (goal_reaching_mask, lambda L: L - 1),
-}
+# The inference masks as training modes: name -> (mask of a (B,) step c, s: c lies in 0 .. L - s).
+_INFERENCE_MODES = {"bc": (bc_mask, 1), "rcbc": (rcbc_mask, 1), "forward_dynamics": (forward_dynamics_mask, 2),
+                    "inverse_dynamics": (inverse_dynamics_mask, 2), "goal_reaching": (goal_reaching_mask, 1)}
 TRAINING_MODES = ("random", "random_autoregressive", *_INFERENCE_MODES, "imputation")
 
 
@@ -366,20 +307,12 @@ class MaskConfig:
 
 
 class MaskMixture:
-    """A weighted mixture of mask modes, drawn independently for every sample.
+    """A weighted mixture of mask modes ({name from TRAINING_MODES: weight}), drawn for every sample,
+    e.g. MaskMixture({"random_autoregressive": 0.8, "bc": 0.2}). The inference modes draw their
+    current step c uniformly per sample; "imputation" shows the first and last observations."""
 
-    modes: {mode name: weight}, names from TRAINING_MODES. The inference modes draw their current
-    step c uniformly per sample; "imputation" shows the first and last observations. Example:
-        MaskMixture({"random_autoregressive": 0.8, "bc": 0.1, "forward_dynamics": 0.1})
-    """
-
-    def __init__(
-        self,
-        modes: Mapping[str, float],
-        keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
-        mode_weights: Mapping[str, float] = DEFAULT_MODE_WEIGHTS,
-        action_history: bool = True,
-    ):
+    def __init__(self, modes: Mapping[str, float], keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
+                 mode_weights: Mapping[str, float] = DEFAULT_MODE_WEIGHTS, action_history: bool = True):
         unknown = set(modes) - set(TRAINING_MODES)
         if unknown:
             raise ConfigError(f"unknown mask modes {sorted(unknown)}; choose from {list(TRAINING_MODES)}")
@@ -405,20 +338,20 @@ class MaskMixture:
         if mode == "random":
             return random_mask(layout, batch_size, generator, self.keep_ratios)
         if mode == "random_autoregressive":
-            return random_autoregressive_mask(
-                layout, batch_size, generator, self.keep_ratios, self.mode_weights
-            )
+            return random_autoregressive_mask(layout, batch_size, generator, self.keep_ratios,
+                                              self.mode_weights)
         if mode == "imputation":
             return imputation_mask(layout).expand(batch_size, -1)
-        fn, latest = _INFERENCE_MODES[mode]
-        mask = fn(layout, _random_current(layout, batch_size, generator, latest(layout.window), mode))
+        fn, from_end = _INFERENCE_MODES[mode]
+        if layout.window - from_end < 0:
+            raise ConfigError(f"training mask {mode!r} needs a window of at least 2, got {layout.window}")
+        mask = fn(layout, torch.randint(layout.window - from_end + 1, (batch_size,), generator=generator))
         if mode in ("bc", "rcbc") and not self.action_history:
             mask = mask & ~layout.role("actions")  # the policy's view without action history
         return mask
 
-    def __call__(
-        self, layout: TokenLayout, batch_size: int, generator: torch.Generator, device=None
-    ) -> torch.Tensor:
+    def __call__(self, layout: TokenLayout, batch_size: int, generator: torch.Generator,
+                 device=None) -> torch.Tensor:
         """(B, N) bool, True = VISIBLE, on `device` (generated on the CPU)."""
         names = list(self.modes)
         weights = torch.tensor([float(self.modes[n]) for n in names])

@@ -4,32 +4,17 @@
       --> per-modality mask tokens fill the hidden places --> decoder over all real tokens
       --> per-modality heads (B, L, k, output_dim) --tokenizers--> raw predictions
 
-Masks are per sample (True = VISIBLE, see mtm.model.masks), so samples in one batch have different
-numbers of visible tokens. Representation: the selected tokens of all samples are PACKED into one
-(T, width) tensor (T = total selected tokens in the batch) for every per-token layer (the Linear
-layers, which are nearly all of the FLOPs), and scattered into a padded (B, max_count, ...) tensor
-with a key mask only inside attention. The encoder therefore costs in proportion to the visible
-tokens actually present (about 40% of N under the reference mask), not to N nor to the batch's
-largest visible count; packing was 1.4-1.5x faster than key padding or gathering to the batch's
-largest visible count (docs/model.md has the figures). The decoder uses the same packing over the real (valid) tokens, so padded steps past an episode's
-end are neither computed nor attended to.
+Masks are per sample (True = VISIBLE), so samples have different numbers of visible tokens. The
+selected tokens of all samples are PACKED into one (T, width) tensor for every per-token layer and
+padded to (B, max_count, ...) with a key mask only inside attention (`Packing`; why, and the
+figures: docs/model.md); the decoder packs the real tokens, so padded steps are neither computed nor
+attended to. Every query may also attend to itself, so no attention row is ever fully masked (NaN).
 
-No attention row is ever fully masked (which would give NaN): every query may also attend to
-itself; for real queries that changes nothing (they are real keys already), and padded slots —
-whose outputs are discarded — get a finite softmax.
-
-Inference (a policy's act(): K <= ~10 samples, ~100 token rows, so the Linear layers run at a few
-hundred µs and per-op overhead is a large share):
-  - `queries` (forward/predict): only the tokens whose outputs are read are decoded. The last
-    decoder block computes keys and values of every real token but queries, the output
-    projection, the FFN, the final norm and the heads only at the query tokens; a policy asks
-    for one token per sample (the action at the current step).
-  - Packing is a reshape, and attention runs without a mask (SDPA's faster path), when every
-    sample selects the same number of tokens: the K envs of a policy at the same step.
-  - predict runs under torch.inference_mode, and eval-mode blocks skip their Dropout calls.
-Together 1.3-1.6x faster predict() at 1-10 samples, same actions to 1.5e-8 (BENCHMARKS.md,
-Evaluation). Not done: skipping dec_embed at hidden tokens (hidden tokens are 1 of 12 in a
-policy's window: ~0.3% of the MACs, for extra gather/scatter ops).
+A policy's act() (K <= ~10 samples, ~100 token rows) is dominated by per-op overhead, hence:
+`queries` decodes only the tokens whose outputs are read; when every sample selects as many tokens,
+padding is a reshape and attention runs unmasked (SDPA's faster path); predict runs under
+inference_mode; eval-mode blocks skip their Dropout calls (BENCHMARKS.md, Evaluation). Not done:
+skipping dec_embed at hidden tokens (1 of 12 in a policy's window: ~0.3% of the MACs).
 """
 
 from __future__ import annotations
@@ -66,8 +51,7 @@ class ModelConfig:
     mlp_layers: int = 3  # hidden layers of an MLP baseline (model.kind = mlp_bc / mlp_rcbc)
 
     def __post_init__(self) -> None:
-        # ValueError "field must be ..., got ..." is the config loader's convention (mtm.config):
-        # it reports it as a ConfigError naming the file or --set override.
+        # ValueError "field must be ...": the config loader reports it as a ConfigError naming its source.
         if self.width < 2 or self.width % 2 or self.heads < 1 or self.width % self.heads:
             raise ValueError(f"width must be even and divisible by heads ({self.heads}), got {self.width}")
         for name in ("encoder_layers", "decoder_layers", "ffn_mult", "max_timestep", "mlp_layers"):
@@ -87,10 +71,9 @@ def sincos_position_table(length: int, width: int) -> torch.Tensor:
 class Packing:
     """The selected tokens of each sample: packed rows (T, ...) <-> padded (B, M, ...) for attention.
 
-    `select` is (B, N) bool. Selected tokens keep their order within a sample. When every token is
-    selected (dense), packing is a plain reshape; when every sample selects the same number of
-    tokens (uniform: a policy's K envs at the same step, one query per sample), padding is a
-    reshape. In both cases attention needs no mask (there are no padded slots).
+    `select` is (B, N) bool; selected tokens keep their order within a sample. When every token is
+    selected (dense), packing is a reshape; when every sample selects as many tokens (uniform: a
+    policy's K envs at the same step), padding is a reshape. Then attention needs no mask.
     """
 
     def __init__(self, select: torch.Tensor):
@@ -106,16 +89,15 @@ class Packing:
         self.src = select.reshape(-1).nonzero().squeeze(1)  # rows of (B * N), sample by sample, in order
         if self.uniform:
             return
-        b = self.src // self.length
         slot = (select.cumsum(1) - 1).reshape(-1)[self.src]
-        self.dst = b * self.slots + slot  # rows of (B * M)
+        self.dst = self.src // self.length * self.slots + slot  # rows of (B * M)
         self.key = torch.arange(self.slots, device=select.device)[None, :] < counts[:, None]
         self_key = torch.eye(self.slots, dtype=torch.bool, device=select.device)
         self.attn_mask = (self.key[:, None, :] | self_key)[:, None]
 
-    def rows_of(self, sub: "Packing") -> torch.Tensor:
-        """(T_sub,) the rows of this packing's (T, ...) that hold the tokens of `sub`, a packing of a
-        subset of this one's tokens; in `sub`'s row order."""
+    def rows_of(self, sub: Packing) -> torch.Tensor:
+        """(T_sub,) the rows of this packing's (T, ...) that hold the tokens of `sub` (a packing of a
+        subset of these tokens), in `sub`'s row order."""
         if self.dense:
             return sub.src
         rank = torch.full((self.batch * self.length,), -1, dtype=torch.long, device=self.src.device)
@@ -168,25 +150,25 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, packing: Packing, queries: Queries | None = None) -> torch.Tensor:
         """(T, width) -> (T, width); with `queries`, only the query rows: (T_q, width)."""
-        p = self.dropout if self.training else 0.0
         if queries is None:
             qkv = packing.pad(self.qkv(x))  # (B, M, 3 * width): only attention needs the padded layout
             b, m, _ = qkv.shape
             q, k, v = qkv.view(b, m, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, heads, M, d)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=packing.attn_mask, dropout_p=p)
-            return self.proj(packing.unpad(y.transpose(1, 2).reshape(b, m, -1)))
-        # Keys and values of every token, queries of the query rows only (the qkv weight's first
-        # third is the query projection). Query slots attend to the real keys of their sample.
-        w = x.shape[-1]
-        kv = packing.pad(F.linear(x, self.qkv.weight[w:], self.qkv.bias[w:]))  # (B, M, 2 * width)
-        b, m, _ = kv.shape
-        k, v = kv.view(b, m, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
-        q = F.linear(x.index_select(0, queries.rows), self.qkv.weight[:w], self.qkv.bias[:w])
-        q = queries.packing.pad(q)  # (B, M_q, width)
-        mq = q.shape[1]
-        q = q.view(b, mq, self.heads, -1).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=queries.attn_mask, dropout_p=p)
-        return self.proj(queries.packing.unpad(y.transpose(1, 2).reshape(b, mq, -1)))
+            out, attn_mask = packing, packing.attn_mask
+        else:
+            # Keys and values of every token, queries of the query rows only (the qkv weight's first
+            # third is the query projection). Query slots attend to the real keys of their sample.
+            w = x.shape[-1]
+            kv = packing.pad(F.linear(x, self.qkv.weight[w:], self.qkv.bias[w:]))  # (B, M, 2 * width)
+            b, m, _ = kv.shape
+            k, v = kv.view(b, m, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+            q = F.linear(x.index_select(0, queries.rows), self.qkv.weight[:w], self.qkv.bias[:w])
+            q = queries.packing.pad(q)  # (B, M_q, width)
+            q = q.view(b, q.shape[1], self.heads, -1).transpose(1, 2)
+            out, attn_mask = queries.packing, queries.attn_mask
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        return self.proj(out.unpad(y.transpose(1, 2).flatten(2)))
 
 
 class Block(nn.Module):
@@ -197,16 +179,13 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(cfg.width)
         self.attn = Attention(cfg)
         self.ln2 = nn.LayerNorm(cfg.width)
-        self.ffn = nn.Sequential(
-            nn.Linear(cfg.width, cfg.ffn_mult * cfg.width),
-            nn.GELU(),
-            nn.Linear(cfg.ffn_mult * cfg.width, cfg.width),
-        )
+        hidden = cfg.ffn_mult * cfg.width
+        self.ffn = nn.Sequential(nn.Linear(cfg.width, hidden), nn.GELU(), nn.Linear(hidden, cfg.width))
         self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, packing: Packing, queries: Queries | None = None) -> torch.Tensor:
-        """(T, width) -> (T, width); with `queries` (a subset of the tokens), only their rows
-        (T_q, width): every token is still a key and value, everything else runs on the query rows."""
+        """(T, width) -> (T, width); with `queries`, only their rows (T_q, width): every token is
+        still a key and value, everything else runs on the query rows."""
         a = self.attn(self.ln1(x), packing, queries)
         x = x if queries is None else x.index_select(0, queries.rows)
         if not self.training:  # Dropout is the identity: skip its calls (a policy's act is overhead-bound)
@@ -216,53 +195,79 @@ class Block(nn.Module):
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
-class MTM(nn.Module):
-    """The masked trajectory model.
-
-    tokenizers: {modality name: Tokenizer}, ordered; the names are the batch keys and the order is
-    the token order (see TokenLayout). window: L, the timesteps per sample.
-    """
+class TokenModel(nn.Module):
+    """What the MTM and the MLP baselines (mtm.model.mlp) share: tokenizers ({modality: Tokenizer},
+    ordered; the names are the batch keys, the order the token order), the token layout over a
+    window of L timesteps, parameter groups and the spec that rebuilds the model."""
 
     def __init__(self, config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window: int):
         super().__init__()
-        if not tokenizers:
-            raise ConfigError("the model needs at least one modality")
         self.config = config
         self.window = int(window)
         self.tokenizers = nn.ModuleDict(tokenizers)
         self.layout = TokenLayout.from_tokenizers(tokenizers, window)
-        w, names = config.width, list(tokenizers)
 
-        def per_modality(make) -> nn.ModuleDict:
-            return nn.ModuleDict({n: make(tok) for n, tok in tokenizers.items()})
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def optim_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: decay on Linear weights (attention included), none on biases,
+        LayerNorms, embeddings and mask tokens."""
+        decay = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)}
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in params if id(p) in decay], "weight_decay": float(weight_decay)},
+            {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0},
+        ]
+
+    def spec(self) -> dict:
+        """JSON-able description that, with the state_dict, rebuilds this model (`from_spec`)."""
+        return {"config": dataclasses.asdict(self.config), "window": self.window,
+                "tokenizers": {name: tok.spec() for name, tok in self.tokenizers.items()}}
+
+    @classmethod
+    def from_spec(cls, spec: dict):
+        tokenizers = {name: tokenizer_from_spec(s) for name, s in spec["tokenizers"].items()}
+        return cls(ModelConfig(**spec["config"]), tokenizers, spec["window"])
+
+
+class MTM(TokenModel):
+    """The masked trajectory model over `tokenizers` and a window of L timesteps (see TokenModel)."""
+
+    policy_modes = ("bc", "rcbc")  # what mtm.policy may ask of it (an MLP baseline does one)
+    prediction_tasks = ("bc", "rcbc", "fd", "id")  # what validation may score
+
+    def __init__(self, config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window: int):
+        if not tokenizers:
+            raise ConfigError("the model needs at least one modality")
+        super().__init__(config, tokenizers, window)
+        w = config.width
 
         def type_embeddings() -> nn.ParameterDict:
-            # One learned vector per (modality, sub-token): the modality embedding and the
-            # per-sub-token embedding of a k > 1 modality would only ever appear summed, so one
-            # (k, width) table per modality is both.
-            return nn.ParameterDict(
-                {n: nn.Parameter(torch.empty(tok.tokens_per_step, w)) for n, tok in tokenizers.items()}
-            )
+            # One learned vector per (modality, sub-token): a modality embedding and a per-sub-token
+            # embedding would only ever appear summed, so one (k, width) table per modality is both.
+            tables = {n: nn.Parameter(torch.empty(tok.tokens_per_step, w)) for n, tok in tokenizers.items()}
+            return nn.ParameterDict(tables)
+
+        def head(tok: Tokenizer) -> nn.Module:
+            if config.mlp_heads:
+                return nn.Sequential(nn.Linear(w, w), nn.GELU(), nn.Linear(w, tok.output_dim))
+            return nn.Linear(w, tok.output_dim)
 
         # Encoder side.
-        self.embed = per_modality(lambda tok: nn.Linear(tok.input_dim, w))
+        self.embed = nn.ModuleDict({n: nn.Linear(tok.input_dim, w) for n, tok in tokenizers.items()})
         self.enc_type = type_embeddings()
         if config.use_timestep_embedding:
             self.timestep_embedding = nn.Embedding(config.max_timestep, w)
         self.encoder = nn.ModuleList(Block(config) for _ in range(config.encoder_layers))
         self.enc_norm = nn.LayerNorm(w)
         # Decoder side: encoder outputs re-embedded per modality, mask tokens at hidden places.
-        self.dec_embed = per_modality(lambda tok: nn.Linear(w, w))
-        self.mask_token = nn.ParameterDict({n: nn.Parameter(torch.empty(w)) for n in names})
+        self.dec_embed = nn.ModuleDict({n: nn.Linear(w, w) for n in tokenizers})
+        self.mask_token = nn.ParameterDict({n: nn.Parameter(torch.empty(w)) for n in tokenizers})
         self.dec_type = type_embeddings()
         self.decoder = nn.ModuleList(Block(config) for _ in range(config.decoder_layers))
         self.dec_norm = nn.LayerNorm(w)
         # Input-only modalities (output_dim 0, e.g. images that are not reconstructed) get no head.
-        def head(tok: Tokenizer) -> nn.Module:
-            if config.mlp_heads:
-                return nn.Sequential(nn.Linear(w, w), nn.GELU(), nn.Linear(w, tok.output_dim))
-            return nn.Linear(w, tok.output_dim)
-
         self.heads = nn.ModuleDict({n: head(tok) for n, tok in tokenizers.items() if tok.output_dim > 0})
 
         # Fixed, derived from the config: not saved in the state_dict.
@@ -279,11 +284,10 @@ class MTM(nn.Module):
         for module in self.modules():
             if id(module) in own:
                 continue
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
             if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, std=0.02)
         depth = self.config.encoder_layers + self.config.decoder_layers
         for block in [*self.encoder, *self.decoder]:
             for proj in (block.attn.proj, block.ffn[2]):
@@ -291,7 +295,10 @@ class MTM(nn.Module):
         for p in [*self.enc_type.values(), *self.dec_type.values(), *self.mask_token.values()]:
             nn.init.normal_(p, std=0.02)
 
-    # ------------------------------------------------------------------------------------------
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The modalities with a head: what forward() returns and the loss trains."""
+        return tuple(self.heads)
 
     def _masks(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor, valid):
         """-> (B, N) visible & real, (B, N) real. valid defaults to batch['valid'] when present."""
@@ -302,19 +309,15 @@ class MTM(nn.Module):
         n = self.layout.num_tokens
         if visible.shape[-1] != n or visible.dim() not in (1, 2):
             raise ValueError(f"visible must be (N,) or (B, N) with N = {n}, got {tuple(visible.shape)}")
-        visible = self._hide_absent(batch, visible.to(first.device).bool().expand(b, n))
-        if valid is None:
-            valid = batch.get("valid")
+        visible = visible.to(first.device).bool().expand(b, n)
+        present = present_tokens(self.layout, batch)
+        if present is not None:  # what a sample's episode lacks is never shown: its values are placeholders
+            visible = visible & present.to(visible.device)
+        valid = batch.get("valid") if valid is None else valid
         if valid is None:
             return visible, torch.ones(b, n, dtype=torch.bool, device=first.device)
-        real = self.layout.token_valid(valid.to(first.device))
-        return apply_valid(visible, valid.to(first.device), self.layout), real
-
-    def _hide_absent(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor) -> torch.Tensor:
-        """What a sample's episode lacks (present_<modality> flags) is never shown, whatever the
-        mask says: its values are placeholders."""
-        present = present_tokens(self.layout, batch)
-        return visible if present is None else visible & present.to(visible.device)
+        valid = valid.to(first.device)
+        return apply_valid(visible, valid, self.layout), self.layout.token_valid(valid)
 
     def _encoder_inputs(self, batch, visible: torch.Tensor) -> torch.Tensor:
         """(B, N, width) embeddings of every token; the values of hidden tokens are zeroed first,
@@ -341,30 +344,19 @@ class MTM(nn.Module):
             parts.append((x.unflatten(1, (self.window, k)) + self.dec_type[name]).flatten(1, 2))
         return torch.cat(parts, 1) + self.token_position
 
-    def forward(
-        self,
-        batch: Mapping[str, torch.Tensor],
-        visible: torch.Tensor,
-        valid: torch.Tensor | None = None,
-        *,
-        heads: Collection[str] | None = None,
-        queries: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor,
+                valid: torch.Tensor | None = None, *, heads: Collection[str] | None = None,
+                queries: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Head outputs {modality: (B, L, k, output_dim)} for every token (input-only modalities: none).
 
         batch: raw tensors keyed by modality (+ "timesteps" (B, L) when use_timestep_embedding).
         visible: (N,) or (B, N) bool, True = VISIBLE. valid: (B, L) bool, False on padded steps
-        (default: batch["valid"] if present, else all real); padded steps are never visible and
-        never attended to. Outputs at padded steps are meaningless. heads: only these modalities'
-        outputs (a policy needs just "actions"); default all.
-
-        queries: (N,) or (B, N) bool, True = this token's output is wanted (a policy: the action
-        token at the current step). Only the outputs at query tokens are computed; the others are
-        0. Every real token is still computed as a key and value everywhere, so the outputs at the
-        query tokens are those of the full forward (to float rounding). What it saves: the last
-        decoder block computes queries, the attention output projection, the FFN, the final norm
-        and the heads at the query tokens only (earlier blocks must compute every token: their
-        outputs are the last block's keys and values). Default: every token.
+        (default: batch["valid"] if present, else all real); padded steps are never visible nor
+        attended to, and their outputs are meaningless. heads: only these modalities' outputs.
+        queries: (N,) or (B, N) bool, True = this token's output is wanted (a policy: the action at
+        the current step); the other outputs are 0. Every real token is still a key and value, so
+        the query outputs are the full forward's (to float rounding); only the last decoder block
+        (but its keys and values), the final norm and the heads run at the query tokens alone.
         """
         visible, real = self._masks(batch, visible, valid)
         enc = Packing(visible)
@@ -396,70 +388,29 @@ class MTM(nn.Module):
         return out
 
     def _query_head(self, name: str, rows: torch.Tensor, asked: Queries) -> torch.Tensor:
-        """(B, L * k, output_dim): the head of `name` at the query tokens, whose decoder outputs
-        are `rows` (T_q, width); 0 at the other tokens. The head runs on every query row, even those
-        of other modalities (sliced away below): cheaper than selecting rows when, as for a policy,
-        all queries are of one modality, and at most (heads - 1) x a head per query row otherwise."""
+        """(B, L * k, output_dim): the head of `name` at the query tokens (decoder outputs `rows`,
+        (T_q, width)), 0 elsewhere. It runs on every query row, even other modalities' (sliced away):
+        cheaper than selecting rows when, as for a policy, all queries are of one modality."""
         sl, b, n = self.layout.slice(name), asked.packing.batch, self.layout.num_tokens
         h = self.heads[name](rows)
         grid = h.new_zeros(b * n, h.shape[-1]).index_copy(0, asked.packing.src, h)
         return grid.view(b, n, -1)[:, sl]
 
-    def predict(
-        self,
-        batch: Mapping[str, torch.Tensor],
-        visible: torch.Tensor,
-        valid: torch.Tensor | None = None,
-        *,
-        heads: Collection[str] | None = None,
-        queries: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+    def predict(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor,
+                valid: torch.Tensor | None = None, *, heads: Collection[str] | None = None,
+                queries: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Raw-unit predictions {modality: (B, L, ...)} of every token (decoded head outputs); with
-        `queries` (see forward) only those at the query tokens mean anything. No gradients.
-
-        Runs under torch.inference_mode (cheaper per op than no_grad: no version counters or view
-        tracking; see BENCHMARKS.md, Evaluation); the outputs are cloned outside it, so callers
-        get ordinary tensors that in-place ops accept."""
+        `queries` (see forward) only those at the query tokens mean anything. Runs under
+        torch.inference_mode (cheaper per op than no_grad); the outputs are cloned outside it, so
+        callers get ordinary tensors that in-place ops accept."""
         with torch.inference_mode():
             out = self.forward(batch, visible, valid, heads=heads, queries=queries)
             out = {name: self.tokenizers[name].decode(h) for name, h in out.items()}
         return {name: v.clone() for name, v in out.items()}
 
-    # ------------------------------------------------------------------------------------------
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def optim_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW parameter groups: decay on Linear weights (attention included), none on biases,
-        LayerNorms, embeddings and mask tokens."""
-        decay = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)}
-        params = [p for p in self.parameters() if p.requires_grad]
-        return [
-            {"params": [p for p in params if id(p) in decay], "weight_decay": float(weight_decay)},
-            {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0},
-        ]
-
-    def spec(self) -> dict:
-        """JSON-able description that, with the state_dict, rebuilds this model (`MTM.from_spec`)."""
-        return {
-            "config": dataclasses.asdict(self.config),
-            "window": self.window,
-            "tokenizers": {name: tok.spec() for name, tok in self.tokenizers.items()},
-        }
-
-    @property
-    def outputs(self) -> tuple[str, ...]:
-        """The modalities with a head: what forward() returns and the loss trains."""
-        return tuple(self.heads)
-
-    policy_modes = ("bc", "rcbc")  # what mtm.policy may ask of it (an MLP baseline does one)
-    prediction_tasks = ("bc", "rcbc", "fd", "id")  # what validation may score
-
     @classmethod
-    def from_spec(cls, spec: dict) -> "MTM":
+    def from_spec(cls, spec: dict) -> MTM:
         unknown = set(spec["config"]) - {f.name for f in dataclasses.fields(ModelConfig)}
         if unknown:
             raise ConfigError(f"unknown model config fields {sorted(unknown)}")
-        tokenizers = {name: tokenizer_from_spec(s) for name, s in spec["tokenizers"].items()}
-        return cls(ModelConfig(**spec["config"]), tokenizers, spec["window"])
+        return super().from_spec(spec)

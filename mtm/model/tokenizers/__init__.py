@@ -1,12 +1,9 @@
-"""Tokenizers, one module per kind: raw values of a modality <-> tokens, targets and losses.
+"""Tokenizers, raw values of a modality <-> tokens, targets and losses; one module per kind: base (the
+interface, shapes and contract), continuous (one z-scored token per step: states, actions, return-to-go),
+binned (one token per dimension, classified into bins) and image (patch, conv-stem or keypoint tokens).
 
-    base        the interface every modality implements (shapes and contract in its docstring)
-    continuous  one z-scored token per step: states, actions, return-to-go
-    binned      one token per dimension, classified into bins
-    image       uint8 frames -> patch, conv-stem or keypoint tokens
-
-A new kind of tokenizer is a new module here plus one line in `tokenizer_from_spec`, the single
-place that maps a saved spec's "type" back to its class (checkpoints store specs, never code).
+A new kind is a new module plus one line in `tokenizer_from_spec`, the single place that maps a
+saved spec's "type" back to its class (checkpoints store specs, never code).
 """
 
 from __future__ import annotations
@@ -19,7 +16,8 @@ from mtm.model.tokenizers.binned import BinnedTokenizer
 from mtm.model.tokenizers.continuous import ContinuousTokenizer
 from mtm.model.tokenizers.image import ImageTokenizer
 
-__all__ = ["BinnedTokenizer", "ContinuousTokenizer", "ImageTokenizer", "Tokenizer", "as_vector", "tokenizer_from_spec"]
+__all__ = ["BinnedTokenizer", "ContinuousTokenizer", "ImageTokenizer", "Tokenizer", "as_vector",
+           "tokenizer_from_spec"]
 
 
 def tokenizer_from_spec(spec: dict) -> Tokenizer:

@@ -1,23 +1,18 @@
 """The tokenizer interface: raw per-step values of one modality <-> tokens, targets and per-token losses.
 
-A tokenizer owns both directions for its modality: `encode` turns raw values into the features the
-network embeds, `targets` into what the network's head is trained to output, `decode` turns a head's
-output back into raw units. Statistics are buffers, so they travel in the model's state_dict;
-`spec()` holds everything else, so `tokenizer_from_spec(spec)` + `load_state_dict` rebuilds a
-tokenizer exactly without unpickling anything.
+A tokenizer owns both directions for its modality: `encode` (features the network embeds), `targets`
+(what its head is trained to output), `decode` (a head's output back into raw units). Statistics are
+buffers, so they travel in the state_dict; `spec()` holds everything else, so `tokenizer_from_spec`
++ `load_state_dict` rebuilds a tokenizer exactly without unpickling anything.
 
 Shapes (B = batch, L = window, k = tokens per step):
-    raw      (B, L, *raw_shape)           e.g. states (B, L, S); a future image modality (B, L, H, W, C)
+    raw      (B, L, *raw_shape)           e.g. states (B, L, S), images (B, L, H, W, C)
     encode   (B, L, k, input_dim)         float32 features per token, fed to Linear(input_dim -> width)
     head out (B, L, k, output_dim)        what the network predicts per token
     targets  (B, L, k, output_dim) float  (regression) or (B, L, k) int64 bin ids (classification)
-    loss     (B, L, k)                    one loss per token, unreduced: masking and averaging are the
-                                          loss function's job (mtm.model.loss)
+    loss     (B, L, k)                    one loss per token, unreduced (mtm.model.loss masks and averages)
 `token_loss` must accept any leading shape, (..., output_dim) and targets (..., [dim]) -> (...):
 the loss function passes only the selected tokens, (T, output_dim).
-
-A new modality (images: k patches per frame) only has to implement this interface; the network and
-the masks deal in (modality, k) and never look at raw shapes.
 """
 
 from __future__ import annotations
@@ -45,11 +40,8 @@ def as_vector(values: Any, dim: int, what: str) -> torch.Tensor:
 
 
 class Tokenizer(nn.Module, ABC):
-    """The interface every modality implements (see the module docstring for shapes).
-
-    `name` is for messages and specs only: the network and the loss key modalities by the keys of
-    the tokenizer dict they are given (which match the batch keys).
-    """
+    """The interface every modality implements. `name` is for messages and specs only: the network
+    and the loss key modalities by the keys of the tokenizer dict they are given (the batch keys)."""
 
     name: str
     tokens_per_step: int  # k

@@ -15,13 +15,11 @@ from mtm.model.tokenizers.base import Tokenizer, as_vector
 class BinnedTokenizer(Tokenizer):
     """One token per DIMENSION per step (k = dim): uniform bins over [low, high], cross-entropy.
 
-    Bin b of a dimension covers [low + b*w, low + (b+1)*w) with w = (high - low) / num_bins; values
-    outside [low, high] fall into the edge bins. A token's input is the one-hot of its bin (the
-    input Linear then acts as an embedding table); its head outputs num_bins logits.
-
-    decode = centre of the arg-max bin, not the softmax expectation: binning exists to represent
-    multi-modal distributions, and the expectation of a two-peaked distribution is a value between
-    the peaks that the data never takes. The round trip x -> bin -> centre is exact to w / 2.
+    Bin b covers [low + b*w, low + (b+1)*w), w = (high - low) / num_bins; values outside [low, high]
+    fall into the edge bins. A token's input is the one-hot of its bin (the input Linear acts as an
+    embedding table); its head outputs num_bins logits. decode = centre of the arg-max bin, not the
+    softmax expectation: bins exist to represent multi-modal distributions, whose expectation lies
+    between the peaks, where the data never is. The round trip is exact to w / 2.
     """
 
     def __init__(self, dim: int, low: Any, high: Any, num_bins: int = 64, *, name: str = "binned"):

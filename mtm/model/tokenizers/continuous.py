@@ -14,14 +14,10 @@ from mtm.model.tokenizers.base import Tokenizer, as_vector
 class ContinuousTokenizer(Tokenizer):
     """One token per step holding the whole z-scored vector; MSE on z-scored targets.
 
-    Scale rule: x_norm = (x - mean) / max(std, min_std). The official MTM code instead replaces any
-    std < 0.1 by 1 (leaves the dimension unscaled). Both stop near-constant dimensions from being
-    blown up into noise; the floor does so without a jump: under the official rule a dimension with
-    std 0.099 weighs (0.099/1)^2 ~ 1/100 as much in the loss as one with std 0.101, under the floor
-    the weight changes continuously. Constant dimensions (std 0) are centred and stay at 0.
-
-    Return-to-go uses this tokenizer too, with its own (1,) statistics: it is z-scored like any other
-    continuous modality, so its loss is on the same scale as states' and actions'.
+    x_norm = (x - mean) / max(std, min_std): the floor stops near-constant dimensions from being
+    blown up into noise without the jump of the official code's rule (std < 0.1 -> 1; why:
+    docs/model.md). Constant dimensions (std 0) are centred and stay at 0. Return-to-go is z-scored
+    with its own (1,) statistics, so its loss is on the same scale as states' and actions'.
     """
 
     def __init__(self, dim: int, mean: Any, std: Any, min_std: float = 0.1, *, name: str = "continuous"):

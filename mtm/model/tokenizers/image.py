@@ -1,46 +1,34 @@
-"""Images as tokens: one uint8 frame per step -> k tokens (a grid of patches, or keypoints).
+"""Images as tokens: one uint8 frame per step, (B, L, H, W, C) as stored -> k tokens per frame.
 
-    raw     (B, L, H, W, C) uint8            frames exactly as stored (HWC)
-    encode  (B, L, k, input_dim) float32     k = (H / p) * (W / p) tokens per frame, p = patch_size
+Three encoders; the network's per-modality Linear(input_dim -> width) then embeds each token:
 
-Two encoders produce the same grid of k tokens; the network's per-modality Linear(input_dim ->
-width) then embeds each token, as for every other modality:
-
-    "patch" (default)  each p x p patch flattened (input_dim = p * p * C): the embedding Linear is
-                       ViT's patch projection, and the tokenizer itself has no parameters
-    "conv"             log2(p) stride-2 3x3 convolutions with ReLU (input_dim = last channel count,
-                       by default 32 channels doubling per layer up to 256),
-                       the "convolutional stem" of Xiao et al. 2021: one token per grid cell
+    "patch" (default)  k = (H / p) * (W / p), each p x p patch flattened (input_dim = p * p * C): the
+                       embedding Linear is ViT's patch projection; the tokenizer has no parameters
+    "conv"             the same grid from log2(p) stride-2 3x3 convolutions with ReLU (input_dim =
+                       last channel count; 32 channels doubling per layer up to 256 by default),
+                       the "convolutional stem" of Xiao et al. 2021
     "keypoints"        ONE token per frame: 3x3 convolutions (strides 2, 2, 1, ...; 16, 32, 32
-                       channels by default) -> a 1x1 convolution to K maps -> spatial softmax -> the expected
-                       (x, y) of each map, in feature-map cells (input_dim = 2K). The deep spatial
-                       autoencoder / robomimic encoder (Levine et al. 2016, Finn et al. 2016):
-                       it turns "where is the thing" into coordinates directly, which a patch
-                       projection must learn from 32 x 32 x 3 pixel values. patch_size is unused.
+                       channels by default) -> a 1x1 convolution to K maps -> spatial softmax -> the
+                       expected (x, y) of each map, in feature-map cells (input_dim = 2K); the deep
+                       spatial autoencoder / robomimic encoder (Levine et al. 2016, Finn et al. 2016).
+                       It gives "where is the thing" as coordinates directly, which a patch projection
+                       must learn from pixel values. patch_size is unused.
 
-The patch encoder is the default (about 3x the conv stem's frames/s); keypoints cost one token
-per frame, and on mtm/ReacherPixels-v0 they are what made the model use its frames. The number of
-tokens k is the cost knob that matters: the Transformer over the image tokens dominates a step
-(figures: BENCHMARKS.md, Images).
+k is the cost knob that matters: the Transformer over the image tokens dominates a step. Patch is
+the default (faster than conv); on mtm/ReacherPixels-v0 keypoints are what made the model use its
+frames (figures: BENCHMARKS.md, Images). Pixels are normalised as x / 255, then (x - mean) / std per
+channel; the default mean = std = 0.5 maps them to [-1, 1], dataset statistics
+(``mtm.data.image_windows.channel_stats``) standardise instead. A frame is one observation:
+``mask_whole_steps`` makes the random training masks keep or hide its k tokens together.
 
-Normalisation: x / 255, then per channel (x - mean) / std with mean and std in [0, 1] units. The
-default mean = std = 0.5 maps pixels to [-1, 1] without touching the data; dataset statistics
-(``mtm.data.image_windows.channel_stats``) standardise instead. Both are buffers, so they travel
-in the model's state_dict like the other tokenizers' statistics.
-
-Masking: a frame is one observation. ``mask_whole_steps = True`` makes the random training masks
-keep or hide the k tokens of a step together (see mtm.model.masks.TokenLayout); the inference masks
-work per step already. Masks are per token, so a hand-made mask can still hide single patches.
-
-Augmentation: ``augment_pad > 0`` applies a random shift (pad by replicating the border, then crop
-back to H x W at a random offset; DrQ) in ``encode`` while the module is in training mode. All L
+Augmentation: ``augment_pad > 0`` applies a random shift (DrQ) in ``encode`` in training mode. All L
 frames of a window share one shift: the camera jitters between samples, not between the steps of a
-trajectory, whose motion the model must read. Shifts are drawn from ``augment_generator`` when it is
-set (e.g. the training step's generator, for reproducible runs) and from torch's global RNG otherwise.
+trajectory, whose motion the model must read. Shifts come from ``augment_generator`` when it is set
+(e.g. the training step's generator, for reproducible runs), else from torch's global RNG.
 
-Reconstruction (``reconstruct=True``) predicts each token's p x p patch of the frame, normalised
-(MSE, as MAE does); targets are the un-augmented frame. With ``reconstruct=False`` (the default) the
-modality is input-only: ``output_dim = 0``, the network builds no head for it and the loss skips it.
+``reconstruct=True`` predicts each token's normalised p x p patch of the un-augmented frame (MSE, as
+MAE does). Otherwise (the default) the modality is input-only: ``output_dim = 0``, the network builds
+no head for it and the loss skips it.
 """
 
 from __future__ import annotations
@@ -81,33 +69,19 @@ class ImageTokenizer(Tokenizer):
 
     mask_whole_steps = True
 
-    def __init__(
-        self,
-        height: int,
-        width: int,
-        channels: int = 3,
-        *,
-        encoder: str = "patch",
-        patch_size: int = 16,
-        conv_channels: tuple[int, ...] | None = None,
-        keypoints: int = 16,
-        mean: Any = 0.5,
-        std: Any = 0.5,
-        augment_pad: int = 0,
-        reconstruct: bool = False,
-        name: str = "images",
-    ) -> None:
+    def __init__(self, height: int, width: int, channels: int = 3, *, encoder: str = "patch",
+                 patch_size: int = 16, conv_channels: tuple[int, ...] | None = None, keypoints: int = 16,
+                 mean: Any = 0.5, std: Any = 0.5, augment_pad: int = 0, reconstruct: bool = False,
+                 name: str = "images") -> None:
         super().__init__()
         if encoder not in ENCODERS:
-            raise ConfigError(
-                f"image tokenizer {name!r}: encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}"
-            )
+            raise ConfigError(f"image tokenizer {name!r}: encoder must be one of {', '.join(ENCODERS)}, "
+                              f"got {encoder!r}")
         if encoder == "keypoints":
             patch_size = 1  # unused: the token is the whole frame's keypoints
         if min(height, width, channels, patch_size) < 1 or height % patch_size or width % patch_size:
-            raise ConfigError(
-                f"image tokenizer {name!r}: frame {height}x{width} must divide into {patch_size}x{patch_size} patches"
-            )
+            raise ConfigError(f"image tokenizer {name!r}: frame {height}x{width} must divide into "
+                              f"{patch_size}x{patch_size} patches")
         if augment_pad < 0:
             raise ConfigError(f"image tokenizer {name!r}: augment_pad must be >= 0, got {augment_pad}")
         self.name = name
@@ -129,10 +103,9 @@ class ImageTokenizer(Tokenizer):
             self.input_dim = self.patch_dim
         elif encoder == "keypoints":
             if self.reconstruct:
-                raise ConfigError(
-                    f"image tokenizer {name!r}: the keypoint encoder makes one token per frame, which cannot "
-                    "be decoded back into patches; use reconstruct=False or the patch encoder"
-                )
+                raise ConfigError(f"image tokenizer {name!r}: the keypoint encoder makes one token per "
+                                  "frame, which cannot be decoded back into patches; use reconstruct=False "
+                                  "or the patch encoder")
             if keypoints < 1:
                 raise ConfigError(f"image tokenizer {name!r}: keypoints must be >= 1, got {keypoints}")
             chans = tuple(int(c) for c in (conv_channels or KEYPOINT_CHANNELS))
@@ -145,34 +118,28 @@ class ImageTokenizer(Tokenizer):
         else:
             depth = math.log2(self.patch_size)
             if depth != int(depth) or depth < 1:
-                raise ConfigError(
-                    f"image tokenizer {name!r}: the conv encoder halves the frame per layer, so patch_size "
-                    f"must be a power of 2 >= 2, got {self.patch_size}"
-                )
+                raise ConfigError(f"image tokenizer {name!r}: the conv encoder halves the frame per layer, "
+                                  f"so patch_size must be a power of 2 >= 2, got {self.patch_size}")
             # Default: 32 channels, doubling per layer up to 256 (32, 64, 128, 256 for p = 16).
             default = tuple(min(32 * 2**i, 256) for i in range(int(depth)))
             chans = tuple(int(c) for c in (conv_channels or default))
             if len(chans) != int(depth) or min(chans) < 1:
-                raise ConfigError(
-                    f"image tokenizer {name!r}: patch_size {self.patch_size} needs {int(depth)} conv channel "
-                    f"counts (one per stride-2 layer), got {list(chans)}"
-                )
+                raise ConfigError(f"image tokenizer {name!r}: patch_size {self.patch_size} needs "
+                                  f"{int(depth)} conv channel counts (one per stride-2 layer), got {list(chans)}")
             self.conv_channels = chans
-            self.stem = _conv_stem(self.channels, chans)
+            # ReLU between the convolutions, none after the last: the network's embedding Linear
+            # follows directly, like the 1x1 convolution closing Xiao et al.'s stem.
+            self.stem = nn.Sequential(*_conv_relus(self.channels, chans, [2] * len(chans))[:-1])
             self.input_dim = chans[-1]
         self.register_buffer("mean", as_vector(mean, self.channels, f"{name} mean"))
         self.register_buffer("std", as_vector(std, self.channels, f"{name} std"))
         if (self.std <= 0).any():
             raise ConfigError(f"image tokenizer {name!r}: std must be > 0 in every channel")
 
-    # -- encoding ---------------------------------------------------------------------------
-
     def _check(self, raw: torch.Tensor) -> None:
         if raw.dim() != 5 or tuple(raw.shape[2:]) != (self.height, self.width, self.channels):
-            raise ValueError(
-                f"{self.name}: expected frames (B, L, {self.height}, {self.width}, {self.channels}), "
-                f"got {tuple(raw.shape)}"
-            )
+            raise ValueError(f"{self.name}: expected frames (B, L, {self.height}, {self.width}, "
+                             f"{self.channels}), got {tuple(raw.shape)}")
 
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
         """(B, L, H, W, C) uint8 -> float32 (x / 255 - mean) / std per channel."""
@@ -193,13 +160,10 @@ class ImageTokenizer(Tokenizer):
         if self.stem is None:
             return self.patches(x)
         b, l = x.shape[:2]
-        if self.encoder == "keypoints":
-            points = self.stem(x.flatten(0, 1).permute(0, 3, 1, 2))  # (B*L, 2K)
-            return points.view(b, l, 1, self.input_dim)
-        grid = self.stem(x.flatten(0, 1).permute(0, 3, 1, 2))  # (B*L, C', gh, gw)
-        return grid.flatten(2).transpose(1, 2).reshape(b, l, self.tokens_per_step, self.input_dim)
-
-    # -- reconstruction (reconstruct=True only) ---------------------------------------------
+        out = self.stem(x.flatten(0, 1).permute(0, 3, 1, 2))  # keypoints (B*L, 2K); conv (B*L, C', gh, gw)
+        if self.encoder == "conv":
+            out = out.flatten(2).transpose(1, 2)
+        return out.reshape(b, l, self.tokens_per_step, self.input_dim)
 
     def _require_head(self) -> None:
         if not self.reconstruct:
@@ -223,22 +187,11 @@ class ImageTokenizer(Tokenizer):
         x = x.reshape(b, l, self.height, self.width, c) * self.std + self.mean
         return (x * 255.0).clamp(0.0, 255.0)
 
-    # -- spec -------------------------------------------------------------------------------
-
     def spec(self) -> dict:
-        return {
-            "type": "image",
-            "name": self.name,
-            "height": self.height,
-            "width": self.width,
-            "channels": self.channels,
-            "encoder": self.encoder,
-            "patch_size": self.patch_size,
-            "conv_channels": list(self.conv_channels),
-            "keypoints": self.keypoints,
-            "augment_pad": self.augment_pad,
-            "reconstruct": self.reconstruct,
-        }
+        return {"type": "image", "name": self.name, "height": self.height, "width": self.width,
+                "channels": self.channels, "encoder": self.encoder, "patch_size": self.patch_size,
+                "conv_channels": list(self.conv_channels), "keypoints": self.keypoints,
+                "augment_pad": self.augment_pad, "reconstruct": self.reconstruct}
 
     @classmethod
     def from_spec(cls, spec: dict) -> "ImageTokenizer":
@@ -246,81 +199,56 @@ class ImageTokenizer(Tokenizer):
         missing = [key for key in _SPEC_FIELDS if key not in spec]
         if missing:
             raise ConfigError(f"image tokenizer spec lacks {', '.join(missing)}")
-        return cls(
-            spec["height"],
-            spec["width"],
-            spec["channels"],
-            encoder=spec["encoder"],
-            patch_size=spec["patch_size"],
-            conv_channels=tuple(spec["conv_channels"]) or None,
-            keypoints=spec.get("keypoints") or 16,  # absent from checkpoints made before the encoder
-            augment_pad=spec["augment_pad"],
-            reconstruct=spec["reconstruct"],
-            name=spec["name"],
-        )
+        return cls(spec["height"], spec["width"], spec["channels"], encoder=spec["encoder"],
+                   patch_size=spec["patch_size"], conv_channels=tuple(spec["conv_channels"]) or None,
+                   keypoints=spec.get("keypoints") or 16,  # absent from checkpoints made before the encoder
+                   augment_pad=spec["augment_pad"], reconstruct=spec["reconstruct"], name=spec["name"])
 
 
-_SPEC_FIELDS = (
-    "name", "height", "width", "channels", "encoder", "patch_size", "conv_channels", "augment_pad", "reconstruct"
-)
+_SPEC_FIELDS = ("name", "height", "width", "channels", "encoder", "patch_size", "conv_channels",
+                "augment_pad", "reconstruct")
 
 
-def _conv_stem(in_channels: int, channels: tuple[int, ...]) -> nn.Sequential:
-    """Stride-2 3x3 convolutions (each halves H and W), ReLU between them, none after the last:
-    the network's embedding Linear follows directly, like the 1x1 convolution closing Xiao et al.'s stem."""
+def _conv_relus(in_channels: int, channels: tuple[int, ...], strides: list[int]) -> list[nn.Module]:
+    """3x3 convolutions with the given strides, each followed by a ReLU. He initialisation keeps the
+    activations' scale through the ReLUs; PyTorch's default init would shrink it by about 3x per
+    layer, so the tokens would start near zero."""
     layers: list[nn.Module] = []
-    previous = in_channels
-    for i, out in enumerate(channels):
-        conv = nn.Conv2d(previous, out, kernel_size=3, stride=2, padding=1)
-        # He initialisation keeps the activations' scale through the ReLUs; PyTorch's default init
-        # would shrink it by about 3x per layer, so the tokens would start near zero.
+    for c_in, c_out, stride in zip((in_channels, *channels), channels, strides):
+        conv = nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1)
         nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
         nn.init.zeros_(conv.bias)
-        layers.append(conv)
-        if i < len(channels) - 1:
-            layers.append(nn.ReLU())
-        previous = out
-    return nn.Sequential(*layers)
+        layers += [conv, nn.ReLU()]
+    return layers
 
 
 class KeypointStem(nn.Module):
-    """(N, C, H, W) normalised frames -> (N, 2K) keypoints: the expected (x, y) of each of K feature
-    maps under a spatial softmax, in cells of the h x w feature map from its centre (x left to
-    right, y top to bottom; h = H/4 for the default strides, so +-7.5 for 64 px frames).
-
-    3x3 convolutions with ReLU, the first two with stride 2 (the maps are H/4 x W/4: a quarter of
-    the pixels' cost for every later layer, still ~3 px of a 64 px frame per cell, and the softmax's
-    expectation interpolates between cells), then a 1x1 convolution to K maps. The softmax has a
-    learned temperature, as in robomimic's SpatialSoftmax: sharp maps give precise points."""
+    """(N, C, H, W) normalised frames -> (N, 2K) keypoints: the expected (x, y) of each of K maps
+    under a spatial softmax with a learned temperature (robomimic's SpatialSoftmax: sharp maps give
+    precise points), in cells of the h x w feature map from its centre (x rightwards, y downwards;
+    h = H/4 for the default strides, so +-7.5 for 64 px frames). The first two convolutions have
+    stride 2: a quarter of the pixels' cost for every later layer, still ~3 px of a 64 px frame per
+    cell, and the softmax's expectation interpolates between cells."""
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], keypoints: int):
         super().__init__()
-        layers: list[nn.Module] = []
-        previous = in_channels
-        for i, out in enumerate(channels):
-            conv = nn.Conv2d(previous, out, kernel_size=3, stride=2 if i < 2 else 1, padding=1)
-            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
-            layers += [conv, nn.ReLU()]
-            previous = out
-        self.features = nn.Sequential(*layers)
-        self.to_maps = nn.Conv2d(previous, keypoints, kernel_size=1)
+        strides = [2 if i < 2 else 1 for i in range(len(channels))]
+        self.features = nn.Sequential(*_conv_relus(in_channels, channels, strides))
+        self.to_maps = nn.Conv2d(channels[-1], keypoints, kernel_size=1)
         self.log_temperature = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.to_maps(self.features(x))  # (N, K, h, w)
         n, k, h, w = maps.shape
-        # Each map standardised over its positions before the softmax: at initialisation the maps'
-        # values differ by ~1e-2 across a frame, so a plain softmax is flat and every keypoint sits
-        # at the centre of every frame (std 0.002 across frames: the token carries nothing and
-        # learns slowly). Standardised, a map that responds to one small object peaks there.
+        # Each map standardised over its positions before the softmax: at initialisation its values
+        # differ by ~1e-2 across a frame, so a plain softmax is flat and every keypoint sits at the
+        # centre (the token carries nothing, learns slowly); standardised, a map peaks at its object.
         flat = maps.flatten(2).float()
         flat = (flat - flat.mean(-1, keepdim=True)) / (flat.std(-1, keepdim=True) + 1e-5)
         weights = torch.softmax(flat / self.log_temperature.exp(), dim=-1)  # (N, K, h*w)
-        # Coordinates in feature-map cells from the centre, not in [-1, 1]: keypoints move by a
-        # fraction of the frame, so in [-1, 1] their spread across frames is ~0.05-0.4 while every
-        # other modality's tokens are z-scored (spread ~1); the image token's signal then starts
-        # ~10x weaker than the states' and the network learned to ignore it (BENCHMARKS.md, Images).
+        # Coordinates in feature-map cells from the centre, not in [-1, 1], where their spread across
+        # frames is ~0.05-0.4 against ~1 for the z-scored tokens of other modalities: the network
+        # learned to ignore that ~10x weaker signal (BENCHMARKS.md, Images).
         ys = torch.linspace(-(h - 1) / 2, (h - 1) / 2, h, device=x.device)
         xs = torch.linspace(-(w - 1) / 2, (w - 1) / 2, w, device=x.device)
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
