@@ -8,8 +8,10 @@ that starts at an episode's beginning, so the first steps need no padding the mo
 Modes are masks (mtm.model.masks): bc shows states 0..c and actions 0..c-1 and reads the action at
 c; rcbc adds the return token at every position; action_history=False hides the past actions too.
 
-RCBC target: an episode return G, given (`target_return`) or G = min + p (max - min) of the training
-episode returns (`target_fraction` p, default 1: the best seen, whatever their sign). It becomes
+RCBC target: an episode return G, given (`target_return`), or G = min + p (max - min) of the training
+episode returns (`target_fraction` p; 1 = the best seen, whatever their sign), or by default the best
+training return that is not an outlier above Tukey's fence (mtm.data.returns.typical_best_return;
+the best itself on data without such outliers). It becomes
 the data's return token (mtm.data.returns), held constant (official MTM) or, with `decrement`, that
 of the return still to come, G minus the rewards received so far (Decision Transformer style):
     sum          G                       | G - received
@@ -128,8 +130,16 @@ class MTMPolicy:
         seen = metadata.get("returns", {}).get("episode_return", {})
         low, high = float(seen.get("min", 0.0)), float(seen.get("max", 0.0))
         target_return = config.target_return
-        if target_return is None:
-            p = check_target_fraction(1.0 if config.target_fraction is None else float(config.target_fraction))
+        #: How the target was chosen, for reports: "given", "fraction", or "typical best" (the default).
+        self.target_rule = "given" if target_return is not None else "fraction"
+        self.target_outliers = 0  # training returns above the default target (outliers, left out)
+        if target_return is None and config.target_fraction is None:
+            # The best training return that is not an outlier (mtm.data.returns.typical_best_return);
+            # checkpoints that predate it ask for the best.
+            target_return = float(seen.get("typical_max", high))
+            self.target_rule, self.target_outliers = "typical best", int(seen.get("outliers_above", 0))
+        elif target_return is None:
+            p = check_target_fraction(float(config.target_fraction))
             target_return = low + p * (high - low)
         self.target_return = _check_target_return(float(target_return), low, high)
         self.decrement = config.decrement

@@ -21,7 +21,7 @@ POLICY_MODES: tuple[str, ...] = tuple(m for m in get_args(PolicyMode) if m != "a
 class PolicyConfig:
     mode: PolicyMode = "auto"  # which tokens the policy shows the model; auto = rcbc when the model can, else bc
     target_return: float | None = None  # rcbc: the episode return to ask for
-    target_fraction: float | None = None  # rcbc: ask for min + p (max - min) of the training episode returns; neither given = 1.0, the best seen
+    target_fraction: float | None = None  # rcbc: ask for min + p (max - min) of the training episode returns (1.0 = the best seen); neither given = the best training return that is not an outlier (above Q3 + 1.5 IQR), the best itself on most data
     decrement: bool = False  # rcbc: lower the target by the rewards received (Decision Transformer), or hold it constant (official MTM)
     action_history: bool = True  # show the model the actions taken at the window's earlier steps, or only states (and returns)
     precision: PrecisionName = "auto"  # bf16 autocast only where the device multiplies bf16 natively (mtm.hardware)

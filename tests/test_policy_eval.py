@@ -97,7 +97,7 @@ def test_target_fraction_interpolates_between_worst_and_best_training_returns(ru
     low, high = seen["min"], seen["max"]
     assert high < 0  # Reacher returns are negative: a plain "fraction of the best" would go the wrong way
     assert MTMPolicy(load_model(ck), ck.metadata, target_fraction=0.5).target_return == pytest.approx((low + high) / 2)
-    assert MTMPolicy(load_model(ck), ck.metadata).target_return == pytest.approx(high)
+    assert MTMPolicy(load_model(ck), ck.metadata, target_fraction=1.0).target_return == pytest.approx(high)
     assert MTMPolicy(load_model(ck), ck.metadata, target_fraction=1.1).target_return > high
 
 

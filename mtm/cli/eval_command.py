@@ -26,8 +26,8 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
               help="Which tokens the policy shows the model. Default: rcbc when the model can, else bc.")
 @click.option("--target-return", type=float, default=None, help="RCBC: the episode return to ask for.")
 @click.option("--target-fraction", type=float, default=None,
-              help="RCBC: ask for min + p (max - min) of the training episode returns "
-                   "(default p = 1.0: the best seen).")
+              help="RCBC: ask for min + p (max - min) of the training episode returns (1.0: the best seen). "
+                   "Neither target given: the best training return that is not an outlier (above Q3 + 1.5 IQR).")
 @click.option("--decrement/--constant", default=False, show_default=True,
               help="RCBC: lower the target by the rewards received, or hold it constant (official MTM).")
 @click.option("--action-history/--no-action-history", default=True, show_default=True,

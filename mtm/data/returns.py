@@ -23,6 +23,26 @@ from mtm.errors import ConfigError
 
 RTG_KINDS = ("sum", "discounted", "average")
 
+#: Tukey's fence: an episode return above Q3 + OUTLIER_IQR (Q3 - Q1) of the data's returns is an outlier.
+OUTLIER_IQR = 1.5
+#: With fewer episodes, quartiles say little: no return is called an outlier.
+MIN_EPISODES_FOR_OUTLIERS = 10
+
+
+def typical_best_return(episode_returns: np.ndarray) -> tuple[float, int]:
+    """The best episode return that is not an outlier above Tukey's fence, and how many lie above it.
+
+    The default RCBC target. The best return can be one only a lucky start allows (mtm/ReacherPixels:
+    50 of 50 where the target spawned under the fingertip; the expert averages 33); its return token
+    never appears beside ordinary states, and asking for it breaks the policy (BENCHMARKS.md, Images).
+    On data without such outliers (every shared dataset but hopper-medium-replay) this is the best."""
+    r = np.asarray(episode_returns, np.float64)
+    if len(r) < MIN_EPISODES_FOR_OUTLIERS:
+        return float(r.max()), 0
+    q1, q3 = np.quantile(r, [0.25, 0.75])
+    typical = r[r <= q3 + OUTLIER_IQR * (q3 - q1)]  # never empty: Q3 is below the fence
+    return float(typical.max()), int(len(r) - len(typical))
+
 
 def returns_to_go(rewards: np.ndarray, kind: str = "sum", *, gamma: float = 0.99, horizon: int = 1000,
                   include_current_reward: bool = True) -> np.ndarray:

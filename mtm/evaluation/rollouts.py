@@ -166,6 +166,8 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
         "model_kind": probe.model.config.kind,
         "action_history": policy.action_history,
         "target_return": probe.target_return if probe.mode == "rcbc" else None,
+        "target_rule": probe.target_rule if probe.mode == "rcbc" else None,
+        "target_outliers_left_out": probe.target_outliers if probe.mode == "rcbc" else None,
         "target_decrement": policy.decrement if probe.mode == "rcbc" else None,
         "checkpoint": str(checkpoint.path),
         "checkpoint_step": checkpoint.step,
@@ -184,7 +186,9 @@ def format_report(report: dict[str, Any]) -> str:
     """A few human-readable lines for the terminal."""
     lines = [
         f"{report['env_id']}: {report['episodes']} episodes, mode {report.get('mode', '-')}"
-        + (f", target return {report['target_return']:.1f}" if report.get("target_return") is not None else ""),
+        + (f", target return {report['target_return']:.1f}" if report.get("target_return") is not None else "")
+        + (f" (the best training return that is not an outlier; {report['target_outliers_left_out']} above it "
+           f"left out: --target-fraction 1 asks for the best)" if report.get("target_outliers_left_out") else ""),
         f"  return            {report['return_mean']:.2f} +/- {report['return_std']:.2f}   "
         f"(mean length {report['length_mean']:.1f})",
     ]

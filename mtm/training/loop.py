@@ -45,6 +45,7 @@ from mtm.data.formats import detect_format
 from mtm.data.identity import dataset_identity
 from mtm.data.stats import ModalityStats
 from mtm.data.mixture import labelled_first, load_training_data
+from mtm.data.returns import typical_best_return
 from mtm.data.trajectories import Trajectories
 from mtm.data.windows import WindowSampler
 from mtm.errors import ConfigError, DataError, MTMError, MTMWarning, OutputError
@@ -251,8 +252,10 @@ def _return_summary(data: Trajectories) -> dict:
         return {}
     ep = data.episode_returns()[data.present["rewards"]]
     rtg = data.arrays["returns"][data.rows_with("returns"), 0]
+    typical, outliers = typical_best_return(ep)
     return {
-        "episode_return": {"min": float(ep.min()), "mean": float(ep.mean()), "max": float(ep.max())},
+        "episode_return": {"min": float(ep.min()), "mean": float(ep.mean()), "max": float(ep.max()),
+                           "typical_max": typical, "outliers_above": outliers},
         "rtg_token": {"min": float(rtg.min()), "max": float(rtg.max())},
     }
 
