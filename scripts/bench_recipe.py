@@ -117,8 +117,9 @@ def table(results: dict, steps: int | None) -> str:
                 by_step.setdefault(step, []).append(score)
         curve = ", ".join(f"{s}: {statistics.mean(v):.1f}" for s, v in sorted(by_step.items()))
         finals = [rec["curve"][-1][2] for rec in recs]
-        # A deterministic policy in a nearly deterministic env (Hopper: 20 episodes within 0.1 points)
-        # makes one checkpoint's score one trajectory's fate; the last three checkpoints say more.
+        # A deterministic policy in a nearly deterministic env makes one checkpoint's score often one
+        # trajectory's fate (Hopper: 20 episodes within a point of each other at half the
+        # checkpoints, BENCHMARKS.md); the last three checkpoints say more.
         late = statistics.mean(score for rec in recs for _, _, score, _ in rec["curve"][-3:])
         spread = f" ± {statistics.stdev(finals):.1f}" if len(finals) > 1 else ""
         cpu = statistics.mean(rec["curve"][-1][1] for rec in recs) / 60
