@@ -1,10 +1,6 @@
 """train.ema_decay: the weight average (values, warm-up, buffers), what a run saves, validates and
 evaluates with it, and that a resumed run keeps averaging exactly where the killed one stopped."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -13,7 +9,7 @@ from mtm.config import RunConfig, load_config
 from mtm.training.ema import WeightAverage
 from mtm.training.loop import train
 
-from test_train import _KILL_AFTER_LOG, REPO, TINY, losses, write_linear_system
+from test_train import TINY, losses, train_full_and_killed, write_linear_system
 
 
 def test_average_follows_the_warm_up_decay_and_copies_buffers():
@@ -72,16 +68,8 @@ def test_checkpoint_holds_the_average_and_the_raw_weights_to_resume(dataset, tmp
 
 
 def test_resume_after_kill_9_continues_the_same_average(dataset, tmp_path):
-    common = TINY + [f"data.path={dataset}", "train.steps=30", "train.save_every=10", "train.val_every=0",
-                     "train.deterministic=true", "model.dropout=0.1", "train.ema_decay=0.95"]
-    full = tmp_path / "full"
-    train(load_config(RunConfig, None, common + [f"train.run_dir={full}"]), progress=False)
-
-    killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", _KILL_AFTER_LOG, "25", *common, f"train.run_dir={killed}"],
-                          env=env, cwd=REPO)
-    assert proc.returncode == -9 and load_checkpoint(killed).step == 20
+    full, killed, returncode = train_full_and_killed([f"data.path={dataset}", "train.ema_decay=0.95"], tmp_path)
+    assert returncode == -9 and load_checkpoint(killed).step == 20
     train(load_config(RunConfig, killed / "config.yaml", []), resume=killed, progress=False)
 
     expected, resumed = losses(full), losses(killed)

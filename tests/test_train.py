@@ -101,17 +101,22 @@ loop.train(load_config(RunConfig, None, sys.argv[2:]), progress=False)
 """
 
 
-def test_resume_after_kill_9_repeats_the_uninterrupted_losses(dataset, tmp_path):
-    common = TINY + [f"data.path={dataset}", "train.steps=30", "train.save_every=10", "train.val_every=0",
-                     "train.deterministic=true", "model.dropout=0.1"]
-    full = tmp_path / "full"
+def train_full_and_killed(overrides: list[str], tmp_path: Path) -> tuple[Path, Path, int]:
+    """30 deterministic steps (checkpoints every 10) run whole, and run again in a process killed
+    by SIGKILL right after it logs step 25. Returns both run directories and the kill's exit code."""
+    common = TINY + ["train.steps=30", "train.save_every=10", "train.val_every=0", "train.deterministic=true",
+                     "model.dropout=0.1", *overrides]
+    full, killed = tmp_path / "full", tmp_path / "killed"
     train(load_config(RunConfig, None, common + [f"train.run_dir={full}"]), progress=False)
-
-    killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", _KILL_AFTER_LOG, "25", *common, f"train.run_dir={killed}"],
                           env=env, cwd=REPO)
-    assert proc.returncode == -9  # killed after logging step 25, five steps past checkpoint 20
+    return full, killed, proc.returncode
+
+
+def test_resume_after_kill_9_repeats_the_uninterrupted_losses(dataset, tmp_path):
+    full, killed, returncode = train_full_and_killed([f"data.path={dataset}"], tmp_path)
+    assert returncode == -9  # killed after logging step 25, five steps past checkpoint 20
     assert load_checkpoint(killed).step == 20
     assert max(losses(killed)) == 25
 
