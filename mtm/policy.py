@@ -11,9 +11,9 @@ c; rcbc adds the return token at every position; action_history=False hides the 
 RCBC target: an episode return G, given (`target_return`), or G = min + p (max - min) of the training
 episode returns (`target_fraction` p; 1 = the best seen, whatever their sign), or by default the best
 training return that is not an outlier above Tukey's fence (mtm.data.returns.typical_best_return;
-the best itself on data without such outliers). It becomes
-the data's return token (mtm.data.returns), held constant (official MTM) or, with `decrement`, that
-of the return still to come, G minus the rewards received so far (Decision Transformer style):
+the best itself on data without such outliers). It becomes the data's return token
+(mtm.data.returns), held constant (official MTM) or, with `decrement`, that of the return still to
+come, G minus the rewards received so far (Decision Transformer style):
     sum          G                       | G - received
     average      G / H                   | (G - received) / (H - t)
     discounted   (G / H)(1 - γ^H)/(1 - γ) | ((G - received) / (H - t)) (1 - γ^(H-t))/(1 - γ)
@@ -129,18 +129,18 @@ class MTMPolicy:
         self.rtg_kind, self.gamma, self.horizon = rtg["kind"], float(rtg.get("gamma", 1.0)), int(rtg["horizon"])
         seen = metadata.get("returns", {}).get("episode_return", {})
         low, high = float(seen.get("min", 0.0)), float(seen.get("max", 0.0))
-        target_return = config.target_return
-        #: How the target was chosen, for reports: "given", "fraction", or "typical best" (the default).
-        self.target_rule = "given" if target_return is not None else "fraction"
-        self.target_outliers = 0  # training returns above the default target (outliers, left out)
-        if target_return is None and config.target_fraction is None:
+        # How the target was chosen, for reports, and how many training returns the default left out.
+        self.target_outliers = 0
+        if config.target_return is not None:
+            self.target_rule, target_return = "given", config.target_return
+        elif config.target_fraction is not None:
+            p = check_target_fraction(float(config.target_fraction))
+            self.target_rule, target_return = "fraction", low + p * (high - low)
+        else:
             # The best training return that is not an outlier (mtm.data.returns.typical_best_return);
             # checkpoints that predate it ask for the best.
-            target_return = float(seen.get("typical_max", high))
-            self.target_rule, self.target_outliers = "typical best", int(seen.get("outliers_above", 0))
-        elif target_return is None:
-            p = check_target_fraction(float(config.target_fraction))
-            target_return = low + p * (high - low)
+            self.target_rule, target_return = "typical best", float(seen.get("typical_max", high))
+            self.target_outliers = int(seen.get("outliers_above", 0))
         self.target_return = _check_target_return(float(target_return), low, high)
         self.decrement = config.decrement
 

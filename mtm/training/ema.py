@@ -1,8 +1,9 @@
 """An exponential moving average (EMA) of the weights, the policy a run keeps when train.ema_decay > 0.
 
 Short CPU runs end at a point of a noisy trajectory: neighbouring checkpoints of the same run can
-differ by tens of normalised points in the env. The average over the last few hundred steps is a
-steadier policy. With decay d the update after step t is
+differ by tens of normalised points in the env, and the average over the last few hundred steps is
+meant to be the steadier policy. (In the `small` recipe study it was not: off by default,
+BENCHMARKS.md.) With decay d the update after step t is
 
     avg <- avg + (1 - d_t) (weights - avg),   d_t = min(d, (1 + t) / (10 + t))
 

@@ -432,7 +432,7 @@ def _restore_train_state(checkpoint, model, optimizer, scheduler, rt: Runtime, s
 def _weight_average(tc, model, checkpoint, state: dict) -> WeightAverage:
     """The EMA of the weights, resumed from a checkpoint that kept one (its model file is the
     average), else started from the current weights."""
-    if checkpoint is not None and "raw_model" in state:
+    if "raw_model" in state:  # state is {} without a checkpoint
         average = WeightAverage(model, tc.ema_decay, updates=int(state["ema_updates"]))
         average.model.load_state_dict(checkpoint.model_state)
         return average
