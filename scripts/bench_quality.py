@@ -27,6 +27,9 @@ Usage:
   python scripts/bench_quality.py                          # 3 seeds, all datasets, all methods
   python scripts/bench_quality.py --datasets hopper-expert-v5 --methods mtm --seeds 1
   python scripts/bench_quality.py --table-only --tag recipe-v1
+  # one command per core, on different datasets (they share results/quality.json under a lock):
+  python scripts/bench_quality.py --datasets hopper-medium-replay-v5,halfcheetah-medium-replay-v5 &
+  python scripts/bench_quality.py --datasets hopper-medium-v5,halfcheetah-medium-v5,hopper-expert-v5,halfcheetah-expert-v5
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import bench_common  # noqa: F401  (first: threads and OpenMP waiting, as under 
 
 import argparse
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -71,10 +75,18 @@ def load_results() -> dict:
     return results
 
 
-def save_results(results: dict) -> None:
-    """Atomically (mtm.io): a kill leaves the previous file, never half of one."""
+def save_results(results: dict, key: str | None = None) -> None:
+    """Write the run record `key` (and the dataset entries) into the file as it is now, under a lock,
+    so that several commands (e.g. one per core, on different datasets) can share it; atomically
+    (mtm.io): a kill leaves the previous file, never half of one."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS, json.dumps(results, indent=1, sort_keys=True) + "\n")
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = load_results()
+        merged["datasets"].update(results["datasets"])
+        if key is not None:
+            merged["runs"][key] = results["runs"][key]
+        atomic_write_text(RESULTS, json.dumps(merged, indent=1, sort_keys=True) + "\n")
 
 
 def run(cmd: list[str], env_prefix: dict[str, str], dry_run: bool) -> tuple[int, str, dict]:
@@ -133,7 +145,7 @@ def do_run(ds: str, method: str, seed: int, args, results: dict, env_prefix: dic
         rec = {"dataset": ds, "method": method, "seed": seed, "config": METHODS[method],
                "threads": args.threads, "train": timing, "points": {}}
         results["runs"][key] = rec
-        save_results(results)
+        save_results(results, key)
     clocks, bc_mse = train_clocks(run_dir), val_errors(run_dir)
     steps = sorted(int(p.name[5:]) for p in (run_dir / "checkpoints").glob("step_*"))
     for step in steps:
@@ -152,7 +164,7 @@ def do_run(ds: str, method: str, seed: int, args, results: dict, env_prefix: dic
                                "return": r["return_mean"], "return_std": r["return_std"],
                                "length": r["length_mean"], "target": r.get("target_return"),
                                "episodes": r["episodes"], "eval_wall_s": timing["wall_s"]}
-                save_results(results)
+                save_results(results, key)
     if method == "mtm" and "predict" not in rec and steps:
         out = run_dir / "predict.json"
         cmd = [MTM, "eval", "--checkpoint", str(run_dir.relative_to(ROOT)), "--task", "fd", "--task", "id",
@@ -162,7 +174,7 @@ def do_run(ds: str, method: str, seed: int, args, results: dict, env_prefix: dic
             p = json.loads(out.read_text())
             rec["predict"] = {"val_episodes": p["val_episodes"], "windows": p["windows"],
                               **{t: {k: p["tasks"][t][k] for k in ("mse", "baseline_mse", "ratio")} for t in ("fd", "id")}}
-            save_results(results)
+            save_results(results, key)
 
 
 def checkpoint_every(method: str, args) -> int:
@@ -363,6 +375,8 @@ def main() -> int:
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated, in run order")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated: mtm, mlp-bc, mlp-rcbc")
     p.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 (default 3)")
+    p.add_argument("--seed-order", default=None, metavar="LIST",
+                   help="the training seeds in this order instead, e.g. 1,2,0 (seed 0 last when a study ran it already)")
     p.add_argument("--steps", type=int, default=0, help="training steps of every method (default: each config's own)")
     p.add_argument("--points", type=int, default=6, help="checkpoints on each learning curve (default 6)")
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes, seeds 0..E-1 (default 20)")
@@ -392,7 +406,8 @@ def main() -> int:
         if args.stop_at:
             hh, mm = map(int, args.stop_at.split(":"))
             deadline = datetime.datetime.now(datetime.timezone.utc).replace(hour=hh, minute=mm, second=0, microsecond=0)
-        for seed in range(args.seeds):  # seed outermost: a cut-short run still covers every dataset with seed 0
+        seeds = [int(x) for x in args.seed_order.split(",")] if args.seed_order else range(args.seeds)
+        for seed in seeds:  # seed outermost: a cut-short run still covers every dataset with its first seed
             for ds in datasets:
                 dataset_entry(ds, results, args.dry_run)
                 for method in methods:
@@ -402,6 +417,7 @@ def main() -> int:
                     do_run(ds, method, seed, args, results, env_prefix)
         save_results(results) if not args.dry_run else None
     if not args.dry_run:
+        results = load_results()  # with the records other commands added meanwhile
         write_block(results, args.tag, datasets)
         print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs; results in {RESULTS.relative_to(ROOT)}")
     return 0
