@@ -100,8 +100,7 @@ def build_tokenizers(cfg: RunConfig, stats: dict[str, ModalityStats],
     for key, (height, width, channels) in (frame_shapes or {}).items():
         tokenizers[key] = ImageTokenizer(height, width, channels, encoder=tc.image_encoder,
                                          patch_size=tc.image_patch_size, keypoints=tc.image_keypoints,
-                                         augment_pad=tc.image_augment_pad,
-                                         name=key)
+                                         augment_pad=tc.image_augment_pad, name=key)
     if tc.use_returns:
         tokenizers["returns"] = make("returns", "continuous")
     tokenizers["actions"] = make("actions", tc.actions)
@@ -204,10 +203,9 @@ def _image_keys(cfg: RunConfig, data: Trajectories) -> list[str]:
     clash = [k for k in wanted if k in ("states", "actions", "returns")]
     if clash:
         raise ConfigError(f"image key {clash[0]!r} collides with a modality name; rename it in the data")
-    if wanted:
-        if detect_format(cfg.data.path) != "native":
-            raise ConfigError(f"{cfg.data.path}: image frames are read lazily from mtm's native format; "
-                              f"convert it first (mtm convert {cfg.data.path} DST.hdf5)")
+    if wanted and detect_format(cfg.data.path) != "native":
+        raise ConfigError(f"{cfg.data.path}: image frames are read lazily from mtm's native format; "
+                          f"convert it first (mtm convert {cfg.data.path} DST.hdf5)")
     return sorted(wanted)
 
 
@@ -268,7 +266,6 @@ class _RunData:
     train: Trajectories
     val: Trajectories
     stats: dict[str, ModalityStats]
-    identity: dict  # of data.path
     identities: list[dict]  # of every dataset (data.path, then data.extra_paths)
     only_with: list[str]  # data.only_with: the modalities every episode used has
     image_keys: list[str]
@@ -314,7 +311,6 @@ def _load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> _RunData:
     if tc.eval_every:
         if not eval_env:
             raise ConfigError("train.eval_every needs an environment: the dataset names none; set train.eval_env")
-
         check_env_id(eval_env)
     keys = ("states", "actions", "returns") if cfg.tokens.use_returns else ("states", "actions")
     image_keys = _image_keys(cfg, data)
@@ -334,10 +330,10 @@ def _load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> _RunData:
                                 source_index=source_index if weights else None, source_weights=weights)
         return WindowBatches.build(sampler, cfg.data.path, image_keys)
 
-    return _RunData(data=data, train=train_data, val=val_data, stats=stats, identity=identities[0],
-                    identities=identities, only_with=list(cfg.data.only_with), image_keys=image_keys,
+    return _RunData(data=data, train=train_data, val=val_data, stats=stats, identities=identities,
+                    only_with=list(cfg.data.only_with), image_keys=image_keys, eval_env=eval_env,
                     train_sampler=batches(train_data, weights),
-                    val_sampler=batches(val_data) if val_data.num_episodes else None, eval_env=eval_env)
+                    val_sampler=batches(val_data) if val_data.num_episodes else None)
 
 
 def _check_modalities(stats: dict[str, ModalityStats], cfg: RunConfig, paths: list[str]) -> None:
@@ -390,7 +386,7 @@ def _run_metadata(cfg: RunConfig, run: _RunData, model: torch.nn.Module) -> dict
     info = run.data.info
     return {
         "env_id": info.env_id,
-        "dataset": run.identity,
+        "dataset": run.identities[0],
         **({"datasets": run.identities} if len(run.identities) > 1 else {}),
         "data_info": {
             "source_format": info.source_format, "source": info.source,
@@ -619,11 +615,8 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                        "step": step, "rng": capture_rng_state()}
         if average is not None:
             train_state.update(raw_model=model.state_dict(), ema_updates=average.updates)
-        path = save_checkpoint(
-            run_dir, step, model_state=policy_model.state_dict(), config=config_to_dict(cfg), metadata=metadata,
-            train_state=train_state,
-            keep_last=tc.keep_last,
-        )
+        path = save_checkpoint(run_dir, step, model_state=policy_model.state_dict(), config=config_to_dict(cfg),
+                               metadata=metadata, train_state=train_state, keep_last=tc.keep_last)
         run.commit()  # the new run has a checkpoint: an earlier run it replaces can go now
         return path
 

@@ -79,7 +79,7 @@ class RunDirectory:
         self._created: Path | None = None  # the top-most folder this run created
         self._lock_created = False
         self._begun = False
-        self._committed = False
+        self.committed = False  # True once the new run has a checkpoint: nothing to roll back then
 
     # ---- checks ---------------------------------------------------------------------------------
 
@@ -191,14 +191,14 @@ class RunDirectory:
 
     def commit(self) -> None:
         """The new run has a checkpoint: the earlier run can go."""
-        if not self.enabled or self._committed:
+        if not self.enabled or self.committed:
             return
-        self._committed = True
+        self.committed = True
         shutil.rmtree(self.path / SET_ASIDE, ignore_errors=True)  # what is left, recovery finishes
 
     def rollback(self) -> None:
         """Undo a run that failed before its first checkpoint (module doc, step 5)."""
-        if not self.enabled or self._committed or self._fd is None:
+        if not self.enabled or self.committed or self._fd is None:
             return
         try:
             if (self.path / MOVING).is_dir():  # failed while setting the earlier run aside
@@ -259,10 +259,6 @@ class RunDirectory:
                 restored = True
         if restored:
             _say(f"{p}: restored the earlier run that an interrupted --overwrite had set aside")
-
-    @property
-    def committed(self) -> bool:
-        return self._committed
 
     # ---- context manager --------------------------------------------------------------------------
 
