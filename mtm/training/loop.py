@@ -425,16 +425,6 @@ def _restore_train_state(checkpoint, model, optimizer, scheduler, rt: Runtime, s
     return step, state
 
 
-def _weight_average(tc, model, checkpoint, state: dict) -> WeightAverage:
-    """The EMA of the weights, resumed from a checkpoint that kept one (its model file is the
-    average), else started from the current weights."""
-    if "raw_model" in state:  # state is {} without a checkpoint
-        average = WeightAverage(model, tc.ema_decay, updates=int(state["ema_updates"]))
-        average.model.load_state_dict(checkpoint.model_state)
-        return average
-    return WeightAverage(model, tc.ema_decay)
-
-
 class _LossMeter:
     """Running sums of the loss and its parts between two log steps, kept on the device (no
     per-step sync), and the clocks of training steps only: validation, evaluation, saving and
@@ -581,8 +571,11 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     start_step, state = 0, {}
     if checkpoint is not None:
         start_step, state = _restore_train_state(checkpoint, model, optimizer, scheduler, rt, tc.seed)
-    # Only rank 0 validates, evaluates and saves, so only it keeps the average.
-    average = _weight_average(tc, model, checkpoint, state) if tc.ema_decay > 0 and rt.is_main else None
+    average = None
+    if tc.ema_decay > 0 and rt.is_main:  # only rank 0 validates, evaluates and saves, so only it keeps the average
+        average = WeightAverage(model, tc.ema_decay, updates=int(state.get("ema_updates", 0)))
+        if "raw_model" in state:  # resumed from a checkpoint whose model file is the average
+            average.model.load_state_dict(checkpoint.model_state)
     policy_model = average.model if average is not None else model  # what is saved, validated and evaluated
 
     forward = model
