@@ -627,9 +627,8 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                 f"Try a lower train.lr, train.grad_clip > 0, or train.precision=fp32"
             )
 
-    bar = None
-    if progress and rt.is_main:
-        bar = tqdm(total=tc.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=tc.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not (progress and rt.is_main))
 
     model.train()
     step = start_step
@@ -639,17 +638,15 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                 loss, parts, grad_norm = train_step(step)
                 step += 1
                 meter.add(loss, parts, grad_norm)
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
 
                 if step % tc.log_every == 0 or step == tc.steps:
                     check_finite(step)
                     scalars = meter.flush(tc.batch_size)
                     scalars["train/lr"] = scheduler.get_last_lr()[0]
                     logger.scalars(step, scalars)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
-                                        samples_s=f"{scalars['charts/samples_per_s']:.0f}")
+                    bar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
+                                    samples_s=f"{scalars['charts/samples_per_s']:.0f}")
                     if rt.device.type == "cpu":
                         release_free_memory()  # see mtm.training.memory: resident memory stays flat
                     meter.restart_clock()  # as before the meter: logging and trimming are not training time
@@ -677,8 +674,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                     interrupted = True
                     break
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
             logger.close()
             for batches in (train_sampler, val_sampler):
                 if batches is not None:

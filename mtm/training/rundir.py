@@ -64,10 +64,6 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _say(message: str) -> None:
-    warnings.warn(message, MTMWarning, stacklevel=3)
-
-
 class RunDirectory:
     """See the module docstring. `enabled=False` (torchrun ranks other than 0) makes every method a
     no-op: one process owns the directory."""
@@ -258,7 +254,8 @@ class RunDirectory:
                 self._move_back(aside)
                 restored = True
         if restored:
-            _say(f"{p}: restored the earlier run that an interrupted --overwrite had set aside")
+            warnings.warn(f"{p}: restored the earlier run that an interrupted --overwrite had set aside",
+                          MTMWarning, stacklevel=2)
 
     # ---- context manager --------------------------------------------------------------------------
 
