@@ -65,25 +65,12 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 _RESERVED_METADATA = {"format", "format_version", "step", "mtm_version", "torch_version", "created"}
 
 
-def checkpoint_name(step: int) -> str:
-    return f"step_{step:08d}"
+# ---- Saving --------------------------------------------------------------------------------------
 
 
-# --------------------------------------------------------------------------------------------------
-# Saving
-# --------------------------------------------------------------------------------------------------
-
-
-def save_checkpoint(
-    run_dir: str | os.PathLike,
-    step: int,
-    *,
-    model_state: Mapping[str, torch.Tensor],
-    config: Mapping[str, Any],
-    metadata: Mapping[str, Any],
-    train_state: Mapping[str, Any] | None = None,
-    keep_last: int = 3,
-) -> Path:
+def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model_state: Mapping[str, torch.Tensor],
+                    config: Mapping[str, Any], metadata: Mapping[str, Any],
+                    train_state: Mapping[str, Any] | None = None, keep_last: int = 3) -> Path:
     """Write ``run_dir/checkpoints/step_{step:08d}/`` atomically, point `last` at it, prune old ones.
 
     `config` and `metadata` must be JSON-able; `train_state` may nest dicts (any hashable keys),
@@ -101,7 +88,7 @@ def save_checkpoint(
     root = Path(run_dir) / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
     _remove_temps(root)  # left by a save or prune that was killed
-    name = checkpoint_name(step)
+    name = f"step_{step:08d}"
     final = root / name
     # Not tempfile.mkdtemp: its 0700 mode would stay on the checkpoint; os.mkdir honours the umask.
     tmp = root / f"{_TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
@@ -127,27 +114,17 @@ def save_checkpoint(
     return final
 
 
-def _write_checkpoint_files(
-    folder: Path,
-    step: int,
-    model_state: Mapping[str, torch.Tensor],
-    config: Mapping[str, Any],
-    metadata: Mapping[str, Any],
-    train_state: Mapping[str, Any] | None,
-) -> None:
+def _write_checkpoint_files(folder: Path, step: int, model_state: Mapping[str, torch.Tensor],
+                            config: Mapping[str, Any], metadata: Mapping[str, Any],
+                            train_state: Mapping[str, Any] | None) -> None:
     for key, value in model_state.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise TypeError(f"model_state must map str to Tensor; {key!r} holds a {type(value).__name__}")
     _save_tensors(dict(model_state), folder / MODEL_FILE)
     _write_json(folder / CONFIG_FILE, dict(config))
-    header = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "step": step,
-        "mtm_version": mtm.__version__,
-        "torch_version": torch.__version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": step,
+              "mtm_version": mtm.__version__, "torch_version": torch.__version__,
+              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     _write_json(folder / METADATA_FILE, {**header, **metadata})
     if train_state is not None:
         sub = folder / TRAIN_STATE_DIR
@@ -176,7 +153,8 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
             storages.add(ptr)
         prepared[key] = t
     safetensors.torch.save_file(prepared, str(path), metadata={"format": "pt"})
-    _fsync_file(path)
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -184,11 +162,6 @@ def _write_json(path: Path, data: Any) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(text + "\n")
         fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
         os.fsync(fh.fileno())
 
 
@@ -229,9 +202,7 @@ def _remove_temps(root: Path) -> None:
             entry.unlink(missing_ok=True)  # from atomic_write_text of `last`
 
 
-# --------------------------------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------------------------------
+# ---- Loading -------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -339,14 +310,12 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise DataError(f"{path}: corrupt safetensors file ({reason})") from None
 
 
-# --------------------------------------------------------------------------------------------------
-# Training state <-> JSON + tensors
+# ---- Training state <-> JSON + tensors -----------------------------------------------------------
 #
 # JSON has only str-keyed objects and arrays, so the encoding marks what it cannot say directly with
 # one-key objects: {"__tensor__": name}, {"__ndarray__": name}, {"__tuple__": [...]} and
 # {"__dict__": [[key, value], ...]} (for non-str keys, e.g. an optimiser's parameter indices).
 # Python floats round-trip exactly through JSON (repr is shortest-exact; nan/inf as NaN/Infinity).
-# --------------------------------------------------------------------------------------------------
 
 _TENSOR, _NDARRAY, _TUPLE, _DICT = "__tensor__", "__ndarray__", "__tuple__", "__dict__"
 _MARKERS = {_TENSOR, _NDARRAY, _TUPLE, _DICT}
@@ -404,18 +373,13 @@ def _decode(obj: Any, tensors: dict[str, torch.Tensor], device: torch.device, so
     return {k: _decode(v, tensors, device, source) for k, v in obj.items()}
 
 
-# --------------------------------------------------------------------------------------------------
-# Random number generators
-# --------------------------------------------------------------------------------------------------
+# ---- Random number generators --------------------------------------------------------------------
 
 
 def capture_rng_state() -> dict[str, Any]:
     """The state of every global RNG training touches: python, numpy, torch CPU, and CUDA in use."""
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
+    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
+                             "torch": torch.get_rng_state()}
     # Only when CUDA is already initialised: querying it otherwise would start a CUDA context
     # (slow, and fatal in forked workers) for a generator nothing has used.
     if torch.cuda.is_available() and torch.cuda.is_initialized():

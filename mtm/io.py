@@ -76,10 +76,13 @@ def failure_reason(exc: BaseException) -> tuple[str, str] | None:
 def write_failure(exc: BaseException, path: str | os.PathLike, action: str = "writing") -> OutputError | None:
     """An OutputError saying why `path` could not be written, or None (see `failure_reason`)."""
     found = failure_reason(exc)
-    if found is None:
-        return None
-    reason, hint = found
-    return OutputError(f"{path}: {action} failed: {reason}; {hint}")
+    return None if found is None else OutputError(f"{path}: {action} failed: {found[0]}; {found[1]}")
+
+
+def short_reason(exc: BaseException) -> str:
+    """The first line of an exception's text (at most 160 characters), or its type's name."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
@@ -116,9 +119,7 @@ def check_writable_folder(path: str | os.PathLike) -> Path:
     return folder
 
 
-# --------------------------------------------------------------------------------------------------
-# Durable writes
-# --------------------------------------------------------------------------------------------------
+# ---- Durable writes ------------------------------------------------------------------------------
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -156,9 +157,7 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-# --------------------------------------------------------------------------------------------------
-# Locks
-# --------------------------------------------------------------------------------------------------
+# ---- Locks ---------------------------------------------------------------------------------------
 
 
 def try_lock(fd: int) -> bool:
@@ -176,9 +175,7 @@ def try_lock(fd: int) -> bool:
     return True
 
 
-# --------------------------------------------------------------------------------------------------
-# Partial files
-# --------------------------------------------------------------------------------------------------
+# ---- Partial files -------------------------------------------------------------------------------
 
 
 def open_partial(partial: Path, output: Path) -> int:

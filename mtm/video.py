@@ -23,7 +23,7 @@ import mujoco
 
 from envs.camera import FloorUnderRobot, robot_camera
 from mtm.errors import ConfigError, MTMWarning, OutputError
-from mtm.io import write_failure
+from mtm.io import short_reason, write_failure
 
 
 @dataclass(frozen=True)
@@ -243,9 +243,8 @@ def write_media(path: Path, suffix: str, what: str, write: Callable[[Path], None
         # error, not always with an errno. Frames that encode are never the problem.
         failure = write_failure(exc, path, what)
         if failure is None:
-            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            failure = OutputError(f"{path}: {what} failed ({reason}); check that its folder has space and can "
-                                  f"be written")
+            failure = OutputError(f"{path}: {what} failed ({short_reason(exc)}); check that its folder has space "
+                                  f"and can be written")
         raise failure from None
     finally:
         tmp.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import numpy as np
 
 from mtm.data.episode import Episode, EpisodeSource
 from mtm.errors import DataError
+from mtm.io import short_reason
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -148,9 +149,3 @@ def step_shapes(episode: Episode) -> dict[str, tuple[int, ...]]:
 def partial_path(path: Path) -> Path:
     """Where an output is written before it is complete (renamed into place on success)."""
     return path.with_name(path.name + ".partial")
-
-
-def short_reason(exc: BaseException) -> str:
-    """The first line of an exception's text (at most 160 characters), or its type's name."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]

@@ -100,8 +100,7 @@ def build_tokenizers(cfg: RunConfig, stats: dict[str, ModalityStats],
     for key, (height, width, channels) in (frame_shapes or {}).items():
         tokenizers[key] = ImageTokenizer(height, width, channels, encoder=tc.image_encoder,
                                          patch_size=tc.image_patch_size, keypoints=tc.image_keypoints,
-                                         augment_pad=tc.image_augment_pad,
-                                         name=key)
+                                         augment_pad=tc.image_augment_pad, name=key)
     if tc.use_returns:
         tokenizers["returns"] = make("returns", "continuous")
     tokenizers["actions"] = make("actions", tc.actions)
@@ -204,10 +203,9 @@ def _image_keys(cfg: RunConfig, data: Trajectories) -> list[str]:
     clash = [k for k in wanted if k in ("states", "actions", "returns")]
     if clash:
         raise ConfigError(f"image key {clash[0]!r} collides with a modality name; rename it in the data")
-    if wanted:
-        if detect_format(cfg.data.path) != "native":
-            raise ConfigError(f"{cfg.data.path}: image frames are read lazily from mtm's native format; "
-                              f"convert it first (mtm convert {cfg.data.path} DST.hdf5)")
+    if wanted and detect_format(cfg.data.path) != "native":
+        raise ConfigError(f"{cfg.data.path}: image frames are read lazily from mtm's native format; "
+                          f"convert it first (mtm convert {cfg.data.path} DST.hdf5)")
     return sorted(wanted)
 
 
@@ -268,7 +266,6 @@ class _RunData:
     train: Trajectories
     val: Trajectories
     stats: dict[str, ModalityStats]
-    identity: dict  # of data.path
     identities: list[dict]  # of every dataset (data.path, then data.extra_paths)
     only_with: list[str]  # data.only_with: the modalities every episode used has
     image_keys: list[str]
@@ -314,7 +311,6 @@ def _load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> _RunData:
     if tc.eval_every:
         if not eval_env:
             raise ConfigError("train.eval_every needs an environment: the dataset names none; set train.eval_env")
-
         check_env_id(eval_env)
     keys = ("states", "actions", "returns") if cfg.tokens.use_returns else ("states", "actions")
     image_keys = _image_keys(cfg, data)
@@ -334,10 +330,10 @@ def _load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> _RunData:
                                 source_index=source_index if weights else None, source_weights=weights)
         return WindowBatches.build(sampler, cfg.data.path, image_keys)
 
-    return _RunData(data=data, train=train_data, val=val_data, stats=stats, identity=identities[0],
-                    identities=identities, only_with=list(cfg.data.only_with), image_keys=image_keys,
+    return _RunData(data=data, train=train_data, val=val_data, stats=stats, identities=identities,
+                    only_with=list(cfg.data.only_with), image_keys=image_keys, eval_env=eval_env,
                     train_sampler=batches(train_data, weights),
-                    val_sampler=batches(val_data) if val_data.num_episodes else None, eval_env=eval_env)
+                    val_sampler=batches(val_data) if val_data.num_episodes else None)
 
 
 def _check_modalities(stats: dict[str, ModalityStats], cfg: RunConfig, paths: list[str]) -> None:
@@ -390,7 +386,7 @@ def _run_metadata(cfg: RunConfig, run: _RunData, model: torch.nn.Module) -> dict
     info = run.data.info
     return {
         "env_id": info.env_id,
-        "dataset": run.identity,
+        "dataset": run.identities[0],
         **({"datasets": run.identities} if len(run.identities) > 1 else {}),
         "data_info": {
             "source_format": info.source_format, "source": info.source,
@@ -427,16 +423,6 @@ def _restore_train_state(checkpoint, model, optimizer, scheduler, rt: Runtime, s
     else:
         seed_everything(int(np.random.SeedSequence([seed, rt.rank, step]).generate_state(1)[0]))
     return step, state
-
-
-def _weight_average(tc, model, checkpoint, state: dict) -> WeightAverage:
-    """The EMA of the weights, resumed from a checkpoint that kept one (its model file is the
-    average), else started from the current weights."""
-    if "raw_model" in state:  # state is {} without a checkpoint
-        average = WeightAverage(model, tc.ema_decay, updates=int(state["ema_updates"]))
-        average.model.load_state_dict(checkpoint.model_state)
-        return average
-    return WeightAverage(model, tc.ema_decay)
 
 
 class _LossMeter:
@@ -585,8 +571,11 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     start_step, state = 0, {}
     if checkpoint is not None:
         start_step, state = _restore_train_state(checkpoint, model, optimizer, scheduler, rt, tc.seed)
-    # Only rank 0 validates, evaluates and saves, so only it keeps the average.
-    average = _weight_average(tc, model, checkpoint, state) if tc.ema_decay > 0 and rt.is_main else None
+    average = None
+    if tc.ema_decay > 0 and rt.is_main:  # only rank 0 validates, evaluates and saves, so only it keeps the average
+        average = WeightAverage(model, tc.ema_decay, updates=int(state.get("ema_updates", 0)))
+        if "raw_model" in state:  # resumed from a checkpoint whose model file is the average
+            average.model.load_state_dict(checkpoint.model_state)
     policy_model = average.model if average is not None else model  # what is saved, validated and evaluated
 
     forward = model
@@ -619,11 +608,8 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                        "step": step, "rng": capture_rng_state()}
         if average is not None:
             train_state.update(raw_model=model.state_dict(), ema_updates=average.updates)
-        path = save_checkpoint(
-            run_dir, step, model_state=policy_model.state_dict(), config=config_to_dict(cfg), metadata=metadata,
-            train_state=train_state,
-            keep_last=tc.keep_last,
-        )
+        path = save_checkpoint(run_dir, step, model_state=policy_model.state_dict(), config=config_to_dict(cfg),
+                               metadata=metadata, train_state=train_state, keep_last=tc.keep_last)
         run.commit()  # the new run has a checkpoint: an earlier run it replaces can go now
         return path
 
@@ -641,9 +627,8 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                 f"Try a lower train.lr, train.grad_clip > 0, or train.precision=fp32"
             )
 
-    bar = None
-    if progress and rt.is_main:
-        bar = tqdm(total=tc.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=tc.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not (progress and rt.is_main))
 
     model.train()
     step = start_step
@@ -653,17 +638,15 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                 loss, parts, grad_norm = train_step(step)
                 step += 1
                 meter.add(loss, parts, grad_norm)
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
 
                 if step % tc.log_every == 0 or step == tc.steps:
                     check_finite(step)
                     scalars = meter.flush(tc.batch_size)
                     scalars["train/lr"] = scheduler.get_last_lr()[0]
                     logger.scalars(step, scalars)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
-                                        samples_s=f"{scalars['charts/samples_per_s']:.0f}")
+                    bar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
+                                    samples_s=f"{scalars['charts/samples_per_s']:.0f}")
                     if rt.device.type == "cpu":
                         release_free_memory()  # see mtm.training.memory: resident memory stays flat
                     meter.restart_clock()  # as before the meter: logging and trimming are not training time
@@ -691,8 +674,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                     interrupted = True
                     break
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
             logger.close()
             for batches in (train_sampler, val_sampler):
                 if batches is not None:

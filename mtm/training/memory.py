@@ -1,10 +1,9 @@
 """Give freed heap memory back to the OS during long CPU runs (glibc only).
 
 Training on the CPU allocates tensors of a different size every step (the packed visible tokens
-vary with the masks), and glibc's allocator keeps the freed pieces: the process's resident memory
-then grows with the step count although nothing leaks (measured, Hopper, small config: 550 MB at
-step 20, 780 MB at 200, 1.9 GB at 3000; flat at 475 MB when large blocks are mmapped instead).
-`malloc_trim(0)` returns the free pages; called every few hundred steps it costs microseconds.
+vary with the masks), and glibc's allocator keeps the freed pieces: resident memory grows with the
+step count although nothing leaks (BENCHMARKS.md). `malloc_trim(0)` returns the free pages; called
+every few hundred steps it costs microseconds.
 """
 
 from __future__ import annotations

@@ -64,10 +64,6 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _say(message: str) -> None:
-    warnings.warn(message, MTMWarning, stacklevel=3)
-
-
 class RunDirectory:
     """See the module docstring. `enabled=False` (torchrun ranks other than 0) makes every method a
     no-op: one process owns the directory."""
@@ -79,7 +75,7 @@ class RunDirectory:
         self._created: Path | None = None  # the top-most folder this run created
         self._lock_created = False
         self._begun = False
-        self._committed = False
+        self.committed = False  # True once the new run has a checkpoint: nothing to roll back then
 
     # ---- checks ---------------------------------------------------------------------------------
 
@@ -191,14 +187,14 @@ class RunDirectory:
 
     def commit(self) -> None:
         """The new run has a checkpoint: the earlier run can go."""
-        if not self.enabled or self._committed:
+        if not self.enabled or self.committed:
             return
-        self._committed = True
+        self.committed = True
         shutil.rmtree(self.path / SET_ASIDE, ignore_errors=True)  # what is left, recovery finishes
 
     def rollback(self) -> None:
         """Undo a run that failed before its first checkpoint (module doc, step 5)."""
-        if not self.enabled or self._committed or self._fd is None:
+        if not self.enabled or self.committed or self._fd is None:
             return
         try:
             if (self.path / MOVING).is_dir():  # failed while setting the earlier run aside
@@ -258,11 +254,8 @@ class RunDirectory:
                 self._move_back(aside)
                 restored = True
         if restored:
-            _say(f"{p}: restored the earlier run that an interrupted --overwrite had set aside")
-
-    @property
-    def committed(self) -> bool:
-        return self._committed
+            warnings.warn(f"{p}: restored the earlier run that an interrupted --overwrite had set aside",
+                          MTMWarning, stacklevel=2)
 
     # ---- context manager --------------------------------------------------------------------------
 

@@ -24,18 +24,14 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     base = name.split(":")[0]
     if base not in DEVICE_CHOICES:
         raise ConfigError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if base == "auto":
-        if torch.cuda.is_available():
-            base = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            base = "mps"
-        else:
-            base = "cpu"
+        base = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
     if base == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
         return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    if base == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if base == "mps" and not mps:
         raise ConfigError("device 'mps' requested but MPS is not available; use --device cpu or auto")
     return torch.device(base)
 

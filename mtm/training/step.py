@@ -62,6 +62,7 @@ class TrainStep:
         """Train on step `step`'s batch: (loss, its parts, gradient norm), all still on the device.
         `mark(phase)` is called as each of PHASES ends (benchmarks time the phases with it)."""
         tc, model = self.tc, self.model
+        mark = mark or (lambda phase: None)
         gen = step_generator(tc.seed, self.rank, step)
         batch = self.sampler.sample(self.batch_size, gen)
         for key in self.image_keys:  # augmentation shifts drawn from the step's generator too
@@ -70,19 +71,16 @@ class TrainStep:
         # Per sample, what its episode lacks (no actions, no rewards) is hidden here and unscored
         # in the loss; a batch of complete data carries no flags and skips this.
         visible = hide_absent(visible, model.layout, batch)
-        if mark is not None:
-            mark("data")
+        mark("data")
         with self.autocast:
             out = self.forward(batch, visible, batch["valid"])
         out = {k: v.float() for k, v in out.items()}
         loss, parts = mtm_loss(out, batch, model.tokenizers, visible, batch["valid"],
                                on=tc.loss_on, weights=tc.loss_weights)
-        if mark is not None:
-            mark("fwd+loss")
+        mark("fwd+loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if mark is not None:
-            mark("backward")
+        mark("backward")
         if tc.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         else:
@@ -92,6 +90,5 @@ class TrainStep:
         self.scheduler.step()
         if self.average is not None:
             self.average.update(model)
-        if mark is not None:
-            mark("optim")
+        mark("optim")
         return loss, parts, grad_norm

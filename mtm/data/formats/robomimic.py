@@ -19,9 +19,10 @@ import h5py
 import numpy as np
 
 from mtm.data.episode import DatasetInfo, Episode, select_keys
-from mtm.data.hdf5 import GroupPerEpisode, open_hdf5, parse_json, read_array, short_reason
+from mtm.data.hdf5 import GroupPerEpisode, open_hdf5, parse_json, read_array
 from mtm.data.spaces import space_to_dict
 from mtm.errors import DataError
+from mtm.io import short_reason
 
 DEMO_RE = re.compile(r"demo_(\d+)")
 # The per-demo entries this reader uses; anything else (states, action_dict, datagen_info, ...) is
