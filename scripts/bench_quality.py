@@ -190,10 +190,12 @@ def config_steps(name: str) -> int:
 # ------------------------------------------------------------------------------------- tables
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float], seeds: int = 0) -> str:
+    """Mean ± std over seeds; the count is named where it is less than the table's `seeds`."""
     if len(values) == 1:
         return f"{values[0]:.1f} (1 seed)"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+    count = f" ({len(values)} seeds)" if len(values) < seeds else ""
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}{count}"
 
 
 def curves(results: dict, tag: str) -> dict:
@@ -250,8 +252,8 @@ def render(results: dict, tag: str, datasets: list[str]) -> str:
         L.append(f"- **one MTM model**: {statistics.mean(mtm_cpu) / 60:.1f} training CPU-minutes on average "
                  f"(max {max(mtm_cpu) / 60:.1f})")
     L.append("")
-    L.append("Final checkpoint, normalised score, mean ± std over seeds. \"data mean\" / \"data best\" = the "
-             "dataset's mean / best episode, normalised the same way.")
+    L.append(f"Final checkpoint, normalised score, mean ± std over seeds ({len(seeds)} unless a cell says fewer). "
+             "\"data mean\" / \"data best\" = the dataset's mean / best episode, normalised the same way.")
     L.append("")
     L.append("| dataset | data mean | data best | " + " | ".join(c[2] for c in COLUMNS) + " |")
     L.append("|---|---:|---:|" + "---:|" * len(COLUMNS))
@@ -261,7 +263,7 @@ def render(results: dict, tag: str, datasets: list[str]) -> str:
         for method, mode, _ in COLUMNS:
             finals = [final_point(r)[mode]["score"] for r in runs
                       if r["dataset"] == ds and r["method"] == method and mode in final_point(r)]
-            cells.append(mean_std(finals) if finals else "–")
+            cells.append(mean_std(finals, len(seeds)) if finals else "–")
         if info is None and all(c == "–" for c in cells):
             continue
         data = f"{info['normalized_mean']:.1f} | {info['normalized_best_episode']:.1f}" if info else "– | –"
