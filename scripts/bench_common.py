@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 
 from envs import headless_rendering_default
 from mtm.hardware import configure_threads
+from mtm.io import atomic_write_text
 
 # Every benchmark imports this module before torch and MuJoCo, as the mtm command line does: OpenMP
 # then waits passively (with active waiting, 2 threads can be 10-100x slower when the other core is
@@ -211,6 +213,18 @@ def write_json(path: Path | None, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print(f"\nwrote {path}")
+
+
+def update_json_file(path: Path, update: Callable[[dict], None]) -> None:
+    """Apply `update` to the JSON object in `path` as it is now ({} when absent) and write it back,
+    under a lock (path.lock) and atomically: several benchmark commands (e.g. one per core) can add
+    records to one results file, and a kill leaves the previous file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(path.read_text()) if path.exists() else {}
+        update(data)
+        atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def run_command(cmd: Sequence[Any], env: Mapping[str, str], cwd: Path, *, capture: bool = False,

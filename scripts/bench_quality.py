@@ -38,7 +38,6 @@ import bench_common  # noqa: F401  (first: threads and OpenMP waiting, as under 
 
 import argparse
 import datetime
-import fcntl
 import json
 import os
 import platform
@@ -48,7 +47,6 @@ from pathlib import Path
 
 import yaml
 
-from mtm.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT.parent / "shared" / "datasets"
@@ -76,17 +74,13 @@ def load_results() -> dict:
 
 
 def save_results(results: dict, key: str | None = None) -> None:
-    """Write the run record `key` (and the dataset entries) into the file as it is now, under a lock,
-    so that several commands (e.g. one per core, on different datasets) can share it; atomically
-    (mtm.io): a kill leaves the previous file, never half of one."""
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        merged = load_results()
-        merged["datasets"].update(results["datasets"])
+    """Write the run record `key` (and the dataset entries) into the file as it is now, so that
+    several commands (e.g. one per core, on different datasets) can share it (bench_common)."""
+    def update(merged: dict) -> None:
+        merged.setdefault("datasets", {}).update(results["datasets"])
         if key is not None:
-            merged["runs"][key] = results["runs"][key]
-        atomic_write_text(RESULTS, json.dumps(merged, indent=1, sort_keys=True) + "\n")
+            merged.setdefault("runs", {})[key] = results["runs"][key]
+    bench_common.update_json_file(RESULTS, update)
 
 
 def run(cmd: list[str], env_prefix: dict[str, str], dry_run: bool) -> tuple[int, str, dict]:

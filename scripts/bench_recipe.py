@@ -16,6 +16,8 @@ Usage:
 
 from __future__ import annotations
 
+import bench_common  # first: threads and OpenMP waiting, as under the mtm command
+
 import argparse
 import json
 import os
@@ -26,7 +28,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mtm.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT.parent / "shared" / "datasets"
@@ -72,10 +73,8 @@ def load_results() -> dict:
 
 
 def save_results(results: dict, key: str) -> None:
-    """Add one record; re-read first, so several studies can run at once and share the file."""
-    merged = {**load_results(), key: results[key]}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS, json.dumps(merged, indent=1, sort_keys=True) + "\n")
+    """Add one record to the file as it is now, so several studies can run at once and share it."""
+    bench_common.update_json_file(RESULTS, lambda merged: merged.update({key: results[key]}))
 
 
 def curve_of(run_dir: Path) -> dict:
