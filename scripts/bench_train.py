@@ -172,7 +172,8 @@ class Setting:
 
     def one_step(self, step: TrainStep | None = None, mark=None) -> None:
         g = self.group
-        loss, _, _ = (step or self.train_step())(g.step, mark)
+        train = step or self.train_step()
+        loss, _, _ = train(g.step, mark) if mark is not None else train(g.step)
         g.loss_sum += loss.detach()
         g.step += 1
 

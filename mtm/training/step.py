@@ -33,6 +33,10 @@ def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
 PHASES = ("data", "fwd+loss", "backward", "optim")
 
 
+def _no_mark(phase: str) -> None:
+    """The default `mark` of TrainStep: the training loop times no phases."""
+
+
 @dataclass(eq=False)
 class TrainStep:
     """What one step needs, built once per run. `forward` is the model itself or its DDP /
@@ -57,12 +61,11 @@ class TrainStep:
     def __post_init__(self) -> None:
         self.nonfinite = torch.zeros((), dtype=torch.int32, device=self.device)
 
-    def __call__(self, step: int, mark: Callable[[str], None] | None = None
+    def __call__(self, step: int, mark: Callable[[str], None] = _no_mark
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """Train on step `step`'s batch: (loss, its parts, gradient norm), all still on the device.
         `mark(phase)` is called as each of PHASES ends (benchmarks time the phases with it)."""
         tc, model = self.tc, self.model
-        mark = mark or (lambda phase: None)
         gen = step_generator(tc.seed, self.rank, step)
         batch = self.sampler.sample(self.batch_size, gen)
         for key in self.image_keys:  # augmentation shifts drawn from the step's generator too
