@@ -27,6 +27,8 @@ Usage:
   python scripts/bench_quality.py                          # 3 seeds, all datasets, all methods
   python scripts/bench_quality.py --datasets hopper-expert-v5 --methods mtm --seeds 1
   python scripts/bench_quality.py --table-only --tag recipe-v1
+  # a candidate recipe, on the MTM runs only (its own tag; the MLP rows are the shipped table's):
+  python scripts/bench_quality.py --tag v3-dropout --methods mtm --set model.dropout=0.1 --datasets hopper-medium-replay-v5
   # one command per core, on different datasets (they share results/quality.json under a lock):
   python scripts/bench_quality.py --datasets hopper-medium-replay-v5,halfcheetah-medium-replay-v5 &
   python scripts/bench_quality.py --datasets hopper-medium-v5,halfcheetah-medium-v5,hopper-expert-v5,halfcheetah-expert-v5
@@ -132,12 +134,15 @@ def do_run(ds: str, method: str, seed: int, args, results: dict, env_prefix: dic
             cmd += ["--set", f"train.precision={args.precision}"] if args.precision else []
             cmd += ["--set", f"train.save_every={checkpoint_every(method, args)}",
                     "--set", f"train.val_every={checkpoint_every(method, args)}"]
+            cmd += [a for o in args.overrides for a in ("--set", o)] if method == "mtm" else []
             cmd += ["--overwrite"] if run_dir.exists() else []
         rc, _, timing = run(cmd, env_prefix, args.dry_run)
         if rc != 0 or args.dry_run:
             return
         rec = {"dataset": ds, "method": method, "seed": seed, "config": METHODS[method],
                "threads": args.threads, "train": timing, "points": {}}
+        if method == "mtm" and args.overrides:
+            rec["overrides"] = args.overrides
         results["runs"][key] = rec
         save_results(results, key)
     clocks, bc_mse = train_clocks(run_dir), val_errors(run_dir)
@@ -381,6 +386,9 @@ def main() -> int:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
                    help="train.precision of every run (default: the configs' own, auto)")
     p.add_argument("--tag", default=TAG, help=f"the recipe these runs measure (default {TAG})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override of the MTM runs' `small` config (repeatable): a candidate recipe, "
+                        "measured like the shipped one; needs its own --tag")
     p.add_argument("--stop-at", default=None, metavar="HH:MM", help="launch no new run after this UTC time today")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--table-only", action="store_true", help="rebuild the block and plot from results/quality.json")
@@ -390,6 +398,9 @@ def main() -> int:
     bad = [m for m in methods if m not in METHODS] + [d for d in datasets if d not in DATASETS]
     if bad:
         print(f"error: unknown dataset/method {bad}; datasets {DATASETS}, methods {list(METHODS)}")
+        return 1
+    if args.overrides and args.tag == TAG:
+        print(f"error: --set measures a candidate recipe, not {TAG}; give it a --tag of its own (e.g. {TAG}-dropout)")
         return 1
     results = load_results()
     if not args.table_only:
