@@ -7,6 +7,8 @@
             config.json             the resolved run config
             metadata.json           format, step, versions, time, and what the caller adds: env id,
                                     dataset identity, normalisation statistics, tokenizer specs
+                                    (mtm.training.metadata lists every key `mtm train` writes and
+                                    the code that reads it)
             train_state/            only needed to resume
                 tensors.safetensors every tensor of the training state (optimiser moments, RNG)
                 state.json          the rest of its structure; tensors appear as references

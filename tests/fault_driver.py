@@ -46,10 +46,10 @@ counted(mtm.io.DeferredFailureFile, "_write_some")
 if args and args[0] == "train":  # torch only where it is needed: it takes seconds to import
     import safetensors.torch  # noqa: E402
 
-    import mtm.training.loop  # noqa: E402
+    import mtm.training.metrics  # noqa: E402
 
     counted(safetensors.torch, "save_file")
-    counted(mtm.training.loop._Logger, "scalars")
+    counted(mtm.training.metrics.Logger, "scalars")
 
 if kill_at == 0:
     atexit.register(lambda: count_file.write_text(str(count)))

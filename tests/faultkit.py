@@ -333,7 +333,7 @@ class FullDisk:
         import mtm.checkpoint
         import mtm.config.loader
         import mtm.io
-        import mtm.training.loop
+        import mtm.training.metrics
 
         self.fail_at = fail_at
         self.count = 0
@@ -361,9 +361,9 @@ class FullDisk:
         wrap(safetensors.torch, "save_file", guard(lambda: SafetensorError(
             "Error while serializing: I/O error: No space left on device (os error 28)")))
         wrap(mtm.checkpoint, "_write_json", plain)
-        for module in (mtm.io, mtm.config.loader, mtm.checkpoint, mtm.training.loop):
+        for module in (mtm.io, mtm.config.loader, mtm.checkpoint, mtm.training.metrics):
             wrap(module, "atomic_write_text", plain)
-        wrap(mtm.training.loop._Logger, "scalars", plain)
+        wrap(mtm.training.metrics.Logger, "scalars", plain)
 
 
 def _enospc() -> OSError:

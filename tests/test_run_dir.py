@@ -16,8 +16,8 @@ from faultkit import error_line, snapshot
 from mtm.checkpoint import load_checkpoint
 from mtm.cli import main
 from mtm.config import RunConfig, load_config
-from mtm.training.loop import METRICS_FILE, train
-from mtm.training.rundir import LOCK_FILE, SET_ASIDE, RunDirectory
+from mtm.training.loop import train
+from mtm.training.rundir import LOCK_FILE, METRICS_FILE, SET_ASIDE, RunDirectory
 from test_train import TINY, write_linear_system
 
 REPO = Path(__file__).resolve().parents[1]

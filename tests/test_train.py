@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from mtm.checkpoint import load_checkpoint
 from mtm.cli import main
 from mtm.config import RunConfig, load_config
-from mtm.training.loop import METRICS_FILE, TrainingDiverged, train
+from mtm.training.loop import TrainingDiverged, train
+from mtm.training.rundir import METRICS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,14 +90,14 @@ def test_tiny_run_writes_everything_and_learns_dynamics(dataset, tmp_path):
 _KILL_AFTER_LOG = """
 import os, signal, sys
 from mtm.config import RunConfig, load_config
-from mtm.training import loop
+from mtm.training import loop, metrics
 kill_at = int(sys.argv[1])
-original = loop._Logger.scalars
+original = metrics.Logger.scalars
 def scalars(self, step, values):
     original(self, step, values)
     if step == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
-loop._Logger.scalars = scalars
+metrics.Logger.scalars = scalars
 loop.train(load_config(RunConfig, None, sys.argv[2:]), progress=False)
 """
 
