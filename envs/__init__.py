@@ -4,7 +4,8 @@
 - ``envs.experts``: scripted experts, batched numpy controllers that act from the observation.
 - ``envs.references``: reference returns for normalised scores, with their provenance.
 - ``envs.pixels``: the {"state", "pixels"} observation wrapper for MuJoCo tasks.
-- ``envs.rendering``: MuJoCo's headless OpenGL backend, chosen before MuJoCo loads.
+- ``envs.rendering``: MuJoCo's headless OpenGL backend, chosen before MuJoCo loads. Importing
+  ``envs`` (or any of its modules) picks it, so every module here may import mujoco at its top.
 - ``envs.camera``: the camera videos are seen from (one that follows the robot) and the floor under it.
 - ``envs.pixel_reacher``: mtm/ReacherPixels-v0, a task whose target only the image shows.
 
@@ -13,6 +14,10 @@ gymnasium); ``register_envs`` imports gymnasium when it is called.
 """
 
 from envs.rendering import headless_rendering_default
+
+# MuJoCo fixes its OpenGL backend when it is first imported: the default must be in place before
+# any module of envs (which runs this file first) or of mtm (through envs) imports mujoco.
+headless_rendering_default()
 
 __all__ = ["headless_rendering_default", "register_envs"]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import mujoco
+import mujoco  # after MUJOCO_GL's headless default: envs/__init__.py, run before this module, sets it
 import numpy as np
 
 from envs.tasks import TASKS

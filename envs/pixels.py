@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from envs.rendering import headless_rendering_default
-
-headless_rendering_default()  # before gymnasium's MuJoCo envs load mujoco
-
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-from gymnasium import spaces  # noqa: E402
+# MuJoCo's headless backend is already chosen: envs/__init__.py, which runs before this module.
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
 
 STATE_KEY = "state"  # same key as mtm.data.episode.STATE_KEY; envs/ must not import mtm
 PIXELS_KEY = "pixels"

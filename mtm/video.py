@@ -19,11 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import mujoco
 
-from envs.camera import FloorUnderRobot, robot_camera
-from mtm.errors import ConfigError, MTMWarning, OutputError
-from mtm.io import short_reason, write_failure
+from envs import headless_rendering_default
+
+headless_rendering_default()  # MuJoCo fixes its GL backend when imported: EGL without a display
+
+import mujoco  # noqa: E402
+
+from envs.camera import FloorUnderRobot, robot_camera  # noqa: E402
+from mtm.errors import ConfigError, MTMWarning, OutputError  # noqa: E402
+from mtm.io import short_reason, write_failure  # noqa: E402
 
 
 @dataclass(frozen=True)

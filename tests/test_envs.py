@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -162,3 +166,30 @@ def test_headless_rendering_default_keeps_a_users_choice(monkeypatch):
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
     headless_rendering_default()
     assert __import__("os").environ["MUJOCO_GL"] == "osmesa"
+
+
+_BACKEND_AFTER_IMPORT = """
+import os, sys
+import {module}
+chosen = [name for name in ("egl", "osmesa", "glfw") if "mujoco." + name in sys.modules]
+print(os.environ.get("MUJOCO_GL"), chosen[0] if chosen else None)
+"""
+
+
+@pytest.mark.parametrize("module", ["mtm.video", "envs.camera", "mtm.evaluation.rollouts"])
+@pytest.mark.parametrize("display", [None, ":0"])
+def test_the_headless_default_is_set_before_any_module_imports_mujoco(module, display):
+    """MuJoCo picks its GL backend once, when first imported. Whichever module a library caller
+    imports first, MUJOCO_GL's default (EGL without a display) is in place by then, whatever
+    order its imports are sorted in."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY")}
+    if display is not None:
+        env["DISPLAY"] = display
+    proc = subprocess.run([sys.executable, "-c", _BACKEND_AFTER_IMPORT.format(module=module)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    variable, backend = proc.stdout.split()
+    if display is None:
+        assert (variable, backend) == ("egl", "egl")
+    else:  # a display: MuJoCo's own default (GLFW), the variable left unset
+        assert (variable, backend) == ("None", "glfw")

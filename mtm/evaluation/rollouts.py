@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 import mtm
 from envs.references import normalized_score, reference_entry
 from mtm.checkpoint import Checkpoint
+from mtm.contact_sheet import write_contact_sheet
 from mtm.errors import ConfigError
 from mtm.policy import MTMPolicy, load_model
 from mtm.policy_config import PolicyConfig
 from mtm.rollout import EpisodeRunner, PixelSpec
-from mtm.contact_sheet import write_contact_sheet
 from mtm.video import FrameRecorder, RolloutMedia, write_video
 
 
