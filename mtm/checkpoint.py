@@ -48,7 +48,7 @@ from safetensors import SafetensorError
 
 import mtm
 from mtm.errors import DataError
-from mtm.io import atomic_write_text, fsync_dir
+from mtm.io import atomic_write_text, fsync_dir, is_atomic_temp, short_reason
 
 FORMAT = "mtm-checkpoint"
 FORMAT_VERSION = 1
@@ -200,7 +200,7 @@ def _remove_temps(root: Path) -> None:
     for entry in root.iterdir():
         if entry.name.startswith(_TMP_PREFIX) and entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
-        elif entry.name.startswith(f".{LAST_FILE}.") and entry.name.endswith(".tmp"):
+        elif is_atomic_temp(entry.name, of=LAST_FILE):
             entry.unlink(missing_ok=True)  # from atomic_write_text of `last`
 
 
@@ -308,8 +308,7 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return safetensors.torch.load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: corrupt safetensors file ({reason})") from None
+        raise DataError(f"{path}: corrupt safetensors file ({short_reason(exc)})") from None
 
 
 # ---- Training state <-> JSON + tensors -----------------------------------------------------------

@@ -8,8 +8,10 @@ Python's OSError, h5py's OSError/RuntimeError (which carry the errno inside thei
 safetensors' errors (a Rust io::Error in the message). `check_writable_folder` finds a folder that
 cannot take the output before any work is done.
 
-Outputs are written under a temporary name and renamed into place (`atomic_write_text`; HDF5 files
-through `open_partial` and `DeferredFailureFile`). Locks are `flock(2)` locks on an open file: the
+Outputs are written under a temporary name and renamed into place (`atomic_write_text`, and
+`atomic_write_file` for a file another library writes; HDF5 files through `open_partial` and
+`DeferredFailureFile`). `atomic_temp_path` names the temporary files and `is_atomic_temp`
+recognises them, e.g. the one a killed write leaves behind. Locks are `flock(2)` locks on an open file: the
 kernel drops them when the process ends, however it ends, so a `kill -9` never leaves a stale lock
 behind. (Where `fcntl` does not exist, locking is a no-op.)
 """
@@ -22,6 +24,7 @@ import os
 import re
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from mtm.errors import MTMWarning, OutputError, OutputExistsError
@@ -129,7 +132,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     fsynced before the rename, and the folder after it, so the rename cannot reach the disk first.
     """
     p = Path(path)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = atomic_temp_path(p)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -141,6 +144,54 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(p.parent)
+
+
+def atomic_write_file(path: str | os.PathLike, write: Callable[[Path], None], *, suffix: str = "") -> Path:
+    """Replace `path` with the file `write(tmp)` creates at a temporary path next to it, as
+    `atomic_write_text` does: the file is fsynced, renamed into place and the folder fsynced; on
+    any failure the temp file is removed and `path` left as it was. `suffix` ends the temp file's
+    name, for writers that choose the format from it (imageio). Returns `path`."""
+    p = Path(path)
+    tmp = atomic_temp_path(p, suffix)
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(p.parent)
+    return p
+
+
+_ATOMIC_TEMP = re.compile(r"\.(?P<target>.+)\.[0-9a-f]+\.tmp(?:\.[^.]*)?")
+
+
+def atomic_temp_path(path: str | os.PathLike, suffix: str = "") -> Path:
+    """The temporary file an atomic write of `path` goes through: hidden, in the same folder,
+    unique: ``.NAME.XXXXXXXX.tmp`` (then `suffix`, e.g. ``.v.mp4.1f2e3d4c.tmp.mp4``)."""
+    p = Path(path)
+    return p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+
+
+def is_atomic_temp(name: str, of: str | None = None) -> bool:
+    """Whether a file `name` is a temporary file of an atomic write (`atomic_temp_path`), of the
+    file named `of` when given; one a killed write left behind is safe to delete."""
+    match = _ATOMIC_TEMP.fullmatch(name)
+    return match is not None and (of is None or match.group("target") == of)
+
+
+def remove_stale_temps(path: str | os.PathLike) -> None:
+    """Delete the temp files that killed atomic writes of `path` left next to it, telling the user."""
+    p = Path(path)
+    for entry in p.parent.iterdir() if p.parent.is_dir() else ():
+        if is_atomic_temp(entry.name, of=p.name) and entry.is_file():
+            warnings.warn(f"{entry}: removed, left behind by an interrupted run", MTMWarning, stacklevel=3)
+            entry.unlink(missing_ok=True)
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

@@ -25,6 +25,7 @@ from envs import register_envs
 from envs.tasks import make_pixel_env
 from mtm.data.episode import STATE_KEY, Episode
 from mtm.errors import ConfigError
+from mtm.io import short_reason
 
 Observation = Union[np.ndarray, dict[str, np.ndarray]]
 
@@ -85,8 +86,7 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, pixels: Pixe
     # Registered but unusable here (Reacher-v2 needs mujoco-py), or no pixel support: the user's
     # choice of env, so one line rather than a traceback.
     except (gym.error.Error, ImportError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot make {env_id}: {reason}") from None
+        raise ConfigError(f"cannot make {env_id}: {short_reason(exc)}") from None
 
 
 def _finite_box(action_space: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,6 @@ observations come from) keeps its settings: a video never changes what a pixel p
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,8 @@ headless_rendering_default()  # MuJoCo fixes its GL backend when imported: EGL w
 import mujoco  # noqa: E402
 
 from envs.camera import FloorUnderRobot, robot_camera  # noqa: E402
-from mtm.errors import ConfigError, MTMWarning, OutputError  # noqa: E402
-from mtm.io import short_reason, write_failure  # noqa: E402
+from mtm.errors import ConfigError, OutputError  # noqa: E402
+from mtm.io import atomic_write_file, remove_stale_temps, short_reason, write_failure  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -233,16 +232,14 @@ class FrameRecorder:
 
 
 def write_media(path: Path, suffix: str, what: str, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp)`` on a temporary file next to ``path``, then rename it into place. A full disk
-    or an unwritable folder is one OutputError line; a ``.partial`` file left behind is removed."""
+    """Run ``write(tmp)`` on a temporary file next to ``path`` whose name ends in ``suffix`` (the
+    writer picks its format from it), then rename it into place (mtm.io.atomic_write_file). A full
+    disk or an unwritable folder is one OutputError line; a temp file a killed write left is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial" + suffix)
-    if tmp.exists():
-        warnings.warn(f"{tmp}: removed, left behind by an interrupted run", MTMWarning, stacklevel=3)
     try:
-        write(tmp)
-        tmp.replace(path)
+        remove_stale_temps(path)
+        atomic_write_file(path, write, suffix=suffix)
     except (OSError, RuntimeError) as exc:
         # ffmpeg runs in its own process: a full disk reaches us as a broken pipe or an ffmpeg
         # error, not always with an errno. Frames that encode are never the problem.
@@ -251,8 +248,6 @@ def write_media(path: Path, suffix: str, what: str, write: Callable[[Path], None
             failure = OutputError(f"{path}: {what} failed ({short_reason(exc)}); check that its folder has space "
                                   f"and can be written")
         raise failure from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -28,6 +28,8 @@ import h5py
 import numpy as np
 import pytest
 
+from mtm.io import is_atomic_temp
+
 REPO = Path(__file__).resolve().parents[1]
 LOCK_FILE = ".lock"  # mtm.training.rundir.LOCK_FILE: the only file whose bytes may change
 
@@ -76,9 +78,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def leftovers(folder: Path) -> list[str]:
-    """Half-written things that must never stay behind: partial files and temp folders."""
+    """Half-written things that must never stay behind: partial files, temp files and temp folders."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                  if p.name.endswith(".partial") or ".partial." in p.name or p.name.startswith(".tmp-"))
+                  if p.name.endswith(".partial") or is_atomic_temp(p.name) or p.name.startswith(".tmp-"))
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from mtm.checkpoint import load_checkpoint
 from mtm.cli import main
 from mtm.config import RunConfig, load_config
 from mtm.evaluation import evaluate_checkpoint
+from mtm.io import is_atomic_temp
 from mtm.policy import MTMPolicy, load_model
 from mtm.training.loop import train
 
@@ -134,7 +135,7 @@ def test_eval_cli_contact_sheet_and_video_options(run_dir, tmp_path):
     # 2 episodes x 8 tiles, 4 to a row: 4 rows of 64 px tiles with 2 px between them.
     with Image.open(sheet) as picture:
         assert picture.format == "PNG" and picture.size == (4 * 64 + 3 * 2, 4 * 64 + 3 * 2)
-    assert not list(tmp_path.glob("*.partial*"))
+    assert not [p.name for p in tmp_path.iterdir() if is_atomic_temp(p.name) or ".partial" in p.name]
     # Without a video, the sheet alone (the default quality is fast).
     only = tmp_path / "only.png"
     r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--episodes", "1", "--no-progress",

@@ -3,20 +3,23 @@ the presets do what they say, and the contact sheet has the tiles and captions i
 
 from __future__ import annotations
 
+import errno
 import gc
 
 import gymnasium as gym
 import mujoco
 import numpy as np
 import pytest
+from PIL import Image
 
 from envs import register_envs
 from envs.camera import FloorUnderRobot, robot_geoms, robot_root, tracking_camera
 from envs.pixels import free_render_contexts
 from mtm.contact_sheet import contact_sheet, sample_steps, tile_label
-from mtm.errors import ConfigError
+from mtm.errors import ConfigError, MTMWarning, OutputError
+from mtm.io import atomic_temp_path, is_atomic_temp
 from mtm.rollout import EpisodeRunner, RandomPolicy
-from mtm.video import EpisodeFrames, FrameRecorder, RobotRenderer, RolloutMedia, check_quality
+from mtm.video import EpisodeFrames, FrameRecorder, RobotRenderer, RolloutMedia, check_quality, write_media
 
 register_envs()
 
@@ -285,6 +288,32 @@ def test_contact_sheet_layout_and_captions():
     assert tile_label(short, 4) == "ep 1  step 4  return 2.0  (end)"
     with pytest.raises(ValueError, match="no frames"):
         contact_sheet([EpisodeFrames(0, [])])
+
+
+def test_write_media_is_atomic_and_cleans_up_after_a_killed_write(tmp_path):
+    out = tmp_path / "sheet.png"
+    stale = atomic_temp_path(out, ".png")
+    stale.write_bytes(b"half a sheet from a killed run")
+    names = []
+
+    def write(tmp):
+        names.append(tmp.name)
+        Image.new("RGB", (4, 4)).save(tmp)  # PIL, like imageio, picks the format from the suffix
+
+    with pytest.warns(MTMWarning, match="removed, left behind by an interrupted run"):
+        write_media(out, ".png", "writing the sheet", write)
+    assert names[0].endswith(".tmp.png") and is_atomic_temp(names[0], of="sheet.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["sheet.png"]
+
+    def full_disk(tmp):
+        tmp.write_bytes(b"a few bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OutputError, match="sheet.png: writing the sheet failed: no space left on device"):
+        write_media(out, ".png", "writing the sheet", full_disk)
+    assert [p.name for p in tmp_path.iterdir()] == ["sheet.png"]  # the old file, no temp file
+    with Image.open(out) as picture:
+        assert picture.size == (4, 4)
 
 
 @pytest.mark.shared_data

@@ -202,3 +202,14 @@ def test_write_failures_are_recognised_in_each_library_s_words(exc, reason):
         assert str(failure).startswith(f"out.hdf5: writing failed: {reason}; ")
     rust = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
     assert "no space left on device" in str(write_failure(rust, "m.safetensors"))
+
+
+def test_atomic_temp_files_are_named_and_recognised_in_one_place():
+    from mtm.io import atomic_temp_path, is_atomic_temp
+
+    for suffix in ("", ".mp4"):
+        name = atomic_temp_path("/runs/r/metrics.jsonl", suffix).name
+        assert name.startswith(".metrics.jsonl.") and name.endswith(".tmp" + suffix)
+        assert is_atomic_temp(name) and is_atomic_temp(name, of="metrics.jsonl") and not is_atomic_temp(name, of="last")
+    for other in ("metrics.jsonl", "out.hdf5.partial", ".tmp-step_00000002-1a2b3c4d", ".last.tmp"):
+        assert not is_atomic_temp(other)

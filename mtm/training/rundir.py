@@ -36,7 +36,7 @@ from pathlib import Path
 
 from mtm.checkpoint import CHECKPOINTS_DIR, LAST_FILE
 from mtm.errors import MTMWarning, OutputError, OutputExistsError
-from mtm.io import failure_reason, fsync_dir, try_lock
+from mtm.io import failure_reason, fsync_dir, is_atomic_temp, try_lock
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -47,14 +47,12 @@ MOVING = ".replacing"
 _OWN = (LOCK_FILE, SET_ASIDE, MOVING)
 # What `mtm train` writes at the top of a run directory; anything else belongs to someone else.
 _RUN_NAMES = {CONFIG_FILE, METRICS_FILE, CHECKPOINTS_DIR, "videos", "eval_report.json"}  # the last: mtm demo
-_RUN_PATTERNS = (
-    re.compile(r"events\.out\.tfevents\..+"),  # TensorBoard
-    re.compile(r"\.(config\.yaml|metrics\.jsonl)\.[0-9a-f]+\.tmp"),  # atomic writes cut short
-)
+_TENSORBOARD = re.compile(r"events\.out\.tfevents\..+")
 
 
 def is_run_entry(name: str) -> bool:
-    return name in _RUN_NAMES or name in _OWN or any(p.fullmatch(name) for p in _RUN_PATTERNS)
+    return (name in _RUN_NAMES or name in _OWN or _TENSORBOARD.fullmatch(name) is not None
+            or any(is_atomic_temp(name, of=written) for written in (CONFIG_FILE, METRICS_FILE)))  # writes cut short
 
 
 def _remove(path: Path) -> None:
