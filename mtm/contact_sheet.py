@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from mtm.video import EpisodeFrames, write_media
 
@@ -62,8 +62,6 @@ def contact_sheet(episodes: Sequence[EpisodeFrames], tiles_per_episode: int = TI
 
 
 def _font(size: int):
-    from PIL import ImageFont
-
     try:  # Pillow's own scalable font (Pillow >= 10.1, built with FreeType)
         return ImageFont.load_default(size=size)
     except (TypeError, ImportError, OSError):

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from envs.references import reference_scores  # imports nothing: costs `mtm --help` nothing
 from mtm.cli.group import main
 from mtm.data.formats import FORMATS
 from mtm.errors import ConfigError
@@ -101,8 +102,6 @@ def convert(src: Path, dst: Path, fmt: str | None, filter_key: str | None, overw
 def _with_overrides(info: Any, env_id: str | None, ref_min: float | None, ref_max: float | None) -> Any:
     """The source's DatasetInfo with the command line's corrections applied. A new --env-id only fills
     in references the source lacked: the source's own describe its data."""
-    from envs.references import reference_scores
-
     changes: dict[str, Any] = {}
     if env_id is not None:
         changes["env_id"] = env_id

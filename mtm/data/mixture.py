@@ -6,6 +6,9 @@ joins them; ``source_index`` says which file every training episode came from. W
 exactly `load_trajectories` followed by `Trajectories.split`. Files may differ in which modalities
 their episodes carry (`Trajectories.present`), not in what the shared ones are: the same
 observation keys, the same state size and, where both have actions, the same action size.
+
+`parse_drop` and `drop_plan` make such data from complete data (`mtm convert --drop`): which
+episodes lose their actions or rewards, repeatably.
 """
 
 from __future__ import annotations

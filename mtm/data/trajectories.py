@@ -90,7 +90,8 @@ class Trajectories:
 
     @property
     def complete(self) -> bool:
-        """Every episode has actions and rewards (the case every dataset was before #13)."""
+        """Every episode has actions and rewards: the common case, in which the statistics use every
+        row and a checkpoint's split needs no per-modality episode counts."""
         return all(flags.all() for flags in self.present.values())
 
     def has(self, key: str) -> np.ndarray:
