@@ -10,9 +10,7 @@ import click
 
 from mtm.cli.group import main
 from mtm.hardware import PRECISIONS
-from mtm.policy_config import POLICY_MODES, PolicyConfig
-
-PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
+from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 
 
 @main.command("eval")
@@ -47,7 +45,7 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
               help="fast: no shadows, reflections or anti-aliasing (many times faster on a CPU); "
                    "nice: MuJoCo's full look.")
 @click.option("--video-size", default=256, show_default=True, help="Frame width and height in pixels.")
-@click.option("--task", "tasks", multiple=True, type=click.Choice(PREDICTION_TASKS),
+@click.option("--task", "tasks", multiple=True, type=click.Choice(PREDICTION_TASK_NAMES),
               help="Instead of rollouts: prediction errors on the held-out episodes (repeatable).")
 @click.option("--data", default=None, metavar="PATH", help="--task: the dataset (default: the one the run trained on).")
 @click.option("--output", default=None, type=click.Path(dir_okay=False), help="Write the report as JSON.")

@@ -1,9 +1,9 @@
 """Prediction errors on held-out windows, in raw units, next to the mean-prediction baseline.
 
-Each task (PREDICTION_TASKS) is one inference mask at a current position c and one token to read
-back. The baseline predicts the training split's mean of the target modality for every sample: a
-model that has learnt nothing about the trajectory scores about 1.0 in `ratio` (its error /
-baseline's). Only windows whose steps 0..max(c, target) are all real (not padding) are scored, and
+Each task (PREDICTION_TASKS, named in mtm.policy_config.PREDICTION_TASK_NAMES) is one inference
+mask at a current position c and one token to read back. The baseline predicts the training split's
+mean of the target modality for every sample: a model that has learnt nothing about the trajectory
+scores about 1.0 in `ratio` (its error / baseline's). Only windows whose steps 0..max(c, target) are all real (not padding) are scored, and
 only windows whose episode has every modality the task reads or predicts (an episode recorded
 without actions scores no BC, RCBC, FD or ID error; without rewards, no RCBC error).
 """
