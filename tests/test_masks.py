@@ -15,6 +15,7 @@ from mtm.model.masks import (
     random_autoregressive_mask,
     random_mask,
     rcbc_mask,
+    without_action_history,
 )
 
 torch.set_num_threads(1)
@@ -305,6 +306,9 @@ def test_policy_modes_without_action_history_hide_every_action_and_nothing_else(
     actions = layout.role("actions")
     assert not without[:, actions].any() and with_history[:, actions].any()
     assert torch.equal(without[:, ~actions], with_history[:, ~actions])
+    assert torch.equal(without, without_action_history(with_history, layout))  # the one definition
+    single = without_action_history(bc_mask(layout, 2), layout)  # an (N,) mask too
+    assert torch.equal(single, bc_mask(layout, 2) & ~actions)
     # other modes are untouched: forward dynamics still shows the actions it conditions on
     fd = MaskMixture({"forward_dynamics": 1.0}, action_history=False)(layout, 8, torch.Generator().manual_seed(1))
     assert fd[:, actions].any()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mtm.errors import ConfigError
+from mtm.policy_config import POLICY_MODES
 
 ROLES = ("states", "returns", "actions")  # also the autoregressive order
 DEFAULT_KEEP_RATIOS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -187,6 +188,13 @@ def goal_reaching_mask(layout: TokenLayout, c=None) -> torch.Tensor:
     return states | (layout.role("actions") & (t < c))
 
 
+def without_action_history(mask: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """The view of a policy without action history (PolicyConfig.action_history = False): `mask`
+    with every action token hidden, on the mask's device. Only the policy modes' masks (bc, rcbc:
+    mtm.policy_config.POLICY_MODES) get it, in the policy, in training and in validation alike."""
+    return mask & ~layout.role("actions").to(mask.device)
+
+
 def imputation_mask(layout: TokenLayout, timesteps: Sequence[int] | None = None) -> torch.Tensor:
     """Imputation. Visible: observations at the given timesteps (default: the first and the last);
     every action and return, and the other observations, hidden."""
@@ -346,8 +354,8 @@ class MaskMixture:
         if layout.window - from_end < 0:
             raise ConfigError(f"training mask {mode!r} needs a window of at least 2, got {layout.window}")
         mask = fn(layout, torch.randint(layout.window - from_end + 1, (batch_size,), generator=generator))
-        if mode in ("bc", "rcbc") and not self.action_history:
-            mask = mask & ~layout.role("actions")  # the policy's view without action history
+        if mode in POLICY_MODES and not self.action_history:
+            mask = without_action_history(mask, layout)
         return mask
 
     def __call__(self, layout: TokenLayout, batch_size: int, generator: torch.Generator,
