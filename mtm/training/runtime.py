@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from mtm.hardware import resolve_device
 
@@ -38,8 +39,6 @@ def setup_runtime(device: str) -> Runtime:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Runtime(device=resolve_device(device))
-    import torch.distributed as dist  # late: only torchrun (DDP) runs need it
-
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
@@ -51,11 +50,8 @@ def setup_runtime(device: str) -> Runtime:
 
 
 def teardown_runtime(rt: Runtime) -> None:
-    if rt.distributed:
-        import torch.distributed as dist  # late: only torchrun (DDP) runs need it
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    if rt.distributed and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def seed_everything(seed: int) -> None:
