@@ -1,4 +1,8 @@
-"""What the machine does fast: the numeric precision of training and inference, and CPU threads.
+"""What the machine does fast: the device to run on, the numeric precision of training and
+inference, and CPU threads.
+
+Devices. `auto` takes a CUDA GPU, then Apple's MPS, then the CPU (resolve_device); DEVICE_CHOICES is
+the one list `mtm train --device`, `mtm eval --device` and `train.device` accept.
 
 Precision. bf16 autocast roughly doubles a Transformer's throughput where the hardware multiplies
 bf16 natively (CUDA GPUs from Ampere on; CPUs with AVX512-BF16 or AMX) and is many times slower than
@@ -18,13 +22,18 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from functools import cache
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from mtm.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 #: What a run or a policy may ask for; the one list the configs, the CLI and resolve_precision share.
 PrecisionName = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
+#: The devices to ask for (a CUDA device may also be named with its index: cuda:1).
+DEVICE_CHOICES = ("auto", "cuda", "cpu", "mps")
 
 
 def configure_threads() -> None:
@@ -39,6 +48,24 @@ def thread_summary() -> str:
     policy = os.environ.get("OMP_WAIT_POLICY", "default (active)")
     n = torch.get_num_threads()
     return f"{n} thread{'s' if n != 1 else ''}{source} (OMP_WAIT_POLICY={policy})"
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto = cuda, then mps, then cpu. Asking for an absent accelerator is a user error."""
+    import torch  # late: configure_threads must run before torch loads
+    base = name.split(":")[0]
+    if base not in DEVICE_CHOICES:
+        raise ConfigError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if base == "auto":
+        base = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
+    if base == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    if base == "mps" and not mps:
+        raise ConfigError("device 'mps' requested but MPS is not available; use --device cpu or auto")
+    return torch.device(base)
 
 
 @cache

@@ -37,7 +37,7 @@ from mtm.checkpoint import Checkpoint, load_checkpoint
 from mtm.data.episode import STATE_KEY
 from mtm.errors import ConfigError, MTMError
 from mtm.hardware import resolve_precision
-from mtm.model.masks import bc_mask, rcbc_mask
+from mtm.model.masks import bc_mask, rcbc_mask, without_action_history
 from mtm.model.build import model_from_spec
 from mtm.policy_config import POLICY_MODES, PolicyConfig
 
@@ -164,7 +164,7 @@ class MTMPolicy:
         if not config.action_history:
             # On narrow expert data a short-budget model can lean on copying its previous actions;
             # hiding them helps there (hopper-expert RCBC, BENCHMARKS.md).
-            self._masks &= ~model.layout.role("actions").to(dev)
+            self._masks = without_action_history(self._masks, model.layout)
         self.action_history = config.action_history
         # Row c: the action token(s) at position c, the only outputs act() reads; the network then
         # runs its last decoder block for those tokens alone (faster act(), BENCHMARKS.md).

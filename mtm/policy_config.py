@@ -1,5 +1,6 @@
 """How a trained model acts as a policy: one definition of the policy's settings for `mtm eval`,
-evaluation during training (`train.eval_policy`) and Python code (`MTMPolicy(..., mode="rcbc")`).
+evaluation during training (`train.eval_policy`) and Python code (`MTMPolicy(..., mode="rcbc")`),
+and the names of what a model can be asked to do (policy modes, prediction tasks).
 
 Imports nothing heavy, so the command line can build it without loading torch.
 """
@@ -15,6 +16,9 @@ from mtm.hardware import PrecisionName
 PolicyMode = Literal["auto", "bc", "rcbc"]
 #: The modes a policy can act in; "auto" picks rcbc when the model can do it, else bc.
 POLICY_MODES: tuple[str, ...] = tuple(m for m in get_args(PolicyMode) if m != "auto")
+#: The prediction tasks validation and `mtm eval --task` score (mtm.evaluation.predictions defines
+#: each one; tests/test_policy_config.py checks that it defines exactly these).
+PREDICTION_TASK_NAMES: tuple[str, ...] = ("bc", "rcbc", "fd", "id")
 
 
 @dataclass

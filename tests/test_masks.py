@@ -15,6 +15,7 @@ from mtm.model.masks import (
     random_autoregressive_mask,
     random_mask,
     rcbc_mask,
+    without_action_history,
 )
 
 torch.set_num_threads(1)
@@ -163,8 +164,22 @@ def test_random_mask_keeps_a_per_sample_fraction_of_each_modality():
 
 def test_random_mask_always_shows_a_token():
     layout = layout_for(3)
-    mask = random_mask(layout, 50, torch.Generator().manual_seed(0), keep_ratios=(0.0,))
+    # floor(0.1 * 3 + 1/2) = 0: a small keep ratio can still keep no token of a modality
+    mask = random_mask(layout, 50, torch.Generator().manual_seed(0), keep_ratios=(0.1,))
     assert mask.sum(1).tolist() == [1] * 50 and mask[:, 0].all()  # the state at t = 0
+
+
+@pytest.mark.parametrize("ratios", [(0.0,), (0.5, 0.0), (1.5,), ()])
+def test_keep_ratios_lie_in_0_exclusive_to_1_everywhere(ratios):
+    """One range and one message for the config section, the mixture and the random masks."""
+    message = r"keep_ratios must be in \(0, 1\], got \[" + ", ".join(map(str, ratios)) + r"\]"
+    with pytest.raises(ValueError, match=message):
+        MaskConfig(keep_ratios=list(ratios))
+    with pytest.raises(ConfigError, match="mask " + message):
+        MaskMixture({"random": 1.0}, keep_ratios=ratios)
+    for make in (random_mask, random_autoregressive_mask):
+        with pytest.raises(ConfigError, match="mask " + message):
+            make(layout_for(3), 2, torch.Generator(), keep_ratios=ratios)
 
 
 def autoregressive_patterns(layout):
@@ -216,18 +231,18 @@ def test_random_autoregressive_mask_with_random_keep_is_a_subset_of_a_pattern():
             assert row[layout.slice(name)].sum() <= 2
 
 
-def test_random_autoregressive_mode_weights_follow_the_present_roles():
+def test_random_autoregressive_role_weights_follow_the_present_roles():
     layout = layout_for(3, [("states", 1), ("actions", 1)])  # no returns modality
     mask = random_autoregressive_mask(
-        layout, 300, torch.Generator().manual_seed(0), keep_ratios=(1.0,), mode_weights={"actions": 1.0}
+        layout, 300, torch.Generator().manual_seed(0), keep_ratios=(1.0,), role_weights={"actions": 1.0}
     )
     # role always actions: at t* the state is visible, the action hidden -> states >= actions per row
     s, a = mask[:, :3].sum(1), mask[:, 3:].sum(1)
     assert torch.equal(s, a + 1)
-    with pytest.raises(ConfigError):
-        random_autoregressive_mask(layout, 2, torch.Generator(), mode_weights={"returns": 1.0})
-    with pytest.raises(ConfigError):
-        random_autoregressive_mask(layout, 2, torch.Generator(), mode_weights={"images": 1.0})
+    with pytest.raises(ConfigError, match="positive weight for one of the roles the model has"):
+        random_autoregressive_mask(layout, 2, torch.Generator(), role_weights={"returns": 1.0})
+    with pytest.raises(ConfigError, match=r"mask role_weights: keys must be among"):
+        random_autoregressive_mask(layout, 2, torch.Generator(), role_weights={"images": 1.0})
 
 
 def test_mask_mixture_draws_a_mode_per_sample():
@@ -251,10 +266,13 @@ def test_mask_mixture_draws_a_mode_per_sample():
 
 
 def test_mask_mixture_rejects_bad_configs():
-    with pytest.raises(ConfigError, match="unknown mask modes"):
+    # the checks of MaskConfig, raised as ConfigError "mask <field> ..."
+    with pytest.raises(ConfigError, match=r"mask modes: unknown mode\(s\) \['telepathy'\]"):
         MaskMixture({"bc": 1.0, "telepathy": 1.0})
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="mask modes: weights must be >= 0 with a positive sum"):
         MaskMixture({"bc": 0.0})
+    with pytest.raises(ConfigError, match="mask role_weights must be >= 0"):
+        MaskMixture({"bc": 1.0}, role_weights={"actions": -1.0})
     with pytest.raises(ConfigError, match="window of at least 2"):
         MaskMixture({"forward_dynamics": 1.0})(layout_for(1), 4, torch.Generator())
 
@@ -305,6 +323,9 @@ def test_policy_modes_without_action_history_hide_every_action_and_nothing_else(
     actions = layout.role("actions")
     assert not without[:, actions].any() and with_history[:, actions].any()
     assert torch.equal(without[:, ~actions], with_history[:, ~actions])
+    assert torch.equal(without, without_action_history(with_history, layout))  # the one definition
+    single = without_action_history(bc_mask(layout, 2), layout)  # an (N,) mask too
+    assert torch.equal(single, bc_mask(layout, 2) & ~actions)
     # other modes are untouched: forward dynamics still shows the actions it conditions on
     fd = MaskMixture({"forward_dynamics": 1.0}, action_history=False)(layout, 8, torch.Generator().manual_seed(1))
     assert fd[:, actions].any()

@@ -13,13 +13,32 @@ from mtm.cli.eval_command import eval_command
 from mtm.config import RunConfig, load_config, parse_yaml, save_config
 from mtm.errors import ConfigError
 from mtm.policy import MTMPolicy, load_model
-from mtm.policy_config import POLICY_MODES, PolicyConfig
+from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 
 
 def test_modes_are_listed_once():
     assert POLICY_MODES == ("bc", "rcbc")
     mode_option = next(p for p in eval_command.params if p.name == "mode")
     assert tuple(mode_option.type.choices) == POLICY_MODES
+
+
+def test_prediction_tasks_and_policy_modes_are_named_once():
+    from mtm.evaluation.predictions import PREDICTION_TASKS
+    from mtm.model import ContinuousTokenizer
+    from mtm.model.mlp import MLPPolicyModel
+    from mtm.model.network import MTM, ModelConfig
+
+    # The registry defines exactly the named tasks, so none is skipped or refused by a copy of the list.
+    assert tuple(PREDICTION_TASKS) == PREDICTION_TASK_NAMES
+    task_option = next(p for p in eval_command.params if p.name == "tasks")
+    assert tuple(task_option.type.choices) == PREDICTION_TASK_NAMES
+    # An MTM can do everything; an MLP baseline one mode and the task of the same name.
+    assert MTM.policy_modes == POLICY_MODES and MTM.prediction_tasks == PREDICTION_TASK_NAMES
+    tokenizers = {m: ContinuousTokenizer(1, [0.0], [1.0], name=m) for m in ("states", "returns", "actions")}
+    for kind, mode in (("mlp_bc", "bc"), ("mlp_rcbc", "rcbc")):
+        mlp = MLPPolicyModel(ModelConfig(kind=kind), tokenizers, window=2)
+        assert mlp.policy_modes == mlp.prediction_tasks == (mode,)
+        assert mode in POLICY_MODES and mode in PREDICTION_TASK_NAMES
 
 
 def test_train_section_holds_a_policy_config():

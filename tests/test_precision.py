@@ -192,3 +192,15 @@ def test_thread_summary_says_the_count_and_where_it_came_from(monkeypatch):
     assert hardware.thread_summary() == f"{n} thread{'s' if n != 1 else ''} (OMP_WAIT_POLICY=PASSIVE)"
     monkeypatch.setenv("OMP_NUM_THREADS", str(n))
     assert "from OMP_NUM_THREADS" in hardware.thread_summary()
+
+
+def test_device_choices_are_listed_once_for_both_commands():
+    from mtm.cli.eval_command import eval_command
+    from mtm.cli.train_command import train_command
+
+    for command in (eval_command, train_command):
+        option = next(p for p in command.params if p.name == "device")
+        assert tuple(option.type.choices) == hardware.DEVICE_CHOICES
+    assert hardware.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="unknown device 'tpu'; choose one of auto, cuda, cpu, mps"):
+        hardware.resolve_device("tpu")

@@ -9,10 +9,8 @@ from pathlib import Path
 import click
 
 from mtm.cli.group import main
-from mtm.hardware import PRECISIONS
-from mtm.policy_config import POLICY_MODES, PolicyConfig
-
-PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
+from mtm.hardware import DEVICE_CHOICES, PRECISIONS
+from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 
 
 @main.command("eval")
@@ -34,7 +32,7 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
               help="Show the model the actions it took at the previous steps of the window, or only states "
                    "(and returns). With --task bc/rcbc: the same for the held-out windows.")
 @click.option("--seed", default=0, show_default=True, help="Episode i is reset with seed + i, whatever --num-envs is.")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cuda", "cpu", "mps"]))
+@click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICE_CHOICES))
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
               help="auto: bf16 autocast only where the device multiplies bf16 natively, else fp32.")
 @click.option("--video", "video", default=None, type=click.Path(dir_okay=False),
@@ -47,7 +45,7 @@ PREDICTION_TASKS = ("fd", "id", "bc", "rcbc")
               help="fast: no shadows, reflections or anti-aliasing (many times faster on a CPU); "
                    "nice: MuJoCo's full look.")
 @click.option("--video-size", default=256, show_default=True, help="Frame width and height in pixels.")
-@click.option("--task", "tasks", multiple=True, type=click.Choice(PREDICTION_TASKS),
+@click.option("--task", "tasks", multiple=True, type=click.Choice(PREDICTION_TASK_NAMES),
               help="Instead of rollouts: prediction errors on the held-out episodes (repeatable).")
 @click.option("--data", default=None, metavar="PATH", help="--task: the dataset (default: the one the run trained on).")
 @click.option("--output", default=None, type=click.Path(dir_okay=False), help="Write the report as JSON.")
@@ -68,9 +66,8 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     from mtm.checkpoint import load_checkpoint
     from mtm.errors import ConfigError
     from mtm.evaluation import evaluate_checkpoint, evaluate_predictions, format_report
-    from mtm.hardware import resolve_precision, thread_summary
+    from mtm.hardware import resolve_device, resolve_precision, thread_summary
     from mtm.io import atomic_write_text, check_output_path, write_failure
-    from mtm.training.runtime import resolve_device
     from mtm.video import RolloutMedia
 
     # Bad media options fail here, before a checkpoint is loaded or an episode is run.

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from mtm.cli.group import main
+from mtm.hardware import DEVICE_CHOICES
 
 
 @main.command("train")
@@ -21,7 +22,7 @@ from mtm.cli.group import main
               help="Dataset to train on (same as --set data.path=PATH). Repeat it to train on several files "
                    "at once (data.extra_paths), e.g. a few labelled episodes plus state-only ones.")
 @click.option("--run-dir", default=None, metavar="DIR", help="Where the run goes (same as --set train.run_dir=DIR).")
-@click.option("--device", default=None, type=click.Choice(["auto", "cuda", "cpu", "mps"]),
+@click.option("--device", default=None, type=click.Choice(DEVICE_CHOICES),
               help="Same as --set train.device=...")
 @click.option("--resume", default=None, metavar="RUN_DIR",
               help="Continue the run in RUN_DIR from its last checkpoint (its config.yaml, plus any --set).")

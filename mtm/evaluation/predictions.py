@@ -1,9 +1,9 @@
 """Prediction errors on held-out windows, in raw units, next to the mean-prediction baseline.
 
-Each task (PREDICTION_TASKS) is one inference mask at a current position c and one token to read
-back. The baseline predicts the training split's mean of the target modality for every sample: a
-model that has learnt nothing about the trajectory scores about 1.0 in `ratio` (its error /
-baseline's). Only windows whose steps 0..max(c, target) are all real (not padding) are scored, and
+Each task (PREDICTION_TASKS, named in mtm.policy_config.PREDICTION_TASK_NAMES) is one inference
+mask at a current position c and one token to read back. The baseline predicts the training split's
+mean of the target modality for every sample: a model that has learnt nothing about the trajectory
+scores about 1.0 in `ratio` (its error / baseline's). Only windows whose steps 0..max(c, target) are all real (not padding) are scored, and
 only windows whose episode has every modality the task reads or predicts (an episode recorded
 without actions scores no BC, RCBC, FD or ID error; without rewards, no RCBC error).
 """
@@ -21,8 +21,10 @@ from mtm.config import DataConfig, config_from_dict
 from mtm.data.mixture import load_training_data
 from mtm.data.windows import WindowSampler
 from mtm.errors import ConfigError, DataError
-from mtm.model.masks import PRESENT_PREFIX, bc_mask, forward_dynamics_mask, inverse_dynamics_mask, rcbc_mask
+from mtm.model.masks import (PRESENT_PREFIX, bc_mask, forward_dynamics_mask, inverse_dynamics_mask, rcbc_mask,
+                             without_action_history)
 from mtm.policy import load_model
+from mtm.policy_config import POLICY_MODES
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,8 @@ def prediction_errors(model: torch.nn.Module, sampler: WindowSampler, baseline_m
                     continue
                 sub = {k: v[rows] for k, v in batch.items()}
                 visible = task.mask(model.layout, c)
-                if not action_history and task.name in ("bc", "rcbc"):
-                    visible = visible & ~model.layout.role("actions")
+                if not action_history and task.name in POLICY_MODES:
+                    visible = without_action_history(visible, model.layout)
                 pred = model.predict(sub, visible, sub["valid"], heads=(task.target,))[task.target][:, t]
                 truth = sub[task.target][:, t]
                 base = baseline_means[task.target].to(device).expand_as(truth)

@@ -16,15 +16,18 @@ also applies itself.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 
 from mtm.errors import ConfigError
+from mtm.policy_config import POLICY_MODES
 
 ROLES = ("states", "returns", "actions")  # also the autoregressive order
 DEFAULT_KEEP_RATIOS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-DEFAULT_MODE_WEIGHTS = {"states": 0.2, "returns": 0.1, "actions": 0.7}
+DEFAULT_ROLE_WEIGHTS = {"states": 0.2, "returns": 0.1, "actions": 0.7}
 
 
 class TokenLayout:
@@ -187,6 +190,13 @@ def goal_reaching_mask(layout: TokenLayout, c=None) -> torch.Tensor:
     return states | (layout.role("actions") & (t < c))
 
 
+def without_action_history(mask: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """The view of a policy without action history (PolicyConfig.action_history = False): `mask`
+    with every action token hidden, on the mask's device. Only the policy modes' masks (bc, rcbc:
+    mtm.policy_config.POLICY_MODES) get it, in the policy, in training and in validation alike."""
+    return mask & ~layout.role("actions").to(mask.device)
+
+
 def imputation_mask(layout: TokenLayout, timesteps: Sequence[int] | None = None) -> torch.Tensor:
     """Imputation. Visible: observations at the given timesteps (default: the first and the last);
     every action and return, and the other observations, hidden."""
@@ -215,8 +225,7 @@ def _random_keep(layout, batch_size, generator, keep_ratios) -> torch.Tensor:
     """Per sample and modality: keep floor(r * n + 1/2) of its n units, r drawn from keep_ratios,
     the kept units chosen uniformly. Exact counts (not Bernoulli) as in the official code. A unit is
     a token, or for a modality in layout.whole_steps the k tokens of one step (n = L units)."""
-    if not keep_ratios or any(not 0.0 <= r <= 1.0 for r in keep_ratios):
-        raise ConfigError(f"keep ratios must be a non-empty list of values in [0, 1], got {keep_ratios}")
+    _as_config_error(check_keep_ratios, keep_ratios)
     ratios = torch.as_tensor(keep_ratios, dtype=torch.float32)
     mask = torch.zeros(batch_size, layout.num_tokens, dtype=torch.bool)
     for name in layout.names:
@@ -239,19 +248,18 @@ def random_mask(layout: TokenLayout, batch_size: int, generator: torch.Generator
 
 def random_autoregressive_mask(layout: TokenLayout, batch_size: int, generator: torch.Generator,
                                keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
-                               mode_weights: Mapping[str, float] = DEFAULT_MODE_WEIGHTS) -> torch.Tensor:
+                               role_weights: Mapping[str, float] = DEFAULT_ROLE_WEIGHTS) -> torch.Tensor:
     """(B, N): the MTM training mask. `random_mask`, then per sample a role (states / returns /
-    actions, drawn by mode_weights among the roles present) and a time t*: hide every token after
+    actions, drawn by role_weights among the roles present) and a time t*: hide every token after
     t*, and at t* itself hide the chosen role and the roles after it in states -> returns -> actions.
     E.g. role = returns, t* = 1, L = 3: s0 s1 . | R0 . . | a0 . .  (before the random keep)."""
+    _as_config_error(check_role_weights, role_weights)
     mask = _random_keep(layout, batch_size, generator, keep_ratios)
     present = [r for r in ROLES if bool(layout.role(r).any())]
-    unknown = set(mode_weights) - set(ROLES)
-    if unknown:
-        raise ConfigError(f"mode_weights keys must be among {ROLES}, got {sorted(unknown)}")
-    weights = torch.tensor([float(mode_weights.get(r, 0.0)) for r in present])
-    if (weights < 0).any() or weights.sum() <= 0:
-        raise ConfigError(f"mode_weights need a positive weight for one of {present}, got {mode_weights}")
+    weights = torch.tensor([float(role_weights.get(r, 0.0)) for r in present])
+    if weights.sum() <= 0:
+        raise ConfigError(f"mask role_weights need a positive weight for one of the roles the model has "
+                          f"{present}, got {dict(role_weights)}")
     ranks = torch.tensor([ROLES.index(r) for r in present])
     role = ranks[torch.multinomial(weights, batch_size, replacement=True, generator=generator)]
     t_star = torch.randint(layout.window, (batch_size,), generator=generator)
@@ -266,29 +274,56 @@ _INFERENCE_MODES = {"bc": (bc_mask, 1), "rcbc": (rcbc_mask, 1), "forward_dynamic
 TRAINING_MODES = ("random", "random_autoregressive", *_INFERENCE_MODES, "imputation")
 
 
+# The one check of each training-mask setting, shared by MaskConfig, MaskMixture and the random
+# masks. ValueError "field ...", the config loader's convention (it names the section); the Python
+# API raises it as ConfigError "mask field ...".
+
+
+def check_modes(modes: Mapping[str, float]) -> None:
+    unknown = sorted(set(modes) - set(TRAINING_MODES))
+    if unknown:
+        raise ValueError(f"modes: unknown mode(s) {unknown}; choose from {list(TRAINING_MODES)}")
+    if not modes or any(w < 0 for w in modes.values()) or sum(modes.values()) <= 0:
+        raise ValueError(f"modes: weights must be >= 0 with a positive sum, got {dict(modes)}")
+
+
+def check_keep_ratios(keep_ratios: Sequence[float]) -> None:
+    """A keep ratio r keeps floor(r * n + 1/2) of a modality's n tokens: 1 keeps all of them, and r
+    must be above 0 (a ratio of 0 would hide the modality outright, and as the only ratio every token,
+    leaving a sample nothing to condition on but the one token `_ensure_visible` shows)."""
+    if not keep_ratios or any(not 0.0 < r <= 1.0 for r in keep_ratios):
+        raise ValueError(f"keep_ratios must be in (0, 1], got {list(keep_ratios)}")
+
+
+def check_role_weights(role_weights: Mapping[str, float]) -> None:
+    unknown = sorted(set(role_weights) - set(ROLES))
+    if unknown:
+        raise ValueError(f"role_weights: keys must be among {list(ROLES)}, got {unknown}")
+    if any(w < 0 for w in role_weights.values()) or sum(role_weights.values()) <= 0:
+        raise ValueError(f"role_weights must be >= 0 with a positive sum, got {dict(role_weights)}")
+
+
+def _as_config_error(check: Callable[[Any], None], value: Any) -> None:
+    try:
+        check(value)
+    except ValueError as exc:
+        raise ConfigError(f"mask {exc}") from None
+
+
 @dataclass
 class MaskConfig:
     """The training mask: a weighted mixture of modes, and the two knobs of the random ones."""
 
     modes: dict[str, float] = field(default_factory=lambda: {"random_autoregressive": 1.0})  # mask modes (TRAINING_MODES) and their weights, drawn per sample
     keep_ratios: list[float] = field(default_factory=lambda: list(DEFAULT_KEEP_RATIOS))  # random / random_autoregressive: each modality keeps a fraction of its tokens drawn from these, per sample
-    role_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MODE_WEIGHTS))  # random_autoregressive: how often the cut at t* starts at states / returns / actions
+    role_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ROLE_WEIGHTS))  # random_autoregressive: how often the cut at t* starts at states / returns / actions
     action_history: bool = True  # bc / rcbc modes: show the actions at the window's earlier steps, as a policy with action_history does, or hide every action
 
     def __post_init__(self) -> None:
         # ValueError "field ...": the config loader's convention (mtm.config), reported with the section.
-        unknown = sorted(set(self.modes) - set(TRAINING_MODES))
-        if unknown:
-            raise ValueError(f"modes: unknown mode(s) {unknown}; choose from {list(TRAINING_MODES)}")
-        if not self.modes or any(w < 0 for w in self.modes.values()) or sum(self.modes.values()) <= 0:
-            raise ValueError(f"modes: weights must be >= 0 with a positive sum, got {dict(self.modes)}")
-        if not self.keep_ratios or any(not 0.0 < r <= 1.0 for r in self.keep_ratios):
-            raise ValueError(f"keep_ratios must be in (0, 1], got {list(self.keep_ratios)}")
-        unknown = sorted(set(self.role_weights) - set(ROLES))
-        if unknown:
-            raise ValueError(f"role_weights: keys must be among {list(ROLES)}, got {unknown}")
-        if any(w < 0 for w in self.role_weights.values()) or sum(self.role_weights.values()) <= 0:
-            raise ValueError(f"role_weights must be >= 0 with a positive sum, got {dict(self.role_weights)}")
+        check_modes(self.modes)
+        check_keep_ratios(self.keep_ratios)
+        check_role_weights(self.role_weights)
 
     @classmethod
     def parse(cls, text: str) -> "MaskConfig":
@@ -312,15 +347,14 @@ class MaskMixture:
     current step c uniformly per sample; "imputation" shows the first and last observations."""
 
     def __init__(self, modes: Mapping[str, float], keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
-                 mode_weights: Mapping[str, float] = DEFAULT_MODE_WEIGHTS, action_history: bool = True):
-        unknown = set(modes) - set(TRAINING_MODES)
-        if unknown:
-            raise ConfigError(f"unknown mask modes {sorted(unknown)}; choose from {list(TRAINING_MODES)}")
-        if not modes or any(w < 0 for w in modes.values()) or sum(modes.values()) <= 0:
-            raise ConfigError(f"mask mode weights must be >= 0 with a positive sum, got {dict(modes)}")
+                 role_weights: Mapping[str, float] = DEFAULT_ROLE_WEIGHTS, action_history: bool = True):
+        # MaskConfig's checks (ConfigError "mask ...", as for from_config's string form).
+        _as_config_error(check_modes, modes)
+        _as_config_error(check_keep_ratios, keep_ratios)
+        _as_config_error(check_role_weights, role_weights)
         self.modes = dict(modes)
         self.keep_ratios = tuple(keep_ratios)
-        self.mode_weights = dict(mode_weights)
+        self.role_weights = dict(role_weights)
         self.action_history = action_history
 
     @classmethod
@@ -331,7 +365,7 @@ class MaskMixture:
                 config = MaskConfig.parse(config)
             except ValueError as exc:
                 raise ConfigError(f"mask {exc}") from None
-        return cls(config.modes, keep_ratios=config.keep_ratios, mode_weights=config.role_weights,
+        return cls(config.modes, keep_ratios=config.keep_ratios, role_weights=config.role_weights,
                    action_history=config.action_history)
 
     def _one(self, mode: str, layout: TokenLayout, batch_size: int, generator: torch.Generator):
@@ -339,15 +373,15 @@ class MaskMixture:
             return random_mask(layout, batch_size, generator, self.keep_ratios)
         if mode == "random_autoregressive":
             return random_autoregressive_mask(layout, batch_size, generator, self.keep_ratios,
-                                              self.mode_weights)
+                                              self.role_weights)
         if mode == "imputation":
             return imputation_mask(layout).expand(batch_size, -1)
         fn, from_end = _INFERENCE_MODES[mode]
         if layout.window - from_end < 0:
             raise ConfigError(f"training mask {mode!r} needs a window of at least 2, got {layout.window}")
         mask = fn(layout, torch.randint(layout.window - from_end + 1, (batch_size,), generator=generator))
-        if mode in ("bc", "rcbc") and not self.action_history:
-            mask = mask & ~layout.role("actions")  # the policy's view without action history
+        if mode in POLICY_MODES and not self.action_history:
+            mask = without_action_history(mask, layout)
         return mask
 
     def __call__(self, layout: TokenLayout, batch_size: int, generator: torch.Generator,

@@ -39,9 +39,12 @@ class MLPPolicyModel(TokenModel):
             raise ConfigError(f"model.kind={config.kind} takes continuous tokens only (tokens.states/actions)")
         super().__init__(config, tokenizers, window)
         self.conditioned = conditioned
-        # What this model can be used for: one policy mode and one prediction task each.
-        self.policy_modes = ("rcbc",) if conditioned else ("bc",)
-        self.prediction_tasks = self.policy_modes
+        # What this model can be used for, a genuine per-model subset of what an MTM does
+        # (POLICY_MODES, PREDICTION_TASK_NAMES): it predicts the action from the current step alone,
+        # so it acts in one policy mode and scores the prediction task of the same name.
+        mode = "rcbc" if conditioned else "bc"
+        self.policy_modes = (mode,)
+        self.prediction_tasks = (mode,)
 
         width, layers = config.width, []
         in_dim = tokenizers["states"].input_dim + (tokenizers["returns"].input_dim if conditioned else 0)

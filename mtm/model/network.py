@@ -33,6 +33,7 @@ from mtm.errors import ConfigError
 from mtm.model.dropout import Dropout
 from mtm.model.masks import TokenLayout, apply_valid, present_tokens
 from mtm.model.tokenizers import Tokenizer, tokenizer_from_spec
+from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES
 
 
 @dataclass
@@ -200,6 +201,11 @@ class TokenModel(nn.Module):
     ordered; the names are the batch keys, the order the token order), the token layout over a
     window of L timesteps, parameter groups and the spec that rebuilds the model."""
 
+    # What each model kind can be asked for, a subset of the names in mtm.policy_config: the modes
+    # mtm.policy may act in (of POLICY_MODES) and the tasks validation may score (of PREDICTION_TASK_NAMES).
+    policy_modes: tuple[str, ...]
+    prediction_tasks: tuple[str, ...]
+
     def __init__(self, config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window: int):
         super().__init__()
         self.config = config
@@ -234,8 +240,8 @@ class TokenModel(nn.Module):
 class MTM(TokenModel):
     """The masked trajectory model over `tokenizers` and a window of L timesteps (see TokenModel)."""
 
-    policy_modes = ("bc", "rcbc")  # what mtm.policy may ask of it (an MLP baseline does one)
-    prediction_tasks = ("bc", "rcbc", "fd", "id")  # what validation may score
+    policy_modes = POLICY_MODES  # every one (an MLP baseline does one)
+    prediction_tasks = PREDICTION_TASK_NAMES  # every one
 
     def __init__(self, config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window: int):
         if not tokenizers:

@@ -1,4 +1,4 @@
-"""Where training runs: device choice, torchrun process groups, seeding.
+"""Where training runs: torchrun process groups, seeding (the device: mtm.hardware.resolve_device).
 
 Single device by default. Under `torchrun` (RANK / WORLD_SIZE / LOCAL_RANK set in the environment)
 each process joins a process group — NCCL on CUDA, gloo on CPU — and only rank 0 logs and saves,
@@ -13,27 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from mtm.errors import ConfigError
-
-DEVICE_CHOICES = ("auto", "cuda", "cpu", "mps")
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """auto = cuda, then mps, then cpu. Asking for an absent accelerator is a user error."""
-    base = name.split(":")[0]
-    if base not in DEVICE_CHOICES:
-        raise ConfigError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if base == "auto":
-        base = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
-    if base == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    if base == "mps" and not mps:
-        raise ConfigError("device 'mps' requested but MPS is not available; use --device cpu or auto")
-    return torch.device(base)
+from mtm.hardware import resolve_device
 
 
 @dataclass
@@ -57,8 +39,6 @@ def setup_runtime(device: str) -> Runtime:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Runtime(device=resolve_device(device))
-    import torch.distributed as dist  # late: only torchrun (DDP) runs need it
-
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
@@ -70,11 +50,8 @@ def setup_runtime(device: str) -> Runtime:
 
 
 def teardown_runtime(rt: Runtime) -> None:
-    if rt.distributed:
-        import torch.distributed as dist  # late: only torchrun (DDP) runs need it
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    if rt.distributed and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def seed_everything(seed: int) -> None:
