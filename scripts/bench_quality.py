@@ -425,7 +425,10 @@ def main() -> int:
         save_results(results) if not args.dry_run else None
     if not args.dry_run:
         results = load_results()  # with the records other commands added meanwhile
-        write_block(results, args.tag, datasets)
+        # The block covers every dataset the tag has records of, not just this command's: several
+        # commands share the file, and the last to finish must not drop the others' rows.
+        measured = {rec["dataset"] for rec in runs_of(results, args.tag)}
+        write_block(results, args.tag, [d for d in DATASETS if d in measured])
         print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs; results in {RESULTS.relative_to(ROOT)}")
     return 0
 
