@@ -177,6 +177,9 @@ def test_ctrl_c_in_a_real_process_commits_complete_episodes(tmp_path):
         [sys.executable, "-c", "from mtm.cli import main; main()", "collect", "--env", "Reacher-v5",
          "--policy", "expert", "--episodes", "100000", "--num-envs", "2", "--output", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env,
+        # A suite started in the background by a non-interactive shell (`cmd &`) has SIGINT ignored, and
+        # the child would inherit that and never see the Ctrl-C: give it the default disposition.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     progress = b""
     deadline = time.monotonic() + 60
