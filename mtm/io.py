@@ -126,31 +126,24 @@ def check_writable_folder(path: str | os.PathLike) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Replace `path` with `text` so that a crash leaves either the old or the new file, never half.
+    """Replace `path` with `text` so that a crash leaves either the old or the new file, never half
+    (`atomic_write_file`; the temp file is created exclusively, never an existing file reused)."""
 
-    The temp file sits in the same folder (os.replace is only atomic within one file system) and is
-    fsynced before the rename, and the folder after it, so the rename cannot reach the disk first.
-    """
-    p = Path(path)
-    tmp = atomic_temp_path(p)
-    try:
+    def write(tmp: Path) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(p.parent)
+
+    atomic_write_file(path, write)
 
 
 def atomic_write_file(path: str | os.PathLike, write: Callable[[Path], None], *, suffix: str = "") -> Path:
-    """Replace `path` with the file `write(tmp)` creates at a temporary path next to it, as
-    `atomic_write_text` does: the file is fsynced, renamed into place and the folder fsynced; on
-    any failure the temp file is removed and `path` left as it was. `suffix` ends the temp file's
-    name, for writers that choose the format from it (imageio). Returns `path`."""
+    """Replace `path` with the file `write(tmp)` creates at a temporary path next to it, so that a
+    crash leaves either the old or the new file, never half. The temp file sits in the same folder
+    (os.replace is only atomic within one file system) and is fsynced before the rename, and the
+    folder after it, so the rename cannot reach the disk first; on any failure the temp file is
+    removed and `path` left as it was. `suffix` ends the temp file's name, for writers that choose
+    the format from it (imageio). Returns `path`."""
     p = Path(path)
     tmp = atomic_temp_path(p, suffix)
     try:
