@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast test-precisions demo bench clean
 
 install: $(STAMP)
 
@@ -28,6 +28,12 @@ test: install
 
 test-fast: install  # the inner loop: everything but the tests listed as slow in tests/conftest.py (~30 s)
 	MUJOCO_GL=$${MUJOCO_GL:-egl} $(PY) -m pytest -q -m "not slow"
+
+# The fast tier once with `precision: auto` resolving to bf16 and once to fp32, whatever this CPU has
+# (MTM_CPU_BF16 overrides the detection): a test that depends on the precision fails here on any CPU.
+test-precisions: install
+	MUJOCO_GL=$${MUJOCO_GL:-egl} MTM_CPU_BF16=native $(PY) -m pytest -q -m "not slow"
+	MUJOCO_GL=$${MUJOCO_GL:-egl} MTM_CPU_BF16=emulated $(PY) -m pytest -q -m "not slow"
 
 demo: install
 	MUJOCO_GL=$${MUJOCO_GL:-egl} $(VENV)/bin/mtm demo

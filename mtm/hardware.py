@@ -80,13 +80,31 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+#: Overrides the CPU's bf16 detection: "native" or "emulated". The test suite runs both resolutions
+#: of `auto` on any CPU with it (.ci/run); a user whose CPU is detected wrongly may set it too.
+CPU_BF16_ENV = "MTM_CPU_BF16"
+
+
+def _cpu_bf16_override() -> bool | None:
+    value = os.environ.get(CPU_BF16_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in ("native", "emulated"):
+        raise ConfigError(f"{CPU_BF16_ENV}={value!r} is not understood; set it to native or emulated, or unset it")
+    return value == "native"
+
+
 def cpu_kernel_path() -> str:
     """The CPU's fastest matmul path as users know it: 'AMX', 'AVX512-BF16', 'AVX512', 'AVX2', ...
 
     torch's ATen capability (AVX2 / AVX512; ATEN_CPU_CAPABILITY lowers it) refined by the CPU's bf16
-    features (Linux /proc/cpuinfo), capped by oneDNN's view (ONEDNN_MAX_CPU_ISA lowers it)."""
+    features (Linux /proc/cpuinfo), capped by oneDNN's view (ONEDNN_MAX_CPU_ISA lowers it). Where
+    MTM_CPU_BF16 overrides the detection, the path says so."""
     import torch  # late: configure_threads must run before torch loads
     aten = torch.backends.cpu.get_cpu_capability()
+    override = _cpu_bf16_override()
+    if override is not None:
+        return f"{aten}, bf16 taken as {'native' if override else 'emulated'} ({CPU_BF16_ENV})"
     if not cpu_native_bf16():
         return aten
     flags = _cpu_flags()
@@ -98,7 +116,11 @@ def cpu_kernel_path() -> str:
 
 
 def cpu_native_bf16() -> bool:
-    """True where oneDNN runs bf16 matmuls in hardware (AVX512-BF16 / AMX; Arm with bf16)."""
+    """True where oneDNN runs bf16 matmuls in hardware (AVX512-BF16 / AMX; Arm with bf16), or where
+    MTM_CPU_BF16 says so."""
+    override = _cpu_bf16_override()
+    if override is not None:
+        return override
     import torch  # late: configure_threads must run before torch loads
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

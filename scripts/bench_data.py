@@ -5,6 +5,7 @@ Builds a Hopper-like D4RL-layout file (1M transitions by default, observations 1
 short like a file-size limit would: bench_common.write_hopper_like), then times each step with
 bench_common.median_time (medians of --repeats; on CUDA bracketed by torch.cuda.synchronize()):
 
+  inspect   summarize(open_dataset(path)): what `mtm inspect` computes (episodes, returns, lengths)
   load      load_trajectories(path): open, read, build the arrays and returns-to-go
   split     Trajectories.split(0.05, seed)
   stats     train.stats()
@@ -30,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from mtm.data.formats import open_dataset
+from mtm.data.summary import summarize
 from mtm.data.trajectories import load_trajectories
 from mtm.data.windows import WindowSampler
 
@@ -65,6 +68,12 @@ def main() -> None:
 
         rows: list[tuple[str, float, str]] = []
         data = load_trajectories(path)  # warm the page cache so every repeat reads the same way
+
+        def inspect() -> None:
+            with open_dataset(path) as src:
+                summarize(src)
+
+        rows.append(("summarize (mtm inspect)", timed(inspect), ""))
         rows.append(("load_trajectories (D4RL file)", timed(lambda: load_trajectories(path)),
                      f"{data.num_steps} steps, {data.num_episodes} episodes"))
         rows.append(("split(0.05)", timed(lambda: data.split(0.05, seed=0)), ""))

@@ -9,6 +9,32 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
+def _take_cpu_bf16_as(monkeypatch, value: str) -> None:
+    from mtm import hardware
+
+    monkeypatch.setenv(hardware.CPU_BF16_ENV, value)
+    monkeypatch.setattr(hardware, "_warned", set())
+
+
+@pytest.fixture
+def no_native_bf16(monkeypatch):
+    """This CPU taken as one that emulates bf16 (an AVX2 CPU): `auto` resolves to fp32."""
+    _take_cpu_bf16_as(monkeypatch, "emulated")
+
+
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """This CPU taken as one with native bf16 (AVX512-BF16, AMX): `auto` resolves to bf16."""
+    _take_cpu_bf16_as(monkeypatch, "native")
+
+
+@pytest.fixture(params=["emulated", "native"], ids=["bf16-emulated", "bf16-native"])
+def either_cpu(request, monkeypatch) -> bool:
+    """Runs a test under both resolutions of `auto` whatever this CPU has; True where bf16 is native."""
+    _take_cpu_bf16_as(monkeypatch, request.param)
+    return request.param == "native"
+
+
 @pytest.fixture
 def shared_datasets() -> Path:
     if not (SHARED_DATASETS / "summary.json").exists():
@@ -40,9 +66,14 @@ def reacher_run(tmp_path_factory) -> Path:
 
 
 def pytest_terminal_summary(terminalreporter):
-    """How many fault cases tests/test_faults.py tried (bad files, full disks, kill -9)."""
+    """Which way `precision: auto` resolved on this CPU (the suite must pass both ways; .ci/run runs
+    the fast tier under each with MTM_CPU_BF16), and how many fault cases tests/test_faults.py tried."""
     import sys
 
+    from mtm import hardware
+
+    auto = "bf16" if hardware.cpu_native_bf16() else "fp32"
+    terminalreporter.write_line(f"mtm: CPU path {hardware.cpu_kernel_path()}; precision auto = {auto}")
     faultkit = sys.modules.get("faultkit")
     if faultkit is not None and faultkit.TRIED:
         parts = ", ".join(f"{n} {kind}" for kind, n in faultkit.TRIED.items())

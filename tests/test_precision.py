@@ -14,18 +14,6 @@ from mtm.hardware import resolve_precision
 from mtm.policy import MTMPolicy, load_model
 
 
-@pytest.fixture
-def no_native_bf16(monkeypatch):
-    monkeypatch.setattr(hardware, "cpu_native_bf16", lambda: False)
-    monkeypatch.setattr(hardware, "_warned", set())
-
-
-@pytest.fixture
-def native_bf16(monkeypatch):
-    monkeypatch.setattr(hardware, "cpu_native_bf16", lambda: True)
-    monkeypatch.setattr(hardware, "_warned", set())
-
-
 def test_auto_is_fp32_without_native_bf16(no_native_bf16):
     p = resolve_precision("auto", "cpu", warn=pytest.fail)
     assert (p.dtype, p.requested, p.native) == ("fp32", "auto", False)
@@ -69,6 +57,21 @@ def test_forced_bf16_without_native_support_warns_once(no_native_bf16):
 
 def test_forced_bf16_with_native_support_is_quiet(native_bf16):
     assert resolve_precision("bf16", "cpu", warn=pytest.fail).dtype == "bf16"
+
+
+def test_the_override_names_itself_in_the_cpu_path(monkeypatch):
+    monkeypatch.setenv("MTM_CPU_BF16", "native")
+    assert hardware.cpu_native_bf16() and hardware.cpu_kernel_path().endswith("bf16 taken as native (MTM_CPU_BF16)")
+    monkeypatch.setenv("MTM_CPU_BF16", " Emulated ")
+    assert not hardware.cpu_native_bf16() and "bf16 taken as emulated" in hardware.cpu_kernel_path()
+    monkeypatch.setenv("MTM_CPU_BF16", "")  # empty: the hardware decides
+    assert hardware.cpu_native_bf16() == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def test_a_misspelt_override_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("MTM_CPU_BF16", "yes")
+    with pytest.raises(ConfigError, match=r"MTM_CPU_BF16='yes' is not understood; set it to native or emulated"):
+        resolve_precision("auto", "cpu")
 
 
 def test_unknown_precision_is_a_config_error():
@@ -143,7 +146,8 @@ def test_training_prints_and_saves_the_precision(no_native_bf16, tmp_path):
     runtime = load_checkpoint(tmp_path / "run").metadata["runtime"]
     assert runtime["precision"]["dtype"] == "fp32" and runtime["precision"]["requested"] == "auto"
     assert runtime["device"] == "cpu" and runtime["threads"] == torch.get_num_threads()
-    assert runtime["cpu"] == torch.backends.cpu.get_cpu_capability()
+    assert runtime["cpu"].startswith(torch.backends.cpu.get_cpu_capability())
+    assert "bf16 taken as emulated (MTM_CPU_BF16)" in runtime["cpu"]
 
 
 def test_policy_follows_the_same_rule(reacher_run, no_native_bf16):
