@@ -37,8 +37,9 @@ from mtm.checkpoint import Checkpoint, load_checkpoint
 from mtm.data.episode import STATE_KEY
 from mtm.errors import ConfigError, MTMError
 from mtm.hardware import resolve_precision
-from mtm.model.masks import bc_mask, rcbc_mask, without_action_history
+from mtm.model.masks import POLICY_MASKS, without_action_history
 from mtm.model.build import model_from_spec
+from mtm.planning import Planner
 from mtm.policy_config import POLICY_MODES, PolicyConfig
 
 __all__ = ["MTMPolicy", "NonFiniteActionError", "POLICY_MODES", "PolicyConfig", "load_model"]
@@ -99,8 +100,8 @@ class MTMPolicy:
         mode = default_mode(model) if config.mode == "auto" else config.mode
         if mode not in POLICY_MODES:
             raise ConfigError(f"unknown policy mode {mode!r}; choose one of {', '.join(POLICY_MODES)}")
-        if mode == "rcbc" and "returns" not in model.tokenizers:
-            raise ConfigError("mode 'rcbc' needs a model trained with return tokens (tokens.use_returns); "
+        if mode in ("rcbc", "plan") and "returns" not in model.tokenizers:
+            raise ConfigError(f"mode {mode!r} needs a model trained with return tokens (tokens.use_returns); "
                               "use --mode bc")
         if mode not in model.policy_modes:
             raise ConfigError(f"this model ({model.config.kind}) acts in mode {' or '.join(model.policy_modes)} only, "
@@ -158,9 +159,10 @@ class MTMPolicy:
         self.received = torch.zeros(k, dtype=torch.float64, device=dev)  # return received so far
         self._positions = torch.arange(L, device=dev)
         self._rows = torch.arange(k, device=dev)
-        mask_fn = rcbc_mask if mode == "rcbc" else bc_mask
         # The mask for each current position c, precomputed: (L, N); row c is used at step c.
-        self._masks = torch.stack([mask_fn(model.layout, c) for c in range(L)]).to(dev)
+        self._masks = torch.stack([POLICY_MASKS[mode](model.layout, c) for c in range(L)]).to(dev)
+        # Modes that show return tokens condition on the target (rcbc, plan).
+        self.conditions_on_return = bool((self._masks & model.layout.role("returns").to(dev)).any())
         if not config.action_history:
             # On narrow expert data a short-budget model can lean on copying its previous actions;
             # hiding them helps there (hopper-expert RCBC, BENCHMARKS.md).
@@ -170,6 +172,10 @@ class MTMPolicy:
         # runs its last decoder block for those tokens alone (faster act(), BENCHMARKS.md).
         layout = model.layout
         self._queries = torch.stack([layout.role("actions") & (layout.timestep == t) for t in range(L)]).to(dev)
+        self.planner = None
+        if mode == "plan":
+            self.planner = Planner(model, config, self.action_low, self.action_high, self._autocast,
+                                   image_keys=self.image_keys)
 
     @classmethod
     def from_checkpoint(cls, path: str, *, device: torch.device | str = "cpu", **kwargs: Any) -> "MTMPolicy":
@@ -242,7 +248,7 @@ class MTMPolicy:
         for key, buf in self.images.items():
             buf[rows, c] = torch.as_tensor(np.asarray(observations[key]), device=self.device)
         self.actions[rows, c] = 0.0  # the action being chosen: hidden, its value never seen
-        if self.mode == "rcbc":
+        if self.conditions_on_return:
             # The target at every position (the reference evaluation shows the return token at all
             # L positions); with decrement, the history keeps the tokens it had at its own steps.
             token = self.return_token(self.steps[:n], self.received[:n])
@@ -269,6 +275,8 @@ class MTMPolicy:
             predicted = self.model.predict(batch, visible, heads=("actions",), queries=self._queries[c])["actions"]
         predicted = predicted[rows, c].float()
         action = torch.maximum(torch.minimum(predicted, self.action_high), self.action_low)
+        if self.planner is not None:
+            action = self.planner(batch, c, action)
         out = action.cpu().numpy()
         if not np.isfinite(out).all():  # the copy to the host syncs anyway: this check is free
             self._refuse(out, obs)

@@ -95,7 +95,7 @@ LAYERS = {
     1: ("envs",),
     2: ("mtm.data", "mtm.model"),
     3: ("mtm.config", "mtm.checkpoint"),
-    4: ("mtm.policy", "mtm.rollout", "mtm.video", "mtm.contact_sheet"),
+    4: ("mtm.policy", "mtm.planning", "mtm.rollout", "mtm.video", "mtm.contact_sheet"),
     5: ("mtm.evaluation", "mtm.collect"),
     6: ("mtm.training",),
     7: ("mtm.demo", "mtm.cli", "mtm.__main__"),

@@ -165,10 +165,11 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
         "mode": probe.mode,
         "model_kind": probe.model.config.kind,
         "action_history": policy.action_history,
-        "target_return": probe.target_return if probe.mode == "rcbc" else None,
-        "target_rule": probe.target_rule if probe.mode == "rcbc" else None,
-        "target_outliers_left_out": probe.target_outliers if probe.mode == "rcbc" else None,
-        "target_decrement": policy.decrement if probe.mode == "rcbc" else None,
+        "target_return": probe.target_return if probe.conditions_on_return else None,
+        "target_rule": probe.target_rule if probe.conditions_on_return else None,
+        "target_outliers_left_out": probe.target_outliers if probe.conditions_on_return else None,
+        "target_decrement": policy.decrement if probe.conditions_on_return else None,
+        "plan": probe.planner.describe() if probe.planner is not None else None,
         "checkpoint": str(checkpoint.path),
         "checkpoint_step": checkpoint.step,
         "dataset": metadata.get("dataset"),
@@ -182,6 +183,11 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
     return report
 
 
+def _plan_line(plan: dict[str, Any]) -> str:
+    return (f"{plan['candidates']} candidates x {plan['horizon']} steps, temperature {plan['temperature']:g}, "
+            f"noise {plan['noise']:g} action std, scored by the {plan['scored_by']}")
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A few human-readable lines for the terminal."""
     lines = [
@@ -189,6 +195,7 @@ def format_report(report: dict[str, Any]) -> str:
         + (f", target return {report['target_return']:.1f}" if report.get("target_return") is not None else "")
         + (f" (the best training return that is not an outlier; {report['target_outliers_left_out']} above it "
            f"left out: --target-fraction 1 asks for the best)" if report.get("target_outliers_left_out") else ""),
+        *([f"  plan              {_plan_line(report['plan'])}"] if report.get("plan") else []),
         f"  return            {report['return_mean']:.2f} +/- {report['return_std']:.2f}   "
         f"(mean length {report['length_mean']:.1f})",
     ]

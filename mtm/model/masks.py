@@ -268,6 +268,11 @@ def random_autoregressive_mask(layout: TokenLayout, batch_size: int, generator: 
     return _ensure_visible(mask & ~future, layout)
 
 
+#: What each policy mode (mtm.policy_config.POLICY_MODES) shows the model at the current position c:
+#: the one table mtm.policy reads. plan proposes with the RCBC view and imagines with its own
+#: (mtm.planning). A mode whose mask shows return tokens conditions on a target return.
+POLICY_MASKS: dict[str, Callable[..., torch.Tensor]] = {"bc": bc_mask, "rcbc": rcbc_mask, "plan": rcbc_mask}
+
 # The inference masks as training modes: name -> (mask of a (B,) step c, s: c lies in 0 .. L - s).
 _INFERENCE_MODES = {"bc": (bc_mask, 1), "rcbc": (rcbc_mask, 1), "forward_dynamics": (forward_dynamics_mask, 2),
                     "inverse_dynamics": (inverse_dynamics_mask, 2), "goal_reaching": (goal_reaching_mask, 1)}
