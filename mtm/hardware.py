@@ -164,6 +164,11 @@ def native_bf16(device: Any) -> tuple[bool, str]:
     return False, f"{device.type} device"
 
 
+def _device_type(device: Any) -> str:
+    import torch  # late: configure_threads must run before torch loads
+    return torch.device(device).type
+
+
 _warned: set[tuple[str, str]] = set()
 
 
@@ -171,9 +176,19 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def resolve_precision(requested: str, device: Any, *, warn: Callable[[str], None] = _stderr) -> Precision:
-    """The precision to run at on `device`. `auto` is bf16 only where bf16 is native; a forced bf16
-    on a device that emulates it runs as asked, after one warning line (once per process)."""
+#: Below this many token rows per forward pass, bf16 autocast is slower than fp32 on the CPUs with
+#: native bf16 measured (its casts and per-call overhead outweigh the faster matmuls: a policy's
+#: few envs); above it bf16 wins (a planner's candidates, training batches). BENCHMARKS.md,
+#: "model.predict by batch size".
+CPU_BF16_MIN_ROWS = 256
+
+
+def resolve_precision(requested: str, device: Any, *, rows: int | None = None,
+                      warn: Callable[[str], None] = _stderr) -> Precision:
+    """The precision to run at on `device`. `auto` is bf16 only where bf16 is native and, on a CPU,
+    where the forward passes are large enough for it to pay (`rows`: token rows per pass; None =
+    large, as in training); a forced bf16 on a device that emulates it runs as asked, after one
+    warning line (once per process)."""
     if requested not in PRECISIONS:
         raise ConfigError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
     native, what = native_bf16(device)
@@ -188,6 +203,10 @@ def resolve_precision(requested: str, device: Any, *, warn: Callable[[str], None
                      f"emulated there and about 10x slower than fp32; use precision auto or fp32")
             return Precision("bf16", requested, native, f"asked for; emulated on the {what}")
         return Precision("bf16", requested, native, f"asked for; native on the {what}")
+    if native and rows is not None and rows < CPU_BF16_MIN_ROWS and _device_type(device) == "cpu":
+        return Precision("fp32", requested, native, f"auto: the {what} has native bf16 matmuls, but {rows} token "
+                                                    f"rows per forward pass are too few for bf16 to pay "
+                                                    f"(from {CPU_BF16_MIN_ROWS})")
     if native:
         return Precision("bf16", requested, native, f"auto: the {what} has native bf16 matmuls")
     return Precision("fp32", requested, native, f"auto: the {what} has no native bf16 matmuls")

@@ -17,16 +17,16 @@ At each env step, for each environment:
    `plan_temperature` in units of the return token's std (-> 0: the best candidate's action).
 
 Candidates x envs go through the model as one batch per forward pass: H value / dynamics passes and
-H - 1 proposal passes per env step, on the policy's device and precision.
+H - 1 proposal passes per env step, on the policy's device; `precision: auto` is resolved for
+these passes on their own (many rows: bf16 where native, mtm.hardware).
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-
 import torch
 
 from mtm.errors import ConfigError
+from mtm.hardware import resolve_precision
 from mtm.model.masks import rcbc_mask, without_action_history
 from mtm.policy_config import PolicyConfig
 
@@ -35,7 +35,7 @@ class Planner:
     """Chooses actions for a policy in mode plan; built by MTMPolicy, called from its act()."""
 
     def __init__(self, model: torch.nn.Module, config: PolicyConfig, action_low: torch.Tensor,
-                 action_high: torch.Tensor, autocast: AbstractContextManager, *, image_keys=()) -> None:
+                 action_high: torch.Tensor, *, num_envs: int, image_keys=()) -> None:
         if "returns" not in model.tokenizers:
             raise ConfigError("mode 'plan' needs a model trained with return tokens (tokens.use_returns)")
         if image_keys:
@@ -51,12 +51,16 @@ class Planner:
         self.noise_std = config.plan_noise
         self.noise = config.plan_noise * model.tokenizers["actions"].scale.detach()  # (A,) raw units
         self.return_scale = float(model.tokenizers["returns"].scale.detach().reshape(-1)[0])
-        self._autocast = autocast
+        # Its passes hold num_envs x K windows, many more rows than act()'s own: its own precision.
+        rows = num_envs * self.candidates * model.layout.num_tokens
+        self.precision = resolve_precision(config.precision, action_low.device, rows=rows)
+        self._autocast = self.precision.autocast(action_low.device)
         layout = model.layout
         device = action_low.device
         self._t = layout.timestep.to(device)  # (N,)
         self._states = layout.role("states").to(device)
         self._actions = layout.role("actions").to(device)
+        self._returns = layout.role("returns").to(device)
         self._rcbc = torch.stack([rcbc_mask(layout, c) for c in range(model.window)]).to(device)
         if not config.action_history:
             self._rcbc = without_action_history(self._rcbc, layout)
@@ -70,7 +74,7 @@ class Planner:
         """The planner's settings, for reports."""
         head = "value head (expectile)" if self.value_head == "value" else "return head (mean; no value head)"
         return {"candidates": self.candidates, "horizon": self.horizon, "temperature": self.temperature,
-                "noise": self.noise_std, "scored_by": head}
+                "noise": self.noise_std, "scored_by": head, "precision": self.precision.to_dict()}
 
     def _perturb(self, actions: torch.Tensor) -> torch.Tensor:
         """(n * K, A) -> the same with noise on every candidate but each env's first, clipped."""
@@ -103,8 +107,11 @@ class Planner:
             if not last:  # the next state needs a place: slide full windows left by one step
                 self._slide(window, c)
             heads = (self.value_head,) if last else (self.value_head, "states")
+            # Only the tokens read are decoded to the end: the value at c, the state at c + 1.
+            t = self._t[None, :]
+            asked = (self._returns[None, :] & (t == c[:, None])) | (self._states[None, :] & (t == c[:, None] + 1))
             with self._autocast:
-                out = self.model.predict(window, self._value_view(c), heads=heads)
+                out = self.model.predict(window, self._value_view(c), heads=heads, queries=asked)
             score += out[self.value_head][rows, c].float().reshape(-1)
             if last:
                 break
@@ -112,7 +119,8 @@ class Planner:
             window["states"][rows, c] = out["states"][rows, c].float()
             window["actions"][rows, c] = 0.0
             with self._autocast:
-                proposed = self.model.predict(window, self._rcbc[c], heads=("actions",))["actions"]
+                asked = self._actions[None, :] & (self._t[None, :] == c[:, None])
+                proposed = self.model.predict(window, self._rcbc[c], heads=("actions",), queries=asked)["actions"]
             window["actions"][rows, c] = self._perturb(proposed[rows, c].float())
         score = (score / self.horizon).view(n, k)
         self.last_candidates, self.last_scores = first.view(n, k, -1), score

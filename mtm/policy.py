@@ -110,7 +110,8 @@ class MTMPolicy:
             raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
         self.model = model.to(device).eval()
         self.device = torch.device(device)
-        self.precision = resolve_precision(config.precision, self.device)
+        # One forward pass of act() holds num_envs windows: few rows, where auto may keep fp32 on a CPU.
+        self.precision = resolve_precision(config.precision, self.device, rows=num_envs * model.layout.num_tokens)
         self._autocast = self.precision.autocast(self.device)
         self.mode = mode
         self.num_envs = num_envs
@@ -174,7 +175,7 @@ class MTMPolicy:
         self._queries = torch.stack([layout.role("actions") & (layout.timestep == t) for t in range(L)]).to(dev)
         self.planner = None
         if mode == "plan":
-            self.planner = Planner(model, config, self.action_low, self.action_high, self._autocast,
+            self.planner = Planner(model, config, self.action_low, self.action_high, num_envs=num_envs,
                                    image_keys=self.image_keys)
 
     @classmethod

@@ -104,7 +104,7 @@ class KnownModel:
 def planner(**settings):
     config = PolicyConfig(mode="plan", **settings)
     low, high = torch.full((A,), -1.0), torch.full((A,), 1.0)
-    return Planner(KnownModel(), config, low, high, torch.autocast("cpu", enabled=False))
+    return Planner(KnownModel(), config, low, high, num_envs=2)
 
 
 def window(n):
@@ -195,5 +195,20 @@ def test_plan_end_to_end_in_the_eval_command(reacher_run, tmp_path):
     assert "mode plan" in result.output and "4 candidates x 2 steps" in result.output
     report = json.loads(out.read_text())
     assert report["mode"] == "plan" and report["episodes"] == 2 and report["target_return"] is not None
-    assert report["plan"] == {"candidates": 4, "horizon": 2, "temperature": 0.05, "noise": 0.3,
-                              "scored_by": "return head (mean; no value head)"}
+    plan = report["plan"]
+    assert {k: plan[k] for k in ("candidates", "horizon", "temperature", "noise", "scored_by")} == {
+        "candidates": 4, "horizon": 2, "temperature": 0.05, "noise": 0.3, "scored_by": "return head (mean; no value head)"}
+    assert plan["precision"]["requested"] == "auto" and "precision" in result.output
+
+
+def test_the_planners_queries_decode_the_value_and_next_state_as_the_full_pass_does():
+    torch.manual_seed(0)
+    model = MTM(ModelConfig(width=16, heads=2, dropout=0.0, value_expectile=0.7), tokenizers(), L).eval()
+    b, layout = 5, model.layout
+    batch = {"states": torch.randn(b, L, S), "actions": torch.randn(b, L, A), "returns": torch.randn(b, L, 1)}
+    visible = (layout.role("states") | layout.role("actions")) & (layout.timestep == 0)
+    asked = (layout.role("returns") & (layout.timestep == 0)) | (layout.role("states") & (layout.timestep == 1))
+    full = model.predict(batch, visible, heads=("value", "states"))
+    part = model.predict(batch, visible, heads=("value", "states"), queries=asked)
+    torch.testing.assert_close(part["value"][:, 0], full["value"][:, 0])
+    torch.testing.assert_close(part["states"][:, 1], full["states"][:, 1])

@@ -164,6 +164,24 @@ def test_policy_follows_the_same_rule(reacher_run, no_native_bf16):
     assert not np.array_equal(a32, a16)  # it really ran in bf16
 
 
+def test_auto_keeps_fp32_for_small_forward_passes_on_a_cpu(native_bf16):
+    few = resolve_precision("auto", "cpu", rows=hardware.CPU_BF16_MIN_ROWS - 1, warn=pytest.fail)
+    assert few.dtype == "fp32" and few.native and "too few for bf16 to pay" in few.reason
+    many = resolve_precision("auto", "cpu", rows=hardware.CPU_BF16_MIN_ROWS, warn=pytest.fail)
+    assert many.dtype == "bf16"
+    assert resolve_precision("bf16", "cpu", rows=1, warn=pytest.fail).dtype == "bf16"  # asked for: as asked
+
+
+def test_a_policy_acts_in_fp32_and_plans_in_bf16_where_bf16_is_native(reacher_run, native_bf16):
+    ck = load_checkpoint(reacher_run)
+    model = load_model(ck)
+    policy = MTMPolicy(model, ck.metadata, num_envs=10, mode="plan", plan_candidates=64)
+    assert policy.precision.dtype == "fp32"  # 10 windows of 12 tokens
+    assert policy.planner.precision.dtype == "bf16"  # 640 windows
+    obs = np.random.default_rng(0).normal(size=(10, model.tokenizers["states"].dim)).astype(np.float32)
+    assert np.isfinite(policy.act(obs)).all()
+
+
 # --------------------------------------------------------------------------------------------------
 # Threads
 

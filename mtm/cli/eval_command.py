@@ -74,7 +74,7 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     from mtm.checkpoint import load_checkpoint
     from mtm.errors import ConfigError
     from mtm.evaluation import evaluate_checkpoint, evaluate_predictions, format_report
-    from mtm.hardware import resolve_device, resolve_precision, thread_summary
+    from mtm.hardware import resolve_device, thread_summary
     from mtm.io import atomic_write_text, check_output_path, write_failure
     from mtm.video import RolloutMedia
 
@@ -107,9 +107,7 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
         # The model and the simulator take turns in one process: one thread was fastest for act()
         # at every batch size measured (BENCHMARKS.md), and leaves a core to the rest.
         torch.set_num_threads(1)
-    runtime = [f"device {dev}"]
-    if not tasks:  # prediction errors are always computed in fp32
-        runtime.append(f"precision {resolve_precision(precision, dev).describe()}")
+    runtime = [f"device {dev}"]  # the policy's precision depends on its batch: the report says it
     if dev.type == "cpu":
         runtime.append(thread_summary())
     click.echo(", ".join(runtime))

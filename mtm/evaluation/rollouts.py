@@ -183,6 +183,10 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
     return report
 
 
+def _precision(p: dict[str, Any]) -> str:
+    return f"{p['dtype']} ({p['reason']})"
+
+
 def _plan_line(plan: dict[str, Any]) -> str:
     return (f"{plan['candidates']} candidates x {plan['horizon']} steps, temperature {plan['temperature']:g}, "
             f"noise {plan['noise']:g} action std, scored by the {plan['scored_by']}")
@@ -205,6 +209,10 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  normalised score  {score}   (references {refs['min']:.2f} .. {refs['max']:.2f}: "
                      f"{refs['source']})")
     lines.append(f"  env steps/s       {report['env_steps_per_s']:.0f} ({report['num_envs']} envs, policy included)")
+    if report.get("precision"):
+        planned = (report.get("plan") or {}).get("precision")
+        lines.append(f"  precision         {_precision(report['precision'])}"
+                     + (f"; planning {_precision(planned)}" if planned else ""))
     if report.get("video"):
         lines.append(f"  video             {report['video']}")
     if report.get("contact_sheet"):
