@@ -377,25 +377,26 @@ def random_model(obs_dim: int, act_dim: int, config, window: int, seed: int):
     return MTM(config, toks, window).eval()
 
 
-def minimal_metadata(action_space: Any) -> dict[str, Any]:
+def minimal_metadata(action_space: Any):
     """What MTMPolicy reads of a checkpoint's metadata: the rtg convention, the training returns
     (for the rcbc target) and the action bounds (for clipping)."""
     import numpy as np
 
-    return {
-        "rtg": {"kind": "average", "gamma": 1.0, "horizon": 1000},
-        "returns": {"episode_return": {"min": 0.0, "max": 1000.0}},
-        "data_info": {"action_space": {"low": np.asarray(action_space.low).tolist(),
-                                       "high": np.asarray(action_space.high).tolist()}},
-    }
+    from mtm.run_metadata import DataSummary, ReturnSummary, ReturnToGo, RunMetadata
+
+    bounds = {"low": np.asarray(action_space.low).tolist(), "high": np.asarray(action_space.high).tolist()}
+    return RunMetadata(rtg=ReturnToGo(kind="average", gamma=1.0, horizon=1000),
+                       returns=ReturnSummary(min=0.0, mean=500.0, max=1000.0, typical_max=1000.0, outliers_above=0),
+                       data_info=DataSummary(action_space=bounds))
 
 
-def steady_policy(model: Any, metadata: dict[str, Any], observations: Any, **settings: Any):
+def steady_policy(model: Any, metadata: Any, observations: Any, **settings: Any):
     """An MTMPolicy for len(observations) envs that has acted until its window is full: every
-    act() from here runs at c = L - 1, the steady state of an episode (what latencies measure)."""
+    act() from here runs at c = L - 1, the steady state of an episode (what latencies measure).
+    `metadata`: a RunMetadata."""
     from mtm.policy import MTMPolicy
 
-    policy = MTMPolicy(model, metadata, num_envs=len(observations), **settings)
+    policy = MTMPolicy(model, metadata.to_dict(), num_envs=len(observations), **settings)
     policy.reset()
     for _ in range(policy.window):
         policy.act(observations)

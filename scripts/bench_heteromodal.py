@@ -49,6 +49,7 @@ import sys
 from pathlib import Path
 
 from mtm.io import atomic_write_text
+from mtm.run_metadata import RunMetadata
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT.parent / "shared" / "datasets"
@@ -178,7 +179,7 @@ def collect(args, seeds: list[int]) -> dict:
                 times = load(work / "steps.json") or {}
                 report, predict = load(work / row / "eval_bc.json"), load(work / row / "id.json")
                 meta = load(final_checkpoint(work / row, args.steps) / "metadata.json") or {}
-                split = meta.get("split", {})
+                split = RunMetadata.from_dict(meta).split
                 if report is None:
                     continue
                 train_t = times.get(f"{row}/train", {})

@@ -13,6 +13,7 @@ import pytest
 
 from mtm.checkpoint import load_checkpoint
 from mtm.policy import MTMPolicy
+from mtm.run_metadata import HEADER_KEYS, RunMetadata
 
 OLD = Path(__file__).parent / "data" / "checkpoint-0.1.0"
 
@@ -42,3 +43,24 @@ def test_a_checkpoint_from_before_the_optional_keys_loads(tmp_path):
     policy = MTMPolicy.from_checkpoint(str(folder))
     assert policy.target_return == pytest.approx(meta["returns"]["episode_return"]["max"])
     assert policy.image_keys == []
+
+
+def test_run_metadata_reads_and_writes_the_same_json():
+    saved = json.loads((OLD / "metadata.json").read_text())
+    meta = RunMetadata.from_dict(saved)
+    assert meta.env_id == "Reacher-v5" and meta.dataset["kind"] == "file" and meta.rtg.kind == "average"
+    assert meta.data_info.action_space["low"] == [-1.0, -1.0] and meta.returns.outliers_above == 0
+    assert meta.stats["states"].dim == 10
+    assert meta.to_dict() == {k: v for k, v in saved.items() if k not in HEADER_KEYS}
+    assert list(meta.to_dict()) == [k for k in saved if k not in HEADER_KEYS]  # the same key order too
+    assert load_checkpoint(OLD).run_metadata.to_dict() == meta.to_dict()
+
+
+def test_run_metadata_of_the_oldest_files_and_unknown_keys():
+    meta = RunMetadata.from_dict({"env_id": "Hopper-v5", "a_key_from_the_future": [1]})
+    assert meta.state_keys == ["state"] and meta.image_keys == [] and meta.returns is None
+    assert (meta.rtg.kind, meta.rtg.gamma, meta.rtg.horizon) == ("sum", 1.0, 1000)  # what policies assumed
+    assert meta.dataset == {} and meta.datasets == []
+    assert meta.to_dict()["a_key_from_the_future"] == [1]  # kept, not dropped
+    two = RunMetadata.from_dict({"dataset": {"path": "a"}, "datasets": [{"path": "a"}, {"path": "b"}]})
+    assert [d["path"] for d in two.datasets] == ["a", "b"] and two.to_dict()["dataset"] == {"path": "a"}

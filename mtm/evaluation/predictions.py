@@ -137,7 +137,7 @@ def evaluate_predictions(checkpoint: Checkpoint, *, tasks: tuple[str, ...], data
     if data_path is not None:
         paths = [data_path]
     else:  # the files the run trained on, where they were when it did
-        saved = checkpoint.metadata.get("datasets") or [checkpoint.metadata.get("dataset") or {}]
+        saved = checkpoint.run_metadata.datasets or [{}]
         configured = [data_cfg.path, *data_cfg.extra_paths]
         paths = [d.get("path") or c for d, c in zip(saved, configured)] if len(saved) == len(configured) else configured
     for path in paths:
@@ -160,8 +160,8 @@ def evaluate_predictions(checkpoint: Checkpoint, *, tasks: tuple[str, ...], data
         raise DataError("the run held out no episodes (data.val_fraction = 0): nothing to evaluate on")
     keys = tuple(k for k in ("states", "actions", "returns") if k in model.tokenizers)
     sampler = WindowSampler(val, model.window, device=device, keys=keys)
-    stats = checkpoint.metadata["stats"]
-    means = {k: torch.as_tensor(stats[k]["mean"], dtype=torch.float32) for k in ("states", "actions")}
+    stats = checkpoint.run_metadata.stats
+    means = {k: torch.as_tensor(stats[k].mean, dtype=torch.float32) for k in ("states", "actions")}
     errors = prediction_errors(model, sampler, means, tasks=tasks, max_windows=max_windows,
                                action_history=action_history)
     missing = [t for t in tasks if t not in errors]

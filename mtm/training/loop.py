@@ -51,6 +51,7 @@ from mtm.model.masks import MaskMixture
 from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer, ImageTokenizer, Tokenizer
 from mtm.policy import MTMPolicy, check_target_fraction
 from mtm.rollout import PixelSpec
+from mtm.run_metadata import RunMetadata
 from mtm.training.ema import WeightAverage
 from mtm.training.memory import release_free_memory
 from mtm.training.metadata import describe_runtime, run_metadata, runtime_info
@@ -126,16 +127,17 @@ class _StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step: int) -> dict:
+def _evaluate_in_env(model, metadata: RunMetadata, tc, env_id: str, run_dir: Path, step: int) -> dict:
     """Roll the current model out in its env; training's RNG streams and the model's mode are left
     exactly as they were."""
     # The policy acts at the run's own precision unless train.eval_policy.precision says otherwise.
     policy = tc.eval_policy if tc.eval_policy.precision != "auto" else tc.eval_policy.replace(precision=tc.precision)
+    saved = metadata.to_dict()  # what MTMPolicy reads, as a checkpoint's metadata.json holds it
     rng = capture_rng_state()
     was_training = model.training
     try:
         def factory(slots: int) -> MTMPolicy:
-            return MTMPolicy(model, metadata, policy, num_envs=slots, device=next(model.parameters()).device)
+            return MTMPolicy(model, saved, policy, num_envs=slots, device=next(model.parameters()).device)
 
         media = None
         if tc.eval_video:
@@ -146,7 +148,7 @@ def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step
                                  quality=tc.eval_video_quality)
         return evaluate_policy(factory, metadata, env_id, episodes=tc.eval_episodes, num_envs=tc.eval_num_envs,
                                seed=tc.eval_seed, media=media,
-                               pixels=PixelSpec.from_dict(metadata["data_info"].get("pixels")))
+                               pixels=PixelSpec.from_dict(metadata.data_info.pixels))
     finally:
         model.train(was_training)
         restore_rng_state(rng)
@@ -234,7 +236,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     stats = run_data.stats
 
     if checkpoint is not None:
-        model = model_from_spec(checkpoint.metadata["model"])
+        model = model_from_spec(checkpoint.run_metadata.model)
         model.load_state_dict(checkpoint.model_state)
     else:
         frame_shapes = {key: train_sampler.frame_shape(key) for key in image_keys}
@@ -274,7 +276,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     if rt.is_main and say is not None:
         say(describe_runtime(runtime))
 
-    metadata = {**run_metadata(cfg, run_data, model), "runtime": runtime}
+    metadata = run_metadata(cfg, run_data, model).replace(runtime=runtime)
     if checkpoint is None:
         run.begin(overwrite)  # everything is validated: from here on the run writes
     logger = Logger(run_dir, enabled=rt.is_main, resume_step=start_step if checkpoint else None)
@@ -292,7 +294,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
         if average is not None:
             train_state.update(raw_model=model.state_dict(), ema_updates=average.updates)
         path = save_checkpoint(run_dir, step, model_state=policy_model.state_dict(), config=config_to_dict(cfg),
-                               metadata=metadata, train_state=train_state, keep_last=tc.keep_last)
+                               metadata=metadata.to_dict(), train_state=train_state, keep_last=tc.keep_last)
         run.commit()  # the new run has a checkpoint: an earlier run it replaces can go now
         return path
 

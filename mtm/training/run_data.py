@@ -48,8 +48,7 @@ def data_paths(cfg: RunConfig) -> list[str]:
 
 def _check_identities(paths: list[str], identities: list[dict], checkpoint) -> None:
     """A resumed run must read exactly the bytes it was trained on, file by file."""
-    meta = checkpoint.metadata
-    saved = meta.get("datasets") or [meta.get("dataset", {})]
+    saved = checkpoint.run_metadata.datasets
     if len(saved) != len(identities):
         raise DataError(f"this run was trained on {len(saved)} dataset(s), --resume gives {len(identities)}; "
                         f"resume with the same files")
