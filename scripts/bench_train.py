@@ -65,7 +65,7 @@ from mtm.data.windows import WindowSampler
 from mtm.hardware import native_bf16, resolve_precision
 from mtm.model.build import build_model
 from mtm.model.masks import MaskMixture
-from mtm.training.loop import build_tokenizers
+from mtm.model.tokenizers import build_tokenizers
 from mtm.training.optim import build_optimizer, build_scheduler
 from mtm.training.step import PHASES, TrainStep
 
@@ -125,7 +125,7 @@ def build_group(name: str, cfg: RunConfig, batch_size: int, data: Trajectories, 
     keys = ("states", "actions", "returns") if cfg.tokens.use_returns else ("states", "actions")
     sampler = WindowSampler(train_data, cfg.data.window, device=device, keys=keys)
     torch.manual_seed(tc.seed)
-    model = build_model(cfg.model, build_tokenizers(cfg, train_data.stats()), cfg.data.window).to(device)
+    model = build_model(cfg.model, build_tokenizers(cfg.tokens, train_data.stats()), cfg.data.window).to(device)
     model.train()
     optimizer = build_optimizer(model, tc, device)
     return Group(name, cfg, batch_size, device, sampler, model, optimizer, build_scheduler(optimizer, tc),

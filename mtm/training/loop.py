@@ -40,7 +40,6 @@ from tqdm.auto import tqdm
 
 from mtm.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from mtm.config import RunConfig, config_to_dict, format_config, save_config
-from mtm.data.stats import ModalityStats
 from mtm.errors import ConfigError, DataError, MTMError, MTMWarning, OutputError
 from mtm.evaluation.predictions import prediction_errors
 from mtm.evaluation.rollouts import evaluate_policy
@@ -48,7 +47,7 @@ from mtm.hardware import resolve_precision
 from mtm.io import write_failure
 from mtm.model.build import build_model, model_from_spec
 from mtm.model.masks import MaskMixture
-from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer, ImageTokenizer, Tokenizer
+from mtm.model.tokenizers import build_tokenizers
 from mtm.policy import MTMPolicy, check_target_fraction
 from mtm.rollout import PixelSpec
 from mtm.run_metadata import RunMetadata
@@ -81,28 +80,6 @@ class TrainResult:
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
-
-
-def build_tokenizers(cfg: RunConfig, stats: dict[str, ModalityStats],
-                     frame_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Tokenizer]:
-    """Tokenizers in the token order states -> images -> returns -> actions (the autoregressive
-    order; images are observations). frame_shapes: (H, W, C) per image key to tokenize."""
-    tc = cfg.tokens
-
-    def make(name: str, kind: str) -> Tokenizer:
-        if kind == "binned":
-            return BinnedTokenizer.from_stats(stats[name], tc.num_bins, name=name)
-        return ContinuousTokenizer.from_stats(stats[name], tc.min_std, name=name)
-
-    tokenizers: dict[str, Tokenizer] = {"states": make("states", tc.states)}
-    for key, (height, width, channels) in (frame_shapes or {}).items():
-        tokenizers[key] = ImageTokenizer(height, width, channels, encoder=tc.image_encoder,
-                                         patch_size=tc.image_patch_size, keypoints=tc.image_keypoints,
-                                         augment_pad=tc.image_augment_pad, name=key)
-    if tc.use_returns:
-        tokenizers["returns"] = make("returns", "continuous")
-    tokenizers["actions"] = make("actions", tc.actions)
-    return tokenizers
 
 
 class _StopRequest:
@@ -240,7 +217,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
         model.load_state_dict(checkpoint.model_state)
     else:
         frame_shapes = {key: train_sampler.frame_shape(key) for key in image_keys}
-        model = build_model(cfg.model, build_tokenizers(cfg, stats, frame_shapes), cfg.data.window)
+        model = build_model(cfg.model, build_tokenizers(cfg.tokens, stats, frame_shapes), cfg.data.window)
     model.to(rt.device)
     if rt.is_main and tc.val_every and cfg.data.val_fraction > 0:
         reason = no_validation_reason(run_data, model)
