@@ -71,6 +71,17 @@ _RESERVED_METADATA = HEADER_KEYS
 # ---- Saving --------------------------------------------------------------------------------------
 
 
+def step_name(step: int) -> str:
+    """The name of step `step`'s checkpoint folder, "step_00005000" (and of what else a run writes
+    per step, e.g. its evaluation videos), sorted by step as text too."""
+    return f"step_{step:08d}"
+
+
+def step_dir(run_dir: str | os.PathLike, step: int) -> Path:
+    """Where a run's checkpoint of step `step` is (or would be) saved."""
+    return Path(run_dir) / CHECKPOINTS_DIR / step_name(step)
+
+
 def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model_state: Mapping[str, torch.Tensor],
                     config: Mapping[str, Any], metadata: Mapping[str, Any],
                     train_state: Mapping[str, Any] | None = None, keep_last: int = 3) -> Path:
@@ -91,7 +102,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model_state: Mappi
     root = Path(run_dir) / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
     _remove_temps(root)  # left by a save or prune that was killed
-    name = f"step_{step:08d}"
+    name = step_name(step)
     final = root / name
     # Not tempfile.mkdtemp: its 0700 mode would stay on the checkpoint; os.mkdir honours the umask.
     tmp = root / f"{_TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"

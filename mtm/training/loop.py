@@ -36,7 +36,7 @@ import torch
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from mtm.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
+from mtm.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, step_name
 from mtm.config import RunConfig
 from mtm.errors import ConfigError, DataError, MTMError, OutputError
 from mtm.evaluation.predictions import prediction_errors
@@ -115,7 +115,7 @@ def _evaluate_in_env(model, metadata: RunMetadata, tc, env_id: str, run_dir: Pat
             # The video and, next to it, its contact sheet (also logged to TensorBoard by the caller).
             videos = run_dir / "videos"
             videos.mkdir(parents=True, exist_ok=True)
-            media = RolloutMedia(video=videos / f"step_{step:08d}.mp4", contact_sheet=videos / f"step_{step:08d}.png",
+            media = RolloutMedia(video=videos / f"{step_name(step)}.mp4", contact_sheet=videos / f"{step_name(step)}.png",
                                  quality=tc.eval_video_quality)
         return evaluate_policy(factory, metadata, env_id, episodes=tc.eval_episodes, num_envs=tc.eval_num_envs,
                                seed=tc.eval_seed, media=media,
