@@ -5,8 +5,9 @@ mtm.training.metadata builds it once per run; every checkpoint the run saves wri
 HEADER_KEYS). Policies, `mtm eval` and a resumed run read it back with `from_dict` and use its
 fields, so the JSON keys below are written and read here alone. Renaming one breaks the
 checkpoints already saved; a key an older mtm did not write gets the default that mtm read it as
-(tests/test_old_checkpoints.py loads a 0.1.0 checkpoint), and a key this mtm does not know is kept
-in `extra`, so a round trip loses nothing.
+(tests/test_old_checkpoints.py loads a 0.1.0 checkpoint), and a top-level key this mtm does not
+know is kept in `extra`, so a round trip keeps it (inside data_info and rtg, only the known
+fields are read).
 
     env_id        the dataset's env id                  evaluation.rollouts (the default env)
     dataset       identity of data.path (path, kind,    training.run_data (a resume must read the
