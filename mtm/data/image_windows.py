@@ -75,7 +75,7 @@ class ImageWindows:
                             f"which training on images needs; convert it first (mtm convert {self.path} DST.hdf5)")
         return self.source.open()
 
-    def _check_file(self, source: Any, spans: np.ndarray) -> tuple[int, ...]:
+    def _check_file(self, source: FrameReader, spans: np.ndarray) -> tuple[int, ...]:
         """Validate the file and key once; return the frame shape."""
         where = str(self.path)
         if self.key not in source.observation_keys():
