@@ -41,8 +41,8 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
     """
     from mtm.config import RunConfig, load_config, resolve_config_path
     from mtm.errors import ConfigError
-    from mtm.training.loop import CONFIG_FILE, train
-    from mtm.training.rundir import recover
+    from mtm.training.loop import train
+    from mtm.training.rundir import CONFIG_FILE, recover
 
     extra = list(overrides)
     first = data[0] if data else None

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mtm.data.episode import EpisodeSource
+from mtm.data.episode import EpisodeSource, FlatReader
 from mtm.data.formats.native import NativeSource
 
 HISTOGRAM_BINS = 10
@@ -30,7 +30,7 @@ class _Scan:
 
 
 def summarize(source: EpisodeSource) -> dict[str, Any]:
-    scan = _scan_flat(source) if hasattr(source, "flat_arrays") else _scan_episodes(source)
+    scan = _scan_flat(source) if isinstance(source, FlatReader) else _scan_episodes(source)
     info = source.info
     has_reference = info.ref_min_score is not None and info.ref_max_score is not None
     returns = _stats(scan.returns)

@@ -25,15 +25,16 @@ from mtm.errors import ConfigError
 from mtm.policy import MTMPolicy, load_model
 from mtm.policy_config import PolicyConfig
 from mtm.rollout import EpisodeRunner, PixelSpec
+from mtm.run_metadata import RunMetadata
 from mtm.video import FrameRecorder, RolloutMedia, write_video
 
 
-def references_for(metadata: dict[str, Any], env_id: str) -> dict[str, Any] | None:
+def references_for(metadata: RunMetadata, env_id: str) -> dict[str, Any] | None:
     """{min, max, source} reference returns: the data's own first, then mtm's table for the env."""
-    info = metadata.get("data_info") or {}
-    if info.get("ref_min_score") is not None and info.get("ref_max_score") is not None:
-        return {"min": info["ref_min_score"], "max": info["ref_max_score"],
-                "source": f"dataset ({info.get('source_format')}: {info.get('source')})"}
+    info = metadata.data_info
+    if info.ref_min_score is not None and info.ref_max_score is not None:
+        return {"min": info.ref_min_score, "max": info.ref_max_score,
+                "source": f"dataset ({info.source_format}: {info.source})"}
     entry = reference_entry(env_id)
     if entry is not None:
         return {"min": entry[0], "max": entry[1], "source": entry[2]}
@@ -64,7 +65,7 @@ def check_env_matches(runner: EpisodeRunner, policy: MTMPolicy, env_id: str) -> 
         raise ConfigError(f"{env_id}: actions have {act_dim} dimensions, the checkpoint predicts {policy.action_dim}")
 
 
-def evaluate_policy(policy_factory, metadata: dict[str, Any], env_id: str, *, episodes: int, num_envs: int,
+def evaluate_policy(policy_factory, metadata: RunMetadata, env_id: str, *, episodes: int, num_envs: int,
                     seed: int = 0, media: RolloutMedia | None = None, pixels: PixelSpec | None = None,
                     progress: bool = False) -> dict[str, Any]:
     """Run `episodes` episodes of `policy_factory(num_envs)` in `env_id` and report (see module doc).
@@ -148,15 +149,15 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
     """The policy of a checkpoint in its env (or `env_id`), acting as `policy` says (default: the
     PolicyConfig defaults): the full `mtm eval` report."""
     policy = policy or PolicyConfig()
-    metadata = checkpoint.metadata
-    env_id = env_id or metadata.get("env_id")
+    metadata = checkpoint.run_metadata
+    env_id = env_id or metadata.env_id
     if not env_id:
         raise ConfigError("the checkpoint's dataset names no environment; pass --env ENV_ID")
     model = load_model(checkpoint, device)
-    pixels = PixelSpec.from_dict((metadata.get("data_info") or {}).get("pixels"))
+    pixels = PixelSpec.from_dict(metadata.data_info.pixels)
 
     def factory(slots: int) -> MTMPolicy:
-        return MTMPolicy(model, metadata, policy, num_envs=slots, device=device)
+        return MTMPolicy(model, checkpoint.metadata, policy, num_envs=slots, device=device)
 
     report = evaluate_policy(factory, metadata, env_id, episodes=episodes, num_envs=num_envs, seed=seed,
                              media=media, pixels=pixels, progress=progress)
@@ -172,7 +173,7 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
         "plan": probe.planner.describe() if probe.planner is not None else None,
         "checkpoint": str(checkpoint.path),
         "checkpoint_step": checkpoint.step,
-        "dataset": metadata.get("dataset"),
+        "dataset": metadata.dataset or None,
         "device": str(device),
         "precision": probe.precision.to_dict(),
         "threads": torch.get_num_threads() if torch.device(device).type == "cpu" else None,
