@@ -21,7 +21,7 @@ from mtm.config import DataConfig, config_from_dict
 from mtm.data.mixture import TrainingData, load_training_data
 from mtm.data.windows import WindowSampler
 from mtm.errors import ConfigError, DataError
-from mtm.model.masks import (PRESENT_PREFIX, bc_mask, forward_dynamics_mask, inverse_dynamics_mask, rcbc_mask,
+from mtm.model.masks import (POLICY_MASKS, PRESENT_PREFIX, forward_dynamics_mask, inverse_dynamics_mask,
                              without_action_history)
 from mtm.policy import load_model
 from mtm.policy_config import POLICY_MODES
@@ -45,9 +45,9 @@ class PredictionTask:
 PREDICTION_TASKS: dict[str, PredictionTask] = {
     t.name: t
     for t in (
-        PredictionTask("bc", "behaviour cloning: action from the state history", bc_mask,
+        PredictionTask("bc", "behaviour cloning: action from the state history", POLICY_MASKS["bc"],
                        lambda L: L - 1, "actions", 0, ("states", "actions")),
-        PredictionTask("rcbc", "return-conditioned BC: action from states and return-to-go", rcbc_mask,
+        PredictionTask("rcbc", "return-conditioned BC: action from states and return-to-go", POLICY_MASKS["rcbc"],
                        lambda L: L - 1, "actions", 0, ("states", "actions", "returns")),
         PredictionTask("fd", "forward dynamics: next state from states and actions",
                        forward_dynamics_mask, lambda L: L - 2, "states", 1, ("states", "actions")),

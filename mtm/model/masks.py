@@ -286,7 +286,8 @@ def random_autoregressive_mask(layout: TokenLayout, batch_size: int, generator: 
 POLICY_MASKS: dict[str, Callable[..., torch.Tensor]] = {"bc": bc_mask, "rcbc": rcbc_mask, "plan": rcbc_mask}
 
 # The inference masks as training modes: name -> (mask of a (B,) step c, s: c lies in 0 .. L - s).
-_INFERENCE_MODES = {"bc": (bc_mask, 1), "rcbc": (rcbc_mask, 1), "forward_dynamics": (forward_dynamics_mask, 2),
+_INFERENCE_MODES = {"bc": (POLICY_MASKS["bc"], 1), "rcbc": (POLICY_MASKS["rcbc"], 1),
+                    "forward_dynamics": (forward_dynamics_mask, 2),
                     "inverse_dynamics": (inverse_dynamics_mask, 2), "goal_reaching": (goal_reaching_mask, 1)}
 TRAINING_MODES = ("random", "random_autoregressive", *_INFERENCE_MODES, "imputation")
 
