@@ -440,7 +440,7 @@ def steady_policy(model: Any, metadata: Any, observations: Any, **settings: Any)
     `metadata`: a RunMetadata."""
     from mtm.policy import MTMPolicy
 
-    policy = MTMPolicy(model, metadata.to_dict(), num_envs=len(observations), **settings)
+    policy = MTMPolicy(model, metadata, num_envs=len(observations), **settings)
     policy.reset()
     for _ in range(policy.window):
         policy.act(observations)
@@ -449,16 +449,8 @@ def steady_policy(model: Any, metadata: Any, observations: Any, **settings: Any)
 
 def steady_inputs(policy: Any) -> tuple[dict, Any, Any]:
     """(batch, visible, queries) of one steady-state act() of `policy` (c = L - 1), on its own
-    buffers, exactly as act() passes them to the model."""
-    import torch
-
-    k, c = policy.num_envs, policy.window - 1
-    positions = torch.arange(policy.window, device=policy.device)
-    batch = {"states": policy.states, "actions": policy.actions,
-             "timesteps": (policy.steps - c)[:, None] + positions[None, :]}
-    if "returns" in policy.model.tokenizers:
-        batch["returns"] = policy.returns
-    return batch, policy._masks[c].expand(k, -1), policy._queries[c].expand(k, -1)
+    buffers, exactly as act() passes them to the model (MTMPolicy.model_inputs)."""
+    return policy.model_inputs()
 
 
 def predict_call(policy: Any, model: Any = None) -> Callable[[], dict]:
@@ -471,7 +463,7 @@ def predict_call(policy: Any, model: Any = None) -> Callable[[], dict]:
 
     @torch.no_grad()
     def call() -> dict:
-        with policy._autocast:
+        with policy.autocast:
             return model.predict(batch, visible, heads=("actions",), queries=queries)
 
     return call

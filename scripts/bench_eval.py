@@ -119,7 +119,7 @@ def eval_chunk(model: Any, metadata: RunMetadata, env_id: str, num_envs: int, ep
                threads: int) -> dict[str, Any]:
     """One evaluate_policy run of `episodes` episodes on K envs: its report."""
     torch.set_num_threads(threads)
-    return evaluate_policy(lambda slots: MTMPolicy(model, metadata.to_dict(), num_envs=slots), metadata, env_id,
+    return evaluate_policy(lambda slots: MTMPolicy(model, metadata, num_envs=slots), metadata, env_id,
                            episodes=episodes, num_envs=num_envs, seed=seed)
 
 
@@ -128,7 +128,7 @@ def action_deviation(model: Any, reference: Any, metadata: RunMetadata, obs: np.
     out = []
     for m in (model, reference):
         torch.set_num_threads(1)
-        p = MTMPolicy(m, metadata.to_dict(), num_envs=len(obs))
+        p = MTMPolicy(m, metadata, num_envs=len(obs))
         p.reset()
         for t in range(p.window):
             a = p.act(obs + 0.1 * t)

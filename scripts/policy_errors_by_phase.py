@@ -30,7 +30,7 @@ def phase_errors(path: str, episodes: int, action_history: bool) -> list[float]:
     data = run_training_data(checkpoint)[1].data
     sums, counts = np.zeros(len(PHASES)), np.zeros(len(PHASES))
     for e in range(data.num_episodes - episodes, data.num_episodes):
-        policy = MTMPolicy(model, checkpoint.metadata, mode="bc", action_history=action_history, num_envs=1)
+        policy = MTMPolicy(model, checkpoint.run_metadata, mode="bc", action_history=action_history, num_envs=1)
         policy.reset()
         start, length = int(data.starts[e]), int(data.lengths[e])
         states, actions = data.arrays["states"][start:start + length], data.arrays["actions"][start:start + length]

@@ -157,7 +157,7 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
     pixels = PixelSpec.from_dict(metadata.data_info.pixels)
 
     def factory(slots: int) -> MTMPolicy:
-        return MTMPolicy(model, checkpoint.metadata, policy, num_envs=slots, device=device)
+        return MTMPolicy(model, metadata, policy, num_envs=slots, device=device)
 
     report = evaluate_policy(factory, metadata, env_id, episodes=episodes, num_envs=num_envs, seed=seed,
                              media=media, pixels=pixels, progress=progress)

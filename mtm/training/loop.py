@@ -103,12 +103,11 @@ def _evaluate_in_env(model, metadata: RunMetadata, tc, env_id: str, run_dir: Pat
     exactly as they were."""
     # The policy acts at the run's own precision unless train.eval_policy.precision says otherwise.
     policy = tc.eval_policy if tc.eval_policy.precision != "auto" else tc.eval_policy.replace(precision=tc.precision)
-    saved = metadata.to_dict()  # what MTMPolicy reads, as a checkpoint's metadata.json holds it
     rng = capture_rng_state()
     was_training = model.training
     try:
         def factory(slots: int) -> MTMPolicy:
-            return MTMPolicy(model, saved, policy, num_envs=slots, device=next(model.parameters()).device)
+            return MTMPolicy(model, metadata, policy, num_envs=slots, device=next(model.parameters()).device)
 
         media = None
         if tc.eval_video:
