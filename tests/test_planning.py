@@ -88,6 +88,7 @@ class KnownModel:
     candidate's imagined next state, and with it its score at h = 1, is its first action's [0]."""
 
     window, has_value = L, True
+    config = ModelConfig(width=16, heads=2)
 
     def __init__(self):
         self.tokenizers = tokenizers()
