@@ -31,7 +31,7 @@ class PolicyConfig:
     action_history: bool = True  # show the model the actions taken at the window's earlier steps, or only states (and returns)
     precision: PrecisionName = "auto"  # bf16 autocast only where the device multiplies bf16 natively (mtm.hardware)
     plan_candidates: int = 64  # plan: candidate action sequences per env and step (the first is the RCBC action itself)
-    plan_horizon: int = 2  # plan: steps each candidate is imagined for (1 = score the first action's value only)
+    plan_horizon: int = 1  # plan: steps each candidate is imagined for (1: the first action's value only; 2 helped on hopper-medium-replay, hurt on halfcheetah-medium-replay: BENCHMARKS.md)
     plan_temperature: float = 0.05  # plan: softmax temperature over the candidates' scores, in return-token stds (small: near the best)
     plan_noise: float = 0.3  # plan: std of the candidates' action noise, in units of the data's action std
     plan_seed: int = 0  # plan: seed of the candidates' noise

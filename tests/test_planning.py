@@ -193,12 +193,12 @@ def test_plan_end_to_end_in_the_eval_command(reacher_run, tmp_path):
                                        "--num-envs", "2", "--plan-candidates", "4", "--no-progress",
                                        "--output", str(out)])
     assert result.exit_code == 0, result.output
-    assert "mode plan" in result.output and "4 candidates x 2 steps" in result.output
+    assert "mode plan" in result.output and "4 candidates x 1 step," in result.output
     report = json.loads(out.read_text())
     assert report["mode"] == "plan" and report["episodes"] == 2 and report["target_return"] is not None
     plan = report["plan"]
     assert {k: plan[k] for k in ("candidates", "horizon", "temperature", "noise", "scored_by")} == {
-        "candidates": 4, "horizon": 2, "temperature": 0.05, "noise": 0.3, "scored_by": "return head (mean; no value head)"}
+        "candidates": 4, "horizon": 1, "temperature": 0.05, "noise": 0.3, "scored_by": "return head (mean; no value head)"}
     assert plan["precision"]["requested"] == "auto" and "precision" in result.output
 
 

@@ -33,7 +33,7 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
                    "(and returns). With --task bc/rcbc: the same for the held-out windows.")
 @click.option("--plan-candidates", type=int, default=None,
               help="plan: candidate action sequences per env and step [default: 64].")
-@click.option("--plan-horizon", type=int, default=None, help="plan: steps each candidate is imagined for [default: 2].")
+@click.option("--plan-horizon", type=int, default=None, help="plan: steps each candidate is imagined for [default: 1].")
 @click.option("--plan-temperature", type=float, default=None,
               help="plan: softmax temperature over candidate scores, in return-token stds [default: 0.05].")
 @click.option("--plan-noise", type=float, default=None,
@@ -68,7 +68,7 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
       mtm eval --checkpoint runs/reacher --episodes 50 --num-envs 10
       mtm eval --checkpoint runs/hopper --mode rcbc --target-fraction 0.9 --video hopper.mp4
       mtm eval --checkpoint runs/hopper --episodes 3 --video-episodes 3 --contact-sheet hopper.png
-      mtm eval --checkpoint runs/hopper --mode plan --plan-candidates 64 --plan-horizon 2
+      mtm eval --checkpoint runs/hopper --mode plan --plan-candidates 64 --plan-horizon 1
       mtm eval --checkpoint runs/hopper --task fd --task id
     """
     from mtm.checkpoint import load_checkpoint

@@ -189,7 +189,8 @@ def _precision(p: dict[str, Any]) -> str:
 
 
 def _plan_line(plan: dict[str, Any]) -> str:
-    return (f"{plan['candidates']} candidates x {plan['horizon']} steps, temperature {plan['temperature']:g}, "
+    steps = f"{plan['horizon']} step{'s' if plan['horizon'] != 1 else ''}"
+    return (f"{plan['candidates']} candidates x {steps}, temperature {plan['temperature']:g}, "
             f"noise {plan['noise']:g} action std, scored by the {plan['scored_by']}")
 
 
