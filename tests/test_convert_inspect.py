@@ -122,7 +122,8 @@ def test_shared_datasets_match_their_published_figures(shared_datasets):
             assert r[key] == pytest.approx(e[f"return_{key}"], abs=0.1), (name, key)
         assert s["episode_lengths"]["mean"] == pytest.approx(e["len_mean"])
         reference = {"min": e["ref_random_return"], "max": e["ref_expert_return"]}
-        assert s["reference_scores"] == pytest.approx(reference)
+        assert {k: s["reference_scores"][k] for k in ("min", "max")} == pytest.approx(reference)
+        assert "warning" not in s["reference_scores"], name  # the shared data passes the sanity check
         assert s["has_final_observation"] is True
 
 

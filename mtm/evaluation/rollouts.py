@@ -3,14 +3,16 @@
 `evaluate_policy` runs exactly N episodes over K environments (episode i reset with seed + i, so the
 results do not depend on K) and reports per-episode return and length, mean ± std (population std
 over the N episodes), the normalised score 100 · (R − R_min) / (R_max − R_min) with the references
-the data carries (D4RL's, Minari's, the native file's) or else envs.references, and the env steps
-per second of the whole loop (simulation + policy).
+the data carries (D4RL's, Minari's, the native file's) or else envs.references (also when the data's
+put its own mean return far off the scale: `references_for`), and the env steps per second of the
+whole loop (simulation + policy).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import warnings
 from typing import Any
 
 import numpy as np
@@ -18,10 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 import mtm
-from envs.references import normalized_score, reference_entry
+from envs.references import choose_references, normalized_score
 from mtm.checkpoint import Checkpoint
 from mtm.contact_sheet import write_contact_sheet
-from mtm.errors import ConfigError
+from mtm.errors import ConfigError, MTMWarning
 from mtm.policy import MTMPolicy, load_model
 from mtm.policy_config import PolicyConfig
 from mtm.rollout import EpisodeRunner, PixelSpec
@@ -29,15 +31,16 @@ from mtm.video import FrameRecorder, RolloutMedia, write_video
 
 
 def references_for(metadata: dict[str, Any], env_id: str) -> dict[str, Any] | None:
-    """{min, max, source} reference returns: the data's own first, then mtm's table for the env."""
+    """{min, max, source} reference returns: the data's own, unless they put the training data's
+    mean return far off the normalised scale; then (or when the data has none) mtm's table for the
+    env. A "warning" (one line) says when the references are suspect (envs.references)."""
     info = metadata.get("data_info") or {}
+    own = None
     if info.get("ref_min_score") is not None and info.get("ref_max_score") is not None:
-        return {"min": info["ref_min_score"], "max": info["ref_max_score"],
-                "source": f"dataset ({info.get('source_format')}: {info.get('source')})"}
-    entry = reference_entry(env_id)
-    if entry is not None:
-        return {"min": entry[0], "max": entry[1], "source": entry[2]}
-    return None
+        own = (info["ref_min_score"], info["ref_max_score"])
+    mean_return = ((metadata.get("returns") or {}).get("episode_return") or {}).get("mean")
+    return choose_references(own, f"dataset ({info.get('source_format')}: {info.get('source')})", env_id,
+                             mean_return)
 
 
 def check_env_matches(runner: EpisodeRunner, policy: MTMPolicy, env_id: str) -> None:
@@ -158,6 +161,9 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
     def factory(slots: int) -> MTMPolicy:
         return MTMPolicy(model, metadata, policy, num_envs=slots, device=device)
 
+    references = references_for(metadata, env_id)
+    if references is not None and references.get("warning"):  # before the rollouts, which take a while
+        warnings.warn(references["warning"], MTMWarning, stacklevel=2)
     report = evaluate_policy(factory, metadata, env_id, episodes=episodes, num_envs=num_envs, seed=seed,
                              media=media, pixels=pixels, progress=progress)
     probe = factory(1)

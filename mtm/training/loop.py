@@ -43,7 +43,7 @@ from mtm.config import RunConfig, config_to_dict, format_config, save_config
 from mtm.data.stats import ModalityStats
 from mtm.errors import ConfigError, DataError, MTMError, MTMWarning, OutputError
 from mtm.evaluation.predictions import prediction_errors
-from mtm.evaluation.rollouts import evaluate_policy
+from mtm.evaluation.rollouts import evaluate_policy, references_for
 from mtm.hardware import resolve_precision
 from mtm.io import write_failure
 from mtm.model.build import build_model, model_from_spec
@@ -275,6 +275,10 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
         say(describe_runtime(runtime))
 
     metadata = {**run_metadata(cfg, run_data, model), "runtime": runtime}
+    if rt.is_main and tc.eval_every:  # once, not at every evaluation
+        references = references_for(metadata, run_data.eval_env)
+        if references is not None and references.get("warning"):
+            warnings.warn(references["warning"], MTMWarning, stacklevel=2)
     if checkpoint is None:
         run.begin(overwrite)  # everything is validated: from here on the run writes
     logger = Logger(run_dir, enabled=rt.is_main, resume_step=start_step if checkpoint else None)
