@@ -28,7 +28,9 @@ from mtm.hardware import DEVICE_CHOICES
               help="Continue the run in RUN_DIR from its last checkpoint (its config.yaml, plus any --set).")
 @click.option("--overwrite", is_flag=True,
               help="Replace the mtm run in --run-dir (kept until the new run saves its first checkpoint).")
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--progress/--no-progress", default=True,
+              help="A progress bar where stdout and stderr are terminals; with --no-progress or output to a "
+                   "file or pipe, one timestamped line per train.log_every (step, loss, lr, samples/s, elapsed, ETA).")
 def train_command(config_name, overrides, data, run_dir, device, resume, overwrite, progress) -> None:
     """Train a masked trajectory model on an offline dataset.
 

@@ -145,6 +145,20 @@ def _write_media(recorder: FrameRecorder, media: RolloutMedia, fps: int) -> dict
     return out
 
 
+def policy_fields(policy: MTMPolicy, config: PolicyConfig) -> dict[str, Any]:
+    """How the policy acted, for a report: the mode `auto` resolved to and, for RCBC, its target."""
+    rcbc = policy.mode == "rcbc"
+    return {
+        "mode": policy.mode,
+        "model_kind": policy.model.config.kind,
+        "action_history": config.action_history,
+        "target_return": policy.target_return if rcbc else None,
+        "target_rule": policy.target_rule if rcbc else None,
+        "target_outliers_left_out": policy.target_outliers if rcbc else None,
+        "target_decrement": config.decrement if rcbc else None,
+    }
+
+
 def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, episodes: int = 10, num_envs: int = 10,
                         policy: PolicyConfig | None = None, seed: int = 0, device: str | torch.device = "cpu",
                         media: RolloutMedia | None = None, progress: bool = False) -> dict[str, Any]:
@@ -167,14 +181,8 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
     report = evaluate_policy(factory, metadata, env_id, episodes=episodes, num_envs=num_envs, seed=seed,
                              media=media, pixels=pixels, progress=progress)
     probe = factory(1)
+    report.update(policy_fields(probe, policy))
     report.update({
-        "mode": probe.mode,
-        "model_kind": probe.model.config.kind,
-        "action_history": policy.action_history,
-        "target_return": probe.target_return if probe.mode == "rcbc" else None,
-        "target_rule": probe.target_rule if probe.mode == "rcbc" else None,
-        "target_outliers_left_out": probe.target_outliers if probe.mode == "rcbc" else None,
-        "target_decrement": policy.decrement if probe.mode == "rcbc" else None,
         "checkpoint": str(checkpoint.path),
         "checkpoint_step": checkpoint.step,
         "dataset": metadata.get("dataset"),

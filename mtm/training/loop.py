@@ -36,14 +36,13 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from mtm.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from mtm.config import RunConfig, config_to_dict, format_config, save_config
 from mtm.data.stats import ModalityStats
 from mtm.errors import ConfigError, DataError, MTMError, MTMWarning, OutputError
 from mtm.evaluation.predictions import prediction_errors
-from mtm.evaluation.rollouts import evaluate_policy, references_for
+from mtm.evaluation.rollouts import evaluate_policy, policy_fields, references_for
 from mtm.hardware import resolve_precision
 from mtm.io import write_failure
 from mtm.model.build import build_model, model_from_spec
@@ -56,8 +55,9 @@ from mtm.training.memory import release_free_memory
 from mtm.training.metadata import describe_runtime, run_metadata, runtime_info
 from mtm.training.metrics import Logger, LossMeter, eval_scalars, val_scalars
 from mtm.training.optim import build_optimizer, build_scheduler
+from mtm.training.progress import TrainProgress, interactive
 from mtm.training.run_data import data_paths, load_run_data, no_validation_reason
-from mtm.training.rundir import CONFIG_FILE, RunDirectory
+from mtm.training.rundir import CONFIG_FILE, METRICS_FILE, RunDirectory
 from mtm.training.runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
 from mtm.training.step import TrainStep
 from mtm.video import RolloutMedia
@@ -133,9 +133,11 @@ def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step
     policy = tc.eval_policy if tc.eval_policy.precision != "auto" else tc.eval_policy.replace(precision=tc.precision)
     rng = capture_rng_state()
     was_training = model.training
+    built: list[MTMPolicy] = []
     try:
         def factory(slots: int) -> MTMPolicy:
-            return MTMPolicy(model, metadata, policy, num_envs=slots, device=next(model.parameters()).device)
+            built.append(MTMPolicy(model, metadata, policy, num_envs=slots, device=next(model.parameters()).device))
+            return built[-1]
 
         media = None
         if tc.eval_video:
@@ -144,9 +146,11 @@ def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step
             videos.mkdir(parents=True, exist_ok=True)
             media = RolloutMedia(video=videos / f"step_{step:08d}.mp4", contact_sheet=videos / f"step_{step:08d}.png",
                                  quality=tc.eval_video_quality)
-        return evaluate_policy(factory, metadata, env_id, episodes=tc.eval_episodes, num_envs=tc.eval_num_envs,
-                               seed=tc.eval_seed, media=media,
-                               pixels=PixelSpec.from_dict(metadata["data_info"].get("pixels")))
+        report = evaluate_policy(factory, metadata, env_id, episodes=tc.eval_episodes, num_envs=tc.eval_num_envs,
+                                 seed=tc.eval_seed, media=media,
+                                 pixels=PixelSpec.from_dict(metadata["data_info"].get("pixels")))
+        # The mode `auto` resolved to (and the RCBC target), as `mtm eval` reports them.
+        return {**report, **policy_fields(built[0], policy)}
     finally:
         model.train(was_training)
         restore_rng_state(rng)
@@ -176,7 +180,9 @@ def _restore_train_state(checkpoint, model, optimizer, scheduler, rt: Runtime, s
 def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool = False,
           progress: bool = True, say: Callable[[str], None] | None = print) -> TrainResult:
     """Train (or continue) a run. `resume`: a run directory whose `last` checkpoint to continue.
-    `say` prints the one line on device, precision and threads at start (rank 0; None: quiet)."""
+    `say` prints, on rank 0, the device, precision and threads and the run's paths at start, then
+    a line per log step (mtm.training.progress), validation and evaluation; None: quiet.
+    `progress`: a bar instead of the step lines, where stdout and stderr are terminals."""
     rt = setup_runtime(cfg.train.device)
     try:
         return _train(cfg, rt, resume=resume, overwrite=overwrite, progress=progress, say=say)
@@ -273,6 +279,8 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     runtime = runtime_info(rt, precision)
     if rt.is_main and say is not None:
         say(describe_runtime(runtime))
+        say(f"run directory {run_dir}: config {run_dir / CONFIG_FILE}, metrics {run_dir / METRICS_FILE} "
+            f"(TensorBoard: tensorboard --logdir {run_dir})")
 
     metadata = {**run_metadata(cfg, run_data, model), "runtime": runtime}
     if rt.is_main and tc.eval_every:  # once, not at every evaluation
@@ -314,8 +322,9 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                 f"Try a lower train.lr, train.grad_clip > 0, or train.precision=fp32"
             )
 
-    bar = tqdm(total=tc.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
-               disable=not (progress and rt.is_main))
+    # A bar only where it can be redrawn in place; elsewhere (a log file, --no-progress) one line per log step.
+    report = TrainProgress(say if rt.is_main else None, total=tc.steps, start=start_step,
+                           bar=progress and interactive())
 
     model.train()
     step = start_step
@@ -325,15 +334,14 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                 loss, parts, grad_norm = train_step(step)
                 step += 1
                 meter.add(loss, parts, grad_norm)
-                bar.update(1)
+                report.step()
 
                 if step % tc.log_every == 0 or step == tc.steps:
                     check_finite(step)
                     scalars = meter.flush(tc.batch_size)
                     scalars["train/lr"] = scheduler.get_last_lr()[0]
                     logger.scalars(step, scalars)
-                    bar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
-                                    samples_s=f"{scalars['charts/samples_per_s']:.0f}")
+                    report.logged(step, scalars)
                     if rt.device.type == "cpu":
                         release_free_memory()  # see mtm.training.memory: resident memory stays flat
                     meter.restart_clock()  # as before the meter: logging and trimming are not training time
@@ -343,11 +351,13 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                 ):
                     val_errors = prediction_errors(policy_model, val_sampler, baseline_means, max_windows=tc.val_windows)
                     logger.scalars(step, val_scalars(val_errors))
+                    report.validated(step, val_errors)
                     meter.restart_clock()  # validation time is not training throughput
 
                 if rt.is_main and tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
                     eval_report = _evaluate_in_env(policy_model, metadata, tc, run_data.eval_env, run_dir, step)
                     logger.scalars(step, eval_scalars(eval_report))
+                    report.evaluated(step, eval_report)
                     if eval_report.get("contact_sheet"):
                         logger.image("eval/contact_sheet", eval_report["contact_sheet"], step)
                     meter.restart_clock()
@@ -361,7 +371,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                     interrupted = True
                     break
         finally:
-            bar.close()
+            report.close()
             logger.close()
             for batches in (train_sampler, val_sampler):
                 if batches is not None:
