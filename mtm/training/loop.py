@@ -54,7 +54,8 @@ from mtm.training.ema import WeightAverage
 from mtm.training.memory import release_free_memory
 from mtm.training.metadata import describe_runtime, run_metadata, runtime_info
 from mtm.training.metrics import Logger, LossMeter, eval_scalars, val_scalars
-from mtm.training.optim import build_optimizer, build_scheduler
+from mtm.training.optim import (build_optimizer, build_scheduler, follow_schedule, resume_schedule_note,
+                                short_run_warning)
 from mtm.training.progress import TrainProgress, interactive
 from mtm.training.run_data import data_paths, load_run_data, no_validation_reason
 from mtm.training.rundir import CONFIG_FILE, METRICS_FILE, RunDirectory
@@ -260,6 +261,15 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     start_step, state = 0, {}
     if checkpoint is not None:
         start_step, state = _restore_train_state(checkpoint, model, optimizer, scheduler, rt, tc.seed)
+        # The schedule is a function of the config alone (docs/training.md): a resume with another
+        # train.steps, warmup_steps or lr follows the new schedule from here, and says so.
+        note = resume_schedule_note(checkpoint.config.get("train", {}), tc, start_step)
+        if note is not None:
+            follow_schedule(optimizer, scheduler, tc, start_step)
+            if rt.is_main:
+                warnings.warn(note, MTMWarning, stacklevel=2)
+    if rt.is_main and short_run_warning(tc):
+        warnings.warn(short_run_warning(tc), MTMWarning, stacklevel=2)
     average = None
     if tc.ema_decay > 0 and rt.is_main:  # only rank 0 validates, evaluates and saves, so only it keeps the average
         average = WeightAverage(model, tc.ema_decay, updates=int(state.get("ema_updates", 0)))
