@@ -345,7 +345,7 @@ def test_detects_robomimic_and_converts_a_filtered_split(tmp_path):
     out = tmp_path / "train.hdf5"
     result = run("convert", src, out, "--filter-key", "train")
     assert result.exit_code == 0, result.output
-    assert "wrote 1 episodes, 2 steps" in result.stdout
+    assert "wrote 1 episode, 2 steps" in result.stdout
     with NativeSource(out) as native:
         assert native.info.source_format == "robomimic" and native.info.env_id == "Lift"
         assert native.episode(0).source_id == "demo_1"

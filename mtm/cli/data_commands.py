@@ -100,7 +100,8 @@ def convert(src: Path, dst: Path, fmt: str | None, filter_key: str | None, overw
                 raise
             raise failure from None
     dropped = "".join(f"; {name} left out of {int(flags.sum())} episodes (seed {seed})" for name, flags in plan.items())
-    click.echo(f"wrote {writer.num_episodes} episodes, {writer.num_steps} steps to {dst}{dropped}")
+    n = writer.num_episodes
+    click.echo(f"wrote {n} episode{'' if n == 1 else 's'}, {writer.num_steps} steps to {dst}{dropped}")
 
 
 def _with_overrides(info: Any, env_id: str | None, ref_min: float | None, ref_max: float | None) -> Any:

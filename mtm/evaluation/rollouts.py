@@ -27,7 +27,7 @@ from mtm.errors import ConfigError, MTMWarning
 from mtm.policy import MTMPolicy, load_model
 from mtm.policy_config import PolicyConfig
 from mtm.rollout import EpisodeRunner, PixelSpec
-from mtm.video import FrameRecorder, RolloutMedia, write_video
+from mtm.video import MAX_VIDEO_FPS, FrameRecorder, RolloutMedia, video_rate, write_video
 
 
 def references_for(metadata: dict[str, Any], env_id: str) -> dict[str, Any] | None:
@@ -98,7 +98,7 @@ def evaluate_policy(policy_factory, metadata: dict[str, Any], env_id: str, *, ep
                     bar.update(1)
                     bar.set_postfix(mean_return=f"{np.mean([r['return'] for r in results.values()]):.1f}")
         steps_per_s = runner.stats.steps_per_s
-        fps = int(runner.envs[0].metadata.get("render_fps", 30)) if runner.envs else 30
+        env_fps = float(runner.envs[0].metadata.get("render_fps") or MAX_VIDEO_FPS) if runner.envs else MAX_VIDEO_FPS
     per_episode = [results[i] for i in sorted(results)]
     returns = np.array([r["return"] for r in per_episode])
     refs = references_for(metadata, env_id)
@@ -123,13 +123,15 @@ def evaluate_policy(policy_factory, metadata: dict[str, Any], env_id: str, *, ep
         for r, s in zip(per_episode, scores):
             r["normalized_score"] = float(s)
     if recorder is not None:
-        report.update(_write_media(recorder, media, fps))
+        report.update(_write_media(recorder, media, env_fps))
     return report
 
 
-def _write_media(recorder: FrameRecorder, media: RolloutMedia, fps: int) -> dict[str, Any]:
-    """Write the video and / or contact sheet of `recorder`'s episodes; their report fields."""
+def _write_media(recorder: FrameRecorder, media: RolloutMedia, env_fps: float) -> dict[str, Any]:
+    """Write the video and / or contact sheet of `recorder`'s episodes; their report fields. The
+    video has a frame per step at the env's real-time rate, capped (mtm.video.video_rate)."""
     recorded = recorder.episodes_in_order()
+    fps, speed = video_rate(env_fps)
     out: dict[str, Any] = {
         "recorded_episodes": [e.index for e in recorded],
         "video_frames": recorder.num_frames,
@@ -140,6 +142,7 @@ def _write_media(recorder: FrameRecorder, media: RolloutMedia, fps: int) -> dict
     }
     if media.video is not None:
         out["video"] = str(write_video(media.video, recorded, fps))
+        out.update(video_fps=fps, video_speed=speed)
     if media.contact_sheet is not None:
         out["contact_sheet"] = str(write_contact_sheet(media.contact_sheet, recorded))
     return out
@@ -196,10 +199,14 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
     return report
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A few human-readable lines for the terminal."""
     lines = [
-        f"{report['env_id']}: {report['episodes']} episodes, mode {report.get('mode', '-')}"
+        f"{report['env_id']}: {_count(report['episodes'], 'episode')}, mode {report.get('mode', '-')}"
         + (f", target return {report['target_return']:.1f}" if report.get("target_return") is not None else "")
         + (f" (the best training return that is not an outlier; {report['target_outliers_left_out']} above it "
            f"left out: --target-fraction 1 asks for the best)" if report.get("target_outliers_left_out") else ""),
@@ -211,9 +218,13 @@ def format_report(report: dict[str, Any]) -> str:
         score = f"{report['normalized_score_mean']:.1f} +/- {report['normalized_score_std']:.1f}"
         lines.append(f"  normalised score  {score}   (references {refs['min']:.2f} .. {refs['max']:.2f}: "
                      f"{refs['source']})")
-    lines.append(f"  env steps/s       {report['env_steps_per_s']:.0f} ({report['num_envs']} envs, policy included)")
+    lines.append(f"  env steps/s       {report['env_steps_per_s']:.0f} ({_count(report['num_envs'], 'env')}, "
+                 f"policy included)")
     if report.get("video"):
-        lines.append(f"  video             {report['video']}")
+        speed = report.get("video_speed")
+        pace = "" if speed is None else (", real time" if abs(speed - 1) < 1e-6 else f", {speed:.2g}x real time")
+        lines.append(f"  video             {report['video']}"
+                     + (f" ({report['video_fps']} frames/s, a frame per step{pace})" if report.get("video_fps") else ""))
     if report.get("contact_sheet"):
         lines.append(f"  contact sheet     {report['contact_sheet']}")
     if report.get("video_frames"):
