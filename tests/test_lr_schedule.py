@@ -102,3 +102,15 @@ def test_follow_schedule_sets_the_next_steps_rate_and_the_base_rate():
     optimizer.step()
     scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(learning_rate(new, 5))
+
+
+def test_resume_with_fewer_steps_than_taken_is_refused(data, tmp_path):
+    from mtm.errors import ConfigError
+
+    run = tmp_path / "run"
+    train(run_config(data, run, "train.steps=3", "train.warmup_steps=1"), progress=False, say=None)
+    saved = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"is at step 3 and train.steps is 2: nothing to train; resume with "
+                                          r"--set train.steps=N for some N > 3"):
+        train(run_config(data, run, "train.steps=2", "train.warmup_steps=1"), resume=run, progress=False, say=None)
+    assert (run / "config.yaml").read_text() == saved  # the run is left as it was

@@ -124,3 +124,19 @@ def test_eval_falls_back_and_warns_before_the_rollouts(reacher_run):
     with warnings.catch_warnings():
         warnings.simplefilter("error", MTMWarning)
         assert "warning" not in references_for(ck.metadata, "Reacher-v5")
+
+
+def test_a_walker2d_v5_file_gets_references_from_the_table(tmp_path):
+    from test_convert_inspect import write_robomimic
+
+    path = write_robomimic(tmp_path / "walker.hdf5", lengths=(4, 4))
+    with h5py.File(path, "r+") as f:  # a Walker2d-v5 recording with a return of 1000 per demo
+        f["data"].attrs["env_args"] = json.dumps({"env_name": "Walker2d-v5", "type": 1, "env_kwargs": {}})
+        for name in ("demo_0", "demo_1"):
+            f["data"][name]["rewards"][...] = 250.0
+    result = CliRunner().invoke(main, ["inspect", str(path)])
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    low, high, provenance = reference_entry("Walker2d-v5")
+    assert f"reference  min {low:.1f}   max {high:.1f}   normalised mean return " \
+           f"{100 * (1000 - low) / (high - low):.1f}" in result.stdout
+    assert f"from {provenance}" in result.stdout

@@ -29,7 +29,8 @@ BUILTIN_CONFIG_NAMES = sorted(p.stem for p in (Path(__file__).parents[1] / "conf
 @click.option("--device", default=None, type=click.Choice(DEVICE_CHOICES),
               help="Same as --set train.device=...")
 @click.option("--resume", default=None, metavar="RUN_DIR",
-              help="Continue the run in RUN_DIR from its last checkpoint (its config.yaml, plus any --set).")
+              help="Continue the run in RUN_DIR from its last checkpoint (its config.yaml, plus any --set). A new "
+                   "train.steps re-plans the learning-rate schedule from there, and says so.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the mtm run in --run-dir (kept until the new run saves its first checkpoint).")
 @click.option("--progress/--no-progress", default=True,

@@ -261,6 +261,9 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     start_step, state = 0, {}
     if checkpoint is not None:
         start_step, state = _restore_train_state(checkpoint, model, optimizer, scheduler, rt, tc.seed)
+        if tc.steps < start_step:  # before config.yaml is rewritten with the shorter length
+            raise ConfigError(f"{run_dir} is at step {start_step} and train.steps is {tc.steps}: nothing to train; "
+                              f"resume with --set train.steps=N for some N > {start_step}")
         # The schedule is a function of the config alone (docs/training.md): a resume with another
         # train.steps, warmup_steps or lr follows the new schedule from here, and says so.
         note = resume_schedule_note(checkpoint.config.get("train", {}), tc, start_step)
