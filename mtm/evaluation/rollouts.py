@@ -4,7 +4,7 @@
 results do not depend on K) and reports per-episode return and length, mean ± std (population std
 over the N episodes), the normalised score 100 · (R − R_min) / (R_max − R_min) with the references
 the data carries (D4RL's, Minari's, the native file's) or else envs.references (also when the data's
-put its own mean return far off the scale: `references_for`), and the env steps per second of the
+own put its mean return far off the scale: `references_for`), and the env steps per second of the
 whole loop (simulation + policy).
 """
 
