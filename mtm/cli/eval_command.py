@@ -54,7 +54,7 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 @click.option("--output", default=None, type=click.Path(dir_okay=False),
               help="Write the report as JSON (a missing folder is created).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output / --video / --contact-sheet file.")
-@click.option("--progress/--no-progress", default=True)
+@click.option("--progress/--no-progress", default=True, help="A progress bar, where stdout and stderr are terminals.")
 def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, target_fraction, decrement,
                  action_history, seed, device, precision, video, contact_sheet, video_episodes, video_quality,
                  video_size, tasks, data, output, overwrite, progress) -> None:
@@ -72,6 +72,7 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     from mtm.evaluation import evaluate_checkpoint, evaluate_predictions, format_report
     from mtm.hardware import resolve_device, resolve_precision, thread_summary
     from mtm.io import atomic_write_text, check_output_path, refuse_existing_output, write_failure
+    from mtm.training.progress import interactive
     from mtm.video import RolloutMedia
 
     # Bad media options fail here, before a checkpoint is loaded or an episode is run.
@@ -119,7 +120,8 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
             click.echo(f"  {task:5s} {e['mse']:10.4f}   baseline {e['baseline_mse']:10.4f}   ratio {e['ratio']:.3f}")
     else:
         report = evaluate_checkpoint(ck, env_id=env_id, episodes=episodes, num_envs=num_envs, policy=policy,
-                                     seed=seed, device=dev, media=media, progress=progress)
+                                     seed=seed, device=dev, media=media,
+                                     progress=progress and interactive())  # no \r bar in a log file
         click.echo(format_report(report))
     if output:
         try:
