@@ -5,10 +5,9 @@
         step_00005000/
             model.safetensors       the weights
             config.json             the resolved run config
-            metadata.json           format, step, versions, time, and what the caller adds: env id,
-                                    dataset identity, normalisation statistics, tokenizer specs
-                                    (mtm.training.metadata lists every key `mtm train` writes and
-                                    the code that reads it)
+            metadata.json           format, step, versions, time, and what the caller adds: for
+                                    `mtm train`, its RunMetadata (mtm.run_metadata lists every key
+                                    and the code that reads it)
             train_state/            only needed to resume
                 tensors.safetensors every tensor of the training state (optimiser moments, RNG)
                 state.json          the rest of its structure; tensors appear as references
@@ -29,6 +28,7 @@ round-trip exactly (see `_encode`).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import os
 import random
@@ -49,6 +49,7 @@ from safetensors import SafetensorError
 import mtm
 from mtm.errors import DataError
 from mtm.io import atomic_write_text, fsync_dir, is_atomic_temp, short_reason
+from mtm.run_metadata import HEADER_KEYS, RunMetadata
 
 FORMAT = "mtm-checkpoint"
 FORMAT_VERSION = 1
@@ -64,10 +65,21 @@ TRAIN_STRUCTURE_FILE = "state.json"
 
 _TMP_PREFIX = ".tmp-"  # in-progress saves and folders being deleted; never loaded
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-_RESERVED_METADATA = {"format", "format_version", "step", "mtm_version", "torch_version", "created"}
+_RESERVED_METADATA = HEADER_KEYS
 
 
 # ---- Saving --------------------------------------------------------------------------------------
+
+
+def step_name(step: int) -> str:
+    """The name of step `step`'s checkpoint folder, "step_00005000" (and of what else a run writes
+    per step, e.g. its evaluation videos), sorted by step as text too."""
+    return f"step_{step:08d}"
+
+
+def step_dir(run_dir: str | os.PathLike, step: int) -> Path:
+    """Where a run's checkpoint of step `step` is (or would be) saved."""
+    return Path(run_dir) / CHECKPOINTS_DIR / step_name(step)
 
 
 def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model_state: Mapping[str, torch.Tensor],
@@ -90,7 +102,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model_state: Mappi
     root = Path(run_dir) / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
     _remove_temps(root)  # left by a save or prune that was killed
-    name = f"step_{step:08d}"
+    name = step_name(step)
     final = root / name
     # Not tempfile.mkdtemp: its 0700 mode would stay on the checkpoint; os.mkdir honours the umask.
     tmp = root / f"{_TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
@@ -216,6 +228,11 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor] = field(repr=False)
     config: dict[str, Any] = field(repr=False)
     metadata: dict[str, Any] = field(repr=False)
+
+    @functools.cached_property
+    def run_metadata(self) -> RunMetadata:
+        """`metadata` typed, as `mtm train` wrote it (any mtm version)."""
+        return RunMetadata.from_dict(self.metadata)
 
     @property
     def has_train_state(self) -> bool:

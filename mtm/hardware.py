@@ -164,6 +164,11 @@ def native_bf16(device: Any) -> tuple[bool, str]:
     return False, f"{device.type} device"
 
 
+def _device_type(device: Any) -> str:
+    import torch  # late: configure_threads must run before torch loads
+    return torch.device(device).type
+
+
 _warned: set[tuple[str, str]] = set()
 
 
@@ -171,9 +176,21 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def resolve_precision(requested: str, device: Any, *, warn: Callable[[str], None] = _stderr) -> Precision:
-    """The precision to run at on `device`. `auto` is bf16 only where bf16 is native; a forced bf16
-    on a device that emulates it runs as asked, after one warning line (once per process)."""
+#: Below this much work per forward pass, token rows x width^2 (about the multiply-adds of one
+#: layer's projections), bf16 autocast is slower than fp32 on the CPUs with native bf16 measured:
+#: its casts and per-call overhead outweigh the faster matmuls. A `small` policy of 10 envs
+#: (60 rows x 128^2 = 1.0M: bf16 0.80x) stays fp32; a planner's candidates (bf16 1.5-2.2x), a
+#: `reference`-wide model even for one window (12 x 512^2 = 3.1M: 1.36x) and training take bf16
+#: (BENCHMARKS.md, "model.predict by batch size").
+CPU_BF16_MIN_WORK = 2 ** 21
+
+
+def resolve_precision(requested: str, device: Any, *, rows: int | None = None, width: int | None = None,
+                      warn: Callable[[str], None] = _stderr) -> Precision:
+    """The precision to run at on `device`. `auto` is bf16 only where bf16 is native and, on a CPU,
+    where the forward passes are large enough for it to pay (`rows` token rows per pass of a model
+    `width` wide; None = large, as in training); a forced bf16 on a device that emulates it runs
+    as asked, after one warning line (once per process)."""
     if requested not in PRECISIONS:
         raise ConfigError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
     native, what = native_bf16(device)
@@ -188,6 +205,11 @@ def resolve_precision(requested: str, device: Any, *, warn: Callable[[str], None
                      f"emulated there and about 10x slower than fp32; use precision auto or fp32")
             return Precision("bf16", requested, native, f"asked for; emulated on the {what}")
         return Precision("bf16", requested, native, f"asked for; native on the {what}")
+    small = rows is not None and width is not None and rows * width ** 2 < CPU_BF16_MIN_WORK
+    if native and small and _device_type(device) == "cpu":
+        return Precision("fp32", requested, native, f"auto: the {what} has native bf16 matmuls, but forward "
+                                                    f"passes of {rows} token rows {width} wide are too small "
+                                                    f"for bf16 to pay")
     if native:
         return Precision("bf16", requested, native, f"auto: the {what} has native bf16 matmuls")
     return Precision("fp32", requested, native, f"auto: the {what} has no native bf16 matmuls")

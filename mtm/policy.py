@@ -34,12 +34,13 @@ import numpy as np
 import torch
 
 from mtm.checkpoint import Checkpoint, load_checkpoint
-from mtm.data.episode import STATE_KEY
 from mtm.errors import ConfigError, MTMError
 from mtm.hardware import resolve_precision
-from mtm.model.masks import bc_mask, rcbc_mask, without_action_history
+from mtm.model.masks import POLICY_MASKS, without_action_history
 from mtm.model.build import model_from_spec
+from mtm.planning import Planner
 from mtm.policy_config import POLICY_MODES, PolicyConfig
+from mtm.run_metadata import RunMetadata
 
 __all__ = ["MTMPolicy", "NonFiniteActionError", "POLICY_MODES", "PolicyConfig", "load_model"]
 #: How far outside the training episode returns an RCBC target may lie, in units of their range.
@@ -72,9 +73,35 @@ def _check_target_return(g: float, low: float, high: float) -> float:
 
 def load_model(checkpoint: Checkpoint, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Rebuild the model (an MTM or an MLP baseline) from a checkpoint alone, in eval mode."""
-    model = model_from_spec(checkpoint.metadata["model"])
+    model = model_from_spec(checkpoint.run_metadata.model)
     model.load_state_dict(checkpoint.model_state)
     return model.to(device).eval()
+
+
+def _with_settings(config: PolicyConfig | None, settings: dict[str, Any]) -> PolicyConfig:
+    """`config` (default: PolicyConfig()) with single fields changed; unknown names are a TypeError
+    (a programming mistake), bad values a ConfigError (one line for users)."""
+    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(PolicyConfig)})
+    if unknown:
+        raise TypeError(f"MTMPolicy got unknown setting(s) {unknown}; see mtm.policy_config.PolicyConfig")
+    try:
+        return (config or PolicyConfig()).replace(**settings)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _resolve_mode(model: torch.nn.Module, asked: str) -> str:
+    """The mode to act in (auto: rcbc where the model can, else bc), or a ConfigError saying why not."""
+    mode = default_mode(model) if asked == "auto" else asked
+    if mode not in POLICY_MODES:
+        raise ConfigError(f"unknown policy mode {mode!r}; choose one of {', '.join(POLICY_MODES)}")
+    if mode in ("rcbc", "plan") and "returns" not in model.tokenizers:
+        raise ConfigError(f"mode {mode!r} needs a model trained with return tokens (tokens.use_returns); "
+                          "use --mode bc")
+    if mode not in model.policy_modes:
+        raise ConfigError(f"this model ({model.config.kind}) acts in mode {' or '.join(model.policy_modes)} only, "
+                          f"not {mode!r}")
+    return mode
 
 
 def default_mode(model: torch.nn.Module) -> str:
@@ -84,52 +111,52 @@ def default_mode(model: torch.nn.Module) -> str:
 
 class MTMPolicy:
     """`config` (a PolicyConfig) says how the model acts; keyword settings (mode="bc",
-    target_fraction=0.9, ...) change single fields of it."""
+    target_fraction=0.9, ...) change single fields of it. `metadata`: the checkpoint's
+    (mtm.run_metadata.RunMetadata, or the dict of its metadata.json)."""
 
-    def __init__(self, model: torch.nn.Module, metadata: dict[str, Any], config: PolicyConfig | None = None, *,
-                 num_envs: int = 1, device: torch.device | str = "cpu", **settings: Any) -> None:
-        unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(PolicyConfig)})
-        if unknown:
-            raise TypeError(f"MTMPolicy got unknown setting(s) {unknown}; see mtm.policy_config.PolicyConfig")
-        try:
-            config = (config or PolicyConfig()).replace(**settings)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        self.config = config
-        mode = default_mode(model) if config.mode == "auto" else config.mode
-        if mode not in POLICY_MODES:
-            raise ConfigError(f"unknown policy mode {mode!r}; choose one of {', '.join(POLICY_MODES)}")
-        if mode == "rcbc" and "returns" not in model.tokenizers:
-            raise ConfigError("mode 'rcbc' needs a model trained with return tokens (tokens.use_returns); "
-                              "use --mode bc")
-        if mode not in model.policy_modes:
-            raise ConfigError(f"this model ({model.config.kind}) acts in mode {' or '.join(model.policy_modes)} only, "
-                              f"not {mode!r}")
+    def __init__(self, model: torch.nn.Module, metadata: RunMetadata | dict[str, Any],
+                 config: PolicyConfig | None = None, *, num_envs: int = 1, device: torch.device | str = "cpu",
+                 **settings: Any) -> None:
+        self.config = config = _with_settings(config, settings)
+        meta = metadata if isinstance(metadata, RunMetadata) else RunMetadata.from_dict(metadata)
+        self.mode = _resolve_mode(model, config.mode)
         if num_envs < 1:
             raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
         self.model = model.to(device).eval()
         self.device = torch.device(device)
-        self.precision = resolve_precision(config.precision, self.device)
-        self._autocast = self.precision.autocast(self.device)
-        self.mode = mode
+        # One forward pass of act() holds num_envs windows: few rows, where auto may keep fp32 on a CPU.
+        self.precision = resolve_precision(config.precision, self.device, rows=num_envs * model.layout.num_tokens,
+                                           width=model.config.width)
+        self.autocast = self.precision.autocast(self.device)
         self.num_envs = num_envs
         self.window = model.window
-        self.state_keys: list[str] = list(metadata.get("state_keys") or [STATE_KEY])
-        self.image_keys: list[str] = list(metadata.get("image_keys") or [])
+        self.state_keys: list[str] = list(meta.state_keys)
+        self.image_keys: list[str] = list(meta.image_keys)
         self.state_dim = model.tokenizers["states"].dim
         self.action_dim = model.tokenizers["actions"].dim
+        self.action_low, self.action_high = self._action_bounds(meta)
+        self.rtg_kind, self.gamma, self.horizon = meta.rtg.kind, float(meta.rtg.gamma), int(meta.rtg.horizon)
+        self._choose_target(meta, config)
+        self.decrement = config.decrement
+        self._allocate_buffers()
+        self._build_views(config)
+        self.planner = None
+        if self.mode == "plan":
+            self.planner = Planner(model, config, self.action_low, self.action_high, num_envs=num_envs,
+                                   image_keys=self.image_keys)
 
-        space = (metadata.get("data_info") or {}).get("action_space") or {}
+    def _action_bounds(self, meta: RunMetadata) -> tuple[torch.Tensor, torch.Tensor]:
+        """The action space's (low, high) as (A,) tensors; unbounded where the data did not say."""
+        space = meta.data_info.action_space or {}
         low = np.asarray([float(x) for x in space.get("low", [-np.inf] * self.action_dim)], np.float32)
         high = np.asarray([float(x) for x in space.get("high", [np.inf] * self.action_dim)], np.float32)
-        self.action_low = torch.as_tensor(low, device=self.device)
-        self.action_high = torch.as_tensor(high, device=self.device)
+        return torch.as_tensor(low, device=self.device), torch.as_tensor(high, device=self.device)
 
-        rtg = metadata.get("rtg") or {"kind": "sum", "gamma": 1.0, "horizon": 1000}
-        self.rtg_kind, self.gamma, self.horizon = rtg["kind"], float(rtg.get("gamma", 1.0)), int(rtg["horizon"])
-        seen = metadata.get("returns", {}).get("episode_return", {})
-        low, high = float(seen.get("min", 0.0)), float(seen.get("max", 0.0))
-        # How the target was chosen, for reports, and how many training returns the default left out.
+    def _choose_target(self, meta: RunMetadata, config: PolicyConfig) -> None:
+        """target_return, and how it was chosen (target_rule; target_outliers: how many training
+        returns the default left out), for the modes that condition on a return."""
+        seen = meta.returns
+        low, high = (seen.min, seen.max) if seen is not None else (0.0, 0.0)
         self.target_outliers = 0
         if config.target_return is not None:
             self.target_rule, target_return = "given", config.target_return
@@ -139,12 +166,14 @@ class MTMPolicy:
         else:
             # The best training return that is not an outlier (mtm.data.returns.typical_best_return);
             # checkpoints that predate it ask for the best.
-            self.target_rule, target_return = "typical best", float(seen.get("typical_max", high))
-            self.target_outliers = int(seen.get("outliers_above", 0))
-        self.target_return = _check_target_return(float(target_return), low, high)
-        self.decrement = config.decrement
+            self.target_rule = "typical best"
+            target_return = seen.typical_max if seen is not None else high
+            self.target_outliers = seen.outliers_above if seen is not None else 0
+        self.target_return = _check_target_return(float(target_return), float(low), float(high))
 
-        k, L, dev = num_envs, self.window, self.device
+    def _allocate_buffers(self) -> None:
+        """The (K, L, ...) history of every environment slot, on the device."""
+        model, k, L, dev = self.model, self.num_envs, self.window, self.device
         self.states = torch.zeros(k, L, self.state_dim, device=dev)
         self.actions = torch.zeros(k, L, self.action_dim, device=dev)
         self.returns = torch.zeros(k, L, 1, device=dev)
@@ -158,9 +187,15 @@ class MTMPolicy:
         self.received = torch.zeros(k, dtype=torch.float64, device=dev)  # return received so far
         self._positions = torch.arange(L, device=dev)
         self._rows = torch.arange(k, device=dev)
-        mask_fn = rcbc_mask if mode == "rcbc" else bc_mask
+
+    def _build_views(self, config: PolicyConfig) -> None:
+        """What the model is shown at each current position c, and which outputs are read."""
+        model, L, dev = self.model, self.window, self.device
+        mode = self.mode
         # The mask for each current position c, precomputed: (L, N); row c is used at step c.
-        self._masks = torch.stack([mask_fn(model.layout, c) for c in range(L)]).to(dev)
+        self._masks = torch.stack([POLICY_MASKS[mode](model.layout, c) for c in range(L)]).to(dev)
+        # Modes that show return tokens condition on the target (rcbc, plan).
+        self.conditions_on_return = bool((self._masks & model.layout.role("returns").to(dev)).any())
         if not config.action_history:
             # On narrow expert data a short-budget model can lean on copying its previous actions;
             # hiding them helps there (hopper-expert RCBC, BENCHMARKS.md).
@@ -174,7 +209,7 @@ class MTMPolicy:
     @classmethod
     def from_checkpoint(cls, path: str, *, device: torch.device | str = "cpu", **kwargs: Any) -> "MTMPolicy":
         checkpoint = load_checkpoint(path)
-        return cls(load_model(checkpoint, device), checkpoint.metadata, device=device, **kwargs)
+        return cls(load_model(checkpoint, device), checkpoint.run_metadata, device=device, **kwargs)
 
     def return_token(self, steps: torch.Tensor, received: torch.Tensor) -> torch.Tensor:
         """(K,) return tokens for the target (see the module docstring for the formulas)."""
@@ -242,7 +277,7 @@ class MTMPolicy:
         for key, buf in self.images.items():
             buf[rows, c] = torch.as_tensor(np.asarray(observations[key]), device=self.device)
         self.actions[rows, c] = 0.0  # the action being chosen: hidden, its value never seen
-        if self.mode == "rcbc":
+        if self.conditions_on_return:
             # The target at every position (the reference evaluation shows the return token at all
             # L positions); with decrement, the history keeps the tokens it had at its own steps.
             token = self.return_token(self.steps[:n], self.received[:n])
@@ -252,6 +287,27 @@ class MTMPolicy:
                                                token[:, None, None], self.returns[:n])
             else:
                 self.returns[:n] = token[:, None, None].expand(n, L, 1)
+        batch, visible, queries = self.model_inputs(n)
+        with self.autocast:
+            predicted = self.model.predict(batch, visible, heads=("actions",), queries=queries)["actions"]
+        predicted = predicted[rows, c].float()
+        action = torch.maximum(torch.minimum(predicted, self.action_high), self.action_low)
+        if self.planner is not None:
+            action = self.planner(batch, c, action)
+        out = action.cpu().numpy()
+        if not np.isfinite(out).all():  # the copy to the host syncs anyway: this check is free
+            self._refuse(out, obs)
+        self.actions[rows, c] = action
+        self.steps[:n] += 1
+        return out
+
+    def model_inputs(self, n: int | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """(batch, visible, queries) of the first n env slots (all by default) as act() gives them to
+        `model.predict` once the current observation is in place: the windows (n, L, ...) on the
+        policy's own buffers, the view of each env's current position c = min(steps, L - 1) (n, N),
+        and the tokens whose outputs act() reads (n, N)."""
+        n = self.num_envs if n is None else n
+        c = self.steps[:n].clamp(max=self.window - 1)
         # Every position is a real step: those after c are the hidden future, exactly as in the
         # training windows that start at an episode's beginning (not padding, which training only
         # saw past an episode's end).
@@ -264,17 +320,7 @@ class MTMPolicy:
             batch["returns"] = self.returns[:n]
         for key, buf in self.images.items():
             batch[key] = buf[:n]
-        visible = self._masks[c]  # (n, N)
-        with self._autocast:
-            predicted = self.model.predict(batch, visible, heads=("actions",), queries=self._queries[c])["actions"]
-        predicted = predicted[rows, c].float()
-        action = torch.maximum(torch.minimum(predicted, self.action_high), self.action_low)
-        out = action.cpu().numpy()
-        if not np.isfinite(out).all():  # the copy to the host syncs anyway: this check is free
-            self._refuse(out, obs)
-        self.actions[rows, c] = action
-        self.steps[:n] += 1
-        return out
+        return batch, self._masks[c], self._queries[c]
 
     def _refuse(self, actions: np.ndarray, obs: torch.Tensor) -> None:
         bad = np.flatnonzero(~np.isfinite(actions).all(axis=1)).tolist()

@@ -13,8 +13,9 @@ from typing import Any, Literal, get_args
 
 from mtm.hardware import PrecisionName
 
-PolicyMode = Literal["auto", "bc", "rcbc"]
-#: The modes a policy can act in; "auto" picks rcbc when the model can do it, else bc.
+PolicyMode = Literal["auto", "bc", "rcbc", "plan"]
+#: The modes a policy can act in; "auto" picks rcbc when the model can do it, else bc. plan: RCBC
+#: proposals refined by imagined rollouts scored by the model's value (mtm.planning).
 POLICY_MODES: tuple[str, ...] = tuple(m for m in get_args(PolicyMode) if m != "auto")
 #: The prediction tasks validation and `mtm eval --task` score (mtm.evaluation.predictions defines
 #: each one; tests/test_policy_config.py checks that it defines exactly these).
@@ -29,11 +30,24 @@ class PolicyConfig:
     decrement: bool = False  # rcbc: lower the target by the rewards received (Decision Transformer), or hold it constant (official MTM)
     action_history: bool = True  # show the model the actions taken at the window's earlier steps, or only states (and returns)
     precision: PrecisionName = "auto"  # bf16 autocast only where the device multiplies bf16 natively (mtm.hardware)
+    plan_candidates: int = 64  # plan: candidate action sequences per env and step (the first is the RCBC action itself)
+    plan_horizon: int = 2  # plan: steps each candidate is imagined for (1 = score the first action's value only)
+    plan_temperature: float = 0.05  # plan: softmax temperature over the candidates' scores, in return-token stds (small: near the best)
+    plan_noise: float = 0.3  # plan: std of the candidates' action noise, in units of the data's action std
+    plan_seed: int = 0  # plan: seed of the candidates' noise
 
     def __post_init__(self) -> None:
         # ValueError "field ...": the config loader's convention (mtm.config), reported with the section.
         if self.target_return is not None and self.target_fraction is not None:
             raise ValueError("target_return and target_fraction: give one of them, not both")
+        if self.plan_candidates < 1:
+            raise ValueError(f"plan_candidates must be >= 1, got {self.plan_candidates}")
+        if self.plan_horizon < 1:
+            raise ValueError(f"plan_horizon must be >= 1, got {self.plan_horizon}")
+        if not self.plan_temperature > 0:
+            raise ValueError(f"plan_temperature must be > 0, got {self.plan_temperature}")
+        if not self.plan_noise >= 0:
+            raise ValueError(f"plan_noise must be >= 0, got {self.plan_noise}")
 
     def replace(self, **settings: Any) -> "PolicyConfig":
         """A copy with some settings changed (None values are left out: 'not given')."""

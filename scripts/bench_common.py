@@ -227,6 +227,50 @@ def update_json_file(path: Path, update: Callable[[dict], None]) -> None:
         atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
+def read_json(path: Path) -> Any:
+    """The JSON in `path`; None when it is absent or unreadable (a run that has not written it yet)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def save_results(path: Path, results: dict, *keys: tuple[str, ...]) -> None:
+    """Write the entries of `results` at each key path (e.g. ("runs", "hopper/seed0")) into the
+    results file as it is now, leaving every other entry as it is there (update_json_file: other
+    commands may be adding theirs)."""
+    def update(merged: dict) -> None:
+        for key in keys:
+            target, source = merged, results
+            for part in key[:-1]:
+                target, source = target.setdefault(part, {}), source[part]
+            target[key[-1]] = source[key[-1]]
+    update_json_file(path, update)
+
+
+def mean_std(values: Sequence[float | None], digits: int = 1, seeds: int = 0) -> str:
+    """Mean ± std (sample std) of the measured values over seeds; "(1 seed)" when there is one, and
+    the count where it is less than the table's `seeds`."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "not measured"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f} (1 seed)"
+    count = f" ({len(values)} seeds)" if len(values) < seeds else ""
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}{count}"
+
+
+def replace_block(path: Path, begin: str, end: str, block: str) -> bool:
+    """Replace the text from the `begin` marker to the `end` marker in `path` (BENCHMARKS.md) with
+    `block`, which carries the markers itself; False, with the file left alone, if it lacks them."""
+    text = Path(path).read_text()
+    if begin not in text or end not in text:
+        return False
+    head, rest = text.split(begin, 1)
+    atomic_write_text(Path(path), head + block + rest.split(end, 1)[1])
+    return True
+
+
 def run_command(cmd: Sequence[Any], env: Mapping[str, str], cwd: Path, *, capture: bool = False,
                 dry_run: bool = False) -> tuple[int, str, dict[str, Any]]:
     """Print `ENV=... cmd`, run it, and return (exit code, stdout if captured, timing): the command
@@ -377,22 +421,23 @@ def random_model(obs_dim: int, act_dim: int, config, window: int, seed: int):
     return MTM(config, toks, window).eval()
 
 
-def minimal_metadata(action_space: Any) -> dict[str, Any]:
+def minimal_metadata(action_space: Any):
     """What MTMPolicy reads of a checkpoint's metadata: the rtg convention, the training returns
     (for the rcbc target) and the action bounds (for clipping)."""
     import numpy as np
 
-    return {
-        "rtg": {"kind": "average", "gamma": 1.0, "horizon": 1000},
-        "returns": {"episode_return": {"min": 0.0, "max": 1000.0}},
-        "data_info": {"action_space": {"low": np.asarray(action_space.low).tolist(),
-                                       "high": np.asarray(action_space.high).tolist()}},
-    }
+    from mtm.run_metadata import DataSummary, ReturnSummary, ReturnToGo, RunMetadata
+
+    bounds = {"low": np.asarray(action_space.low).tolist(), "high": np.asarray(action_space.high).tolist()}
+    return RunMetadata(rtg=ReturnToGo(kind="average", gamma=1.0, horizon=1000),
+                       returns=ReturnSummary(min=0.0, mean=500.0, max=1000.0, typical_max=1000.0, outliers_above=0),
+                       data_info=DataSummary(action_space=bounds))
 
 
-def steady_policy(model: Any, metadata: dict[str, Any], observations: Any, **settings: Any):
+def steady_policy(model: Any, metadata: Any, observations: Any, **settings: Any):
     """An MTMPolicy for len(observations) envs that has acted until its window is full: every
-    act() from here runs at c = L - 1, the steady state of an episode (what latencies measure)."""
+    act() from here runs at c = L - 1, the steady state of an episode (what latencies measure).
+    `metadata`: a RunMetadata."""
     from mtm.policy import MTMPolicy
 
     policy = MTMPolicy(model, metadata, num_envs=len(observations), **settings)
@@ -404,16 +449,8 @@ def steady_policy(model: Any, metadata: dict[str, Any], observations: Any, **set
 
 def steady_inputs(policy: Any) -> tuple[dict, Any, Any]:
     """(batch, visible, queries) of one steady-state act() of `policy` (c = L - 1), on its own
-    buffers, exactly as act() passes them to the model."""
-    import torch
-
-    k, c = policy.num_envs, policy.window - 1
-    positions = torch.arange(policy.window, device=policy.device)
-    batch = {"states": policy.states, "actions": policy.actions,
-             "timesteps": (policy.steps - c)[:, None] + positions[None, :]}
-    if "returns" in policy.model.tokenizers:
-        batch["returns"] = policy.returns
-    return batch, policy._masks[c].expand(k, -1), policy._queries[c].expand(k, -1)
+    buffers, exactly as act() passes them to the model (MTMPolicy.model_inputs)."""
+    return policy.model_inputs()
 
 
 def predict_call(policy: Any, model: Any = None) -> Callable[[], dict]:
@@ -426,7 +463,7 @@ def predict_call(policy: Any, model: Any = None) -> Callable[[], dict]:
 
     @torch.no_grad()
     def call() -> dict:
-        with policy._autocast:
+        with policy.autocast:
             return model.predict(batch, visible, heads=("actions",), queries=queries)
 
     return call

@@ -62,6 +62,7 @@ from mtm.evaluation import evaluate_policy
 from mtm.model.network import MTM, ModelConfig
 from mtm.policy import MTMPolicy
 from mtm.rollout import make_env
+from mtm.run_metadata import RunMetadata
 
 class ModelView:
     """Changes how MTMPolicy's predict() calls reach a model, to compare decoding variants with the
@@ -114,7 +115,7 @@ def variants_of(model: MTM, baseline_network: Path | None) -> dict[str, Any]:
     return variants
 
 
-def eval_chunk(model: Any, metadata: dict, env_id: str, num_envs: int, episodes: int, seed: int,
+def eval_chunk(model: Any, metadata: RunMetadata, env_id: str, num_envs: int, episodes: int, seed: int,
                threads: int) -> dict[str, Any]:
     """One evaluate_policy run of `episodes` episodes on K envs: its report."""
     torch.set_num_threads(threads)
@@ -122,7 +123,7 @@ def eval_chunk(model: Any, metadata: dict, env_id: str, num_envs: int, episodes:
                            episodes=episodes, num_envs=num_envs, seed=seed)
 
 
-def action_deviation(model: Any, reference: Any, metadata: dict, obs: np.ndarray) -> float:
+def action_deviation(model: Any, reference: Any, metadata: RunMetadata, obs: np.ndarray) -> float:
     """Max |action difference| of one steady-state act() of two variants on the same inputs."""
     out = []
     for m in (model, reference):
@@ -142,7 +143,7 @@ class EvalCase:
     is part of evaluation too)."""
 
     model: Any
-    metadata: dict
+    metadata: RunMetadata
     env_id: str
     num_envs: int
     episodes: int
@@ -197,7 +198,7 @@ def main() -> None:
         from mtm.policy import load_model
 
         checkpoint = load_checkpoint(args.checkpoint)
-        models = {checkpoint.metadata["env_id"]: (load_model(checkpoint), checkpoint.metadata)}
+        models = {checkpoint.run_metadata.env_id: (load_model(checkpoint), checkpoint.run_metadata)}
     else:
         config = ModelConfig(width=args.width, encoder_layers=args.encoder_layers,
                              decoder_layers=args.decoder_layers, heads=args.heads)
@@ -208,7 +209,7 @@ def main() -> None:
             models[env_id] = (random_model(obs_dim, act_dim, config, args.window, args.seed),
                               minimal_metadata(env.action_space))
             env.close()
-    per_env: dict[str, tuple[dict, dict[str, Any], np.ndarray]] = {}
+    per_env: dict[str, tuple[RunMetadata, dict[str, Any], np.ndarray]] = {}
     for env_id, (model, metadata) in models.items():
         if not isinstance(model, MTM):
             sys.exit(f"{env_id}: the checkpoint's model is a {type(model).__name__}, not an MTM: nothing to compare")

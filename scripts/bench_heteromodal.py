@@ -44,11 +44,14 @@ import bench_common  # noqa: F401  (first: threads and OpenMP waiting, as under 
 import argparse
 import datetime
 import json
-import statistics
 import sys
 from pathlib import Path
 
+from bench_common import mean_std, read_json
+from mtm.checkpoint import step_dir
+from mtm.hardware import PRECISIONS
 from mtm.io import atomic_write_text
+from mtm.run_metadata import RunMetadata
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT.parent / "shared" / "datasets"
@@ -74,13 +77,6 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def load(path: Path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def labelled_fraction(episodes: int) -> float:
     """1 % (the paper's setting), or 5 % when 1 % leaves fewer than two labelled episodes."""
     return 0.01 if round(0.01 * episodes) >= 2 else 0.05
@@ -91,7 +87,7 @@ class Steps:
 
     def __init__(self, record: Path, env: dict[str, str], dry_run: bool) -> None:
         self.record, self.env, self.dry_run = record, env, dry_run
-        self.done = (load(record) or {}) if not dry_run else {}
+        self.done = (read_json(record) or {}) if not dry_run else {}
 
     def run(self, name: str, cmd: list[str], capture: Path | None = None) -> bool:
         code, out, timing = bench_common.run_command(cmd, self.env, ROOT, capture=capture is not None,
@@ -107,15 +103,11 @@ class Steps:
         return code == 0
 
 
-def final_checkpoint(run_dir: Path, steps: int) -> Path:
-    return run_dir / "checkpoints" / f"step_{steps:08d}"
-
-
 def do_seed(ds: str, seed: int, args, env: dict[str, str]) -> None:
     full = DATA_DIR / f"{ds}.hdf5"
     work = args.work / ds / f"seed{seed}"
     steps = Steps(work / "steps.json", env, args.dry_run)
-    info = load(args.work / ds / "dataset.json") or {"num_episodes": 0}
+    info = read_json(args.work / ds / "dataset.json") or {"num_episodes": 0}
     fraction = labelled_fraction(info["num_episodes"]) if info["num_episodes"] else 0.05
     partial = work / "data.hdf5"
     if not partial.exists():
@@ -127,7 +119,7 @@ def do_seed(ds: str, seed: int, args, env: dict[str, str]) -> None:
     for row in args.rows:
         config, uses_partial, labelled_only, _ = ROWS[row]
         run_dir = work / row
-        ckpt = final_checkpoint(run_dir, args.steps)
+        ckpt = step_dir(run_dir, args.steps)
         if not ckpt.exists():
             if (run_dir / "checkpoints" / "last").exists():
                 cmd = [MTM, "train", "--resume", run_dir, "--set", f"train.steps={args.steps}", "--no-progress"]
@@ -167,7 +159,7 @@ def collect(args, seeds: list[int]) -> dict:
            "machine": bench_common.machine_info(), "datasets": {}}
     total_cpu = 0.0
     for ds in args.datasets:
-        info = load(args.work / ds / "dataset.json") or {}
+        info = read_json(args.work / ds / "dataset.json") or {}
         e = info.get("num_episodes")
         entry = {"episodes": e, "labelled_fraction": labelled_fraction(e) if e else None,
                  "behaviour_normalized": info.get("normalized_return_mean"), "rows": {}}
@@ -175,10 +167,10 @@ def collect(args, seeds: list[int]) -> dict:
             cells = []
             for seed in seeds:
                 work = args.work / ds / f"seed{seed}"
-                times = load(work / "steps.json") or {}
-                report, predict = load(work / row / "eval_bc.json"), load(work / row / "id.json")
-                meta = load(final_checkpoint(work / row, args.steps) / "metadata.json") or {}
-                split = meta.get("split", {})
+                times = read_json(work / "steps.json") or {}
+                report, predict = read_json(work / row / "eval_bc.json"), read_json(work / row / "id.json")
+                meta = read_json(step_dir(work / row, args.steps) / "metadata.json") or {}
+                split = RunMetadata.from_dict(meta).split
                 if report is None:
                     continue
                 train_t = times.get(f"{row}/train", {})
@@ -197,7 +189,7 @@ def collect(args, seeds: list[int]) -> dict:
                 })
             entry["rows"][row] = cells
         for seed in seeds:
-            for t in (load(args.work / ds / f"seed{seed}" / "steps.json") or {}).values():
+            for t in (read_json(args.work / ds / f"seed{seed}" / "steps.json") or {}).values():
                 total_cpu += t.get("cpu_s", 0.0)
         out["datasets"][ds] = entry
     out["total_cpu_s"] = round(total_cpu, 1)
@@ -205,15 +197,6 @@ def collect(args, seeds: list[int]) -> dict:
     out["seeds"] = {ds: sorted({c["seed"] for cells in e["rows"].values() for c in cells})
                     for ds, e in out["datasets"].items()}
     return out
-
-
-def mean_std(values: list[float], digits: int = 1) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "not measured"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f} (1 seed)"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def render(results: dict, command: str) -> str:
@@ -253,13 +236,9 @@ def write_outputs(args, seeds: list[int], command: str) -> None:
     print(block)
     if args.no_benchmarks:
         return
-    text = BENCHMARKS.read_text()
-    if BEGIN not in text or END not in text:
+    if not bench_common.replace_block(BENCHMARKS, BEGIN, END, block):
         print(f"BENCHMARKS.md has no {BEGIN} ... {END} markers; the table is above")
         return
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    BENCHMARKS.write_text(head + block + tail)
     print(f"table written to BENCHMARKS.md, numbers to {args.results}")
 
 
@@ -272,7 +251,7 @@ def main() -> int:
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes (default 20)")
     p.add_argument("--num-envs", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every command (default 1)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--no-action-history", action="store_true",
                    help="evaluate the MTM rows without showing them their past actions (mtm eval --no-action-history)")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "heteromodal", help="data and run folders")

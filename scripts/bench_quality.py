@@ -49,6 +49,9 @@ from pathlib import Path
 
 import yaml
 
+from mtm.checkpoint import step_dir
+from mtm.hardware import PRECISIONS
+
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT.parent / "shared" / "datasets"
@@ -69,7 +72,7 @@ QUALITY_FRACTION = 0.9  # time-to-quality: CPU-minutes to reach this share of th
 
 
 def load_results() -> dict:
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = bench_common.read_json(RESULTS) or {}
     results.setdefault("datasets", {})
     results.setdefault("runs", {})
     return results
@@ -77,12 +80,9 @@ def load_results() -> dict:
 
 def save_results(results: dict, key: str | None = None) -> None:
     """Write the run record `key` (and the dataset entries) into the file as it is now, so that
-    several commands (e.g. one per core, on different datasets) can share it (bench_common)."""
-    def update(merged: dict) -> None:
-        merged.setdefault("datasets", {}).update(results["datasets"])
-        if key is not None:
-            merged.setdefault("runs", {})[key] = results["runs"][key]
-    bench_common.update_json_file(RESULTS, update)
+    several commands (e.g. one per core, on different datasets) can share it."""
+    keys = [("datasets", ds) for ds in results["datasets"]] + ([("runs", key)] if key is not None else [])
+    bench_common.save_results(RESULTS, results, *keys)
 
 
 def run(cmd: list[str], env_prefix: dict[str, str], dry_run: bool) -> tuple[int, str, dict]:
@@ -153,7 +153,7 @@ def do_run(ds: str, method: str, seed: int, args, results: dict, env_prefix: dic
             if mode in point:
                 continue
             report = run_dir / f"eval_{mode}_{step}.json"
-            cmd = [MTM, "eval", "--checkpoint", str((run_dir / "checkpoints" / f"step_{step:08d}").relative_to(ROOT)),
+            cmd = [MTM, "eval", "--checkpoint", str(step_dir(run_dir, step).relative_to(ROOT)),
                    "--episodes", str(args.episodes), "--num-envs", str(args.num_envs), "--seed", "0", "--mode", mode,
                    "--device", "cpu", "--no-progress", "--output", str(report.relative_to(ROOT)), "--overwrite"]
             rc, _, timing = run(cmd, env_prefix, args.dry_run)
@@ -187,14 +187,6 @@ def config_steps(name: str) -> int:
 
 
 # ------------------------------------------------------------------------------------- tables
-
-
-def mean_std(values: list[float], seeds: int = 0) -> str:
-    """Mean ± std over seeds; the count is named where it is less than the table's `seeds`."""
-    if len(values) == 1:
-        return f"{values[0]:.1f} (1 seed)"
-    count = f" ({len(values)} seeds)" if len(values) < seeds else ""
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}{count}"
 
 
 def curves(results: dict, tag: str) -> dict:
@@ -262,7 +254,7 @@ def render(results: dict, tag: str, datasets: list[str]) -> str:
         for method, mode, _ in COLUMNS:
             finals = [final_point(r)[mode]["score"] for r in runs
                       if r["dataset"] == ds and r["method"] == method and mode in final_point(r)]
-            cells.append(mean_std(finals, len(seeds)) if finals else "–")
+            cells.append(bench_common.mean_std(finals, seeds=len(seeds)) if finals else "–")
         if info is None and all(c == "–" for c in cells):
             continue
         data = f"{info['normalized_mean']:.1f} | {info['normalized_best_episode']:.1f}" if info else "– | –"
@@ -358,14 +350,11 @@ def plot(results: dict, tag: str, datasets: list[str]) -> Path | None:
 
 def write_block(results: dict, tag: str, datasets: list[str]) -> None:
     block = render(results, tag, datasets)
-    text = BENCHMARKS.read_text()
     begin, end = f"<!-- quality:{tag}:begin -->", f"<!-- quality:{tag}:end -->"
-    if begin not in text or end not in text:
-        print(f"BENCHMARKS.md has no {begin} ... {end} markers; the block is:\n\n{block}")
-    else:
-        head, rest = text.split(begin, 1)
-        BENCHMARKS.write_text(head + block + rest.split(end, 1)[1])
+    if bench_common.replace_block(BENCHMARKS, begin, end, block):
         print(f"tables for {tag} written to BENCHMARKS.md")
+    else:
+        print(f"BENCHMARKS.md has no {begin} ... {end} markers; the block is:\n\n{block}")
     path = plot(results, tag, datasets)
     if path:
         print(f"plot written to {path.relative_to(ROOT)}")
@@ -383,7 +372,7 @@ def main() -> int:
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes, seeds 0..E-1 (default 20)")
     p.add_argument("--num-envs", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for every command (default 1)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="train.precision of every run (default: the configs' own, auto)")
     p.add_argument("--tag", default=TAG, help=f"the recipe these runs measure (default {TAG})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -69,12 +69,12 @@ def run_key(dataset: str, variant: str, seed: int, steps: int) -> str:
 
 
 def load_results() -> dict:
-    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    return bench_common.read_json(RESULTS) or {}
 
 
 def save_results(results: dict, key: str) -> None:
     """Add one record to the file as it is now, so several studies can run at once and share it."""
-    bench_common.update_json_file(RESULTS, lambda merged: merged.update({key: results[key]}))
+    bench_common.save_results(RESULTS, results, (key,))
 
 
 def curve_of(run_dir: Path) -> dict:

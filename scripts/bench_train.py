@@ -25,8 +25,9 @@ count. The table gives achieved GFLOP/s, the roof and the fraction of it. --prof
 every aten op over N more steps of each CPU setting: where the step's time goes.
 
 Data: the shared dataset ../shared/datasets/hopper-medium-replay-v5.hdf5 when present
-(--data auto, the default), else synthetic in-memory Hopper-like trajectories (S = 11, A = 3,
-100k steps); --data synthetic or --data PATH choose explicitly.
+(--data auto, the default), else a synthetic Hopper-like file in a temporary folder (S = 11, A = 3,
+100k steps); --data synthetic or --data PATH choose explicitly. It is read, split and windowed by
+mtm.training.run_data.load_run_data, as `mtm train` reads it.
 
 Usage:
   python scripts/bench_train.py                                     # small config, CPU, fp32/bf16 x 1/2 threads
@@ -47,9 +48,12 @@ from bench_common import (
     write_hopper_like, write_json,
 )
 
+import atexit
 import dataclasses
 import itertools
+import json
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -59,42 +63,45 @@ from pathlib import Path
 import torch
 
 from roofline import Roof, format_profile, measure_roof, profile_steps, record_step
-from mtm.config import RunConfig, load_config, resolve_config_path
-from mtm.data.trajectories import Trajectories, load_trajectories
-from mtm.data.windows import WindowSampler
+from mtm.config import RunConfig, config_to_dict, load_config, resolve_config_path
+from mtm.data.batches import WindowBatches
 from mtm.hardware import native_bf16, resolve_precision
 from mtm.model.build import build_model
 from mtm.model.masks import MaskMixture
-from mtm.training.loop import build_tokenizers
+from mtm.model.tokenizers import build_tokenizers
 from mtm.training.optim import build_optimizer, build_scheduler
+from mtm.training.run_data import RunData, load_run_data
+from mtm.training.runtime import Runtime
 from mtm.training.step import PHASES, TrainStep
 
 SHARED_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hopper-medium-replay-v5.hdf5"
+SYNTHETIC_STEPS = 100_000
 
 
 # ---------------------------------------------------------------------------------------------
 # Data
 
 
-def synthetic_hopper(steps: int, rtg: str, horizon: int, seed: int = 0) -> Trajectories:
-    """Hopper-like trajectories (bench_common.write_hopper_like), read back through the D4RL reader."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "hopper-like.hdf5"
-        write_hopper_like(path, steps, seed=seed)
-        return load_trajectories(path, rtg=rtg, rtg_horizon=horizon)
-
-
-def load_data(choice: str, cfg: RunConfig) -> tuple[Trajectories, str]:
+def dataset_path(choice: str, scratch: Path) -> tuple[Path, str]:
+    """The file --data names (auto: the shared Hopper file, else synthetic data written to `scratch`)
+    and what to call it."""
     if choice == "synthetic" or (choice == "auto" and not SHARED_DATASET.exists()):
-        why = "" if choice == "synthetic" else f" ({SHARED_DATASET} not present)"
-        data = synthetic_hopper(100_000, cfg.data.rtg, cfg.data.rtg_horizon)
-        return data, f"synthetic Hopper-like, {data.num_steps} steps, {data.num_episodes} episodes{why}"
+        why = "" if choice == "synthetic" else f", {SHARED_DATASET} not present"
+        path = scratch / "hopper-like.hdf5"
+        write_hopper_like(path, SYNTHETIC_STEPS, seed=0)
+        return path, f"synthetic Hopper-like{why}"
     path = SHARED_DATASET if choice == "auto" else Path(choice)
     if not path.exists():
         sys.exit(f"--data {path}: no such file")
-    data = load_trajectories(path, format=cfg.data.format, rtg=cfg.data.rtg, gamma=cfg.data.gamma,
-                             rtg_horizon=cfg.data.rtg_horizon)
-    return data, f"{path} ({data.num_steps} steps, {data.num_episodes} episodes)"
+    return path, str(path)
+
+
+def load_data(cfg: RunConfig, device: torch.device) -> RunData:
+    """The data as `mtm train` reads, splits and windows it for this config (mtm.training.run_data)."""
+    data = load_run_data(cfg, Runtime(device=device), checkpoint=None)
+    if data.val_sampler is not None:
+        data.val_sampler.close()  # the benchmark only trains
+    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,7 +114,7 @@ class Group:
     cfg: RunConfig
     batch_size: int
     device: torch.device
-    sampler: WindowSampler
+    sampler: WindowBatches
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -118,17 +125,14 @@ class Group:
     loss_sum: torch.Tensor | None = None
 
 
-def build_group(name: str, cfg: RunConfig, batch_size: int, data: Trajectories, device: torch.device) -> Group:
+def build_group(name: str, cfg: RunConfig, batch_size: int, data: RunData, device: torch.device) -> Group:
     """What `mtm train` builds for this config (single process), from the same functions."""
     tc = cfg.train
-    train_data, _ = data.split(cfg.data.val_fraction, cfg.data.split_seed)
-    keys = ("states", "actions", "returns") if cfg.tokens.use_returns else ("states", "actions")
-    sampler = WindowSampler(train_data, cfg.data.window, device=device, keys=keys)
     torch.manual_seed(tc.seed)
-    model = build_model(cfg.model, build_tokenizers(cfg, train_data.stats()), cfg.data.window).to(device)
+    model = build_model(cfg.model, build_tokenizers(cfg.tokens, data.stats), cfg.data.window).to(device)
     model.train()
     optimizer = build_optimizer(model, tc, device)
-    return Group(name, cfg, batch_size, device, sampler, model, optimizer, build_scheduler(optimizer, tc),
+    return Group(name, cfg, batch_size, device, data.train_sampler, model, optimizer, build_scheduler(optimizer, tc),
                  MaskMixture.from_config(tc.mask), loss_sum=torch.zeros((), device=device))
 
 
@@ -384,14 +388,17 @@ def main() -> None:
 
     settings: list[Setting] = []
     params: dict[str, int] = {}
-    data_desc = ""
+    scratch = Path(tempfile.mkdtemp(prefix="bench_train-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    path, data_name = dataset_path(args.data, scratch)
     data_cache: dict = {}
     for name in split_list(args.configs):
-        cfg = load_config(RunConfig, resolve_config_path(name), args.overrides)
-        data_key = (cfg.data.rtg, cfg.data.rtg_horizon, cfg.data.gamma, cfg.data.format)
+        cfg = load_config(RunConfig, resolve_config_path(name), args.overrides + [f"data.path={path}"])
+        data_key = json.dumps([config_to_dict(cfg)["data"], config_to_dict(cfg)["tokens"]], sort_keys=True)
         if data_key not in data_cache:
-            data_cache[data_key] = load_data(args.data, cfg)
-        data, data_desc = data_cache[data_key]
+            data_cache[data_key] = load_data(cfg, device)
+        data = data_cache[data_key]
+        data_desc = f"{data_name} ({data.data.num_steps} steps, {data.data.num_episodes} episodes)"
         sizes = [cfg.train.batch_size] if args.batch_size == "config" else split_list(args.batch_size, int)
         label = Path(name).stem
         for b in sizes:

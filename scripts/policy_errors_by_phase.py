@@ -1,7 +1,8 @@
 """Teacher-forced action error of a trained policy by phase of the episode.
 
-Drives `MTMPolicy.act` through the recorded states of the last N episodes of the run's own dataset
-(so the policy's action history holds its own actions, as in the env, but the states do not drift)
+Drives `MTMPolicy.act` through the recorded states of the last N episodes of the run's own dataset,
+read as the run read it (mtm.evaluation.predictions.run_training_data: its format and files), so
+the policy's action history holds its own actions, as in the env, but the states do not drift,
 and prints the mean squared error against the recorded actions at steps 0-2, 3-59 and 60-199.
 Tells "less accurate" apart from "errors compound in the closed loop" (BENCHMARKS.md, recipe study).
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from mtm.checkpoint import load_checkpoint
-from mtm.data.trajectories import load_trajectories
+from mtm.evaluation.predictions import run_training_data
 from mtm.policy import MTMPolicy, load_model
 
 PHASES = ((0, 3), (3, 60), (60, 200))
@@ -26,10 +27,10 @@ PHASES = ((0, 3), (3, 60), (60, 200))
 def phase_errors(path: str, episodes: int, action_history: bool) -> list[float]:
     checkpoint = load_checkpoint(path)
     model = load_model(checkpoint, "cpu")
-    data = load_trajectories(checkpoint.config["data"]["path"])
+    data = run_training_data(checkpoint)[1].data
     sums, counts = np.zeros(len(PHASES)), np.zeros(len(PHASES))
     for e in range(data.num_episodes - episodes, data.num_episodes):
-        policy = MTMPolicy(model, checkpoint.metadata, mode="bc", action_history=action_history, num_envs=1)
+        policy = MTMPolicy(model, checkpoint.run_metadata, mode="bc", action_history=action_history, num_envs=1)
         policy.reset()
         start, length = int(data.starts[e]), int(data.lengths[e])
         states, actions = data.arrays["states"][start:start + length], data.arrays["actions"][start:start + length]

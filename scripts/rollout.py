@@ -7,7 +7,7 @@ import argparse
 
 import gymnasium as gym
 
-from mtm.policy import MTMPolicy
+from mtm.policy import POLICY_MODES, MTMPolicy
 
 
 def main() -> None:
@@ -15,7 +15,7 @@ def main() -> None:
     parser.add_argument("checkpoint", help="a run directory or a checkpoint directory")
     parser.add_argument("--env", default="Reacher-v5")
     parser.add_argument("--episodes", type=int, default=3)
-    parser.add_argument("--mode", default="rcbc", choices=["rcbc", "bc"])
+    parser.add_argument("--mode", default="rcbc", choices=POLICY_MODES)
     args = parser.parse_args()
 
     policy = MTMPolicy.from_checkpoint(args.checkpoint, mode=args.mode)  # num_envs=1, on the CPU

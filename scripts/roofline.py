@@ -30,8 +30,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 aten = torch.ops.aten
+# Under inference_mode, linear and scaled_dot_product_attention reach the dispatcher whole (with
+# autograd they arrive decomposed into addmm and a fused attention kernel): both are counted.
 _ATTENTION_FWD = {"_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
-                  "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention"}
+                  "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+                  "scaled_dot_product_attention"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,9 @@ class MatmulRecorder(TorchDispatchMode):
         if name in ("mm", "addmm"):
             a, b = (args[0], args[1]) if name == "mm" else (args[1], args[2])
             self.matmuls[Matmul(1, a.shape[0], a.shape[1], b.shape[1], a.dtype)] += 1
+        elif name == "linear":
+            x, w = args[0], args[1]
+            self.matmuls[Matmul(1, x.numel() // x.shape[-1], x.shape[-1], w.shape[0], x.dtype)] += 1
         elif name in ("bmm", "baddbmm"):
             a, b = (args[0], args[1]) if name == "bmm" else (args[1], args[2])
             self.matmuls[Matmul(a.shape[0], a.shape[1], a.shape[2], b.shape[2], a.dtype)] += 1

@@ -94,8 +94,8 @@ LAYERS = {
     0: ("mtm.errors", "mtm.io", "mtm.hardware", "mtm.policy_config", "mtm"),  # mtm: the package root, for __version__
     1: ("envs",),
     2: ("mtm.data", "mtm.model"),
-    3: ("mtm.config", "mtm.checkpoint"),
-    4: ("mtm.policy", "mtm.rollout", "mtm.video", "mtm.contact_sheet"),
+    3: ("mtm.config", "mtm.checkpoint", "mtm.run_metadata"),
+    4: ("mtm.policy", "mtm.planning", "mtm.rollout", "mtm.video", "mtm.contact_sheet"),
     5: ("mtm.evaluation", "mtm.collect"),
     6: ("mtm.training",),
     7: ("mtm.demo", "mtm.cli", "mtm.__main__"),

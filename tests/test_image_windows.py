@@ -114,7 +114,7 @@ def test_plain_dataloader_and_pickling_open_their_own_file(coded_file):
     for (ids, frames), want, batch in zip(loader, expected, batches):
         assert ids.tolist() == batch and torch.equal(frames, want)
     clone = pickle.loads(pickle.dumps(images))
-    assert clone._file is None and torch.equal(clone.windows(batches[0]), expected[0])
+    assert clone._reader is None and torch.equal(clone.windows(batches[0]), expected[0])
     assert torch.equal(images[3], expected[0][3])
     with pytest.raises(IndexError):
         list(images.loader([[0], [len(images)]]))  # a bad id fails loudly, not as a short epoch
@@ -193,3 +193,27 @@ def test_peak_memory_stays_bounded_on_a_file_larger_than_any_cache(tmp_path):
     before, after = map(float, result.stdout.split())
     # Reading the whole file once grows the peak by far less than the data (~100 MB raw).
     assert after - before < 25, (before, after, raw_mb)
+
+
+def test_the_training_data_carries_its_source_and_frames_come_through_it(coded_file, tmp_path):
+    from mtm.data.batches import WindowBatches
+    from mtm.data.episode import FlatReader, FrameReader
+    from mtm.data.formats import DataSource, open_dataset
+    from mtm.data.mixture import load_training_data
+
+    loaded = load_training_data([coded_file], format="native", val_fraction=0.0)
+    source = loaded.sources[0]
+    assert source == DataSource(str(coded_file), "native") and source.reads_frames
+    assert loaded.paths == [str(coded_file)]
+    sampler = WindowSampler(loaded.train, L, keys=("states",))
+    batches = WindowBatches.build(sampler, source, ["pixels"])
+    batch = batches.windows(torch.arange(4))
+    check_frames(batch["pixels"], {**batch, "state": batch["states"]})
+    batches.close()
+    with open_dataset(coded_file) as reader:
+        assert isinstance(reader, FrameReader) and not isinstance(reader, FlatReader)
+    # A reader without frames() is refused with a way out, not read through another reader.
+    not_framed = DataSource(str(coded_file), "d4rl")
+    assert not not_framed.reads_frames
+    with pytest.raises(DataError, match="the d4rl reader cannot read image frames lazily.*; convert it first"):
+        ImageWindows(not_framed, "pixels", np.array([[0, 0, 4]]), L)

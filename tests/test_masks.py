@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from mtm.errors import ConfigError
+from mtm.model.tokenizers import ContinuousTokenizer, ImageTokenizer
 from mtm.model.masks import (
     MaskConfig,
     MaskMixture,
@@ -40,7 +41,7 @@ def tokens(layout, name, steps):
 
 
 def test_layout_is_modality_major_then_time_then_sub_token():
-    layout = TokenLayout([("states", 1), ("images", 2), ("actions", 1)], 3)
+    layout = TokenLayout([("states", 1), ("images", 2), ("actions", 1)], 3, roles={"images": "states"})
     assert layout.num_tokens == 3 + 6 + 3
     assert layout.modality.tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2]
     assert layout.timestep.tolist() == [0, 1, 2, 0, 0, 1, 1, 2, 2, 0, 1, 2]
@@ -56,8 +57,23 @@ def test_layout_is_modality_major_then_time_then_sub_token():
     assert layout.format(bc_mask(layout, 1)) == "states ##. | images ## ## .. | actions #.."
 
 
+def test_a_modality_without_a_role_is_an_error():
+    """Not silently masked as states: an unknown vector modality would then be shown wherever the
+    states are (to a BC policy too) and hidden with them."""
+    with pytest.raises(ConfigError, match="modality 'goal' has no role in the masks"):
+        TokenLayout([("states", 1), ("goal", 1), ("actions", 1)], 3)
+    with pytest.raises(ConfigError, match="'goal' has no role"):
+        TokenLayout([("states", 1), ("goal", 1)], 3, roles={"goal": "targets"})
+    with pytest.raises(ConfigError, match="'goal' has no role"):
+        TokenLayout.from_tokenizers({"states": ContinuousTokenizer(2, [0, 0], [1, 1], name="states"),
+                                     "goal": ContinuousTokenizer(2, [0, 0], [1, 1], name="goal")}, 3)
+    frames = TokenLayout.from_tokenizers({"states": ContinuousTokenizer(2, [0, 0], [1, 1], name="states"),
+                                          "camera": ImageTokenizer(16, 16, 3, patch_size=8, name="camera")}, 2)
+    assert frames.role("states").all()  # an image key is an observation
+
+
 def test_apply_valid_hides_every_token_of_padded_steps():
-    layout = TokenLayout([("states", 1), ("images", 2), ("actions", 1)], 3)
+    layout = TokenLayout([("states", 1), ("images", 2), ("actions", 1)], 3, roles={"images": "states"})
     valid = torch.tensor([[True, True, False], [True, False, False]])
     out = apply_valid(torch.ones(layout.num_tokens, dtype=torch.bool), valid, layout)
     assert out.shape == (2, layout.num_tokens)

@@ -164,6 +164,34 @@ def test_policy_follows_the_same_rule(reacher_run, no_native_bf16):
     assert not np.array_equal(a32, a16)  # it really ran in bf16
 
 
+def test_auto_keeps_fp32_for_small_forward_passes_on_a_cpu(native_bf16):
+    small = resolve_precision("auto", "cpu", rows=60, width=128, warn=pytest.fail)  # `small`, 10 envs
+    assert small.dtype == "fp32" and small.native
+    assert small.reason.endswith("forward passes of 60 token rows 128 wide are too small for bf16 to pay")
+    assert resolve_precision("auto", "cpu", rows=600, width=128, warn=pytest.fail).dtype == "bf16"  # 100 envs
+    assert resolve_precision("auto", "cpu", rows=12, width=512, warn=pytest.fail).dtype == "bf16"  # reference, 1 env
+    assert resolve_precision("auto", "cpu", warn=pytest.fail).dtype == "bf16"  # training: no size given
+    assert resolve_precision("bf16", "cpu", rows=1, width=8, warn=pytest.fail).dtype == "bf16"  # asked for: as asked
+
+
+def test_auto_on_a_gpu_ignores_the_size(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", "cuda:0", rows=1, width=8).dtype == "bf16"
+
+
+def test_a_policy_acts_in_fp32_and_plans_in_bf16_where_bf16_is_native(reacher_run, native_bf16):
+    ck = load_checkpoint(reacher_run)
+    model = load_model(ck)
+    policy = MTMPolicy(model, ck.metadata, num_envs=10, mode="plan", plan_candidates=64)
+    assert policy.precision.dtype == "fp32"  # 10 windows of 12 tokens, 32 wide: 120 x 32^2
+    assert policy.planner.precision.dtype == "bf16"  # 640 windows: 7,680 x 32^2
+    few = MTMPolicy(model, ck.metadata, num_envs=10, mode="plan", plan_candidates=8)
+    assert few.planner.precision.dtype == "fp32"  # 960 x 32^2 is below the 2^21 where bf16 pays
+    obs = np.random.default_rng(0).normal(size=(10, model.tokenizers["states"].dim)).astype(np.float32)
+    assert np.isfinite(policy.act(obs)).all()
+
+
 # --------------------------------------------------------------------------------------------------
 # Threads
 

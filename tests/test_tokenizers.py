@@ -118,3 +118,22 @@ def test_bad_statistics_and_specs_raise_config_errors():
         BinnedTokenizer(1, [1.0], [0.0], num_bins=4)
     with pytest.raises(ConfigError, match="unknown tokenizer type"):
         tokenizer_from_spec({"type": "video", "name": "x"})
+
+
+def test_build_tokenizers_follows_the_tokens_section():
+    from types import SimpleNamespace
+
+    from mtm.config import RunConfig, load_config
+    from mtm.model.tokenizers import TokenConfig, build_tokenizers
+
+    stats = {name: SimpleNamespace(mean=np.zeros(dim), std=np.ones(dim), min=-np.ones(dim), max=np.ones(dim))
+             for name, dim in (("states", 3), ("actions", 2), ("returns", 1))}
+    cfg = load_config(RunConfig, None, ["tokens.states=binned", "tokens.num_bins=8", "tokens.use_returns=false"])
+    assert isinstance(cfg.tokens, TokenConfig)  # the config section is the model side's dataclass
+    tokenizers = build_tokenizers(cfg.tokens, stats, {"camera": (32, 32, 3)})
+    assert list(tokenizers) == ["states", "camera", "actions"]  # states -> images -> (returns) -> actions
+    assert isinstance(tokenizers["states"], BinnedTokenizer) and tokenizers["states"].num_bins == 8
+    assert isinstance(tokenizers["actions"], ContinuousTokenizer)
+    assert list(build_tokenizers(TokenConfig(), stats)) == ["states", "returns", "actions"]
+    with pytest.raises(ValueError, match="num_bins must be >= 2"):
+        TokenConfig(num_bins=1)

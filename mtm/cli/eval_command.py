@@ -32,6 +32,13 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 @click.option("--action-history/--no-action-history", default=True, show_default=True,
               help="Show the model the actions it took at the previous steps of the window, or only states "
                    "(and returns). With --task bc/rcbc: the same for the held-out windows.")
+@click.option("--plan-candidates", type=int, default=None,
+              help="plan: candidate action sequences per env and step [default: 64].")
+@click.option("--plan-horizon", type=int, default=None, help="plan: steps each candidate is imagined for [default: 2].")
+@click.option("--plan-temperature", type=float, default=None,
+              help="plan: softmax temperature over candidate scores, in return-token stds [default: 0.05].")
+@click.option("--plan-noise", type=float, default=None,
+              help="plan: candidates' action noise, in units of the data's action std [default: 0.3].")
 @click.option("--seed", default=0, show_default=True, help="Episode i is reset with seed + i, whatever --num-envs is.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICE_CHOICES))
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
@@ -56,7 +63,7 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output / --video / --contact-sheet file.")
 @click.option("--progress/--no-progress", default=True, help="A progress bar, where stdout and stderr are terminals.")
 def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, target_fraction, decrement,
-                 action_history, seed, device, precision, video, contact_sheet, video_episodes, video_quality,
+                 action_history, plan_candidates, plan_horizon, plan_temperature, plan_noise, seed, device, precision, video, contact_sheet, video_episodes, video_quality,
                  video_size, tasks, data, output, overwrite, progress) -> None:
     """Evaluate a trained model: returns and normalised score in the env, or dynamics errors.
 
@@ -65,12 +72,13 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
       mtm eval --checkpoint runs/reacher --episodes 50 --num-envs 10
       mtm eval --checkpoint runs/hopper --mode rcbc --target-fraction 0.9 --video videos/hopper.mp4
       mtm eval --checkpoint runs/hopper --episodes 3 --video-episodes 3 --contact-sheet hopper.png
+      mtm eval --checkpoint runs/hopper --mode plan --plan-candidates 64 --plan-horizon 2
       mtm eval --checkpoint runs/hopper --task fd --task id
     """
     from mtm.checkpoint import load_checkpoint
     from mtm.errors import ConfigError
     from mtm.evaluation import evaluate_checkpoint, evaluate_predictions, format_report
-    from mtm.hardware import resolve_device, resolve_precision, thread_summary
+    from mtm.hardware import resolve_device, thread_summary
     from mtm.io import atomic_write_text, check_output_path, refuse_existing_output, write_failure
     from mtm.training.progress import interactive
     from mtm.video import RolloutMedia
@@ -80,10 +88,15 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
                          contact_sheet=Path(contact_sheet) if contact_sheet else None,
                          episodes=video_episodes, quality=video_quality, size=video_size)
     try:
+        plan = {"plan_candidates": plan_candidates, "plan_horizon": plan_horizon,
+                "plan_temperature": plan_temperature, "plan_noise": plan_noise}
         policy = PolicyConfig(mode=mode or "auto", target_return=target_return, target_fraction=target_fraction,
-                              decrement=decrement, action_history=action_history, precision=precision)
+                              decrement=decrement, action_history=action_history,
+                              precision=precision).replace(**plan)
     except ValueError as exc:  # e.g. both targets given
         message = str(exc).replace("target_return and target_fraction", "--target-return and --target-fraction")
+        for field in plan:
+            message = message.replace(field, "--" + field.replace("_", "-"))
         raise ConfigError(message) from None
     files = [Path(p).resolve() for p in (output, video, contact_sheet) if p is not None]
     if len(set(files)) < len(files):
@@ -103,9 +116,7 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
         # The model and the simulator take turns in one process: one thread was fastest for act()
         # at every batch size measured (BENCHMARKS.md), and leaves a core to the rest.
         torch.set_num_threads(1)
-    runtime = [f"device {dev}"]
-    if not tasks:  # prediction errors are always computed in fp32
-        runtime.append(f"precision {resolve_precision(precision, dev).describe()}")
+    runtime = [f"device {dev}"]  # the policy's precision depends on its batch: the report says it
     if dev.type == "cpu":
         runtime.append(thread_summary())
     click.echo(", ".join(runtime))

@@ -48,8 +48,8 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
     """
     from mtm.config import RunConfig, load_config, resolve_config_path
     from mtm.errors import ConfigError
-    from mtm.training.loop import CONFIG_FILE, train
-    from mtm.training.rundir import recover
+    from mtm.training.loop import train
+    from mtm.training.rundir import CONFIG_FILE, recover
     from mtm.training.run_data import same_file_pair
 
     twice = same_file_pair([str(p) for p in data])

@@ -1,5 +1,5 @@
-"""The configuration schema: the dataclasses `mtm train` composes, one per concern (``ModelConfig``,
-``MaskConfig`` and ``PolicyConfig`` live next to the code they configure).
+"""The configuration schema: the dataclasses `mtm train` composes, one per concern (``TokenConfig``,
+``ModelConfig``, ``MaskConfig`` and ``PolicyConfig`` live next to the code they configure).
 
 Each field is one line, `name: type = default  # meaning`, which scripts/gen_config_docs.py copies
 into docs/configuration.md. ``__post_init__`` raises ``ValueError("field must be ..., got ...")``
@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from mtm.hardware import PrecisionName
 from mtm.model.masks import MaskConfig
 from mtm.model.network import ModelConfig
+from mtm.model.tokenizers import TokenConfig
 from mtm.policy_config import PolicyConfig
 
 
@@ -104,29 +105,6 @@ class TrainConfig:
                 self.mask = MaskConfig.parse(self.mask)
             except ValueError as exc:
                 raise ValueError(f"mask.{exc}") from None
-
-
-@dataclasses.dataclass
-class TokenConfig:
-    """How each modality becomes tokens (see mtm.model.tokenizers)."""
-
-    states: Literal["continuous", "binned"] = "continuous"  # one z-scored token per step, or one per dimension
-    actions: Literal["continuous", "binned"] = "continuous"  # the same choice for actions (binned: cross-entropy over bins)
-    use_returns: bool = True  # add the return-to-go modality (needed for RCBC)
-    num_bins: int = 64  # bins per dimension for binned modalities (uniform over the data's min..max)
-    min_std: float = 0.1  # z-score floor: x_norm = (x - mean) / max(std, min_std)
-    image_keys: list[str] | None = None  # image observations to tokenize; null = all in the data, [] = none
-    image_patch_size: int = 16  # pixels per patch side: (H/p)(W/p) tokens per frame
-    image_encoder: Literal["patch", "conv", "keypoints"] = "patch"  # linear patch projection (ViT/VIMA), a conv stem per patch, or conv + spatial-softmax keypoints (one token per frame)
-    image_keypoints: int = 16  # keypoints per frame with image_encoder=keypoints (the token holds their 2-D coordinates)
-    image_augment_pad: int = 4  # random-shift augmentation in training (pixels each way); 0 = off
-
-    def __post_init__(self) -> None:
-        _check(self.num_bins >= 2, f"num_bins must be >= 2, got {self.num_bins}")
-        _check(self.image_patch_size >= 1, f"image_patch_size must be >= 1, got {self.image_patch_size}")
-        _check(self.image_keypoints >= 1, f"image_keypoints must be >= 1, got {self.image_keypoints}")
-        _check(self.image_augment_pad >= 0, f"image_augment_pad must be >= 0, got {self.image_augment_pad}")
-        _check(self.min_std > 0, f"min_std must be > 0, got {self.min_std}")
 
 
 @dataclasses.dataclass

@@ -1,13 +1,13 @@
 """Training batches with every modality: `WindowBatches` has a WindowSampler's interface, and adds
-the image frames of the same window ids, read lazily from the native file (mtm.data.image_windows)."""
+the image frames of the same window ids, read lazily from the data's source (mtm.data.image_windows)."""
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 import torch
 
+from mtm.data.formats import DataSource
 from mtm.data.image_windows import ImageWindows
 from mtm.data.windows import WindowSampler
 
@@ -18,8 +18,12 @@ class WindowBatches:
         self.images = dict(images or {})
 
     @classmethod
-    def build(cls, sampler: WindowSampler, path: str | os.PathLike, image_keys: list[str]) -> "WindowBatches":
-        return cls(sampler, {key: ImageWindows.for_sampler(path, key, sampler) for key in image_keys})
+    def build(cls, sampler: WindowSampler, source: DataSource | None, image_keys: list[str]) -> "WindowBatches":
+        """`sampler`'s windows with the frames of `image_keys`, read from `source` (the dataset the
+        sampler's trajectories were loaded from; None when there are no image keys)."""
+        if image_keys and source is None:
+            raise ValueError("image frames need the source the trajectories were loaded from")
+        return cls(sampler, {key: ImageWindows.for_sampler(source, key, sampler) for key in image_keys})
 
     @property
     def num_windows(self) -> int:

@@ -8,7 +8,7 @@ or rewards None when the whole episode lacks them; termination, truncation or a 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Collection, Iterator
+from typing import Any, Collection, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -151,3 +151,37 @@ class EpisodeSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# What a reader may provide beyond EpisodeSource. Consumers test for it with isinstance (the
+# methods are matched by name), so a reader gains a capability by defining the methods alone.
+
+
+@runtime_checkable
+class FrameReader(Protocol):
+    """Image frames read lazily, window by window, instead of whole episodes: what training reads
+    images through (mtm.data.image_windows). The native reader has it; a format whose reader adds
+    these methods trains on images without a conversion."""
+
+    def observation_keys(self) -> list[str]:
+        """Every observation key of the dataset (image keys included)."""
+        ...
+
+    def episode_length(self, index: int) -> int:
+        """Steps of episode `index`, read without loading it."""
+        ...
+
+    def frames(self, index: int, key: str) -> Any:
+        """Observation `key` of episode `index` as an array-like of uint8 (T, H, W, C) frames that
+        reads only the rows it is indexed with (an h5py.Dataset)."""
+        ...
+
+
+@runtime_checkable
+class FlatReader(Protocol):
+    """The whole dataset as concatenated arrays (D4RL's own layout), loaded without splitting it
+    into episodes and joining them again (mtm.data.trajectories, mtm.data.summary)."""
+
+    def flat_arrays(self) -> Any:
+        """A mtm.data.formats.d4rl.FlatArrays: observations, actions, rewards, episode lengths."""
+        ...

@@ -18,8 +18,9 @@ from mtm.io import short_reason
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def open_hdf5(path: str | os.PathLike) -> h5py.File:
-    """Open an HDF5 file read-only, turning every way it can fail into one clear DataError."""
+def open_hdf5(path: str | os.PathLike, *, chunk_cache: bool = True) -> h5py.File:
+    """Open an HDF5 file read-only, turning every way it can fail into one clear DataError.
+    chunk_cache=False: without HDF5's per-dataset chunk cache (for many datasets open at once)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file")
@@ -33,7 +34,7 @@ def open_hdf5(path: str | os.PathLike) -> h5py.File:
     if head != HDF5_SIGNATURE and not h5py.is_hdf5(p):
         raise DataError(f"{p}: not an HDF5 file")
     try:
-        return h5py.File(p, "r")
+        return h5py.File(p, "r") if chunk_cache else h5py.File(p, "r", rdcc_nbytes=0)
     except OSError as exc:
         raise DataError(f"{p}: HDF5 file is truncated or corrupt ({short_reason(exc)})") from None
 

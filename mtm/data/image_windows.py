@@ -1,15 +1,17 @@
-"""Image frames of training windows, read lazily from a native episode file.
+"""Image frames of training windows, read lazily from a dataset whose reader is a `FrameReader`
+(mtm.data.episode; the native reader is one).
 
 A dataset's frames may not fit in host memory, so `ImageWindows` reads those of a batch of windows
 when it is drawn, keyed by `WindowSampler.draw`'s window ids, or ahead in DataLoader workers
 (`loader`). Frames stay uint8 until they are on the device; padding repeats an episode's last frame.
 
 Native files store one gzip chunk per frame, so a window decompresses only its own L frames. The
-file is opened without HDF5's chunk cache (``rdcc_nbytes=0``): random windows almost never read a
-chunk twice, and a cache per open episode would grow the process by gigabytes. Open dataset handles
-are kept in a bounded LRU, since opening one costs about as much as reading a window (memory:
-tests/test_image_windows.py; figures: BENCHMARKS.md, Images). The handle is reopened in a new
-process and pickling drops it, so DataLoader workers work forked or spawned. There is no background
+file is opened without HDF5's chunk cache (mtm.data.formats.native): random windows almost never
+read a chunk twice, and a cache per open episode would grow the process by gigabytes. Open frame
+datasets are kept in a bounded LRU, since opening one costs about as much as reading a window
+(memory: tests/test_image_windows.py; figures: BENCHMARKS.md, Images). The reader that checked the
+file at construction reads it in this process; a new process opens its own (pickling drops it),
+so DataLoader workers work forked or spawned. There is no background
 thread: h5py holds the GIL while it decompresses, so it would compete with the training thread.
 """
 
@@ -20,10 +22,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-import h5py
 import numpy as np
 import torch
 
+from mtm.data.episode import FrameReader
+from mtm.data.formats import DataSource
 from mtm.data.formats.native import NativeSource
 from mtm.errors import DataError
 
@@ -33,11 +36,12 @@ DEFAULT_MAX_OPEN_DATASETS = 1024
 class ImageWindows:
     """The frames of one image key for windows given as (episode, first step, real steps) spans.
 
-    ``spans``: (num_windows, 3) int64 from `WindowSampler.window_spans()` (episode = index of the
-    episode in the file). ``window``: L. Only the episodes the spans name are checked and read.
+    ``source``: the dataset (a path is read as a native file). ``spans``: (num_windows, 3) int64
+    from `WindowSampler.window_spans()` (episode = index of the episode in the file). ``window``: L.
+    Only the episodes the spans name are checked and read.
     """
 
-    def __init__(self, path: str | os.PathLike, key: str, spans: np.ndarray, window: int, *,
+    def __init__(self, source: DataSource | str | os.PathLike, key: str, spans: np.ndarray, window: int, *,
                  max_open_datasets: int = DEFAULT_MAX_OPEN_DATASETS) -> None:
         spans = np.asarray(spans, dtype=np.int64)
         if spans.ndim != 2 or spans.shape[1] != 3 or len(spans) == 0:
@@ -45,58 +49,66 @@ class ImageWindows:
         if window < 1 or (spans[:, 2] < 1).any() or (spans[:, 2] > window).any() or (spans[:, 1] < 0).any():
             raise DataError(f"window spans do not describe windows of {window} steps "
                             f"(first step >= 0, 1..L real steps)")
-        self.path = Path(path)
+        self.source = source if isinstance(source, DataSource) else DataSource(str(source), "native")
+        self.path = Path(self.source.path)
         self.key = key
         self.window = int(window)
         self.max_open_datasets = max(int(max_open_datasets), 1)
         self._spans = spans
-        self._dataset_paths, self.frame_shape = self._check_file(spans)
-        self._pid: int | None = None
-        self._file: h5py.File | None = None
-        self._open: OrderedDict[int, h5py.Dataset] = OrderedDict()
+        self._open: OrderedDict[int, Any] = OrderedDict()
+        self._reader, self._pid = self._open_reader(), os.getpid()
+        try:
+            self.frame_shape = self._check_file(self._reader, spans)
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
-    def for_sampler(cls, path: str | os.PathLike, key: str, sampler: Any, **kwargs: Any) -> "ImageWindows":
-        """The frames of `sampler`'s windows (a WindowSampler over Trajectories read from ``path``)."""
-        return cls(path, key, sampler.window_spans(), sampler.window, **kwargs)
+    def for_sampler(cls, source: DataSource | str | os.PathLike, key: str, sampler: Any,
+                    **kwargs: Any) -> "ImageWindows":
+        """The frames of `sampler`'s windows (a WindowSampler over Trajectories read from ``source``)."""
+        return cls(source, key, sampler.window_spans(), sampler.window, **kwargs)
 
-    def _check_file(self, spans: np.ndarray) -> tuple[dict[int, str], tuple[int, ...]]:
-        """Validate the file and key once; return each episode's dataset path and the frame shape."""
-        with NativeSource(self.path) as source:
-            where = str(self.path)
-            if self.key not in source.observation_keys():
-                available = ", ".join(source.observation_keys())
-                raise DataError(f"{where}: no observation key {self.key!r}; available: {available}")
-            episodes, inverse = np.unique(spans[:, 0], return_inverse=True)
-            if episodes[0] < 0 or episodes[-1] >= len(source):
-                raise DataError(f"{where}: window spans name episode {int(episodes[-1])}, the file has {len(source)}")
-            needed = np.zeros(len(episodes), dtype=np.int64)  # frames each episode must have
-            np.maximum.at(needed, inverse.reshape(-1), spans[:, 1] + spans[:, 2])
-            paths, shape = {}, None
-            for episode, rows in zip(episodes.tolist(), needed.tolist()):
-                frames = source.frames(episode, self.key)
-                if frames.dtype != np.uint8 or frames.ndim != 4:
-                    raise DataError(f"{where} episode {episode}: {self.key!r} is {frames.dtype} "
-                                    f"{frames.shape}, not uint8 (T, H, W, C) frames")
-                shape = shape or tuple(frames.shape[1:])
-                if tuple(frames.shape[1:]) != shape:
-                    raise DataError(f"{where} episode {episode}: frames are {frames.shape[1:]}, "
-                                    f"episode {episodes[0]} has {shape}")
-                if frames.shape[0] < rows:
-                    raise DataError(f"{where} episode {episode}: {frames.shape[0]} frames, the windows need {rows}")
-                paths[episode] = frames.name
-        return paths, shape
+    def _open_reader(self) -> FrameReader:
+        if not self.source.reads_frames:
+            raise DataError(f"{self.path}: the {self.source.format} reader cannot read image frames lazily, "
+                            f"which training on images needs; convert it first (mtm convert {self.path} DST.hdf5)")
+        return self.source.open()
 
-    def _dataset(self, episode: int) -> h5py.Dataset:
+    def _check_file(self, source: FrameReader, spans: np.ndarray) -> tuple[int, ...]:
+        """Validate the file and key once; return the frame shape."""
+        where = str(self.path)
+        if self.key not in source.observation_keys():
+            available = ", ".join(source.observation_keys())
+            raise DataError(f"{where}: no observation key {self.key!r}; available: {available}")
+        episodes, inverse = np.unique(spans[:, 0], return_inverse=True)
+        if episodes[0] < 0 or episodes[-1] >= len(source):
+            raise DataError(f"{where}: window spans name episode {int(episodes[-1])}, the file has {len(source)}")
+        needed = np.zeros(len(episodes), dtype=np.int64)  # frames each episode must have
+        np.maximum.at(needed, inverse.reshape(-1), spans[:, 1] + spans[:, 2])
+        shape = None
+        for episode, rows in zip(episodes.tolist(), needed.tolist()):
+            frames = source.frames(episode, self.key)
+            if frames.dtype != np.uint8 or frames.ndim != 4:
+                raise DataError(f"{where} episode {episode}: {self.key!r} is {frames.dtype} "
+                                f"{frames.shape}, not uint8 (T, H, W, C) frames")
+            shape = shape or tuple(frames.shape[1:])
+            if tuple(frames.shape[1:]) != shape:
+                raise DataError(f"{where} episode {episode}: frames are {frames.shape[1:]}, "
+                                f"episode {episodes[0]} has {shape}")
+            if frames.shape[0] < rows:
+                raise DataError(f"{where} episode {episode}: {frames.shape[0]} frames, the windows need {rows}")
+        return shape
+
+    def _dataset(self, episode: int) -> Any:
         if self._pid != os.getpid():
-            # First use, or a new process: HDF5 handles must not be shared across processes, so
+            # A new process (or after close): HDF5 handles must not be shared across processes, so
             # open our own; the parent's (if any) is left to the parent.
-            self._file = h5py.File(self.path, "r", rdcc_nbytes=0)
+            self._reader, self._pid = self._open_reader(), os.getpid()
             self._open = OrderedDict()
-            self._pid = os.getpid()
         dataset = self._open.get(episode)
         if dataset is None:
-            dataset = self._file[self._dataset_paths[episode]]
+            dataset = self._reader.frames(episode, self.key)
             self._open[episode] = dataset
             if len(self._open) > self.max_open_datasets:
                 self._open.popitem(last=False)
@@ -158,14 +170,14 @@ class ImageWindows:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.update(_pid=None, _file=None, _open=OrderedDict())  # handles do not cross processes
+        state.update(_pid=None, _reader=None, _open=OrderedDict())  # handles do not cross processes
         return state
 
     def close(self) -> None:
         self._open = OrderedDict()
-        if self._file is not None and self._pid == os.getpid():
-            self._file.close()
-        self._file, self._pid = None, None
+        if self._reader is not None and self._pid == os.getpid():
+            self._reader.close()
+        self._reader, self._pid = None, None
 
     def __enter__(self) -> "ImageWindows":
         return self

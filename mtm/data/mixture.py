@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mtm.data.episode import OPTIONAL_MODALITIES
+from mtm.data.formats import DataSource
 from mtm.data.trajectories import Trajectories, load_trajectories
 from mtm.errors import ConfigError, DataError
 
@@ -32,7 +33,11 @@ class TrainingData:
     train: Trajectories
     val: Trajectories
     source_index: np.ndarray  # (E_train,) int64: the file each training episode came from
-    paths: list[str]
+    sources: list[DataSource]  # every file, in order, with the format it was read as
+
+    @property
+    def paths(self) -> list[str]:
+        return [source.path for source in self.sources]
 
 
 def load_training_data(paths: Sequence[str | os.PathLike], *, format: str | None = None,
@@ -47,7 +52,8 @@ def load_training_data(paths: Sequence[str | os.PathLike], *, format: str | None
     unknown = [m for m in only_with if m not in OPTIONAL_MODALITIES]
     if unknown:
         raise ConfigError(f"data.only_with: {unknown} cannot be absent; choose among {', '.join(OPTIONAL_MODALITIES)}")
-    parts = [load_trajectories(p, format=format, rtg=rtg, gamma=gamma, rtg_horizon=rtg_horizon) for p in paths]
+    sources = [DataSource.resolve(p, format) for p in paths]
+    parts = [load_trajectories(s, rtg=rtg, gamma=gamma, rtg_horizon=rtg_horizon) for s in sources]
     check_compatible(parts, [str(p) for p in paths])
     trains, vals = [], []
     for part in parts:
@@ -61,7 +67,7 @@ def load_training_data(paths: Sequence[str | os.PathLike], *, format: str | None
     if train.num_episodes == 0:
         raise DataError(f"no training episode has {' and '.join(only_with)} (data.only_with)")
     source_index = np.repeat(np.arange(len(trains), dtype=np.int64), [t.num_episodes for t in trains])
-    return TrainingData(data=data, train=train, val=val, source_index=source_index, paths=[str(p) for p in paths])
+    return TrainingData(data=data, train=train, val=val, source_index=source_index, sources=sources)
 
 
 def check_compatible(parts: Sequence[Trajectories], names: Sequence[str]) -> None:

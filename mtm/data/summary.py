@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from envs.references import choose_references, normalized_score
-from mtm.data.episode import DatasetInfo, EpisodeSource
+from mtm.data.episode import DatasetInfo, EpisodeSource, FlatReader
 from mtm.data.formats.native import NativeSource
 
 HISTOGRAM_BINS = 10
@@ -31,7 +31,7 @@ class _Scan:
 
 
 def summarize(source: EpisodeSource) -> dict[str, Any]:
-    scan = _scan_flat(source) if hasattr(source, "flat_arrays") else _scan_episodes(source)
+    scan = _scan_flat(source) if isinstance(source, FlatReader) else _scan_episodes(source)
     info = source.info
     returns = _stats(scan.returns)
     references = dataset_references(info, None if returns is None else returns["mean"])

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mtm.data.episode import OPTIONAL_MODALITIES, STATE_KEY, DatasetInfo, EpisodeSource, is_image
-from mtm.data.formats import open_dataset
+from mtm.data.episode import OPTIONAL_MODALITIES, STATE_KEY, DatasetInfo, EpisodeSource, FlatReader, is_image
+from mtm.data.formats import DataSource, open_dataset
 from mtm.data.returns import check_rtg_options, episodes_returns_to_go
 from mtm.data.stats import ModalityStats
 from mtm.errors import ConfigError, DataError
@@ -169,25 +169,25 @@ class Trajectories:
         return out
 
 
-def load_trajectories(source: EpisodeSource | str | os.PathLike, *, format: str | None = None,
+def load_trajectories(source: EpisodeSource | DataSource | str | os.PathLike, *, format: str | None = None,
                       rtg: str = "average", gamma: float = 0.99, rtg_horizon: int = 1000,
                       rtg_include_current_reward: bool = True,
                       state_keys: list[str] | None = None) -> Trajectories:
-    """Read a dataset (an open `EpisodeSource`, left open, or a path to open with `open_dataset`) into
-    `Trajectories`. ``rtg*`` choose the return-to-go (`mtm.data.returns`); ``state_keys`` picks
+    """Read a dataset (an open `EpisodeSource`, left open, a `DataSource`, or a path to open with
+    `open_dataset`: `format` applies to a path alone) into `Trajectories`. ``rtg*`` choose the return-to-go (`mtm.data.returns`); ``state_keys`` picks
     low-dimensional observation keys (default: all), concatenated in sorted order. Sources with
     ``flat_arrays()`` (D4RL) are read without splitting them into episodes."""
     check_rtg_options(rtg, gamma, rtg_horizon)
     if state_keys is not None and len(state_keys) == 0:
         raise ConfigError("state_keys is empty; name at least one observation key or leave it unset")
-    if isinstance(source, (str, os.PathLike)):
-        with open_dataset(source, format) as opened:
+    if isinstance(source, (str, os.PathLike, DataSource)):
+        with (source.open() if isinstance(source, DataSource) else open_dataset(source, format)) as opened:
             return load_trajectories(opened, rtg=rtg, gamma=gamma, rtg_horizon=rtg_horizon,
                                      rtg_include_current_reward=rtg_include_current_reward,
                                      state_keys=state_keys)
 
     where = _where(source)
-    if hasattr(source, "flat_arrays"):
+    if isinstance(source, FlatReader):
         flat = source.flat_arrays()
         observations = {STATE_KEY: flat.observations}
         keys = _choose_state_keys(observations, state_keys, where)

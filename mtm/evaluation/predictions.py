@@ -18,10 +18,10 @@ import torch
 
 from mtm.checkpoint import Checkpoint
 from mtm.config import DataConfig, config_from_dict
-from mtm.data.mixture import load_training_data
+from mtm.data.mixture import TrainingData, load_training_data
 from mtm.data.windows import WindowSampler
 from mtm.errors import ConfigError, DataError
-from mtm.model.masks import (PRESENT_PREFIX, bc_mask, forward_dynamics_mask, inverse_dynamics_mask, rcbc_mask,
+from mtm.model.masks import (POLICY_MASKS, PRESENT_PREFIX, forward_dynamics_mask, inverse_dynamics_mask,
                              without_action_history)
 from mtm.policy import load_model
 from mtm.policy_config import POLICY_MODES
@@ -45,9 +45,9 @@ class PredictionTask:
 PREDICTION_TASKS: dict[str, PredictionTask] = {
     t.name: t
     for t in (
-        PredictionTask("bc", "behaviour cloning: action from the state history", bc_mask,
+        PredictionTask("bc", "behaviour cloning: action from the state history", POLICY_MASKS["bc"],
                        lambda L: L - 1, "actions", 0, ("states", "actions")),
-        PredictionTask("rcbc", "return-conditioned BC: action from states and return-to-go", rcbc_mask,
+        PredictionTask("rcbc", "return-conditioned BC: action from states and return-to-go", POLICY_MASKS["rcbc"],
                        lambda L: L - 1, "actions", 0, ("states", "actions", "returns")),
         PredictionTask("fd", "forward dynamics: next state from states and actions",
                        forward_dynamics_mask, lambda L: L - 2, "states", 1, ("states", "actions")),
@@ -129,26 +129,32 @@ def prediction_errors(model: torch.nn.Module, sampler: WindowSampler, baseline_m
     return out
 
 
-def evaluate_predictions(checkpoint: Checkpoint, *, tasks: tuple[str, ...], data_path: str | None = None,
-                         max_windows: int = 100_000, device: str | torch.device = "cpu",
-                         action_history: bool = True) -> dict[str, Any]:
-    """Prediction errors (raw units, per dimension and mean) on the checkpoint's held-out episodes."""
+def run_training_data(checkpoint: Checkpoint, data_path: str | None = None) -> tuple[str, TrainingData]:
+    """The data a checkpoint's run trained on, read as the run read it (format, return-to-go, the
+    split of each file): the files where the run found them, or `data_path`. Also names them."""
     data_cfg = config_from_dict(DataConfig, (checkpoint.config or {}).get("data", {}))
     if data_path is not None:
         paths = [data_path]
     else:  # the files the run trained on, where they were when it did
-        saved = checkpoint.metadata.get("datasets") or [checkpoint.metadata.get("dataset") or {}]
+        saved = checkpoint.run_metadata.datasets or [{}]
         configured = [data_cfg.path, *data_cfg.extra_paths]
         paths = [d.get("path") or c for d, c in zip(saved, configured)] if len(saved) == len(configured) else configured
     for path in paths:
         if not path or not Path(path).exists():
             raise DataError(f"the training data {path!r} is not there; pass --data PATH")
-    path = ", ".join(map(str, paths))
     # Held-out episodes are each file's own split (as in training); only_with is not applied, so
     # a model trained on the labelled episodes alone is scored on the same episodes as the others.
     data = load_training_data(paths, format=data_cfg.format, rtg=data_cfg.rtg, gamma=data_cfg.gamma,
                               rtg_horizon=data_cfg.rtg_horizon, val_fraction=data_cfg.val_fraction,
                               split_seed=data_cfg.split_seed)
+    return ", ".join(map(str, paths)), data
+
+
+def evaluate_predictions(checkpoint: Checkpoint, *, tasks: tuple[str, ...], data_path: str | None = None,
+                         max_windows: int = 100_000, device: str | torch.device = "cpu",
+                         action_history: bool = True) -> dict[str, Any]:
+    """Prediction errors (raw units, per dimension and mean) on the checkpoint's held-out episodes."""
+    path, data = run_training_data(checkpoint, data_path)
     model = load_model(checkpoint, device)
     dims = (model.tokenizers["states"].dim, model.tokenizers["actions"].dim)
     everything, val = data.data, data.val
@@ -160,8 +166,8 @@ def evaluate_predictions(checkpoint: Checkpoint, *, tasks: tuple[str, ...], data
         raise DataError("the run held out no episodes (data.val_fraction = 0): nothing to evaluate on")
     keys = tuple(k for k in ("states", "actions", "returns") if k in model.tokenizers)
     sampler = WindowSampler(val, model.window, device=device, keys=keys)
-    stats = checkpoint.metadata["stats"]
-    means = {k: torch.as_tensor(stats[k]["mean"], dtype=torch.float32) for k in ("states", "actions")}
+    stats = checkpoint.run_metadata.stats
+    means = {k: torch.as_tensor(stats[k].mean, dtype=torch.float32) for k in ("states", "actions")}
     errors = prediction_errors(model, sampler, means, tasks=tasks, max_windows=max_windows,
                                action_history=action_history)
     missing = [t for t in tasks if t not in errors]

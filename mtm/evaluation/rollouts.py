@@ -27,20 +27,20 @@ from mtm.errors import ConfigError, MTMWarning
 from mtm.policy import MTMPolicy, load_model
 from mtm.policy_config import PolicyConfig
 from mtm.rollout import EpisodeRunner, PixelSpec
+from mtm.run_metadata import RunMetadata
 from mtm.video import MAX_VIDEO_FPS, FrameRecorder, RolloutMedia, video_rate, write_video
 
 
-def references_for(metadata: dict[str, Any], env_id: str) -> dict[str, Any] | None:
+def references_for(metadata: RunMetadata, env_id: str) -> dict[str, Any] | None:
     """{min, max, source} reference returns: the data's own, unless they put the training data's
     mean return far off the normalised scale; then (or when the data has none) mtm's table for the
     env. A "warning" (one line) says when the references are suspect (envs.references)."""
-    info = metadata.get("data_info") or {}
+    info = metadata.data_info
     own = None
-    if info.get("ref_min_score") is not None and info.get("ref_max_score") is not None:
-        own = (info["ref_min_score"], info["ref_max_score"])
-    mean_return = ((metadata.get("returns") or {}).get("episode_return") or {}).get("mean")
-    return choose_references(own, f"dataset ({info.get('source_format')}: {info.get('source')})", env_id,
-                             mean_return)
+    if info.ref_min_score is not None and info.ref_max_score is not None:
+        own = (info.ref_min_score, info.ref_max_score)
+    mean_return = metadata.returns.mean if metadata.returns is not None else None
+    return choose_references(own, f"dataset ({info.source_format}: {info.source})", env_id, mean_return)
 
 
 def check_env_matches(runner: EpisodeRunner, policy: MTMPolicy, env_id: str) -> None:
@@ -67,7 +67,7 @@ def check_env_matches(runner: EpisodeRunner, policy: MTMPolicy, env_id: str) -> 
         raise ConfigError(f"{env_id}: actions have {act_dim} dimensions, the checkpoint predicts {policy.action_dim}")
 
 
-def evaluate_policy(policy_factory, metadata: dict[str, Any], env_id: str, *, episodes: int, num_envs: int,
+def evaluate_policy(policy_factory, metadata: RunMetadata, env_id: str, *, episodes: int, num_envs: int,
                     seed: int = 0, media: RolloutMedia | None = None, pixels: PixelSpec | None = None,
                     progress: bool = False) -> dict[str, Any]:
     """Run `episodes` episodes of `policy_factory(num_envs)` in `env_id` and report (see module doc).
@@ -149,16 +149,18 @@ def _write_media(recorder: FrameRecorder, media: RolloutMedia, env_fps: float) -
 
 
 def policy_fields(policy: MTMPolicy, config: PolicyConfig) -> dict[str, Any]:
-    """How the policy acted, for a report: the mode `auto` resolved to and, for RCBC, its target."""
-    rcbc = policy.mode == "rcbc"
+    """How the policy acted, for a report (`mtm eval`'s and training's evaluations): the mode `auto`
+    resolved to, for a mode that conditions on the return its target, and for plan the planner."""
+    conditioned = policy.conditions_on_return
     return {
         "mode": policy.mode,
         "model_kind": policy.model.config.kind,
         "action_history": config.action_history,
-        "target_return": policy.target_return if rcbc else None,
-        "target_rule": policy.target_rule if rcbc else None,
-        "target_outliers_left_out": policy.target_outliers if rcbc else None,
-        "target_decrement": config.decrement if rcbc else None,
+        "target_return": policy.target_return if conditioned else None,
+        "target_rule": policy.target_rule if conditioned else None,
+        "target_outliers_left_out": policy.target_outliers if conditioned else None,
+        "target_decrement": config.decrement if conditioned else None,
+        "plan": policy.planner.describe() if policy.planner is not None else None,
     }
 
 
@@ -168,12 +170,12 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
     """The policy of a checkpoint in its env (or `env_id`), acting as `policy` says (default: the
     PolicyConfig defaults): the full `mtm eval` report."""
     policy = policy or PolicyConfig()
-    metadata = checkpoint.metadata
-    env_id = env_id or metadata.get("env_id")
+    metadata = checkpoint.run_metadata
+    env_id = env_id or metadata.env_id
     if not env_id:
         raise ConfigError("the checkpoint's dataset names no environment; pass --env ENV_ID")
     model = load_model(checkpoint, device)
-    pixels = PixelSpec.from_dict((metadata.get("data_info") or {}).get("pixels"))
+    pixels = PixelSpec.from_dict(metadata.data_info.pixels)
 
     def factory(slots: int) -> MTMPolicy:
         return MTMPolicy(model, metadata, policy, num_envs=slots, device=device)
@@ -188,7 +190,7 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
     report.update({
         "checkpoint": str(checkpoint.path),
         "checkpoint_step": checkpoint.step,
-        "dataset": metadata.get("dataset"),
+        "dataset": metadata.dataset or None,
         "device": str(device),
         "precision": probe.precision.to_dict(),
         "threads": torch.get_num_threads() if torch.device(device).type == "cpu" else None,
@@ -203,6 +205,15 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def _precision(p: dict[str, Any]) -> str:
+    return f"{p['dtype']} ({p['reason']})"
+
+
+def _plan_line(plan: dict[str, Any]) -> str:
+    return (f"{plan['candidates']} candidates x {plan['horizon']} steps, temperature {plan['temperature']:g}, "
+            f"noise {plan['noise']:g} action std, scored by the {plan['scored_by']}")
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A few human-readable lines for the terminal."""
     lines = [
@@ -210,6 +221,7 @@ def format_report(report: dict[str, Any]) -> str:
         + (f", target return {report['target_return']:.1f}" if report.get("target_return") is not None else "")
         + (f" (the best training return that is not an outlier; {report['target_outliers_left_out']} above it "
            f"left out: --target-fraction 1 asks for the best)" if report.get("target_outliers_left_out") else ""),
+        *([f"  plan              {_plan_line(report['plan'])}"] if report.get("plan") else []),
         f"  return            {report['return_mean']:.2f} +/- {report['return_std']:.2f}   "
         f"(mean length {report['length_mean']:.1f})",
     ]
@@ -220,6 +232,10 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{refs['source']})")
     lines.append(f"  env steps/s       {report['env_steps_per_s']:.0f} ({_count(report['num_envs'], 'env')}, "
                  f"policy included)")
+    if report.get("precision"):
+        planned = (report.get("plan") or {}).get("precision")
+        lines.append(f"  precision         {_precision(report['precision'])}"
+                     + (f"; planning {_precision(planned)}" if planned else ""))
     if report.get("video"):
         speed = report.get("video_speed")
         pace = "" if speed is None else (", real time" if abs(speed - 1) < 1e-6 else f", {speed:.2g}x real time")

@@ -7,6 +7,11 @@ modality the sample's episode lacks (``present_<modality>``, mtm.model.masks.pre
 modality's loss is the mean over its counted tokens (0 when it has none, never NaN). Only the
 modalities in model_out are trained: input-only ones (images without reconstruction, an MLP
 baseline's states and returns) have no loss and no entry.
+
+The value head (model.value_expectile = tau > 0) is scored on the hidden return tokens only (a shown
+return would only be copied) by the expectile loss |tau - 1(u < 0)| u^2 with u = target - prediction
+(IQL's value loss): at tau = 0.5 it is half the MSE, above 0.5 under-estimates cost more than
+over-estimates, so the head learns an upper expectile of the return the data reached from there.
 """
 
 from __future__ import annotations
@@ -19,22 +24,31 @@ from mtm.errors import ConfigError
 from mtm.model.masks import TokenLayout, present_tokens
 from mtm.model.tokenizers import Tokenizer
 
+VALUE = "value"  # the value head's name among a model's heads and outputs and the loss's parts
+
+
+def expectile_loss(prediction: torch.Tensor, target: torch.Tensor, tau: float) -> torch.Tensor:
+    """Elementwise |tau - 1(u < 0)| u^2, u = target - prediction."""
+    u = target - prediction
+    return torch.where(u < 0, 1.0 - tau, tau) * u.square()
+
 
 def mtm_loss(model_out: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor],
              tokenizers: Mapping[str, Tokenizer], visible: torch.Tensor, valid: torch.Tensor | None, *,
-             on: str = "all",
-             weights: Mapping[str, float] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             on: str = "all", weights: Mapping[str, float] | None = None,
+             value_expectile: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """-> (total scalar, {modality: scalar}).
 
     model_out: {modality: (B, L, k, output_dim)} from MTM.forward. batch: raw tensors.
     visible: (N,) or (B, N) bool, True = VISIBLE (the mask the model was given).
     valid: (B, L) bool, False on padded steps; None = every step real.
-    weights: {modality: weight}; modalities not named weigh 1.
+    weights: {modality or "value": weight}; those not named weigh 1.
+    value_expectile: tau of the value head's loss, when model_out has one.
     """
     if on not in ("all", "masked"):
         raise ConfigError(f"loss 'on' must be 'all' or 'masked', got {on!r}")
     weights = dict(weights or {})
-    unknown = set(weights) - set(tokenizers)
+    unknown = set(weights) - set(tokenizers) - {VALUE}
     if unknown:
         raise ConfigError(f"loss weights name unknown modalities {sorted(unknown)}; have {list(tokenizers)}")
 
@@ -67,4 +81,14 @@ def mtm_loss(model_out: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Te
         loss = tok.token_loss(head[use], targets[use]).sum() / use.sum().clamp_min(1)
         per_modality[name] = loss
         total = total + float(weights.get(name, 1.0)) * loss
+    if VALUE in model_out:
+        if not 0.0 < value_expectile < 1.0:
+            raise ConfigError(f"the value head needs an expectile in (0, 1), got {value_expectile}")
+        head, targets = model_out[VALUE], tokenizers["returns"].targets(batch["returns"].to(device))
+        sl = layout.slice("returns")
+        use = (counted[:, sl] & ~visible.to(device).bool().expand(b, -1)[:, sl]).view(head.shape[:3])
+        loss = expectile_loss(head[use].float(), targets[use], value_expectile).mean(-1)
+        loss = loss.sum() / use.sum().clamp_min(1)
+        per_modality[VALUE] = loss
+        total = total + float(weights.get(VALUE, 1.0)) * loss
     return total, per_modality

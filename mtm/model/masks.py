@@ -33,9 +33,12 @@ DEFAULT_ROLE_WEIGHTS = {"states": 0.2, "returns": 0.1, "actions": 0.7}
 class TokenLayout:
     """Where each (modality, timestep, sub-token) sits in the flat token sequence of length N.
     ``whole_steps``: the modalities whose k tokens of a step the random training masks keep or hide
-    together (an image frame's patches); they draw every other token on its own."""
+    together (an image frame's patches); they draw every other token on its own. ``roles``: the
+    role (ROLES) of each modality not named after one, e.g. an image key's "states"; a modality with
+    neither is an error, since every mask would silently treat it as some role."""
 
-    def __init__(self, modalities: Sequence[tuple[str, int]], window: int, whole_steps: Collection[str] = ()):
+    def __init__(self, modalities: Sequence[tuple[str, int]], window: int, whole_steps: Collection[str] = (),
+                 roles: Mapping[str, str] | None = None):
         names = [name for name, _ in modalities]
         if len(set(names)) != len(names) or not names:
             raise ConfigError(f"modality names must be unique and non-empty, got {names}")
@@ -62,13 +65,14 @@ class TokenLayout:
         self.modality = torch.tensor(modality, dtype=torch.long)
         self.timestep = torch.tensor(timestep, dtype=torch.long)
         self.sub = torch.tensor(sub, dtype=torch.long)
-        role_index = torch.tensor([ROLES.index(name if name in ROLES else "states") for name in names])
+        role_index = torch.tensor([ROLES.index(_role_of(name, roles or {})) for name in names])
         self.role_rank = role_index[self.modality]  # (N,) 0 = states, 1 = returns, 2 = actions
 
     @classmethod
     def from_tokenizers(cls, tokenizers: Mapping[str, object], window: int) -> "TokenLayout":
         whole = [name for name, tok in tokenizers.items() if getattr(tok, "mask_whole_steps", False)]
-        return cls([(name, tok.tokens_per_step) for name, tok in tokenizers.items()], window, whole)
+        roles = {name: tok.mask_role for name, tok in tokenizers.items() if getattr(tok, "mask_role", None)}
+        return cls([(name, tok.tokens_per_step) for name, tok in tokenizers.items()], window, whole, roles)
 
     def slice(self, name: str) -> slice:
         start = self.offsets[name]
@@ -99,6 +103,14 @@ class TokenLayout:
             steps = ["".join(cells[t * k : (t + 1) * k]) for t in range(self.window)]
             parts.append(f"{name} {' '.join(steps) if k > 1 else ''.join(steps)}")
         return " | ".join(parts)
+
+
+def _role_of(name: str, roles: Mapping[str, str]) -> str:
+    role = roles.get(name, name)
+    if role not in ROLES:
+        raise ConfigError(f"modality {name!r} has no role in the masks ({', '.join(ROLES)}): name it after one, "
+                          f"or give its tokenizer a mask_role (an image's is 'states')")
+    return role
 
 
 def apply_valid(mask: torch.Tensor, valid: torch.Tensor | None, layout: TokenLayout) -> torch.Tensor:
@@ -268,8 +280,14 @@ def random_autoregressive_mask(layout: TokenLayout, batch_size: int, generator: 
     return _ensure_visible(mask & ~future, layout)
 
 
+#: What each policy mode (mtm.policy_config.POLICY_MODES) shows the model at the current position c:
+#: the one table mtm.policy reads. plan proposes with the RCBC view and imagines with its own
+#: (mtm.planning). A mode whose mask shows return tokens conditions on a target return.
+POLICY_MASKS: dict[str, Callable[..., torch.Tensor]] = {"bc": bc_mask, "rcbc": rcbc_mask, "plan": rcbc_mask}
+
 # The inference masks as training modes: name -> (mask of a (B,) step c, s: c lies in 0 .. L - s).
-_INFERENCE_MODES = {"bc": (bc_mask, 1), "rcbc": (rcbc_mask, 1), "forward_dynamics": (forward_dynamics_mask, 2),
+_INFERENCE_MODES = {"bc": (POLICY_MASKS["bc"], 1), "rcbc": (POLICY_MASKS["rcbc"], 1),
+                    "forward_dynamics": (forward_dynamics_mask, 2),
                     "inverse_dynamics": (inverse_dynamics_mask, 2), "goal_reaching": (goal_reaching_mask, 1)}
 TRAINING_MODES = ("random", "random_autoregressive", *_INFERENCE_MODES, "imputation")
 

@@ -31,6 +31,7 @@ from torch import nn
 
 from mtm.errors import ConfigError
 from mtm.model.dropout import Dropout
+from mtm.model.loss import VALUE
 from mtm.model.masks import TokenLayout, apply_valid, present_tokens
 from mtm.model.tokenizers import Tokenizer, tokenizer_from_spec
 from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES
@@ -50,6 +51,7 @@ class ModelConfig:
     max_timestep: int = 1000  # steps >= this share the last timestep embedding
     mlp_heads: bool = True  # heads Linear -> GELU -> Linear as the official code; False: one Linear
     mlp_layers: int = 3  # hidden layers of an MLP baseline (model.kind = mlp_bc / mlp_rcbc)
+    value_expectile: float = 0.0  # > 0: a value head on the return tokens trained by expectile regression at this tau (IQL's 0.7: an optimistic estimate of the return to go) on the hidden return tokens; mode plan scores with it. 0: none
 
     def __post_init__(self) -> None:
         # ValueError "field must be ...": the config loader reports it as a ConfigError naming its source.
@@ -60,6 +62,15 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not (self.value_expectile == 0.0 or 0.0 < self.value_expectile < 1.0):
+            raise ValueError(f"value_expectile must be 0 (no value head) or in (0, 1), got {self.value_expectile}")
+
+
+
+
+def head_modality(name: str) -> str:
+    """The modality whose tokens a head reads and whose units it predicts in."""
+    return "returns" if name == VALUE else name
 
 
 def sincos_position_table(length: int, width: int) -> torch.Tensor:
@@ -275,6 +286,12 @@ class MTM(TokenModel):
         self.dec_norm = nn.LayerNorm(w)
         # Input-only modalities (output_dim 0, e.g. images that are not reconstructed) get no head.
         self.heads = nn.ModuleDict({n: head(tok) for n, tok in tokenizers.items() if tok.output_dim > 0})
+        if config.value_expectile > 0:
+            if "returns" not in tokenizers:
+                raise ConfigError("model.value_expectile needs return tokens (tokens.use_returns)")
+            # A second head on the return tokens: the same decoder output, another estimate of the
+            # return (an upper expectile, not the mean), so RCBC's return head is left as it was.
+            self.heads[VALUE] = head(tokenizers["returns"])
 
         # Fixed, derived from the config: not saved in the state_dict.
         position = sincos_position_table(self.window, w) * config.position_scale
@@ -303,8 +320,12 @@ class MTM(TokenModel):
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        """The modalities with a head: what forward() returns and the loss trains."""
+        """The heads: what forward() returns and the loss trains (the modalities, and VALUE)."""
         return tuple(self.heads)
+
+    @property
+    def has_value(self) -> bool:
+        return VALUE in self.heads
 
     def _masks(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor, valid):
         """-> (B, N) visible & real, (B, N) real. valid defaults to batch['valid'] when present."""
@@ -383,21 +404,22 @@ class MTM(TokenModel):
         decoded = dec.unpack(x) if asked is None else None
 
         out = {}
-        for name, tok in self.tokenizers.items():
-            if name not in self.heads or (heads is not None and name not in heads):
+        for name in self.heads:
+            if heads is not None and name not in heads:
                 continue
+            modality = head_modality(name)
             if asked is None:
-                h = self.heads[name](decoded[:, self.layout.slice(name)])
+                h = self.heads[name](decoded[:, self.layout.slice(modality)])
             else:
                 h = self._query_head(name, x, asked)
-            out[name] = h.unflatten(1, (self.window, tok.tokens_per_step))
+            out[name] = h.unflatten(1, (self.window, self.tokenizers[modality].tokens_per_step))
         return out
 
     def _query_head(self, name: str, rows: torch.Tensor, asked: Queries) -> torch.Tensor:
-        """(B, L * k, output_dim): the head of `name` at the query tokens (decoder outputs `rows`,
+        """(B, L * k, output_dim): the head `name` at the query tokens (decoder outputs `rows`,
         (T_q, width)), 0 elsewhere. It runs on every query row, even other modalities' (sliced away):
         cheaper than selecting rows when, as for a policy, all queries are of one modality."""
-        sl, b, n = self.layout.slice(name), asked.packing.batch, self.layout.num_tokens
+        sl, b, n = self.layout.slice(head_modality(name)), asked.packing.batch, self.layout.num_tokens
         h = self.heads[name](rows)
         grid = h.new_zeros(b * n, h.shape[-1]).index_copy(0, asked.packing.src, h)
         return grid.view(b, n, -1)[:, sl]
@@ -411,7 +433,7 @@ class MTM(TokenModel):
         callers get ordinary tensors that in-place ops accept."""
         with torch.inference_mode():
             out = self.forward(batch, visible, valid, heads=heads, queries=queries)
-            out = {name: self.tokenizers[name].decode(h) for name, h in out.items()}
+            out = {name: self.tokenizers[head_modality(name)].decode(h) for name, h in out.items()}
         return {name: v.clone() for name, v in out.items()}
 
     @classmethod

@@ -7,8 +7,11 @@
     every save_every and at the end: an atomic checkpoint (rank 0 only)
 
 The loop's parts live next to it: mtm.training.run_data reads, checks and windows the data,
-mtm.training.metadata builds what every checkpoint carries besides weights, mtm.training.metrics
-logs (TensorBoard, metrics.jsonl) and keeps the loss sums and training clocks between logs.
+mtm.training.build builds the model, optimiser, weight average, training step and logs from it,
+mtm.training.metadata what every checkpoint carries besides weights, mtm.training.metrics logs
+(TensorBoard, metrics.jsonl) and keeps the loss sums and training clocks between logs, and
+mtm.training.progress shows a person the run (a bar on a terminal, else a timestamped line per log
+step; a line per validation and evaluation).
 
 Reproducibility. The windows and masks of step s are drawn from a generator seeded by
 (seed, rank, s) alone, so a resumed run draws exactly what the uninterrupted run would have, and
@@ -32,35 +35,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
-from torch.nn.parallel import DistributedDataParallel
 
-from mtm.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from mtm.config import RunConfig, config_to_dict, format_config, save_config
-from mtm.data.stats import ModalityStats
+from mtm.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, step_name
+from mtm.config import RunConfig
 from mtm.errors import ConfigError, DataError, MTMError, MTMWarning, OutputError
 from mtm.evaluation.predictions import prediction_errors
 from mtm.evaluation.rollouts import evaluate_policy, policy_fields, references_for
 from mtm.hardware import resolve_precision
 from mtm.io import write_failure
-from mtm.model.build import build_model, model_from_spec
-from mtm.model.masks import MaskMixture
-from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer, ImageTokenizer, Tokenizer
 from mtm.policy import MTMPolicy, check_target_fraction
 from mtm.rollout import PixelSpec
-from mtm.training.ema import WeightAverage
+from mtm.run_metadata import RunMetadata
+from mtm.training.build import (RunParts, build_optimisation, build_run_model, build_train_step, open_logs,
+                                validation_batches)
 from mtm.training.memory import release_free_memory
 from mtm.training.metadata import describe_runtime, run_metadata, runtime_info
-from mtm.training.metrics import Logger, LossMeter, eval_scalars, val_scalars
-from mtm.training.optim import (build_optimizer, build_scheduler, follow_schedule, resume_schedule_note,
-                                short_run_warning)
+from mtm.training.metrics import LossMeter, eval_scalars, val_scalars
 from mtm.training.progress import TrainProgress, interactive
-from mtm.training.run_data import data_paths, load_run_data, no_validation_reason
+from mtm.training.run_data import load_run_data
 from mtm.training.rundir import CONFIG_FILE, METRICS_FILE, RunDirectory
 from mtm.training.runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
-from mtm.training.step import TrainStep
 from mtm.video import RolloutMedia
 
 
@@ -81,28 +77,6 @@ class TrainResult:
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
-
-
-def build_tokenizers(cfg: RunConfig, stats: dict[str, ModalityStats],
-                     frame_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Tokenizer]:
-    """Tokenizers in the token order states -> images -> returns -> actions (the autoregressive
-    order; images are observations). frame_shapes: (H, W, C) per image key to tokenize."""
-    tc = cfg.tokens
-
-    def make(name: str, kind: str) -> Tokenizer:
-        if kind == "binned":
-            return BinnedTokenizer.from_stats(stats[name], tc.num_bins, name=name)
-        return ContinuousTokenizer.from_stats(stats[name], tc.min_std, name=name)
-
-    tokenizers: dict[str, Tokenizer] = {"states": make("states", tc.states)}
-    for key, (height, width, channels) in (frame_shapes or {}).items():
-        tokenizers[key] = ImageTokenizer(height, width, channels, encoder=tc.image_encoder,
-                                         patch_size=tc.image_patch_size, keypoints=tc.image_keypoints,
-                                         augment_pad=tc.image_augment_pad, name=key)
-    if tc.use_returns:
-        tokenizers["returns"] = make("returns", "continuous")
-    tokenizers["actions"] = make("actions", tc.actions)
-    return tokenizers
 
 
 class _StopRequest:
@@ -127,7 +101,7 @@ class _StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step: int) -> dict:
+def _evaluate_in_env(model, metadata: RunMetadata, tc, env_id: str, run_dir: Path, step: int) -> dict:
     """Roll the current model out in its env; training's RNG streams and the model's mode are left
     exactly as they were."""
     # The policy acts at the run's own precision unless train.eval_policy.precision says otherwise.
@@ -145,33 +119,15 @@ def _evaluate_in_env(model, metadata: dict, tc, env_id: str, run_dir: Path, step
             # The video and, next to it, its contact sheet (also logged to TensorBoard by the caller).
             videos = run_dir / "videos"
             videos.mkdir(parents=True, exist_ok=True)
-            media = RolloutMedia(video=videos / f"step_{step:08d}.mp4", contact_sheet=videos / f"step_{step:08d}.png",
+            media = RolloutMedia(video=videos / f"{step_name(step)}.mp4", contact_sheet=videos / f"{step_name(step)}.png",
                                  quality=tc.eval_video_quality)
         report = evaluate_policy(factory, metadata, env_id, episodes=tc.eval_episodes, num_envs=tc.eval_num_envs,
-                                 seed=tc.eval_seed, media=media,
-                                 pixels=PixelSpec.from_dict(metadata["data_info"].get("pixels")))
-        # The mode `auto` resolved to (and the RCBC target), as `mtm eval` reports them.
+                                 seed=tc.eval_seed, media=media, pixels=PixelSpec.from_dict(metadata.data_info.pixels))
+        # The mode `auto` resolved to (and the RCBC target, the planner), as `mtm eval` reports them.
         return {**report, **policy_fields(built[0], policy)}
     finally:
         model.train(was_training)
         restore_rng_state(rng)
-
-
-def _restore_train_state(checkpoint, model, optimizer, scheduler, rt: Runtime, seed: int) -> tuple[int, dict]:
-    """Optimizer, schedule and RNG state of a checkpoint, and the trained weights where the
-    checkpoint's model file holds their average; returns the step to continue from and the state.
-    Rank 0 restores its saved RNG; other ranks reseed dropout from (seed, rank, step)."""
-    state = checkpoint.load_train_state(device=rt.device)
-    if "raw_model" in state:  # saved with train.ema_decay > 0: model.safetensors is the average
-        model.load_state_dict(state["raw_model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    step = int(state["step"])
-    if rt.is_main:
-        restore_rng_state(state["rng"])
-    else:
-        seed_everything(int(np.random.SeedSequence([seed, rt.rank, step]).generate_state(1)[0]))
-    return step, state
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,168 +183,123 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
 
 def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, overwrite: bool,
                   progress: bool, say: Callable[[str], None] | None) -> TrainResult:
-    tc = cfg.train
-    run_dir = run.path
-    local_batch = tc.batch_size // rt.world_size
+    """Build the run's parts (mtm.training.build), in an order where everything is checked before
+    the run directory is written to, then run its steps."""
     checkpoint = None
     if resume is not None:
-        checkpoint = load_checkpoint(run_dir)
+        checkpoint = load_checkpoint(run.path)
         if not checkpoint.has_train_state:
             raise DataError(f"{checkpoint.path}: holds no training state to resume from")
-
-    run_data = load_run_data(cfg, rt, checkpoint)
-    train_sampler, val_sampler, image_keys = run_data.train_sampler, run_data.val_sampler, run_data.image_keys
-    stats = run_data.stats
-
-    if checkpoint is not None:
-        model = model_from_spec(checkpoint.metadata["model"])
-        model.load_state_dict(checkpoint.model_state)
-    else:
-        frame_shapes = {key: train_sampler.frame_shape(key) for key in image_keys}
-        model = build_model(cfg.model, build_tokenizers(cfg, stats, frame_shapes), cfg.data.window)
-    model.to(rt.device)
-    if rt.is_main and tc.val_every and cfg.data.val_fraction > 0:
-        reason = no_validation_reason(run_data, model)
-        if reason is not None:
-            warnings.warn(f"no validation: {reason}", MTMWarning, stacklevel=2)
-            if val_sampler is not None:
-                val_sampler.close()
-                val_sampler = None
-    baseline_means = {name: torch.as_tensor(stats[name].mean) for name in ("states", "actions")}
-
-    optimizer = build_optimizer(model, tc, rt.device)
-    scheduler = build_scheduler(optimizer, tc)
-    start_step, state = 0, {}
-    if checkpoint is not None:
-        start_step, state = _restore_train_state(checkpoint, model, optimizer, scheduler, rt, tc.seed)
-        if tc.steps < start_step:  # before config.yaml is rewritten with the shorter length
-            raise ConfigError(f"{run_dir} is at step {start_step} and train.steps is {tc.steps}: nothing to train; "
-                              f"resume with --set train.steps=N for some N > {start_step}")
-        # The schedule is a function of the config alone (docs/training.md): a resume with another
-        # train.steps, warmup_steps or lr follows the new schedule from here, and says so.
-        note = resume_schedule_note(checkpoint.config.get("train", {}), tc, start_step)
-        if note is not None:
-            follow_schedule(optimizer, scheduler, tc, start_step)
-            if rt.is_main:
-                warnings.warn(note, MTMWarning, stacklevel=2)
-    if rt.is_main and short_run_warning(tc):
-        warnings.warn(short_run_warning(tc), MTMWarning, stacklevel=2)
-    average = None
-    if tc.ema_decay > 0 and rt.is_main:  # only rank 0 validates, evaluates and saves, so only it keeps the average
-        average = WeightAverage(model, tc.ema_decay, updates=int(state.get("ema_updates", 0)))
-        if "raw_model" in state:  # resumed from a checkpoint whose model file is the average
-            average.model.load_state_dict(checkpoint.model_state)
-    policy_model = average.model if average is not None else model  # what is saved, validated and evaluated
-
-    forward = model
-    if rt.distributed:
-        forward = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-    if tc.compile:
-        forward = torch.compile(forward, dynamic=True)
-    precision = resolve_precision(tc.precision, rt.device)
-    train_step = TrainStep(model, forward, optimizer, scheduler, train_sampler, MaskMixture.from_config(tc.mask), tc,
-                           batch_size=local_batch, device=rt.device, autocast=precision.autocast(rt.device),
-                           rank=rt.rank, image_keys=image_keys, average=average)
+        if cfg.train.steps < checkpoint.step:  # before config.yaml is rewritten with the shorter length
+            raise ConfigError(f"{run.path} is at step {checkpoint.step} and train.steps is {cfg.train.steps}: "
+                              f"nothing to train; resume with --set train.steps=N for some N > {checkpoint.step}")
+    data = load_run_data(cfg, rt, checkpoint)
+    model = build_run_model(cfg, rt, data, checkpoint)
+    val_batches = validation_batches(cfg, rt, data, model)
+    opt = build_optimisation(cfg, rt, model, checkpoint)
+    precision = resolve_precision(cfg.train.precision, rt.device)
+    train_step = build_train_step(cfg, rt, model, opt, data, precision)
     runtime = runtime_info(rt, precision)
     if rt.is_main and say is not None:
         say(describe_runtime(runtime))
-        say(f"run directory {run_dir}: config {run_dir / CONFIG_FILE}, metrics {run_dir / METRICS_FILE} "
-            f"(TensorBoard: tensorboard --logdir {run_dir})")
-
-    metadata = {**run_metadata(cfg, run_data, model), "runtime": runtime}
-    if rt.is_main and tc.eval_every:  # once, not at every evaluation
-        references = references_for(metadata, run_data.eval_env)
+        say(f"run directory {run.path}: config {run.path / CONFIG_FILE}, metrics {run.path / METRICS_FILE} "
+            f"(TensorBoard: tensorboard --logdir {run.path})")
+    metadata = run_metadata(cfg, data, model).replace(runtime=runtime)
+    if rt.is_main and cfg.train.eval_every:  # once, not at every evaluation
+        references = references_for(metadata, data.eval_env)
         if references is not None and references.get("warning"):
             warnings.warn(references["warning"], MTMWarning, stacklevel=2)
     if checkpoint is None:
         run.begin(overwrite)  # everything is validated: from here on the run writes
-    logger = Logger(run_dir, enabled=rt.is_main, resume_step=start_step if checkpoint else None)
-    if rt.is_main:
-        save_config(cfg, run_dir / CONFIG_FILE)
-        if checkpoint is None:
-            logger.text("hparams", "```\n" + format_config(cfg) + "\n```")
-            logger.text("runtime", describe_runtime(runtime))
-            logger.text("data", f"{', '.join(data_paths(cfg))}: {run_data.train.num_episodes} train / "
-                                f"{run_data.val.num_episodes} val episodes, {train_sampler.num_windows} train windows")
+    logger = open_logs(cfg, rt, run, data, metadata, opt.start_step, resumed=checkpoint is not None)
+    parts = RunParts(cfg, rt, run, data, val_batches, model, opt, train_step, metadata, logger)
+    return _run_steps(parts, last_saved=checkpoint.path if checkpoint is not None else None, progress=progress,
+                      say=say)
 
-    def save(step: int) -> Path:
-        train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                       "step": step, "rng": capture_rng_state()}
-        if average is not None:
-            train_state.update(raw_model=model.state_dict(), ema_updates=average.updates)
-        path = save_checkpoint(run_dir, step, model_state=policy_model.state_dict(), config=config_to_dict(cfg),
-                               metadata=metadata, train_state=train_state, keep_last=tc.keep_last)
-        run.commit()  # the new run has a checkpoint: an earlier run it replaces can go now
-        return path
 
-    last_saved = checkpoint.path if checkpoint is not None else None
-    meter = LossMeter(model.outputs, rt.device, logger.clocks)
+def _run_steps(parts: RunParts, *, last_saved: Path | None, progress: bool,
+               say: Callable[[str], None] | None) -> TrainResult:
+    """Steps from the run's start step to train.steps, with logging, validation, evaluation and
+    checkpoints at their intervals; Ctrl-C saves and stops at the next step boundary. What a
+    person sees meanwhile: mtm.training.progress (a bar, or a line per log step)."""
+    tc, rt, step = parts.cfg.train, parts.rt, parts.opt.start_step
+    meter = LossMeter(parts.model.outputs, rt.device, parts.logger.clocks)
     val_errors: dict = {}
     eval_report: dict | None = None
     interrupted = False
-
-    def check_finite(step: int) -> None:
-        if int(train_step.nonfinite.item()):
-            where = f"{last_saved} is the last good checkpoint" if last_saved else "no checkpoint was saved"
-            raise TrainingDiverged(
-                f"loss became NaN/inf before step {step}; stopped ({where}). "
-                f"Try a lower train.lr, train.grad_clip > 0, or train.precision=fp32"
-            )
-
     # A bar only where it can be redrawn in place; elsewhere (a log file, --no-progress) one line per log step.
-    report = TrainProgress(say if rt.is_main else None, total=tc.steps, start=start_step,
-                           bar=progress and interactive())
+    report = TrainProgress(say if rt.is_main else None, total=tc.steps, start=step, bar=progress and interactive())
 
-    model.train()
-    step = start_step
+    def due(every: int) -> bool:
+        return bool(every) and (step % every == 0 or step == tc.steps)
+
+    parts.model.train()
     with _StopRequest() as stop:
         try:
             while step < tc.steps:
-                loss, parts, grad_norm = train_step(step)
+                loss, losses, grad_norm = parts.train_step(step)
                 step += 1
-                meter.add(loss, parts, grad_norm)
+                meter.add(loss, losses, grad_norm)
                 report.step()
-
-                if step % tc.log_every == 0 or step == tc.steps:
-                    check_finite(step)
-                    scalars = meter.flush(tc.batch_size)
-                    scalars["train/lr"] = scheduler.get_last_lr()[0]
-                    logger.scalars(step, scalars)
-                    report.logged(step, scalars)
-                    if rt.device.type == "cpu":
-                        release_free_memory()  # see mtm.training.memory: resident memory stays flat
-                    meter.restart_clock()  # as before the meter: logging and trimming are not training time
-
-                if rt.is_main and val_sampler is not None and tc.val_every and (
-                    step % tc.val_every == 0 or step == tc.steps
-                ):
-                    val_errors = prediction_errors(policy_model, val_sampler, baseline_means, max_windows=tc.val_windows)
-                    logger.scalars(step, val_scalars(val_errors))
-                    report.validated(step, val_errors)
+                if due(tc.log_every):
+                    _check_finite(parts, step, last_saved)
+                    _log_training(parts, meter, report, step)
+                if rt.is_main and parts.val_batches is not None and due(tc.val_every):
+                    val_errors = _validate(parts, report, step)
                     meter.restart_clock()  # validation time is not training throughput
-
-                if rt.is_main and tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
-                    eval_report = _evaluate_in_env(policy_model, metadata, tc, run_data.eval_env, run_dir, step)
-                    logger.scalars(step, eval_scalars(eval_report))
-                    report.evaluated(step, eval_report)
-                    if eval_report.get("contact_sheet"):
-                        logger.image("eval/contact_sheet", eval_report["contact_sheet"], step)
+                if rt.is_main and due(tc.eval_every):
+                    eval_report = _evaluate(parts, report, step)
                     meter.restart_clock()
-
-                if (tc.save_every and step % tc.save_every == 0) or step == tc.steps or stop.requested:
-                    check_finite(step)
+                if due(tc.save_every) or step == tc.steps or stop.requested:
+                    _check_finite(parts, step, last_saved)
                     if rt.is_main:
-                        last_saved = save(step)
+                        last_saved = parts.save(step)
                     meter.restart_clock()
                 if stop.requested:
                     interrupted = True
                     break
         finally:
             report.close()
-            logger.close()
-            for batches in (train_sampler, val_sampler):
-                if batches is not None:
-                    batches.close()
-    return TrainResult(run_dir=run_dir, step=step, checkpoint=last_saved, val=val_errors,
+            parts.close()
+    return TrainResult(run_dir=parts.run.path, step=step, checkpoint=last_saved, val=val_errors,
                        interrupted=interrupted, eval=eval_report, is_main=rt.is_main)
 
+
+def _check_finite(parts: RunParts, step: int, last_saved: Path | None) -> None:
+    """Stop the run if the loss went NaN/inf since the last check (the device flag is read here only)."""
+    if int(parts.train_step.nonfinite.item()):
+        where = f"{last_saved} is the last good checkpoint" if last_saved else "no checkpoint was saved"
+        raise TrainingDiverged(
+            f"loss became NaN/inf before step {step}; stopped ({where}). "
+            f"Try a lower train.lr, train.grad_clip > 0, or train.precision=fp32"
+        )
+
+
+def _log_training(parts: RunParts, meter: LossMeter, report: TrainProgress, step: int) -> None:
+    scalars = meter.flush(parts.cfg.train.batch_size)
+    scalars["train/lr"] = parts.opt.scheduler.get_last_lr()[0]
+    parts.logger.scalars(step, scalars)
+    report.logged(step, scalars)
+    if parts.rt.device.type == "cpu":
+        release_free_memory()  # see mtm.training.memory: resident memory stays flat
+    meter.restart_clock()  # as before the meter: logging and trimming are not training time
+
+
+def _validate(parts: RunParts, report: TrainProgress, step: int) -> dict:
+    stats = parts.data.stats
+    baseline_means = {name: torch.as_tensor(stats[name].mean) for name in ("states", "actions")}
+    errors = prediction_errors(parts.policy_model, parts.val_batches, baseline_means,
+                               max_windows=parts.cfg.train.val_windows)
+    parts.logger.scalars(step, val_scalars(errors))
+    report.validated(step, errors)
+    return errors
+
+
+def _evaluate(parts: RunParts, progress: TrainProgress, step: int) -> dict:
+    report = _evaluate_in_env(parts.policy_model, parts.metadata, parts.cfg.train, parts.data.eval_env,
+                              parts.run.path, step)
+    parts.logger.scalars(step, eval_scalars(report))
+    progress.evaluated(step, report)
+    if report.get("contact_sheet"):
+        parts.logger.image("eval/contact_sheet", report["contact_sheet"], step)
+    return report

@@ -2,7 +2,8 @@
 
 `load_run_data` reads data.path and data.extra_paths, checks that a resumed run reads exactly the
 bytes it was trained on, and gives the train/validation split, the statistics of the train split
-and a window sampler for each part (with image frames, from a native file).
+and a window sampler for each part (with image frames, read lazily from the same source, as the
+format data.format names or the file's layout shows).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 
 from mtm.config import RunConfig
 from mtm.data.batches import WindowBatches
-from mtm.data.formats import detect_format
+from mtm.data.formats import DataSource
 from mtm.data.identity import dataset_identity
 from mtm.data.mixture import labelled_first, load_training_data
 from mtm.data.stats import ModalityStats
@@ -66,8 +67,7 @@ def same_file_pair(paths: list[str]) -> tuple[int, int] | None:
 
 def _check_identities(paths: list[str], identities: list[dict], checkpoint) -> None:
     """A resumed run must read exactly the bytes it was trained on, file by file."""
-    meta = checkpoint.metadata
-    saved = meta.get("datasets") or [meta.get("dataset", {})]
+    saved = checkpoint.run_metadata.datasets
     if len(saved) != len(identities):
         raise DataError(f"this run was trained on {len(saved)} dataset(s), --resume gives {len(identities)}; "
                         f"resume with the same files")
@@ -104,9 +104,9 @@ def load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> RunData:
             raise ConfigError("train.eval_every needs an environment: the dataset names none; set train.eval_env")
         check_env_id(eval_env)
     keys = ("states", "actions", "returns") if cfg.tokens.use_returns else ("states", "actions")
-    image_keys = _image_keys(cfg, data)
+    image_keys = _image_keys(cfg, data, loaded.sources[0])
     if image_keys and len(paths) > 1:
-        raise ConfigError("image frames are read from a single native file; train a mixture of files on "
+        raise ConfigError("image frames are read from a single file; train a mixture of files on "
                           "their low-dimensional data (tokens.image_keys=[]) or join them into one file")
     stats = train_data.stats()
     _check_modalities(stats, cfg, paths)
@@ -119,7 +119,7 @@ def load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> RunData:
     def batches(part: Trajectories, weights: list[float] | None = None) -> WindowBatches:
         sampler = WindowSampler(part, cfg.data.window, device=rt.device, keys=keys,
                                 source_index=source_index if weights else None, source_weights=weights)
-        return WindowBatches.build(sampler, cfg.data.path, image_keys)
+        return WindowBatches.build(sampler, loaded.sources[0], image_keys)
 
     return RunData(data=data, train=train_data, val=val_data, stats=stats, identities=identities,
                     only_with=list(cfg.data.only_with), image_keys=image_keys, eval_env=eval_env,
@@ -154,8 +154,9 @@ def no_validation_reason(run: RunData, model: torch.nn.Module) -> str | None:
     return None
 
 
-def _image_keys(cfg: RunConfig, data: Trajectories) -> list[str]:
-    """The image observation keys to tokenize; they are read lazily, from a native file only."""
+def _image_keys(cfg: RunConfig, data: Trajectories, source: DataSource) -> list[str]:
+    """The image observation keys to tokenize; they are read lazily, by a reader that can
+    (a `mtm.data.episode.FrameReader`: the native one)."""
     wanted = data.image_keys if cfg.tokens.image_keys is None else list(cfg.tokens.image_keys)
     unknown = [k for k in wanted if k not in data.image_keys]
     if unknown:
@@ -164,7 +165,7 @@ def _image_keys(cfg: RunConfig, data: Trajectories) -> list[str]:
     clash = [k for k in wanted if k in ("states", "actions", "returns")]
     if clash:
         raise ConfigError(f"image key {clash[0]!r} collides with a modality name; rename it in the data")
-    if wanted and detect_format(cfg.data.path) != "native":
-        raise ConfigError(f"{cfg.data.path}: image frames are read lazily from mtm's native format; "
-                          f"convert it first (mtm convert {cfg.data.path} DST.hdf5)")
+    if wanted and not source.reads_frames:
+        raise ConfigError(f"{cfg.data.path}: image frames are read lazily, which the {source.format} reader "
+                          f"cannot do; convert it to mtm's native format first (mtm convert {cfg.data.path} DST.hdf5)")
     return sorted(wanted)

@@ -1,14 +1,17 @@
 """Dataset readers (each an `EpisodeSource`), one module per format, and `open_dataset`, which picks
-one for a path from its layout (`detect_format`) unless the caller names the format."""
+one for a path from its layout (`detect_format`) unless the caller names the format. A `DataSource`
+is a path whose format is settled: what loaded training data carries, so that whatever reads the
+file again (image frames) opens it with the same reader, without detecting the format again."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 
-from mtm.data.episode import EpisodeSource
+from mtm.data.episode import EpisodeSource, FrameReader
 from mtm.data.formats.d4rl import D4RLSource, is_d4rl
 from mtm.data.formats.minari import MinariSource, is_minari
 from mtm.data.formats.native import NativeSource, is_native
@@ -17,6 +20,8 @@ from mtm.data.hdf5 import open_hdf5
 from mtm.errors import ConfigError, DataError
 
 FORMATS = ("native", "d4rl", "minari", "robomimic")
+_READERS: dict[str, type[EpisodeSource]] = {"native": NativeSource, "d4rl": D4RLSource, "minari": MinariSource,
+                                            "robomimic": RobomimicSource}
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -53,7 +58,30 @@ def open_dataset(path: str | os.PathLike, format: str | None = None, *,
         raise ConfigError(f"a filter key only applies to robomimic files, but {path} is {fmt}")
     if fmt == "robomimic":
         return RobomimicSource(path, filter_key=filter_key)
-    return {"native": NativeSource, "d4rl": D4RLSource, "minari": MinariSource}[fmt](path)
+    return _READERS[fmt](path)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A dataset file (or Minari folder) and the format it is read as."""
+
+    path: str
+    format: str
+
+    @classmethod
+    def resolve(cls, path: str | os.PathLike, format: str | None = None) -> "DataSource":
+        """`path` read as `format`, or as the format its layout shows (detected here, once)."""
+        if format is not None and format not in FORMATS:
+            raise ConfigError(f"unknown dataset format {format!r}; choose one of {', '.join(FORMATS)}")
+        return cls(str(path), format or detect_format(path))
+
+    def open(self) -> EpisodeSource:
+        return open_dataset(self.path, self.format)
+
+    @property
+    def reads_frames(self) -> bool:
+        """Whether its reader reads image frames lazily (a `FrameReader`), as training needs."""
+        return issubclass(_READERS[self.format], FrameReader)
 
 
 def _describe_top_level(f: h5py.File, limit: int = 8) -> str:

@@ -229,11 +229,17 @@ def _json_attr(f: h5py.File, name: str) -> Any:
 
 
 class NativeSource(GroupPerEpisode):
-    """Read a native file. Episodes load on demand; ``frames()`` reads single image frames lazily."""
+    """Read a native file. Episodes load on demand; ``frames()`` reads single image frames lazily
+    (it is a `mtm.data.episode.FrameReader`).
+
+    The file is opened without HDF5's chunk cache: training keeps up to a thousand frame datasets
+    open (mtm.data.image_windows), and a cache per dataset would grow the process by gigabytes,
+    while random windows almost never read a chunk twice. Whole episodes read each chunk once anyway.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._file = f = open_hdf5(self.path)
+        self._file = f = open_hdf5(self.path, chunk_cache=False)
         try:
             if not is_native(f):
                 raise DataError(f"{self.path}: not an mtm episode file (attribute format != {FORMAT_NAME!r})")

@@ -49,6 +49,9 @@ class Tokenizer(nn.Module, ABC):
     output_dim: int  # size of the network's head output per token; 0 = input-only (no head, no loss)
     # True: the random training masks keep or hide the k tokens of a step together (image patches).
     mask_whole_steps: bool = False
+    # The role the masks give a modality whose name is not a role (mtm.model.masks.ROLES): image
+    # frames are observations, "states". None: the modality must be named after its role.
+    mask_role: str | None = None
 
     @abstractmethod
     def encode(self, raw: torch.Tensor) -> torch.Tensor:

@@ -68,6 +68,7 @@ class ImageTokenizer(Tokenizer):
     """uint8 (B, L, H, W, C) frames -> k = (H/p)(W/p) tokens per frame (see the module docstring)."""
 
     mask_whole_steps = True
+    mask_role = "states"  # a frame is an observation: the masks show and hide it as they do states
 
     def __init__(self, height: int, width: int, channels: int = 3, *, encoder: str = "patch",
                  patch_size: int = 16, conv_channels: tuple[int, ...] | None = None, keypoints: int = 16,

@@ -1,0 +1,141 @@
+"""Planning through the model's own masks (`mtm eval --mode plan`), in the spirit of M³PC.
+
+At each env step, for each environment:
+
+1. Propose: the RCBC mask gives an action a* (what mode rcbc would do). K candidate action
+   sequences start from it: candidate 0 is a* itself, the others add Gaussian noise of
+   `plan_noise` times the data's action std per dimension, clipped to the action space.
+2. Imagine H steps: at step h the window shows the states and actions up to the candidate's
+   current step and hides every return token; one forward pass reads the value of the current
+   (state, action) from the value head (the return head where the model has none) and the next
+   state from the state token after it (the forward-dynamics mask). The next action comes from
+   the RCBC mask on the imagined state (plus noise, except candidate 0). A full window slides
+   left by one step, as the policy's own buffers do.
+3. Score each candidate by the mean of its H values (in the data's return-token units; the mean
+   of several points of the imagined path is less exposed to one optimistic prediction than its
+   last one) and act on the softmax-weighted mean of the first actions, at temperature
+   `plan_temperature` in units of the return token's std (-> 0: the best candidate's action).
+
+Candidates x envs go through the model as one batch per forward pass: H value / dynamics passes and
+H - 1 proposal passes per env step, on the policy's device; `precision: auto` is resolved for
+these passes on their own (many rows: bf16 where native, mtm.hardware).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mtm.errors import ConfigError
+from mtm.hardware import resolve_precision
+from mtm.model.masks import rcbc_mask, without_action_history
+from mtm.policy_config import PolicyConfig
+
+
+class Planner:
+    """Chooses actions for a policy in mode plan; built by MTMPolicy, called from its act()."""
+
+    def __init__(self, model: torch.nn.Module, config: PolicyConfig, action_low: torch.Tensor,
+                 action_high: torch.Tensor, *, num_envs: int, image_keys=()) -> None:
+        if "returns" not in model.tokenizers:
+            raise ConfigError("mode 'plan' needs a model trained with return tokens (tokens.use_returns)")
+        if image_keys:
+            raise ConfigError("mode 'plan' imagines future states, which a model of image observations cannot "
+                              "predict as frames; use --mode rcbc")
+        self.model = model
+        self.candidates = config.plan_candidates
+        self.horizon = config.plan_horizon
+        self.temperature = config.plan_temperature
+        self.action_history = config.action_history
+        self.value_head = "value" if getattr(model, "has_value", False) else "returns"
+        self.action_low, self.action_high = action_low, action_high
+        self.noise_std = config.plan_noise
+        self.noise = config.plan_noise * model.tokenizers["actions"].scale.detach()  # (A,) raw units
+        self.return_scale = float(model.tokenizers["returns"].scale.detach().reshape(-1)[0])
+        # Its passes hold num_envs x K windows, many more rows than act()'s own: its own precision.
+        rows = num_envs * self.candidates * model.layout.num_tokens
+        self.precision = resolve_precision(config.precision, action_low.device, rows=rows, width=model.config.width)
+        self._autocast = self.precision.autocast(action_low.device)
+        layout = model.layout
+        device = action_low.device
+        self._t = layout.timestep.to(device)  # (N,)
+        self._states = layout.role("states").to(device)
+        self._actions = layout.role("actions").to(device)
+        self._returns = layout.role("returns").to(device)
+        self._rcbc = torch.stack([rcbc_mask(layout, c) for c in range(model.window)]).to(device)
+        if not config.action_history:
+            self._rcbc = without_action_history(self._rcbc, layout)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(config.plan_seed)
+        #: The last call's candidate first actions (n, K, A) and their scores (n, K), for tests and analysis.
+        self.last_candidates: torch.Tensor | None = None
+        self.last_scores: torch.Tensor | None = None
+
+    def describe(self) -> dict:
+        """The planner's settings, for reports."""
+        head = "value head (expectile)" if self.value_head == "value" else "return head (mean; no value head)"
+        return {"candidates": self.candidates, "horizon": self.horizon, "temperature": self.temperature,
+                "noise": self.noise_std, "scored_by": head, "precision": self.precision.to_dict()}
+
+    def _perturb(self, actions: torch.Tensor) -> torch.Tensor:
+        """(n * K, A) -> the same with noise on every candidate but each env's first, clipped."""
+        eps = torch.randn(actions.shape, generator=self.generator, device=actions.device)
+        eps.view(-1, self.candidates, actions.shape[-1])[:, 0] = 0.0
+        return torch.maximum(torch.minimum(actions + eps * self.noise, self.action_high), self.action_low)
+
+    def _value_view(self, c: torch.Tensor) -> torch.Tensor:
+        """(B, N): states at 0..c, actions at 0..c (the candidate's own at c; earlier ones only with
+        action history), every return hidden."""
+        t = self._t[None, :]
+        now = t <= c[:, None]
+        shown_actions = (t == c[:, None]) | (now if self.action_history else torch.zeros_like(now))
+        return (self._states[None, :] & now) | (self._actions[None, :] & shown_actions)
+
+    def __call__(self, batch: dict[str, torch.Tensor], c: torch.Tensor, proposal: torch.Tensor) -> torch.Tensor:
+        """batch: the policy's window (n, L, ...) as act() built it (return tokens set, the action at
+        c hidden); c: (n,) current positions; proposal: (n, A) the RCBC actions. -> (n, A)."""
+        n, k, L = proposal.shape[0], self.candidates, self.model.window
+        rows = torch.arange(n * k, device=proposal.device)
+        window = {key: value.repeat_interleave(k, 0) for key, value in batch.items()}
+        window["actions"] = window["actions"].clone()
+        window["states"] = window["states"].clone()
+        c = c.repeat_interleave(k, 0).clone()
+        first = self._perturb(proposal.repeat_interleave(k, 0))
+        window["actions"][rows, c] = first
+        score = torch.zeros(n * k, device=proposal.device)
+        for h in range(self.horizon):
+            last = h == self.horizon - 1
+            if not last:  # the next state needs a place: slide full windows left by one step
+                self._slide(window, c)
+            heads = (self.value_head,) if last else (self.value_head, "states")
+            # Only the tokens read are decoded to the end: the value at c, the state at c + 1.
+            t = self._t[None, :]
+            asked = (self._returns[None, :] & (t == c[:, None])) | (self._states[None, :] & (t == c[:, None] + 1))
+            with self._autocast:
+                out = self.model.predict(window, self._value_view(c), heads=heads, queries=asked)
+            score += out[self.value_head][rows, c].float().reshape(-1)
+            if last:
+                break
+            c = c + 1
+            window["states"][rows, c] = out["states"][rows, c].float()
+            window["actions"][rows, c] = 0.0
+            with self._autocast:
+                asked = self._actions[None, :] & (self._t[None, :] == c[:, None])
+                proposed = self.model.predict(window, self._rcbc[c], heads=("actions",), queries=asked)["actions"]
+            window["actions"][rows, c] = self._perturb(proposed[rows, c].float())
+        score = (score / self.horizon).view(n, k)
+        self.last_candidates, self.last_scores = first.view(n, k, -1), score
+        weights = torch.softmax((score - score.amax(1, keepdim=True)) / (self.temperature * self.return_scale), 1)
+        return (weights[:, :, None] * first.view(n, k, -1)).sum(1)
+
+    def _slide(self, window: dict[str, torch.Tensor], c: torch.Tensor) -> None:
+        """Rows whose current position is the window's last: every buffer one step left, c - 1."""
+        full = c == self.model.window - 1
+        if not bool(full.any()):
+            return
+        for key, buf in window.items():
+            if key == "timesteps":
+                window[key] = torch.where(full[:, None], buf + 1, buf)
+                continue
+            shape = (-1,) + (1,) * (buf.dim() - 1)
+            window[key] = torch.where(full.view(shape), buf.roll(-1, dims=1), buf)
+        c -= full.long()

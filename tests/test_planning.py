@@ -1,0 +1,215 @@
+"""Planning through the model's masks (mtm.planning, `--mode plan`) and the value head it scores with."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mtm.checkpoint import load_checkpoint
+from mtm.cli import main
+from mtm.errors import ConfigError
+from mtm.model.loss import expectile_loss, mtm_loss
+from mtm.model.masks import POLICY_MASKS, TokenLayout, random_autoregressive_mask
+from mtm.model.network import MTM, ModelConfig
+from mtm.model.tokenizers import ContinuousTokenizer
+from mtm.planning import Planner
+from mtm.policy import MTMPolicy, load_model
+from mtm.policy_config import POLICY_MODES, PolicyConfig
+
+S, A, L = 3, 2, 2
+
+
+def tokenizers():
+    return {"states": ContinuousTokenizer(S, np.zeros(S), np.ones(S), name="states"),
+            "returns": ContinuousTokenizer(1, [0.0], [1.0], name="returns"),
+            "actions": ContinuousTokenizer(A, np.zeros(A), np.ones(A), name="actions")}
+
+
+# --------------------------------------------------------------------------------------------------
+# The value head
+
+
+def test_expectile_loss_is_the_closed_form():
+    u = torch.tensor([-2.0, -0.5, 0.0, 0.5, 2.0])  # target - prediction
+    for tau in (0.5, 0.7, 0.9):
+        got = expectile_loss(torch.zeros(5), u, tau)
+        want = torch.tensor([(1 - tau) * 4, (1 - tau) * 0.25, 0.0, tau * 0.25, tau * 4])
+        torch.testing.assert_close(got, want)
+    # Its minimiser over a constant is the tau-expectile: above the mean for tau > 0.5.
+    data = torch.tensor([0.0, 0.0, 0.0, 10.0])
+    grid = torch.linspace(0.0, 10.0, 10001)
+    c = grid[expectile_loss(grid[:, None], data[None, :], 0.9).mean(1).argmin()]
+    assert float(c) == pytest.approx(0.9 * 10 / (0.9 + 3 * 0.1), abs=1e-3)  # 7.5, the mean is 2.5
+
+
+def test_the_value_head_is_trained_on_hidden_returns_only():
+    torch.manual_seed(0)
+    model = MTM(ModelConfig(width=16, heads=2, dropout=0.0, value_expectile=0.7), tokenizers(), L)
+    assert model.has_value and model.outputs == ("states", "returns", "actions", "value")
+    b = 64
+    batch = {"states": torch.randn(b, L, S), "actions": torch.randn(b, L, A), "returns": torch.randn(b, L, 1)}
+    visible = random_autoregressive_mask(model.layout, b, torch.Generator().manual_seed(0))
+    out = model(batch, visible)
+    total, parts = mtm_loss(out, batch, model.tokenizers, visible, None, value_expectile=0.7)
+    hidden = ~visible[:, model.layout.slice("returns")]
+    target, head = batch["returns"][..., 0], out["value"][:, :, 0, 0]
+    want = expectile_loss(head[hidden], target[hidden], 0.7).sum() / hidden.sum()
+    torch.testing.assert_close(parts["value"], want)
+    torch.testing.assert_close(total, sum(parts.values()))
+    with pytest.raises(ConfigError, match="expectile in"):
+        mtm_loss(out, batch, model.tokenizers, visible, None)  # a value head needs its tau
+
+
+def test_value_expectile_is_checked_and_needs_returns():
+    with pytest.raises(ValueError, match=r"value_expectile must be 0 \(no value head\) or in \(0, 1\), got 1.0"):
+        ModelConfig(value_expectile=1.0)
+    toks = {k: v for k, v in tokenizers().items() if k != "returns"}
+    with pytest.raises(ConfigError, match="value_expectile needs return tokens"):
+        MTM(ModelConfig(width=16, heads=2, value_expectile=0.7), toks, L)
+
+
+def test_a_model_with_a_value_head_round_trips_through_its_spec():
+    model = MTM(ModelConfig(width=16, heads=2, value_expectile=0.7), tokenizers(), L).eval()
+    again = MTM.from_spec(json.loads(json.dumps(model.spec()))).eval()
+    again.load_state_dict(model.state_dict())
+    batch = {"states": torch.randn(3, L, S), "actions": torch.randn(3, L, A), "returns": torch.randn(3, L, 1)}
+    visible = torch.ones(model.layout.num_tokens, dtype=torch.bool)
+    torch.testing.assert_close(model.predict(batch, visible)["value"], again.predict(batch, visible)["value"])
+
+
+# --------------------------------------------------------------------------------------------------
+# The planner, under a model whose predictions are known
+
+
+class KnownModel:
+    """value at step t = state[t, 0]; next state = (action[t, 0], 0, 0); proposals: zeros. So a
+    candidate's imagined next state, and with it its score at h = 1, is its first action's [0]."""
+
+    window, has_value = L, True
+    config = ModelConfig(width=16, heads=2)
+
+    def __init__(self):
+        self.tokenizers = tokenizers()
+        self.layout = TokenLayout.from_tokenizers(self.tokenizers, L)
+
+    def predict(self, batch, visible, heads=None, **_):
+        b = batch["states"].shape[0]
+        nxt = torch.zeros(b, L, S)
+        nxt[:, 1:, 0] = batch["actions"][:, :-1, 0]
+        out = {"value": batch["states"][:, :, :1], "states": nxt, "actions": torch.zeros(b, L, A)}
+        return {k: v for k, v in out.items() if k in heads}
+
+
+def planner(**settings):
+    config = PolicyConfig(mode="plan", **settings)
+    low, high = torch.full((A,), -1.0), torch.full((A,), 1.0)
+    return Planner(KnownModel(), config, low, high, num_envs=2)
+
+
+def window(n):
+    return {"states": torch.zeros(n, L, S), "actions": torch.zeros(n, L, A), "returns": torch.zeros(n, L, 1),
+            "timesteps": torch.arange(L).repeat(n, 1)}
+
+
+def test_the_planner_acts_on_the_best_imagined_candidate():
+    plan = planner(plan_candidates=32, plan_horizon=2, plan_temperature=1e-6, plan_noise=0.5)
+    c = torch.tensor([0, 1])  # one env at its first step, one with a full window (it slides)
+    chosen = plan(window(2), c, torch.zeros(2, A))
+    candidates, scores = plan.last_candidates, plan.last_scores
+    assert candidates.shape == (2, 32, A) and scores.shape == (2, 32)
+    torch.testing.assert_close(candidates[:, 0], torch.zeros(2, A))  # candidate 0 is the proposal itself
+    assert (candidates.abs() <= 1).all() and candidates[:, 1:].std() > 0.2
+    # score = mean(value now (0), value of the imagined next state (= the first action's [0])) / 1
+    torch.testing.assert_close(scores, candidates[..., 0] / 2)
+    best = candidates[torch.arange(2), scores.argmax(1)]
+    torch.testing.assert_close(chosen, best)
+    assert (chosen[:, 0] > 0.5).all()
+
+
+def test_one_step_cannot_tell_candidates_apart_here_and_a_hot_softmax_averages():
+    # Horizon 1 scores the current state's value only: all tie, so the softmax averages them.
+    plan = planner(plan_candidates=16, plan_horizon=1, plan_temperature=0.05, plan_noise=0.5)
+    chosen = plan(window(1), torch.tensor([1]), torch.zeros(1, A))
+    torch.testing.assert_close(chosen, plan.last_candidates.mean(1))
+    hot = planner(plan_candidates=16, plan_horizon=2, plan_temperature=1e6, plan_noise=0.5)
+    chosen = hot(window(1), torch.tensor([0]), torch.zeros(1, A))
+    torch.testing.assert_close(chosen, hot.last_candidates.mean(1), atol=1e-5, rtol=0)
+
+
+def test_no_noise_is_the_rcbc_action():
+    plan = planner(plan_candidates=8, plan_horizon=2, plan_noise=0.0)
+    proposal = torch.tensor([[0.3, -0.2]])
+    torch.testing.assert_close(plan(window(1), torch.tensor([1]), proposal), proposal)
+
+
+# --------------------------------------------------------------------------------------------------
+# The mode: one table, the policy, the command line
+
+
+def test_every_policy_mode_has_its_mask_in_the_one_table():
+    assert set(POLICY_MASKS) == set(POLICY_MODES) and "plan" in POLICY_MODES
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"plan_candidates": 0}, "plan_candidates must be >= 1, got 0"),
+    ({"plan_horizon": 0}, "plan_horizon must be >= 1, got 0"),
+    ({"plan_temperature": 0.0}, "plan_temperature must be > 0, got 0.0"),
+    ({"plan_noise": -1.0}, "plan_noise must be >= 0, got -1.0"),
+])
+def test_bad_plan_settings_are_refused(setting, message):
+    with pytest.raises(ValueError, match=message):
+        PolicyConfig(**setting)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--plan-candidates", "0", "error: --plan-candidates must be >= 1, got 0"),
+    ("--plan-horizon", "0", "error: --plan-horizon must be >= 1, got 0"),
+    ("--plan-temperature", "0", "error: --plan-temperature must be > 0, got 0.0"),
+])
+def test_bad_plan_options_give_one_error_line(reacher_run, option, value, message):
+    result = CliRunner().invoke(main, ["eval", "--checkpoint", str(reacher_run), "--mode", "plan", option, value])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [message]
+
+
+def test_plan_acts_from_a_checkpoint_without_a_value_head(reacher_run):
+    ck = load_checkpoint(reacher_run)
+    model = load_model(ck)
+    policy = MTMPolicy(model, ck.metadata, mode="plan", num_envs=3, plan_candidates=5, plan_horizon=3)
+    assert policy.conditions_on_return and policy.planner.describe()["scored_by"].startswith("return head")
+    policy.reset()
+    obs = np.random.default_rng(0).normal(size=(3, model.tokenizers["states"].dim)).astype(np.float32)
+    for _ in range(L + 3):  # past the window: the imagined windows slide
+        actions = policy.act(obs)
+        assert actions.shape == (3, model.tokenizers["actions"].dim) and np.isfinite(actions).all()
+    assert policy.planner.last_scores.shape == (3, 5)
+
+
+def test_plan_end_to_end_in_the_eval_command(reacher_run, tmp_path):
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["eval", "--checkpoint", str(reacher_run), "--mode", "plan", "--episodes", "2",
+                                       "--num-envs", "2", "--plan-candidates", "4", "--no-progress",
+                                       "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "mode plan" in result.output and "4 candidates x 2 steps" in result.output
+    report = json.loads(out.read_text())
+    assert report["mode"] == "plan" and report["episodes"] == 2 and report["target_return"] is not None
+    plan = report["plan"]
+    assert {k: plan[k] for k in ("candidates", "horizon", "temperature", "noise", "scored_by")} == {
+        "candidates": 4, "horizon": 2, "temperature": 0.05, "noise": 0.3, "scored_by": "return head (mean; no value head)"}
+    assert plan["precision"]["requested"] == "auto" and "precision" in result.output
+
+
+def test_the_planners_queries_decode_the_value_and_next_state_as_the_full_pass_does():
+    torch.manual_seed(0)
+    model = MTM(ModelConfig(width=16, heads=2, dropout=0.0, value_expectile=0.7), tokenizers(), L).eval()
+    b, layout = 5, model.layout
+    batch = {"states": torch.randn(b, L, S), "actions": torch.randn(b, L, A), "returns": torch.randn(b, L, 1)}
+    visible = (layout.role("states") | layout.role("actions")) & (layout.timestep == 0)
+    asked = (layout.role("returns") & (layout.timestep == 0)) | (layout.role("states") & (layout.timestep == 1))
+    full = model.predict(batch, visible, heads=("value", "states"))
+    part = model.predict(batch, visible, heads=("value", "states"), queries=asked)
+    torch.testing.assert_close(part["value"][:, 0], full["value"][:, 0])
+    torch.testing.assert_close(part["states"][:, 1], full["states"][:, 1])
