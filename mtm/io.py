@@ -89,27 +89,42 @@ def short_reason(exc: BaseException) -> str:
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to clobber an existing output unless asked; make sure its folder exists and takes
-    new files (commands call this before any work, so a read-only folder costs nothing)."""
+    """Refuse to clobber an existing output unless asked; make sure its folder exists (it is
+    created if missing, like `mkdir -p`) and takes new files (commands call this before any work,
+    so a read-only folder costs nothing)."""
+    p = refuse_existing_output(path, overwrite)
+    check_writable_folder(p)
+    return p
+
+
+def refuse_existing_output(path: str | os.PathLike, overwrite: bool) -> Path:
+    """The overwrite check of `check_output_path` alone (it creates nothing): a command with
+    several outputs checks them all before it creates any folder."""
     p = Path(path)
     if p.is_dir():
         raise OutputExistsError(f"{p}: is a directory; give a file path for the output")
     if p.exists() and not overwrite:
         raise OutputExistsError(f"{p}: already exists; pass --overwrite to replace it")
-    check_writable_folder(p)
     return p
 
 
 def check_writable_folder(path: str | os.PathLike) -> Path:
     """Make sure a new file can be created in the folder of output `path`, before any work is done
-    (an `eval` must not run its rollouts and only then find it cannot save them). Creating a file is
-    the only test that holds for every user and file system: root ignores permissions, and a
-    read-only mount refuses even root."""
+    (an `eval` must not run its rollouts and only then find it cannot save them); a missing folder
+    is created. Creating a file is the only test that holds for every user and file system: root
+    ignores permissions, and a read-only mount refuses even root."""
     folder = Path(path).parent
+    blocking = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise OutputError(f"{blocking}: is a file, not a folder; choose another path for the output")
     if not folder.exists():
-        raise OutputError(f"{folder}: output folder does not exist")
-    if not folder.is_dir():
-        raise OutputError(f"{folder}: is a file, not a folder; choose another path for the output")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            found = failure_reason(exc)
+            if found is None:
+                raise
+            raise OutputError(f"{folder}: cannot create this output folder ({found[0]}); {found[1]}") from None
     probe = folder / f".mtm-write-test-{uuid.uuid4().hex[:8]}"
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

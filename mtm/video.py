@@ -251,6 +251,19 @@ def write_media(path: Path, suffix: str, what: str, write: Callable[[Path], None
     return path
 
 
+# Videos show every step as a frame. MuJoCo tasks step at 20 (HalfCheetah) to 125 (Hopper, Walker2d)
+# steps per second; played at that rate a 65-step Hopper episode lasts half a second. Capped at 30,
+# the frame rate of ordinary video, faster tasks play in slow motion (Hopper at 0.24x).
+MAX_VIDEO_FPS = 30
+
+
+def video_rate(env_fps: float) -> tuple[int, float]:
+    """(frames per second of the mp4, its speed relative to real time) for an env that renders at
+    `env_fps` (its metadata's render_fps, one frame per step)."""
+    fps = max(1, min(int(round(env_fps)), MAX_VIDEO_FPS))
+    return fps, fps / env_fps
+
+
 def write_video(path: Path, episodes: list[EpisodeFrames], fps: int) -> Path:
     """The frames of ``episodes``, one after another, as an mp4 at ``fps``; written atomically."""
     import imageio.v2 as imageio  # late: imageio loads its plugins; only a run that writes a video pays for it

@@ -103,6 +103,8 @@ SLOW_TESTS = {
     "test_collect.py": ("test_ctrl_c_in_a_real_process",),
     "test_heteromodal.py": ("test_tiny_run_", "test_eval_tasks_"),
     "test_ema.py": ("test_resume_after_kill_9",),
+    "test_train_progress.py": ("test_train_without_a_terminal_",),
+    "test_lr_schedule.py": ("test_resume_with_more_steps_",),
     "test_planning.py": ("test_plan_end_to_end_",),
     "test_envs.py": ("test_the_headless_default_is_set_before_any_module_imports_mujoco",),
     "test_video.py": ("test_the_robot_stays_in_view_for_a_whole_episode", "test_the_free_tracking_camera_follows_too",

@@ -86,8 +86,8 @@ def test_collect_with_pixels(tmp_path):
     "args, message",
     [
         (["--env", "Reacher-v55"], "unknown environment id 'Reacher-v55'; did you mean Reacher-v5"),
-        (["--episodes", "0"], "--episodes must be positive"),
-        (["--num-envs", "0"], "--num-envs must be positive"),
+        (["--episodes", "0"], "--episodes must be >= 1, got 0"),  # checked while parsing
+        (["--num-envs", "0"], "--num-envs must be >= 1, got 0"),
         (["--policy", "genius"], "unknown policy 'genius'; choose one of: random, expert"),
         (["--env", "Pendulum-v1", "--policy", "expert"], "Pendulum-v1 has no scripted expert; envs with one: Reacher-v5, mtm/ReacherPixels-v0"),
         (["--noise", "0.1"], "--noise applies to --policy expert only"),

@@ -561,7 +561,8 @@ def test_tiny_run_hides_and_never_scores_missing_actions_in_the_training_loop(fi
     monkeypatch.setattr(train_step_module, "mtm_loss", spy)
     cfg = load_config(RunConfig, None, [
         "model.width=16", "model.encoder_layers=1", "model.decoder_layers=1", "model.heads=2", "train.batch_size=32",
-        "train.val_every=0", "train.device=cpu", "train.steps=3", "data.rtg_horizon=20", "data.val_fraction=0",
+        "train.val_every=0", "train.device=cpu", "train.steps=3", "train.warmup_steps=1", "data.rtg_horizon=20",
+        "data.val_fraction=0",
         f"data.path={a}", f"data.extra_paths=[{b}]", f"train.run_dir={tmp_path / 'run'}"])
     loop.train(cfg, progress=False, say=None)
     assert len(seen) == 3

@@ -111,6 +111,9 @@ def test_eval_cli_report_video_and_dynamics(run_dir, tmp_path):
     report = json.loads(report_path.read_text())
     assert report["episodes"] == 3 and report["env_id"] == "Reacher-v5" and "normalised score" in r.output
     assert video.stat().st_size > 1000 and report["video"] == str(video)
+    # Reacher steps 50 times a second: the video plays a frame per step at 30 frames/s.
+    assert (report["video_fps"], report["video_speed"]) == (30, 0.6)
+    assert f"{video} (30 frames/s, a frame per step, 0.6x real time)" in r.output
     r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--output", str(report_path), "--episodes", "1"])
     assert r.exit_code == 1 and "--overwrite" in r.output
     r = runner.invoke(main, ["eval", "--checkpoint", str(run_dir), "--task", "fd", "--task", "id"])
@@ -152,7 +155,9 @@ def test_eval_cli_contact_sheet_and_video_options(run_dir, tmp_path):
     (["--output", "{tmp}/x.png", "--contact-sheet", "{tmp}/x.png"], "error: --output, --video and --contact-sheet need different"),
     (["--video-size", "8", "--video", "{tmp}/v.mp4"], "error: video frame size must be between 16 and 2048 pixels, got 8"),
     (["--video-episodes", "0", "--video", "{tmp}/v.mp4"], "error: the number of video episodes must be >= 1, got 0"),
-    (["--contact-sheet", "{tmp}/missing/sheet.png"], "error: {tmp}/missing: output folder does not exist"),
+    (["--contact-sheet", "{tmp}/exists.png/sheet.png"], "error: {tmp}/exists.png: is a file, not a folder"),
+    # Every output is checked for overwriting before a missing folder is made for another.
+    (["--output", "{tmp}/new/r.json", "--contact-sheet", "{tmp}/exists.png"], "error: {tmp}/exists.png: already exists"),
 ])
 def test_eval_cli_bad_media_options(run_dir, tmp_path, args, message):
     (tmp_path / "exists.png").write_bytes(b"keep")

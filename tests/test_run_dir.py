@@ -16,6 +16,7 @@ from faultkit import error_line, snapshot
 from mtm.checkpoint import load_checkpoint
 from mtm.cli import main
 from mtm.config import RunConfig, load_config
+from mtm.errors import MTMWarning
 from mtm.training.loop import train
 from mtm.training.rundir import LOCK_FILE, METRICS_FILE, SET_ASIDE, RunDirectory
 from test_train import TINY, write_linear_system
@@ -188,7 +189,8 @@ def test_resume_truncates_metrics_to_the_checkpoint(dataset, tmp_path):
     (run / "checkpoints" / "last").write_text("step_00000008\n")
     with open(run / METRICS_FILE, "a") as fh:
         fh.write('{"step": 10, "train/loss": 1.0, "train/lo')  # a line cut by the kill
-    train(load_config(RunConfig, run / "config.yaml", ["train.steps=12"]), resume=run, progress=False)
+    with pytest.warns(MTMWarning, match="resuming at step 8 with train.steps 10 -> 12: "):  # a longer schedule
+        train(load_config(RunConfig, run / "config.yaml", ["train.steps=12"]), resume=run, progress=False)
     rows = [json.loads(line) for line in open(run / METRICS_FILE)]
     assert [row["step"] for row in rows] == list(range(1, 13))
     # The training clocks (the x axis of learning curves) go on from the checkpoint's row.

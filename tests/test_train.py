@@ -222,7 +222,7 @@ def _one_step_episodes(path: Path, episodes: int = 60) -> Path:
 def test_training_without_any_possible_validation_says_so(tmp_path, episodes, message):
     data = _one_step_episodes(tmp_path / "short.hdf5", episodes)
     args = ["train", "--no-progress", "--data", str(data), "--run-dir", str(tmp_path / "run")]
-    for item in TINY + ["train.steps=3", "train.val_every=3"]:
+    for item in TINY + ["train.steps=3", "train.warmup_steps=1", "train.val_every=3"]:
         args += ["--set", item]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output

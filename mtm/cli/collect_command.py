@@ -7,16 +7,17 @@ from pathlib import Path
 
 import click
 
-from mtm.cli.group import main
+from mtm.cli.group import at_least, main
 
 
 @main.command("collect")
 @click.option("--env", "env_id", required=True, help="gymnasium env id, e.g. Reacher-v5")
 @click.option("--policy", default="random", help="random | expert (the env's scripted expert)")
-@click.option("--episodes", type=int, required=True, help="number of episodes to collect")
-@click.option("--num-envs", type=int, default=8, help="environments stepped together")
+@click.option("--episodes", type=int, required=True, callback=at_least(1), help="number of episodes to collect")
+@click.option("--num-envs", type=int, default=8, callback=at_least(1), help="environments stepped together")
 @click.option("--seed", type=int, default=0, help="episode i is reset with seed SEED+i")
-@click.option("--output", type=click.Path(path_type=Path), required=True, help="native episode file (.hdf5) to write")
+@click.option("--output", type=click.Path(path_type=Path), required=True,
+              help="native episode file (.hdf5) to write (a missing folder is created)")
 @click.option("--noise", default=None, help="expert action-noise std; comma-separated values (0,0.1,0.3) split the "
               "episodes into equal consecutive blocks for a mixed-quality dataset")
 @click.option("--pixels", is_flag=True, help="also record rendered RGB frames (observation key 'pixels')")
@@ -43,10 +44,11 @@ def collect_command(env_id: str, policy: str, episodes: int, num_envs: int, seed
     if result.path is None:
         click.echo("interrupted before the first episode finished; nothing was written", err=True)
         sys.exit(130)
+    envs = min(num_envs, episodes)
     click.echo(
-        f"saved {result.episodes} episodes ({result.steps} steps) to {result.path}\n"
+        f"saved {result.episodes} episode{'' if result.episodes == 1 else 's'} ({result.steps} steps) to {result.path}\n"
         f"return mean {sum(returns) / len(returns):.3f}, min {min(returns):.3f}, max {max(returns):.3f}; "
-        f"{result.stats.steps_per_s:,.0f} env steps/s with {min(num_envs, episodes)} envs",
+        f"{result.stats.steps_per_s:,.0f} env steps/s with {envs} env{'' if envs == 1 else 's'}",
         err=result.interrupted,
     )
     if result.interrupted:

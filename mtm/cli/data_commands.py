@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import click
 from envs.references import reference_scores  # imports nothing: costs `mtm --help` nothing
 from mtm.cli.group import main
 from mtm.data.formats import FORMATS
-from mtm.errors import ConfigError
+from mtm.errors import ConfigError, MTMWarning
 
 _FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
                               help="Source format. [default: detected from the file's layout]")
@@ -32,6 +33,9 @@ def inspect(file: Path, fmt: str | None, filter_key: str | None, as_json: bool) 
 
     with open_dataset(file, fmt, filter_key=filter_key) as source:
         summary = {"path": str(file), **summarize(source)}
+    references = summary["reference_scores"]
+    if references is not None and references.get("warning"):
+        warnings.warn(references["warning"], MTMWarning, stacklevel=1)
     click.echo(json.dumps(summary, indent=2) if as_json else format_report(summary))
 
 
@@ -96,7 +100,8 @@ def convert(src: Path, dst: Path, fmt: str | None, filter_key: str | None, overw
                 raise
             raise failure from None
     dropped = "".join(f"; {name} left out of {int(flags.sum())} episodes (seed {seed})" for name, flags in plan.items())
-    click.echo(f"wrote {writer.num_episodes} episodes, {writer.num_steps} steps to {dst}{dropped}")
+    n = writer.num_episodes
+    click.echo(f"wrote {n} episode{'' if n == 1 else 's'}, {writer.num_steps} steps to {dst}{dropped}")
 
 
 def _with_overrides(info: Any, env_id: str | None, ref_min: float | None, ref_max: float | None) -> Any:
@@ -154,6 +159,8 @@ def format_report(s: dict[str, Any]) -> str:
         if s["normalized_return_mean"] is not None:
             text += f"   normalised mean return {s['normalized_return_mean']:.1f}"
         rows.append(("reference", text))
+        if ref.get("source"):
+            rows.append(("", f"from {ref['source']}" + ("   (suspect: see the warning)" if ref.get("warning") else "")))
     else:
         rows.append(("reference", "none (set with mtm convert --ref-min/--ref-max)"))
     lengths = s["episode_lengths"]

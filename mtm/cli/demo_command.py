@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from mtm.cli.group import main
+from mtm.cli.group import at_least, main
 
 
 @main.command("demo")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field of configs/demo.yaml.")
-@click.option("--episodes", default=50, show_default=True, help="Evaluation episodes.")
+@click.option("--episodes", default=50, show_default=True, callback=at_least(1), help="Evaluation episodes.")
 @click.option("--progress/--no-progress", default=True)
 def demo_command(overrides, episodes, progress) -> None:
     """Collect the default Reacher dataset, train a small MTM, evaluate it, print the score."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mtm.cli.group import main
+from mtm.cli.group import at_least, main
 from mtm.hardware import DEVICE_CHOICES, PRECISIONS
 from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 
@@ -17,8 +17,9 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 @click.option("--checkpoint", required=True, metavar="DIR",
               help="A run directory (its last checkpoint) or a checkpoint directory.")
 @click.option("--env", "env_id", default=None, help="Gymnasium id. Default: the env of the checkpoint's dataset.")
-@click.option("--episodes", default=10, show_default=True, help="Episodes to run (exactly this many).")
-@click.option("--num-envs", default=10, show_default=True,
+@click.option("--episodes", default=10, show_default=True, callback=at_least(1),
+              help="Episodes to run (exactly this many).")
+@click.option("--num-envs", default=10, show_default=True, callback=at_least(1),
               help="Environments stepped together, one batched forward pass per step.")
 @click.option("--mode", default=None, type=click.Choice(POLICY_MODES),
               help="Which tokens the policy shows the model. Default: rcbc when the model can, else bc.")
@@ -43,7 +44,9 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
               help="auto: bf16 autocast only where the device multiplies bf16 natively, else fp32.")
 @click.option("--video", "video", default=None, type=click.Path(dir_okay=False),
-              help="Write an mp4 of the first episodes here, seen from a camera that follows the robot.")
+              help="Write an mp4 of the first episodes here, seen from a camera that follows the robot: every "
+                   "step a frame, at the env's real-time rate capped at 30 frames/s (slow motion for faster "
+                   "envs). A missing folder is created.")
 @click.option("--contact-sheet", "contact_sheet", default=None, type=click.Path(dir_okay=False),
               help="Write a PNG grid of frames of the first episodes here, step and return on each tile.")
 @click.option("--video-episodes", default=1, show_default=True,
@@ -55,9 +58,10 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 @click.option("--task", "tasks", multiple=True, type=click.Choice(PREDICTION_TASK_NAMES),
               help="Instead of rollouts: prediction errors on the held-out episodes (repeatable).")
 @click.option("--data", default=None, metavar="PATH", help="--task: the dataset (default: the one the run trained on).")
-@click.option("--output", default=None, type=click.Path(dir_okay=False), help="Write the report as JSON.")
+@click.option("--output", default=None, type=click.Path(dir_okay=False),
+              help="Write the report as JSON (a missing folder is created).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output / --video / --contact-sheet file.")
-@click.option("--progress/--no-progress", default=True)
+@click.option("--progress/--no-progress", default=True, help="A progress bar, where stdout and stderr are terminals.")
 def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, target_fraction, decrement,
                  action_history, plan_candidates, plan_horizon, plan_temperature, plan_noise, seed, device, precision, video, contact_sheet, video_episodes, video_quality,
                  video_size, tasks, data, output, overwrite, progress) -> None:
@@ -66,7 +70,7 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     \b
     Examples:
       mtm eval --checkpoint runs/reacher --episodes 50 --num-envs 10
-      mtm eval --checkpoint runs/hopper --mode rcbc --target-fraction 0.9 --video hopper.mp4
+      mtm eval --checkpoint runs/hopper --mode rcbc --target-fraction 0.9 --video videos/hopper.mp4
       mtm eval --checkpoint runs/hopper --episodes 3 --video-episodes 3 --contact-sheet hopper.png
       mtm eval --checkpoint runs/hopper --mode plan --plan-candidates 64 --plan-horizon 1
       mtm eval --checkpoint runs/hopper --task fd --task id
@@ -75,7 +79,8 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     from mtm.errors import ConfigError
     from mtm.evaluation import evaluate_checkpoint, evaluate_predictions, format_report
     from mtm.hardware import resolve_device, thread_summary
-    from mtm.io import atomic_write_text, check_output_path, write_failure
+    from mtm.io import atomic_write_text, check_output_path, refuse_existing_output, write_failure
+    from mtm.training.progress import interactive
     from mtm.video import RolloutMedia
 
     # Bad media options fail here, before a checkpoint is loaded or an episode is run.
@@ -96,9 +101,13 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     files = [Path(p).resolve() for p in (output, video, contact_sheet) if p is not None]
     if len(set(files)) < len(files):
         raise ConfigError("--output, --video and --contact-sheet need different files")
-    for path in (output, video, contact_sheet):  # before any rollout: a folder that cannot take them fails now
-        if path is not None:
-            check_output_path(path, overwrite)
+    # Before any rollout: an existing file or a folder that cannot take them fails now. Every
+    # output is checked for overwriting before a missing folder is created for any of them.
+    outputs = [path for path in (output, video, contact_sheet) if path is not None]
+    for path in outputs:
+        refuse_existing_output(path, overwrite)
+    for path in outputs:
+        check_output_path(path, overwrite)
     ck = load_checkpoint(checkpoint)
     dev = resolve_device(device)
     if dev.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):  # the user's choice wins
@@ -114,13 +123,16 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     if tasks:
         report = evaluate_predictions(ck, tasks=tuple(dict.fromkeys(tasks)), data_path=data, device=dev,
                                       action_history=action_history)
-        click.echo(f"prediction errors on {report['val_episodes']} held-out episodes of {report['data']} "
-                   f"(MSE, raw units; baseline predicts the train mean):")
+        held_out = report["val_episodes"]
+        click.echo(f"prediction errors on {held_out} held-out episode{'' if held_out == 1 else 's'} of "
+                   f"{report['data']} (MSE, raw units; baseline predicts the train mean; ratio = MSE / baseline, "
+                   f"lower is better):")
         for task, e in report["tasks"].items():
             click.echo(f"  {task:5s} {e['mse']:10.4f}   baseline {e['baseline_mse']:10.4f}   ratio {e['ratio']:.3f}")
     else:
         report = evaluate_checkpoint(ck, env_id=env_id, episodes=episodes, num_envs=num_envs, policy=policy,
-                                     seed=seed, device=dev, media=media, progress=progress)
+                                     seed=seed, device=dev, media=media,
+                                     progress=progress and interactive())  # no \r bar in a log file
         click.echo(format_report(report))
     if output:
         try:

@@ -11,7 +11,7 @@ import warnings
 import click
 
 from mtm import __version__
-from mtm.errors import MTMError, MTMWarning
+from mtm.errors import ConfigError, MTMError, MTMWarning
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -43,3 +43,14 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="mtm")
 def main() -> None:
     """Masked Trajectory Models: offline robot data in, policies out."""
+
+
+def at_least(minimum: int):
+    """A click callback: the option's value must be >= `minimum`. It runs while the command line is
+    parsed, before anything is loaded, and the error names the option."""
+    def check(ctx: click.Context, param: click.Parameter, value):
+        if value is not None and value < minimum:
+            raise ConfigError(f"{param.opts[0]} must be >= {minimum}, got {value}")
+        return value
+
+    return check

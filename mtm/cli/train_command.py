@@ -11,10 +11,14 @@ import click
 from mtm.cli.group import main
 from mtm.hardware import DEVICE_CHOICES
 
+# The built-in configs, for --help: the files mtm.config.loader.BUILTIN_CONFIGS_DIR holds, listed
+# here without importing mtm.config (it loads torch, and `mtm train --help` must stay fast).
+BUILTIN_CONFIG_NAMES = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
 
 @main.command("train")
 @click.option("--config", "config_name", default=None, metavar="NAME|FILE",
-              help="A built-in config (reference, small, demo, mlp-bc, mlp-rcbc) or a YAML/JSON file. "
+              help=f"A built-in config ({', '.join(BUILTIN_CONFIG_NAMES)}) or a YAML/JSON file. "
                    "Default: the dataclass defaults.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one field, e.g. --set train.lr=3e-4 --set model.width=256 (repeatable).")
@@ -25,17 +29,20 @@ from mtm.hardware import DEVICE_CHOICES
 @click.option("--device", default=None, type=click.Choice(DEVICE_CHOICES),
               help="Same as --set train.device=...")
 @click.option("--resume", default=None, metavar="RUN_DIR",
-              help="Continue the run in RUN_DIR from its last checkpoint (its config.yaml, plus any --set).")
+              help="Continue the run in RUN_DIR from its last checkpoint (its config.yaml, plus any --set). A new "
+                   "train.steps re-plans the learning-rate schedule from there, and says so.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the mtm run in --run-dir (kept until the new run saves its first checkpoint).")
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--progress/--no-progress", default=True,
+              help="A progress bar where stdout and stderr are terminals; with --no-progress or output to a "
+                   "file or pipe, one timestamped line per train.log_every (step, loss, lr, samples/s, elapsed, ETA).")
 def train_command(config_name, overrides, data, run_dir, device, resume, overwrite, progress) -> None:
     """Train a masked trajectory model on an offline dataset.
 
     \b
     Examples:
       mtm train --config demo --data datasets/reacher-v5-mixed.hdf5 --run-dir runs/reacher
-      mtm train --config reference --data hopper-medium-replay-v2.hdf5 --set train.precision=bf16
+      mtm train --config reference --data hopper-medium-replay-v5.hdf5 --set train.precision=bf16
       mtm train --resume runs/reacher --set train.steps=20000
       mtm train --config small --data labelled.hdf5 --data state-only.hdf5 --run-dir runs/mix
     """
@@ -43,7 +50,15 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
     from mtm.errors import ConfigError
     from mtm.training.loop import train
     from mtm.training.rundir import CONFIG_FILE, recover
+    from mtm.training.run_data import same_file_pair
 
+    twice = same_file_pair([str(p) for p in data])
+    if twice is not None:
+        i, j = twice
+        nth = {1: "1st", 2: "2nd", 3: "3rd"}
+        raise ConfigError(f"one file given twice: --data {data[i]} ({nth.get(i + 1, f'{i + 1}th')}) and --data {data[j]} "
+                          f"({nth.get(j + 1, f'{j + 1}th')}); give each dataset once (its episodes would count twice, "
+                          f"and held-out episodes of one copy could train in the other)")
     extra = list(overrides)
     first = data[0] if data else None
     for key, value in (("data.path", first), ("train.run_dir", run_dir), ("train.device", device)):
@@ -71,7 +86,8 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
     if not result.is_main:
         return  # under torchrun only rank 0 reports
     if result.val:
-        click.echo("validation (held-out episodes, MSE in raw units; baseline = predict the train mean):")
+        click.echo("validation (held-out episodes, MSE in raw units; baseline = predict the train mean; "
+                   "ratio = MSE / baseline, lower is better):")
         for task, e in result.val.items():
             click.echo(f"  {task:5s} {e['mse']:10.4f}   baseline {e['baseline_mse']:10.4f}   ratio {e['ratio']:.3f}")
     if result.eval:

@@ -48,8 +48,12 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
         return builtin
     path = Path(text)
     if not path.exists():
-        raise ConfigError(f"{path}: no such config file; give a path or one of the built-in configs: "
-                          f"{', '.join(builtin_configs())}")
+        names = builtin_configs()
+        # A bare word is meant as a built-in name: suggest the closest one.
+        close = difflib.get_close_matches(Path(text).stem.lower(), names, n=1, cutoff=0.6) if os.sep not in text else []
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"{path}: no such config file or built-in config; {hint}give a path or one of the "
+                          f"built-in configs: {', '.join(names)}")
     return path
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from mtm.data.episode import EpisodeSource, FlatReader
+from envs.references import choose_references, normalized_score
+from mtm.data.episode import DatasetInfo, EpisodeSource, FlatReader
 from mtm.data.formats.native import NativeSource
 
 HISTOGRAM_BINS = 10
@@ -32,12 +33,11 @@ class _Scan:
 def summarize(source: EpisodeSource) -> dict[str, Any]:
     scan = _scan_flat(source) if isinstance(source, FlatReader) else _scan_episodes(source)
     info = source.info
-    has_reference = info.ref_min_score is not None and info.ref_max_score is not None
     returns = _stats(scan.returns)
+    references = dataset_references(info, None if returns is None else returns["mean"])
     normalized = None
-    if has_reference and returns is not None and info.ref_max_score != info.ref_min_score:
-        span = info.ref_max_score - info.ref_min_score
-        normalized = 100.0 * (returns["mean"] - info.ref_min_score) / span
+    if references is not None and references["max"] != references["min"] and returns is not None:
+        normalized = normalized_score(returns["mean"], references["min"], references["max"])
     lengths = _stats(scan.lengths, std=False)
     # How many episodes and steps carry each modality: observations every one, actions and rewards
     # those recorded with them (a partly labelled or state-only file has fewer).
@@ -64,9 +64,21 @@ def summarize(source: EpisodeSource) -> dict[str, Any]:
             "truncated": int((scan.truncated & ~scan.terminated).sum()),
             "partial": int((~scan.terminated & ~scan.truncated).sum()),
         },
-        "reference_scores": {"min": info.ref_min_score, "max": info.ref_max_score} if has_reference else None,
+        "reference_scores": references,  # {min, max, source} and a "warning" when suspect
         "normalized_return_mean": normalized,
     }
+
+
+def dataset_references(info: DatasetInfo, mean_return: float | None) -> dict[str, Any] | None:
+    """The references a dataset's returns are normalised with: its own, checked against its mean
+    return, else (or when they are suspect) mtm's table for its env (envs.references)."""
+    own = None
+    if info.ref_min_score is not None and info.ref_max_score is not None:
+        own = (info.ref_min_score, info.ref_max_score)
+    # A D4RL reader fills the pair in from mtm's table and names where it came from.
+    described = info.extra.get("reference_scores") if isinstance(info.extra, dict) else None
+    source = described if isinstance(described, str) else f"dataset ({info.source_format}: {info.source})"
+    return choose_references(own, source, info.env_id, mean_return)
 
 
 def length_histogram(lengths: np.ndarray, bins: int = HISTOGRAM_BINS) -> list[dict[str, int]]:

@@ -3,14 +3,16 @@
 `evaluate_policy` runs exactly N episodes over K environments (episode i reset with seed + i, so the
 results do not depend on K) and reports per-episode return and length, mean ± std (population std
 over the N episodes), the normalised score 100 · (R − R_min) / (R_max − R_min) with the references
-the data carries (D4RL's, Minari's, the native file's) or else envs.references, and the env steps
-per second of the whole loop (simulation + policy).
+the data carries (D4RL's, Minari's, the native file's) or else envs.references (also when the data's
+own put its mean return far off the scale: `references_for`), and the env steps per second of the
+whole loop (simulation + policy).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import warnings
 from typing import Any
 
 import numpy as np
@@ -18,27 +20,27 @@ import torch
 from tqdm.auto import tqdm
 
 import mtm
-from envs.references import normalized_score, reference_entry
+from envs.references import choose_references, normalized_score
 from mtm.checkpoint import Checkpoint
 from mtm.contact_sheet import write_contact_sheet
-from mtm.errors import ConfigError
+from mtm.errors import ConfigError, MTMWarning
 from mtm.policy import MTMPolicy, load_model
 from mtm.policy_config import PolicyConfig
 from mtm.rollout import EpisodeRunner, PixelSpec
 from mtm.run_metadata import RunMetadata
-from mtm.video import FrameRecorder, RolloutMedia, write_video
+from mtm.video import MAX_VIDEO_FPS, FrameRecorder, RolloutMedia, video_rate, write_video
 
 
 def references_for(metadata: RunMetadata, env_id: str) -> dict[str, Any] | None:
-    """{min, max, source} reference returns: the data's own first, then mtm's table for the env."""
+    """{min, max, source} reference returns: the data's own, unless they put the training data's
+    mean return far off the normalised scale; then (or when the data has none) mtm's table for the
+    env. A "warning" (one line) says when the references are suspect (envs.references)."""
     info = metadata.data_info
+    own = None
     if info.ref_min_score is not None and info.ref_max_score is not None:
-        return {"min": info.ref_min_score, "max": info.ref_max_score,
-                "source": f"dataset ({info.source_format}: {info.source})"}
-    entry = reference_entry(env_id)
-    if entry is not None:
-        return {"min": entry[0], "max": entry[1], "source": entry[2]}
-    return None
+        own = (info.ref_min_score, info.ref_max_score)
+    mean_return = metadata.returns.mean if metadata.returns is not None else None
+    return choose_references(own, f"dataset ({info.source_format}: {info.source})", env_id, mean_return)
 
 
 def check_env_matches(runner: EpisodeRunner, policy: MTMPolicy, env_id: str) -> None:
@@ -96,7 +98,7 @@ def evaluate_policy(policy_factory, metadata: RunMetadata, env_id: str, *, episo
                     bar.update(1)
                     bar.set_postfix(mean_return=f"{np.mean([r['return'] for r in results.values()]):.1f}")
         steps_per_s = runner.stats.steps_per_s
-        fps = int(runner.envs[0].metadata.get("render_fps", 30)) if runner.envs else 30
+        env_fps = float(runner.envs[0].metadata.get("render_fps") or MAX_VIDEO_FPS) if runner.envs else MAX_VIDEO_FPS
     per_episode = [results[i] for i in sorted(results)]
     returns = np.array([r["return"] for r in per_episode])
     refs = references_for(metadata, env_id)
@@ -121,13 +123,15 @@ def evaluate_policy(policy_factory, metadata: RunMetadata, env_id: str, *, episo
         for r, s in zip(per_episode, scores):
             r["normalized_score"] = float(s)
     if recorder is not None:
-        report.update(_write_media(recorder, media, fps))
+        report.update(_write_media(recorder, media, env_fps))
     return report
 
 
-def _write_media(recorder: FrameRecorder, media: RolloutMedia, fps: int) -> dict[str, Any]:
-    """Write the video and / or contact sheet of `recorder`'s episodes; their report fields."""
+def _write_media(recorder: FrameRecorder, media: RolloutMedia, env_fps: float) -> dict[str, Any]:
+    """Write the video and / or contact sheet of `recorder`'s episodes; their report fields. The
+    video has a frame per step at the env's real-time rate, capped (mtm.video.video_rate)."""
     recorded = recorder.episodes_in_order()
+    fps, speed = video_rate(env_fps)
     out: dict[str, Any] = {
         "recorded_episodes": [e.index for e in recorded],
         "video_frames": recorder.num_frames,
@@ -138,9 +142,26 @@ def _write_media(recorder: FrameRecorder, media: RolloutMedia, fps: int) -> dict
     }
     if media.video is not None:
         out["video"] = str(write_video(media.video, recorded, fps))
+        out.update(video_fps=fps, video_speed=speed)
     if media.contact_sheet is not None:
         out["contact_sheet"] = str(write_contact_sheet(media.contact_sheet, recorded))
     return out
+
+
+def policy_fields(policy: MTMPolicy, config: PolicyConfig) -> dict[str, Any]:
+    """How the policy acted, for a report (`mtm eval`'s and training's evaluations): the mode `auto`
+    resolved to, for a mode that conditions on the return its target, and for plan the planner."""
+    conditioned = policy.conditions_on_return
+    return {
+        "mode": policy.mode,
+        "model_kind": policy.model.config.kind,
+        "action_history": config.action_history,
+        "target_return": policy.target_return if conditioned else None,
+        "target_rule": policy.target_rule if conditioned else None,
+        "target_outliers_left_out": policy.target_outliers if conditioned else None,
+        "target_decrement": config.decrement if conditioned else None,
+        "plan": policy.planner.describe() if policy.planner is not None else None,
+    }
 
 
 def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, episodes: int = 10, num_envs: int = 10,
@@ -159,18 +180,14 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
     def factory(slots: int) -> MTMPolicy:
         return MTMPolicy(model, metadata, policy, num_envs=slots, device=device)
 
+    references = references_for(metadata, env_id)
+    if references is not None and references.get("warning"):  # before the rollouts, which take a while
+        warnings.warn(references["warning"], MTMWarning, stacklevel=2)
     report = evaluate_policy(factory, metadata, env_id, episodes=episodes, num_envs=num_envs, seed=seed,
                              media=media, pixels=pixels, progress=progress)
     probe = factory(1)
+    report.update(policy_fields(probe, policy))
     report.update({
-        "mode": probe.mode,
-        "model_kind": probe.model.config.kind,
-        "action_history": policy.action_history,
-        "target_return": probe.target_return if probe.conditions_on_return else None,
-        "target_rule": probe.target_rule if probe.conditions_on_return else None,
-        "target_outliers_left_out": probe.target_outliers if probe.conditions_on_return else None,
-        "target_decrement": policy.decrement if probe.conditions_on_return else None,
-        "plan": probe.planner.describe() if probe.planner is not None else None,
         "checkpoint": str(checkpoint.path),
         "checkpoint_step": checkpoint.step,
         "dataset": metadata.dataset or None,
@@ -182,6 +199,10 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
         "note": "final checkpoint given; N episodes with seeds seed..seed+N-1; std over episodes",
     })
     return report
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _precision(p: dict[str, Any]) -> str:
@@ -197,7 +218,7 @@ def _plan_line(plan: dict[str, Any]) -> str:
 def format_report(report: dict[str, Any]) -> str:
     """A few human-readable lines for the terminal."""
     lines = [
-        f"{report['env_id']}: {report['episodes']} episodes, mode {report.get('mode', '-')}"
+        f"{report['env_id']}: {_count(report['episodes'], 'episode')}, mode {report.get('mode', '-')}"
         + (f", target return {report['target_return']:.1f}" if report.get("target_return") is not None else "")
         + (f" (the best training return that is not an outlier; {report['target_outliers_left_out']} above it "
            f"left out: --target-fraction 1 asks for the best)" if report.get("target_outliers_left_out") else ""),
@@ -210,13 +231,17 @@ def format_report(report: dict[str, Any]) -> str:
         score = f"{report['normalized_score_mean']:.1f} +/- {report['normalized_score_std']:.1f}"
         lines.append(f"  normalised score  {score}   (references {refs['min']:.2f} .. {refs['max']:.2f}: "
                      f"{refs['source']})")
-    lines.append(f"  env steps/s       {report['env_steps_per_s']:.0f} ({report['num_envs']} envs, policy included)")
+    lines.append(f"  env steps/s       {report['env_steps_per_s']:.0f} ({_count(report['num_envs'], 'env')}, "
+                 f"policy included)")
     if report.get("precision"):
         planned = (report.get("plan") or {}).get("precision")
         lines.append(f"  precision         {_precision(report['precision'])}"
                      + (f"; planning {_precision(planned)}" if planned else ""))
     if report.get("video"):
-        lines.append(f"  video             {report['video']}")
+        speed = report.get("video_speed")
+        pace = "" if speed is None else (", real time" if abs(speed - 1) < 1e-6 else f", {speed:.2g}x real time")
+        lines.append(f"  video             {report['video']}"
+                     + (f" ({report['video_fps']} frames/s, a frame per step{pace})" if report.get("video_fps") else ""))
     if report.get("contact_sheet"):
         lines.append(f"  contact sheet     {report['contact_sheet']}")
     if report.get("video_frames"):

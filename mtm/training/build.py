@@ -25,7 +25,8 @@ from mtm.run_metadata import RunMetadata
 from mtm.training.ema import WeightAverage
 from mtm.training.metadata import describe_runtime
 from mtm.training.metrics import Logger
-from mtm.training.optim import build_optimizer, build_scheduler
+from mtm.training.optim import (build_optimizer, build_scheduler, follow_schedule, resume_schedule_note,
+                                short_run_warning)
 from mtm.training.run_data import RunData, data_paths, no_validation_reason
 from mtm.training.rundir import CONFIG_FILE, RunDirectory
 from mtm.training.runtime import Runtime, seed_everything
@@ -66,13 +67,25 @@ class Optimisation:
 
 def build_optimisation(cfg: RunConfig, rt: Runtime, model: torch.nn.Module,
                        checkpoint: Checkpoint | None) -> Optimisation:
-    """AdamW, its schedule and the weight average, in the state the checkpoint saved (if any)."""
+    """AdamW, its schedule and the weight average, in the state the checkpoint saved (if any). The
+    schedule is the config's: a resume with another train.lr, warmup_steps or steps follows it
+    (one warning line says so), as does a run that is all warm-up (mtm.training.optim)."""
     tc = cfg.train
     optimizer = build_optimizer(model, tc, rt.device)
     scheduler = build_scheduler(optimizer, tc)
     start_step, state = 0, {}
     if checkpoint is not None:
         start_step, state = _restore_train_state(checkpoint, model, optimizer, scheduler, rt, tc.seed)
+        # The schedule is a function of the config alone (docs/configuration.md): a resume with another
+        # train.steps, warmup_steps or lr follows the new schedule from here, and says so.
+        note = resume_schedule_note(checkpoint.config.get("train", {}), tc, start_step)
+        if note is not None:
+            follow_schedule(optimizer, scheduler, tc, start_step)
+            if rt.is_main:
+                warnings.warn(note, MTMWarning, stacklevel=3)
+    short_run = short_run_warning(tc)
+    if short_run is not None and rt.is_main:
+        warnings.warn(short_run, MTMWarning, stacklevel=3)
     average = None
     if tc.ema_decay > 0 and rt.is_main:  # only rank 0 validates, evaluates and saves, so only it keeps the average
         average = WeightAverage(model, tc.ema_decay, updates=int(state.get("ema_updates", 0)))

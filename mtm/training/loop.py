@@ -9,7 +9,9 @@
 The loop's parts live next to it: mtm.training.run_data reads, checks and windows the data,
 mtm.training.build builds the model, optimiser, weight average, training step and logs from it,
 mtm.training.metadata what every checkpoint carries besides weights, mtm.training.metrics logs
-(TensorBoard, metrics.jsonl) and keeps the loss sums and training clocks between logs.
+(TensorBoard, metrics.jsonl) and keeps the loss sums and training clocks between logs, and
+mtm.training.progress shows a person the run (a bar on a terminal, else a timestamped line per log
+step; a line per validation and evaluation).
 
 Reproducibility. The windows and masks of step s are drawn from a generator seeded by
 (seed, rank, s) alone, so a resumed run draws exactly what the uninterrupted run would have, and
@@ -28,19 +30,19 @@ from __future__ import annotations
 
 import signal
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from tqdm.auto import tqdm
 
 from mtm.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, step_name
 from mtm.config import RunConfig
-from mtm.errors import ConfigError, DataError, MTMError, OutputError
+from mtm.errors import ConfigError, DataError, MTMError, MTMWarning, OutputError
 from mtm.evaluation.predictions import prediction_errors
-from mtm.evaluation.rollouts import evaluate_policy
+from mtm.evaluation.rollouts import evaluate_policy, policy_fields, references_for
 from mtm.hardware import resolve_precision
 from mtm.io import write_failure
 from mtm.policy import MTMPolicy, check_target_fraction
@@ -51,8 +53,9 @@ from mtm.training.build import (RunParts, build_optimisation, build_run_model, b
 from mtm.training.memory import release_free_memory
 from mtm.training.metadata import describe_runtime, run_metadata, runtime_info
 from mtm.training.metrics import LossMeter, eval_scalars, val_scalars
+from mtm.training.progress import TrainProgress, interactive
 from mtm.training.run_data import load_run_data
-from mtm.training.rundir import RunDirectory
+from mtm.training.rundir import CONFIG_FILE, METRICS_FILE, RunDirectory
 from mtm.training.runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
 from mtm.video import RolloutMedia
 
@@ -105,9 +108,11 @@ def _evaluate_in_env(model, metadata: RunMetadata, tc, env_id: str, run_dir: Pat
     policy = tc.eval_policy if tc.eval_policy.precision != "auto" else tc.eval_policy.replace(precision=tc.precision)
     rng = capture_rng_state()
     was_training = model.training
+    built: list[MTMPolicy] = []
     try:
         def factory(slots: int) -> MTMPolicy:
-            return MTMPolicy(model, metadata, policy, num_envs=slots, device=next(model.parameters()).device)
+            built.append(MTMPolicy(model, metadata, policy, num_envs=slots, device=next(model.parameters()).device))
+            return built[-1]
 
         media = None
         if tc.eval_video:
@@ -116,9 +121,10 @@ def _evaluate_in_env(model, metadata: RunMetadata, tc, env_id: str, run_dir: Pat
             videos.mkdir(parents=True, exist_ok=True)
             media = RolloutMedia(video=videos / f"{step_name(step)}.mp4", contact_sheet=videos / f"{step_name(step)}.png",
                                  quality=tc.eval_video_quality)
-        return evaluate_policy(factory, metadata, env_id, episodes=tc.eval_episodes, num_envs=tc.eval_num_envs,
-                               seed=tc.eval_seed, media=media,
-                               pixels=PixelSpec.from_dict(metadata.data_info.pixels))
+        report = evaluate_policy(factory, metadata, env_id, episodes=tc.eval_episodes, num_envs=tc.eval_num_envs,
+                                 seed=tc.eval_seed, media=media, pixels=PixelSpec.from_dict(metadata.data_info.pixels))
+        # The mode `auto` resolved to (and the RCBC target, the planner), as `mtm eval` reports them.
+        return {**report, **policy_fields(built[0], policy)}
     finally:
         model.train(was_training)
         restore_rng_state(rng)
@@ -131,7 +137,9 @@ def _evaluate_in_env(model, metadata: RunMetadata, tc, env_id: str, run_dir: Pat
 def train(cfg: RunConfig, *, resume: str | Path | None = None, overwrite: bool = False,
           progress: bool = True, say: Callable[[str], None] | None = print) -> TrainResult:
     """Train (or continue) a run. `resume`: a run directory whose `last` checkpoint to continue.
-    `say` prints the one line on device, precision and threads at start (rank 0; None: quiet)."""
+    `say` prints, on rank 0, the device, precision and threads and the run's paths at start, then
+    a line per log step (mtm.training.progress), validation and evaluation; None: quiet.
+    `progress`: a bar instead of the step lines, where stdout and stderr are terminals."""
     rt = setup_runtime(cfg.train.device)
     try:
         return _train(cfg, rt, resume=resume, overwrite=overwrite, progress=progress, say=say)
@@ -182,6 +190,9 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
         checkpoint = load_checkpoint(run.path)
         if not checkpoint.has_train_state:
             raise DataError(f"{checkpoint.path}: holds no training state to resume from")
+        if cfg.train.steps < checkpoint.step:  # before config.yaml is rewritten with the shorter length
+            raise ConfigError(f"{run.path} is at step {checkpoint.step} and train.steps is {cfg.train.steps}: "
+                              f"nothing to train; resume with --set train.steps=N for some N > {checkpoint.step}")
     data = load_run_data(cfg, rt, checkpoint)
     model = build_run_model(cfg, rt, data, checkpoint)
     val_batches = validation_batches(cfg, rt, data, model)
@@ -191,24 +202,33 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     runtime = runtime_info(rt, precision)
     if rt.is_main and say is not None:
         say(describe_runtime(runtime))
+        say(f"run directory {run.path}: config {run.path / CONFIG_FILE}, metrics {run.path / METRICS_FILE} "
+            f"(TensorBoard: tensorboard --logdir {run.path})")
     metadata = run_metadata(cfg, data, model).replace(runtime=runtime)
+    if rt.is_main and cfg.train.eval_every:  # once, not at every evaluation
+        references = references_for(metadata, data.eval_env)
+        if references is not None and references.get("warning"):
+            warnings.warn(references["warning"], MTMWarning, stacklevel=2)
     if checkpoint is None:
         run.begin(overwrite)  # everything is validated: from here on the run writes
     logger = open_logs(cfg, rt, run, data, metadata, opt.start_step, resumed=checkpoint is not None)
     parts = RunParts(cfg, rt, run, data, val_batches, model, opt, train_step, metadata, logger)
-    return _run_steps(parts, last_saved=checkpoint.path if checkpoint is not None else None, progress=progress)
+    return _run_steps(parts, last_saved=checkpoint.path if checkpoint is not None else None, progress=progress,
+                      say=say)
 
 
-def _run_steps(parts: RunParts, *, last_saved: Path | None, progress: bool) -> TrainResult:
+def _run_steps(parts: RunParts, *, last_saved: Path | None, progress: bool,
+               say: Callable[[str], None] | None) -> TrainResult:
     """Steps from the run's start step to train.steps, with logging, validation, evaluation and
-    checkpoints at their intervals; Ctrl-C saves and stops at the next step boundary."""
+    checkpoints at their intervals; Ctrl-C saves and stops at the next step boundary. What a
+    person sees meanwhile: mtm.training.progress (a bar, or a line per log step)."""
     tc, rt, step = parts.cfg.train, parts.rt, parts.opt.start_step
     meter = LossMeter(parts.model.outputs, rt.device, parts.logger.clocks)
     val_errors: dict = {}
     eval_report: dict | None = None
     interrupted = False
-    bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-               disable=not (progress and rt.is_main))
+    # A bar only where it can be redrawn in place; elsewhere (a log file, --no-progress) one line per log step.
+    report = TrainProgress(say if rt.is_main else None, total=tc.steps, start=step, bar=progress and interactive())
 
     def due(every: int) -> bool:
         return bool(every) and (step % every == 0 or step == tc.steps)
@@ -220,15 +240,15 @@ def _run_steps(parts: RunParts, *, last_saved: Path | None, progress: bool) -> T
                 loss, losses, grad_norm = parts.train_step(step)
                 step += 1
                 meter.add(loss, losses, grad_norm)
-                bar.update(1)
+                report.step()
                 if due(tc.log_every):
                     _check_finite(parts, step, last_saved)
-                    _log_training(parts, meter, bar, step)
+                    _log_training(parts, meter, report, step)
                 if rt.is_main and parts.val_batches is not None and due(tc.val_every):
-                    val_errors = _validate(parts, step)
+                    val_errors = _validate(parts, report, step)
                     meter.restart_clock()  # validation time is not training throughput
                 if rt.is_main and due(tc.eval_every):
-                    eval_report = _evaluate(parts, step)
+                    eval_report = _evaluate(parts, report, step)
                     meter.restart_clock()
                 if due(tc.save_every) or step == tc.steps or stop.requested:
                     _check_finite(parts, step, last_saved)
@@ -239,7 +259,7 @@ def _run_steps(parts: RunParts, *, last_saved: Path | None, progress: bool) -> T
                     interrupted = True
                     break
         finally:
-            bar.close()
+            report.close()
             parts.close()
     return TrainResult(run_dir=parts.run.path, step=step, checkpoint=last_saved, val=val_errors,
                        interrupted=interrupted, eval=eval_report, is_main=rt.is_main)
@@ -255,29 +275,31 @@ def _check_finite(parts: RunParts, step: int, last_saved: Path | None) -> None:
         )
 
 
-def _log_training(parts: RunParts, meter: LossMeter, bar: tqdm, step: int) -> None:
+def _log_training(parts: RunParts, meter: LossMeter, report: TrainProgress, step: int) -> None:
     scalars = meter.flush(parts.cfg.train.batch_size)
     scalars["train/lr"] = parts.opt.scheduler.get_last_lr()[0]
     parts.logger.scalars(step, scalars)
-    bar.set_postfix(loss=f"{scalars['train/loss']:.4f}", samples_s=f"{scalars['charts/samples_per_s']:.0f}")
+    report.logged(step, scalars)
     if parts.rt.device.type == "cpu":
         release_free_memory()  # see mtm.training.memory: resident memory stays flat
     meter.restart_clock()  # as before the meter: logging and trimming are not training time
 
 
-def _validate(parts: RunParts, step: int) -> dict:
+def _validate(parts: RunParts, report: TrainProgress, step: int) -> dict:
     stats = parts.data.stats
     baseline_means = {name: torch.as_tensor(stats[name].mean) for name in ("states", "actions")}
     errors = prediction_errors(parts.policy_model, parts.val_batches, baseline_means,
                                max_windows=parts.cfg.train.val_windows)
     parts.logger.scalars(step, val_scalars(errors))
+    report.validated(step, errors)
     return errors
 
 
-def _evaluate(parts: RunParts, step: int) -> dict:
+def _evaluate(parts: RunParts, progress: TrainProgress, step: int) -> dict:
     report = _evaluate_in_env(parts.policy_model, parts.metadata, parts.cfg.train, parts.data.eval_env,
                               parts.run.path, step)
     parts.logger.scalars(step, eval_scalars(report))
+    progress.evaluated(step, report)
     if report.get("contact_sheet"):
         parts.logger.image("eval/contact_sheet", report["contact_sheet"], step)
     return report

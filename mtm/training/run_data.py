@@ -8,6 +8,7 @@ format data.format names or the file's layout shows).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,23 @@ def data_paths(cfg: RunConfig) -> list[str]:
     return [cfg.data.path, *cfg.data.extra_paths]
 
 
+def same_file_pair(paths: list[str]) -> tuple[int, int] | None:
+    """Indices (i, j), i < j, of the first two paths that name one file (through links, `..` or a
+    hard link too), or None. A file given twice would count its episodes twice, and held-out
+    episodes of one copy could be trained on in the other."""
+    def same(a: str, b: str) -> bool:
+        try:
+            return os.path.samefile(a, b)
+        except OSError:  # a missing file is reported when it is read
+            return os.path.realpath(a) == os.path.realpath(b)
+
+    for j in range(1, len(paths)):
+        for i in range(j):
+            if same(paths[i], paths[j]):
+                return i, j
+    return None
+
+
 def _check_identities(paths: list[str], identities: list[dict], checkpoint) -> None:
     """A resumed run must read exactly the bytes it was trained on, file by file."""
     saved = checkpoint.run_metadata.datasets
@@ -67,6 +85,12 @@ def load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> RunData:
     catches a changed file."""
     tc = cfg.train
     paths = data_paths(cfg)
+    twice = same_file_pair(paths)
+    if twice is not None:
+        names = ["data.path"] + [f"data.extra_paths[{k}]" for k in range(len(paths) - 1)]
+        i, j = twice
+        raise ConfigError(f"{names[i]} ({paths[i]}) and {names[j]} ({paths[j]}) are the same file; give each "
+                          f"dataset once (its episodes would count twice)")
     identities = [dataset_identity(p) for p in paths]
     if checkpoint is not None:
         _check_identities(paths, identities, checkpoint)
