@@ -30,3 +30,28 @@ def test_bench_inference_counts_work_that_grows_with_the_envs(tmp_path):
     assert one["predict_macs"] > 1e6 and two["predict_macs"] == 2 * one["predict_macs"]
     assert 0 < one["eval_over_raw_estimate"] < 1 and one["bf16_max_action_deviation"] < 1e-2
     assert "| Reacher-v5 | 2 |" in out.stdout
+
+
+def test_bench_plan_reports_each_setting(reacher_run, tmp_path):
+    out_json = tmp_path / "plan.json"
+    out = subprocess.run([sys.executable, "bench_plan.py", str(reacher_run), "--episodes", "2", "--num-envs", "2",
+                          '{"mode": "rcbc"}', '{"mode": "plan", "plan_candidates": 4}', "--json", str(out_json)],
+                         cwd=REPO / "scripts", capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rcbc, plan = json.loads(out_json.read_text())["results"]
+    assert rcbc["setting"] == {"mode": "rcbc"} and rcbc["plan"] is None
+    assert plan["plan"]["candidates"] == 4 and plan["env_steps_per_s"] > 0
+    assert '| {"mode": "plan", "plan_candidates": 4} |' in out.stdout
+
+
+def test_bench_predict_compares_the_precisions_by_batch(tmp_path):
+    out_json = tmp_path / "predict.json"
+    out = subprocess.run([sys.executable, "bench_predict.py", "--configs", "small", "--windows", "1,4",
+                          "--rounds", "1", "--warmup", "0", "--json", str(out_json)],
+                         cwd=REPO / "scripts", capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out_json.read_text())["results"]
+    assert [(r["windows"], r["dtype"]) for r in results] == [(1, "fp32"), (1, "bf16"), (4, "fp32"), (4, "bf16")]
+    one, four = results[0], results[2]
+    assert four["flops"] == 4 * one["flops"] > 0  # every window costs the same
+    assert "| small  |       4 | bf16  |" in out.stdout
