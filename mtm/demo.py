@@ -14,6 +14,7 @@ from envs import tasks
 from mtm.checkpoint import load_checkpoint
 from mtm.collect import CollectOptions, collect
 from mtm.config import RunConfig, load_config, resolve_config_path
+from mtm.training.progress import interactive
 from mtm.data.formats.native import NativeSource
 from mtm.errors import DataError
 from mtm.evaluation import evaluate_checkpoint
@@ -61,5 +62,5 @@ def run_demo(root: Path = Path("."), *, overrides: tuple[str, ...] = (), episode
     result = train(cfg, progress=progress, say=say)
     say(f"evaluating the final checkpoint: {episodes} episodes, RCBC")
     report = evaluate_checkpoint(load_checkpoint(result.run_dir), episodes=episodes, num_envs=10,
-                                 progress=progress)
+                                 progress=progress and interactive())  # no \r bar in a log file, as mtm eval
     return DemoResult(data=data, run_dir=result.run_dir, report=report)

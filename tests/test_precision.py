@@ -236,3 +236,11 @@ def test_device_choices_are_listed_once_for_both_commands():
     assert hardware.resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ConfigError, match="unknown device 'tpu'; choose one of auto, cuda, cpu, mps"):
         hardware.resolve_device("tpu")
+
+
+def test_the_eval_report_gives_the_precision_of_the_policy_that_ran(reacher_run, native_bf16):
+    from mtm.evaluation import evaluate_checkpoint
+
+    report = evaluate_checkpoint(load_checkpoint(reacher_run), episodes=3, num_envs=2)
+    assert report["precision"]["dtype"] == "fp32"
+    assert "passes of 24 token rows 32 wide" in report["precision"]["reason"]  # 2 envs x 12 tokens

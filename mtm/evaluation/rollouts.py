@@ -185,7 +185,7 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
         warnings.warn(references["warning"], MTMWarning, stacklevel=2)
     report = evaluate_policy(factory, metadata, env_id, episodes=episodes, num_envs=num_envs, seed=seed,
                              media=media, pixels=pixels, progress=progress)
-    probe = factory(1)
+    probe = factory(min(num_envs, episodes))  # as the rollouts built it: its precision depends on its size
     report.update(policy_fields(probe, policy))
     report.update({
         "checkpoint": str(checkpoint.path),
