@@ -97,7 +97,7 @@ class Planner:
     def __call__(self, batch: dict[str, torch.Tensor], c: torch.Tensor, proposal: torch.Tensor) -> torch.Tensor:
         """batch: the policy's window (n, L, ...) as act() built it (return tokens set, the action at
         c hidden); c: (n,) current positions; proposal: (n, A) the RCBC actions. -> (n, A)."""
-        n, k, L = proposal.shape[0], self.candidates, self.model.window
+        n, k = proposal.shape[0], self.candidates
         rows = torch.arange(n * k, device=proposal.device)
         window = {key: value.repeat_interleave(k, 0) for key, value in batch.items()}
         window["actions"] = window["actions"].clone()

@@ -260,6 +260,19 @@ def mean_std(values: Sequence[float | None], digits: int = 1, seeds: int = 0) ->
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}{count}"
 
 
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or None (saying why) where matplotlib is
+    missing: plots are optional, the tables are not."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("no plot: matplotlib is missing (pip install -e '.[bench]')")
+        return None
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    return plt
+
+
 def replace_block(path: Path, begin: str, end: str, block: str) -> bool:
     """Replace the text from the `begin` marker to the `end` marker in `path` (BENCHMARKS.md) with
     `block`, which carries the markers itself; False, with the file left alone, if it lacks them."""

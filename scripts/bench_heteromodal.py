@@ -1,40 +1,51 @@
-"""Heteromodal data (issue #13): learn from a few labelled episodes plus many state-only ones.
+"""Heteromodal data at the paper's label budget (issue #26): the data-efficiency curve.
 
-For each dataset (hopper-expert-v5, halfcheetah-expert-v5 from ../shared/datasets) and each seed k,
-this keeps actions on a small fraction of whole episodes and drops them from the rest
-(`mtm convert --drop actions:1-f --seed k`; f = 1 %, or 5 % when 1 % leaves fewer than two
-labelled episodes, as it does for these 100-120-episode files), then trains four rows, all with the
-same number of steps and training seed k:
+For each dataset (hopper-expert-v5, halfcheetah-expert-v5 from ../shared/datasets), each label
+budget n (1, 2, 5 labelled episodes) and each seed k, this keeps actions on n whole episodes chosen
+by k and drops them from every other episode, then trains three rows, all with the same number of
+steps and training seed k:
 
-    mlp-bc           `mlp-bc` config on the labelled episodes only   (data.only_with=[actions])
-    mtm-labelled     `small` MTM on the labelled episodes only       (data.only_with=[actions])
-    mtm-mixed        `small` MTM on labelled + state-only episodes   (the partly labelled file; half of
-                     every batch from its labelled episodes, data.action_share=0.5)
-    mtm-full         `small` MTM on every episode, with actions      (the ceiling)
+    mlp-bc        `mlp-bc` config on the labelled episodes only    (data.only_with=[actions])
+    mtm-labelled  `small` MTM on the labelled episodes only        (data.only_with=[actions])
+    mtm-mixed     `small` MTM on labelled + state-only episodes    (the partly labelled file; half of
+                  every batch from its labelled episodes, data.action_share=0.5)
 
-evaluates every **final** checkpoint for E episodes as a BC policy (`mtm eval --mode bc`, reset
-seeds 0..E-1), and, for the MTM rows, the inverse-dynamics error on held-out episodes
-(`mtm eval --task id --data FULL`): the partly labelled file has the full file's episodes in the
-same order, so the held-out split (data.val_fraction 0.1, split seed 0) is the same episodes for
-every row, none of them trained on, all of them with actions.
+and evaluates every **final** checkpoint for E episodes as a BC policy (`mtm eval --mode bc`, reset
+seeds 0..E-1, normalised score); the MTM rows also get their inverse-dynamics error on the held-out
+episodes of the complete file (`mtm eval --task id --data FULL`).
 
-Everything goes through the CLI; the exact command, exit code, wall and CPU seconds of every step
-are kept. Layout:
+Which episodes are labelled: the training episodes of the file (the split every run uses,
+data.val_fraction 0.1 with data.split_seed 0, so no labelled episode is ever held out) in a fixed
+shuffled order, cut into blocks of 5 (the largest default budget); seed k labels the first n
+episodes of block k. Different seeds label different episodes (disjoint while seeds x 5 fits in
+the training episodes: 5 seeds use 25 of ~100), and a seed's budgets are nested (its 1 episode is
+among its 2, its 2 among its 5). The partly labelled file (written with the package's own reader
+and writer, like `mtm convert --drop`) has the complete file's episodes in the same order, so the
+held-out split is the same episodes for every row.
 
-    runs/bench/heteromodal/<dataset>/seed<k>/data.hdf5      the partly labelled file (git-ignored)
-    runs/bench/heteromodal/<dataset>/seed<k>/<row>/         run directory, eval_bc.json, id.json,
-                                                            steps.json (commands and times)
-    results/heteromodal.json                                one compact file: every number of the table
-    BENCHMARKS.md, between <!-- heteromodal:begin --> and <!-- heteromodal:end -->: the table
+A cell is one (dataset, budget, seed, row). Cells run in the order that fills the table soonest:
+seed 0 of every budget and row on every dataset first (smallest budget first), then seed 1, and so
+on. Every finished cell is a record in the results file (written under a lock, atomically), and a
+cell with a record is never run again: run the same command to resume. An interrupted training
+continues with `mtm train --resume`; an evaluation without its report is run again. With
+`--stop-at HH:MM` (UTC) no cell starts after that time and a running command gets Ctrl-C (SIGINT)
+at it: training saves a checkpoint and stops, so the next invocation continues it.
 
-A step whose output exists is skipped (run the same command again to resume; an interrupted
-training continues with `mtm train --resume`).
+Layout:
+
+    runs/bench/heteromodal-budget/<dataset>/b<n>/seed<k>/data.hdf5   the partly labelled file (git-ignored)
+    runs/bench/heteromodal-budget/<dataset>/b<n>/seed<k>/<row>/       run directory, eval_bc.json, id.json
+    results/heteromodal_budget.json                                   every finished cell, one record each
+    BENCHMARKS.md, between <!-- heteromodal-budget:begin --> and <!-- heteromodal-budget:end -->: the table
+    docs/images/heteromodal_budget.png                                score against labelled episodes
 
 Usage:
-  python scripts/bench_heteromodal.py                                  # 2 datasets x 3 seeds x 4 rows
-  python scripts/bench_heteromodal.py --steps 50 --seeds 1 --episodes 2 --work /tmp/h --results /tmp/h.json --no-benchmarks
+  python scripts/bench_heteromodal.py                                  # 2 datasets x 3 budgets x 5 seeds x 3 rows
+  python scripts/bench_heteromodal.py --stop-at 05:40                  # start no cell after 05:40 UTC
+  python scripts/bench_heteromodal.py --datasets hopper-medium-v5 --seeds 3
+  python scripts/bench_heteromodal.py --steps 50 --seeds 1 --budgets 1 --episodes 2 --work /tmp/h --results /tmp/h.json --no-benchmarks
   python scripts/bench_heteromodal.py --dry-run                        # print the commands
-  python scripts/bench_heteromodal.py --table-only                     # rebuild the table from results
+  python scripts/bench_heteromodal.py --table-only                     # rebuild table and plot from the results
 """
 
 from __future__ import annotations
@@ -42,250 +53,501 @@ from __future__ import annotations
 import bench_common  # noqa: F401  (first: threads and OpenMP waiting, as under the mtm command)
 
 import argparse
+import dataclasses
 import datetime
 import json
+import math
+import os
+import statistics
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from bench_common import mean_std, read_json
+import numpy as np
+
+from bench_common import pyplot, read_json, replace_block
 from mtm.checkpoint import step_dir
+from mtm.data.formats import open_dataset
+from mtm.data.formats.native import EpisodeWriter
+from mtm.data.trajectories import Trajectories, load_trajectories
 from mtm.hardware import PRECISIONS
 from mtm.io import atomic_write_text
 from mtm.run_metadata import RunMetadata
+from envs.references import normalized_score
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT.parent / "shared" / "datasets"
-MTM = str(ROOT / ".venv" / "bin" / "mtm") if (ROOT / ".venv" / "bin" / "mtm").exists() else "mtm"
+MTM = ".venv/bin/mtm" if (ROOT / ".venv" / "bin" / "mtm").exists() else "mtm"  # commands run in ROOT
 BENCHMARKS = ROOT / "BENCHMARKS.md"
-BEGIN, END = "<!-- heteromodal:begin -->", "<!-- heteromodal:end -->"
+IMAGES = ROOT / "docs" / "images"
+PLOT = IMAGES / "heteromodal_budget.png"
+QUALITY = ROOT / "results" / "quality.json"  # the full-data MLP-BC reference line of the plot
+QUALITY_TAG = "recipe-v2"
+BEGIN, END = "<!-- heteromodal-budget:begin -->", "<!-- heteromodal-budget:end -->"
 DATASETS = ["hopper-expert-v5", "halfcheetah-expert-v5"]
-# row -> (config, uses the partly labelled file, only the labelled episodes, label in the table)
+BUDGETS = [1, 2, 5]
+SEEDS = 5
+BLOCK = 5  # labelled episodes set aside per seed: the largest default budget, so budgets nest
+SUBSET_SEED = 0  # the fixed shuffle of the training episodes that the blocks are cut from
+VAL_FRACTION, SPLIT_SEED = 0.1, 0  # the held-out split of every run (the configs' own), passed explicitly
+# row -> (config, only the labelled episodes, column of the table)
 ROWS = {
-    "mlp-bc": ("mlp-bc", True, True, "MLP-BC, labelled only"),
-    "mtm-labelled": ("small", True, True, "MTM, labelled only"),
-    "mtm-mixed": ("small", True, False, "MTM, labelled + state-only"),
-    "mtm-full": ("small", False, False, "MTM, all with actions (ceiling)"),
+    "mlp-bc": ("mlp-bc", True, "MLP-BC"),
+    "mtm-labelled": ("small", True, "MTM (labelled)"),
+    "mtm-mixed": ("small", False, "MTM (labelled + state-only)"),
 }
-# The mixed row draws half of every batch from the labelled episodes (5 % of the file): without it
-# a batch holds ~13 labelled windows of 256 and the action head sees 20x fewer examples than the
-# labelled-only row's at the same steps.
+# The mixed row draws half of every batch from the labelled episodes: one labelled episode among a
+# hundred would otherwise fill 1 % of a batch.
 ROW_SETTINGS = {"mtm-mixed": ["data.action_share=0.5"]}
-ID_ROWS = ("mtm-labelled", "mtm-mixed", "mtm-full")
+ID_ROWS = ("mtm-labelled", "mtm-mixed")
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
-def labelled_fraction(episodes: int) -> float:
-    """1 % (the paper's setting), or 5 % when 1 % leaves fewer than two labelled episodes."""
-    return 0.01 if round(0.01 * episodes) >= 2 else 0.05
+# ------------------------------------------------------------------------------ which episodes
 
 
-class Steps:
-    """Runs commands, records each one's command line, exit code, wall and CPU seconds (children)."""
+def training_episodes(data: Trajectories, val_fraction: float = VAL_FRACTION, split_seed: int = SPLIT_SEED) -> list[int]:
+    """The file positions of the episodes a run on `data` trains on: `Trajectories.split`'s own choice."""
+    train, _ = data.split(val_fraction, split_seed)
+    return [int(i) for i in train.episode_ids]
 
-    def __init__(self, record: Path, env: dict[str, str], dry_run: bool) -> None:
-        self.record, self.env, self.dry_run = record, env, dry_run
+
+def labelled_subset(train_episodes: Sequence[int], budget: int, seed: int, block: int = BLOCK) -> list[int]:
+    """Seed `seed`'s `budget` labelled episodes (sorted file positions): the first `budget` of block
+    `seed` of a fixed shuffle of `train_episodes`. Blocks of different seeds are disjoint while
+    (seed + 1) * block <= len(train_episodes); past that they wrap around (they still differ, but may
+    share episodes). A budget above the block takes a block of its own size."""
+    pool = np.random.default_rng(SUBSET_SEED).permutation(np.asarray(train_episodes, np.int64))
+    if not 1 <= budget <= len(pool):
+        raise ValueError(f"a budget of {budget} labelled episodes needs 1..{len(pool)} training episodes")
+    stride = max(block, budget)
+    start = seed * stride
+    return sorted(int(pool[(start + i) % len(pool)]) for i in range(budget))
+
+
+def write_partial(full: Path, dst: Path, labelled: Sequence[int]) -> int:
+    """The complete file's episodes in its order, actions kept on `labelled` (file positions) only;
+    the number of steps written. Written as DST.partial and renamed (EpisodeWriter), so a kill
+    leaves no half file."""
+    keep = set(labelled)
+    with open_dataset(full) as source:
+        info = dataclasses.replace(source.info, extra={**source.info.extra, "labelled_episodes": sorted(keep)})
+        with EpisodeWriter(dst, info, overwrite=True) as writer:
+            for i, episode in enumerate(source):
+                writer.add(episode if i in keep else dataclasses.replace(episode, actions=None))
+    return writer.num_steps
+
+
+# ------------------------------------------------------------------------------------------ cells
+
+
+def cell_key(ds: str, budget: int, seed: int, row: str) -> str:
+    return f"{ds}/b{budget}/seed{seed}/{row}"
+
+
+def cell_order(datasets: Sequence[str], budgets: Sequence[int], seeds: Sequence[int],
+               rows: Sequence[str]) -> Iterator[tuple[str, int, int, str]]:
+    """(dataset, budget, seed, row), the most informative first: every budget and row of seed 0 on
+    every dataset (smallest budget first, the datasets side by side), then seed 1, ..."""
+    for seed in seeds:
+        for budget in sorted(budgets):
+            for ds in datasets:
+                for row in rows:
+                    yield ds, budget, seed, row
+
+
+def pending_cells(results: dict, order: Sequence[tuple[str, int, int, str]]) -> list[tuple[str, int, int, str]]:
+    """The cells of `order` that have no record yet: a finished cell is never run again."""
+    done = results.get("cells", {})
+    return [c for c in order if cell_key(*c) not in done]
+
+
+class Commands:
+    """Runs one cell's commands, each cut off by SIGINT at the deadline, and keeps every attempt's
+    command line, exit code, wall and CPU seconds (a resumed training adds up its attempts)."""
+
+    def __init__(self, record: Path, env: dict[str, str], deadline: datetime.datetime | None, dry_run: bool) -> None:
+        self.record, self.env, self.deadline, self.dry_run = record, env, deadline, dry_run
         self.done = (read_json(record) or {}) if not dry_run else {}
 
-    def run(self, name: str, cmd: list[str], capture: Path | None = None) -> bool:
-        code, out, timing = bench_common.run_command(cmd, self.env, ROOT, capture=capture is not None,
-                                                     dry_run=self.dry_run)
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and now() >= self.deadline
+
+    def run(self, name: str, cmd: list) -> bool:
+        if self.past_deadline():
+            return False
+        if self.deadline is not None:
+            left = int((self.deadline - now()).total_seconds())
+            cmd = ["timeout", "--signal=INT", "--kill-after=600", str(max(left, 1)), *cmd]
+        code, _, timing = bench_common.run_command(cmd, self.env, ROOT, dry_run=self.dry_run)
         if self.dry_run:
             return True
-        if capture is not None and code == 0:
-            capture.parent.mkdir(parents=True, exist_ok=True)
-            capture.write_text(out)
-        self.done[name] = {**timing, "returncode": code}
+        attempts = self.done.setdefault(name, [])
+        attempts.append({**timing, "returncode": code})
         self.record.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.record, json.dumps(self.done, indent=1) + "\n")
         return code == 0
 
+    def total(self, name: str, key: str) -> float | None:
+        attempts = self.done.get(name, [])
+        return round(sum(a.get(key, 0.0) for a in attempts), 1) if attempts else None
 
-def do_seed(ds: str, seed: int, args, env: dict[str, str]) -> None:
-    full = DATA_DIR / f"{ds}.hdf5"
-    work = args.work / ds / f"seed{seed}"
-    steps = Steps(work / "steps.json", env, args.dry_run)
-    info = read_json(args.work / ds / "dataset.json") or {"num_episodes": 0}
-    fraction = labelled_fraction(info["num_episodes"]) if info["num_episodes"] else 0.05
+
+def rel(path: Path) -> Path:
+    """`path` relative to the repository when it lies inside it: the commands run there, and the
+    recorded command lines stay the same on every checkout."""
+    path = Path(path).resolve()
+    return Path(os.path.relpath(path, ROOT)) if path.is_relative_to(ROOT.parent) else path
+
+
+def final_checkpoint(run_dir: Path, steps: int) -> Path:
+    return step_dir(run_dir, steps)
+
+
+def train_command(row: str, data: Path, run_dir: Path, seed: int, args) -> list:
+    config, labelled_only, _ = ROWS[row]
+    if (ROOT / run_dir / "checkpoints" / "last").exists():
+        return [MTM, "train", "--resume", run_dir, "--set", f"train.steps={args.steps}", "--no-progress"]
+    cmd = [MTM, "train", "--config", config, "--data", data, "--run-dir", run_dir,
+           "--set", f"train.seed={seed}", "--set", f"train.steps={args.steps}", "--set", "train.device=cpu",
+           "--set", f"train.precision={args.precision}", "--set", f"data.val_fraction={VAL_FRACTION}",
+           "--set", f"data.split_seed={SPLIT_SEED}", "--no-progress"]
+    if labelled_only:
+        cmd += ["--set", "data.only_with=[actions]"]
+    for item in ROW_SETTINGS.get(row, []):
+        cmd += ["--set", item]
+    if (ROOT / run_dir).exists():
+        cmd.append("--overwrite")
+    return cmd
+
+
+def run_cell(ds: str, budget: int, seed: int, row: str, info: dict, args, env: dict[str, str],
+             deadline: datetime.datetime | None) -> dict | None:
+    """Train and evaluate one cell (skipping what is already on disk); its record, or None when it
+    did not finish (a failure, or the deadline)."""
+    full = rel(DATA_DIR / f"{ds}.hdf5")
+    work = rel(args.work / ds / f"b{budget}" / f"seed{seed}")
+    labelled = labelled_subset(info["train_episodes"], budget, seed)
     partial = work / "data.hdf5"
-    if not partial.exists():
+    if not (ROOT / partial).exists():
+        print(f"$ # write {partial}: actions on episodes {labelled} only", flush=True)
         if not args.dry_run:
-            work.mkdir(parents=True, exist_ok=True)
-        if not steps.run("convert", [MTM, "convert", full, partial, "--drop", f"actions:{1 - fraction:g}",
-                                     "--seed", str(seed)]):
-            return  # nothing to train on
-    for row in args.rows:
-        config, uses_partial, labelled_only, _ = ROWS[row]
-        run_dir = work / row
-        ckpt = step_dir(run_dir, args.steps)
-        if not ckpt.exists():
-            if (run_dir / "checkpoints" / "last").exists():
-                cmd = [MTM, "train", "--resume", run_dir, "--set", f"train.steps={args.steps}", "--no-progress"]
-            else:
-                cmd = [MTM, "train", "--config", config, "--data", partial if uses_partial else full,
-                       "--run-dir", run_dir, "--set", f"train.seed={seed}", "--set", f"train.steps={args.steps}",
-                       "--set", "train.device=cpu", "--set", f"train.precision={args.precision}", "--no-progress"]
-                if labelled_only:
-                    cmd += ["--set", "data.only_with=[actions]"]
-                for item in ROW_SETTINGS.get(row, []):
-                    cmd += ["--set", item]
-                if run_dir.exists():
-                    cmd.append("--overwrite")
-            if not steps.run(f"{row}/train", cmd):
-                continue
-        report = run_dir / "eval_bc.json"
-        if not report.exists():
-            cmd = [MTM, "eval", "--checkpoint", ckpt, "--episodes", str(args.episodes), "--num-envs",
-                   str(min(args.num_envs, args.episodes)), "--seed", "0", "--mode", "bc", "--device", "cpu",
-                   "--no-progress", "--output", report]
-            if args.no_action_history and row != "mlp-bc":
-                cmd.append("--no-action-history")
-            steps.run(f"{row}/eval_bc", cmd)
-        predict = run_dir / "id.json"
-        if row in ID_ROWS and not predict.exists():
-            steps.run(f"{row}/id", [MTM, "eval", "--checkpoint", ckpt, "--task", "id", "--data", full,
-                                    "--device", "cpu", "--no-progress", "--output", predict])
+            (ROOT / work).mkdir(parents=True, exist_ok=True)
+            write_partial(ROOT / full, ROOT / partial, labelled)
+    run_dir = work / row
+    cmds = Commands(ROOT / run_dir.parent / f"{row}.steps.json", env, deadline, args.dry_run)
+    ckpt = final_checkpoint(run_dir, args.steps)
+    if not (ROOT / ckpt).exists() and not cmds.run("train", train_command(row, partial, run_dir, seed, args)):
+        return None
+    report = run_dir / "eval_bc.json"
+    if not (ROOT / report).exists():
+        cmd = [MTM, "eval", "--checkpoint", ckpt, "--episodes", str(args.episodes), "--num-envs",
+               str(min(args.num_envs, args.episodes)), "--seed", "0", "--mode", "bc", "--device", "cpu",
+               "--no-progress", "--output", report]
+        if not cmds.run("eval_bc", cmd):
+            return None
+    predict = run_dir / "id.json"
+    if row in ID_ROWS and not (ROOT / predict).exists():
+        if not cmds.run("id", [MTM, "eval", "--checkpoint", ckpt, "--task", "id", "--data", full, "--device", "cpu",
+                               "--no-progress", "--output", predict]):
+            return None
+    if args.dry_run:
+        return None
+    bc, id_report = read_json(ROOT / report) or {}, (read_json(ROOT / predict) or {}).get("tasks", {}).get("id", {})
+    metadata = read_json(ROOT / ckpt / "metadata.json")
+    split = RunMetadata.from_dict(metadata).split if metadata is not None else {}
+    return {
+        "dataset": ds, "budget": budget, "seed": seed, "row": row, "finished": now().isoformat(timespec="seconds"),
+        "labelled_episodes": labelled, "labelled_transitions": int(sum(info["lengths"][i] for i in labelled)),
+        "train_episodes_with_actions": split.get("train_episodes_with", {}).get("actions", split.get("train_episodes")),
+        "score": bc.get("normalized_score_mean"), "score_episode_std": bc.get("normalized_score_std"),
+        "return": bc.get("return_mean"), "id_mse": id_report.get("mse"),
+        "train_cpu_s": cmds.total("train", "cpu_s"), "train_wall_s": cmds.total("train", "wall_s"),
+        "train_attempts": len(cmds.done.get("train", [])),
+        "eval_cpu_s": cmds.total("eval_bc", "cpu_s"), "id_cpu_s": cmds.total("id", "cpu_s"),
+        "cell_cpu_s": round(sum(cmds.total(n, "cpu_s") or 0.0 for n in ("train", "eval_bc", "id")), 1),
+        "commands": {name: attempts[0]["command"] for name, attempts in cmds.done.items()},
+    }
 
 
-# ----------------------------------------------------------------------------------------- results
+def dataset_info(ds: str) -> dict:
+    """What the table and the subsets need of a complete file: its episodes' lengths, the training
+    split, the behaviour's normalised mean and best episode."""
+    data = load_trajectories(DATA_DIR / f"{ds}.hdf5")
+    returns = data.episode_returns()
+    lo, hi = data.info.ref_min_score, data.info.ref_max_score
+    return {"episodes": int(data.num_episodes), "lengths": [int(n) for n in data.lengths],
+            "train_episodes": training_episodes(data),
+            "normalized_mean": normalized_score(float(np.mean(returns)), lo, hi),
+            "normalized_best_episode": normalized_score(float(np.max(returns)), lo, hi)}
 
 
-def collect(args, seeds: list[int]) -> dict:
-    """Every number of the table, from the work folder only: one compact JSON."""
-    out = {"generated": now(), "steps": args.steps, "episodes": args.episodes, "precision": args.precision,
-           "threads": args.threads, "no_action_history": args.no_action_history, "seeds": seeds,
-           "machine": bench_common.machine_info(), "datasets": {}}
-    total_cpu = 0.0
-    for ds in args.datasets:
-        info = read_json(args.work / ds / "dataset.json") or {}
-        e = info.get("num_episodes")
-        entry = {"episodes": e, "labelled_fraction": labelled_fraction(e) if e else None,
-                 "behaviour_normalized": info.get("normalized_return_mean"), "rows": {}}
-        for row in ROWS:
-            cells = []
-            for seed in seeds:
-                work = args.work / ds / f"seed{seed}"
-                times = read_json(work / "steps.json") or {}
-                report, predict = read_json(work / row / "eval_bc.json"), read_json(work / row / "id.json")
-                meta = read_json(step_dir(work / row, args.steps) / "metadata.json") or {}
-                split = RunMetadata.from_dict(meta).split
-                if report is None:
-                    continue
-                train_t = times.get(f"{row}/train", {})
-                cells.append({
-                    "seed": seed,
-                    "score": report.get("normalized_score_mean"), "score_episode_std": report.get("normalized_score_std"),
-                    "return": report.get("return_mean"),
-                    "train_episodes": split.get("train_episodes"),
-                    "train_episodes_with_actions": split.get("train_episodes_with", {}).get(
-                        "actions", split.get("train_episodes")),
-                    "id_mse": (predict or {}).get("tasks", {}).get("id", {}).get("mse"),
-                    "id_ratio": (predict or {}).get("tasks", {}).get("id", {}).get("ratio"),
-                    "id_val_episodes": (predict or {}).get("val_episodes"),
-                    "train_cpu_s": train_t.get("cpu_s"), "train_wall_s": train_t.get("wall_s"),
-                    "train_command": train_t.get("command"),
-                })
-            entry["rows"][row] = cells
-        for seed in seeds:
-            for t in (read_json(args.work / ds / f"seed{seed}" / "steps.json") or {}).values():
-                total_cpu += t.get("cpu_s", 0.0)
-        out["datasets"][ds] = entry
-    out["total_cpu_s"] = round(total_cpu, 1)
-    # The seeds that have results, per dataset (a cut-short study has fewer than --seeds asked for).
-    out["seeds"] = {ds: sorted({c["seed"] for cells in e["rows"].values() for c in cells})
-                    for ds, e in out["datasets"].items()}
+def settings_of(args) -> dict:
+    return {"steps": args.steps, "episodes": args.episodes, "precision": args.precision, "threads": args.threads,
+            "block": BLOCK, "subset_seed": SUBSET_SEED, "val_fraction": VAL_FRACTION, "split_seed": SPLIT_SEED}
+
+
+def update_results(path: Path, update) -> dict:
+    """Apply `update` to the shared results file under its lock (bench_common) and return it as written."""
+    out: dict = {}
+
+    def apply(data: dict) -> None:
+        update(data)
+        out.update(data)
+    bench_common.update_json_file(path, apply)
     return out
 
 
-def render(results: dict, command: str) -> str:
-    L = [BEGIN, "", "Generated by `scripts/bench_heteromodal.py` from `results/heteromodal.json` — do not edit by "
-         "hand (`--table-only` rebuilds it).", ""]
-    seeds = "; ".join(f"{ds} {', '.join(map(str, ks)) or 'none'}" for ds, ks in results["seeds"].items())
-    L.append(f"- **budget**: {results['steps']} training steps for every row, batch 256 (the configs' own), "
-             f"precision {results['precision']}, CPU, OMP_NUM_THREADS={results['threads']}; training seeds "
-             f"{seeds}, each with its own labelled subset (`mtm convert --drop` seed = training seed)")
-    L.append(f"- **evaluation**: final checkpoint, {results['episodes']} episodes per model (reset seeds 0–"
-             f"{results['episodes'] - 1}), BC mode{' without action history' if results['no_action_history'] else ''}; "
-             f"normalised score with the shared data's references; ID = inverse-dynamics MSE (raw units) on the "
-             f"held-out 10 % of episodes of the full file, the same episodes for every row")
-    L.append(f"- **CPU time**: {results['total_cpu_s'] / 60:.1f} CPU-minutes recorded; reproduce: `{command}`")
+# ---------------------------------------------------------------------------------- table and plot
+
+
+def mean_se(values: Sequence[float], seeds: int = SEEDS) -> str:
+    """mean ± standard error over seeds; n is named when fewer than `seeds` are in."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    n = len(values)
+    mean = statistics.mean(values)
+    if n == 1:
+        return f"{mean:.1f} (n=1)"
+    se = statistics.stdev(values) / math.sqrt(n)
+    return f"{mean:.1f} ± {se:.1f}" + (f" (n={n})" if n < seeds else "")
+
+
+def transitions_text(values: Sequence[int]) -> str:
+    if not values:
+        return "–"
+    lo, hi = min(values), max(values)
+    if lo == hi:
+        return f"{lo:,}"
+    return f"{statistics.mean(values):,.0f} ({lo:,}–{hi:,})"
+
+
+def table_cells(results: dict) -> dict[tuple[str, int], dict[str, list[dict]]]:
+    """{(dataset, budget): {row: [records by seed]}}, datasets and budgets in the sweep's order."""
+    grouped: dict[tuple[str, int], dict[str, list[dict]]] = {}
+    records = sorted(results.get("cells", {}).values(), key=lambda r: (r["budget"], r["seed"]))
+    order = {ds: i for i, ds in enumerate(DATASETS)}
+    for rec in sorted(records, key=lambda r: (order.get(r["dataset"], len(order)), r["dataset"], r["budget"], r["seed"])):
+        grouped.setdefault((rec["dataset"], rec["budget"]), {}).setdefault(rec["row"], []).append(rec)
+    return grouped
+
+
+def progress(results: dict, seeds: int = SEEDS) -> tuple[int, int, set[str], set[int]]:
+    """(finished cells, cells of the sweep, its datasets, its budgets): every dataset of the results
+    file, the default budgets and any other measured, every row and seed."""
+    cells = results.get("cells", {})
+    datasets = set(results.get("datasets", {})) | {r["dataset"] for r in cells.values()}
+    budgets = set(BUDGETS) | {r["budget"] for r in cells.values()}
+    return len(cells), len(datasets) * len(budgets) * len(ROWS) * seeds, datasets, budgets
+
+
+def render(results: dict, seeds: int = SEEDS) -> str:
+    s = results.get("settings", {})
+    cells = results.get("cells", {})
+    done, expected, datasets, budgets = progress(results, seeds)
+    partial = done < expected
+    L = [BEGIN, "", "Generated by `scripts/bench_heteromodal.py` from `results/heteromodal_budget.json` — do not "
+         "edit by hand (`python scripts/bench_heteromodal.py --table-only` rebuilds it and the plot).", ""]
+    if partial:
+        L += [f"**Partial: {done} of the sweep's {expected} cells have finished** ({len(datasets)} datasets x "
+              f"{len(budgets)} budgets x {len(ROWS)} models x {seeds} seeds; the sweep is resumable and the table fills "
+              f"as cells finish). A figure over fewer than {seeds} seeds says its n.", ""]
+    cpu = sum(r.get("cell_cpu_s") or 0.0 for r in cells.values())
+    recipe = " (the `small` recipe's own; `mlp-bc` at the same steps)" if s.get("steps") == 7000 else ""
+    L.append(f"- **budget**: {s.get('steps')} training steps for every row{recipe}, batch 256, precision {s.get('precision')}, CPU, OMP_NUM_THREADS={s.get('threads')}; "
+             f"seed k = training seed and labelled subset")
+    L.append(f"- **labelled subset**: whole episodes from the training split (val_fraction {s.get('val_fraction')}, "
+             f"split seed {s.get('split_seed')}); seed k labels the first n of its own block of {s.get('block')} "
+             f"(disjoint across seeds, nested across budgets); every other episode keeps its states only")
+    L.append(f"- **evaluation**: final checkpoint, {s.get('episodes')} episodes per model (reset seeds 0–"
+             f"{(s.get('episodes') or 1) - 1}), BC mode; normalised score, mean ± standard error over seeds")
+    L.append(f"- **CPU time**: {cpu / 3600:.1f} CPU-hours in the {done} finished cells")
     L.append("")
-    L.append("| dataset | labelled | row | normalised score (mean ± std over seeds) | ID MSE held-out | "
-             "labelled training episodes |")
-    L.append("|---|---:|---|---:|---:|---:|")
-    for ds, entry in results["datasets"].items():
-        frac = entry.get("labelled_fraction")
-        for row, cells in entry["rows"].items():
-            label = ROWS[row][3]
-            ids = mean_std([c["id_mse"] for c in cells], 4) if row in ID_ROWS else "–"
-            n = sorted({c["train_episodes_with_actions"] for c in cells if c["train_episodes_with_actions"] is not None})
-            L.append(f"| {ds} | {f'{frac:.0%}' if frac else '?'} | {label} | {mean_std([c['score'] for c in cells])} | "
-                     f"{ids} | {', '.join(map(str, n)) or '–'} |")
-    L.append("")
-    L.append(END)
+    L.append("| dataset | labelled episodes | labelled transitions | " + " | ".join(v[2] for v in ROWS.values()) + " |")
+    L.append("|---|---:|---:|" + "---:|" * len(ROWS))
+    for (ds, budget), rows in table_cells(results).items():
+        by_seed = {r["seed"]: r["labelled_transitions"] for recs in rows.values() for r in recs}
+        scores = [mean_se([r["score"] for r in rows.get(row, [])], seeds) for row in ROWS]
+        L.append(f"| {ds} | {budget} | {transitions_text(list(by_seed.values()))} | " + " | ".join(scores) + " |")
+    L += ["", "![score against labelled episodes](docs/images/heteromodal_budget.png)", "", END]
     return "\n".join(L)
 
 
-def write_outputs(args, seeds: list[int], command: str) -> None:
-    results = collect(args, seeds)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.results, json.dumps(results, indent=1) + "\n")
-    block = render(results, command)
+def full_data_mlp(ds: str) -> float | None:
+    """MLP-BC trained on every episode of `ds` (the quality table's shipped recipe): mean final score."""
+    quality = read_json(QUALITY) or {}
+    scores = []
+    for key, rec in quality.get("runs", {}).items():
+        if key.startswith(f"{QUALITY_TAG}/{ds}/mlp-bc/") and rec.get("points"):
+            last = rec["points"][max(rec["points"], key=int)]
+            if "bc" in last:
+                scores.append(last["bc"]["score"])
+    return statistics.mean(scores) if scores else None
+
+
+def plot(results: dict, path: Path | None = None, seeds: int = SEEDS) -> Path | None:
+    """One panel per dataset: normalised score against labelled episodes, a line per row (mean over
+    seeds, standard error shaded, every seed a dot)."""
+    grouped = table_cells(results)
+    if not grouped:
+        return None
+    plt = pyplot()
+    if plt is None:
+        return None
+
+    path = path or PLOT
+    # A panel per dataset of the sweep, finished cells or not, and the same axes whatever is in.
+    named = set(results.get("datasets", {})) | {ds for ds, _ in grouped}
+    datasets = [ds for ds in DATASETS if ds in named] + sorted(named - set(DATASETS))
+    all_budgets = sorted(set(BUDGETS) | {b for _, b in grouped})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(4.8 * len(datasets), 9.6), 4.0), squeeze=False)
+    colours = {"mlp-bc": "tab:grey", "mtm-labelled": "tab:blue", "mtm-mixed": "tab:red"}
+    for ax, ds in zip(axes.flat, datasets):
+        budgets = sorted(b for d, b in grouped if d == ds)
+        if not budgets:
+            ax.text(0.5, 0.5, "no cell finished yet", transform=ax.transAxes, ha="center", va="center", color="grey")
+        seeds_seen: list[int] = []
+        for row, (_, _, label) in ROWS.items():
+            xs, ys, ses, ns = [], [], [], []
+            for b in budgets:
+                vals = [r["score"] for r in grouped[(ds, b)].get(row, []) if r["score"] is not None]
+                if not vals:
+                    continue
+                xs.append(b)
+                ys.append(statistics.mean(vals))
+                ses.append(statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else 0.0)
+                ns.append(len(vals))
+                ax.scatter([b] * len(vals), vals, s=9, color=colours[row], alpha=0.35, linewidths=0)
+            if not xs:
+                continue
+            seeds_seen.extend(ns)
+            ax.plot(xs, ys, marker="o", markersize=4, color=colours[row], label=label)
+            ax.fill_between(xs, [y - e for y, e in zip(ys, ses)], [y + e for y, e in zip(ys, ses)],
+                            color=colours[row], alpha=0.15)
+        info = results.get("datasets", {}).get(ds, {})
+        if info.get("normalized_mean") is not None:
+            ax.axhline(info["normalized_mean"], color="black", linestyle=":", linewidth=1, label="data mean")
+        ref = full_data_mlp(ds)
+        if ref is not None:
+            ax.axhline(ref, color="tab:grey", linestyle="--", linewidth=1,
+                       label=f"MLP-BC on every episode (quality table, {QUALITY_TAG})")
+        ax.set_xscale("log")
+        ax.set_xlim(all_budgets[0] / 1.3, all_budgets[-1] * 1.3)
+        ax.set_xticks(all_budgets)
+        ax.set_xticklabels([str(b) for b in all_budgets])
+        ax.minorticks_off()
+        low, high = ax.get_ylim()
+        ax.set_ylim(min(0.0, low), max(115.0, high))  # normalised scores: 0 = random, 100 = the reference expert
+        lo, hi = min(seeds_seen, default=0), max(seeds_seen, default=0)
+        ax.set_title(f"{ds} (seeds per point: {lo if lo == hi else f'{lo}–{hi}'})", fontsize=10)
+        ax.set_xlabel("labelled episodes (log scale)")
+        ax.set_ylabel("normalised score (final checkpoint)")
+        ax.grid(alpha=0.3)
+    handles: dict = {}
+    for ax in axes.flat:  # every line once, whichever panel has it
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    done, expected, _, _ = progress(results, seeds)
+    fig.suptitle("Heteromodal label budget: mean ± standard error over seeds (shaded), one dot per seed"
+                 + (f" — PARTIAL: {done} of {expected} cells" if done < expected else ""), fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(results: dict, args) -> None:
+    block = render(results, args.seeds)
     print(block)
     if args.no_benchmarks:
         return
-    if not bench_common.replace_block(BENCHMARKS, BEGIN, END, block):
+    if replace_block(BENCHMARKS, BEGIN, END, block):
+        print("table written to BENCHMARKS.md")
+    else:
         print(f"BENCHMARKS.md has no {BEGIN} ... {END} markers; the table is above")
-        return
-    print(f"table written to BENCHMARKS.md, numbers to {args.results}")
+    path = plot(results, seeds=args.seeds)
+    if path:
+        print(f"plot written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+
+
+def parse_stop_at(text: str | None, start: datetime.datetime) -> datetime.datetime | None:
+    """HH:MM UTC today, or tomorrow when that time has already passed at `start`."""
+    if not text:
+        return None
+    hh, mm = map(int, text.split(":"))
+    deadline = start.replace(hour=hh, minute=mm, second=0, microsecond=0)
+    return deadline if deadline > start else deadline + datetime.timedelta(days=1)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated shared datasets")
+    p.add_argument("--budgets", default=",".join(map(str, BUDGETS)), help="labelled episodes, comma-separated (default 1,2,5)")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated: {', '.join(ROWS)}")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (training seed and labelled subset)")
-    p.add_argument("--steps", type=int, default=3000, help="training steps, every row (default 3000)")
+    p.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds 0..N-1 (training seed and labelled subset; default {SEEDS})")
+    p.add_argument("--steps", type=int, default=7000, help="training steps, every row (default 7000, the small recipe's)")
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes (default 20)")
     p.add_argument("--num-envs", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every command (default 1)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--no-action-history", action="store_true",
-                   help="evaluate the MTM rows without showing them their past actions (mtm eval --no-action-history)")
-    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "heteromodal", help="data and run folders")
-    p.add_argument("--results", type=Path, default=ROOT / "results" / "heteromodal.json")
-    p.add_argument("--no-benchmarks", action="store_true", help="do not write the table into BENCHMARKS.md")
+    p.add_argument("--stop-at", default=None, metavar="HH:MM",
+                   help="UTC: start no cell after it, and Ctrl-C a running command at it (training saves and resumes next time)")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "heteromodal-budget", help="data and run folders")
+    p.add_argument("--results", type=Path, default=ROOT / "results" / "heteromodal_budget.json")
+    p.add_argument("--no-benchmarks", action="store_true", help="write neither the table into BENCHMARKS.md nor the plot")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    p.add_argument("--table-only", action="store_true", help="rebuild results and table from the work folder")
+    p.add_argument("--table-only", action="store_true", help="rebuild the table and plot from the results file")
     args = p.parse_args()
-    args.datasets = [d for d in args.datasets.split(",") if d]
-    args.rows = [r for r in args.rows.split(",") if r]
-    bad = [r for r in args.rows if r not in ROWS]
+    datasets = [d for d in args.datasets.split(",") if d]
+    budgets = [int(b) for b in args.budgets.split(",") if b]
+    rows = [r for r in args.rows.split(",") if r]
+    bad = [r for r in rows if r not in ROWS]
     if bad:
         print(f"error: unknown row(s) {bad}; choose from {', '.join(ROWS)}", file=sys.stderr)
         return 1
-    seeds = list(range(args.seeds))
-    command = " ".join([".venv/bin/python scripts/bench_heteromodal.py", f"--seeds {args.seeds}",
-                        f"--steps {args.steps}", f"--episodes {args.episodes}", f"--threads {args.threads}"]
-                       + (["--no-action-history"] if args.no_action_history else []))
-    if not args.table_only:
-        env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-               "OMP_WAIT_POLICY": "PASSIVE"}
-        for ds in args.datasets:
-            if not (DATA_DIR / f"{ds}.hdf5").exists():
-                print(f"skipping {ds}: {DATA_DIR / (ds + '.hdf5')} is absent (shared datasets are for developers)")
-                continue
-            summary = args.work / ds / "dataset.json"
-            if not summary.exists():
-                Steps(args.work / ds / "steps.json", {}, args.dry_run).run(
-                    "inspect", [MTM, "inspect", "--json", DATA_DIR / f"{ds}.hdf5"], capture=summary)
-            for seed in seeds:
-                do_seed(ds, seed, args, env)
+    if args.table_only:
+        write_outputs(read_json(args.results) or {}, args)
+        return 0
+    settings = settings_of(args)
+    earlier = (read_json(args.results) or {}).get("settings")
+    if earlier is not None and earlier != settings and not args.dry_run:
+        print(f"error: {args.results} holds cells made with {earlier}, not {settings}; give this sweep its own "
+              f"--results and --work", file=sys.stderr)
+        return 1
+    deadline = parse_stop_at(args.stop_at, now())
+    env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    present = [ds for ds in datasets if (DATA_DIR / f"{ds}.hdf5").exists()]
+    for ds in datasets:
+        if ds not in present:
+            print(f"skipping {ds}: {DATA_DIR / (ds + '.hdf5')} is absent (shared datasets are for developers)")
+    if not present:
+        return 0
+    infos = {ds: dataset_info(ds) for ds in present}
+    results = read_json(args.results) or {}
+    if not args.dry_run:
+        results = update_results(args.results, lambda r: (r.setdefault("settings", settings),
+                                                          r.setdefault("datasets", {}).update(infos)))
+    todo = pending_cells(results, list(cell_order(present, budgets, range(args.seeds), rows)))
+    print(f"{len(todo)} cells to run" + (f", none started after {deadline:%Y-%m-%d %H:%M} UTC" if deadline else ""), flush=True)
+    for ds, budget, seed, row in todo:
+        if deadline is not None and now() >= deadline:
+            print(f"stopped at the deadline ({args.stop_at} UTC); run the same command to resume", flush=True)
+            break
+        record = run_cell(ds, budget, seed, row, infos[ds], args, env, deadline)
+        if record is None:
+            continue
+        key = cell_key(ds, budget, seed, row)
+        results = update_results(args.results, lambda r: r.setdefault("cells", {}).__setitem__(key, record))
+        print(f"cell {key}: score {record['score']:.1f}, {record['cell_cpu_s'] / 60:.1f} CPU-minutes", flush=True)
     if args.dry_run:
         return 0
-    write_outputs(args, seeds, command)
+    write_outputs(read_json(args.results) or {}, args)
     return 0
 
 

@@ -306,13 +306,9 @@ def plot(results: dict, tag: str, datasets: list[str]) -> Path | None:
     shown = [ds for ds in datasets if any((ds, m, mode) in cur for m, mode, _ in COLUMNS)]
     if not shown or not any(len(c) > 1 for c in cur.values()):
         return None
-    try:
-        import matplotlib
-    except ImportError:
-        print("no plot: matplotlib is missing (pip install -e '.[bench]')")
+    plt = bench_common.pyplot()
+    if plt is None:
         return None
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
 
     cols = min(3, len(shown))
     rows = (len(shown) + cols - 1) // cols

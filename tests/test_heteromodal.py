@@ -523,27 +523,6 @@ def test_concat_widens_the_placeholder_actions_of_a_file_that_names_none(files, 
     assert joined.action_dim == 2 and not joined.present["actions"][-1]
 
 
-def test_bench_script_dry_run_prints_every_step(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, str(repo / "scripts" / "bench_heteromodal.py"), "--dry-run", "--seeds", "1",
-                          "--steps", "7", "--datasets", "hopper-expert-v5", "--work", str(tmp_path / "w")],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    if "is absent" in out.stdout:
-        pytest.skip("../shared/datasets is not present")
-    lines = [line for line in out.stdout.splitlines() if line.startswith("$ ")]
-    assert "--drop actions:0.95 --seed 0" in lines[1]
-    trains = [line for line in lines if " train " in line]
-    assert len(trains) == 4 and all("train.steps=7" in line for line in trains)
-    assert sum("data.only_with=[actions]" in line for line in trains) == 2
-    assert sum("--task id --data" in line for line in lines) == 3
-    assert not (tmp_path / "w").exists()  # a dry run writes nothing
-
-
 def test_tiny_run_hides_and_never_scores_missing_actions_in_the_training_loop(files, tmp_path, monkeypatch):
     """What the loop itself hands the loss: per sample, no action token of a state-only episode is
     visible, and the action loss is the one over the labelled samples alone."""
