@@ -46,7 +46,7 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 
-import mtm
+from mtm.version import __version__
 from mtm.errors import DataError
 from mtm.io import atomic_write_text, fsync_dir, is_atomic_temp, short_reason
 from mtm.run_metadata import HEADER_KEYS, RunMetadata
@@ -137,7 +137,7 @@ def _write_checkpoint_files(folder: Path, step: int, model_state: Mapping[str, t
     _save_tensors(dict(model_state), folder / MODEL_FILE)
     _write_json(folder / CONFIG_FILE, dict(config))
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": step,
-              "mtm_version": mtm.__version__, "torch_version": torch.__version__,
+              "mtm_version": __version__, "torch_version": torch.__version__,
               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     _write_json(folder / METADATA_FILE, {**header, **metadata})
     if train_state is not None:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
-import mtm
+from mtm.version import __version__
 from envs.references import reference_scores
 from envs.tasks import TASKS, envs_with_expert
 from mtm.data.episode import DatasetInfo
@@ -177,7 +177,7 @@ def _dataset_info(options: CollectOptions, runner: EpisodeRunner, description: s
             "num_envs": runner.num_envs,
             "episodes_requested": options.episodes,
             "pixels": None if options.pixels is None else options.pixels.to_dict(),
-            "mtm_version": mtm.__version__,
+            "mtm_version": __version__,
         },
     )
 

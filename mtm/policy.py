@@ -40,6 +40,7 @@ from mtm.model.masks import POLICY_MASKS, without_action_history
 from mtm.model.build import model_from_spec
 from mtm.planning import Planner
 from mtm.policy_config import POLICY_MODES, PolicyConfig
+from mtm.rollout import PixelSpec, make_env
 from mtm.run_metadata import RunMetadata
 
 __all__ = ["MTMPolicy", "NonFiniteActionError", "POLICY_MODES", "PolicyConfig", "load_model"]
@@ -130,6 +131,9 @@ class MTMPolicy:
         self.autocast = self.precision.autocast(self.device)
         self.num_envs = num_envs
         self.window = model.window
+        #: The gymnasium id of the task the training data came from (None if the data named none).
+        self.env_id: str | None = meta.env_id
+        self._pixels = PixelSpec.from_dict(meta.data_info.pixels)
         self.state_keys: list[str] = list(meta.state_keys)
         self.image_keys: list[str] = list(meta.image_keys)
         self.state_dim = model.tokenizers["states"].dim
@@ -208,8 +212,18 @@ class MTMPolicy:
 
     @classmethod
     def from_checkpoint(cls, path: str, *, device: torch.device | str = "cpu", **kwargs: Any) -> "MTMPolicy":
+        """The policy of a run directory (its last checkpoint) or of a checkpoint directory, on
+        `device`. Keywords: `num_envs` and any PolicyConfig field (mode="bc", target_fraction=0.9,
+        plan_candidates=32, ...), or `config=PolicyConfig(...)` whole."""
         checkpoint = load_checkpoint(path)
         return cls(load_model(checkpoint, device), checkpoint.run_metadata, device=device, **kwargs)
+
+    def make_env(self, **env_kwargs: Any):
+        """A gymnasium env of the task the model was trained on, as `mtm eval` makes it (with the
+        pixel observations the data was recorded with). Keywords go to gymnasium.make."""
+        if not self.env_id:
+            raise ConfigError("the checkpoint's dataset names no environment; make one with gymnasium.make")
+        return make_env(self.env_id, env_kwargs, self._pixels)
 
     def return_token(self, steps: torch.Tensor, received: torch.Tensor) -> torch.Tensor:
         """(K,) return tokens for the target (see the module docstring for the formulas)."""

@@ -91,14 +91,14 @@ def test_no_import_cycles():
 
 # docs/architecture.md's layers: a module may import its own layer and those below, never above.
 LAYERS = {
-    0: ("mtm.errors", "mtm.io", "mtm.hardware", "mtm.policy_config", "mtm"),  # mtm: the package root, for __version__
+    0: ("mtm.errors", "mtm.io", "mtm.hardware", "mtm.policy_config", "mtm.version"),
     1: ("envs",),
     2: ("mtm.data", "mtm.model"),
     3: ("mtm.config", "mtm.checkpoint", "mtm.run_metadata"),
     4: ("mtm.policy", "mtm.planning", "mtm.rollout", "mtm.video", "mtm.contact_sheet"),
     5: ("mtm.evaluation", "mtm.collect"),
     6: ("mtm.training",),
-    7: ("mtm.demo", "mtm.cli", "mtm.__main__"),
+    7: ("mtm.demo", "mtm.cli", "mtm.__main__", "mtm"),  # mtm: the package root, the public API (load_policy)
 }
 
 
@@ -107,7 +107,9 @@ def layer_of(module: str) -> int:
     best, depth = None, -1
     for layer, prefixes in LAYERS.items():
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and prefix.count(".") > depth:
+            # The package root is a layer of its own, not a prefix: an unlisted mtm.x must still fail.
+            within = module.startswith(prefix + ".") and prefix != "mtm"
+            if (module == prefix or within) and prefix.count(".") > depth:
                 best, depth = layer, prefix.count(".")
     assert best is not None, f"{module} is in no layer of docs/architecture.md: add it to LAYERS"
     return best

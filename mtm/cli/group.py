@@ -10,7 +10,7 @@ import warnings
 
 import click
 
-from mtm import __version__
+from mtm.version import __version__
 from mtm.errors import ConfigError, MTMError, MTMWarning
 
 

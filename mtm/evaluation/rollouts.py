@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-import mtm
+from mtm.version import __version__
 from envs.references import choose_references, normalized_score
 from mtm.checkpoint import Checkpoint
 from mtm.contact_sheet import write_contact_sheet
@@ -194,7 +194,7 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
         "device": str(device),
         "precision": probe.precision.to_dict(),
         "threads": torch.get_num_threads() if torch.device(device).type == "cpu" else None,
-        "mtm_version": mtm.__version__,
+        "mtm_version": __version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "note": "final checkpoint given; N episodes with seeds seed..seed+N-1; std over episodes",
     })

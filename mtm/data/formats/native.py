@@ -17,7 +17,7 @@ from typing import Any, Collection
 import h5py
 import numpy as np
 
-import mtm
+from mtm.version import __version__
 from mtm.data.episode import DatasetInfo, Episode, is_image, select_keys
 from mtm.data.hdf5 import (GroupPerEpisode, datasets_under, floats_to_float32, open_hdf5, optional_float,
                            parse_json, partial_path, read_array)
@@ -66,7 +66,7 @@ class EpisodeWriter:
         f = self._file
         f.attrs["format"] = FORMAT_NAME
         f.attrs["schema_version"] = COMPLETE_SCHEMA_VERSION
-        f.attrs["created_by"] = f"mtm {mtm.__version__}"
+        f.attrs["created_by"] = f"mtm {__version__}"
         self._write_info()
         f.attrs["num_episodes"] = 0
         f.attrs["num_steps"] = 0
