@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from mtm.checkpoint import Checkpoint
@@ -21,7 +22,8 @@ from mtm.config import DataConfig, config_from_dict
 from mtm.data.mixture import TrainingData, load_training_data
 from mtm.data.windows import WindowSampler
 from mtm.errors import ConfigError, DataError
-from mtm.model.masks import (POLICY_MASKS, PRESENT_PREFIX, forward_dynamics_mask, inverse_dynamics_mask,
+from mtm.model.masks import (POLICY_MASKS, PRESENT_PREFIX, forward_dynamics_mask, goal_reaching_mask,
+                             inverse_dynamics_mask,
                              without_action_history)
 from mtm.policy import load_model
 from mtm.policy_config import POLICY_MODES
@@ -55,6 +57,46 @@ PREDICTION_TASKS: dict[str, PredictionTask] = {
                        inverse_dynamics_mask, lambda L: L - 2, "actions", 0, ("states", "actions")),
     )
 }
+
+
+#: What `predict` answers: the validation tasks, and goal reaching (the action at c towards the goal
+#: state shown at the window's last step; not scored in validation: held-out data has no goals).
+ASKABLE_TASKS: dict[str, PredictionTask] = {
+    **PREDICTION_TASKS,
+    "goal": PredictionTask("goal", "goal reaching: action from the states so far and a goal state at L-1",
+                           goal_reaching_mask, lambda L: 0, "actions", 0, ("states", "actions")),
+}
+
+
+def predict(model: torch.nn.Module, task: str, windows: dict[str, Any], c: int | None = None) -> torch.Tensor:
+    """The model's answer to `task` on raw windows, in raw units, without building masks by hand.
+
+    windows: {"states": (B, L, S), "actions": (B, L, A), "returns": (B, L, 1) for rcbc} as numpy
+    arrays or tensors; values the task hides are never read (zeros will do). c: the current step
+    (default: L-1 for bc and rcbc, L-2 for fd and id, 0 for goal). Returns (B, dim): the action at c
+    (bc, rcbc, id, goal) or the state at c + 1 (fd)."""
+    if task not in ASKABLE_TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(ASKABLE_TASKS)}")
+    spec = ASKABLE_TASKS[task]
+    missing = [m for m in spec.needs if m not in model.tokenizers or m not in windows]
+    if missing:
+        raise ConfigError(f"task {task!r} needs {', '.join(missing)} in the model and in the windows")
+    if task != "goal" and task not in model.prediction_tasks:
+        raise ConfigError(f"this model ({model.config.kind}) cannot do task {task!r}")
+    L = model.window
+    c = spec.current(L) if c is None else int(c)
+    if not 0 <= c + spec.target_offset < L or c < 0:
+        raise ConfigError(f"task {task!r}: c = {c} is outside the window of {L} steps")
+    device = next(model.parameters()).device
+    batch = {}
+    for name in model.tokenizers:
+        if name in windows:
+            value = torch.as_tensor(np.asarray(windows[name], dtype=np.float32), device=device)
+            if value.dim() < 3 or value.shape[1] != L:
+                raise ConfigError(f"windows[{name!r}] must be (B, {L}, ...), the model's window; got {tuple(value.shape)}")
+            batch[name] = value
+    visible = spec.mask(model.layout, c)
+    return model.predict(batch, visible, heads=(spec.target,))[spec.target][:, c + spec.target_offset]
 
 
 def steps_needed(model: torch.nn.Module) -> int | None:
