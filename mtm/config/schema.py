@@ -49,6 +49,10 @@ class DataConfig:
         _check(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
 
+#: The scalar loggers train.loggers may name (metrics.jsonl is always written).
+LOGGERS = ("tensorboard", "wandb")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     steps: int = 140_000  # optimiser steps in total
@@ -79,6 +83,7 @@ class TrainConfig:
     eval_env: str | None = None  # gymnasium id; null = the dataset's env
     eval_video: bool = False  # also write runs/.../videos/step_N.mp4 of the first episode, and step_N.png, its contact sheet (also in TensorBoard: eval/contact_sheet)
     eval_video_quality: Literal["fast", "nice"] = "fast"  # fast: no shadows, reflections or anti-aliasing (many times faster on a CPU); nice: MuJoCo's full look
+    loggers: list[str] = dataclasses.field(default_factory=lambda: ["tensorboard"])  # where scalars go besides metrics.jsonl (always written): tensorboard, wandb (Weights & Biases, offline unless WANDB_MODE says otherwise; pip install 'mtm[wandb]')
     keep_last: int = 3  # checkpoints kept on disk; 0 = keep all
     run_dir: str = "runs/mtm"  # config, TensorBoard events, checkpoints and reports go here
 
@@ -100,6 +105,8 @@ class TrainConfig:
         for key, weight in self.loss_weights.items():
             _check(weight >= 0, f"loss_weights.{key} must be >= 0, got {weight}")
         _check(bool(self.run_dir), "run_dir must not be empty")
+        unknown = sorted(set(self.loggers) - set(LOGGERS))
+        _check(not unknown, f"loggers: unknown {unknown}; choose from {', '.join(LOGGERS)}")
         if isinstance(self.mask, str):  # the short string form (mtm.model.masks.MaskConfig.parse)
             try:
                 self.mask = MaskConfig.parse(self.mask)

@@ -131,7 +131,8 @@ def build_train_step(cfg: RunConfig, rt: Runtime, model: torch.nn.Module, opt: O
 def open_logs(cfg: RunConfig, rt: Runtime, run: RunDirectory, data: RunData, metadata: RunMetadata,
               start_step: int, resumed: bool) -> Logger:
     """The run's logger; rank 0 saves the resolved config and, on a new run, logs what it is."""
-    logger = Logger(run.path, enabled=rt.is_main, resume_step=start_step if resumed else None)
+    logger = Logger(run.path, enabled=rt.is_main, resume_step=start_step if resumed else None,
+                    loggers=cfg.train.loggers, config=config_to_dict(cfg))
     if rt.is_main:
         save_config(cfg, run.path / CONFIG_FILE)
         if not resumed:

@@ -52,7 +52,7 @@ from mtm.training.build import (RunParts, build_optimisation, build_run_model, b
                                 validation_batches)
 from mtm.training.memory import release_free_memory
 from mtm.training.metadata import describe_runtime, run_metadata, runtime_info
-from mtm.training.metrics import LossMeter, eval_scalars, val_scalars
+from mtm.training.metrics import LossMeter, eval_scalars, require_loggers, val_scalars
 from mtm.training.progress import TrainProgress, interactive
 from mtm.training.run_data import load_run_data
 from mtm.training.rundir import CONFIG_FILE, METRICS_FILE, RunDirectory
@@ -185,6 +185,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
                   progress: bool, say: Callable[[str], None] | None) -> TrainResult:
     """Build the run's parts (mtm.training.build), in an order where everything is checked before
     the run directory is written to, then run its steps."""
+    require_loggers(cfg.train.loggers)
     checkpoint = None
     if resume is not None:
         checkpoint = load_checkpoint(run.path)

@@ -10,8 +10,11 @@ On resume from step s both files forget what a killed run logged after s (`trunc
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +22,12 @@ import torch
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
+from mtm.errors import ConfigError
 from mtm.io import atomic_write_text
 from mtm.training.rundir import METRICS_FILE
+
+#: Where a run directory keeps its Weights & Biases run id (train.loggers: wandb).
+WANDB_ID_FILE = "wandb_id.txt"
 
 
 def truncate_metrics(path: Path, step: int) -> list[dict]:
@@ -41,45 +48,90 @@ def truncate_metrics(path: Path, step: int) -> list[dict]:
     return rows
 
 
-class Logger:
-    """TensorBoard scalars plus metrics.jsonl (machine-readable), rank 0 only. On resume from step
-    s, both forget what a killed run logged after s (TensorBoard's purge_step does it for events),
-    and `clocks` are the training wall and CPU seconds the run had logged by s."""
+def require_loggers(loggers: Sequence[str]) -> None:
+    """ConfigError, before anything is read or written, if a logger's package is missing."""
+    if "wandb" in loggers:
+        try:
+            importlib.import_module("wandb")  # optional: pip install 'mtm[wandb]'
+        except ImportError:
+            raise ConfigError("train.loggers names wandb, but the wandb package is not installed: "
+                              "pip install 'mtm[wandb]', or drop wandb from train.loggers") from None
 
-    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None = None) -> None:
+
+def start_wandb(run_dir: Path, config: dict | None, resumed: bool):
+    """A Weights & Biases run for `run_dir`: offline unless WANDB_MODE says otherwise (no account or
+    network needed; `wandb sync` uploads later), project WANDB_PROJECT or "mtm", one id per run
+    directory (kept in wandb_id.txt) so that a resume continues the same W&B run."""
+    require_loggers(["wandb"])
+    import wandb
+
+    id_file = run_dir / WANDB_ID_FILE
+    run_id = id_file.read_text().strip() if id_file.exists() else None
+    if not run_id:
+        run_id = wandb.util.generate_id()
+        atomic_write_text(id_file, run_id + "\n")
+    return wandb.init(project=os.environ.get("WANDB_PROJECT", "mtm"), name=run_dir.name, id=run_id, dir=str(run_dir),
+                      config=config, mode=os.environ.get("WANDB_MODE", "offline"),
+                      resume="allow" if resumed else None)
+
+
+class Logger:
+    """metrics.jsonl (machine-readable, always) plus the scalar loggers of train.loggers
+    (TensorBoard, Weights & Biases), rank 0 only. On resume from step s, metrics.jsonl and
+    TensorBoard forget what a killed run logged after s (TensorBoard's purge_step does it for
+    events), and `clocks` are the training wall and CPU seconds the run had logged by s."""
+
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None = None, *,
+                 loggers: Sequence[str] = ("tensorboard",), config: dict | None = None) -> None:
         self.enabled = enabled
         self.writer = None
+        self.wandb = None
         self.jsonl = None
         self.clocks = (0.0, 0.0)
         if enabled:
+            if "wandb" in loggers:  # first: a missing package fails before any file is opened
+                self.wandb = start_wandb(run_dir, config, resumed=resume_step is not None)
             if resume_step is not None:
                 for row in truncate_metrics(run_dir / METRICS_FILE, resume_step):
                     self.clocks = (row.get("charts/train_wall_s", self.clocks[0]),
                                    row.get("charts/train_cpu_s", self.clocks[1]))
-            self.writer = SummaryWriter(str(run_dir), purge_step=None if resume_step is None else resume_step + 1)
+            if "tensorboard" in loggers:
+                self.writer = SummaryWriter(str(run_dir), purge_step=None if resume_step is None else resume_step + 1)
             self.jsonl = open(run_dir / METRICS_FILE, "a")
 
     def text(self, tag: str, text: str) -> None:
         if self.writer:
             self.writer.add_text(tag, text)
+        if self.wandb is not None:
+            self.wandb.summary[tag] = text
 
     def image(self, tag: str, path: str | Path, step: int) -> None:
-        """A PNG file as an image in TensorBoard (the contact sheet of an evaluation)."""
+        """A PNG file as an image (the contact sheet of an evaluation)."""
         if self.writer:
             with Image.open(path) as picture:
                 self.writer.add_image(tag, np.asarray(picture.convert("RGB")), step, dataformats="HWC")
+        if self.wandb is not None:
+            import wandb  # start_wandb imported it
+
+            self.wandb.log({tag: wandb.Image(str(path))}, step=step)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
             return
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, value, step)
+        if self.writer:
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, step)
+        if self.wandb is not None:
+            self.wandb.log(dict(values), step=step)
         self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
         self.jsonl.flush()
 
     def close(self) -> None:
         if self.writer:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+        if self.jsonl:
             self.jsonl.close()
 
 
