@@ -145,6 +145,16 @@ def format_report(s: dict[str, Any]) -> str:
             if e < s["num_episodes"]:  # a partly labelled file: say how much carries it
                 text += f"   in {e} of {s['num_episodes']} episodes, {steps_with[name]} of {s['num_steps']} steps"
         rows.append(("per step" if i == 0 else "", text))
+    filters = s.get("filters")
+    if filters is not None:
+        available = filters["available"]
+        if not available:
+            rows.append(("filters", "none (the file has no mask/ group)"))
+        else:
+            listed = "demos in " + ", ".join(f"{name} {count}" for name, count in available.items())
+            chosen = (f"   (reading {filters['selected']})" if filters["selected"]
+                      else "   (--filter-key KEY reads one split)")
+            rows.append(("filters", listed + chosen))
     r = s["returns"]
     rewarded = episodes_with.get("rewards", s["num_episodes"])
     if r is None:

@@ -45,7 +45,7 @@ def summarize(source: EpisodeSource) -> dict[str, Any]:
     carried.update({"actions": scan.has_actions, "rewards": scan.has_rewards})
     if lengths is not None:
         lengths["histogram"] = length_histogram(scan.lengths)
-    return {
+    summary = {
         "format": "native" if isinstance(source, NativeSource) else info.source_format,
         "source_format": info.source_format,
         "source": info.source,
@@ -67,6 +67,10 @@ def summarize(source: EpisodeSource) -> dict[str, Any]:
         "reference_scores": references,  # {min, max, source} and a "warning" when suspect
         "normalized_return_mean": normalized,
     }
+    filter_sizes = getattr(source, "filter_sizes", None)
+    if filter_sizes is not None:  # robomimic: its mask/<filter> splits and the one being read
+        summary["filters"] = {"available": filter_sizes(), "selected": getattr(source, "filter_key", None)}
+    return summary
 
 
 def dataset_references(info: DatasetInfo, mean_return: float | None) -> dict[str, Any] | None:
