@@ -108,3 +108,29 @@ def test_namespace_folder_outside_the_minari_folder_lists_paths(tmp_path, monkey
 def test_empty_folder_is_still_not_a_minari_dataset(tmp_path):
     with pytest.raises(DataError, match="not a Minari dataset"):
         detect_format(tmp_path)
+
+
+def test_train_data_takes_an_id_and_sees_it_given_twice(root):
+    from mtm.training.run_data import same_file_pair
+    folder = str(root / "mujoco" / "hopper" / "expert-v0")
+    assert same_file_pair(["mujoco/hopper/expert-v0", "mujoco/hopper/medium-v0", folder]) == (0, 2)
+    assert same_file_pair(["mujoco/hopper/nothing-v0", "mujoco/hopper/medium-v0"]) is None
+    result = run("train", "--config", "small", "--data", "mujoco/hopper/expert-v0", "--data", folder,
+                 "--run-dir", root.parent / "runs" / "x")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: one file given twice: --data mujoco/hopper/expert-v0 (1st) and --data ")
+
+
+def test_train_with_an_unknown_id_is_one_error_line(root, tmp_path):
+    result = run("train", "--config", "small", "--data", "mujoco/hopper/nothing-v0", "--run-dir", tmp_path / "runs" / "x")
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("mtm:")]
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: mujoco/hopper/nothing-v0: no such file, and no Minari dataset of that id under {root}")
+
+
+def test_dataset_identity_of_an_id_is_that_of_its_folder(root):
+    from mtm.data.formats import resolve_path
+    from mtm.data.identity import dataset_identity
+    assert dataset_identity(resolve_path("mujoco/hopper/expert-v0")) == \
+        dataset_identity(root / "mujoco" / "hopper" / "expert-v0")
