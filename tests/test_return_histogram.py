@@ -31,10 +31,19 @@ def test_inspect_prints_and_exports_the_histogram(tmp_path):
     lines = result.stdout.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("  returns "))
     assert lines[at] == "  returns    mean 3.0 +/- 2.4   min 0.0   max 6.0"
-    assert lines[at + 1] == "             0.0-0.6  " + "#" * 40 + "  1"
-    assert lines[at + 5] == "             2.4-3.0  " + " " * 40 + "  0"
-    assert lines[at + 6] == "             3.0-3.6  " + "#" * 40 + "  1"
-    assert lines[at + 10] == "             5.4-6.0  " + "#" * 40 + "  1"
+    assert lines[at + 1] == "             0.0 .. 0.6  " + "#" * 40 + "  1"
+    assert lines[at + 5] == "             2.4 .. 3.0  " + " " * 40 + "  0"
+    assert lines[at + 6] == "             3.0 .. 3.6  " + "#" * 40 + "  1"
+    assert lines[at + 10] == "             5.4 .. 6.0  " + "#" * 40 + "  1"
     assert lines[at + 11].startswith("  reference")
     summary = json.loads(CliRunner().invoke(main, ["inspect", str(path), "--json"]).stdout)
     assert [b["count"] for b in summary["returns"]["histogram"]] == [1, 0, 0, 0, 0, 1, 0, 0, 0, 1]
+
+
+def test_negative_returns_read_as_ranges(tmp_path):
+    demos = {f"demo_{i}": make_demo(2, i, image=False) for i in range(2)}
+    for i, d in enumerate(demos.values()):
+        d["rewards"] = np.full(2, -5.0 * (i + 1))  # returns -10, -20
+    result = CliRunner().invoke(main, ["inspect", str(write_robomimic(tmp_path / "r.hdf5", demos))])
+    assert "             -20.0 .. -19.0  " + "#" * 40 + "  1" in result.stdout.splitlines()
+    assert "             -11.0 .. -10.0  " + "#" * 40 + "  1" in result.stdout.splitlines()

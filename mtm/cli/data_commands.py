@@ -197,6 +197,7 @@ def _histogram_lines(bins: list[dict[str, Any]], indent: str, width: int = 40,
     for b in bins:
         # Any non-empty bin gets at least one mark so that rare lengths stay visible.
         bar = "#" * max(round(width * b["count"] / top), 1 if b["count"] else 0)
-        span = f"{text(b['low']):>{label_width}}-{text(b['high']):<{label_width}}"
+        sep = "-" if decimals is None else " .. "  # returns can be negative: -10.3 .. -8.5, not -10.3--8.5
+        span = f"{text(b['low']):>{label_width}}{sep}{text(b['high']):<{label_width}}"
         lines.append(f"{indent}{span}  {bar:<{width}}  {b['count']}")
     return lines
