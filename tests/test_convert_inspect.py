@@ -84,7 +84,10 @@ def test_summary_of_a_hand_built_file(d4rl_file):
     assert (s["num_episodes"], s["num_steps"]) == (3, 9)
     assert s["episodes_ended"] == {"terminated": 1, "truncated": 1, "partial": 1}
     returns = np.array([3.0, 18.0, 15.0])
+    histogram = s["returns"].pop("histogram")
     assert s["returns"] == pytest.approx({"min": 3.0, "mean": 12.0, "std": returns.std(ddof=0), "max": 18.0})
+    assert [b["count"] for b in histogram] == [1] + [0] * 7 + [1, 1]  # 3, then 15 and 18 in 1.5-wide bins
+    assert (histogram[0]["low"], histogram[-1]["high"]) == (3.0, 18.0)
     assert s["episode_lengths"]["min"] == 2 and s["episode_lengths"]["max"] == 4
     assert s["episode_lengths"]["mean"] == pytest.approx(3.0)
     assert s["has_final_observation"] is True
@@ -156,8 +159,11 @@ def test_inspect_a_shared_dataset(shared_datasets):
     assert "steps      100000   final observation recorded: yes" in out
     assert "returns    mean 1029.4 +/- 146.1   min 617.1   max 1324.4" in out
     assert "reference  min 17.9   max 3020.1   normalised mean return 33.7" in out
-    histogram = [line for line in out.splitlines() if "#" in line]
-    assert len(histogram) == 10 and sum(int(line.split()[-1]) for line in histogram) == 314
+    lines = out.splitlines()
+    returns_at = next(i for i, line in enumerate(lines) if line.startswith("  returns "))
+    lengths_at = next(i for i, line in enumerate(lines) if line.startswith("  lengths "))
+    for histogram in (lines[returns_at + 1:returns_at + 11], lines[lengths_at + 1:]):  # returns, lengths
+        assert len(histogram) == 10 and sum(int(line.split()[-1]) for line in histogram) == 314
 
 
 # ---- mtm convert ------------------------------------------------------------------------------

@@ -145,6 +145,16 @@ def format_report(s: dict[str, Any]) -> str:
             if e < s["num_episodes"]:  # a partly labelled file: say how much carries it
                 text += f"   in {e} of {s['num_episodes']} episodes, {steps_with[name]} of {s['num_steps']} steps"
         rows.append(("per step" if i == 0 else "", text))
+    filters = s.get("filters")
+    if filters is not None:
+        available = filters["available"]
+        if not available:
+            rows.append(("filters", "none (the file has no mask/ group)"))
+        else:
+            listed = "demos in " + ", ".join(f"{name} {count}" for name, count in available.items())
+            chosen = (f"   (reading {filters['selected']})" if filters["selected"]
+                      else "   (--filter-key KEY reads one split)")
+            rows.append(("filters", listed + chosen))
     r = s["returns"]
     rewarded = episodes_with.get("rewards", s["num_episodes"])
     if r is None:
@@ -153,6 +163,8 @@ def format_report(s: dict[str, Any]) -> str:
         some = f"   (the {rewarded} episodes with rewards)" if rewarded < s["num_episodes"] else ""
         rows.append(("returns", f"mean {r['mean']:.1f} +/- {r['std']:.1f}   min {r['min']:.1f}   "
                                 f"max {r['max']:.1f}{some}"))
+        if r.get("histogram"):
+            rows += [("", line) for line in _histogram_lines(r["histogram"], indent="", decimals=1)]
     ref = s["reference_scores"]
     if ref is not None:
         text = f"min {ref['min']:.1f}   max {ref['max']:.1f}"
@@ -172,13 +184,20 @@ def format_report(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _histogram_lines(bins: list[dict[str, int]], indent: str, width: int = 40) -> list[str]:
+def _histogram_lines(bins: list[dict[str, Any]], indent: str, width: int = 40,
+                     decimals: int | None = None) -> list[str]:
+    """Text bars of a histogram; integer bounds as they are, float ones (returns) to `decimals`."""
     top = max(b["count"] for b in bins)
-    label_width = len(str(bins[-1]["high"]))
+
+    def text(x: Any) -> str:
+        return str(x) if decimals is None else f"{x:.{decimals}f}"
+
+    label_width = max(len(text(b[k])) for b in bins for k in ("low", "high"))
     lines = []
     for b in bins:
         # Any non-empty bin gets at least one mark so that rare lengths stay visible.
         bar = "#" * max(round(width * b["count"] / top), 1 if b["count"] else 0)
-        span = f"{b['low']:>{label_width}}-{b['high']:<{label_width}}"
+        sep = "-" if decimals is None else " .. "  # returns can be negative: -10.3 .. -8.5, not -10.3--8.5
+        span = f"{text(b['low']):>{label_width}}{sep}{text(b['high']):<{label_width}}"
         lines.append(f"{indent}{span}  {bar:<{width}}  {b['count']}")
     return lines

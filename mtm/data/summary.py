@@ -38,6 +38,8 @@ def summarize(source: EpisodeSource) -> dict[str, Any]:
     normalized = None
     if references is not None and references["max"] != references["min"] and returns is not None:
         normalized = normalized_score(returns["mean"], references["min"], references["max"])
+    if returns is not None:
+        returns["histogram"] = return_histogram(scan.returns)
     lengths = _stats(scan.lengths, std=False)
     # How many episodes and steps carry each modality: observations every one, actions and rewards
     # those recorded with them (a partly labelled or state-only file has fewer).
@@ -45,7 +47,7 @@ def summarize(source: EpisodeSource) -> dict[str, Any]:
     carried.update({"actions": scan.has_actions, "rewards": scan.has_rewards})
     if lengths is not None:
         lengths["histogram"] = length_histogram(scan.lengths)
-    return {
+    summary = {
         "format": "native" if isinstance(source, NativeSource) else info.source_format,
         "source_format": info.source_format,
         "source": info.source,
@@ -67,6 +69,10 @@ def summarize(source: EpisodeSource) -> dict[str, Any]:
         "reference_scores": references,  # {min, max, source} and a "warning" when suspect
         "normalized_return_mean": normalized,
     }
+    filter_sizes = getattr(source, "filter_sizes", None)
+    if filter_sizes is not None:  # robomimic: its mask/<filter> splits and the one being read
+        summary["filters"] = {"available": filter_sizes(), "selected": getattr(source, "filter_key", None)}
+    return summary
 
 
 def dataset_references(info: DatasetInfo, mean_return: float | None) -> dict[str, Any] | None:
@@ -90,6 +96,16 @@ def length_histogram(lengths: np.ndarray, bins: int = HISTOGRAM_BINS) -> list[di
         {"low": lo + i * width, "high": min(lo + (i + 1) * width - 1, hi), "count": int(c)}
         for i, c in enumerate(counts)
     ]
+
+
+def return_histogram(returns: np.ndarray, bins: int = HISTOGRAM_BINS) -> list[dict[str, float]]:
+    """Counts of episode returns in `bins` equal-width ranges [low, high) from the lowest return to
+    the highest (the last range includes it); one range when every return is the same."""
+    lo, hi = float(returns.min()), float(returns.max())
+    if lo == hi:
+        return [{"low": lo, "high": hi, "count": int(returns.size)}]
+    counts, edges = np.histogram(returns, bins=bins, range=(lo, hi))
+    return [{"low": float(edges[i]), "high": float(edges[i + 1]), "count": int(c)} for i, c in enumerate(counts)]
 
 
 def _stats(values: np.ndarray, std: bool = True) -> dict[str, float] | None:

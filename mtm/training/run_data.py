@@ -15,7 +15,7 @@ import torch
 
 from mtm.config import RunConfig
 from mtm.data.batches import WindowBatches
-from mtm.data.formats import DataSource
+from mtm.data.formats import DataSource, resolve_path
 from mtm.data.identity import dataset_identity
 from mtm.data.mixture import labelled_first, load_training_data
 from mtm.data.stats import ModalityStats
@@ -52,6 +52,14 @@ def same_file_pair(paths: list[str]) -> tuple[int, int] | None:
     """Indices (i, j), i < j, of the first two paths that name one file (through links, `..` or a
     hard link too), or None. A file given twice would count its episodes twice, and held-out
     episodes of one copy could be trained on in the other."""
+    def resolved(path: str) -> str:
+        try:  # a Minari dataset id names the folder it resolves to
+            return str(resolve_path(path))
+        except DataError:  # reported when it is read
+            return path
+
+    paths = [resolved(p) for p in paths]
+
     def same(a: str, b: str) -> bool:
         try:
             return os.path.samefile(a, b)
@@ -91,7 +99,7 @@ def load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> RunData:
         i, j = twice
         raise ConfigError(f"{names[i]} ({paths[i]}) and {names[j]} ({paths[j]}) are the same file; give each "
                           f"dataset once (its episodes would count twice)")
-    identities = [dataset_identity(p) for p in paths]
+    identities = [dataset_identity(resolve_path(p)) for p in paths]  # a Minari id: its folder
     if checkpoint is not None:
         _check_identities(paths, identities, checkpoint)
     loaded = load_training_data(paths, format=cfg.data.format, rtg=cfg.data.rtg, gamma=cfg.data.gamma,

@@ -13,7 +13,8 @@ import h5py
 
 from mtm.data.episode import EpisodeSource, FrameReader
 from mtm.data.formats.d4rl import D4RLSource, is_d4rl
-from mtm.data.formats.minari import MinariSource, is_minari
+from mtm.data.formats.minari import (MinariSource, datasets_root, is_minari, looks_like_dataset_id,
+                                     minari_datasets_in, resolve_dataset_id)
 from mtm.data.formats.native import NativeSource, is_native
 from mtm.data.formats.robomimic import RobomimicSource, is_robomimic
 from mtm.data.hdf5 import open_hdf5
@@ -26,10 +27,14 @@ _READERS: dict[str, type[EpisodeSource]] = {"native": NativeSource, "d4rl": D4RL
 
 def detect_format(path: str | os.PathLike) -> str:
     """Name of the format a file or Minari dataset folder is in; DataError when none fits."""
-    p = Path(path)
+    p = resolve_path(path)
     if p.is_dir():
         if is_minari(p):
             return "minari"
+        inside = minari_datasets_in(p)
+        if inside:
+            raise DataError(f"{p}: is a folder of {len(inside)} Minari dataset{'s' if len(inside) > 1 else ''}, "
+                            f"not one dataset; give one of them: {_list_datasets(p, inside)}")
         raise DataError(f"{p}: is a directory but not a Minari dataset (expected data/main_data.hdf5 and "
                         f"metadata.json inside); give a dataset file or a Minari dataset folder")
     with open_hdf5(p) as f:  # turns a missing, non-HDF5 or corrupt file into a clear DataError
@@ -46,6 +51,27 @@ def detect_format(path: str | os.PathLike) -> str:
                     f"{', '.join(FORMATS)} files — pass --format to force one")
 
 
+def resolve_path(path: str | os.PathLike) -> Path:
+    """`path` itself when it exists or is no Minari dataset id; else the id's folder under the user's
+    Minari data folder (DataError, saying where it looked, when the id is not there)."""
+    p = Path(path)
+    if p.exists() or not looks_like_dataset_id(str(path)):
+        return p
+    return resolve_dataset_id(str(path))
+
+
+def _list_datasets(folder: Path, datasets: list[Path], limit: int = 10) -> str:
+    root = datasets_root()
+    names = []
+    for d in datasets:
+        try:  # under the Minari data folder: the id, which mtm takes as it is
+            names.append(str(d.resolve().relative_to(root.resolve())))
+        except ValueError:
+            names.append(str(d))
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def open_dataset(path: str | os.PathLike, format: str | None = None, *,
                  filter_key: str | None = None) -> EpisodeSource:
     """Open a dataset in any supported format; `format` forces a reader instead of detecting one.
@@ -53,6 +79,7 @@ def open_dataset(path: str | os.PathLike, format: str | None = None, *,
     error, since silently ignoring it would train on the wrong episodes."""
     if format is not None and format not in FORMATS:
         raise ConfigError(f"unknown dataset format {format!r}; choose one of {', '.join(FORMATS)}")
+    path = resolve_path(path)
     fmt = format or detect_format(path)
     if filter_key is not None and fmt != "robomimic":
         raise ConfigError(f"a filter key only applies to robomimic files, but {path} is {fmt}")
@@ -73,6 +100,7 @@ class DataSource:
         """`path` read as `format`, or as the format its layout shows (detected here, once)."""
         if format is not None and format not in FORMATS:
             raise ConfigError(f"unknown dataset format {format!r}; choose one of {', '.join(FORMATS)}")
+        path = resolve_path(path)
         return cls(str(path), format or detect_format(path))
 
     def open(self) -> EpisodeSource:

@@ -70,6 +70,55 @@ def is_minari(path: str | os.PathLike) -> bool:
     return p.name == MAIN_FILE or (metadata is not None and _has_episode_groups(p))
 
 
+# A Minari dataset id, as `minari download` and `minari.load_dataset` take it: namespace(s) and a
+# name ending in a version, e.g. mujoco/hopper/expert-v0 (minari.storage's id grammar, simplified).
+DATASET_ID_RE = re.compile(r"[\w.:-]+(?:/[\w.:-]+)*-v\d+")
+
+
+def datasets_root() -> Path:
+    """The folder Minari keeps local datasets in: $MINARI_DATASETS_PATH, else ~/.minari/datasets
+    (minari.storage.datasets_root_dir without creating it)."""
+    env = os.environ.get("MINARI_DATASETS_PATH")
+    return Path(env).expanduser() if env else Path.home() / ".minari" / "datasets"
+
+
+def looks_like_dataset_id(text: str) -> bool:
+    """Whether `text` reads as a Minari dataset id rather than a file path."""
+    return (not text.startswith(("/", ".", "~")) and not text.endswith((".hdf5", ".h5"))
+            and DATASET_ID_RE.fullmatch(text) is not None)
+
+
+def resolve_dataset_id(dataset_id: str) -> Path:
+    """The local folder of a Minari dataset id; DataError (saying where it looked) when it has none."""
+    root = datasets_root()
+    folder = root / dataset_id
+    if is_minari(folder):
+        return folder
+    where = f"{root} ($MINARI_DATASETS_PATH)" if os.environ.get("MINARI_DATASETS_PATH") else \
+        f"{root} (Minari's default; set MINARI_DATASETS_PATH to look elsewhere)"
+    base = dataset_id.rsplit("-v", 1)[0]
+    versions = sorted(d.name for d in folder.parent.glob(f"{Path(base).name}-v*") if is_minari(d)) \
+        if folder.parent.is_dir() else []
+    hint = (f"; versions there: {', '.join(str(Path(dataset_id).parent / v) for v in versions)}" if versions
+            else f"; download it with `minari download {dataset_id}` or give the path of a dataset file")
+    raise DataError(f"{dataset_id}: no such file, and no Minari dataset of that id under {where}{hint}")
+
+
+def minari_datasets_in(folder: Path, depth: int = 4) -> list[Path]:
+    """Minari dataset folders inside `folder` (a namespace folder), at most `depth` levels down."""
+    found: list[Path] = []
+    try:
+        children = sorted(c for c in folder.iterdir() if c.is_dir())
+    except OSError:
+        return found
+    for child in children:
+        if is_minari(child):
+            found.append(child)
+        elif depth > 1 and child.name != "data":
+            found.extend(minari_datasets_in(child, depth - 1))
+    return found
+
+
 def _is_minari_metadata(path: Path) -> bool:
     try:
         meta = json.loads(path.read_text())

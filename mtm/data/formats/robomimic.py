@@ -104,6 +104,14 @@ class RobomimicSource(GroupPerEpisode):
                             f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
         return sorted(set(listed), key=_demo_number)
 
+    def filter_sizes(self) -> dict[str, int]:
+        """{filter key: number of demos its ``mask/<key>`` lists} for every filter in the file."""
+        masks = self._file.get("mask")
+        if not isinstance(masks, h5py.Group):
+            return {}
+        return {name: len({_attr_text(x) for x in read_array(masks, name, f"{self.path} mask")})
+                for name in sorted(masks) if isinstance(masks.get(name), h5py.Dataset)}
+
     def episode_length(self, index: int) -> int:
         g = self._group(index)
         for key in ("actions", "dones"):
