@@ -26,17 +26,71 @@ _FILTER_KEY_OPTION = click.option("--filter-key", default=None,
 @_FORMAT_OPTION
 @_FILTER_KEY_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a report.")
-def inspect(file: Path, fmt: str | None, filter_key: str | None, as_json: bool) -> None:
-    """Summarise a dataset FILE (native, D4RL, Minari folder or robomimic): sizes, returns, lengths."""
+@click.option("--video", "video", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Replay the first episodes through the simulator (from the recorded infos/qpos and "
+                   "infos/qvel) and write them as an mp4 here, like mtm eval --video.")
+@click.option("--contact-sheet", "contact_sheet", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Replay the first episodes and write a PNG grid of frames here, step and return on each tile.")
+@click.option("--episodes", default=1, show_default=True, help="How many episodes --video / --contact-sheet replay.")
+@click.option("--env", "env_id", default=None, help="Env to replay in. [default: the file's env id]")
+@click.option("--video-quality", default="fast", show_default=True, metavar="fast|nice",
+              help="fast: no shadows, reflections or anti-aliasing; nice: MuJoCo's full look.")
+@click.option("--video-size", default=256, show_default=True, help="Frame width and height in pixels.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --video / --contact-sheet file.")
+def inspect(file: Path, fmt: str | None, filter_key: str | None, as_json: bool, video: Path | None,
+            contact_sheet: Path | None, episodes: int, env_id: str | None, video_quality: str, video_size: int,
+            overwrite: bool) -> None:
+    """Summarise a dataset FILE (native, D4RL, Minari folder or robomimic): sizes, returns, lengths.
+
+    \b
+    With --video / --contact-sheet, also replay its first episodes through the simulator:
+      mtm inspect hopper.hdf5 --contact-sheet hopper.png --episodes 2
+    """
     from mtm.data.formats import open_dataset
     from mtm.data.summary import summarize
 
+    media = None
+    if video is None and contact_sheet is None and (env_id is not None or episodes != 1):
+        raise ConfigError("--episodes and --env choose what --video / --contact-sheet replay; give one of those too")
+    if video is not None or contact_sheet is not None:
+        from mtm.io import refuse_existing_output
+        from mtm.video import RolloutMedia
+
+        if episodes < 1:
+            raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+        media = RolloutMedia(video=video, contact_sheet=contact_sheet, episodes=episodes, quality=video_quality,
+                             size=video_size)
+        for path in (video, contact_sheet):
+            if path is not None:
+                refuse_existing_output(path, overwrite)
     with open_dataset(file, fmt, filter_key=filter_key) as source:
         summary = {"path": str(file), **summarize(source)}
+        if media is not None:
+            summary["replay"] = _replay(source, media, env_id)
     references = summary["reference_scores"]
     if references is not None and references.get("warning"):
         warnings.warn(references["warning"], MTMWarning, stacklevel=1)
     click.echo(json.dumps(summary, indent=2) if as_json else format_report(summary))
+
+
+def _replay(source: Any, media: Any, env_id: str | None) -> dict[str, Any]:
+    """Replay `source`'s first episodes into `media`'s files; the report's replay fields."""
+    from mtm.contact_sheet import write_contact_sheet
+    from mtm.replay import replay_env_id, replay_frames
+    from mtm.video import video_rate, write_video
+
+    # Every refusal (no recorded state, no env) comes before a frame is drawn or a file made.
+    recorded, env_fps, camera = replay_frames(source, env_id, media.episodes, media.size, media.quality)
+    out: dict[str, Any] = {"env_id": replay_env_id(source, env_id), "episodes": [e.index for e in recorded],
+                           "frames": sum(len(e.frames) for e in recorded), "size": media.size,
+                           "quality": media.quality, "camera": camera}
+    if media.video is not None:
+        fps, speed = video_rate(env_fps)
+        out["video"] = str(write_video(media.video, recorded, fps))
+        out.update(video_fps=fps, video_speed=speed)
+    if media.contact_sheet is not None:
+        out["contact_sheet"] = str(write_contact_sheet(media.contact_sheet, recorded))
+    return out
 
 
 @main.command()
@@ -181,6 +235,15 @@ def format_report(s: dict[str, Any]) -> str:
     lines = [s["path"]] + [f"  {label:<11}{text}" for label, text in rows]
     if lengths is not None:
         lines += _histogram_lines(lengths["histogram"], indent=" " * 13)
+    replay = s.get("replay")
+    if replay is not None:
+        n = len(replay["episodes"])
+        what = f"{n} episode{'' if n == 1 else 's'}, {replay['frames']} frames in {replay['env_id']}"
+        if replay.get("video"):
+            lines.append(f"  {'video':<11}{replay['video']}   {what}, {replay['video_fps']} frames/s "
+                         f"({replay['video_speed']:.2f}x real time)")
+        if replay.get("contact_sheet"):
+            lines.append(f"  {'sheet':<11}{replay['contact_sheet']}   {what}")
     return "\n".join(lines)
 
 
