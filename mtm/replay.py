@@ -8,7 +8,6 @@ Frame t shows the state before step t; its caption's return is the reward receiv
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import h5py

@@ -36,6 +36,27 @@ def either_cpu(request, monkeypatch) -> bool:
 
 
 @pytest.fixture
+def d4rl_file(tmp_path):
+    """A small D4RL-layout file (Hopper-v5's env id; terminal, timeout and trailing partial episodes)."""
+    from test_formats_d4rl import d4rl_arrays, write_d4rl
+
+    return write_d4rl(tmp_path / "d4rl.hdf5", d4rl_arrays(), metadata={"env_id": b"Hopper-v5"})
+
+
+@pytest.fixture
+def native_file(tmp_path):
+    """A small native file: a terminated episode of 5 steps and a truncated one of 3."""
+    from mtm.data.formats.native import EpisodeWriter
+    from test_native_format import INFO, make_episode
+
+    path = tmp_path / "native.hdf5"
+    with EpisodeWriter(path, INFO) as w:
+        w.add(make_episode(5, seed=1))
+        w.add(make_episode(3, seed=2, terminal=False))
+    return path
+
+
+@pytest.fixture
 def shared_datasets() -> Path:
     if not (SHARED_DATASETS / "summary.json").exists():
         pytest.skip("../shared/datasets is not present")

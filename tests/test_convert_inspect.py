@@ -9,11 +9,10 @@ from mtm.cli import main
 from mtm.data.episode import STATE_KEY
 from mtm.data.formats import detect_format, open_dataset
 from mtm.data.formats.d4rl import D4RLSource
-from mtm.data.formats.native import EpisodeWriter, NativeSource
+from mtm.data.formats.native import NativeSource
 from mtm.data.summary import length_histogram, summarize
 from mtm.errors import ConfigError, DataError
 from test_formats_d4rl import d4rl_arrays, write_d4rl
-from test_native_format import INFO, make_episode
 
 
 def run(*args: str):
@@ -22,20 +21,6 @@ def run(*args: str):
 
 def error_lines(result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.strip()]
-
-
-@pytest.fixture
-def d4rl_file(tmp_path):
-    return write_d4rl(tmp_path / "d4rl.hdf5", d4rl_arrays(), metadata={"env_id": b"Hopper-v5"})
-
-
-@pytest.fixture
-def native_file(tmp_path):
-    path = tmp_path / "native.hdf5"
-    with EpisodeWriter(path, INFO) as w:
-        w.add(make_episode(5, seed=1))
-        w.add(make_episode(3, seed=2, terminal=False))
-    return path
 
 
 # ---- format detection -------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from mtm.contact_sheet import sample_steps
 from mtm.data.formats.d4rl import D4RLSource
 from mtm.replay import replay_frames, set_state
 from mtm.video import RobotRenderer
-from test_convert_inspect import d4rl_file, native_file  # noqa: F401  (fixtures)
 
 SIZE = 32
 LENGTHS = (4, 3)  # two episodes: the first ends on a terminal, the second is cut short
@@ -113,7 +112,7 @@ def test_a_replayed_frame_is_the_env_rendered_in_that_state(hopper_file):
     assert returns[0] == 0.0 and len(returns) == LENGTHS[0]
 
 
-def test_a_file_without_qvel_is_one_error_line_and_writes_nothing(d4rl_file, tmp_path):  # noqa: F811
+def test_a_file_without_qvel_is_one_error_line_and_writes_nothing(d4rl_file, tmp_path):
     video = tmp_path / "v.mp4"
     result = run("inspect", d4rl_file, "--video", video)
     assert result.exit_code == 1
@@ -122,7 +121,7 @@ def test_a_file_without_qvel_is_one_error_line_and_writes_nothing(d4rl_file, tmp
     assert "Traceback" not in result.output and not video.exists()
 
 
-def test_a_native_file_is_one_error_line_saying_it_stores_no_state(native_file, tmp_path):  # noqa: F811
+def test_a_native_file_is_one_error_line_saying_it_stores_no_state(native_file, tmp_path):
     sheet = tmp_path / "s.png"
     result = run("inspect", native_file, "--contact-sheet", sheet)
     assert result.exit_code == 1
