@@ -31,17 +31,16 @@ import torch
 
 from mtm.errors import ConfigError
 from mtm.hardware import resolve_precision
-from mtm.model.masks import rcbc_mask, without_action_history
+from mtm.model.masks import POLICY_MASKS, without_action_history
 from mtm.policy_config import PolicyConfig
 
 
 class Planner:
-    """Chooses actions for a policy in mode plan; built by MTMPolicy, called from its act()."""
+    """Chooses actions for a policy in mode plan; built by MTMPolicy (which has checked that the
+    model has return tokens), called from its act()."""
 
     def __init__(self, model: torch.nn.Module, config: PolicyConfig, action_low: torch.Tensor,
                  action_high: torch.Tensor, *, num_envs: int, image_keys=()) -> None:
-        if "returns" not in model.tokenizers:
-            raise ConfigError("mode 'plan' needs a model trained with return tokens (tokens.use_returns)")
         if image_keys:
             raise ConfigError("mode 'plan' imagines future states, which a model of image observations cannot "
                               "predict as frames; use --mode rcbc")
@@ -65,7 +64,8 @@ class Planner:
         self._states = layout.role("states").to(device)
         self._actions = layout.role("actions").to(device)
         self._returns = layout.role("returns").to(device)
-        self._rcbc = torch.stack([rcbc_mask(layout, c) for c in range(model.window)]).to(device)
+        # Imagined steps propose their actions with the mode's own view (the one table of modes).
+        self._rcbc = torch.stack([POLICY_MASKS["plan"](layout, c) for c in range(model.window)]).to(device)
         if not config.action_history:
             self._rcbc = without_action_history(self._rcbc, layout)
         self.generator = torch.Generator(device=device)
