@@ -8,6 +8,8 @@
   ``envs`` (or any of its modules) picks it, so every module here may import mujoco at its top.
 - ``envs.camera``: the camera videos are seen from (one that follows the robot) and the floor under it.
 - ``envs.pixel_reacher``: mtm/ReacherPixels-v0, a task whose target only the image shows.
+- ``envs.pixel_pusher``: mtm/PusherPixels-v0 (and a two-camera variant), an object to push that only
+  the image shows.
 
 This module imports nothing heavy (data readers import envs.references and should not pay for
 gymnasium); ``register_envs`` imports gymnasium when it is called.
@@ -23,12 +25,14 @@ __all__ = ["headless_rendering_default", "register_envs"]
 
 
 def register_envs() -> None:
-    """Register mtm's own env ids (``mtm/ReacherPixels-v0``) with gymnasium; safe to call repeatedly.
+    """Register mtm's own env ids (``mtm/ReacherPixels-v0``, ``mtm/PusherPixels-v0``, ...) with
+    gymnasium; safe to call repeatedly.
 
     Gymnasium 1.x no longer loads the ``gymnasium.envs`` entry point in pyproject.toml, so mtm calls
     this before it looks an id up (``mtm.rollout.check_env_id``), and so must scripts that use
     ``gym.make("mtm/...")`` directly.
     """
-    from envs import pixel_reacher
+    from envs import pixel_pusher, pixel_reacher
 
     pixel_reacher.register()
+    pixel_pusher.register()

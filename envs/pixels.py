@@ -83,6 +83,60 @@ class PixelObservation(gym.ObservationWrapper):
         super().close()
 
 
+class ExtraViews(gym.ObservationWrapper):
+    """More cameras: adds one frame per view to a PixelObservation's dict, e.g. a side view next to
+    the view from above (a robot seen by several cameras, as in robomimic or LeRobot data).
+
+    ``views``: observation key -> free-camera settings (distance, azimuth, elevation, lookat, as
+    for PixelObservation). Each frame is rendered by the env's own offscreen viewer, whose camera is
+    moved to the view and back, so no second GL context is made.
+    """
+
+    def __init__(self, env: PixelObservation, views: dict[str, dict[str, Any]]) -> None:
+        super().__init__(env)
+        if not isinstance(env, PixelObservation):
+            raise ValueError(f"extra views wrap a PixelObservation env, got {type(env).__name__}")
+        taken = set(env.observation_space.spaces)
+        for key, view in views.items():
+            if key in taken:
+                raise ValueError(f"view key {key!r} is already an observation key ({sorted(taken)})")
+            if not isinstance(view, dict):
+                raise ValueError(f"view {key!r} must be free-camera settings (a dict), got {view!r}")
+        self.views = dict(views)
+        frame = spaces.Box(low=0, high=255, shape=(env.size, env.size, 3), dtype=np.uint8)
+        self.observation_space = spaces.Dict({**env.observation_space.spaces, **{k: frame for k in self.views}})
+
+    def observation(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # PixelObservation has just rendered this step's main frame, so the viewer exists.
+        viewer = self.env.unwrapped.mujoco_renderer.viewer
+        camera = viewer.cam
+        saved = (camera.type, camera.fixedcamid, camera.trackbodyid, camera.distance, camera.azimuth,
+                 camera.elevation, camera.lookat.copy())
+        frames = {}
+        try:
+            for key, view in self.views.items():
+                _place_free_camera(camera, view)
+                frames[key] = np.array(viewer.render(render_mode="rgb_array", camera_id=-1), dtype=np.uint8, copy=True)
+        finally:
+            (camera.type, camera.fixedcamid, camera.trackbodyid, camera.distance, camera.azimuth,
+             camera.elevation) = saved[:6]
+            camera.lookat[:] = saved[6]
+        return {**observation, **frames}
+
+
+def _place_free_camera(camera: Any, view: dict[str, Any]) -> None:
+    import mujoco  # late: envs imports nothing heavy at import time (envs/__init__.py)
+
+    camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+    camera.fixedcamid = -1
+    camera.trackbodyid = -1
+    for key in ("distance", "azimuth", "elevation"):
+        if key in view:
+            setattr(camera, key, float(view[key]))
+    if "lookat" in view:
+        camera.lookat[:] = np.asarray(view["lookat"], dtype=np.float64)
+
+
 def free_render_contexts(sim: Any) -> None:
     """Free the MuJoCo render contexts of a gymnasium MuJoCo env's viewers, each in its own GL context.
 
