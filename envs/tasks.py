@@ -13,7 +13,7 @@ from typing import Any, Callable
 import gymnasium as gym
 
 from envs.experts import Expert, PusherExpert, ReacherExpert
-from envs.pixel_pusher import TOP_CAMERA as PUSHER_TOP_CAMERA, pusher_expert_input
+from envs.pixel_pusher import TOP_CAMERA as PUSHER_TOP_CAMERA, object_at_goal, pusher_expert_input
 from envs.pixel_reacher import TOP_DOWN_CAMERA, reacher_observation
 from envs.pixels import Camera, PixelObservation
 from envs.references import reference_scores
@@ -54,6 +54,9 @@ class TaskSpec:
     # of one (sub-)environment returning the expert's input row, read from the simulator. None: the
     # expert acts from the observation ("state" of a dict observation).
     expert_observation: Callable[[Any], Any] | None = None
+    # Whether one (sub-)environment's task is solved in its current state (read after an episode's
+    # last step for success rates), for tasks that define success; None: return only.
+    success: Callable[[Any], bool] | None = None
 
     @property
     def references(self) -> tuple[float, float] | None:
@@ -103,6 +106,7 @@ TASKS: dict[str, TaskSpec] = {
             # Resolved-rate control of the hand's fork, fed the object's position from the simulator.
             expert=PusherExpert,
             expert_observation=pusher_expert_input,
+            success=object_at_goal,
             # Expert plus a noisy expert (noise 0.5 of the +-2 torque range still ends ~80 % at the
             # goal, BENCHMARKS.md): the same push seen with and without slack.
             recipe=CollectRecipe(policy="expert", episodes=2000, noise=(0.0, 0.5),
@@ -116,6 +120,7 @@ TASKS: dict[str, TaskSpec] = {
             max_episode_steps=100,
             expert=PusherExpert,
             expert_observation=pusher_expert_input,
+            success=object_at_goal,
             recipe=CollectRecipe(policy="expert", episodes=2000, noise=(0.0, 0.5),
                                  output="datasets/pusher-pixels-2cam-v0.hdf5"),
             video_camera=PUSHER_TOP_CAMERA,

@@ -89,7 +89,7 @@ def test_collect_with_pixels(tmp_path):
         (["--episodes", "0"], "--episodes must be >= 1, got 0"),  # checked while parsing
         (["--num-envs", "0"], "--num-envs must be >= 1, got 0"),
         (["--policy", "genius"], "unknown policy 'genius'; choose one of: random, expert"),
-        (["--env", "Pendulum-v1", "--policy", "expert"], "Pendulum-v1 has no scripted expert; envs with one: Reacher-v5, mtm/ReacherPixels-v0"),
+        (["--env", "Pendulum-v1", "--policy", "expert"], "Pendulum-v1 has no scripted expert; envs with one: Reacher-v5, mtm/PusherPixels-v0, mtm/PusherPixels2Cam-v0, mtm/ReacherPixels-v0"),
         (["--noise", "0.1"], "--noise applies to --policy expert only"),
         (["--image-size", "32"], "--image-size needs --pixels"),
         (["--pixels", "--image-size", "0"], "--image-size must be positive"),

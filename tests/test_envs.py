@@ -99,7 +99,7 @@ def test_task_registry_describes_reacher():
     assert spec.max_episode_steps == gym.spec("Reacher-v5").max_episode_steps == 50
     assert spec.expert is not None and isinstance(spec.expert(), ReacherExpert)
     assert spec.references == reference_scores("Reacher-v5")
-    assert envs_with_expert() == ["Reacher-v5", "mtm/ReacherPixels-v0"]
+    assert envs_with_expert() == ["Reacher-v5", "mtm/PusherPixels-v0", "mtm/PusherPixels2Cam-v0", "mtm/ReacherPixels-v0"]
     command = spec.recipe.command("Reacher-v5")
     assert command.startswith("mtm collect --env Reacher-v5 --policy expert --episodes 2000")
     assert "--noise 0,0.1,0.3,0.5" in command

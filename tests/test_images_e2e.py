@@ -58,3 +58,25 @@ def test_same_data_without_image_tokens(pixel_data, tmp_path):
 def test_image_key_errors(pixel_data, tmp_path):
     with pytest.raises(ConfigError, match=r"\[.depth.\] are not image observations of .*\(it has \[.pixels.\]\)"):
         _train(pixel_data, tmp_path / "bad", ["tokens.image_keys=[depth]"])
+
+
+def test_two_cameras_collect_train_eval(tmp_path):
+    """Two image keys (the view from above and the side view of mtm/PusherPixels2Cam-v0): both are
+    recorded, both get a tokenizer, and the policy acts from both frames rendered in the eval envs."""
+    env_id = "mtm/PusherPixels2Cam-v0"
+    data = tmp_path / "two.hdf5"
+    result = collect(CollectOptions(env_id=env_id, policy="expert", episodes=3, output=data, num_envs=3), progress=False)
+    assert result.episodes == 3
+    from mtm.data.formats.native import NativeSource
+
+    with NativeSource(data) as src:
+        episode = src.episode(0)
+    assert {k: v.shape for k, v in episode.observations.items()} == {
+        "state": (101, 17), "pixels": (101, 64, 64, 3), "pixels_side": (101, 64, 64, 3)}
+    _train(data, tmp_path / "run", ["tokens.image_encoder=keypoints", "tokens.image_keypoints=4", "data.rtg_horizon=100"])
+    ck = load_checkpoint(tmp_path / "run")
+    assert ck.metadata["image_keys"] == ["pixels", "pixels_side"]
+    tokenizers = ck.metadata["model"]["tokenizers"]
+    assert tokenizers["pixels"]["type"] == tokenizers["pixels_side"]["type"] == "image"
+    report = evaluate_checkpoint(ck, episodes=2, num_envs=2)
+    assert report["env_id"] == env_id and report["episodes"] == 2 and report["normalized_score_mean"] is not None
