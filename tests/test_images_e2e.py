@@ -2,13 +2,17 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 from conftest import TINY_REACHER
 from mtm.checkpoint import load_checkpoint
+from mtm.cli import main
 from mtm.collect import CollectOptions, collect
 from mtm.config import RunConfig, load_config
+from mtm.data.formats.native import NativeSource
 from mtm.errors import ConfigError
 from mtm.evaluation import evaluate_checkpoint
 from mtm.training.loop import train
@@ -60,20 +64,31 @@ def test_image_key_errors(pixel_data, tmp_path):
         _train(pixel_data, tmp_path / "bad", ["tokens.image_keys=[depth]"])
 
 
-def test_two_cameras_collect_train_eval(tmp_path):
+def test_two_cameras_collect_convert_inspect_train_eval(tmp_path):
     """Two image keys (the view from above and the side view of mtm/PusherPixels2Cam-v0): both are
-    recorded, both get a tokenizer, and the policy acts from both frames rendered in the eval envs."""
+    recorded, converted, listed, tokenised, and the policy acts from both frames rendered in the
+    eval envs."""
     env_id = "mtm/PusherPixels2Cam-v0"
     data = tmp_path / "two.hdf5"
     result = collect(CollectOptions(env_id=env_id, policy="expert", episodes=3, output=data, num_envs=3), progress=False)
     assert result.episodes == 3
-    from mtm.data.formats.native import NativeSource
-
     with NativeSource(data) as src:
         episode = src.episode(0)
     assert {k: v.shape for k, v in episode.observations.items()} == {
         "state": (101, 17), "pixels": (101, 64, 64, 3), "pixels_side": (101, 64, 64, 3)}
-    _train(data, tmp_path / "run", ["tokens.image_encoder=keypoints", "tokens.image_keypoints=4", "data.rtg_horizon=100"])
+    # mtm convert keeps both cameras (frames identical), and mtm inspect lists both.
+    converted = tmp_path / "converted.hdf5"
+    assert CliRunner().invoke(main, ["convert", str(data), str(converted)]).exit_code == 0
+    with NativeSource(converted) as src:
+        again = src.episode(0)
+    for key in ("pixels", "pixels_side"):
+        np.testing.assert_array_equal(again.observations[key], episode.observations[key])
+    shown = CliRunner().invoke(main, ["inspect", str(converted), "--json"])
+    assert shown.exit_code == 0, shown.output
+    modalities = json.loads(shown.output)["modalities"]
+    assert modalities["observations/pixels"]["shape"] == modalities["observations/pixels_side"]["shape"] == [64, 64, 3]
+    _train(converted, tmp_path / "run", ["tokens.image_encoder=keypoints", "tokens.image_keypoints=4",
+                                         "data.rtg_horizon=100"])
     ck = load_checkpoint(tmp_path / "run")
     assert ck.metadata["image_keys"] == ["pixels", "pixels_side"]
     tokenizers = ck.metadata["model"]["tokenizers"]
