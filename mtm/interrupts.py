@@ -49,10 +49,18 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def terminate_as_interrupt() -> None:
-    """From now on SIGTERM raises `Terminated` in the main thread (the `mtm` command calls this)."""
-    if _in_main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM raises `Terminated` in the main thread (the `mtm` command runs in
+    one); the previous handler is back afterwards, so an in-process caller keeps its own."""
+    if not _in_main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

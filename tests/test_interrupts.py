@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mtm.interrupts import (StopRequest, Terminated, describe, exit_code, signal_of, stop_signals_held,
-                            terminate_as_interrupt)
+                            sigterm_as_interrupt)
 
 
 def _deliver(signum: int) -> None:
@@ -54,11 +54,18 @@ def test_the_first_stop_is_a_request_the_second_interrupts(handlers_restored):
 
 def test_a_stop_request_takes_only_the_signals_it_is_given(handlers_restored):
     # A torchrun worker takes Ctrl-C only: SIGTERM keeps the command's handler (Terminated at once).
-    terminate_as_interrupt()
-    with StopRequest(signals=(signal.SIGINT,)) as stop:
+    with sigterm_as_interrupt(), StopRequest(signals=(signal.SIGINT,)) as stop:
         with pytest.raises(Terminated):
             _deliver(signal.SIGTERM)
         assert not stop.requested
+
+
+def test_sigterm_raises_only_inside_the_command(handlers_restored):
+    before = signal.getsignal(signal.SIGTERM)
+    with sigterm_as_interrupt():
+        with pytest.raises(Terminated):
+            _deliver(signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_exit_codes_and_messages_are_the_shells():

@@ -12,7 +12,7 @@ import click
 
 from mtm.version import __version__
 from mtm.errors import ConfigError, MTMError, MTMWarning
-from mtm.interrupts import describe, exit_code, signal_of, terminate_as_interrupt
+from mtm.interrupts import describe, exit_code, signal_of, sigterm_as_interrupt
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -27,9 +27,9 @@ _python_show_warning = warnings.showwarning
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
-        terminate_as_interrupt()  # SIGTERM (a scheduler, `kill`) stops as cleanly as Ctrl-C
         try:
-            with warnings.catch_warnings():
+            # SIGTERM (a scheduler preempting the job, `kill`) stops as cleanly as Ctrl-C.
+            with sigterm_as_interrupt(), warnings.catch_warnings():
                 warnings.simplefilter("always", MTMWarning)  # every notice, not once per code line
                 warnings.showwarning = _show_warning
                 return super().invoke(ctx)
