@@ -9,11 +9,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import signal
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from tqdm import tqdm
 
@@ -24,6 +22,7 @@ from mtm.data.episode import DatasetInfo
 from mtm.data.formats.native import EpisodeWriter
 from mtm.data.spaces import space_to_dict
 from mtm.errors import ConfigError
+from mtm.interrupts import signal_of, stop_signals_held
 from mtm.io import check_output_path
 from mtm.rollout import EpisodeRunner, ExpertPolicy, PixelSpec, Policy, RandomPolicy, RolloutStats, check_env_id
 
@@ -49,6 +48,7 @@ class CollectResult:
     returns: list[float] = field(default_factory=list)
     steps: int = 0
     interrupted: bool = False
+    stop_signal: int = signal.SIGINT  # what interrupted it: Ctrl-C or SIGTERM (the exit code follows it)
     stats: RolloutStats = field(default_factory=RolloutStats)
 
     @property
@@ -127,22 +127,6 @@ def _validate(options: CollectOptions) -> None:
         raise ConfigError(f"--noise has {len(options.noise)} values but only {options.episodes} episodes are collected")
 
 
-@contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C while an episode is being written, so the file never holds half an episode."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
-
-
 def describe_seeds(seeds: list[int]) -> str:
     """[3, 0, 1, 2, 5, 7, 8] -> "0..3, 5, 7..8"."""
     ordered = sorted(set(seeds))
@@ -200,7 +184,7 @@ def collect(options: CollectOptions, progress: bool = True) -> CollectResult:
             with EpisodeWriter(options.output, info, overwrite=options.overwrite) as writer:
                 try:
                     for _, episode in runner.run(policy, options.episodes, options.seed):
-                        with _sigint_deferred():  # the file and the tally must agree
+                        with stop_signals_held():  # the file and the tally must agree: never half an episode
                             writer.add(episode)
                             seeds.append(episode.seed)
                             result.returns.append(episode.episode_return)
@@ -208,8 +192,8 @@ def collect(options: CollectOptions, progress: bool = True) -> CollectResult:
                         return_sum += episode.episode_return
                         bar.update(1)
                         bar.set_postfix(mean_return=f"{return_sum / len(result.returns):.2f}", refresh=False)
-                except KeyboardInterrupt:
-                    result.interrupted = True
+                except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (mtm.interrupts)
+                    result.interrupted, result.stop_signal = True, signal_of(stop)
                     if writer.num_episodes == 0:
                         writer.abort()  # nothing worth keeping; leaving the block then commits nothing
                     else:  # what the file really holds

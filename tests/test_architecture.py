@@ -91,7 +91,7 @@ def test_no_import_cycles():
 
 # docs/architecture.md's layers: a module may import its own layer and those below, never above.
 LAYERS = {
-    0: ("mtm.errors", "mtm.io", "mtm.hardware", "mtm.policy_config", "mtm.version"),
+    0: ("mtm.errors", "mtm.io", "mtm.hardware", "mtm.interrupts", "mtm.policy_config", "mtm.version"),
     1: ("envs",),
     2: ("mtm.data", "mtm.model"),
     3: ("mtm.config", "mtm.checkpoint", "mtm.run_metadata"),

@@ -14,7 +14,7 @@ from envs.references import reference_scores
 from envs.tasks import TASKS
 from mtm import collect as collect_module
 from mtm.cli import main
-from mtm.collect import CollectOptions, _sigint_deferred, collect, noise_schedule, parse_noise
+from mtm.collect import CollectOptions, collect, noise_schedule, parse_noise
 from mtm.data.episode import STATE_KEY
 from mtm.data.formats.native import NativeSource
 from mtm.errors import ConfigError
@@ -160,17 +160,10 @@ def test_seed_lists_are_described_as_ranges():
     assert collect_module.describe_seeds([3, 0, 1, 2, 5, 7, 8]) == "0..3, 5, 7..8"
 
 
-def test_sigint_is_held_until_the_episode_is_written():
-    with pytest.raises(KeyboardInterrupt):
-        with _sigint_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.01)
-            reached = True
-    assert reached
-
-
 @pytest.mark.slow
-def test_ctrl_c_in_a_real_process_commits_complete_episodes(tmp_path):
+@pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"),
+                                                (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_or_sigterm_in_a_real_process_commits_complete_episodes(tmp_path, signum, code, said):
     out = tmp_path / "big.hdf5"
     env = dict(os.environ, MUJOCO_GL="egl", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
@@ -191,11 +184,11 @@ def test_ctrl_c_in_a_real_process_commits_complete_episodes(tmp_path):
         counts = [int(c) for c in re.findall(rb"(\d+)/100000", progress)]
         if counts and max(counts) >= 20:
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=30)
     stderr = (progress + stderr).decode()
-    assert proc.returncode == 130, stderr
-    match = re.search(r"kept the (\d+) of 100000 episodes", stderr)
+    assert proc.returncode == code, stderr
+    match = re.search(re.escape(said) + r": kept the (\d+) of 100000 episodes", stderr)
     assert match, stderr
     with NativeSource(out) as src:
         assert len(src) == int(match.group(1)) >= 20

@@ -128,6 +128,38 @@ def test_resume_after_kill_9_repeats_the_uninterrupted_losses(dataset, tmp_path)
     assert [resumed[s] for s in range(1, 31)] == [expected[s] for s in range(1, 31)]
 
 
+
+_SIGTERM_AFTER_LOG = """
+import os, signal, sys
+from mtm.cli import main
+from mtm.training import metrics
+stop_at = int(sys.argv[1])
+original = metrics.Logger.scalars
+def scalars(self, step, values):
+    original(self, step, values)
+    if step == stop_at:
+        os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler sends before it preempts a job
+metrics.Logger.scalars = scalars
+main(["train", *[a for o in sys.argv[2:] for a in ("--set", o)]], prog_name="mtm")
+"""
+
+
+def test_sigterm_saves_at_the_step_boundary_and_the_resume_repeats_the_uninterrupted_losses(dataset, tmp_path):
+    common = TINY + [f"data.path={dataset}", "train.steps=30", "train.save_every=10", "train.val_every=0",
+                     "train.deterministic=true", "model.dropout=0.1"]
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    train(load_config(RunConfig, None, common + [f"train.run_dir={full}"]), progress=False)
+    proc = subprocess.run([sys.executable, "-c", _SIGTERM_AFTER_LOG, "25", *common, f"train.run_dir={stopped}"],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 143, proc.stderr  # 128 + SIGTERM, as a shell reports it
+    assert f"terminated (SIGTERM): continue with  mtm train --resume {stopped}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert load_checkpoint(stopped).step == 25  # saved at the boundary, not lost back to checkpoint 20
+    result = train(load_config(RunConfig, stopped / "config.yaml", []), resume=stopped, progress=False)
+    assert result.step == 30
+    expected, resumed = losses(full), losses(stopped)
+    assert [resumed[s] for s in range(1, 31)] == [expected[s] for s in range(1, 31)]
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

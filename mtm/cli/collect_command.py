@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mtm.cli.group import at_least, main
+from mtm.interrupts import describe, exit_code
 
 
 @main.command("collect")
@@ -42,8 +43,8 @@ def collect_command(env_id: str, policy: str, episodes: int, num_envs: int, seed
     result = collect(options, progress=progress)
     returns = result.returns
     if result.path is None:
-        click.echo("interrupted before the first episode finished; nothing was written", err=True)
-        sys.exit(130)
+        click.echo(f"{describe(result.stop_signal)} before the first episode finished; nothing was written", err=True)
+        sys.exit(exit_code(result.stop_signal))
     envs = min(num_envs, episodes)
     click.echo(
         f"saved {result.episodes} episode{'' if result.episodes == 1 else 's'} ({result.steps} steps) to {result.path}\n"
@@ -52,5 +53,6 @@ def collect_command(env_id: str, policy: str, episodes: int, num_envs: int, seed
         err=result.interrupted,
     )
     if result.interrupted:
-        click.echo(f"interrupted: kept the {result.episodes} of {episodes} episodes that had finished", err=True)
-        sys.exit(130)
+        click.echo(f"{describe(result.stop_signal)}: kept the {result.episodes} of {episodes} episodes that had finished",
+                   err=True)
+        sys.exit(exit_code(result.stop_signal))

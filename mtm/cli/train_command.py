@@ -10,6 +10,7 @@ import click
 
 from mtm.cli.group import main
 from mtm.hardware import DEVICE_CHOICES
+from mtm.interrupts import describe, exit_code
 
 # The built-in configs, for --help: the files mtm.config.loader.BUILTIN_CONFIGS_DIR holds, listed
 # here without importing mtm.config (it loads torch, and `mtm train --help` must stay fast).
@@ -98,5 +99,5 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
     click.echo(f"step {result.step}; checkpoint: {result.checkpoint}")
     click.echo(f"TensorBoard: tensorboard --logdir {result.run_dir}")
     if result.interrupted:
-        click.echo(f"interrupted: continue with  mtm train --resume {result.run_dir}", err=True)
-        sys.exit(130)
+        click.echo(f"{describe(result.stop_signal)}: continue with  mtm train --resume {result.run_dir}", err=True)
+        sys.exit(exit_code(result.stop_signal))

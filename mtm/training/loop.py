@@ -21,15 +21,14 @@ DDP, ranks other than 0 reseed dropout from (seed, rank, step) on resume.
 
 Failure. A non-finite loss is detected (without a per-step device sync: a flag accumulates on the
 device and is read at every log and before every save), and the run stops with a clear message;
-nothing is saved after it, so the last checkpoint is the last good one. Ctrl-C finishes the
-current step, saves a checkpoint and stops. A run that fails before its first checkpoint leaves the
+nothing is saved after it, so the last checkpoint is the last good one. Ctrl-C or SIGTERM (a
+scheduler preempting the job) finishes the current step, saves a checkpoint and stops. A run that fails before its first checkpoint leaves the
 run directory as it found it (mtm.training.rundir: the lock, --overwrite, recovery after a kill).
 """
 
 from __future__ import annotations
 
 import signal
-import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from mtm.errors import ConfigError, DataError, MTMError, MTMWarning, OutputError
 from mtm.evaluation.predictions import prediction_errors
 from mtm.evaluation.rollouts import evaluate_policy, policy_fields, references_for
 from mtm.hardware import resolve_precision
+from mtm.interrupts import STOP_SIGNALS, StopRequest
 from mtm.io import write_failure
 from mtm.policy import MTMPolicy, check_target_fraction
 from mtm.rollout import PixelSpec
@@ -71,34 +71,13 @@ class TrainResult:
     checkpoint: Path | None
     val: dict
     interrupted: bool = False
+    stop_signal: int = signal.SIGINT  # what interrupted it: Ctrl-C or SIGTERM (the exit code follows it)
     eval: dict | None = None  # the last in-env evaluation report (train.eval_every > 0)
     is_main: bool = True  # False on torchrun ranks other than 0
 
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
-
-
-class _StopRequest:
-    """Turns the first Ctrl-C into a flag read at step boundaries (a second one interrupts now)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> "_StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def _evaluate_in_env(model, metadata: RunMetadata, tc, env_id: str, run_dir: Path, step: int) -> dict:
@@ -221,7 +200,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
 def _run_steps(parts: RunParts, *, last_saved: Path | None, progress: bool,
                say: Callable[[str], None] | None) -> TrainResult:
     """Steps from the run's start step to train.steps, with logging, validation, evaluation and
-    checkpoints at their intervals; Ctrl-C saves and stops at the next step boundary. What a
+    checkpoints at their intervals; Ctrl-C or SIGTERM saves and stops at the next step boundary. What a
     person sees meanwhile: mtm.training.progress (a bar, or a line per log step)."""
     tc, rt, step = parts.cfg.train, parts.rt, parts.opt.start_step
     meter = LossMeter(parts.model.outputs, rt.device, parts.logger.clocks)
@@ -235,7 +214,9 @@ def _run_steps(parts: RunParts, *, last_saved: Path | None, progress: bool,
         return bool(every) and (step % every == 0 or step == tc.steps)
 
     parts.model.train()
-    with _StopRequest() as stop:
+    # Ctrl-C or SIGTERM: save at the next step boundary and stop. A torchrun worker leaves SIGTERM
+    # to torchrun, which stops all ranks together (one rank stopping alone would hang the others).
+    with StopRequest(signals=(signal.SIGINT,) if rt.distributed else STOP_SIGNALS) as stop:
         try:
             while step < tc.steps:
                 loss, losses, grad_norm = parts.train_step(step)
@@ -263,7 +244,8 @@ def _run_steps(parts: RunParts, *, last_saved: Path | None, progress: bool,
             report.close()
             parts.close()
     return TrainResult(run_dir=parts.run.path, step=step, checkpoint=last_saved, val=val_errors,
-                       interrupted=interrupted, eval=eval_report, is_main=rt.is_main)
+                       interrupted=interrupted, stop_signal=stop.signum or signal.SIGINT, eval=eval_report,
+                       is_main=rt.is_main)
 
 
 def _check_finite(parts: RunParts, step: int, last_saved: Path | None) -> None:
