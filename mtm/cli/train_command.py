@@ -17,10 +17,11 @@ from mtm.interrupts import describe, exit_code
 BUILTIN_CONFIG_NAMES = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
 
-@main.command("train")
+# Listed in the epilog, kept from rewrapping (\b): click wraps help text at hyphens, which would
+# split names such as mlp-rcbc across lines.
+@main.command("train", epilog="\b\nBuilt-in configs: " + ", ".join(BUILTIN_CONFIG_NAMES))
 @click.option("--config", "config_name", default=None, metavar="NAME|FILE",
-              help=f"A built-in config ({', '.join(BUILTIN_CONFIG_NAMES)}) or a YAML/JSON file. "
-                   "Default: the dataclass defaults.")
+              help="A built-in config (listed below) or a YAML/JSON file. Default: the dataclass defaults.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one field, e.g. --set train.lr=3e-4 --set model.width=256 (repeatable).")
 @click.option("--data", multiple=True, metavar="PATH",

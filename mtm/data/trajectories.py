@@ -32,8 +32,10 @@ class Trajectories:
     """Every episode's low-dimensional modalities; episode i is rows ``starts[i] : starts[i] + lengths[i]``.
 
     ``arrays``: "states" (N, S) float32 (the keys ``state_keys`` concatenated in that sorted order),
-    "actions" (N, A), "rewards" and "returns" (N, 1) float32 (return-to-go as ``rtg`` says), and
-    "timesteps" (N,) int64, the step within its episode. ``episode_ids`` (E,): each episode's index in
+    "actions" (N, A), "rewards" and "returns" (N, 1) float32 (return-to-go as ``rtg`` says),
+    "terminals" (N, 1) float32, 1 on the last step of an episode that ended by termination (a fall:
+    no state follows it; timeouts and cut-short episodes are 0 throughout), and "timesteps" (N,)
+    int64, the step within its episode. ``episode_ids`` (E,): each episode's index in
     the source, so a split can be named and reproduced. ``image_keys``: the observation keys holding
     images, whose frames stay in the file (`mtm.data.image_windows.ImageWindows` reads them per batch).
     """
@@ -192,6 +194,7 @@ def load_trajectories(source: EpisodeSource | DataSource | str | os.PathLike, *,
         observations = {STATE_KEY: flat.observations}
         keys = _choose_state_keys(observations, state_keys, where)
         actions, rewards, lengths = flat.actions, flat.rewards, flat.lengths
+        terminated = flat.ends_terminal
         image_keys: list[str] = []
         e, n_rows = lengths.shape[0], int(lengths.sum())
         # A state-only or reward-free D4RL file: no episode has them (zeros, flagged absent).
@@ -201,7 +204,8 @@ def load_trajectories(source: EpisodeSource | DataSource | str | os.PathLike, *,
         if rewards is None:
             rewards = np.zeros(n_rows, np.float32)
     else:
-        keys, image_keys, observations, actions, rewards, lengths, present = _read_episodes(source, state_keys)
+        keys, image_keys, observations, actions, rewards, lengths, present, terminated = _read_episodes(
+            source, state_keys)
     n = int(lengths.sum())
     if n == 0:
         raise DataError(f"{where}: the dataset holds no steps")
@@ -209,6 +213,9 @@ def load_trajectories(source: EpisodeSource | DataSource | str | os.PathLike, *,
     states = np.concatenate([observations[k].reshape(n, -1) for k in keys], axis=1, dtype=np.float32)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     rewards = np.asarray(rewards, dtype=np.float32).reshape(n)
+    # The episode's end flag on its last row (what a value target needs: no bootstrap after a fall).
+    terminals = np.zeros((n, 1), np.float32)
+    terminals[starts + np.asarray(lengths, np.int64) - 1, 0] = np.asarray(terminated, bool)
     returns = episodes_returns_to_go(rewards, lengths, rtg, gamma=gamma, horizon=rtg_horizon,
                                      include_current_reward=rtg_include_current_reward)
     arrays = {
@@ -216,6 +223,7 @@ def load_trajectories(source: EpisodeSource | DataSource | str | os.PathLike, *,
         "actions": np.array(actions, dtype=np.float32).reshape(n, -1),
         "rewards": rewards[:, None].copy(),  # a copy: never alias the source's (D4RLSource shares its cache)
         "returns": returns[:, None],
+        "terminals": terminals,
         "timesteps": np.arange(n, dtype=np.int64) - np.repeat(starts, lengths),
     }
     rtg_options = {"kind": rtg, "gamma": float(gamma), "horizon": int(rtg_horizon),
@@ -234,8 +242,10 @@ def _where(source: EpisodeSource) -> str:
 
 def _read_episodes(
     source: EpisodeSource, requested: list[str] | None
-) -> tuple[list[str], list[str], dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """The chosen state keys, the image keys, and every episode's step-aligned arrays (T rows each), joined.
+) -> tuple[list[str], list[str], dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray],
+           np.ndarray]:
+    """The chosen state keys, the image keys, every episode's step-aligned arrays (T rows each),
+    joined, and whether each episode ended by termination.
     Only the first episode is read whole (its data tells images from low-dimensional arrays); the
     others are asked for the chosen keys alone, so their image frames are never read."""
     where = _where(source)
@@ -247,7 +257,7 @@ def _read_episodes(
     obs_parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     actions: list[np.ndarray | None] = []
     rewards: list[np.ndarray | None] = []
-    lengths = []
+    lengths, terminated = [], []
     for i in range(len(source)):
         episode = first if i == 0 else source.episode(i, keys=keys)
         step_obs = episode.step_observations()
@@ -260,6 +270,7 @@ def _read_episodes(
         actions.append(episode.actions)
         rewards.append(episode.rewards)
         lengths.append(episode.length)
+        terminated.append(episode.terminated)
     observations = {k: np.concatenate(parts) for k, parts in obs_parts.items()}
     present = {"actions": np.array([a is not None for a in actions]),
                "rewards": np.array([r is not None for r in rewards])}
@@ -269,7 +280,7 @@ def _read_episodes(
     actions = [a if a is not None else np.zeros((t,) + action_shape, np.float32) for a, t in zip(actions, lengths)]
     rewards = [r if r is not None else np.zeros(t, np.float32) for r, t in zip(rewards, lengths)]
     return (keys, image_keys, observations, np.concatenate(actions), np.concatenate(rewards),
-            np.asarray(lengths, np.int64), present)
+            np.asarray(lengths, np.int64), present, np.asarray(terminated, bool))
 
 
 def _space_shape(space: dict | None) -> tuple[int, ...]:

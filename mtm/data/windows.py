@@ -1,7 +1,9 @@
 """Windows of L consecutive timesteps, drawn from `Trajectories` as tensors already on the device.
 
 Every episode with T_e ≥ L has a window at each step s ∈ [0, T_e − L]; a shorter one has a single
-window whose steps past the episode's end are padding, and windows are numbered in episode order. No
+window whose steps past the episode's end are padding, and windows are numbered in episode order.
+With ``every_step=True`` a window starts at every step s ∈ [0, T_e − 1], the last L − 1 of them
+padded: transitions (L = 2) then include an episode's last step, whose successor lies outside it. No
 window crosses into another episode. Padding repeats the episode's last real row (timesteps
 included) and is marked ``valid = False``: a real row keeps padded values inside the data's range and
 nothing from a neighbouring episode leaks in, while the mask says which steps are real.
@@ -42,7 +44,7 @@ class WindowSampler:
 
     def __init__(self, data: Trajectories, window: int, *, device: str | torch.device = "cpu",
                  keys: tuple[str, ...] = DEFAULT_KEYS, source_index: np.ndarray | None = None,
-                 source_weights: list[float] | None = None) -> None:
+                 source_weights: list[float] | None = None, every_step: bool = False) -> None:
         if window < 1:
             raise ConfigError(f"window length must be at least 1, got {window}")
         keys = tuple(keys)
@@ -60,7 +62,7 @@ class WindowSampler:
         self.device = torch.device(device)
 
         storage_rows, table, per_episode, first_step = _layout(
-            data.starts, data.lengths, data.arrays["timesteps"], self.window)
+            data.starts, data.lengths, data.arrays["timesteps"], self.window, every_step)
         self.num_windows = int(table.shape[0])
         # Where every window lies in the source file, for data kept off the device (image_windows).
         self._spans = np.stack([np.repeat(data.episode_ids, per_episode), first_step, table[:, 1]], axis=1)
@@ -129,18 +131,18 @@ class WindowSampler:
         return self.num_windows
 
 
-def _layout(starts: np.ndarray, lengths: np.ndarray, timesteps: np.ndarray,
-            window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _layout(starts: np.ndarray, lengths: np.ndarray, timesteps: np.ndarray, window: int,
+            every_step: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(storage rows, per-window table, windows per episode, each window's first step s).
 
-    Episode e occupies max(T_e, L) storage rows; storage row j of it copies data row
-    start_e + min(j, T_e − 1), so a short episode's last row fills it up to L rows. Its windows
-    start at storage rows 0 … max(T_e − L, 0) of its block. The table holds, per window: first
+    Episode e occupies max(T_e, L) storage rows (T_e + L − 1 with every_step); storage row j of it
+    copies data row start_e + min(j, T_e − 1), so the episode's last row fills it up. Its windows
+    start at storage rows 0 … max(T_e − L, 0) of its block (0 … T_e − 1 with every_step). The table holds, per window: first
     storage row, number of real steps (min(L, T_e − s)), and the timestep of its first step.
     """
     starts = starts.astype(np.int64)
     lengths = lengths.astype(np.int64)
-    stored = np.maximum(lengths, window)
+    stored = lengths + window - 1 if every_step else np.maximum(lengths, window)
     stored_starts = np.concatenate([[0], np.cumsum(stored)[:-1]])
     within = np.arange(int(stored.sum()), dtype=np.int64) - np.repeat(stored_starts, stored)
     storage_rows = np.repeat(starts, stored) + np.minimum(within, np.repeat(lengths - 1, stored))

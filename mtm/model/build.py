@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from mtm.errors import ConfigError
+from mtm.model.iql import IQL_KIND, IQLModel
 from mtm.model.mlp import MLP_KINDS, MLPPolicyModel
 from mtm.model.network import MTM, ModelConfig
 from mtm.model.tokenizers import Tokenizer
@@ -17,7 +18,9 @@ def build_model(config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window
         return MTM(config, tokenizers, window)
     if config.kind in MLP_KINDS:
         return MLPPolicyModel(config, tokenizers, window)
-    raise ConfigError(f"unknown model.kind {config.kind!r}; choose mtm, {', '.join(MLP_KINDS)}")
+    if config.kind == IQL_KIND:
+        return IQLModel(config, tokenizers, window)
+    raise ConfigError(f"unknown model.kind {config.kind!r}; choose mtm, {', '.join(MLP_KINDS)}, {IQL_KIND}")
 
 
 def model_from_spec(spec: dict) -> nn.Module:
@@ -25,4 +28,6 @@ def model_from_spec(spec: dict) -> nn.Module:
     kind = spec.get("config", {}).get("kind", "mtm")
     if kind in MLP_KINDS:
         return MLPPolicyModel.from_spec(spec)
+    if kind == IQL_KIND:
+        return IQLModel.from_spec(spec)
     return MTM.from_spec(spec)

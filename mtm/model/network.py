@@ -39,7 +39,7 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES
 
 @dataclass
 class ModelConfig:
-    kind: Literal["mtm", "mlp_bc", "mlp_rcbc"] = "mtm"  # the MTM, or an MLP baseline (mtm.model.mlp)
+    kind: Literal["mtm", "mlp_bc", "mlp_rcbc", "mlp_iql"] = "mtm"  # the MTM, or an MLP baseline (mtm.model.mlp; mlp_iql: implicit Q-learning, mtm.model.iql)
     width: int = 512  # token embedding size (an MLP baseline's hidden width)
     encoder_layers: int = 2  # Transformer blocks over the visible tokens
     decoder_layers: int = 1  # Transformer blocks over all tokens (visible + mask tokens)
@@ -50,7 +50,13 @@ class ModelConfig:
     use_timestep_embedding: bool = False  # add a learned embedding of the absolute episode step
     max_timestep: int = 1000  # steps >= this share the last timestep embedding
     mlp_heads: bool = True  # heads Linear -> GELU -> Linear as the official code; False: one Linear
-    mlp_layers: int = 3  # hidden layers of an MLP baseline (model.kind = mlp_bc / mlp_rcbc)
+    mlp_layers: int = 3  # hidden layers of an MLP baseline (model.kind = mlp_bc / mlp_rcbc / mlp_iql: each of its networks)
+    iql_expectile: float = 0.7  # mlp_iql: tau of the expectile regression of V on the target Q, in (0, 1)
+    iql_beta: float = 3.0  # mlp_iql: inverse temperature of the advantage-weighted actor (weights exp(beta * A), clipped at 100), > 0
+    iql_discount: float = 0.99  # mlp_iql: discount of the Q target r + discount * V(s'), in (0, 1]
+    iql_polyak: float = 0.005  # mlp_iql: the target Q moves this fraction towards Q after every step, in (0, 1]
+    iql_deterministic: bool = True  # mlp_iql: a deterministic tanh actor (weighted squared error); false: a Gaussian with a learned state-independent std (weighted log-likelihood)
+    iql_normalize_reward: bool = True  # mlp_iql: scale rewards by 1000 / (best - worst training episode return), as IQL does on D4RL locomotion
     value_expectile: float = 0.0  # > 0: a value head on the return tokens trained by expectile regression at this tau (IQL's 0.7: an optimistic estimate of the return to go) on the hidden return tokens; mode plan scores with it. 0: none
 
     def __post_init__(self) -> None:
@@ -62,6 +68,13 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.iql_expectile < 1.0:
+            raise ValueError(f"iql_expectile must be in (0, 1), got {self.iql_expectile}")
+        if not self.iql_beta > 0.0:
+            raise ValueError(f"iql_beta must be > 0, got {self.iql_beta}")
+        for name in ("iql_discount", "iql_polyak"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if not (self.value_expectile == 0.0 or 0.0 < self.value_expectile < 1.0):
             raise ValueError(f"value_expectile must be 0 (no value head) or in (0, 1), got {self.value_expectile}")
 

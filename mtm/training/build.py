@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mtm.checkpoint import Checkpoint, capture_rng_state, restore_rng_state, save_checkpoint
 from mtm.config import RunConfig, config_to_dict, format_config, save_config
 from mtm.data.batches import WindowBatches
-from mtm.errors import MTMWarning
+from mtm.errors import ConfigError, MTMWarning
 from mtm.hardware import Precision
 from mtm.model.build import build_model, model_from_spec
 from mtm.model.masks import MaskMixture
@@ -41,6 +41,9 @@ def build_run_model(cfg: RunConfig, rt: Runtime, data: RunData, checkpoint: Chec
     else:
         frame_shapes = {key: data.train_sampler.frame_shape(key) for key in data.image_keys}
         model = build_model(cfg.model, build_tokenizers(cfg.tokens, data.stats, frame_shapes), cfg.data.window)
+        fit = getattr(model, "fit_to_data", None)
+        if fit is not None:  # constants a model takes from its training data (IQL: reward scale, action bounds)
+            fit(data.train)
     return model.to(rt.device)
 
 
@@ -118,6 +121,8 @@ def build_train_step(cfg: RunConfig, rt: Runtime, model: torch.nn.Module, opt: O
     asked, under the run's precision."""
     tc = cfg.train
     forward = model
+    if rt.distributed and hasattr(model, "training_loss"):
+        raise ConfigError(f"model.kind={cfg.model.kind} trains in one process; run it without torchrun")
     if rt.distributed:
         forward = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     if tc.compile:

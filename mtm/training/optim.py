@@ -23,10 +23,16 @@ def build_optimizer(model: torch.nn.Module, tc, device: torch.device) -> torch.o
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, tc) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then cosine decay to 0 at tc.steps (the MTM recipe)."""
+    """Linear warm-up then cosine decay to 0 at tc.steps (the MTM recipe); a parameter group
+    marked ``constant_lr`` (IQL's Q and V, mtm.model.iql) keeps train.lr throughout."""
+    def scheduled(s: int) -> float:
+        return warmup_cosine(s, warmup_steps=tc.warmup_steps, total_steps=tc.steps)
+
+    def constant(s: int) -> float:
+        return 1.0
+
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, warmup_steps=tc.warmup_steps, total_steps=tc.steps)
-    )
+        optimizer, [constant if group.get("constant_lr") else scheduled for group in optimizer.param_groups])
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int) -> float:
@@ -67,8 +73,8 @@ def follow_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_
     scheduler.base_lrs = [tc.lr for _ in optimizer.param_groups]
     for group in optimizer.param_groups:
         group["initial_lr"] = tc.lr
-        group["lr"] = rate
-    scheduler._last_lr = [rate for _ in optimizer.param_groups]  # what get_last_lr() reports until the next step
+        group["lr"] = tc.lr if group.get("constant_lr") else rate
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports until the next step
 
 
 def resume_schedule_note(saved: dict, tc, step: int) -> str | None:

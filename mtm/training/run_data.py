@@ -23,6 +23,7 @@ from mtm.data.trajectories import Trajectories
 from mtm.data.windows import WindowSampler
 from mtm.errors import ConfigError, DataError
 from mtm.evaluation.predictions import steps_needed
+from mtm.model.iql import IQL_KIND, TRANSITION_KEYS
 from mtm.rollout import check_env_id
 from mtm.training.runtime import Runtime
 
@@ -111,7 +112,11 @@ def load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> RunData:
         if not eval_env:
             raise ConfigError("train.eval_every needs an environment: the dataset names none; set train.eval_env")
         check_env_id(eval_env)
-    keys = ("states", "actions", "returns") if cfg.tokens.use_returns else ("states", "actions")
+    transitions = cfg.model.kind == IQL_KIND  # (s, a, r, s', done) from two-step windows at every step
+    if transitions:
+        keys = TRANSITION_KEYS
+    else:
+        keys = ("states", "actions", "returns") if cfg.tokens.use_returns else ("states", "actions")
     image_keys = _image_keys(cfg, data, loaded.sources[0])
     if image_keys and len(paths) > 1:
         raise ConfigError("image frames are read from a single file; train a mixture of files on "
@@ -126,7 +131,8 @@ def load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> RunData:
 
     def batches(part: Trajectories, weights: list[float] | None = None) -> WindowBatches:
         sampler = WindowSampler(part, cfg.data.window, device=rt.device, keys=keys,
-                                source_index=source_index if weights else None, source_weights=weights)
+                                source_index=source_index if weights else None, source_weights=weights,
+                                every_step=transitions)
         return WindowBatches.build(sampler, loaded.sources[0], image_keys)
 
     return RunData(data=data, train=train_data, val=val_data, stats=stats, identities=identities,
@@ -141,6 +147,9 @@ def _check_modalities(stats: dict[str, ModalityStats], cfg: RunConfig, paths: li
     if "actions" not in stats:
         raise DataError(f"{named}: no training episode has actions; MTM needs a few labelled episodes "
                         f"(the held-out split may have taken them: lower data.val_fraction)")
+    if cfg.model.kind == IQL_KIND and "rewards" not in stats:
+        raise DataError(f"{named}: no training episode has rewards; model.kind={IQL_KIND} (IQL) learns a value "
+                        f"from them")
     if cfg.tokens.use_returns and "returns" not in stats:
         raise DataError(f"{named}: no training episode has rewards, so there is no return-to-go; "
                         f"train with --set tokens.use_returns=false")

@@ -70,17 +70,24 @@ class TrainStep:
         batch = self.sampler.sample(self.batch_size, gen)
         for key in self.image_keys:  # augmentation shifts drawn from the step's generator too
             model.tokenizers[key].augment_generator = gen
-        visible = self.mask_fn(model.layout, self.batch_size, gen, device=self.device)
-        # Per sample, what its episode lacks (no actions, no rewards) is hidden here and unscored
-        # in the loss; a batch of complete data carries no flags and skips this.
-        visible = hide_absent(visible, model.layout, batch)
-        mark("data")
-        with self.autocast:
-            out = self.forward(batch, visible, batch["valid"])
-        out = {k: v.float() for k, v in out.items()}
-        loss, parts = mtm_loss(out, batch, model.tokenizers, visible, batch["valid"],
-                               on=tc.loss_on, weights=tc.loss_weights,
-                               value_expectile=getattr(model.config, "value_expectile", 0.0))
+        own_loss = getattr(model, "training_loss", None)
+        if own_loss is not None:
+            # A model with an objective of its own (IQL, mtm.model.iql): whole windows, no masks.
+            mark("data")
+            with self.autocast:
+                loss, parts = own_loss(batch)
+        else:
+            visible = self.mask_fn(model.layout, self.batch_size, gen, device=self.device)
+            # Per sample, what its episode lacks (no actions, no rewards) is hidden here and unscored
+            # in the loss; a batch of complete data carries no flags and skips this.
+            visible = hide_absent(visible, model.layout, batch)
+            mark("data")
+            with self.autocast:
+                out = self.forward(batch, visible, batch["valid"])
+            out = {k: v.float() for k, v in out.items()}
+            loss, parts = mtm_loss(out, batch, model.tokenizers, visible, batch["valid"],
+                                   on=tc.loss_on, weights=tc.loss_weights,
+                                   value_expectile=getattr(model.config, "value_expectile", 0.0))
         mark("fwd+loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -92,6 +99,9 @@ class TrainStep:
         self.nonfinite += (~torch.isfinite(loss.detach())).int()
         self.optimizer.step()
         self.scheduler.step()
+        after = getattr(model, "after_optimizer_step", None)
+        if after is not None:  # e.g. IQL's target networks follow the weights just updated
+            after()
         if self.average is not None:
             self.average.update(model)
         mark("optim")

@@ -1,0 +1,220 @@
+"""Implicit Q-learning (IQL, Kostrikov et al. 2022), the offline-RL baseline `mlp-iql`.
+
+Three MLPs on (s, a, r, s', done) transitions, trained together every step:
+
+    V(s)      expectile regression (tau = model.iql_expectile) on min(Q1', Q2')(s, a), the target Q
+    Q1, Q2    squared error to r + discount * (1 - done) * V(s'), V as it was before this step
+    actor     advantage-weighted regression on the data's action a, weights exp(beta * (Q' - V)),
+              clipped at 100: a deterministic tanh actor (weighted squared error) or a Gaussian one
+              (weighted log-likelihood), model.iql_deterministic
+    Q1', Q2'  Polyak averages of Q1, Q2 (model.iql_polyak), after every optimiser step
+
+All three losses are computed from the same pre-step networks and each reaches only its own
+network (the targets are detached), so one backward pass of their sum and one Adam step give the
+updates of three separate optimisers taken in turn, as in CORL's implementation. The learning-rate
+schedule (train.lr, cosine to 0 at train.steps) applies to the actor; Q and V keep train.lr
+(`optim_groups` marks them `constant_lr`), as CORL schedules only the actor.
+
+Data: windows of two steps (data.window = 2) starting at every step of an episode
+(`WindowSampler(every_step=True)`) give s, a, r from the first step and s' from the second. The
+"terminals" flag (mtm.data.trajectories) marks the last step of an episode that ended by
+termination (a fall): done = 1 there and s' is never read. The last step of an episode that timed
+out, or was cut short, has no successor in the data: it is dropped from every loss (D4RL's
+`qlearning_dataset` drops it too). States are z-scored with the training data's mean and std
+(+ 1e-3), actions mapped from the action space's bounds to [-1, 1], and rewards, with
+model.iql_normalize_reward, scaled by 1000 / (max - min episode return of the training split) as
+IQL does on D4RL locomotion (`fit_to_data` sets the scale and the bounds; they are buffers, so
+checkpoints carry them).
+
+It speaks `TokenModel` (tokenizers, spec / from_spec, forward / predict of per-step actions), so
+`mtm train`, checkpoints, the policy (mode bc: the action from the current state) and `mtm eval`
+treat it like the other MLP baselines; `training_loss` and `after_optimizer_step` are the two
+hooks mtm.training.step calls instead of the masked-token loss.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Collection, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtm.errors import ConfigError
+from mtm.model.loss import expectile_loss
+from mtm.model.network import ModelConfig, TokenModel
+from mtm.model.tokenizers import ContinuousTokenizer, Tokenizer
+
+IQL_KIND = "mlp_iql"
+#: The window keys a transition needs (mtm.training.run_data samples these for model.kind = mlp_iql).
+TRANSITION_KEYS = ("states", "actions", "rewards", "terminals")
+EXP_ADV_MAX = 100.0  # IQL's clip of the advantage weight
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the Gaussian actor's log-std range (CORL's)
+STATE_EPS = 1e-3  # added to the state std, as CORL's normalisation does
+REWARD_SCALE_STEPS = 1000  # rewards are scaled so that the return range spans this (D4RL's episode length)
+
+
+def _mlp(in_dim: int, width: int, layers: int, out_dim: int) -> nn.Sequential:
+    parts: list[nn.Module] = []
+    for _ in range(layers):
+        parts += [nn.Linear(in_dim, width), nn.ReLU()]
+        in_dim = width
+    parts.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*parts)
+
+
+class IQLModel(TokenModel):
+    outputs = ("q", "v", "actor")  # the loss parts logged as train/loss_q, train/loss_v, train/loss_actor
+    policy_modes = ("bc",)
+    prediction_tasks = ("bc",)
+
+    def __init__(self, config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window: int):
+        if config.kind != IQL_KIND:
+            raise ConfigError(f"IQLModel builds {IQL_KIND}, not {config.kind!r}")
+        if window != 2:
+            raise ConfigError(f"model.kind={IQL_KIND} learns from (s, a, r, s') transitions: set data.window=2, "
+                              f"got {window}")
+        if not all(isinstance(tokenizers.get(m), ContinuousTokenizer) for m in ("states", "actions")):
+            raise ConfigError(f"model.kind={IQL_KIND} takes continuous states and actions only "
+                              f"(tokens.states/actions: continuous)")
+        super().__init__(config, tokenizers, window)
+        s, a, w, n = tokenizers["states"].dim, tokenizers["actions"].dim, config.width, config.mlp_layers
+        self.actor = _mlp(s, w, n, a)
+        self.log_std = None if config.iql_deterministic else nn.Parameter(torch.zeros(a))
+        self.q1, self.q2 = _mlp(s + a, w, n, 1), _mlp(s + a, w, n, 1)
+        self.v = _mlp(s, w, n, 1)
+        self.q1_target = copy.deepcopy(self.q1).requires_grad_(False)
+        self.q2_target = copy.deepcopy(self.q2).requires_grad_(False)
+        self.register_buffer("reward_scale", torch.ones(()))
+        self.register_buffer("action_low", -torch.ones(a))
+        self.register_buffer("action_high", torch.ones(a))
+
+    # -- data-dependent constants --------------------------------------------------------------
+
+    def fit_to_data(self, data) -> None:
+        """Set the reward scale and the action bounds from the training split (a
+        mtm.data.trajectories.Trajectories); called once, on a new model."""
+        returns = data.episode_returns()
+        returns = returns[np.isfinite(returns)]
+        scale = 1.0
+        if self.config.iql_normalize_reward and returns.size and returns.max() > returns.min():
+            scale = REWARD_SCALE_STEPS / float(returns.max() - returns.min())
+        self.reward_scale.fill_(scale)
+        space = data.info.action_space or {}
+        low = np.asarray(space.get("low", []), np.float64).reshape(-1)
+        high = np.asarray(space.get("high", []), np.float64).reshape(-1)
+        dim = self.action_low.shape[0]
+        if low.shape != (dim,) or high.shape != (dim,) or not (np.isfinite(low).all() and np.isfinite(high).all()):
+            actions = data.arrays["actions"][data.rows_with("actions")]  # no bounded space: the data's range
+            low, high = (actions.min(0), actions.max(0)) if len(actions) else (-np.ones(dim), np.ones(dim))
+        high = np.where(high > low, high, low + 1.0)  # a constant action dimension still maps somewhere
+        self.action_low.copy_(torch.as_tensor(low, dtype=torch.float32))
+        self.action_high.copy_(torch.as_tensor(high, dtype=torch.float32))
+
+    # -- units ---------------------------------------------------------------------------------
+
+    def _states(self, raw: torch.Tensor) -> torch.Tensor:
+        tok = self.tokenizers["states"]
+        return (raw.float() - tok.mean) / (tok.std + STATE_EPS)
+
+    def _unit_actions(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw actions -> [-1, 1] (the tanh actor's range)."""
+        half = (self.action_high - self.action_low) / 2
+        return (raw.float() - self.action_low - half) / half
+
+    def _raw_actions(self, unit: torch.Tensor) -> torch.Tensor:
+        half = (self.action_high - self.action_low) / 2
+        return self.action_low + half + unit * half
+
+    def _actor_mean(self, states: torch.Tensor) -> torch.Tensor:
+        """Normalised states (..., S) -> the actor's action in [-1, 1] (the Gaussian's mean)."""
+        return torch.tanh(self.actor(states))
+
+    # -- TokenModel ----------------------------------------------------------------------------
+
+    def forward(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor | None = None,
+                valid: torch.Tensor | None = None, *, heads: Collection[str] | None = None,
+                queries: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """{"actions": (B, L, 1, act_dim)} in raw units: each step's action from that step's state
+        (the Gaussian actor's mean; masks and queries are ignored, as by the other MLP baselines)."""
+        states = batch["states"]
+        with torch.autocast(states.device.type, enabled=False):  # fp32 always (see training_loss)
+            return {"actions": self._raw_actions(self._actor_mean(self._states(states))).unsqueeze(2)}
+
+    @torch.no_grad()
+    def predict(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor | None = None,
+                valid: torch.Tensor | None = None, *, heads: Collection[str] | None = None,
+                queries: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return {"actions": self.forward(batch)["actions"].squeeze(2)}
+
+    def optim_groups(self, weight_decay: float) -> list[dict]:
+        """The actor (first: its rate is the one train/lr logs) follows the run's schedule; Q and V
+        keep train.lr throughout (`constant_lr`, read by mtm.training.optim.build_scheduler)."""
+        actor = list(self.actor.parameters()) + ([self.log_std] if self.log_std is not None else [])
+        critics = [*self.q1.parameters(), *self.q2.parameters(), *self.v.parameters()]
+        return [{"params": actor, "weight_decay": float(weight_decay)},
+                {"params": critics, "weight_decay": float(weight_decay), "constant_lr": True}]
+
+    # -- training (mtm.training.step) ----------------------------------------------------------
+
+    def transitions(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The (s, a, r, s', done) transitions of a batch of two-step windows, in the units the
+        networks see, and `keep` (B,) bool: whether each one counts in the losses. A transition
+        counts if its successor is in the window or none is needed (done: a fall); the last step
+        of an episode that timed out or was cut short has neither and is dropped, as are steps of
+        episodes without actions or rewards."""
+        states = self._states(batch["states"])
+        done = batch["terminals"][:, 0, 0].float()
+        keep = batch["valid"][:, 1] | (done > 0)
+        for key in ("present_actions", "present_rewards"):
+            if key in batch:
+                keep = keep & batch[key]
+        return {"s": states[:, 0], "a": self._unit_actions(batch["actions"][:, 0]),
+                "r": batch["rewards"][:, 0, 0].float() * self.reward_scale, "s_next": states[:, 1],
+                "done": done, "keep": keep}
+
+    def training_loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(q + v + actor, {"q", "v", "actor"}) on a batch of two-step windows (mtm.data.windows),
+        each the mean over the transitions that count (`transitions`). Always in fp32, whatever
+        train.precision says: Q and V reach ~100 with IQL's reward scale, where bf16 keeps ~0.4,
+        and beta = 3 would turn that rounding of the advantage into weights off by a factor ~3."""
+        with torch.autocast(batch["states"].device.type, enabled=False):
+            return self._losses(batch)
+
+    def _losses(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg, t = self.config, self.transitions(batch)
+        s, a = t["s"], t["a"]
+        weight = t["keep"].float()
+        count = weight.sum().clamp_min(1.0)
+
+        def mean(x: torch.Tensor) -> torch.Tensor:
+            return (x * weight).sum() / count
+
+        sa = torch.cat([s, a], -1)
+        with torch.no_grad():
+            target_q = torch.minimum(self.q1_target(sa), self.q2_target(sa))[:, 0]
+            next_v = self.v(t["s_next"])[:, 0]
+        v = self.v(s)[:, 0]
+        v_loss = mean(expectile_loss(v, target_q, cfg.iql_expectile))
+        advantage = (target_q - v).detach()
+
+        q_target = t["r"] + cfg.iql_discount * (1.0 - t["done"]) * next_v
+        q_loss = mean(((self.q1(sa)[:, 0] - q_target).square() + (self.q2(sa)[:, 0] - q_target).square()) / 2)
+
+        exp_adv = torch.exp(cfg.iql_beta * advantage).clamp(max=EXP_ADV_MAX)
+        mu = self._actor_mean(s)
+        if self.log_std is None:
+            bc = (mu - a).square().sum(-1)
+        else:
+            std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
+            bc = -torch.distributions.Normal(mu, std).log_prob(a).sum(-1)
+        actor_loss = mean(exp_adv * bc)
+        parts = {"q": q_loss, "v": v_loss, "actor": actor_loss}
+        return q_loss + v_loss + actor_loss, parts
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """The target Q moves iql_polyak of the way towards Q."""
+        for target, online in ((self.q1_target, self.q1), (self.q2_target, self.q2)):
+            torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), self.config.iql_polyak)
