@@ -186,14 +186,17 @@ CPU_BF16_MIN_WORK = 2 ** 21
 
 
 def resolve_precision(requested: str, device: Any, *, rows: int | None = None, width: int | None = None,
-                      warn: Callable[[str], None] = _stderr) -> Precision:
+                      fp32_only: str | None = None, warn: Callable[[str], None] = _stderr) -> Precision:
     """The precision to run at on `device`. `auto` is bf16 only where bf16 is native and, on a CPU,
     where the forward passes are large enough for it to pay (`rows` token rows per pass of a model
     `width` wide; None = large, as in training); a forced bf16 on a device that emulates it runs
-    as asked, after one warning line (once per process)."""
+    as asked, after one warning line (once per process). `fp32_only`: why the model computes in
+    fp32 whatever is asked (a model's `fp32_only`), so fp32 is what runs and is reported."""
     if requested not in PRECISIONS:
         raise ConfigError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
     native, what = native_bf16(device)
+    if fp32_only:
+        return Precision("fp32", requested, native, f"the model computes in fp32 whatever is asked: {fp32_only}")
     if requested == "fp32":
         return Precision("fp32", requested, native, f"asked for; {what}")
     if requested == "bf16":

@@ -213,3 +213,19 @@ def test_iql_computes_in_fp32_under_a_bf16_autocast(tmp_path):
         actions_bf16 = model.predict(batch)["actions"]
     assert loss_bf16.dtype == actions_bf16.dtype == torch.float32
     assert loss_bf16.item() == loss.item() and torch.equal(actions_bf16, actions)
+
+
+@pytest.mark.parametrize("asked", ["auto", "bf16"])
+def test_training_and_the_policy_report_the_fp32_iql_runs_at(tmp_path, native_bf16, asked):
+    # On a CPU where auto means bf16, IQL still computes in fp32, and says so rather than "bf16".
+    from mtm.policy import MTMPolicy, load_model
+
+    data = write_two_actions(tmp_path / "two.hdf5", n=60)
+    lines: list[str] = []
+    train(iql_config(data, tmp_path / "run", "train.steps=2", f"train.precision={asked}"), progress=False,
+          say=lines.append)
+    assert any(line.startswith("device cpu, precision fp32 (the model computes in fp32 whatever is asked: IQL")
+               for line in lines), lines
+    ck = load_checkpoint(tmp_path / "run")
+    policy = MTMPolicy(load_model(ck), ck.metadata, num_envs=2, precision=asked)
+    assert policy.precision.dtype == "fp32" and "IQL's Q and V" in policy.precision.reason

@@ -68,6 +68,7 @@ class IQLModel(TokenModel):
     outputs = ("q", "v", "actor")  # the loss parts logged as train/loss_q, train/loss_v, train/loss_actor
     policy_modes = ("bc",)
     prediction_tasks = ("bc",)
+    fp32_only = "IQL's Q and V reach ~100, where bf16 keeps ~0.4 and would skew the advantage weights"
 
     def __init__(self, config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window: int):
         if config.kind != IQL_KIND:

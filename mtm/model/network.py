@@ -229,6 +229,9 @@ class TokenModel(nn.Module):
     # mtm.policy may act in (of POLICY_MODES) and the tasks validation may score (of PREDICTION_TASK_NAMES).
     policy_modes: tuple[str, ...]
     prediction_tasks: tuple[str, ...]
+    # Why this kind always computes in fp32 whatever the precision asked for (None: it runs at the
+    # precision resolved for it). Training, the policy and the planner report fp32 for it, with this reason.
+    fp32_only: str | None = None
 
     def __init__(self, config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window: int):
         super().__init__()

@@ -177,7 +177,7 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     model = build_run_model(cfg, rt, data, checkpoint)
     val_batches = validation_batches(cfg, rt, data, model)
     opt = build_optimisation(cfg, rt, model, checkpoint)
-    precision = resolve_precision(cfg.train.precision, rt.device)
+    precision = resolve_precision(cfg.train.precision, rt.device, fp32_only=model.fp32_only)
     train_step = build_train_step(cfg, rt, model, opt, data, precision)
     runtime = runtime_info(rt, precision)
     if rt.is_main and say is not None:
