@@ -1,4 +1,5 @@
-"""Build a model by its kind: the MTM network or an MLP baseline, from a config or a saved spec."""
+"""Build a model by its kind: the MTM network, an MLP baseline or the image baseline CNN-BC, from a
+config or a saved spec."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from mtm.errors import ConfigError
+from mtm.model.cnn_bc import CNNBCModel
 from mtm.model.mlp import MLP_KINDS, MLPPolicyModel
 from mtm.model.network import MTM, ModelConfig
 from mtm.model.tokenizers import Tokenizer
@@ -17,7 +19,9 @@ def build_model(config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window
         return MTM(config, tokenizers, window)
     if config.kind in MLP_KINDS:
         return MLPPolicyModel(config, tokenizers, window)
-    raise ConfigError(f"unknown model.kind {config.kind!r}; choose mtm, {', '.join(MLP_KINDS)}")
+    if config.kind == "cnn_bc":
+        return CNNBCModel(config, tokenizers, window)
+    raise ConfigError(f"unknown model.kind {config.kind!r}; choose mtm, {', '.join(MLP_KINDS)}, cnn_bc")
 
 
 def model_from_spec(spec: dict) -> nn.Module:
@@ -25,4 +29,6 @@ def model_from_spec(spec: dict) -> nn.Module:
     kind = spec.get("config", {}).get("kind", "mtm")
     if kind in MLP_KINDS:
         return MLPPolicyModel.from_spec(spec)
+    if kind == "cnn_bc":
+        return CNNBCModel.from_spec(spec)
     return MTM.from_spec(spec)

@@ -39,8 +39,8 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES
 
 @dataclass
 class ModelConfig:
-    kind: Literal["mtm", "mlp_bc", "mlp_rcbc"] = "mtm"  # the MTM, or an MLP baseline (mtm.model.mlp)
-    width: int = 512  # token embedding size (an MLP baseline's hidden width)
+    kind: Literal["mtm", "mlp_bc", "mlp_rcbc", "cnn_bc"] = "mtm"  # the MTM, an MLP baseline (mtm.model.mlp) or the image baseline (mtm.model.cnn_bc)
+    width: int = 512  # token embedding size (a baseline's hidden width)
     encoder_layers: int = 2  # Transformer blocks over the visible tokens
     decoder_layers: int = 1  # Transformer blocks over all tokens (visible + mask tokens)
     heads: int = 4  # attention heads; width must be divisible by heads
@@ -50,7 +50,7 @@ class ModelConfig:
     use_timestep_embedding: bool = False  # add a learned embedding of the absolute episode step
     max_timestep: int = 1000  # steps >= this share the last timestep embedding
     mlp_heads: bool = True  # heads Linear -> GELU -> Linear as the official code; False: one Linear
-    mlp_layers: int = 3  # hidden layers of an MLP baseline (model.kind = mlp_bc / mlp_rcbc)
+    mlp_layers: int = 3  # hidden layers of a baseline's MLP (model.kind = mlp_bc / mlp_rcbc / cnn_bc)
     value_expectile: float = 0.0  # > 0: a value head on the return tokens trained by expectile regression at this tau (IQL's 0.7: an optimistic estimate of the return to go) on the hidden return tokens; mode plan scores with it. 0: none
 
     def __post_init__(self) -> None:
