@@ -1,4 +1,5 @@
-"""Build a model by its kind: the MTM network or an MLP baseline, from a config or a saved spec."""
+"""Build a model by its kind: the MTM network, an MLP baseline (BC, RCBC, IQL) or the image baseline
+CNN-BC, from a config or a saved spec."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from mtm.errors import ConfigError
+from mtm.model.cnn_bc import CNNBCModel
 from mtm.model.iql import IQL_KIND, IQLModel
 from mtm.model.mlp import MLP_KINDS, MLPPolicyModel
 from mtm.model.network import MTM, ModelConfig
@@ -20,7 +22,9 @@ def build_model(config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window
         return MLPPolicyModel(config, tokenizers, window)
     if config.kind == IQL_KIND:
         return IQLModel(config, tokenizers, window)
-    raise ConfigError(f"unknown model.kind {config.kind!r}; choose mtm, {', '.join(MLP_KINDS)}, {IQL_KIND}")
+    if config.kind == "cnn_bc":
+        return CNNBCModel(config, tokenizers, window)
+    raise ConfigError(f"unknown model.kind {config.kind!r}; choose mtm, {', '.join(MLP_KINDS)}, {IQL_KIND}, cnn_bc")
 
 
 def model_from_spec(spec: dict) -> nn.Module:
@@ -30,4 +34,6 @@ def model_from_spec(spec: dict) -> nn.Module:
         return MLPPolicyModel.from_spec(spec)
     if kind == IQL_KIND:
         return IQLModel.from_spec(spec)
+    if kind == "cnn_bc":
+        return CNNBCModel.from_spec(spec)
     return MTM.from_spec(spec)

@@ -24,6 +24,16 @@ from mtm.model.tokenizers import ContinuousTokenizer, Tokenizer
 MLP_KINDS = ("mlp_bc", "mlp_rcbc")
 
 
+def mlp(in_dim: int, out_dim: int, config: ModelConfig) -> nn.Sequential:
+    """config.mlp_layers hidden layers of config.width (Linear, GELU, dropout), then Linear to out_dim."""
+    layers: list[nn.Module] = []
+    for _ in range(config.mlp_layers):
+        layers += [nn.Linear(in_dim, config.width), nn.GELU(), Dropout(config.dropout)]
+        in_dim = config.width
+    layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
 class MLPPolicyModel(TokenModel):
     outputs = ("actions",)
 
@@ -46,13 +56,8 @@ class MLPPolicyModel(TokenModel):
         self.policy_modes = (mode,)
         self.prediction_tasks = (mode,)
 
-        width, layers = config.width, []
         in_dim = tokenizers["states"].input_dim + (tokenizers["returns"].input_dim if conditioned else 0)
-        for _ in range(config.mlp_layers):
-            layers += [nn.Linear(in_dim, width), nn.GELU(), Dropout(config.dropout)]
-            in_dim = width
-        layers.append(nn.Linear(in_dim, tokenizers["actions"].output_dim))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(in_dim, tokenizers["actions"].output_dim, config)
 
     def forward(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor | None = None,
                 valid: torch.Tensor | None = None, *, heads: Collection[str] | None = None,

@@ -39,8 +39,8 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES
 
 @dataclass
 class ModelConfig:
-    kind: Literal["mtm", "mlp_bc", "mlp_rcbc", "mlp_iql"] = "mtm"  # the MTM, or an MLP baseline (mtm.model.mlp; mlp_iql: implicit Q-learning, mtm.model.iql)
-    width: int = 512  # token embedding size (an MLP baseline's hidden width)
+    kind: Literal["mtm", "mlp_bc", "mlp_rcbc", "mlp_iql", "cnn_bc"] = "mtm"  # the MTM, an MLP baseline (mtm.model.mlp; mlp_iql: implicit Q-learning, mtm.model.iql) or the image baseline (mtm.model.cnn_bc)
+    width: int = 512  # token embedding size (a baseline's hidden width)
     encoder_layers: int = 2  # Transformer blocks over the visible tokens
     decoder_layers: int = 1  # Transformer blocks over all tokens (visible + mask tokens)
     heads: int = 4  # attention heads; width must be divisible by heads
@@ -50,7 +50,7 @@ class ModelConfig:
     use_timestep_embedding: bool = False  # add a learned embedding of the absolute episode step
     max_timestep: int = 1000  # steps >= this share the last timestep embedding
     mlp_heads: bool = True  # heads Linear -> GELU -> Linear as the official code; False: one Linear
-    mlp_layers: int = 3  # hidden layers of an MLP baseline (model.kind = mlp_bc / mlp_rcbc / mlp_iql: each of its networks)
+    mlp_layers: int = 3  # hidden layers of a baseline's MLP (model.kind = mlp_bc / mlp_rcbc / cnn_bc; mlp_iql: each of its networks)
     iql_expectile: float = 0.7  # mlp_iql: tau of the expectile regression of V on the target Q, in (0, 1)
     iql_beta: float = 3.0  # mlp_iql: inverse temperature of the advantage-weighted actor (weights exp(beta * A), clipped at 100), > 0
     iql_discount: float = 0.99  # mlp_iql: discount of the Q target r + discount * V(s'), in (0, 1]
