@@ -41,6 +41,8 @@ def build_run_model(cfg: RunConfig, rt: Runtime, data: RunData, checkpoint: Chec
     else:
         frame_shapes = {key: data.train_sampler.frame_shape(key) for key in data.image_keys}
         model = build_model(cfg.model, build_tokenizers(cfg.tokens, data.stats, frame_shapes), cfg.data.window)
+        if getattr(model, "has_reward", False):
+            model.set_reward_stats(data.stats["rewards"].mean, data.stats["rewards"].std)
     return model.to(rt.device)
 
 
