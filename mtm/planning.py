@@ -11,17 +11,23 @@ At each env step, for each environment:
    state from the state token after it (the forward-dynamics mask). The next action comes from
    the RCBC mask on the imagined state (plus noise, except candidate 0). A full window slides
    left by one step, as the policy's own buffers do.
-3. Score each candidate by the mean of its H values (in the data's return-token units; the mean
-   of several points of the imagined path is less exposed to one optimistic prediction than its
-   last one) and act on the softmax-weighted mean of the first actions, at temperature
-   `plan_temperature` in units of the return token's std (-> 0: the best candidate's action).
+3. Score each candidate, in the return token's units, by `plan_score`:
+   - "value": the mean of its H values (the mean of several points of the imagined path is less
+     exposed to one optimistic prediction than its last one);
+   - "rewards" (a model with a reward head, model.reward_head): M3PC's score, the rewards the
+     model predicts for the H imagined (state, action)s and the value of the state they lead to
+     (read one imagined step further, with its RCBC action), discounted and normalised so that a
+     constant reward rate scores itself: (1 - g) sum_h g^h r_h + g^H V_H, g = `plan_discount`.
+     An average return token is a reward rate, so V_H stands for (1 - g) sum_{k>=0} g^k r_{H+k}.
+   Act on the softmax-weighted mean of the first actions, at temperature `plan_temperature` in
+   units of the return token's std (-> 0: the best candidate's action).
    The default is soft on purpose: the candidates' values differ by 1e-3 .. 1e-2 return stds, and a
    softmax that follows them closely (a temperature in units of that spread) picks the actions whose
    value the model over-estimates: hopper-medium-replay fell from 28.3 (RCBC) to 21.9, halfcheetah-
    medium-replay from 46.5 to 41.1 (BENCHMARKS.md, "Beyond the data").
 
 Candidates x envs go through the model as one batch per forward pass: H value / dynamics passes and
-H - 1 proposal passes per env step, on the policy's device; `precision: auto` is resolved for
+H - 1 proposal passes per env step (scored by rewards: H + 1 and H), on the policy's device; `precision: auto` is resolved for
 these passes on their own (many rows: bf16 where native, mtm.hardware).
 """
 

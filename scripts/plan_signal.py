@@ -8,6 +8,10 @@ steps of its candidate mean (the states' spread), and their ratio: a quantity wh
 candidates is a tiny part of the states' spread cannot rank nearby actions (BENCHMARKS.md, "Beyond the
 data"). Also the median rank correlation (over steps) between each quantity and the one-step value.
 
+--truth: also one episode in a single env where, at every step, each candidate's first action is
+tried from a copy of the simulator's state, so the true reward of (s_t, a) sits beside the model's
+predictions: the rank correlation across candidates says whether the model orders actions rightly.
+
 Usage:
   python scripts/plan_signal.py runs/hopper --episodes 2
 """
@@ -45,6 +49,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=64)
     parser.add_argument("--noise", type=float, default=0.3)
     parser.add_argument("--precision", default="auto", help="auto, or fp32: bf16 rounds values to ~3 digits")
+    parser.add_argument("--truth", action="store_true", help="also: true rewards of the candidates, one episode")
     args = parser.parse_args()
     torch.set_num_threads(1)
     records: dict[str, list[torch.Tensor]] = {"value(s,a)": [], "reward(s,a)": [], "value(s',a')": []}
@@ -74,6 +79,45 @@ def main() -> None:
         across = x.mean(-1).std().item()
         corr = statistics.median(spearman(x, base).tolist())
         print(f"{name} | {within:.5f} | {across:.5f} | {within / across:.4f} | {corr:.2f}")
+    if args.truth:
+        for parts in records.values():
+            parts.clear()
+        truth = true_rewards(checkpoint, setting)
+        print("true reward of (s, a) across candidates: median std", f"{truth.std(-1).median().item():.5f};",
+              "median rank corr. with", ", ".join(
+                  f"{name} {statistics.median(spearman(torch.cat(parts), truth).tolist()):.2f}"
+                  for name, parts in records.items() if parts))
+
+
+def true_rewards(checkpoint, setting: PolicyConfig) -> torch.Tensor:
+    """(steps, K): the true reward of each candidate's first action at every step of one episode."""
+    import gymnasium as gym
+    import numpy as np
+
+    from envs import register_envs
+    from mtm.policy import MTMPolicy, load_model
+
+    register_envs()
+    model = load_model(checkpoint)
+    policy = MTMPolicy(model, checkpoint.run_metadata, setting, num_envs=1)
+    env = gym.make(checkpoint.run_metadata.env_id)
+    sim = env.unwrapped
+    obs, _ = env.reset(seed=0)
+    policy.reset()
+    rows, done = [], False
+    while not done:
+        action = policy.act(obs[None].astype(np.float32))[0]
+        qpos, qvel = sim.data.qpos.copy(), sim.data.qvel.copy()
+        rewards = []
+        for a in policy.planner.last_candidates[0].numpy():
+            sim.set_state(qpos, qvel)
+            rewards.append(sim.step(a)[1])
+        sim.set_state(qpos, qvel)
+        rows.append(torch.tensor(rewards, dtype=torch.float32))
+        obs, reward, terminated, truncated, _ = env.step(action)
+        policy.observe([reward])
+        done = terminated or truncated
+    return torch.stack(rows)
 
 
 if __name__ == "__main__":
