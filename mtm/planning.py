@@ -11,17 +11,23 @@ At each env step, for each environment:
    state from the state token after it (the forward-dynamics mask). The next action comes from
    the RCBC mask on the imagined state (plus noise, except candidate 0). A full window slides
    left by one step, as the policy's own buffers do.
-3. Score each candidate by the mean of its H values (in the data's return-token units; the mean
-   of several points of the imagined path is less exposed to one optimistic prediction than its
-   last one) and act on the softmax-weighted mean of the first actions, at temperature
-   `plan_temperature` in units of the return token's std (-> 0: the best candidate's action).
+3. Score each candidate, in the return token's units, by `plan_score`:
+   - "value": the mean of its H values (the mean of several points of the imagined path is less
+     exposed to one optimistic prediction than its last one);
+   - "rewards" (a model with a reward head, model.reward_head): M3PC's score, the rewards the
+     model predicts for the H imagined (state, action)s and the value of the state they lead to
+     (read one imagined step further, with its RCBC action), discounted and normalised so that a
+     constant reward rate scores itself: (1 - g) sum_h g^h r_h + g^H V_H, g = `plan_discount`.
+     An average return token is a reward rate, so V_H stands for (1 - g) sum_{k>=0} g^k r_{H+k}.
+   Act on the softmax-weighted mean of the first actions, at temperature `plan_temperature` in
+   units of the return token's std (-> 0: the best candidate's action).
    The default is soft on purpose: the candidates' values differ by 1e-3 .. 1e-2 return stds, and a
    softmax that follows them closely (a temperature in units of that spread) picks the actions whose
    value the model over-estimates: hopper-medium-replay fell from 28.3 (RCBC) to 21.9, halfcheetah-
    medium-replay from 46.5 to 41.1 (BENCHMARKS.md, "Beyond the data").
 
 Candidates x envs go through the model as one batch per forward pass: H value / dynamics passes and
-H - 1 proposal passes per env step, on the policy's device; `precision: auto` is resolved for
+H - 1 proposal passes per env step (scored by rewards: H + 1 and H), on the policy's device; `precision: auto` is resolved for
 these passes on their own (many rows: bf16 where native, mtm.hardware).
 """
 
@@ -31,6 +37,7 @@ import torch
 
 from mtm.errors import ConfigError
 from mtm.hardware import resolve_precision
+from mtm.model.loss import REWARD
 from mtm.model.masks import POLICY_MASKS, without_action_history
 from mtm.policy_config import PolicyConfig
 
@@ -50,6 +57,12 @@ class Planner:
         self.temperature = config.plan_temperature
         self.action_history = config.action_history
         self.value_head = "value" if getattr(model, "has_value", False) else "returns"
+        self.has_reward = bool(getattr(model, "has_reward", False))
+        self.score_by = config.plan_score if config.plan_score != "auto" else ("rewards" if self.has_reward else "value")
+        if self.score_by == "rewards" and not self.has_reward:
+            raise ConfigError("plan_score 'rewards' needs a model with a reward head (train with "
+                              "--set model.reward_head=true); use plan_score 'value'")
+        self.discount = config.plan_discount
         self.action_low, self.action_high = action_low, action_high
         self.noise_std = config.plan_noise
         self.noise = config.plan_noise * model.tokenizers["actions"].scale.detach()  # (A,) raw units
@@ -77,6 +90,8 @@ class Planner:
     def describe(self) -> dict:
         """The planner's settings, for reports."""
         head = "value head (expectile)" if self.value_head == "value" else "return head (mean; no value head)"
+        if self.score_by == "rewards":
+            head = f"reward head over {self.horizon} steps + {head}, discount {self.discount}"
         return {"candidates": self.candidates, "horizon": self.horizon, "temperature": self.temperature,
                 "noise": self.noise_std, "scored_by": head, "precision": self.precision.to_dict()}
 
@@ -98,25 +113,50 @@ class Planner:
         """batch: the policy's window (n, L, ...) as act() built it (return tokens set, the action at
         c hidden); c: (n,) current positions; proposal: (n, A) the RCBC actions. -> (n, A)."""
         n, k = proposal.shape[0], self.candidates
-        rows = torch.arange(n * k, device=proposal.device)
+        first = self._perturb(proposal.repeat_interleave(k, 0))
+        if self.score_by == "rewards":  # H rewards, then the value of the state they lead to
+            values, rewards = self.imagine(batch, c, first, self.horizon + 1)
+            g = self.discount
+            weights = (1 - g) * g ** torch.arange(self.horizon, device=first.device, dtype=torch.float32)
+            score = (rewards[:, : self.horizon] * weights).sum(1) + g ** self.horizon * values[:, self.horizon]
+        else:
+            values, _ = self.imagine(batch, c, first, self.horizon)
+            score = values.mean(1)
+        score = score.view(n, k)
+        self.last_candidates, self.last_scores = first.view(n, k, -1), score
+        weights = torch.softmax((score - score.amax(1, keepdim=True)) / (self.temperature * self.return_scale), 1)
+        return (weights[:, :, None] * first.view(n, k, -1)).sum(1)
+
+    def imagine(self, batch: dict[str, torch.Tensor], c: torch.Tensor, first: torch.Tensor, steps: int
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Roll each of the n * K candidates (first actions `first`, (n * K, A), K per env in order)
+        `steps` steps through the model -> (values, rewards), each (n * K, steps) in raw return-token
+        units: the value and (with a reward head, else None) the reward read at each imagined step's
+        (state, action)."""
+        k = self.candidates
+        rows = torch.arange(first.shape[0], device=first.device)
         window = {key: value.repeat_interleave(k, 0) for key, value in batch.items()}
         window["actions"] = window["actions"].clone()
         window["states"] = window["states"].clone()
         c = c.repeat_interleave(k, 0).clone()
-        first = self._perturb(proposal.repeat_interleave(k, 0))
         window["actions"][rows, c] = first
-        score = torch.zeros(n * k, device=proposal.device)
-        for h in range(self.horizon):
-            last = h == self.horizon - 1
+        reads = (self.value_head, REWARD) if self.has_reward else (self.value_head,)
+        values = torch.zeros(first.shape[0], steps, device=first.device)
+        rewards = torch.zeros_like(values) if self.has_reward else None
+        for h in range(steps):
+            last = h == steps - 1
             if not last:  # the next state needs a place: slide full windows left by one step
                 self._slide(window, c)
-            heads = (self.value_head,) if last else (self.value_head, "states")
-            # Only the tokens read are decoded to the end: the value at c, the state at c + 1.
+            heads = reads if last else reads + ("states",)
+            # Only the tokens read are decoded to the end: value and reward at c, the state at c + 1.
             t = self._t[None, :]
-            asked = (self._returns[None, :] & (t == c[:, None])) | (self._states[None, :] & (t == c[:, None] + 1))
+            now = t == c[:, None]
+            asked = ((self._returns[None, :] | self._actions[None, :]) & now) | (self._states[None, :] & (t == c[:, None] + 1))
             with self._autocast:
                 out = self.model.predict(window, self._value_view(c), heads=heads, queries=asked)
-            score += out[self.value_head][rows, c].float().reshape(-1)
+            values[:, h] = out[self.value_head][rows, c].float().reshape(-1)
+            if rewards is not None:
+                rewards[:, h] = out[REWARD][rows, c].float().reshape(-1)
             if last:
                 break
             c = c + 1
@@ -126,10 +166,7 @@ class Planner:
                 asked = self._actions[None, :] & (self._t[None, :] == c[:, None])
                 proposed = self.model.predict(window, self._rcbc[c], heads=("actions",), queries=asked)["actions"]
             window["actions"][rows, c] = self._perturb(proposed[rows, c].float())
-        score = (score / self.horizon).view(n, k)
-        self.last_candidates, self.last_scores = first.view(n, k, -1), score
-        weights = torch.softmax((score - score.amax(1, keepdim=True)) / (self.temperature * self.return_scale), 1)
-        return (weights[:, :, None] * first.view(n, k, -1)).sum(1)
+        return values, rewards
 
     def _slide(self, window: dict[str, torch.Tensor], c: torch.Tensor) -> None:
         """Rows whose current position is the window's last: every buffer one step left, c - 1."""
@@ -143,3 +180,4 @@ class Planner:
             shape = (-1,) + (1,) * (buf.dim() - 1)
             window[key] = torch.where(full.view(shape), buf.roll(-1, dims=1), buf)
         c -= full.long()
+

@@ -35,6 +35,8 @@ class PolicyConfig:
     plan_temperature: float = 0.05  # plan: softmax temperature over the candidates' scores, in return-token stds (small: near the best)
     plan_noise: float = 0.3  # plan: std of the candidates' action noise, in units of the data's action std
     plan_seed: int = 0  # plan: seed of the candidates' noise
+    plan_score: Literal["auto", "value", "rewards"] = "auto"  # plan: "value": the mean of the values of the imagined (state, action)s; "rewards": the predicted rewards of the H imagined steps, discounted, plus the discounted value of the state after them (M3PC; needs model.reward_head); auto: rewards where the model has a reward head, else value
+    plan_discount: float = 0.99  # plan, score rewards: gamma of the imagined rewards and the final value
 
     def __post_init__(self) -> None:
         # ValueError "field ...": the config loader's convention (mtm.config), reported with the section.
@@ -48,6 +50,10 @@ class PolicyConfig:
             raise ValueError(f"plan_temperature must be > 0, got {self.plan_temperature}")
         if not self.plan_noise >= 0:
             raise ValueError(f"plan_noise must be >= 0, got {self.plan_noise}")
+        if self.plan_score not in ("auto", "value", "rewards"):
+            raise ValueError(f"plan_score must be auto, value or rewards, got {self.plan_score!r}")
+        if not 0.0 < self.plan_discount < 1.0:
+            raise ValueError(f"plan_discount must be in (0, 1), got {self.plan_discount}")
 
     def replace(self, **settings: Any) -> "PolicyConfig":
         """A copy with some settings changed (None values are left out: 'not given')."""

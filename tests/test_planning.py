@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from mtm.checkpoint import load_checkpoint
 from mtm.cli import main
 from mtm.errors import ConfigError
-from mtm.model.loss import expectile_loss, mtm_loss
+from mtm.model.loss import REWARD, expectile_loss, mtm_loss
 from mtm.model.masks import POLICY_MASKS, TokenLayout, random_autoregressive_mask
 from mtm.model.network import MTM, ModelConfig
 from mtm.model.tokenizers import ContinuousTokenizer
@@ -80,17 +80,68 @@ def test_a_model_with_a_value_head_round_trips_through_its_spec():
 
 
 # --------------------------------------------------------------------------------------------------
+# The reward head
+
+
+def test_the_reward_head_loss_is_the_closed_form_on_real_steps_with_rewards():
+    torch.manual_seed(0)
+    model = MTM(ModelConfig(width=16, heads=2, dropout=0.0, reward_head=True), tokenizers(), L)
+    model.set_reward_stats(2.0, 0.5)
+    assert model.has_reward and model.outputs == ("states", "returns", "actions", REWARD)
+    b = 8
+    batch = {"states": torch.randn(b, L, S), "actions": torch.randn(b, L, A), "returns": torch.randn(b, L, 1),
+             "rewards": 2.0 + torch.randn(b, L, 1), "present_rewards": torch.arange(b) % 4 != 0}
+    valid = torch.ones(b, L, dtype=torch.bool)
+    valid[1, 1] = False  # a padded step
+    batch["rewards"][1, 1] = float("nan")  # whatever padding holds never reaches the loss
+    visible = random_autoregressive_mask(model.layout, b, torch.Generator().manual_seed(0))
+    out = model(batch, visible, valid)
+    total, parts = mtm_loss(out, batch, model.tokenizers, visible, valid, reward_units=model.reward_units)
+    use = valid & batch["present_rewards"][:, None]  # every real step of an episode with rewards
+    err = out[REWARD][:, :, 0, 0] - (batch["rewards"][..., 0] - 2.0) / 0.5
+    torch.testing.assert_close(parts[REWARD], err[use].square().mean())
+    torch.testing.assert_close(total, sum(parts.values()))
+    # predict() decodes it into reward units
+    shown = torch.ones(model.layout.num_tokens, dtype=torch.bool)
+    raw = model.eval().predict(batch, shown, valid)[REWARD]
+    torch.testing.assert_close(raw, model(batch, shown, valid)[REWARD][..., 0, :] * 0.5 + 2.0)
+    del batch["rewards"]
+    with pytest.raises(ConfigError, match="needs the batch's per-step rewards"):
+        mtm_loss(out, batch, model.tokenizers, visible, valid, reward_units=model.reward_units)
+
+
+def test_a_model_with_a_reward_head_round_trips_its_head_and_units():
+    model = MTM(ModelConfig(width=16, heads=2, value_expectile=0.7, reward_head=True), tokenizers(), L).eval()
+    model.set_reward_stats(3.0, 0.25)
+    again = MTM.from_spec(json.loads(json.dumps(model.spec()))).eval()
+    assert again.has_reward and float(again.reward_units.mean) == 0.0  # units come with the weights
+    again.load_state_dict(model.state_dict())
+    assert float(again.reward_units.mean) == 3.0 and float(again.reward_units.std) == 0.25
+    batch = {"states": torch.randn(3, L, S), "actions": torch.randn(3, L, A), "returns": torch.randn(3, L, 1)}
+    visible = torch.ones(model.layout.num_tokens, dtype=torch.bool)
+    torch.testing.assert_close(model.predict(batch, visible)[REWARD], again.predict(batch, visible)[REWARD])
+
+
+def test_the_reward_head_needs_returns():
+    toks = {k: v for k, v in tokenizers().items() if k != "returns"}
+    with pytest.raises(ConfigError, match="reward_head needs return tokens"):
+        MTM(ModelConfig(width=16, heads=2, reward_head=True), toks, L)
+
+
+# --------------------------------------------------------------------------------------------------
 # The planner, under a model whose predictions are known
 
 
 class KnownModel:
-    """value at step t = state[t, 0]; next state = (action[t, 0], 0, 0); proposals: zeros. So a
-    candidate's imagined next state, and with it its score at h = 1, is its first action's [0]."""
+    """value at step t = state[t, 0]; next state = (action[t, 0], 0, 0); proposals: zeros; with a
+    reward head, reward at t = action[t, 1]. So a candidate's imagined next state, and with it its
+    value at h = 1, is its first action's [0], and its first reward its first action's [1]."""
 
     window, has_value = L, True
     config = ModelConfig(width=16, heads=2)
 
-    def __init__(self):
+    def __init__(self, has_reward=False):
+        self.has_reward = has_reward
         self.tokenizers = tokenizers()
         self.layout = TokenLayout.from_tokenizers(self.tokenizers, L)
 
@@ -99,13 +150,15 @@ class KnownModel:
         nxt = torch.zeros(b, L, S)
         nxt[:, 1:, 0] = batch["actions"][:, :-1, 0]
         out = {"value": batch["states"][:, :, :1], "states": nxt, "actions": torch.zeros(b, L, A)}
+        if self.has_reward:
+            out[REWARD] = batch["actions"][:, :, 1:2]
         return {k: v for k, v in out.items() if k in heads}
 
 
-def planner(**settings):
+def planner(has_reward=False, **settings):
     config = PolicyConfig(mode="plan", **settings)
     low, high = torch.full((A,), -1.0), torch.full((A,), 1.0)
-    return Planner(KnownModel(), config, low, high, num_envs=2)
+    return Planner(KnownModel(has_reward), config, low, high, num_envs=2)
 
 
 def window(n):
@@ -138,6 +191,30 @@ def test_one_step_cannot_tell_candidates_apart_here_and_a_hot_softmax_averages()
     torch.testing.assert_close(chosen, hot.last_candidates.mean(1), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("discount", [0.99, 0.5, 0.01])
+def test_scored_by_rewards_the_planner_adds_discounted_rewards_and_the_final_value(discount):
+    plan = planner(has_reward=True, plan_candidates=64, plan_horizon=1, plan_temperature=1e-6, plan_noise=0.6,
+                   plan_discount=discount)
+    assert plan.score_by == "rewards" and "reward head over 1 steps" in plan.describe()["scored_by"]
+    chosen = plan(window(2), torch.tensor([0, 1]), torch.zeros(2, A))
+    first = plan.last_candidates
+    # (1 - g) r(s, a) + g V(s'): the reward is the action's [1], the next state's value its [0]
+    want = (1 - discount) * first[..., 1] + discount * first[..., 0]
+    torch.testing.assert_close(plan.last_scores, want)
+    torch.testing.assert_close(chosen, first[torch.arange(2), want.argmax(1)])
+    # a far-sighted planner follows the value, a short-sighted one the reward
+    follows = 0 if discount > 0.5 else 1 if discount < 0.5 else None
+    if follows is not None:
+        assert (chosen[:, follows] > 0.5).all()
+
+
+def test_scoring_by_rewards_needs_a_reward_head_and_auto_picks_it():
+    with pytest.raises(ConfigError, match="plan_score 'rewards' needs a model with a reward head"):
+        planner(plan_score="rewards")
+    assert planner(has_reward=True).score_by == "rewards" and planner().score_by == "value"
+    assert planner(has_reward=True, plan_score="value").score_by == "value"
+
+
 def test_no_noise_is_the_rcbc_action():
     plan = planner(plan_candidates=8, plan_horizon=2, plan_noise=0.0)
     proposal = torch.tensor([[0.3, -0.2]])
@@ -157,6 +234,8 @@ def test_every_policy_mode_has_its_mask_in_the_one_table():
     ({"plan_horizon": 0}, "plan_horizon must be >= 1, got 0"),
     ({"plan_temperature": 0.0}, "plan_temperature must be > 0, got 0.0"),
     ({"plan_noise": -1.0}, "plan_noise must be >= 0, got -1.0"),
+    ({"plan_discount": 1.0}, r"plan_discount must be in \(0, 1\), got 1.0"),
+    ({"plan_score": "q"}, "plan_score must be auto, value or rewards, got 'q'"),
 ])
 def test_bad_plan_settings_are_refused(setting, message):
     with pytest.raises(ValueError, match=message):
@@ -167,6 +246,7 @@ def test_bad_plan_settings_are_refused(setting, message):
     ("--plan-candidates", "0", "error: --plan-candidates must be >= 1, got 0"),
     ("--plan-horizon", "0", "error: --plan-horizon must be >= 1, got 0"),
     ("--plan-temperature", "0", "error: --plan-temperature must be > 0, got 0.0"),
+    ("--plan-discount", "0", "error: --plan-discount must be in (0, 1), got 0.0"),
 ])
 def test_bad_plan_options_give_one_error_line(reacher_run, option, value, message):
     result = CliRunner().invoke(main, ["eval", "--checkpoint", str(reacher_run), "--mode", "plan", option, value])

@@ -39,6 +39,11 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
               help="plan: softmax temperature over candidate scores, in return-token stds [default: 0.05].")
 @click.option("--plan-noise", type=float, default=None,
               help="plan: candidates' action noise, in units of the data's action std [default: 0.3].")
+@click.option("--plan-score", type=click.Choice(["auto", "value", "rewards"]), default=None,
+              help="plan: score candidates by their values, or by predicted rewards plus the final value "
+                   "(needs a reward head) [default: auto, rewards where the model has a reward head].")
+@click.option("--plan-discount", type=float, default=None,
+              help="plan, --plan-score rewards: discount of imagined rewards and the final value [default: 0.99].")
 @click.option("--seed", default=0, show_default=True, help="Episode i is reset with seed + i, whatever --num-envs is.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICE_CHOICES))
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
@@ -63,7 +68,8 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output / --video / --contact-sheet file.")
 @click.option("--progress/--no-progress", default=True, help="A progress bar, where stdout and stderr are terminals.")
 def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, target_fraction, decrement,
-                 action_history, plan_candidates, plan_horizon, plan_temperature, plan_noise, seed, device, precision, video, contact_sheet, video_episodes, video_quality,
+                 action_history, plan_candidates, plan_horizon, plan_temperature, plan_noise, plan_score,
+                 plan_discount, seed, device, precision, video, contact_sheet, video_episodes, video_quality,
                  video_size, tasks, data, output, overwrite, progress) -> None:
     """Evaluate a trained model: returns and normalised score in the env, or dynamics errors.
 
@@ -89,7 +95,8 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
                          episodes=video_episodes, quality=video_quality, size=video_size)
     try:
         plan = {"plan_candidates": plan_candidates, "plan_horizon": plan_horizon,
-                "plan_temperature": plan_temperature, "plan_noise": plan_noise}
+                "plan_temperature": plan_temperature, "plan_noise": plan_noise, "plan_score": plan_score,
+                "plan_discount": plan_discount}
         policy = PolicyConfig(mode=mode or "auto", target_return=target_return, target_fraction=target_fraction,
                               decrement=decrement, action_history=action_history,
                               precision=precision).replace(**plan)

@@ -12,6 +12,12 @@ The value head (model.value_expectile = tau > 0) is scored on the hidden return 
 return would only be copied) by the expectile loss |tau - 1(u < 0)| u^2 with u = target - prediction
 (IQL's value loss): at tau = 0.5 it is half the MSE, above 0.5 under-estimates cost more than
 over-estimates, so the head learns an upper expectile of the return the data reached from there.
+
+The reward head (model.reward_head) reads the action tokens and predicts the step's reward r_t, the
+reward for a_t in s_t, z-scored by the data's reward statistics (``reward_units``, a tokenizer the
+model keeps; the return token's own units can put rewards tens of stds from its mean): squared error
+on every counted action token of a step whose episode has rewards, visible or hidden, as the token
+losses with on="all". Mode plan sums it over imagined steps.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from mtm.model.masks import TokenLayout, present_tokens
 from mtm.model.tokenizers import Tokenizer
 
 VALUE = "value"  # the value head's name among a model's heads and outputs and the loss's parts
+REWARD = "reward"  # the reward head's name, likewise
 
 
 def expectile_loss(prediction: torch.Tensor, target: torch.Tensor, tau: float) -> torch.Tensor:
@@ -36,7 +43,7 @@ def expectile_loss(prediction: torch.Tensor, target: torch.Tensor, tau: float) -
 def mtm_loss(model_out: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor],
              tokenizers: Mapping[str, Tokenizer], visible: torch.Tensor, valid: torch.Tensor | None, *,
              on: str = "all", weights: Mapping[str, float] | None = None,
-             value_expectile: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             value_expectile: float = 0.0, reward_units: Tokenizer | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """-> (total scalar, {modality: scalar}).
 
     model_out: {modality: (B, L, k, output_dim)} from MTM.forward. batch: raw tensors.
@@ -44,11 +51,12 @@ def mtm_loss(model_out: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Te
     valid: (B, L) bool, False on padded steps; None = every step real.
     weights: {modality or "value": weight}; those not named weigh 1.
     value_expectile: tau of the value head's loss, when model_out has one.
+    reward_units: the tokenizer of the reward head's targets, when model_out has one (MTM.reward_units).
     """
     if on not in ("all", "masked"):
         raise ConfigError(f"loss 'on' must be 'all' or 'masked', got {on!r}")
     weights = dict(weights or {})
-    unknown = set(weights) - set(tokenizers) - {VALUE}
+    unknown = set(weights) - set(tokenizers) - {VALUE, REWARD}
     if unknown:
         raise ConfigError(f"loss weights name unknown modalities {sorted(unknown)}; have {list(tokenizers)}")
 
@@ -91,4 +99,18 @@ def mtm_loss(model_out: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Te
         loss = loss.sum() / use.sum().clamp_min(1)
         per_modality[VALUE] = loss
         total = total + float(weights.get(VALUE, 1.0)) * loss
+    if REWARD in model_out:
+        if "rewards" not in batch or reward_units is None:
+            raise ConfigError("the reward head needs the batch's per-step rewards (the sampler's key 'rewards') "
+                              "and the model's reward units")
+        head = model_out[REWARD]
+        targets = reward_units.targets(batch["rewards"].to(device))
+        use = counted[:, layout.slice("actions")]
+        if "present_rewards" in batch:  # an episode without rewards has nothing to predict
+            use = use & batch["present_rewards"].to(device).bool()[:, None]
+        use = use.view(head.shape[:3])
+        loss = (head[use].float() - targets[use]).square().mean(-1)
+        loss = loss.sum() / use.sum().clamp_min(1)
+        per_modality[REWARD] = loss
+        total = total + float(weights.get(REWARD, 1.0)) * loss
     return total, per_modality

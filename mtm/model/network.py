@@ -31,9 +31,10 @@ from torch import nn
 
 from mtm.errors import ConfigError
 from mtm.model.dropout import Dropout
-from mtm.model.loss import VALUE
+from mtm.model.loss import REWARD, VALUE
 from mtm.model.masks import TokenLayout, apply_valid, present_tokens
 from mtm.model.tokenizers import Tokenizer, tokenizer_from_spec
+from mtm.model.tokenizers.continuous import ContinuousTokenizer
 from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES
 
 
@@ -58,6 +59,7 @@ class ModelConfig:
     iql_deterministic: bool = True  # mlp_iql: a deterministic tanh actor (weighted squared error); false: a Gaussian with a learned state-independent std (weighted log-likelihood)
     iql_normalize_reward: bool = True  # mlp_iql: scale rewards by 1000 / (best - worst training episode return), as IQL does on D4RL locomotion
     value_expectile: float = 0.0  # > 0: a value head on the return tokens trained by expectile regression at this tau (IQL's 0.7: an optimistic estimate of the return to go) on the hidden return tokens; mode plan scores with it. 0: none
+    reward_head: bool = False  # a head on the action tokens predicting the step's reward r_t (squared error); mode plan sums it over imagined steps before the value (M3PC's score)
 
     def __post_init__(self) -> None:
         # ValueError "field must be ...": the config loader reports it as a ConfigError naming its source.
@@ -82,8 +84,13 @@ class ModelConfig:
 
 
 def head_modality(name: str) -> str:
-    """The modality whose tokens a head reads and whose units it predicts in."""
-    return "returns" if name == VALUE else name
+    """The modality whose tokens a head reads."""
+    return {VALUE: "returns", REWARD: "actions"}.get(name, name)
+
+
+def head_units(name: str) -> str:
+    """The modality whose tokenizer gives a head's units (the reward head has its own: MTM.units)."""
+    return "returns" if name in (VALUE, REWARD) else name
 
 
 def sincos_position_table(length: int, width: int) -> torch.Tensor:
@@ -308,6 +315,15 @@ class MTM(TokenModel):
             # A second head on the return tokens: the same decoder output, another estimate of the
             # return (an upper expectile, not the mean), so RCBC's return head is left as it was.
             self.heads[VALUE] = head(tokenizers["returns"])
+        if config.reward_head:
+            if "returns" not in tokenizers or getattr(tokenizers.get("actions"), "tokens_per_step", 0) != 1:
+                raise ConfigError("model.reward_head needs return tokens (tokens.use_returns) and one token per action")
+            # On the action token: the reward of (s_t, a_t), read where the action is shown. Its own
+            # units (z-scored by the data's reward statistics, set by `set_reward_stats` and saved
+            # with the weights): rewards in the return token's units can be far from its mean (on
+            # hopper-medium-replay a loss of ~60 that swamped every other head's).
+            self.heads[REWARD] = head(tokenizers["returns"])
+            self.reward_units = ContinuousTokenizer(1, [0.0], [1.0], name="rewards")
 
         # Fixed, derived from the config: not saved in the state_dict.
         position = sincos_position_table(self.window, w) * config.position_scale
@@ -342,6 +358,19 @@ class MTM(TokenModel):
     @property
     def has_value(self) -> bool:
         return VALUE in self.heads
+
+    @property
+    def has_reward(self) -> bool:
+        return REWARD in self.heads
+
+    def set_reward_stats(self, mean, std) -> None:
+        """The reward head's units: the training data's reward mean and std (a new model only)."""
+        self.reward_units.mean.copy_(torch.as_tensor(mean, dtype=torch.float32).reshape(1))
+        self.reward_units.std.copy_(torch.as_tensor(std, dtype=torch.float32).reshape(1))
+
+    def units(self, name: str) -> Tokenizer:
+        """The tokenizer that decodes head `name`'s outputs (and makes its targets)."""
+        return self.reward_units if name == REWARD else self.tokenizers[head_units(name)]
 
     def _masks(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor, valid):
         """-> (B, N) visible & real, (B, N) real. valid defaults to batch['valid'] when present."""
@@ -428,7 +457,7 @@ class MTM(TokenModel):
                 h = self.heads[name](decoded[:, self.layout.slice(modality)])
             else:
                 h = self._query_head(name, x, asked)
-            out[name] = h.unflatten(1, (self.window, self.tokenizers[modality].tokens_per_step))
+            out[name] = h.unflatten(1, (self.window, self.layout.tokens_per_step[modality]))
         return out
 
     def _query_head(self, name: str, rows: torch.Tensor, asked: Queries) -> torch.Tensor:
@@ -449,7 +478,7 @@ class MTM(TokenModel):
         callers get ordinary tensors that in-place ops accept."""
         with torch.inference_mode():
             out = self.forward(batch, visible, valid, heads=heads, queries=queries)
-            out = {name: self.tokenizers[head_modality(name)].decode(h) for name, h in out.items()}
+            out = {name: self.units(name).decode(h) for name, h in out.items()}
         return {name: v.clone() for name, v in out.items()}
 
     @classmethod

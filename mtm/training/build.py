@@ -44,6 +44,8 @@ def build_run_model(cfg: RunConfig, rt: Runtime, data: RunData, checkpoint: Chec
         fit = getattr(model, "fit_to_data", None)
         if fit is not None:  # constants a model takes from its training data (IQL: reward scale, action bounds)
             fit(data.train)
+        if getattr(model, "has_reward", False):
+            model.set_reward_stats(data.stats["rewards"].mean, data.stats["rewards"].std)
     return model.to(rt.device)
 
 

@@ -117,6 +117,8 @@ def load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> RunData:
         keys = TRANSITION_KEYS
     else:
         keys = ("states", "actions", "returns") if cfg.tokens.use_returns else ("states", "actions")
+        if getattr(cfg.model, "reward_head", False):  # its targets: the per-step rewards, not a token
+            keys += ("rewards",)
     image_keys = _image_keys(cfg, data, loaded.sources[0])
     if image_keys and len(paths) > 1:
         raise ConfigError("image frames are read from a single file; train a mixture of files on "

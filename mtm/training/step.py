@@ -87,7 +87,8 @@ class TrainStep:
             out = {k: v.float() for k, v in out.items()}
             loss, parts = mtm_loss(out, batch, model.tokenizers, visible, batch["valid"],
                                    on=tc.loss_on, weights=tc.loss_weights,
-                                   value_expectile=getattr(model.config, "value_expectile", 0.0))
+                                   value_expectile=getattr(model.config, "value_expectile", 0.0),
+                                   reward_units=getattr(model, "reward_units", None))
         mark("fwd+loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
