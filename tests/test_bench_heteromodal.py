@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -247,3 +248,13 @@ def test_dry_run_prints_three_rows_per_cell_and_writes_nothing(tmp_path):
     assert sum("data.action_share=0.5" in line for line in trains) == 1
     assert sum("--task id --data" in line for line in lines) == 2
     assert not (tmp_path / "w").exists() and not (tmp_path / "r.json").exists()
+
+
+def test_both_mtm_rows_train_with_the_inverse_dynamics_mask_and_the_settings_name_it(tmp_path):
+    args = SimpleNamespace(steps=7, precision="auto", episodes=2, threads=1)
+    cmds = {row: [str(a) for a in bh.train_command(row, tmp_path / "d.hdf5", tmp_path / row, 0, args)] for row in bh.ROWS}
+    mask = "train.mask=random_autoregressive:0.5,inverse_dynamics:0.5"
+    assert mask in cmds["mtm-labelled"] and mask in cmds["mtm-mixed"]
+    assert not any(a.startswith("train.mask") for a in cmds["mlp-bc"])
+    # cells made with another mask mixture are stale: a results file without it is refused
+    assert bh.settings_of(args)["mtm_mask"] == "random_autoregressive:0.5,inverse_dynamics:0.5"
