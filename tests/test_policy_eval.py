@@ -46,6 +46,40 @@ def test_normalized_score_follows_the_formula(run_dir):
     assert report["checkpoint_step"] == 40 and report["mode"] == "rcbc"
 
 
+
+def test_tasks_that_define_success_report_the_share_of_episodes_solved_at_their_last_step(run_dir, monkeypatch):
+    import dataclasses
+
+    import gymnasium as gym
+
+    from envs.tasks import TASKS
+    from mtm.evaluation.rollouts import format_report
+
+    ck = load_checkpoint(run_dir)
+    plain = evaluate_checkpoint(ck, episodes=6, num_envs=2, seed=3)
+    assert "success_rate" not in plain and all("success" not in r for r in plain["per_episode"])
+
+    # A success test read after every step, of which the episode's last reading counts: true only at
+    # the 50th (last) step of Reacher-v5, and only where the reset put the target at x > 0.
+    def solved(env) -> bool:
+        raw = env.unwrapped
+        return raw.data.time >= 50 * raw.dt - 1e-9 and raw.data.qpos[2] > 0
+
+    monkeypatch.setitem(TASKS, "Reacher-v5", dataclasses.replace(TASKS["Reacher-v5"], success=solved))
+    report = evaluate_checkpoint(ck, episodes=6, num_envs=2, seed=3)
+    env, expected = gym.make("Reacher-v5"), []
+    for i in range(6):  # episode i is reset with seed 3 + i
+        env.reset(seed=3 + i)
+        expected.append(bool(env.unwrapped.data.qpos[2] > 0))
+    env.close()
+    assert 0 < sum(expected) < 6  # the check tells episodes apart
+    assert [r["success"] for r in report["per_episode"]] == expected
+    assert report["success_rate"] == sum(expected) / 6
+    assert [r["return"] for r in report["per_episode"]] == [r["return"] for r in plain["per_episode"]]
+    assert (f"  success           {100 * sum(expected) / 6:.0f} % ({sum(expected)} of 6 episodes end solved)"
+            in format_report(report))
+
+
 def test_batched_policy_equals_one_policy_per_env(run_dir):
     ck = load_checkpoint(run_dir)
     model = load_model(ck)

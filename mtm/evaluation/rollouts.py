@@ -4,8 +4,9 @@
 results do not depend on K) and reports per-episode return and length, mean ± std (population std
 over the N episodes), the normalised score 100 · (R − R_min) / (R_max − R_min) with the references
 the data carries (D4RL's, Minari's, the native file's) or else envs.references (also when the data's
-own put its mean return far off the scale: `references_for`), and the env steps per second of the
-whole loop (simulation + policy).
+own put its mean return far off the scale: `references_for`), for tasks that define success
+(envs.tasks.TaskSpec.success) the share of episodes that end solved, and the env steps per second
+of the whole loop (simulation + policy).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from mtm.version import __version__
 from envs.references import choose_references, normalized_score
+from envs.tasks import TASKS
 from mtm.checkpoint import Checkpoint
 from mtm.contact_sheet import write_contact_sheet
 from mtm.errors import ConfigError, MTMWarning
@@ -67,6 +69,13 @@ def check_env_matches(runner: EpisodeRunner, policy: MTMPolicy, env_id: str) -> 
         raise ConfigError(f"{env_id}: actions have {act_dim} dimensions, the checkpoint predicts {policy.action_dim}")
 
 
+def task_success(env_id: str):
+    """The task's test of a solved episode, applied to the env after its last step (e.g. the object
+    within 5 cm of the goal in mtm/PusherPixels-v0); None for tasks that define none."""
+    spec = TASKS.get(env_id)
+    return None if spec is None else spec.success
+
+
 def evaluate_policy(policy_factory, metadata: RunMetadata, env_id: str, *, episodes: int, num_envs: int,
                     seed: int = 0, media: RolloutMedia | None = None, pixels: PixelSpec | None = None,
                     progress: bool = False) -> dict[str, Any]:
@@ -87,11 +96,23 @@ def evaluate_policy(policy_factory, metadata: RunMetadata, env_id: str, *, episo
         if recorder is not None:
             recorder.check(runner.envs[0])
         results: dict[int, dict[str, Any]] = {}
+        success = task_success(env_id)
+        solved: dict[int, bool] = {}  # per episode: the task's success test after its latest step
+
+        def on_step(index: int, env) -> None:
+            if recorder is not None:
+                recorder(index, env)
+            if success is not None:
+                solved[index] = bool(success(env))
+
         with tqdm(total=episodes, desc=f"eval {env_id}", unit="episode", dynamic_ncols=True,
                   disable=not progress) as bar:
-            for index, episode in runner.run(policy, episodes, seed, on_step=recorder):
+            hook = on_step if recorder is not None or success is not None else None
+            for index, episode in runner.run(policy, episodes, seed, on_step=hook):
                 results[index] = {"index": index, "seed": episode.seed, "return": episode.episode_return,
                                   "length": episode.length, "terminated": episode.terminated}
+                if success is not None:
+                    results[index]["success"] = solved[index]  # at the episode's last step
                 if recorder is not None:
                     recorder.finish(index, episode.rewards, episode.terminated)
                 if progress:
@@ -116,6 +137,8 @@ def evaluate_policy(policy_factory, metadata: RunMetadata, env_id: str, *, episo
         "env_steps_per_s": steps_per_s,
         "per_episode": per_episode,
     }
+    if success is not None:  # only tasks that define success (envs.tasks.TaskSpec.success)
+        report["success_rate"] = float(np.mean([r["success"] for r in per_episode]))
     if refs is not None and refs["max"] != refs["min"]:
         scores = normalized_score(returns, refs["min"], refs["max"])
         report["normalized_score_mean"] = float(scores.mean())
@@ -231,6 +254,10 @@ def format_report(report: dict[str, Any]) -> str:
         score = f"{report['normalized_score_mean']:.1f} +/- {report['normalized_score_std']:.1f}"
         lines.append(f"  normalised score  {score}   (references {refs['min']:.2f} .. {refs['max']:.2f}: "
                      f"{refs['source']})")
+    if report.get("success_rate") is not None:
+        solved = sum(bool(r.get("success")) for r in report.get("per_episode", []))
+        lines.append(f"  success           {100 * report['success_rate']:.0f} % ({solved} of "
+                     f"{_count(report['episodes'], 'episode')} end solved)")
     lines.append(f"  env steps/s       {report['env_steps_per_s']:.0f} ({_count(report['num_envs'], 'env')}, "
                  f"policy included)")
     if report.get("precision"):
