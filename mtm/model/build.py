@@ -15,25 +15,19 @@ from mtm.model.network import MTM, ModelConfig
 from mtm.model.tokenizers import Tokenizer
 
 
+# Every model kind and the class that builds it: adding a kind is one entry here.
+MODEL_CLASSES: dict[str, type] = {"mtm": MTM, **{kind: MLPPolicyModel for kind in MLP_KINDS}, IQL_KIND: IQLModel,
+                                  "cnn_bc": CNNBCModel}
+
+
 def build_model(config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window: int) -> nn.Module:
-    if config.kind == "mtm":
-        return MTM(config, tokenizers, window)
-    if config.kind in MLP_KINDS:
-        return MLPPolicyModel(config, tokenizers, window)
-    if config.kind == IQL_KIND:
-        return IQLModel(config, tokenizers, window)
-    if config.kind == "cnn_bc":
-        return CNNBCModel(config, tokenizers, window)
-    raise ConfigError(f"unknown model.kind {config.kind!r}; choose mtm, {', '.join(MLP_KINDS)}, {IQL_KIND}, cnn_bc")
+    model_class = MODEL_CLASSES.get(config.kind)
+    if model_class is None:
+        raise ConfigError(f"unknown model.kind {config.kind!r}; choose {', '.join(MODEL_CLASSES)}")
+    return model_class(config, tokenizers, window)
 
 
 def model_from_spec(spec: dict) -> nn.Module:
     """Rebuild any model from `model.spec()` (then load its state_dict); old specs mean an MTM."""
     kind = spec.get("config", {}).get("kind", "mtm")
-    if kind in MLP_KINDS:
-        return MLPPolicyModel.from_spec(spec)
-    if kind == IQL_KIND:
-        return IQLModel.from_spec(spec)
-    if kind == "cnn_bc":
-        return CNNBCModel.from_spec(spec)
-    return MTM.from_spec(spec)
+    return MODEL_CLASSES.get(kind, MTM).from_spec(spec)
