@@ -12,6 +12,13 @@ At each env step, for each environment:
    the RCBC mask on the imagined state (plus noise, except candidate 0). A full window slides
    left by one step, as the policy's own buffers do.
 3. Score each candidate, in the return token's units, by `plan_score`:
+   - "q" (a model with a critic, model.critic; auto picks it there): the critic's Q of the real
+     state and the candidate's first action, and with H > 1 of each imagined (state, RCBC action)
+     after it, averaged; Q is a discounted return in the critic's reward units, so it is brought to
+     the return token's (a reward rate) by (1 - discount) / reward_scale. The first step needs no
+     Transformer pass: H = 1 costs K critic evaluations per env and step. Unlike the value head's,
+     Q differs between the candidates' actions by tenths of a return std (BENCHMARKS.md, "Beyond
+     the data"), so the temperature picks among them;
    - "value": the mean of its H values (the mean of several points of the imagined path is less
      exposed to one optimistic prediction than its last one);
    - "rewards" (a model with a reward head, model.reward_head): M3PC's score, the rewards the
@@ -58,10 +65,16 @@ class Planner:
         self.action_history = config.action_history
         self.value_head = "value" if getattr(model, "has_value", False) else "returns"
         self.has_reward = bool(getattr(model, "has_reward", False))
-        self.score_by = config.plan_score if config.plan_score != "auto" else ("rewards" if self.has_reward else "value")
+        self.has_critic = bool(getattr(model, "has_critic", False))
+        self.score_by = config.plan_score
+        if self.score_by == "auto":
+            self.score_by = "q" if self.has_critic else "rewards" if self.has_reward else "value"
         if self.score_by == "rewards" and not self.has_reward:
             raise ConfigError("plan_score 'rewards' needs a model with a reward head (train with "
                               "--set model.reward_head=true); use plan_score 'value'")
+        if self.score_by == "q" and not self.has_critic:
+            raise ConfigError("plan_score 'q' needs a model with a critic (train with --set model.critic=true); "
+                              "use plan_score 'value'")
         self.discount = config.plan_discount
         self.action_low, self.action_high = action_low, action_high
         self.noise_std = config.plan_noise
@@ -90,7 +103,9 @@ class Planner:
     def describe(self) -> dict:
         """The planner's settings, for reports."""
         head = "value head (expectile)" if self.value_head == "value" else "return head (mean; no value head)"
-        if self.score_by == "rewards":
+        if self.score_by == "q":
+            head = f"critic's Q (IQL), mean over {self.horizon} step{'s' if self.horizon > 1 else ''}"
+        elif self.score_by == "rewards":
             head = f"reward head over {self.horizon} steps + {head}, discount {self.discount}"
         return {"candidates": self.candidates, "horizon": self.horizon, "temperature": self.temperature,
                 "noise": self.noise_std, "scored_by": head, "precision": self.precision.to_dict()}
@@ -114,7 +129,9 @@ class Planner:
         c hidden); c: (n,) current positions; proposal: (n, A) the RCBC actions. -> (n, A)."""
         n, k = proposal.shape[0], self.candidates
         first = self._perturb(proposal.repeat_interleave(k, 0))
-        if self.score_by == "rewards":  # H rewards, then the value of the state they lead to
+        if self.score_by == "q":
+            score = self.imagine_q(batch, c, first, self.horizon).mean(1)
+        elif self.score_by == "rewards":  # H rewards, then the value of the state they lead to
             values, rewards = self.imagine(batch, c, first, self.horizon + 1)
             g = self.discount
             weights = (1 - g) * g ** torch.arange(self.horizon, device=first.device, dtype=torch.float32)
@@ -127,12 +144,28 @@ class Planner:
         weights = torch.softmax((score - score.amax(1, keepdim=True)) / (self.temperature * self.return_scale), 1)
         return (weights[:, :, None] * first.view(n, k, -1)).sum(1)
 
-    def imagine(self, batch: dict[str, torch.Tensor], c: torch.Tensor, first: torch.Tensor, steps: int
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def imagine_q(self, batch: dict[str, torch.Tensor], c: torch.Tensor, first: torch.Tensor, steps: int) -> torch.Tensor:
+        """The critic's Q of each of the n * K candidates' (state, action) at `steps` imagined steps
+        -> (n * K, steps), in return-token units: Q * (1 - discount) / reward_scale, the discounted
+        reward rate it stands for (the return token's average return-to-go is a reward rate too).
+        Step 0 is the real state and the candidate's first action, and needs no Transformer pass;
+        later steps follow the forward-dynamics and RCBC views as `imagine` does."""
+        k, model = self.candidates, self.model
+        rows = torch.arange(first.shape[0], device=first.device)
+        state = batch["states"].repeat_interleave(k, 0)[rows, c.repeat_interleave(k, 0)]
+        path = [(state, first)]
+        if steps > 1:
+            self.imagine(batch, c, first, steps, path=path)
+        rate = (1.0 - model.config.iql_discount) / float(model.reward_scale)
+        return torch.stack([model.q_value(s, a) for s, a in path], 1) * rate
+
+    def imagine(self, batch: dict[str, torch.Tensor], c: torch.Tensor, first: torch.Tensor, steps: int,
+                path: list | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Roll each of the n * K candidates (first actions `first`, (n * K, A), K per env in order)
         `steps` steps through the model -> (values, rewards), each (n * K, steps) in raw return-token
         units: the value and (with a reward head, else None) the reward read at each imagined step's
-        (state, action)."""
+        (state, action). With `path` (the critic scores them): each imagined step's (state, action),
+        (n * K, S) and (n * K, A), is appended to it, and the last step's value pass is skipped."""
         k = self.candidates
         rows = torch.arange(first.shape[0], device=first.device)
         window = {key: value.repeat_interleave(k, 0) for key, value in batch.items()}
@@ -145,6 +178,8 @@ class Planner:
         rewards = torch.zeros_like(values) if self.has_reward else None
         for h in range(steps):
             last = h == steps - 1
+            if last and path is not None:
+                break
             if not last:  # the next state needs a place: slide full windows left by one step
                 self._slide(window, c)
             heads = reads if last else reads + ("states",)
@@ -166,6 +201,8 @@ class Planner:
                 asked = self._actions[None, :] & (self._t[None, :] == c[:, None])
                 proposed = self.model.predict(window, self._rcbc[c], heads=("actions",), queries=asked)["actions"]
             window["actions"][rows, c] = self._perturb(proposed[rows, c].float())
+            if path is not None:
+                path.append((window["states"][rows, c].clone(), window["actions"][rows, c].clone()))
         return values, rewards
 
     def _slide(self, window: dict[str, torch.Tensor], c: torch.Tensor) -> None:

@@ -35,7 +35,7 @@ class PolicyConfig:
     plan_temperature: float = 0.05  # plan: softmax temperature over the candidates' scores, in return-token stds (small: near the best)
     plan_noise: float = 0.3  # plan: std of the candidates' action noise, in units of the data's action std
     plan_seed: int = 0  # plan: seed of the candidates' noise
-    plan_score: Literal["auto", "value", "rewards"] = "auto"  # plan: "value": the mean of the values of the imagined (state, action)s; "rewards": the predicted rewards of the H imagined steps, discounted, plus the discounted value of the state after them (M3PC; needs model.reward_head); auto: rewards where the model has a reward head, else value
+    plan_score: Literal["auto", "q", "value", "rewards"] = "auto"  # plan: "q": the critic's Q of the (state, action)s, the mean over the H imagined steps (needs model.critic); "value": the mean of the values of the imagined (state, action)s; "rewards": the predicted rewards of the H imagined steps, discounted, plus the discounted value of the state after them (M3PC; needs model.reward_head); auto: q where the model has a critic, else rewards where it has a reward head, else value
     plan_discount: float = 0.99  # plan, score rewards: gamma of the imagined rewards and the final value
 
     def __post_init__(self) -> None:
@@ -50,8 +50,8 @@ class PolicyConfig:
             raise ValueError(f"plan_temperature must be > 0, got {self.plan_temperature}")
         if not self.plan_noise >= 0:
             raise ValueError(f"plan_noise must be >= 0, got {self.plan_noise}")
-        if self.plan_score not in ("auto", "value", "rewards"):
-            raise ValueError(f"plan_score must be auto, value or rewards, got {self.plan_score!r}")
+        if self.plan_score not in ("auto", "q", "value", "rewards"):
+            raise ValueError(f"plan_score must be auto, q, value or rewards, got {self.plan_score!r}")
         if not 0.0 < self.plan_discount < 1.0:
             raise ValueError(f"plan_discount must be in (0, 1), got {self.plan_discount}")
 

@@ -106,16 +106,16 @@ def test_transitions_end_at_a_fall_and_drop_a_timeout_or_cut_short_last_step(tmp
     assert raw_next[t["keep"] & (t["done"] == 0)].tolist() == [1, 2, 4, 5, 6, 8]
     # The Q target bootstraps from V(s') except after the fall, whatever V(s') says there.
     with torch.no_grad():
-        for p in model.v.parameters():
+        for p in model.critic.v.parameters():
             p.zero_()
-        model.v[-1].bias.fill_(50.0)
+        model.critic.v[-1].bias.fill_(50.0)
     loss, parts = model.training_loss(batch)
     assert torch.isfinite(loss)
     r = t["r"]
     q_target = r + 0.99 * (1 - t["done"]) * 50.0
     with torch.no_grad():
         sa = torch.cat([t["s"], t["a"]], -1)
-        q1, q2 = model.q1(sa)[:, 0], model.q2(sa)[:, 0]
+        q1, q2 = model.critic.q1(sa)[:, 0], model.critic.q2(sa)[:, 0]
         expected = (((q1 - q_target) ** 2 + (q2 - q_target) ** 2) / 2)[t["keep"]].mean()
     assert parts["q"].item() == pytest.approx(expected.item(), rel=1e-5)
 
@@ -142,7 +142,7 @@ def test_checkpoint_round_trip_policy_and_exact_resume(tmp_path):
     saved = ck.model_state
     assert set(saved) == set(model.state_dict())
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
-    assert {"q1_target.0.weight", "reward_scale", "action_low", "action_high"} <= set(saved)
+    assert {"critic.q1_target.0.weight", "reward_scale", "action_low", "action_high"} <= set(saved)
     policy = MTMPolicy(model, ck.metadata, num_envs=2)
     assert policy.mode == "bc"
     policy.reset()

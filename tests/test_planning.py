@@ -235,7 +235,7 @@ def test_every_policy_mode_has_its_mask_in_the_one_table():
     ({"plan_temperature": 0.0}, "plan_temperature must be > 0, got 0.0"),
     ({"plan_noise": -1.0}, "plan_noise must be >= 0, got -1.0"),
     ({"plan_discount": 1.0}, r"plan_discount must be in \(0, 1\), got 1.0"),
-    ({"plan_score": "q"}, "plan_score must be auto, value or rewards, got 'q'"),
+    ({"plan_score": "max"}, "plan_score must be auto, q, value or rewards, got 'max'"),
 ])
 def test_bad_plan_settings_are_refused(setting, message):
     with pytest.raises(ValueError, match=message):

@@ -39,9 +39,10 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
               help="plan: softmax temperature over candidate scores, in return-token stds [default: 0.05].")
 @click.option("--plan-noise", type=float, default=None,
               help="plan: candidates' action noise, in units of the data's action std [default: 0.3].")
-@click.option("--plan-score", type=click.Choice(["auto", "value", "rewards"]), default=None,
-              help="plan: score candidates by their values, or by predicted rewards plus the final value "
-                   "(needs a reward head) [default: auto, rewards where the model has a reward head].")
+@click.option("--plan-score", type=click.Choice(["auto", "q", "value", "rewards"]), default=None,
+              help="plan: score candidates by the critic's Q (needs model.critic), by their values, or by "
+                   "predicted rewards plus the final value (needs a reward head) [default: auto, q where the "
+                   "model has a critic, else rewards where it has a reward head, else value].")
 @click.option("--plan-discount", type=float, default=None,
               help="plan, --plan-score rewards: discount of imagined rewards and the final value [default: 0.99].")
 @click.option("--seed", default=0, show_default=True, help="Episode i is reset with seed + i, whatever --num-envs is.")

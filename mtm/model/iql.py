@@ -34,7 +34,6 @@ hooks mtm.training.step calls instead of the masked-token loss.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Collection, Mapping
 
 import numpy as np
@@ -42,7 +41,7 @@ import torch
 from torch import nn
 
 from mtm.errors import ConfigError
-from mtm.model.loss import expectile_loss
+from mtm.model.critic import TwinCritic, mlp, reward_scale
 from mtm.model.network import ModelConfig, TokenModel
 from mtm.model.tokenizers import ContinuousTokenizer, Tokenizer
 
@@ -52,16 +51,6 @@ TRANSITION_KEYS = ("states", "actions", "rewards", "terminals")
 EXP_ADV_MAX = 100.0  # IQL's clip of the advantage weight
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the Gaussian actor's log-std range (CORL's)
 STATE_EPS = 1e-3  # added to the state std, as CORL's normalisation does
-REWARD_SCALE_STEPS = 1000  # rewards are scaled so that the return range spans this (D4RL's episode length)
-
-
-def _mlp(in_dim: int, width: int, layers: int, out_dim: int) -> nn.Sequential:
-    parts: list[nn.Module] = []
-    for _ in range(layers):
-        parts += [nn.Linear(in_dim, width), nn.ReLU()]
-        in_dim = width
-    parts.append(nn.Linear(in_dim, out_dim))
-    return nn.Sequential(*parts)
 
 
 class IQLModel(TokenModel):
@@ -81,12 +70,12 @@ class IQLModel(TokenModel):
                               f"(tokens.states/actions: continuous)")
         super().__init__(config, tokenizers, window)
         s, a, w, n = tokenizers["states"].dim, tokenizers["actions"].dim, config.width, config.mlp_layers
-        self.actor = _mlp(s, w, n, a)
+        self.actor = mlp(s, w, n, a)
         self.log_std = None if config.iql_deterministic else nn.Parameter(torch.zeros(a))
-        self.q1, self.q2 = _mlp(s + a, w, n, 1), _mlp(s + a, w, n, 1)
-        self.v = _mlp(s, w, n, 1)
-        self.q1_target = copy.deepcopy(self.q1).requires_grad_(False)
-        self.q2_target = copy.deepcopy(self.q2).requires_grad_(False)
+        self.critic = TwinCritic(s, a, w, n, expectile=config.iql_expectile, discount=config.iql_discount,
+                                 polyak=config.iql_polyak)
+        # Checkpoints written before the critic was shared with MTM name its networks q1., q2., v., ...
+        self.register_load_state_dict_pre_hook(_critic_keys_moved)
         self.register_buffer("reward_scale", torch.ones(()))
         self.register_buffer("action_low", -torch.ones(a))
         self.register_buffer("action_high", torch.ones(a))
@@ -96,12 +85,7 @@ class IQLModel(TokenModel):
     def fit_to_data(self, data) -> None:
         """Set the reward scale and the action bounds from the training split (a
         mtm.data.trajectories.Trajectories); called once, on a new model."""
-        returns = data.episode_returns()
-        returns = returns[np.isfinite(returns)]
-        scale = 1.0
-        if self.config.iql_normalize_reward and returns.size and returns.max() > returns.min():
-            scale = REWARD_SCALE_STEPS / float(returns.max() - returns.min())
-        self.reward_scale.fill_(scale)
+        self.reward_scale.fill_(reward_scale(data.episode_returns(), self.config.iql_normalize_reward))
         space = data.info.action_space or {}
         low = np.asarray(space.get("low", []), np.float64).reshape(-1)
         high = np.asarray(space.get("high", []), np.float64).reshape(-1)
@@ -153,7 +137,7 @@ class IQLModel(TokenModel):
         """The actor (first: its rate is the one train/lr logs) follows the run's schedule; Q and V
         keep train.lr throughout (`constant_lr`, read by mtm.training.optim.build_scheduler)."""
         actor = list(self.actor.parameters()) + ([self.log_std] if self.log_std is not None else [])
-        critics = [*self.q1.parameters(), *self.q2.parameters(), *self.v.parameters()]
+        critics = [p for p in self.critic.parameters() if p.requires_grad]
         return [{"params": actor, "weight_decay": float(weight_decay)},
                 {"params": critics, "weight_decay": float(weight_decay), "constant_lr": True}]
 
@@ -192,17 +176,7 @@ class IQLModel(TokenModel):
         def mean(x: torch.Tensor) -> torch.Tensor:
             return (x * weight).sum() / count
 
-        sa = torch.cat([s, a], -1)
-        with torch.no_grad():
-            target_q = torch.minimum(self.q1_target(sa), self.q2_target(sa))[:, 0]
-            next_v = self.v(t["s_next"])[:, 0]
-        v = self.v(s)[:, 0]
-        v_loss = mean(expectile_loss(v, target_q, cfg.iql_expectile))
-        advantage = (target_q - v).detach()
-
-        q_target = t["r"] + cfg.iql_discount * (1.0 - t["done"]) * next_v
-        q_loss = mean(((self.q1(sa)[:, 0] - q_target).square() + (self.q2(sa)[:, 0] - q_target).square()) / 2)
-
+        q_loss, v_loss, advantage = self.critic.losses(t)
         exp_adv = torch.exp(cfg.iql_beta * advantage).clamp(max=EXP_ADV_MAX)
         mu = self._actor_mean(s)
         if self.log_std is None:
@@ -214,8 +188,15 @@ class IQLModel(TokenModel):
         parts = {"q": q_loss, "v": v_loss, "actor": actor_loss}
         return q_loss + v_loss + actor_loss, parts
 
-    @torch.no_grad()
     def after_optimizer_step(self) -> None:
         """The target Q moves iql_polyak of the way towards Q."""
-        for target, online in ((self.q1_target, self.q1), (self.q2_target, self.q2)):
-            torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), self.config.iql_polyak)
+        self.critic.update_targets()
+
+
+_CRITIC_PARTS = ("q1.", "q2.", "v.", "q1_target.", "q2_target.")
+
+
+def _critic_keys_moved(module, state_dict, prefix, *args) -> None:
+    """Rename an older checkpoint's q1.*, q2.*, v.*, q1_target.*, q2_target.* to critic.*."""
+    for key in [k for k in state_dict if k.startswith(prefix) and k[len(prefix):].startswith(_CRITIC_PARTS)]:
+        state_dict[prefix + "critic." + key[len(prefix):]] = state_dict.pop(key)

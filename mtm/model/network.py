@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtm.errors import ConfigError
+from mtm.model.critic import CRITIC_PARTS, TwinCritic, reward_scale, window_transitions
 from mtm.model.dropout import Dropout
 from mtm.model.loss import REWARD, VALUE
 from mtm.model.masks import TokenLayout, apply_valid, present_tokens
@@ -52,20 +53,25 @@ class ModelConfig:
     max_timestep: int = 1000  # steps >= this share the last timestep embedding
     mlp_heads: bool = True  # heads Linear -> GELU -> Linear as the official code; False: one Linear
     mlp_layers: int = 3  # hidden layers of a baseline's MLP (model.kind = mlp_bc / mlp_rcbc / cnn_bc; mlp_iql: each of its networks)
-    iql_expectile: float = 0.7  # mlp_iql: tau of the expectile regression of V on the target Q, in (0, 1)
+    iql_expectile: float = 0.7  # mlp_iql and model.critic: tau of the expectile regression of V on the target Q, in (0, 1)
     iql_beta: float = 3.0  # mlp_iql: inverse temperature of the advantage-weighted actor (weights exp(beta * A), clipped at 100), > 0
-    iql_discount: float = 0.99  # mlp_iql: discount of the Q target r + discount * V(s'), in (0, 1]
-    iql_polyak: float = 0.005  # mlp_iql: the target Q moves this fraction towards Q after every step, in (0, 1]
+    iql_discount: float = 0.99  # mlp_iql and model.critic: discount of the Q target r + discount * V(s'), in (0, 1]
+    iql_polyak: float = 0.005  # mlp_iql and model.critic: the target Q moves this fraction towards Q after every step, in (0, 1]
     iql_deterministic: bool = True  # mlp_iql: a deterministic tanh actor (weighted squared error); false: a Gaussian with a learned state-independent std (weighted log-likelihood)
-    iql_normalize_reward: bool = True  # mlp_iql: scale rewards by 1000 / (best - worst training episode return), as IQL does on D4RL locomotion
+    iql_normalize_reward: bool = True  # mlp_iql and model.critic: scale rewards by 1000 / (best - worst training episode return), as IQL does on D4RL locomotion
     value_expectile: float = 0.0  # > 0: a value head on the return tokens trained by expectile regression at this tau (IQL's 0.7: an optimistic estimate of the return to go) on the hidden return tokens; mode plan scores with it. 0: none
     reward_head: bool = False  # a head on the action tokens predicting the step's reward r_t (squared error); mode plan sums it over imagined steps before the value (M3PC's score)
+    critic: bool = False  # an IQL critic (twin Q, expectile V; the iql_* fields) trained by TD in the same run on the windows' (s, a, r, s') transitions, falls terminal; mode plan scores candidate actions by its Q (plan_score q)
+    critic_width: int = 256  # model.critic: hidden width of each of its MLPs (CORL's IQL: 256)
+    critic_layers: int = 2  # model.critic: hidden layers of each of its MLPs (CORL's IQL: 2)
+    critic_updates: int = 1  # model.critic: its TD updates per training step, each on a batch of its own (the extra ones cost the critic's MLPs alone: a TD value needs many more updates than the Transformer's short run gives)
 
     def __post_init__(self) -> None:
         # ValueError "field must be ...": the config loader reports it as a ConfigError naming its source.
         if self.width < 2 or self.width % 2 or self.heads < 1 or self.width % self.heads:
             raise ValueError(f"width must be even and divisible by heads ({self.heads}), got {self.width}")
-        for name in ("encoder_layers", "decoder_layers", "ffn_mult", "max_timestep", "mlp_layers"):
+        for name in ("encoder_layers", "decoder_layers", "ffn_mult", "max_timestep", "mlp_layers", "critic_width",
+                     "critic_layers", "critic_updates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -324,6 +330,17 @@ class MTM(TokenModel):
             # hopper-medium-replay a loss of ~60 that swamped every other head's).
             self.heads[REWARD] = head(tokenizers["returns"])
             self.reward_units = ContinuousTokenizer(1, [0.0], [1.0], name="rewards")
+        self.critic = None
+        if config.critic:
+            states, actions = tokenizers.get("states"), tokenizers.get("actions")
+            if not (isinstance(states, ContinuousTokenizer) and isinstance(actions, ContinuousTokenizer)):
+                raise ConfigError("model.critic needs continuous states and actions (tokens.states/actions: continuous)")
+            # Its own networks on the raw (s, a), beside the Transformer: a TD target needs Q of the
+            # data's action at every step, which no mask of the window gives (mtm.model.critic).
+            self.critic = TwinCritic(states.dim, actions.dim, config.critic_width, config.critic_layers,
+                                     expectile=config.iql_expectile, discount=config.iql_discount,
+                                     polyak=config.iql_polyak)
+            self.register_buffer("reward_scale", torch.ones(()))
 
         # Fixed, derived from the config: not saved in the state_dict.
         position = sincos_position_table(self.window, w) * config.position_scale
@@ -352,8 +369,57 @@ class MTM(TokenModel):
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        """The heads: what forward() returns and the loss trains (the modalities, and VALUE)."""
-        return tuple(self.heads)
+        """The loss's parts: the heads (what forward() returns: the modalities, VALUE, REWARD), then
+        the critic's q and v losses."""
+        return tuple(self.heads) + (CRITIC_PARTS if self.critic is not None else ())
+
+    @property
+    def has_critic(self) -> bool:
+        return self.critic is not None
+
+    def optim_groups(self, weight_decay: float) -> list[dict]:
+        """TokenModel's groups for the Transformer; the critic's networks keep train.lr throughout
+        and no weight decay (CORL's IQL schedules and decays neither)."""
+        if self.critic is None:
+            return super().optim_groups(weight_decay)
+        critic = {id(p) for p in self.critic.parameters()}
+        groups = [{**g, "params": [p for p in g["params"] if id(p) not in critic]} for g in super().optim_groups(weight_decay)]
+        own = [p for p in self.critic.parameters() if p.requires_grad]
+        return groups + [{"params": own, "weight_decay": 0.0, "constant_lr": True}]
+
+    def fit_to_data(self, data) -> None:
+        """The critic's reward scale from the training split (a new model only; saved as a buffer)."""
+        if self.critic is not None:
+            self.reward_scale.fill_(reward_scale(data.episode_returns(), self.config.iql_normalize_reward))
+
+    def critic_loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(q + v, {"q", "v"}): the critic's TD losses on the window's transitions (`window_transitions`),
+        in fp32 whatever autocast is on (Q ~ 100 in IQL's reward units: bf16 keeps ~0.4)."""
+        with torch.autocast(batch["states"].device.type, enabled=False):
+            q, v, _ = self.critic.losses(window_transitions(batch, self._critic_states, self._critic_actions,
+                                                            self.reward_scale))
+        return q + v, {"q": q, "v": v}
+
+    @torch.no_grad()
+    def q_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """min(Q1', Q2') of raw states (..., S) and actions (..., A) -> (...), in the critic's units
+        (rewards times reward_scale, discounted)."""
+        with torch.autocast(states.device.type, enabled=False):
+            return self.critic.target_q(self._critic_states(states), self._critic_actions(actions))
+
+    def after_optimizer_step(self) -> None:
+        """The critic's target Qs follow the weights just updated."""
+        if self.critic is not None:
+            self.critic.update_targets()
+
+    def _critic_states(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw states -> the critic's inputs: z-scored as the state tokens are."""
+        tok = self.tokenizers["states"]
+        return (raw.float() - tok.mean) / tok.scale
+
+    def _critic_actions(self, raw: torch.Tensor) -> torch.Tensor:
+        tok = self.tokenizers["actions"]
+        return (raw.float() - tok.mean) / tok.scale
 
     @property
     def has_value(self) -> bool:

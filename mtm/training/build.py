@@ -125,6 +125,8 @@ def build_train_step(cfg: RunConfig, rt: Runtime, model: torch.nn.Module, opt: O
     forward = model
     if rt.distributed and hasattr(model, "training_loss"):
         raise ConfigError(f"model.kind={cfg.model.kind} trains in one process; run it without torchrun")
+    if rt.distributed and getattr(model, "has_critic", False):  # its loss is outside DDP's forward
+        raise ConfigError("model.critic trains in one process; run it without torchrun or set model.critic=false")
     if rt.distributed:
         forward = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     if tc.compile:

@@ -117,8 +117,10 @@ def load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> RunData:
         keys = TRANSITION_KEYS
     else:
         keys = ("states", "actions", "returns") if cfg.tokens.use_returns else ("states", "actions")
-        if getattr(cfg.model, "reward_head", False):  # its targets: the per-step rewards, not a token
+        if getattr(cfg.model, "reward_head", False) or cfg.model.critic:  # targets: the per-step rewards, not a token
             keys += ("rewards",)
+        if cfg.model.critic:  # a fall ends the TD target there
+            keys += ("terminals",)
     image_keys = _image_keys(cfg, data, loaded.sources[0])
     if image_keys and len(paths) > 1:
         raise ConfigError("image frames are read from a single file; train a mixture of files on "

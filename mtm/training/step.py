@@ -57,9 +57,14 @@ class TrainStep:
     average: WeightAverage | None = None  # the EMA of the weights, on the process that keeps it
     # Non-finite losses so far, counted on the device: reading it every step would sync the device.
     nonfinite: torch.Tensor = field(init=False)
+    clipped: list = field(init=False)  # the parameters train.grad_clip bounds (and train/grad_norm measures)
 
     def __post_init__(self) -> None:
         self.nonfinite = torch.zeros((), dtype=torch.int32, device=self.device)
+        # train.grad_clip bounds the Transformer's step; an MTM's critic (mtm.model.critic) is left
+        # out, as IQL clips nothing: its TD gradients would otherwise set the scale of every update.
+        skip = {id(p) for p in self.model.critic.parameters()} if getattr(self.model, "has_critic", False) else set()
+        self.clipped = [p for p in self.model.parameters() if id(p) not in skip]
 
     def __call__(self, step: int, mark: Callable[[str], None] = _no_mark
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
@@ -89,21 +94,40 @@ class TrainStep:
                                    on=tc.loss_on, weights=tc.loss_weights,
                                    value_expectile=getattr(model.config, "value_expectile", 0.0),
                                    reward_units=getattr(model, "reward_units", None))
+            if getattr(model, "has_critic", False):  # TD on the same windows, in fp32 (mtm.model.critic)
+                critic, critic_parts = model.critic_loss(batch)
+                loss = loss + critic
+                parts = {**parts, **critic_parts}
         mark("fwd+loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         mark("backward")
         if tc.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.clipped, tc.grad_clip)
         else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.clipped if p.grad is not None])
         self.nonfinite += (~torch.isfinite(loss.detach())).int()
         self.optimizer.step()
         self.scheduler.step()
         after = getattr(model, "after_optimizer_step", None)
         if after is not None:  # e.g. IQL's target networks follow the weights just updated
             after()
+        if getattr(model, "has_critic", False):
+            self._extra_critic_updates(gen)
         if self.average is not None:
             self.average.update(model)
         mark("optim")
         return loss, parts, grad_norm
+
+    def _extra_critic_updates(self, gen: torch.Generator) -> None:
+        """model.critic_updates - 1 more TD updates of an MTM's critic, each on a batch of its own
+        drawn from the step's generator (so a resumed run repeats them): the Transformer's
+        parameters have no gradient then, so the optimiser leaves them (and their moments) as they are."""
+        model = self.model
+        for _ in range(model.config.critic_updates - 1):
+            batch = self.sampler.sample(self.batch_size, gen)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, _ = model.critic_loss(batch)
+            loss.backward()
+            self.optimizer.step()
+            model.after_optimizer_step()

@@ -1,0 +1,116 @@
+"""IQL's critic (Kostrikov et al. 2022): twin Q, expectile V and Polyak-averaged target Qs.
+
+Shared by the `mlp-iql` baseline (mtm.model.iql, which adds an actor) and by an MTM trained with
+`model.critic: true`, whose planner (mode plan, mtm.planning) scores candidate actions with Q.
+One step of `losses` on a batch of transitions (s, a, r, s', done), every input already in the
+networks' units (normalised states, actions in [-1, 1], scaled rewards):
+
+    V(s)      expectile regression (tau) on min(Q1', Q2')(s, a), the target Q
+    Q1, Q2    squared error to r + discount * (1 - done) * V(s'), V as it was before this step
+    Q1', Q2'  move `polyak` of the way towards Q1, Q2 after every optimiser step (`update_targets`)
+
+The targets are detached, so each loss reaches only its own network: one backward pass of their
+sum gives the updates of separate optimisers taken in turn, as in CORL's implementation. Always in
+fp32 (the callers disable autocast): with IQL's reward scale Q and V reach ~100, where bf16 keeps
+~0.4, which would dominate the advantages the actor and the planner compare.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtm.model.loss import expectile_loss
+
+
+CRITIC_PARTS = ("q", "v")  # the critic's loss parts, logged as train/loss_q and train/loss_v
+REWARD_SCALE_STEPS = 1000  # rewards are scaled so that the return range spans this (D4RL's episode length)
+
+
+def reward_scale(episode_returns: np.ndarray, normalize: bool = True) -> float:
+    """IQL's reward scale on D4RL locomotion: 1000 / (best - worst episode return), so that Q and V
+    live on the same scale whatever the task's rewards; 1 without `normalize` or a usable range.
+    Episodes without rewards (NaN returns) are left out."""
+    returns = np.asarray(episode_returns, np.float64)
+    returns = returns[np.isfinite(returns)]
+    if normalize and returns.size and returns.max() > returns.min():
+        return REWARD_SCALE_STEPS / float(returns.max() - returns.min())
+    return 1.0
+
+
+def mlp(in_dim: int, width: int, layers: int, out_dim: int) -> nn.Sequential:
+    """`layers` hidden Linear + ReLU layers of `width`, then a Linear to `out_dim`."""
+    parts: list[nn.Module] = []
+    for _ in range(layers):
+        parts += [nn.Linear(in_dim, width), nn.ReLU()]
+        in_dim = width
+    parts.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*parts)
+
+
+class TwinCritic(nn.Module):
+    def __init__(self, state_dim: int, action_dim: int, width: int, layers: int, *, expectile: float,
+                 discount: float, polyak: float) -> None:
+        super().__init__()
+        self.expectile, self.discount, self.polyak = expectile, discount, polyak
+        self.q1, self.q2 = mlp(state_dim + action_dim, width, layers, 1), mlp(state_dim + action_dim, width, layers, 1)
+        self.v = mlp(state_dim, width, layers, 1)
+        self.q1_target = copy.deepcopy(self.q1).requires_grad_(False)
+        self.q2_target = copy.deepcopy(self.q2).requires_grad_(False)
+
+    def target_q(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """min(Q1', Q2')(s, a): (..., S), (..., A) -> (...)."""
+        sa = torch.cat([s, a], -1)
+        return torch.minimum(self.q1_target(sa), self.q2_target(sa))[..., 0]
+
+    def losses(self, t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(q loss, v loss, advantage Q' - V (detached)) on transitions t = {"s", "a", "r", "s_next",
+        "done", "keep"}; the losses are means over the transitions with keep = True."""
+        weight = t["keep"].float()
+        count = weight.sum().clamp_min(1.0)
+        s, a = t["s"], t["a"]
+        sa = torch.cat([s, a], -1)
+        with torch.no_grad():
+            target_q = self.target_q(s, a)
+            next_v = self.v(t["s_next"])[..., 0]
+        v = self.v(s)[..., 0]
+        v_loss = (expectile_loss(v, target_q, self.expectile) * weight).sum() / count
+        q_target = t["r"] + self.discount * (1.0 - t["done"]) * next_v
+        q_err = (self.q1(sa)[..., 0] - q_target).square() + (self.q2(sa)[..., 0] - q_target).square()
+        q_loss = (q_err / 2 * weight).sum() / count
+        return q_loss, v_loss, (target_q - v).detach()
+
+    @torch.no_grad()
+    def update_targets(self) -> None:
+        """The target Qs move `polyak` of the way towards Q1, Q2."""
+        for target, online in ((self.q1_target, self.q1), (self.q2_target, self.q2)):
+            torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), self.polyak)
+
+
+def window_transitions(batch, states, actions, scale: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The (s, a, r, s', done) transitions inside a batch of L-step windows (mtm.data.windows), as
+    TwinCritic.losses takes them, flattened to (B * L,): step t's successor is step t + 1 of the
+    same window. A step counts (`keep`) if it is real and its successor is too, or it needs none
+    (done: the last step of an episode that ended by a fall). The window's last step has no
+    successor inside it, so it counts only when done; the last step of an episode that timed out
+    or was cut short never counts (no s' in the data, as D4RL's qlearning_dataset drops it). Steps
+    of episodes without actions or rewards never count. `states`, `actions`: raw -> network units;
+    `scale`: the reward scale."""
+    valid = batch["valid"].bool()  # (B, L)
+    done = batch["terminals"][..., 0].float()  # (B, L)
+    successor = torch.cat([valid[:, 1:], torch.zeros_like(valid[:, :1])], 1)
+    keep = valid & (successor | (done > 0))
+    for key in ("present_actions", "present_rewards"):
+        if key in batch:
+            keep = keep & batch[key].bool()[:, None]
+    s = states(batch["states"])
+    s_next = torch.cat([s[:, 1:], torch.zeros_like(s[:, :1])], 1)  # read only where keep and not done
+
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(0, 1)
+
+    return {"s": flat(s), "a": flat(actions(batch["actions"])), "r": flat(batch["rewards"][..., 0].float() * scale),
+            "s_next": flat(s_next), "done": flat(done), "keep": flat(keep)}
