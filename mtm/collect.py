@@ -127,16 +127,20 @@ def _validate(options: CollectOptions) -> None:
         raise ConfigError(f"--noise has {len(options.noise)} values but only {options.episodes} episodes are collected")
 
 
-def describe_seeds(seeds: list[int]) -> str:
-    """[3, 0, 1, 2, 5, 7, 8] -> "0..3, 5, 7..8"."""
-    ordered = sorted(set(seeds))
+def seed_ranges(seeds: list[int]) -> list[list[int]]:
+    """[3, 0, 1, 2, 5, 7, 8] -> [[0, 3], [5, 5], [7, 8]]: the seeds as sorted inclusive ranges."""
     runs: list[list[int]] = []
-    for seed in ordered:
+    for seed in sorted(set(seeds)):
         if runs and seed == runs[-1][1] + 1:
             runs[-1][1] = seed
         else:
             runs.append([seed, seed])
-    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in runs)
+    return runs
+
+
+def describe_seeds(seeds: list[int]) -> str:
+    """[3, 0, 1, 2, 5, 7, 8] -> "0..3, 5, 7..8"."""
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in seed_ranges(seeds))
 
 
 def _source(options: CollectOptions, description: str, seeds: str) -> str:
@@ -160,6 +164,8 @@ def _dataset_info(options: CollectOptions, runner: EpisodeRunner, description: s
             "seed": options.seed,
             "num_envs": runner.num_envs,
             "episodes_requested": options.episodes,
+            # The episodes' reset seeds, for `mtm eval` to warn when it would start where they did.
+            "reset_seeds": [[options.seed, last_seed]],
             "pixels": None if options.pixels is None else options.pixels.to_dict(),
             "mtm_version": __version__,
         },
@@ -199,8 +205,8 @@ def collect(options: CollectOptions, progress: bool = True) -> CollectResult:
                     else:  # what the file really holds
                         note = f" (interrupted after {len(seeds)} of {options.episodes} episodes)"
                         source = _source(options, description, describe_seeds(seeds)) + note
-                        writer.update_info(dataclasses.replace(info, source=source,
-                                                               extra={**info.extra, "interrupted": True}))
+                        writer.update_info(dataclasses.replace(info, source=source, extra={
+                            **info.extra, "interrupted": True, "reset_seeds": seed_ranges(seeds)}))
             if writer.num_episodes:
                 result.path = writer.path
         finally:

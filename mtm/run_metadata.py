@@ -16,7 +16,8 @@ fields are read).
                   only with data.extra_paths            -> `datasets`, always a list
     data_info     source_format, source, ref_min_score, evaluation.rollouts (normalised scores; the
                   ref_max_score, observation_space,     env is made with pixel observations),
-                  action_space {low, high}, pixels      policy.MTMPolicy (clips actions)
+                  action_space {low, high}, pixels,     policy.MTMPolicy (clips actions)
+                  reset_seeds
                   -> `DataSummary`
     state_keys    observation keys, in order            policy.MTMPolicy
     image_keys    image keys tokenized                  policy.MTMPolicy
@@ -61,6 +62,9 @@ class DataSummary:
     observation_space: dict[str, Any] | None = None  # mtm.data.spaces.space_to_dict
     action_space: dict[str, Any] | None = None
     pixels: dict[str, Any] | None = None  # how `mtm collect` rendered frames (mtm.rollout.PixelSpec), if it did
+    # The reset seeds `mtm collect` started the episodes from, as inclusive [first, last] ranges
+    # (None: not known, e.g. a D4RL file): `mtm eval` warns when its own seeds fall among them.
+    reset_seeds: list[list[int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,9 @@ class RunMetadata:
         if len(self.datasets) > 1:
             out["datasets"] = list(self.datasets)
         out.update({
-            "data_info": dataclasses.asdict(self.data_info),
+            # Unknown reset seeds are left out: the JSON stays what older mtm wrote and read.
+            "data_info": {k: v for k, v in dataclasses.asdict(self.data_info).items()
+                          if not (k == "reset_seeds" and v is None)},
             "state_keys": list(self.state_keys),
             "image_keys": list(self.image_keys),
             "rtg": dataclasses.asdict(self.rtg),

@@ -153,11 +153,13 @@ def test_interrupt_keeps_finished_episodes_or_writes_nothing(tmp_path, monkeypat
             # The file says which episodes it holds, not the ones that were asked for.
             assert src.info.source.endswith("reset seeds 0..3 (interrupted after 4 of 10 episodes)")
             assert src.info.extra["episodes_requested"] == 10 and src.info.extra["interrupted"] is True
+            assert src.info.extra["reset_seeds"] == [[0, 3]]
 
 
 def test_seed_lists_are_described_as_ranges():
     assert collect_module.describe_seeds([5]) == "5"
     assert collect_module.describe_seeds([3, 0, 1, 2, 5, 7, 8]) == "0..3, 5, 7..8"
+    assert collect_module.seed_ranges([3, 0, 1, 2, 5, 7, 8]) == [[0, 3], [5, 5], [7, 8]]
 
 
 @pytest.mark.slow

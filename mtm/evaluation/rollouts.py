@@ -187,6 +187,23 @@ def policy_fields(policy: MTMPolicy, config: PolicyConfig) -> dict[str, Any]:
     }
 
 
+def seed_overlap_warning(metadata: RunMetadata, env_id: str, seed: int, episodes: int) -> str | None:
+    """One line when evaluation episodes (reset seeds seed .. seed + episodes - 1) would start where
+    training episodes did: in the checkpoint's env, with reset seeds the data was collected from
+    (`DataSummary.reset_seeds`). Their start states are then in the data, not held out."""
+    ranges = metadata.data_info.reset_seeds
+    if not ranges or env_id != metadata.env_id:
+        return None
+    last = seed + episodes - 1
+    shared = sum(max(0, min(last, b) - max(seed, a) + 1) for a, b in ranges)
+    if not shared:
+        return None
+    end = max(b for _, b in ranges) + 1
+    span = ", ".join(f"{a}..{b}" for a, b in ranges)
+    return (f"{shared} of {episodes} evaluation episodes (reset seeds {seed}..{last}) start where training episodes "
+            f"did (the data was collected with reset seeds {span}); for held-out starts pass --seed {end}")
+
+
 def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, episodes: int = 10, num_envs: int = 10,
                         policy: PolicyConfig | None = None, seed: int = 0, device: str | torch.device = "cpu",
                         media: RolloutMedia | None = None, progress: bool = False) -> dict[str, Any]:
@@ -206,6 +223,9 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
     references = references_for(metadata, env_id)
     if references is not None and references.get("warning"):  # before the rollouts, which take a while
         warnings.warn(references["warning"], MTMWarning, stacklevel=2)
+    overlap = seed_overlap_warning(metadata, env_id, seed, episodes)
+    if overlap:
+        warnings.warn(overlap, MTMWarning, stacklevel=2)
     report = evaluate_policy(factory, metadata, env_id, episodes=episodes, num_envs=num_envs, seed=seed,
                              media=media, pixels=pixels, progress=progress)
     probe = factory(min(num_envs, episodes))  # as the rollouts built it: its precision depends on its size

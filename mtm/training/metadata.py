@@ -31,6 +31,7 @@ def run_metadata(cfg: RunConfig, run: RunData, model: torch.nn.Module) -> RunMet
             ref_min_score=info.ref_min_score, ref_max_score=info.ref_max_score,
             observation_space=info.observation_space, action_space=info.action_space,
             pixels=info.extra.get("pixels"),  # how `mtm collect` rendered frames, if it did
+            reset_seeds=collected_reset_seeds(info),
         ),
         state_keys=list(run.data.state_keys),
         image_keys=list(run.image_keys),
@@ -44,6 +45,19 @@ def run_metadata(cfg: RunConfig, run: RunData, model: torch.nn.Module) -> RunMet
                    "val_episodes_with": {m: int(f.sum()) for m, f in run.val.present.items()}})},
         model=model.spec(),
     )
+
+
+def collected_reset_seeds(info) -> list[list[int]] | None:
+    """The reset seeds of a file `mtm collect` wrote, as [first, last] ranges; files from before it
+    recorded them: the requested range of a collection that was not interrupted; else None."""
+    extra = info.extra or {}
+    if info.source_format != "collect":
+        return None
+    if extra.get("reset_seeds"):
+        return [[int(a), int(b)] for a, b in extra["reset_seeds"]]
+    if not extra.get("interrupted") and isinstance(extra.get("seed"), int) and isinstance(extra.get("episodes_requested"), int):
+        return [[extra["seed"], extra["seed"] + extra["episodes_requested"] - 1]]
+    return None
 
 
 def _return_summary(data: Trajectories) -> ReturnSummary | None:
