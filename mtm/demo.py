@@ -60,7 +60,9 @@ def run_demo(root: Path = Path("."), *, overrides: tuple[str, ...] = (), episode
                       [f"data.path={data}", f"train.run_dir={run_dir}", *overrides])
     say(f"training a small MTM ({cfg.train.steps} steps) into {run_dir}")
     result = train(cfg, progress=progress, say=say)
-    say(f"evaluating the final checkpoint: {episodes} episodes, RCBC")
-    report = evaluate_checkpoint(load_checkpoint(result.run_dir), episodes=episodes, num_envs=10,
+    recipe = tasks.TASKS[DEMO_ENV].recipe
+    held_out = recipe.seed + recipe.episodes  # reset seeds the data was not collected from: new start states
+    say(f"evaluating the final checkpoint: {episodes} episodes, RCBC, reset seeds from {held_out}")
+    report = evaluate_checkpoint(load_checkpoint(result.run_dir), episodes=episodes, num_envs=10, seed=held_out,
                                  progress=progress and interactive())  # no \r bar in a log file, as mtm eval
     return DemoResult(data=data, run_dir=result.run_dir, report=report)
