@@ -73,8 +73,7 @@ from mtm.data.trajectories import Trajectories, load_trajectories
 from mtm.hardware import PRECISIONS
 from mtm.run_metadata import RunMetadata
 from sweep_cells import (MTM, ROOT, Commands, add_sweep_options, behaviour_scores, command_env, mean_spread, now,
-                         parse_stop_at, pending_cells, present_datasets, rel, run_cells, settings_error, start_results,
-                         write_block)
+                         parse_stop_at, rel, run_sweep, write_block)
 
 DATA_DIR = ROOT.parent / "shared" / "datasets"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -433,27 +432,14 @@ def main() -> int:
     if args.table_only:
         write_outputs(bench_common.read_json(args.results) or {}, args)
         return 0
-    settings = settings_of(args)
-    error = settings_error(args.results, settings)
-    if error is not None and not args.dry_run:
-        print(error, file=sys.stderr)
-        return 1
     deadline = parse_stop_at(args.stop_at, now())
     env = command_env(args.threads)
-    present = present_datasets(DATA_DIR, datasets)
-    if not present:
-        return 0
-    infos = {ds: dataset_info(ds) for ds in present}
-    results = start_results(args.results, settings, infos, args.dry_run)
-    todo = pending_cells(results, list(cell_order(present, budgets, range(args.seeds), rows)), lambda c: cell_key(*c))
-    print(f"{len(todo)} cells to run" + (f", none started after {deadline:%Y-%m-%d %H:%M} UTC" if deadline else ""), flush=True)
-    run_cells(todo, lambda c: run_cell(*c, infos[c[0]], args, env, deadline), lambda c: cell_key(*c), args.results,
-              deadline, args.stop_at,
-              lambda key, rec: f"cell {key}: score {rec['score']:.1f}, {rec['cell_cpu_s'] / 60:.1f} CPU-minutes")
-    if args.dry_run:
-        return 0
-    write_outputs(bench_common.read_json(args.results) or {}, args)
-    return 0
+    return run_sweep(args, settings_of(args), deadline, DATA_DIR, datasets, dataset_info,
+                     lambda present: cell_order(present, budgets, range(args.seeds), rows), lambda c: cell_key(*c),
+                     lambda c, infos: run_cell(*c, infos[c[0]], args, env, deadline),
+                     lambda key, rec: f"cell {key}: score {rec['score']:.1f}, {rec['cell_cpu_s'] / 60:.1f} CPU-minutes",
+                     lambda results: write_outputs(results, args))
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import statistics
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -154,6 +155,31 @@ def run_cells(todo: Iterable[Cell], run: Callable[[Cell], dict | None], key: Cal
         name = key(cell)
         update_results(results, lambda r: r.setdefault("cells", {}).__setitem__(name, record))
         print(done_line(name, record), flush=True)
+
+
+def run_sweep(args, settings: dict, deadline: datetime.datetime | None, data_dir: Path, datasets: Sequence[str],
+              dataset_info: Callable[[str], dict], order: Callable[[list[str]], Iterable[Cell]],
+              key: Callable[[Cell], str], run: Callable[[Cell, dict], dict | None],
+              done_line: Callable[[str, dict], str], write: Callable[[dict], None]) -> int:
+    """A sweep's main part, its exit code: refuse other settings (unless a dry run), record the
+    settings and what `dataset_info` says of each dataset present in `data_dir`, run every cell of
+    `order(present datasets)` that has no record yet (`run(cell, infos)`), then `write` the tables
+    from the results file (not on a dry run). `args`: the sweep options (add_sweep_options)."""
+    error = settings_error(args.results, settings)
+    if error is not None and not args.dry_run:
+        print(error, file=sys.stderr)
+        return 1
+    present = present_datasets(data_dir, datasets)
+    if not present:
+        return 0
+    infos = {ds: dataset_info(ds) for ds in present}
+    results = start_results(args.results, settings, infos, args.dry_run)
+    todo = pending_cells(results, list(order(present)), key)
+    print(f"{len(todo)} cells to run" + (f", none started after {deadline:%Y-%m-%d %H:%M} UTC" if deadline else ""), flush=True)
+    run_cells(todo, lambda cell: run(cell, infos), key, args.results, deadline, args.stop_at, done_line)
+    if not args.dry_run:
+        write(read_json(args.results) or {})
+    return 0
 
 
 def present_datasets(data_dir: Path, datasets: Sequence[str]) -> list[str]:
