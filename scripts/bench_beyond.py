@@ -25,8 +25,10 @@ seed-0 table), then seed 1, then seed 2. Every finished cell is a record in the 
 command to resume. An interrupted training continues with `mtm train --resume`; an evaluation
 without its report is run again. With `--stop-at HH:MM` (UTC) no cell starts after that time and a
 running command gets Ctrl-C (SIGINT) at it: training saves a checkpoint and stops, so the next
-invocation continues it. About 12 CPU-hours in all at one thread (IQL's 100000 steps ~22 CPU-min,
-MTM with the critic ~15, evaluation in mode plan a few minutes a model).
+invocation continues it. About 12-15 CPU-hours in all at one thread (a dataset and seed: IQL's
+100000 steps ~22 CPU-min, MTM with 8 critic updates a step ~20, MLP-BC ~1, the evaluations a few).
+Two invocations side by side (one per core) must take disjoint --datasets: each runs every cell of
+its own datasets that has no record, and both write into the one results file under its lock.
 
 Layout:
 
@@ -37,6 +39,7 @@ Layout:
 
 Usage:
   python scripts/bench_beyond.py --stop-at 10:30                       # the sweep; no cell starts after 10:30 UTC
+  python scripts/bench_beyond.py --datasets hopper-medium-replay-v5,hopper-medium-v5,hopper-expert-v5 --stop-at 10:30
   python scripts/bench_beyond.py --datasets hopper-medium-replay-v5 --seeds 1 --rows mtm
   python scripts/bench_beyond.py --plan-option=--plan-horizon=2 --results results/beyond_h2.json --work runs/bench/beyond-h2
   python scripts/bench_beyond.py --mlp-steps 20 --iql-steps 20 --mtm-steps 20 --seeds 1 --episodes 2 --work /tmp/b --results /tmp/b.json --no-benchmarks
@@ -322,7 +325,7 @@ def render(results: dict, seeds: int = SEEDS) -> str:
         L.append(f"- **CPU**: {paths_text(cells)}; {sum(r.get('cell_cpu_s') or 0.0 for r in cells) / 3600:.1f} "
                  f"CPU-hours in the {len(cells)} finished cells")
     else:
-        L.append("- **CPU**: no cell has finished yet (about 12 CPU-hours in all at one thread)")
+        L.append("- **CPU**: no cell has finished yet (about 12-15 CPU-hours in all at one thread)")
     L.append(f"- **command**: `{settings_command(s)}`")
     L += ["", "| dataset | data mean | best episode | " + " | ".join(c[2] for c in COLUMNS) + " |",
           "|---|---:|---:|" + "---:|" * len(COLUMNS)]
