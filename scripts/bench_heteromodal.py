@@ -53,14 +53,12 @@ Usage:
 
 from __future__ import annotations
 
-import bench_common  # noqa: F401  (first: threads and OpenMP waiting, as under the mtm command)
+import bench_common  # first: threads and OpenMP waiting, as under the mtm command
 
 import argparse
 import dataclasses
 import datetime
-import json
 import math
-import os
 import statistics
 import sys
 from collections.abc import Iterator, Sequence
@@ -68,19 +66,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_common import pyplot, read_json, replace_block
 from mtm.checkpoint import step_dir
 from mtm.data.formats import open_dataset
 from mtm.data.formats.native import EpisodeWriter
 from mtm.data.trajectories import Trajectories, load_trajectories
 from mtm.hardware import PRECISIONS
-from mtm.io import atomic_write_text
 from mtm.run_metadata import RunMetadata
-from envs.references import normalized_score
+from sweep_cells import (MTM, ROOT, Commands, add_sweep_options, behaviour_scores, command_env, mean_spread, now,
+                         parse_stop_at, rel, run_sweep, write_block)
 
-ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT.parent / "shared" / "datasets"
-MTM = ".venv/bin/mtm" if (ROOT / ".venv" / "bin" / "mtm").exists() else "mtm"  # commands run in ROOT
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 IMAGES = ROOT / "docs" / "images"
 PLOT = IMAGES / "heteromodal_budget.png"
@@ -110,10 +105,6 @@ MTM_MASK = "random_autoregressive:0.5,inverse_dynamics:0.5"
 ROW_SETTINGS = {"mtm-labelled": [f"train.mask={MTM_MASK}"],
                 "mtm-mixed": ["data.action_share=0.5", f"train.mask={MTM_MASK}"]}
 ID_ROWS = ("mtm-labelled", "mtm-mixed")
-
-
-def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
 
 
 # ------------------------------------------------------------------------------ which episodes
@@ -169,50 +160,6 @@ def cell_order(datasets: Sequence[str], budgets: Sequence[int], seeds: Sequence[
                     yield ds, budget, seed, row
 
 
-def pending_cells(results: dict, order: Sequence[tuple[str, int, int, str]]) -> list[tuple[str, int, int, str]]:
-    """The cells of `order` that have no record yet: a finished cell is never run again."""
-    done = results.get("cells", {})
-    return [c for c in order if cell_key(*c) not in done]
-
-
-class Commands:
-    """Runs one cell's commands, each cut off by SIGINT at the deadline, and keeps every attempt's
-    command line, exit code, wall and CPU seconds (a resumed training adds up its attempts)."""
-
-    def __init__(self, record: Path, env: dict[str, str], deadline: datetime.datetime | None, dry_run: bool) -> None:
-        self.record, self.env, self.deadline, self.dry_run = record, env, deadline, dry_run
-        self.done = (read_json(record) or {}) if not dry_run else {}
-
-    def past_deadline(self) -> bool:
-        return self.deadline is not None and now() >= self.deadline
-
-    def run(self, name: str, cmd: list) -> bool:
-        if self.past_deadline():
-            return False
-        if self.deadline is not None:
-            left = int((self.deadline - now()).total_seconds())
-            cmd = ["timeout", "--signal=INT", "--kill-after=600", str(max(left, 1)), *cmd]
-        code, _, timing = bench_common.run_command(cmd, self.env, ROOT, dry_run=self.dry_run)
-        if self.dry_run:
-            return True
-        attempts = self.done.setdefault(name, [])
-        attempts.append({**timing, "returncode": code})
-        self.record.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.record, json.dumps(self.done, indent=1) + "\n")
-        return code == 0
-
-    def total(self, name: str, key: str) -> float | None:
-        attempts = self.done.get(name, [])
-        return round(sum(a.get(key, 0.0) for a in attempts), 1) if attempts else None
-
-
-def rel(path: Path) -> Path:
-    """`path` relative to the repository when it lies inside it: the commands run there, and the
-    recorded command lines stay the same on every checkout."""
-    path = Path(path).resolve()
-    return Path(os.path.relpath(path, ROOT)) if path.is_relative_to(ROOT.parent) else path
-
-
 def final_checkpoint(run_dir: Path, steps: int) -> Path:
     return step_dir(run_dir, steps)
 
@@ -266,8 +213,9 @@ def run_cell(ds: str, budget: int, seed: int, row: str, info: dict, args, env: d
             return None
     if args.dry_run:
         return None
-    bc, id_report = read_json(ROOT / report) or {}, (read_json(ROOT / predict) or {}).get("tasks", {}).get("id", {})
-    metadata = read_json(ROOT / ckpt / "metadata.json")
+    bc = bench_common.read_json(ROOT / report) or {}
+    id_report = (bench_common.read_json(ROOT / predict) or {}).get("tasks", {}).get("id", {})
+    metadata = bench_common.read_json(ROOT / ckpt / "metadata.json")
     split = RunMetadata.from_dict(metadata).split if metadata is not None else {}
     return {
         "dataset": ds, "budget": budget, "seed": seed, "row": row, "finished": now().isoformat(timespec="seconds"),
@@ -279,7 +227,7 @@ def run_cell(ds: str, budget: int, seed: int, row: str, info: dict, args, env: d
         "train_attempts": len(cmds.done.get("train", [])),
         "eval_cpu_s": cmds.total("eval_bc", "cpu_s"), "id_cpu_s": cmds.total("id", "cpu_s"),
         "cell_cpu_s": round(sum(cmds.total(n, "cpu_s") or 0.0 for n in ("train", "eval_bc", "id")), 1),
-        "commands": {name: attempts[0]["command"] for name, attempts in cmds.done.items()},
+        "commands": cmds.first_commands(),
     }
 
 
@@ -287,12 +235,8 @@ def dataset_info(ds: str) -> dict:
     """What the table and the subsets need of a complete file: its episodes' lengths, the training
     split, the behaviour's normalised mean and best episode."""
     data = load_trajectories(DATA_DIR / f"{ds}.hdf5")
-    returns = data.episode_returns()
-    lo, hi = data.info.ref_min_score, data.info.ref_max_score
     return {"episodes": int(data.num_episodes), "lengths": [int(n) for n in data.lengths],
-            "train_episodes": training_episodes(data),
-            "normalized_mean": normalized_score(float(np.mean(returns)), lo, hi),
-            "normalized_best_episode": normalized_score(float(np.max(returns)), lo, hi)}
+            "train_episodes": training_episodes(data), **behaviour_scores(data)}
 
 
 def settings_of(args) -> dict:
@@ -301,31 +245,12 @@ def settings_of(args) -> dict:
             "mtm_mask": MTM_MASK}
 
 
-def update_results(path: Path, update) -> dict:
-    """Apply `update` to the shared results file under its lock (bench_common) and return it as written."""
-    out: dict = {}
-
-    def apply(data: dict) -> None:
-        update(data)
-        out.update(data)
-    bench_common.update_json_file(path, apply)
-    return out
-
-
 # ---------------------------------------------------------------------------------- table and plot
 
 
 def mean_se(values: Sequence[float], seeds: int = SEEDS) -> str:
     """mean ± standard error over seeds; n is named when fewer than `seeds` are in."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    n = len(values)
-    mean = statistics.mean(values)
-    if n == 1:
-        return f"{mean:.1f} (n=1)"
-    se = statistics.stdev(values) / math.sqrt(n)
-    return f"{mean:.1f} ± {se:.1f}" + (f" (n={n})" if n < seeds else "")
+    return mean_spread(values, seeds, "se")
 
 
 def transitions_text(values: Sequence[int]) -> str:
@@ -390,7 +315,7 @@ def render(results: dict, seeds: int = SEEDS) -> str:
 
 def full_data_mlp(ds: str) -> float | None:
     """MLP-BC trained on every episode of `ds` (the quality table's shipped recipe): mean final score."""
-    quality = read_json(QUALITY) or {}
+    quality = bench_common.read_json(QUALITY) or {}
     scores = []
     for key, rec in quality.get("runs", {}).items():
         if key.startswith(f"{QUALITY_TAG}/{ds}/mlp-bc/") and rec.get("points"):
@@ -406,7 +331,7 @@ def plot(results: dict, path: Path | None = None, seeds: int = SEEDS) -> Path | 
     grouped = table_cells(results)
     if not grouped:
         return None
-    plt = pyplot()
+    plt = bench_common.pyplot()
     if plt is None:
         return None
 
@@ -478,22 +403,10 @@ def write_outputs(results: dict, args) -> None:
     print(block)
     if args.no_benchmarks:
         return
-    if replace_block(BENCHMARKS, BEGIN, END, block):
-        print("table written to BENCHMARKS.md")
-    else:
-        print(f"BENCHMARKS.md has no {BEGIN} ... {END} markers; the table is above")
+    print(write_block(BENCHMARKS, BEGIN, END, block))
     path = plot(results, seeds=args.seeds)
     if path:
         print(f"plot written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-
-
-def parse_stop_at(text: str | None, start: datetime.datetime) -> datetime.datetime | None:
-    """HH:MM UTC today, or tomorrow when that time has already passed at `start`."""
-    if not text:
-        return None
-    hh, mm = map(int, text.split(":"))
-    deadline = start.replace(hour=hh, minute=mm, second=0, microsecond=0)
-    return deadline if deadline > start else deadline + datetime.timedelta(days=1)
 
 
 def main() -> int:
@@ -505,15 +418,9 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=7000, help="training steps, every row (default 7000, the small recipe's)")
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes (default 20)")
     p.add_argument("--num-envs", type=int, default=10)
-    p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every command (default 1)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--stop-at", default=None, metavar="HH:MM",
-                   help="UTC: start no cell after it, and Ctrl-C a running command at it (training saves and resumes next time)")
-    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "heteromodal-budget", help="data and run folders")
-    p.add_argument("--results", type=Path, default=ROOT / "results" / "heteromodal_budget.json")
-    p.add_argument("--no-benchmarks", action="store_true", help="write neither the table into BENCHMARKS.md nor the plot")
-    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    p.add_argument("--table-only", action="store_true", help="rebuild the table and plot from the results file")
+    add_sweep_options(p, ROOT / "runs" / "bench" / "heteromodal-budget", ROOT / "results" / "heteromodal_budget.json",
+                      "rebuild the table and plot from the results file")
     args = p.parse_args()
     datasets = [d for d in args.datasets.split(",") if d]
     budgets = [int(b) for b in args.budgets.split(",") if b]
@@ -523,43 +430,15 @@ def main() -> int:
         print(f"error: unknown row(s) {bad}; choose from {', '.join(ROWS)}", file=sys.stderr)
         return 1
     if args.table_only:
-        write_outputs(read_json(args.results) or {}, args)
+        write_outputs(bench_common.read_json(args.results) or {}, args)
         return 0
-    settings = settings_of(args)
-    earlier = (read_json(args.results) or {}).get("settings")
-    if earlier is not None and earlier != settings and not args.dry_run:
-        print(f"error: {args.results} holds cells made with {earlier}, not {settings}; give this sweep its own "
-              f"--results and --work", file=sys.stderr)
-        return 1
     deadline = parse_stop_at(args.stop_at, now())
-    env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads), "OMP_WAIT_POLICY": "PASSIVE"}
-    present = [ds for ds in datasets if (DATA_DIR / f"{ds}.hdf5").exists()]
-    for ds in datasets:
-        if ds not in present:
-            print(f"skipping {ds}: {DATA_DIR / (ds + '.hdf5')} is absent (shared datasets are for developers)")
-    if not present:
-        return 0
-    infos = {ds: dataset_info(ds) for ds in present}
-    results = read_json(args.results) or {}
-    if not args.dry_run:
-        results = update_results(args.results, lambda r: (r.setdefault("settings", settings),
-                                                          r.setdefault("datasets", {}).update(infos)))
-    todo = pending_cells(results, list(cell_order(present, budgets, range(args.seeds), rows)))
-    print(f"{len(todo)} cells to run" + (f", none started after {deadline:%Y-%m-%d %H:%M} UTC" if deadline else ""), flush=True)
-    for ds, budget, seed, row in todo:
-        if deadline is not None and now() >= deadline:
-            print(f"stopped at the deadline ({args.stop_at} UTC); run the same command to resume", flush=True)
-            break
-        record = run_cell(ds, budget, seed, row, infos[ds], args, env, deadline)
-        if record is None:
-            continue
-        key = cell_key(ds, budget, seed, row)
-        results = update_results(args.results, lambda r: r.setdefault("cells", {}).__setitem__(key, record))
-        print(f"cell {key}: score {record['score']:.1f}, {record['cell_cpu_s'] / 60:.1f} CPU-minutes", flush=True)
-    if args.dry_run:
-        return 0
-    write_outputs(read_json(args.results) or {}, args)
-    return 0
+    env = command_env(args.threads)
+    return run_sweep(args, settings_of(args), deadline, DATA_DIR, datasets, dataset_info,
+                     lambda present: cell_order(present, budgets, range(args.seeds), rows), lambda c: cell_key(*c),
+                     lambda c, infos: run_cell(*c, infos[c[0]], args, env, deadline),
+                     lambda key, rec: f"cell {key}: score {rec['score']:.1f}, {rec['cell_cpu_s'] / 60:.1f} CPU-minutes",
+                     lambda results: write_outputs(results, args))
 
 
 if __name__ == "__main__":

@@ -123,6 +123,7 @@ SLOW_TESTS = {
     "test_images_e2e.py": ("test_",),
     "test_collect.py": ("test_ctrl_c_in_a_real_process",),
     "test_heteromodal.py": ("test_tiny_run_", "test_eval_tasks_"),
+    "test_bench_beyond.py": ("test_tiny_sweep_",),
     "test_ema.py": ("test_resume_after_kill_9",),
     "test_train_progress.py": ("test_train_without_a_terminal_",),
     "test_lr_schedule.py": ("test_resume_with_more_steps_",),

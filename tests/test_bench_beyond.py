@@ -1,0 +1,287 @@
+"""scripts/bench_beyond.py, the "Beyond the data" sweep (issue #23): its cell order, the commands of
+each row, refusing other settings, resuming cell by cell, and the tables built from a partial
+results file; one tiny real sweep end to end (slow)."""
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_beyond.py"
+if str(SCRIPT.parent) not in sys.path:
+    sys.path.insert(0, str(SCRIPT.parent))  # the script imports bench_common and sweep_cells, as when run from scripts/
+spec = importlib.util.spec_from_file_location("bench_beyond", SCRIPT)
+bb = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bb)
+
+import bench_common  # noqa: E402  (after the path above)
+
+
+def args_of(**changes) -> SimpleNamespace:
+    """The parsed defaults of the script, with `changes`."""
+    return SimpleNamespace(**{**vars(bb.build_parser().parse_args([])), **changes})
+
+
+# ---- cells and their commands -------------------------------------------------------------------
+
+
+def test_seed_zero_of_every_dataset_and_row_comes_first_a_datasets_rows_side_by_side():
+    order = list(bb.cell_order(["a", "b"], range(3), list(bb.ROWS)))
+    assert len(order) == 2 * 3 * 3
+    assert {seed for _, seed, _ in order[:6]} == {0} and {seed for _, seed, _ in order[6:12]} == {1}
+    assert order[:6] == [("a", 0, r) for r in bb.ROWS] + [("b", 0, r) for r in bb.ROWS]
+    assert list(bb.ROWS) == ["mlp-bc", "iql", "mtm"]
+
+
+def test_the_defaults_are_the_configs_own_steps_and_eight_critic_updates():
+    args = args_of()
+    assert (args.mlp_steps, args.iql_steps, args.mtm_steps, args.critic_updates) == (3000, 100000, 7000, 8)
+    assert args.seeds == 3 and args.episodes == 20 and args.num_envs == 10 and args.precision == "auto"
+    assert args.results == bb.ROOT / "results" / "beyond_the_data.json"
+    assert bb.DATASETS[:2] == ["hopper-medium-replay-v5", "halfcheetah-medium-replay-v5"] and len(bb.DATASETS) == 6
+
+
+def test_each_row_trains_its_config_with_the_seed_on_cpu_and_mtm_gets_the_critic(tmp_path):
+    args = args_of(mtm_set=["model.critic_width=64"], work=tmp_path)
+    cmds = {row: [str(a) for a in bb.train_command(row, Path("d.hdf5"), tmp_path / row, 2, args)] for row in bb.ROWS}
+    for row, config, steps in (("mlp-bc", "mlp-bc", 3000), ("iql", "mlp-iql", 100000), ("mtm", "small", 7000)):
+        cmd = " ".join(cmds[row])
+        assert f"--config {config} " in cmd and f"train.steps={steps} " in cmd
+        assert "train.seed=2 " in cmd and "train.device=cpu " in cmd and "train.precision=auto " in cmd
+        assert cmds[row][-1] == "--no-progress"  # a new run directory: nothing to overwrite
+    mtm = " ".join(cmds["mtm"])
+    assert "--set model.critic=true --set model.critic_updates=8 --set model.critic_width=64" in mtm
+    assert "critic" not in " ".join(cmds["mlp-bc"]) + " ".join(cmds["iql"])
+
+
+def test_an_interrupted_training_resumes_and_a_failed_start_is_overwritten(tmp_path, monkeypatch):
+    monkeypatch.setattr(bb, "ROOT", tmp_path)
+    args = args_of()
+    (tmp_path / "run").mkdir()
+    assert bb.train_command("iql", Path("d.hdf5"), Path("run"), 0, args)[-1] == "--overwrite"
+    (tmp_path / "run" / "checkpoints" / "last").mkdir(parents=True)
+    assert [str(a) for a in bb.train_command("iql", Path("d.hdf5"), Path("run"), 0, args)] == [
+        bb.MTM, "train", "--resume", "run", "--set", "train.steps=100000", "--no-progress"]
+
+
+def test_both_mtm_modes_evaluate_the_same_checkpoint_and_only_plan_gets_the_plan_options():
+    args = args_of(plan_option=["--plan-horizon=2", "--plan-temperature=0.01"])
+    rcbc = [str(a) for a in bb.eval_command(Path("ck"), "rcbc", Path("r.json"), args)]
+    plan = [str(a) for a in bb.eval_command(Path("ck"), "plan", Path("p.json"), args)]
+    assert rcbc[:4] == plan[:4] == [bb.MTM, "eval", "--checkpoint", "ck"]
+    for cmd in (rcbc, plan):
+        text = " ".join(cmd)
+        assert "--episodes 20 --num-envs 10 --seed 100" in text and "--device cpu" in text and "--no-progress" in text
+    assert plan[-2:] == ["--plan-horizon=2", "--plan-temperature=0.01"] and "--plan-horizon=2" not in rcbc
+    assert bb.settings_of(args)["plan_options"] == ["--plan-horizon=2", "--plan-temperature=0.01"]
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["--mtm-set", "train.steps=5"], "error: --mtm-set train.steps is set by the sweep itself; use --mtm-steps"),
+    (["--mtm-set", "model.critic_updates=2"], "use --critic-updates"),
+    (["--mtm-set", "model.nope=1"], "error: --mtm-set: --set: unknown key 'model.nope'"),
+    (["--plan-option=--seed=3"], "error: --plan-option '--seed=3' is not an option of mode plan"),
+    (["--rows", "mtm,dt"], "error: unknown row(s) dt; choose from mlp-bc, iql, mtm"),
+])
+def test_options_the_sweep_cannot_run_with_are_one_error_line(argv, says, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["bench_beyond.py", *argv, "--results", str(tmp_path / "r.json")])
+    assert bb.main() == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and says in err
+    assert not (tmp_path / "r.json").exists()
+
+
+# ---- resuming and settings ----------------------------------------------------------------------
+
+
+def fake_record(ds, seed, row, score, cpu_s=600.0, rate=1000.0):
+    modes = {mode: {"score": score + i, "env_steps_per_s": rate / (1 + 9 * (mode == "plan")), "precision": "fp32",
+                    "plan_precision": "bf16" if mode == "plan" else None}
+             for i, mode in enumerate(bb.ROWS[row].modes)}
+    return {"dataset": ds, "seed": seed, "row": row, "modes": modes, "train_cpu_s": cpu_s, "cell_cpu_s": cpu_s + 60,
+            "train_precision": "bf16", "cpu": "AVX512-BF16", "torch": "2.13.0+cpu", "threads": 1,
+            "commands": {"train": f"OMP_NUM_THREADS=1 timeout --signal=INT --kill-after=600 99 mtm train --config {row}",
+                         **{f"eval_{m}": f"mtm eval --mode {m}" for m in bb.ROWS[row].modes}}}
+
+
+@pytest.fixture
+def sweep(tmp_path, monkeypatch):
+    """main() on a stand-in dataset, with run_cell replaced by a recorder: (argv, calls, results)."""
+    data_dir = tmp_path / "datasets"
+    data_dir.mkdir()
+    bench_common.write_hopper_like(data_dir / "hopper-medium-v5.hdf5", 3000)
+    monkeypatch.setattr(bb, "DATA_DIR", data_dir)
+    calls = []
+
+    def run_cell(ds, seed, row, args, env, deadline):
+        calls.append((ds, seed, row))
+        if len(calls) == 4 and not getattr(run_cell, "survived", False):
+            run_cell.survived = True
+            raise KeyboardInterrupt  # the sweep is killed in its 4th cell
+        return fake_record(ds, seed, row, 50.0 + seed)
+
+    monkeypatch.setattr(bb, "run_cell", run_cell)
+    results = tmp_path / "results.json"
+    argv = ["bench_beyond.py", "--datasets", "hopper-medium-v5", "--seeds", "2", "--work", str(tmp_path / "w"),
+            "--results", str(results), "--no-benchmarks"]
+    return argv, calls, results
+
+
+def test_a_killed_sweep_resumes_where_it_stopped_and_never_redoes_a_finished_cell(sweep, monkeypatch):
+    argv, calls, results = sweep
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(KeyboardInterrupt):
+        bb.main()
+    saved = json.loads(results.read_text())
+    assert len(saved["cells"]) == 3  # the 3 finished before the kill
+    assert saved["settings"]["critic_updates"] == 8 and saved["settings"]["eval_seed"] == 100
+    assert set(saved["datasets"]["hopper-medium-v5"]) >= {"normalized_mean", "normalized_best_episode"}
+    calls.clear()
+    assert bb.main() == 0
+    order = list(bb.cell_order(["hopper-medium-v5"], range(2), list(bb.ROWS)))
+    assert calls == order[3:]  # the killed cell again, then the rest; none of the finished ones
+    assert len(json.loads(results.read_text())["cells"]) == len(order)
+    calls.clear()
+    assert bb.main() == 0
+    assert calls == []  # everything finished: nothing runs
+
+
+def test_a_sweep_with_other_settings_is_refused_naming_the_setting(sweep, monkeypatch, capsys):
+    argv, calls, results = sweep
+    results.write_text(json.dumps({"settings": bb.settings_of(args_of()), "cells": {}}))  # made with the defaults
+    monkeypatch.setattr(sys, "argv", argv + ["--critic-updates", "4"])
+    assert bb.main() == 1 and calls == []
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert "critic_updates 8 there, 4 now" in err and "--results" in err
+    calls.clear()
+    monkeypatch.setattr(sys, "argv", argv + ["--critic-updates", "4", "--seeds", "1",
+                                              "--results", str(results.parent / "other.json")])
+    assert bb.main() == 0 and calls  # a results file of its own: it runs
+
+
+def test_no_cell_starts_after_the_deadline(sweep, monkeypatch):
+    import datetime
+
+    argv, calls, _ = sweep
+    monkeypatch.setattr(sys, "argv", argv + ["--stop-at", "12:00"])
+    monkeypatch.setattr(bb, "parse_stop_at", lambda text, start: start - datetime.timedelta(seconds=1))
+    assert bb.main() == 0 and calls == []
+
+
+# ---- the tables ---------------------------------------------------------------------------------
+
+
+def partial_results() -> dict:
+    cells = {}
+    for seed, score in enumerate([40.0, 50.0, 60.0]):  # hopper-medium-replay: three seeds of every row
+        for row in bb.ROWS:
+            cells[bb.cell_key("hopper-medium-replay-v5", seed, row)] = fake_record(
+                "hopper-medium-replay-v5", seed, row, score, cpu_s=60.0 * (seed + 1))
+    for seed in (0, 1):  # halfcheetah-medium-replay: two seeds of MTM, one of MLP-BC
+        cells[bb.cell_key("halfcheetah-medium-replay-v5", seed, "mtm")] = fake_record(
+            "halfcheetah-medium-replay-v5", seed, "mtm", 45.0 + 2 * seed)
+    cells[bb.cell_key("halfcheetah-medium-replay-v5", 0, "mlp-bc")] = fake_record(
+        "halfcheetah-medium-replay-v5", 0, "mlp-bc", 24.0)
+    settings = bb.settings_of(args_of(plan_option=["--plan-horizon=2"]))
+    return {"settings": settings, "cells": cells,
+            "datasets": {"hopper-medium-replay-v5": {"normalized_mean": 15.62, "normalized_best_episode": 43.14}}}
+
+
+def test_the_table_has_the_issues_columns_mean_and_std_over_seeds_n_and_dashes():
+    block = bb.render(partial_results())
+    assert block.startswith(bb.BEGIN) and block.endswith(bb.END)
+    assert "| dataset | data mean | best episode | MLP-BC | IQL | MTM (RCBC) | MTM (plan) |" in block
+    # three seeds: mean ± sample std (10), no n; MTM's plan column is the second mode (score + 1)
+    assert "| hopper-medium-replay-v5 | 15.6 | 43.1 | 50.0 ± 10.0 | 50.0 ± 10.0 | 50.0 ± 10.0 | 51.0 ± 10.0 |" in block
+    # fewer seeds say their n; none is a dash, as is a dataset the results know nothing of
+    assert "| halfcheetah-medium-replay-v5 | – | – | 24.0 (n=1) | – | 46.0 ± 1.4 (n=2) | 47.0 ± 1.4 (n=2) |" in block
+    assert "| halfcheetah-expert-v5 | – | – | – | – | – | – |" in block
+    rows = [line.split(" | ")[0][2:] for line in block.splitlines() if line.startswith("| ") and "data mean" not in line
+            and "---" not in line and "MLP-BC |" not in line]
+    assert rows[:6] == bb.DATASETS
+    assert "Partial: 12 of the sweep's 54 cells" in block  # 6 datasets x 3 models x 3 seeds
+    assert "`python scripts/bench_beyond.py --stop-at HH:MM`" in block  # how to resume
+
+
+def test_the_cost_table_names_the_cpu_path_precisions_and_the_sweeps_command():
+    block = bb.render(partial_results())
+    assert "| dataset | MLP-BC | IQL | MTM | RCBC / plan env steps/s |" in block
+    # train CPU-minutes over seeds 1, 2, 3; steps/s 1000 in rcbc, 100 in plan
+    assert "| hopper-medium-replay-v5 | 2.0 | 2.0 | 2.0 | 1,000 / 100 |" in block
+    assert "| halfcheetah-medium-replay-v5 | 10.0 | – | 10.0 | 1,000 / 100 |" in block
+    assert "CPU path AVX512-BF16 (torch 2.13.0+cpu, threads 1 a command)" in block
+    assert "training MLP-BC bf16, IQL bf16, MTM bf16" in block and "the planner's candidates bf16" in block
+    line = next(x for x in block.splitlines() if x.startswith("- **command**"))
+    assert line == "- **command**: `python scripts/bench_beyond.py --plan-option=--plan-horizon=2`"
+    # the recorded commands of a cell, in the order they ran, without the deadline's wrapper
+    assert "    OMP_NUM_THREADS=1 mtm train --config mtm\n    mtm eval --mode rcbc\n    mtm eval --mode plan" in block
+
+
+def test_table_only_adds_the_section_once_then_replaces_its_block(tmp_path, monkeypatch):
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps(partial_results()))
+    bench = tmp_path / "BENCHMARKS.md"
+    bench.write_text("# Benchmarks\n\n## Beyond the data: planning through the model's masks (pilot)\n\ntext\n")
+    monkeypatch.setattr(bb, "BENCHMARKS", bench)
+    monkeypatch.setattr(bb, "DATA_DIR", tmp_path / "absent")  # no data: the behaviour columns stay as recorded
+    monkeypatch.setattr(sys, "argv", ["bench_beyond.py", "--table-only", "--results", str(results)])
+    assert bb.main() == 0
+    text = bench.read_text()
+    assert text.startswith("# Benchmarks\n\n## Beyond the data: planning through the model's masks (pilot)\n\ntext\n\n")
+    assert "\n## Beyond the data (issue #23)\n\n" + bb.BEGIN in text and text.endswith(bb.END + "\n")
+    assert "| hopper-medium-replay-v5 | 15.6 | 43.1 | 50.0 ± 10.0 |" in text
+    assert bb.main() == 0
+    again = bench.read_text()
+    assert again == text and again.count(bb.BEGIN) == 1 and again.count("## Beyond the data (issue #23)") == 1
+
+
+def test_dry_run_prints_one_training_per_row_and_two_evaluations_for_mtm_and_writes_nothing(tmp_path):
+    out = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--seeds", "1", "--datasets", "hopper-medium-v5",
+                          "--plan-option=--plan-horizon=2", "--work", str(tmp_path / "w"),
+                          "--results", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    if "is absent" in out.stdout:
+        pytest.skip("../shared/datasets is not present")
+    lines = [line for line in out.stdout.splitlines() if line.startswith("$ ")]
+    assert [re.search(r"mtm (train|eval) ", line).group(1) for line in lines] == [
+        "train", "eval", "train", "eval", "train", "eval", "eval"]
+    assert [line.split("--mode ")[1].split()[0] for line in lines if "--mode" in line] == ["bc", "bc", "rcbc", "plan"]
+    assert lines[-1].endswith("--plan-horizon=2") and "--plan-horizon" not in lines[-2]
+    assert not (tmp_path / "w").exists() and not (tmp_path / "r.json").exists()
+
+
+# ---- one tiny real sweep ------------------------------------------------------------------------
+
+
+def test_tiny_sweep_end_to_end_records_every_mode_and_resumes_to_nothing(tmp_path, monkeypatch, capsys):
+    data_dir = tmp_path / "datasets"
+    data_dir.mkdir()
+    bench_common.write_hopper_like(data_dir / "hopper-medium-v5.hdf5", 3000)  # Hopper-v5's shapes, random values
+    monkeypatch.setattr(bb, "DATA_DIR", data_dir)
+    results = tmp_path / "r.json"
+    argv = ["bench_beyond.py", "--datasets", "hopper-medium-v5", "--seeds", "1", "--mlp-steps", "10", "--iql-steps", "10",
+            "--mtm-steps", "10", "--episodes", "2", "--plan-option=--plan-candidates=4", "--work", str(tmp_path / "w"),
+            "--results", str(results), "--no-benchmarks"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert bb.main() == 0
+    cells = json.loads(results.read_text())["cells"]
+    assert sorted(cells) == [bb.cell_key("hopper-medium-v5", 0, row) for row in ("iql", "mlp-bc", "mtm")]
+    for row, rec in ((r["row"], r) for r in cells.values()):
+        assert sorted(rec["modes"]) == sorted(bb.ROWS[row].modes)
+        for mode in rec["modes"].values():
+            assert isinstance(mode["score"], float) and mode["env_steps_per_s"] > 0 and mode["precision"] in ("fp32", "bf16")
+        assert rec["train_cpu_s"] > 0 and rec["train_attempts"] == 1 and rec["steps"] == 10 and rec["cpu"]
+        assert rec["train_precision"] in ("fp32", "bf16") and rec["threads"] == 1
+    mtm = cells[bb.cell_key("hopper-medium-v5", 0, "mtm")]
+    assert "model.critic=true" in mtm["commands"]["train"] and "model.critic_updates=8" in mtm["commands"]["train"]
+    assert mtm["commands"]["eval_plan"].endswith("--plan-candidates=4") and mtm["modes"]["plan"]["planner"]["candidates"] == 4
+    assert "(n=1)" in capsys.readouterr().out
+    monkeypatch.setattr(bench_common, "run_command", lambda *a, **k: pytest.fail("a finished cell ran again"))
+    assert bb.main() == 0
+    assert "0 cells to run" in capsys.readouterr().out
