@@ -49,6 +49,12 @@ from mtm.model.masks import POLICY_MASKS, without_action_history
 from mtm.policy_config import PolicyConfig
 
 
+# plan_temperature's default by score, in return-token stds: the candidates' Q differ by ~0.2 stds
+# and 0.01 follows them (halfcheetah-medium-replay: 55.6 at 0.01, 53.5 at 0.05); their values
+# differ by 1e-3 .. 1e-2, where a softer softmax is safer (BENCHMARKS.md, "Beyond the data").
+DEFAULT_TEMPERATURE = {"q": 0.01, "value": 0.05, "rewards": 0.05}
+
+
 class Planner:
     """Chooses actions for a policy in mode plan; built by MTMPolicy (which has checked that the
     model has return tokens), called from its act()."""
@@ -61,7 +67,7 @@ class Planner:
         self.model = model
         self.candidates = config.plan_candidates
         self.horizon = config.plan_horizon
-        self.temperature = config.plan_temperature
+        self.temperature = config.plan_temperature  # set once the score is known (its default depends on it)
         self.action_history = config.action_history
         self.value_head = "value" if getattr(model, "has_value", False) else "returns"
         self.has_reward = bool(getattr(model, "has_reward", False))
@@ -75,6 +81,8 @@ class Planner:
         if self.score_by == "q" and not self.has_critic:
             raise ConfigError("plan_score 'q' needs a model with a critic (train with --set model.critic=true); "
                               "use plan_score 'value'")
+        if self.temperature is None:
+            self.temperature = DEFAULT_TEMPERATURE[self.score_by]
         self.discount = config.plan_discount
         self.action_low, self.action_high = action_low, action_high
         self.noise_std = config.plan_noise

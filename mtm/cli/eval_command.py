@@ -36,7 +36,8 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
               help="plan: candidate action sequences per env and step [default: 64].")
 @click.option("--plan-horizon", type=int, default=None, help="plan: steps each candidate is imagined for [default: 1].")
 @click.option("--plan-temperature", type=float, default=None,
-              help="plan: softmax temperature over candidate scores, in return-token stds [default: 0.05].")
+              help="plan: softmax temperature over candidate scores, in return-token stds [default: 0.01 scored by "
+                   "the critic's Q, else 0.05].")
 @click.option("--plan-noise", type=float, default=None,
               help="plan: candidates' action noise, in units of the data's action std [default: 0.3].")
 @click.option("--plan-score", type=click.Choice(["auto", "q", "value", "rewards"]), default=None,
