@@ -114,3 +114,10 @@ def window_transitions(batch, states, actions, scale: torch.Tensor) -> dict[str,
 
     return {"s": flat(s), "a": flat(actions(batch["actions"])), "r": flat(batch["rewards"][..., 0].float() * scale),
             "s_next": flat(s_next), "done": flat(done), "keep": flat(keep)}
+
+
+def kept_only(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The transitions with keep = True alone (keep then all True): the losses are the same, and
+    the networks run on those rows only (in 2-step windows about half of the rows are kept)."""
+    rows = t["keep"].nonzero().squeeze(1)
+    return {key: value.index_select(0, rows) for key, value in t.items()}

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtm.errors import ConfigError
-from mtm.model.critic import CRITIC_PARTS, TwinCritic, reward_scale, window_transitions
+from mtm.model.critic import CRITIC_PARTS, TwinCritic, kept_only, reward_scale, window_transitions
 from mtm.model.dropout import Dropout
 from mtm.model.loss import REWARD, VALUE
 from mtm.model.masks import TokenLayout, apply_valid, present_tokens
@@ -396,8 +396,8 @@ class MTM(TokenModel):
         """(q + v, {"q", "v"}): the critic's TD losses on the window's transitions (`window_transitions`),
         in fp32 whatever autocast is on (Q ~ 100 in IQL's reward units: bf16 keeps ~0.4)."""
         with torch.autocast(batch["states"].device.type, enabled=False):
-            q, v, _ = self.critic.losses(window_transitions(batch, self._critic_states, self._critic_actions,
-                                                            self.reward_scale))
+            t = window_transitions(batch, self._critic_states, self._critic_actions, self.reward_scale)
+            q, v, _ = self.critic.losses(kept_only(t))
         return q + v, {"q": q, "v": v}
 
     @torch.no_grad()
