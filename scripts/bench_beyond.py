@@ -217,11 +217,20 @@ def dataset_info(ds: str) -> dict:
     return {"episodes": int(data.num_episodes), **behaviour_scores(data)}
 
 
-def settings_of(args) -> dict:
-    return {"mlp_steps": args.mlp_steps, "iql_steps": args.iql_steps, "mtm_steps": args.mtm_steps,
-            "critic_updates": args.critic_updates, "mtm_set": list(args.mtm_set), "plan_options": list(args.plan_option),
-            "episodes": args.episodes, "num_envs": args.num_envs, "eval_seed": EVAL_SEED, "precision": args.precision,
-            "threads": args.threads}
+ROW_SETTINGS = {"mlp-bc": ("mlp_steps",), "iql": ("iql_steps",),
+                "mtm": ("mtm_steps", "critic_updates", "mtm_set", "plan_options")}
+
+
+def settings_of(args, rows: Sequence[str] = tuple(ROWS)) -> dict:
+    """The settings that shape the cells of `rows`: the evaluation's, and each of those rows' own.
+    A sweep of some rows records only theirs, so the baselines can run before the MTM recipe is
+    settled (sweep_cells.settings_error with partial=True compares the settings both have)."""
+    every = {"mlp_steps": args.mlp_steps, "iql_steps": args.iql_steps, "mtm_steps": args.mtm_steps,
+             "critic_updates": args.critic_updates, "mtm_set": list(args.mtm_set), "plan_options": list(args.plan_option),
+             "episodes": args.episodes, "num_envs": args.num_envs, "eval_seed": EVAL_SEED, "precision": args.precision,
+             "threads": args.threads}
+    other_rows = {key for row, keys in ROW_SETTINGS.items() if row not in rows for key in keys}
+    return {key: value for key, value in every.items() if key not in other_rows}
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -296,7 +305,7 @@ def example_commands(results: dict) -> list[str]:
 
 
 def render(results: dict, seeds: int = SEEDS) -> str:
-    s = results.get("settings") or settings_of(build_parser().parse_args([]))  # before the first cell: the defaults
+    s = {**settings_of(build_parser().parse_args([])), **(results.get("settings") or {})}  # the defaults until run
     cells = list(results.get("cells", {}).values())
     datasets = table_datasets(results)
     grouped = records_by(results)
@@ -428,9 +437,10 @@ def main() -> int:
         scores = ", ".join(f"{mode} {m['score']:.1f}" for mode, m in rec["modes"].items() if m["score"] is not None)
         return f"cell {key}: {scores}; {rec['cell_cpu_s'] / 60:.1f} CPU-minutes"
 
-    return run_sweep(args, settings_of(args), deadline, DATA_DIR, datasets, dataset_info,
+    return run_sweep(args, settings_of(args, rows), deadline, DATA_DIR, datasets, dataset_info,
                      lambda present: cell_order(present, range(args.seeds), rows), lambda c: cell_key(*c),
-                     lambda c, infos: run_cell(*c, args, env, deadline), done_line, lambda results: write_outputs(results, args))
+                     lambda c, infos: run_cell(*c, args, env, deadline), done_line, lambda results: write_outputs(results, args),
+                     partial_settings=True)
 
 
 if __name__ == "__main__":

@@ -113,15 +113,20 @@ def update_results(path: Path, update: Callable[[dict], Any]) -> dict:
     return out
 
 
-def settings_error(path: Path, settings: dict) -> str | None:
+def settings_error(path: Path, settings: dict, partial: bool = False) -> str | None:
     """The `error:` line refusing a sweep whose settings differ from those `path` was made with
-    (naming each differing setting), or None when they agree or the file holds none yet."""
+    (naming each differing setting), or None when they agree or the file holds none yet. With
+    `partial`, only the settings both name are compared (a sweep of some rows records only
+    theirs; start_results adds the others when their rows first run)."""
     earlier = (read_json(path) or {}).get("settings")
     if earlier is None or earlier == settings:
         return None
     missing = "(unset)"
+    keys = set(earlier) & set(settings) if partial else set(earlier) | set(settings)
     diffs = [f"{key} {earlier.get(key, missing)!r} there, {settings.get(key, missing)!r} now"
-             for key in sorted(set(earlier) | set(settings)) if earlier.get(key, missing) != settings.get(key, missing)]
+             for key in sorted(keys) if earlier.get(key, missing) != settings.get(key, missing)]
+    if not diffs:
+        return None
     return (f"error: {path} holds cells made with other settings ({'; '.join(diffs)}); give this sweep its own "
             f"--results and --work")
 
@@ -131,7 +136,11 @@ def start_results(path: Path, settings: dict, datasets: dict, dry_run: bool) -> 
     what it knows of its `datasets` written into it first; a dry run writes nothing."""
     if dry_run:
         return read_json(path) or {}
-    return update_results(path, lambda r: (r.setdefault("settings", settings), r.setdefault("datasets", {}).update(datasets)))
+    def update(r: dict) -> None:
+        kept = r.setdefault("settings", {})
+        kept.update({k: v for k, v in settings.items() if k not in kept})  # those of rows run for the first time
+        r.setdefault("datasets", {}).update(datasets)
+    return update_results(path, update)
 
 
 def pending_cells(results: dict, order: Sequence[Cell], key: Callable[[Cell], str]) -> list[Cell]:
@@ -160,12 +169,12 @@ def run_cells(todo: Iterable[Cell], run: Callable[[Cell], dict | None], key: Cal
 def run_sweep(args, settings: dict, deadline: datetime.datetime | None, data_dir: Path, datasets: Sequence[str],
               dataset_info: Callable[[str], dict], order: Callable[[list[str]], Iterable[Cell]],
               key: Callable[[Cell], str], run: Callable[[Cell, dict], dict | None],
-              done_line: Callable[[str, dict], str], write: Callable[[dict], None]) -> int:
+              done_line: Callable[[str, dict], str], write: Callable[[dict], None], partial_settings: bool = False) -> int:
     """A sweep's main part, its exit code: refuse other settings (unless a dry run), record the
     settings and what `dataset_info` says of each dataset present in `data_dir`, run every cell of
     `order(present datasets)` that has no record yet (`run(cell, infos)`), then `write` the tables
     from the results file (not on a dry run). `args`: the sweep options (add_sweep_options)."""
-    error = settings_error(args.results, settings)
+    error = settings_error(args.results, settings, partial=partial_settings)
     if error is not None and not args.dry_run:
         print(error, file=sys.stderr)
         return 1

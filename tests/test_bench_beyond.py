@@ -165,6 +165,28 @@ def test_a_sweep_with_other_settings_is_refused_naming_the_setting(sweep, monkey
     assert bb.main() == 0 and calls  # a results file of its own: it runs
 
 
+def test_the_baselines_may_run_before_the_mtm_recipe_is_settled(sweep, monkeypatch, capsys):
+    argv, calls, results = sweep
+    baselines = argv + ["--rows", "mlp-bc,iql", "--seeds", "1", "--critic-updates", "4"]
+    monkeypatch.setattr(sys, "argv", baselines)
+    assert bb.main() == 0 and [row for _, _, row in calls] == ["mlp-bc", "iql"]
+    saved = json.loads(results.read_text())["settings"]
+    assert "iql_steps" in saved and "critic_updates" not in saved and "mtm_set" not in saved
+    # The MTM rows come later with whatever recipe is chosen then, and that recipe is kept from then on.
+    calls.clear()
+    monkeypatch.setattr(sys, "argv", argv + ["--rows", "mtm", "--seeds", "1", "--critic-updates", "2"])
+    assert bb.main() == 0 and [row for _, _, row in calls] == ["mtm"]
+    assert json.loads(results.read_text())["settings"]["critic_updates"] == 2
+    calls.clear()
+    monkeypatch.setattr(sys, "argv", argv + ["--rows", "mtm", "--seeds", "2", "--critic-updates", "8"])
+    assert bb.main() == 1 and calls == []
+    assert "critic_updates 2 there, 8 now" in capsys.readouterr().err
+    calls.clear()
+    monkeypatch.setattr(sys, "argv", argv + ["--rows", "iql", "--seeds", "1", "--iql-steps", "5"])
+    assert bb.main() == 1 and calls == []  # a baseline's own setting is kept too
+    assert "iql_steps 100000 there, 5 now" in capsys.readouterr().err
+
+
 def test_no_cell_starts_after_the_deadline(sweep, monkeypatch):
     import datetime
 
