@@ -27,6 +27,7 @@ from mtm.model.loss import expectile_loss
 
 
 CRITIC_PARTS = ("q", "v")  # the critic's loss parts, logged as train/loss_q and train/loss_v
+STATE_EPS = 1e-3  # added to the state std, as CORL's normalisation does
 REWARD_SCALE_STEPS = 1000  # rewards are scaled so that the return range spans this (D4RL's episode length)
 
 
@@ -39,6 +40,30 @@ def reward_scale(episode_returns: np.ndarray, normalize: bool = True) -> float:
     if normalize and returns.size and returns.max() > returns.min():
         return REWARD_SCALE_STEPS / float(returns.max() - returns.min())
     return 1.0
+
+
+def action_bounds(data, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low, high), each (dim,): the bounded action space of `data` (a Trajectories), else the range
+    of its actions; a constant dimension still gets a range of 1."""
+    space = data.info.action_space or {}
+    low = np.asarray(space.get("low", []), np.float64).reshape(-1)
+    high = np.asarray(space.get("high", []), np.float64).reshape(-1)
+    if low.shape != (dim,) or high.shape != (dim,) or not (np.isfinite(low).all() and np.isfinite(high).all()):
+        actions = data.arrays["actions"][data.rows_with("actions")]  # no bounded space: the data's range
+        low, high = (actions.min(0), actions.max(0)) if len(actions) else (-np.ones(dim), np.ones(dim))
+    high = np.where(high > low, high, low + 1.0)
+    return torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
+
+
+def normalized_states(raw: torch.Tensor, tokenizer) -> torch.Tensor:
+    """Raw states -> IQL's inputs: z-scored by the training data's mean and std + STATE_EPS."""
+    return (raw.float() - tokenizer.mean) / (tokenizer.std + STATE_EPS)
+
+
+def unit_actions(raw: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Raw actions -> [-1, 1] over the bounds (IQL's actor range, and its critics' inputs)."""
+    half = (high - low) / 2
+    return (raw.float() - low - half) / half
 
 
 def mlp(in_dim: int, width: int, layers: int, out_dim: int) -> nn.Sequential:

@@ -36,12 +36,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
 from mtm.errors import ConfigError
-from mtm.model.critic import TwinCritic, mlp, reward_scale
+from mtm.model.critic import TwinCritic, action_bounds, mlp, normalized_states, reward_scale, unit_actions
 from mtm.model.network import ModelConfig, TokenModel
 from mtm.model.tokenizers import ContinuousTokenizer, Tokenizer
 
@@ -50,7 +49,6 @@ IQL_KIND = "mlp_iql"
 TRANSITION_KEYS = ("states", "actions", "rewards", "terminals")
 EXP_ADV_MAX = 100.0  # IQL's clip of the advantage weight
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the Gaussian actor's log-std range (CORL's)
-STATE_EPS = 1e-3  # added to the state std, as CORL's normalisation does
 
 
 class IQLModel(TokenModel):
@@ -86,27 +84,18 @@ class IQLModel(TokenModel):
         """Set the reward scale and the action bounds from the training split (a
         mtm.data.trajectories.Trajectories); called once, on a new model."""
         self.reward_scale.fill_(reward_scale(data.episode_returns(), self.config.iql_normalize_reward))
-        space = data.info.action_space or {}
-        low = np.asarray(space.get("low", []), np.float64).reshape(-1)
-        high = np.asarray(space.get("high", []), np.float64).reshape(-1)
-        dim = self.action_low.shape[0]
-        if low.shape != (dim,) or high.shape != (dim,) or not (np.isfinite(low).all() and np.isfinite(high).all()):
-            actions = data.arrays["actions"][data.rows_with("actions")]  # no bounded space: the data's range
-            low, high = (actions.min(0), actions.max(0)) if len(actions) else (-np.ones(dim), np.ones(dim))
-        high = np.where(high > low, high, low + 1.0)  # a constant action dimension still maps somewhere
-        self.action_low.copy_(torch.as_tensor(low, dtype=torch.float32))
-        self.action_high.copy_(torch.as_tensor(high, dtype=torch.float32))
+        low, high = action_bounds(data, self.action_low.shape[0])
+        self.action_low.copy_(low)
+        self.action_high.copy_(high)
 
     # -- units ---------------------------------------------------------------------------------
 
     def _states(self, raw: torch.Tensor) -> torch.Tensor:
-        tok = self.tokenizers["states"]
-        return (raw.float() - tok.mean) / (tok.std + STATE_EPS)
+        return normalized_states(raw, self.tokenizers["states"])
 
     def _unit_actions(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw actions -> [-1, 1] (the tanh actor's range)."""
-        half = (self.action_high - self.action_low) / 2
-        return (raw.float() - self.action_low - half) / half
+        return unit_actions(raw, self.action_low, self.action_high)
 
     def _raw_actions(self, unit: torch.Tensor) -> torch.Tensor:
         half = (self.action_high - self.action_low) / 2

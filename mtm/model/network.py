@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtm.errors import ConfigError
-from mtm.model.critic import CRITIC_PARTS, TwinCritic, kept_only, reward_scale, window_transitions
+from mtm.model.critic import (CRITIC_PARTS, TwinCritic, action_bounds, kept_only, normalized_states, reward_scale,
+                              unit_actions, window_transitions)
 from mtm.model.dropout import Dropout
 from mtm.model.loss import REWARD, VALUE
 from mtm.model.masks import TokenLayout, apply_valid, present_tokens
@@ -341,6 +342,9 @@ class MTM(TokenModel):
                                      expectile=config.iql_expectile, discount=config.iql_discount,
                                      polyak=config.iql_polyak)
             self.register_buffer("reward_scale", torch.ones(()))
+            # IQL's input units (mtm.model.critic): states z-scored + 1e-3, actions to [-1, 1] over the bounds.
+            self.register_buffer("action_low", -torch.ones(actions.dim))
+            self.register_buffer("action_high", torch.ones(actions.dim))
 
         # Fixed, derived from the config: not saved in the state_dict.
         position = sincos_position_table(self.window, w) * config.position_scale
@@ -388,9 +392,13 @@ class MTM(TokenModel):
         return groups + [{"params": own, "weight_decay": 0.0, "constant_lr": True}]
 
     def fit_to_data(self, data) -> None:
-        """The critic's reward scale from the training split (a new model only; saved as a buffer)."""
+        """The critic's reward scale and action bounds from the training split (a new model only;
+        saved as buffers)."""
         if self.critic is not None:
             self.reward_scale.fill_(reward_scale(data.episode_returns(), self.config.iql_normalize_reward))
+            low, high = action_bounds(data, self.action_low.shape[0])
+            self.action_low.copy_(low)
+            self.action_high.copy_(high)
 
     def critic_loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(q + v, {"q", "v"}): the critic's TD losses on the window's transitions (`window_transitions`),
@@ -413,13 +421,10 @@ class MTM(TokenModel):
             self.critic.update_targets()
 
     def _critic_states(self, raw: torch.Tensor) -> torch.Tensor:
-        """Raw states -> the critic's inputs: z-scored as the state tokens are."""
-        tok = self.tokenizers["states"]
-        return (raw.float() - tok.mean) / tok.scale
+        return normalized_states(raw, self.tokenizers["states"])
 
     def _critic_actions(self, raw: torch.Tensor) -> torch.Tensor:
-        tok = self.tokenizers["actions"]
-        return (raw.float() - tok.mean) / tok.scale
+        return unit_actions(raw, self.action_low, self.action_high)
 
     @property
     def has_value(self) -> bool:
