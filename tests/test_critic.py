@@ -5,8 +5,6 @@ gradient clipping and optimiser state, checkpoints round-trip and resume exactly
 scores by its Q."""
 
 import json
-import os
-import signal
 
 import numpy as np
 import pytest
@@ -24,7 +22,7 @@ from mtm.planning import Planner
 from mtm.policy import load_model
 from mtm.policy_config import PolicyConfig
 from mtm.training.loop import train
-from test_iql import GOOD, write_two_actions
+from test_iql import GOOD, logged_losses, train_stopped_and_resumed, write_two_actions
 from test_planning import A, L, S, planner, tokenizers
 
 TINY_MTM = ["model.width=32", "model.heads=2", "model.critic=true", "model.critic_width=32", "train.batch_size=64",
@@ -204,19 +202,8 @@ def test_a_run_with_a_critic_resumes_exactly(tmp_path):
     straight, halves = tmp_path / "straight", tmp_path / "halves"
     common = ("train.steps=20", "train.log_every=5", "model.critic_updates=2")
     train(mtm_config(data, straight, *common), progress=False, say=None)
-    cfg = mtm_config(data, halves, *common)
-
-    def ctrl_c_at_10(line: str) -> None:
-        if "step 10/20" in line:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    assert train(cfg, progress=False, say=ctrl_c_at_10).step == 10
-    train(cfg, resume=halves, progress=False, say=None)
-
-    def losses(run):
-        return {row["step"]: row["train/loss"] for row in map(json.loads, open(run / "metrics.jsonl")) if "train/loss" in row}
-
-    assert losses(halves) == pytest.approx(losses(straight), rel=1e-6)
+    train_stopped_and_resumed(mtm_config(data, halves, *common), halves, 10, 20)
+    assert logged_losses(halves) == pytest.approx(logged_losses(straight), rel=1e-6)
     a, b = load_checkpoint(straight).model_state, load_checkpoint(halves).model_state
     assert set(a) == set(b) and any(k.startswith("critic.q1_target") for k in a)
     for k in a:

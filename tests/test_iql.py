@@ -47,6 +47,22 @@ def write_two_actions(path: Path, n: int = 400, seed: int = 0) -> Path:
     return path
 
 
+def train_stopped_and_resumed(cfg: RunConfig, run: Path, stop: int, steps: int) -> None:
+    """Train `cfg` into `run`, Ctrl-C (SIGINT) when step `stop` of `steps` is logged (the run saves
+    a checkpoint and stops there), then resume it to the end."""
+    def ctrl_c(line: str) -> None:
+        if f"step {stop}/{steps}" in line:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert train(cfg, progress=False, say=ctrl_c).step == stop
+    train(cfg, resume=run, progress=False, say=None)
+
+
+def logged_losses(run: Path) -> dict[int, float]:
+    """{step: train/loss} of a run's metrics file."""
+    return {row["step"]: row["train/loss"] for row in map(json.loads, open(run / METRICS_FILE)) if "train/loss" in row}
+
+
 def iql_config(data: Path, run: Path, *extra: str) -> RunConfig:
     return load_config(RunConfig, resolve_config_path("mlp-iql"), TINY_IQL + [f"data.path={data}", f"train.run_dir={run}", *extra])
 
@@ -157,17 +173,8 @@ def test_checkpoint_round_trip_policy_and_exact_resume(tmp_path):
     halves = tmp_path / "halves"
     cfg = iql_config(data, halves, "train.steps=40", "train.log_every=10", "model.iql_deterministic=false")
 
-    def ctrl_c_at_20(line: str) -> None:
-        if "step 20/40" in line:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    assert train(cfg, progress=False, say=ctrl_c_at_20).step == 20
-    train(cfg, resume=halves, progress=False, say=None)
-
-    def losses(run):
-        return {row["step"]: row["train/loss"] for row in map(json.loads, open(run / METRICS_FILE)) if "train/loss" in row}
-
-    assert losses(halves) == pytest.approx(losses(straight), rel=1e-6)
+    train_stopped_and_resumed(cfg, halves, 20, 40)
+    assert logged_losses(halves) == pytest.approx(logged_losses(straight), rel=1e-6)
 
 
 def _one_error(result) -> str:
