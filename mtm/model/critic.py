@@ -77,23 +77,38 @@ def mlp(in_dim: int, width: int, layers: int, out_dim: int) -> nn.Sequential:
 
 
 class TwinCritic(nn.Module):
+    """IQL's critic with `qs` Q networks (2: IQL's twin Q; more: an ensemble whose minimum is more
+    pessimistic where they disagree, i.e. away from the data, as SAC-N / EDAC use it). Q1 and Q2
+    keep their names (q1, q2; the others are extra_q.*), so older checkpoints load."""
+
     def __init__(self, state_dim: int, action_dim: int, width: int, layers: int, *, expectile: float,
-                 discount: float, polyak: float) -> None:
+                 discount: float, polyak: float, qs: int = 2) -> None:
         super().__init__()
+        if qs < 2:
+            raise ValueError(f"a critic needs at least 2 Q networks, got {qs}")
         self.expectile, self.discount, self.polyak = expectile, discount, polyak
         self.q1, self.q2 = mlp(state_dim + action_dim, width, layers, 1), mlp(state_dim + action_dim, width, layers, 1)
+        self.extra_q = nn.ModuleList(mlp(state_dim + action_dim, width, layers, 1) for _ in range(qs - 2))
         self.v = mlp(state_dim, width, layers, 1)
         self.q1_target = copy.deepcopy(self.q1).requires_grad_(False)
         self.q2_target = copy.deepcopy(self.q2).requires_grad_(False)
+        self.extra_q_target = copy.deepcopy(self.extra_q).requires_grad_(False)
+
+    def _qs(self) -> list[nn.Module]:
+        return [self.q1, self.q2, *self.extra_q]
+
+    def _targets(self) -> list[nn.Module]:
+        return [self.q1_target, self.q2_target, *self.extra_q_target]
 
     def target_q(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """min(Q1', Q2')(s, a): (..., S), (..., A) -> (...)."""
+        """The minimum of the target Qs at (s, a): (..., S), (..., A) -> (...)."""
         sa = torch.cat([s, a], -1)
-        return torch.minimum(self.q1_target(sa), self.q2_target(sa))[..., 0]
+        return torch.stack([q(sa)[..., 0] for q in self._targets()]).amin(0)
 
     def losses(self, t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(q loss, v loss, advantage Q' - V (detached)) on transitions t = {"s", "a", "r", "s_next",
-        "done", "keep"}; the losses are means over the transitions with keep = True."""
+        "done", "keep"}; the losses are means over the transitions with keep = True (the q loss
+        also over the Q networks: with two, IQL's (err1^2 + err2^2) / 2)."""
         weight = t["keep"].float()
         count = weight.sum().clamp_min(1.0)
         s, a = t["s"], t["a"]
@@ -104,14 +119,15 @@ class TwinCritic(nn.Module):
         v = self.v(s)[..., 0]
         v_loss = (expectile_loss(v, target_q, self.expectile) * weight).sum() / count
         q_target = t["r"] + self.discount * (1.0 - t["done"]) * next_v
-        q_err = (self.q1(sa)[..., 0] - q_target).square() + (self.q2(sa)[..., 0] - q_target).square()
-        q_loss = (q_err / 2 * weight).sum() / count
+        qs = self._qs()
+        q_err = sum((q(sa)[..., 0] - q_target).square() for q in qs)
+        q_loss = (q_err / len(qs) * weight).sum() / count
         return q_loss, v_loss, (target_q - v).detach()
 
     @torch.no_grad()
     def update_targets(self) -> None:
         """The target Qs move `polyak` of the way towards Q1, Q2."""
-        for target, online in ((self.q1_target, self.q1), (self.q2_target, self.q2)):
+        for target, online in zip(self._targets(), self._qs()):
             torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), self.polyak)
 
 

@@ -65,6 +65,7 @@ class ModelConfig:
     critic: bool = False  # an IQL critic (twin Q, expectile V; the iql_* fields) trained by TD in the same run on the windows' (s, a, r, s') transitions, falls terminal; mode plan scores candidate actions by its Q (plan_score q)
     critic_width: int = 256  # model.critic: hidden width of each of its MLPs (CORL's IQL: 256)
     critic_layers: int = 2  # model.critic: hidden layers of each of its MLPs (CORL's IQL: 2)
+    critic_qs: int = 2  # model.critic: its Q networks; the Q it acts and bootstraps on is their minimum (2: IQL's twin Q; more: an ensemble, more pessimistic where its members disagree, away from the data)
     critic_updates: int = 1  # model.critic: its TD updates per training step, each on a batch of its own (the extra ones cost the critic's MLPs alone: a TD value needs many more updates than the Transformer's short run gives)
 
     def __post_init__(self) -> None:
@@ -84,6 +85,8 @@ class ModelConfig:
         for name in ("iql_discount", "iql_polyak"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.critic_qs < 2:
+            raise ValueError(f"critic_qs must be >= 2, got {self.critic_qs}")
         if not (self.value_expectile == 0.0 or 0.0 < self.value_expectile < 1.0):
             raise ValueError(f"value_expectile must be 0 (no value head) or in (0, 1), got {self.value_expectile}")
 
@@ -340,7 +343,7 @@ class MTM(TokenModel):
             # data's action at every step, which no mask of the window gives (mtm.model.critic).
             self.critic = TwinCritic(states.dim, actions.dim, config.critic_width, config.critic_layers,
                                      expectile=config.iql_expectile, discount=config.iql_discount,
-                                     polyak=config.iql_polyak)
+                                     polyak=config.iql_polyak, qs=config.critic_qs)
             self.register_buffer("reward_scale", torch.ones(()))
             # IQL's input units (mtm.model.critic): states z-scored + 1e-3, actions to [-1, 1] over the bounds.
             self.register_buffer("action_low", -torch.ones(actions.dim))
