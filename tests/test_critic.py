@@ -95,6 +95,32 @@ def test_the_critic_loss_is_iqls_td_loss():
     torch.testing.assert_close(critic.q1_target[0].weight, before + 0.005)
 
 
+def test_an_ensemble_critic_acts_and_bootstraps_on_the_minimum_of_its_qs():
+    torch.manual_seed(0)
+    critic = TwinCritic(2, 1, 8, 1, expectile=0.7, discount=0.9, polyak=0.5, qs=4)
+    s, a = torch.randn(5, 2), torch.randn(5, 1)
+    sa = torch.cat([s, a], -1)
+    targets = [critic.q1_target, critic.q2_target, *critic.extra_q_target]
+    with torch.no_grad():
+        want = torch.stack([q(sa)[:, 0] for q in targets]).amin(0)
+    torch.testing.assert_close(critic.target_q(s, a), want)
+    t = {"s": s, "a": a, "r": torch.randn(5), "s_next": torch.randn(5, 2), "done": torch.zeros(5),
+         "keep": torch.ones(5, dtype=torch.bool)}
+    q_loss, _, _ = critic.losses(t)
+    with torch.no_grad():
+        target = t["r"] + 0.9 * critic.v(t["s_next"])[:, 0]
+        online = [critic.q1, critic.q2, *critic.extra_q]
+        torch.testing.assert_close(q_loss, sum(((q(sa)[:, 0] - target) ** 2).mean() for q in online) / 4)
+        critic.extra_q[1][0].weight.add_(2.0)
+    before = critic.extra_q_target[1][0].weight.clone()
+    critic.update_targets()  # every target follows its own Q
+    torch.testing.assert_close(critic.extra_q_target[1][0].weight, before + 1.0)
+    names = set(critic.state_dict())
+    assert {"q1.0.weight", "q2_target.0.weight", "extra_q.1.0.weight", "extra_q_target.1.0.weight"} <= names
+    with pytest.raises(ValueError, match="at least 2 Q networks"):
+        TwinCritic(2, 1, 8, 1, expectile=0.7, discount=0.9, polyak=0.5, qs=1)
+
+
 def test_reward_scale_is_iqls_and_ignores_episodes_without_rewards():
     assert reward_scale(np.array([10.0, 60.0, np.nan])) == pytest.approx(1000 / 50)
     assert reward_scale(np.array([10.0, 60.0]), normalize=False) == 1.0
@@ -111,6 +137,8 @@ def test_a_critic_needs_continuous_states_and_actions_and_a_positive_update_coun
         MTM(ModelConfig(width=16, heads=2, critic=True), {k: v for k, v in tokenizers().items() if k != "actions"}, L)
     with pytest.raises(ValueError, match="critic_updates must be >= 1, got 0"):
         ModelConfig(critic=True, critic_updates=0)
+    with pytest.raises(ValueError, match="critic_qs must be >= 2, got 1"):
+        ModelConfig(critic=True, critic_qs=1)
     assert not MTM(ModelConfig(width=16, heads=2), tokenizers(), L).has_critic
 
 
