@@ -142,6 +142,23 @@ def test_a_critic_needs_continuous_states_and_actions_and_a_positive_update_coun
     assert not MTM(ModelConfig(width=16, heads=2), tokenizers(), L).has_critic
 
 
+def test_a_critic_changes_no_initial_transformer_weight_and_starts_its_targets_as_copies():
+    torch.manual_seed(3)
+    plain = MTM(ModelConfig(width=16, heads=2), tokenizers(), L)
+    torch.manual_seed(3)
+    with_critic = MTM(ModelConfig(width=16, heads=2, critic=True, critic_qs=3), tokenizers(), L)
+    critic_state = {k for k in with_critic.state_dict() if k.startswith("critic.")}
+    for k, v in plain.state_dict().items():
+        torch.testing.assert_close(with_critic.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    assert set(with_critic.state_dict()) - set(plain.state_dict()) == critic_state | {"reward_scale", "action_low",
+                                                                                      "action_high"}
+    c = with_critic.critic
+    for q, target in ((c.q1, c.q1_target), (c.q2, c.q2_target), (c.extra_q[0], c.extra_q_target[0])):
+        for p, t in zip(q.parameters(), target.parameters()):
+            torch.testing.assert_close(t, p, rtol=0, atol=0)
+    assert c.q1[0].weight.std() > 0.05  # PyTorch's default initialisation, as IQL's, not the Transformer's N(0, 0.02)
+
+
 def test_a_model_with_a_critic_round_trips_its_q_and_reward_scale():
     model = MTM(ModelConfig(width=16, heads=2, critic=True, critic_width=8), tokenizers(), L).eval()
     model.reward_scale.fill_(3.5)

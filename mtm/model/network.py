@@ -334,6 +334,11 @@ class MTM(TokenModel):
             # hopper-medium-replay a loss of ~60 that swamped every other head's).
             self.heads[REWARD] = head(tokenizers["returns"])
             self.reward_units = ContinuousTokenizer(1, [0.0], [1.0], name="rewards")
+        # Fixed, derived from the config: not saved in the state_dict.
+        position = sincos_position_table(self.window, w) * config.position_scale
+        self.register_buffer("token_position", position[self.layout.timestep], persistent=False)  # (N, w)
+        self.register_buffer("token_timestep", self.layout.timestep.clone(), persistent=False)
+        self._init_weights()
         self.critic = None
         if config.critic:
             states, actions = tokenizers.get("states"), tokenizers.get("actions")
@@ -341,6 +346,9 @@ class MTM(TokenModel):
                 raise ConfigError("model.critic needs continuous states and actions (tokens.states/actions: continuous)")
             # Its own networks on the raw (s, a), beside the Transformer: a TD target needs Q of the
             # data's action at every step, which no mask of the window gives (mtm.model.critic).
+            # Built after _init_weights: it keeps PyTorch's default initialisation as IQL does (and
+            # its target Qs stay copies of its Qs), and the Transformer's initial weights are the
+            # same with or without a critic, so RCBC with and without one compare like for like.
             self.critic = TwinCritic(states.dim, actions.dim, config.critic_width, config.critic_layers,
                                      expectile=config.iql_expectile, discount=config.iql_discount,
                                      polyak=config.iql_polyak, qs=config.critic_qs)
@@ -348,12 +356,6 @@ class MTM(TokenModel):
             # IQL's input units (mtm.model.critic): states z-scored + 1e-3, actions to [-1, 1] over the bounds.
             self.register_buffer("action_low", -torch.ones(actions.dim))
             self.register_buffer("action_high", torch.ones(actions.dim))
-
-        # Fixed, derived from the config: not saved in the state_dict.
-        position = sincos_position_table(self.window, w) * config.position_scale
-        self.register_buffer("token_position", position[self.layout.timestep], persistent=False)  # (N, w)
-        self.register_buffer("token_timestep", self.layout.timestep.clone(), persistent=False)
-        self._init_weights()
 
     def _init_weights(self) -> None:
         # GPT-2 style: N(0, 0.02) everywhere, residual output projections scaled down by the depth
