@@ -158,9 +158,8 @@ class Planner:
         reward rate it stands for (the return token's average return-to-go is a reward rate too).
         Step 0 is the real state and the candidate's first action, and needs no Transformer pass;
         later steps follow the forward-dynamics and RCBC views as `imagine` does."""
-        k, model = self.candidates, self.model
-        rows = torch.arange(first.shape[0], device=first.device)
-        state = batch["states"].repeat_interleave(k, 0)[rows, c.repeat_interleave(k, 0)]
+        model = self.model
+        state = batch["states"][torch.arange(c.shape[0], device=c.device), c].repeat_interleave(self.candidates, 0)
         path = [(state, first)]
         if steps > 1:
             self.imagine(batch, c, first, steps, path=path)
