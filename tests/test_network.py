@@ -179,6 +179,24 @@ def test_packing_round_trips():
     assert Packing(torch.ones(2, 3, dtype=torch.bool)).attn_mask is None
 
 
+@pytest.mark.parametrize("kind", ["per-sample", "uniform", "dense", "none visible"])
+def test_reembedding_only_the_visible_rows_matches_reembedding_every_token(kind):
+    """dec_embed runs on the visible rows only, each by its own modality's layer: the same grid as
+    every token re-embedded and the hidden ones zeroed, for every kind of packing."""
+    model = make_model()
+    n, b = model.layout.num_tokens, 6
+    g = torch.Generator().manual_seed(1)
+    visible = {"per-sample": torch.rand(b, n, generator=g) < 0.4,
+               "uniform": torch.stack([torch.randperm(n, generator=g) < 5 for _ in range(b)]),
+               "dense": torch.ones(b, n, dtype=torch.bool),
+               "none visible": torch.zeros(b, n, dtype=torch.bool)}[kind]
+    enc = Packing(visible)
+    grid = torch.randn(b, n, model.config.width, generator=g)
+    expected = torch.cat([model.dec_embed[name](grid[:, model.layout.slice(name)]) for name in model.tokenizers], 1)
+    got = model._reembed(enc.pack(grid), enc)
+    torch.testing.assert_close(got, expected * visible[..., None])
+
+
 def test_reference_size_for_hopper():
     toks = {
         "states": ContinuousTokenizer(11, np.zeros(11), np.ones(11), name="states"),

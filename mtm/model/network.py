@@ -13,8 +13,8 @@ attended to. Every query may also attend to itself, so no attention row is ever 
 A policy's act() (K <= ~10 samples, ~100 token rows) is dominated by per-op overhead, hence:
 `queries` decodes only the tokens whose outputs are read; when every sample selects as many tokens,
 padding is a reshape and attention runs unmasked (SDPA's faster path); predict runs under
-inference_mode; eval-mode blocks skip their Dropout calls (BENCHMARKS.md, Evaluation). Not done:
-skipping dec_embed at hidden tokens (1 of 12 in a policy's window: ~0.3% of the MACs).
+inference_mode; eval-mode blocks skip their Dropout calls (BENCHMARKS.md, Evaluation). The decoder's
+re-embedding (dec_embed) multiplies only the visible tokens' rows, in training (~4.6 of 12) as in act().
 """
 
 from __future__ import annotations
@@ -338,6 +338,10 @@ class MTM(TokenModel):
         position = sincos_position_table(self.window, w) * config.position_scale
         self.register_buffer("token_position", position[self.layout.timestep], persistent=False)  # (N, w)
         self.register_buffer("token_timestep", self.layout.timestep.clone(), persistent=False)
+        modality = torch.zeros(self.layout.num_tokens, dtype=torch.long)
+        for i, name in enumerate(tokenizers):
+            modality[self.layout.slice(name)] = i
+        self.register_buffer("token_modality", modality, persistent=False)  # (N,) index into tokenizers
         self._init_weights()
         self.critic = None
         if config.critic:
@@ -482,12 +486,31 @@ class MTM(TokenModel):
             x = x + self.timestep_embedding(steps[:, self.token_timestep])
         return x
 
+    def _reembed(self, rows: torch.Tensor, enc: Packing) -> torch.Tensor:
+        """(T, width) encoder outputs of the visible tokens -> (B, N, width): each re-embedded by its
+        modality's dec_embed, zeros at the hidden tokens. Only the visible rows are multiplied: in
+        training about 4.6 of a window's 12 tokens are visible, and dec_embed at every token cost
+        another twelfth of a decoder layer per token (BENCHMARKS.md, "The training step against the
+        official code")."""
+        names = list(self.tokenizers)
+        if len(names) == 1:
+            return enc.unpack(self.dec_embed[names[0]](rows))
+        n = self.layout.num_tokens
+        token = torch.arange(rows.shape[0], device=rows.device) % n if enc.dense else enc.src % n
+        modality = self.token_modality[token]  # (T,)
+        order = torch.argsort(modality, stable=True)
+        counts = torch.bincount(modality, minlength=len(names)).tolist()  # one host sync
+        grouped = rows.index_select(0, order).split(counts)
+        out = torch.cat([self.dec_embed[name](x) for name, x in zip(names, grouped)])
+        return enc.unpack(out.new_empty(out.shape).index_copy(0, order, out))
+
     def _decoder_inputs(self, encoded: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        """(B, N, width): encoder outputs at visible tokens, mask tokens at hidden ones."""
+        """(B, N, width): the re-embedded encoder outputs (`_reembed`) at visible tokens, mask tokens
+        at hidden ones."""
         parts = []
         for name in self.tokenizers:
             sl = self.layout.slice(name)
-            x = torch.where(visible[:, sl, None], self.dec_embed[name](encoded[:, sl]), self.mask_token[name])
+            x = torch.where(visible[:, sl, None], encoded[:, sl], self.mask_token[name])
             k = self.layout.tokens_per_step[name]
             parts.append((x.unflatten(1, (self.window, k)) + self.dec_type[name]).flatten(1, 2))
         return torch.cat(parts, 1) + self.token_position
@@ -511,7 +534,7 @@ class MTM(TokenModel):
         x = enc.pack(self._encoder_inputs(batch, visible))
         for block in self.encoder:
             x = block(x, enc)
-        encoded = enc.unpack(self.enc_norm(x))
+        encoded = self._reembed(self.enc_norm(x), enc)
 
         dec = Packing(real)
         x = dec.pack(self._decoder_inputs(encoded, visible))
