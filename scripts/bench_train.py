@@ -66,9 +66,8 @@ from roofline import Roof, format_profile, measure_roof, profile_steps, record_s
 from mtm.config import RunConfig, config_to_dict, load_config, resolve_config_path
 from mtm.data.batches import WindowBatches
 from mtm.hardware import native_bf16, resolve_precision
-from mtm.model.build import build_model
 from mtm.model.masks import MaskMixture
-from mtm.model.tokenizers import build_tokenizers
+from mtm.training.build import build_run_model
 from mtm.training.optim import build_optimizer, build_scheduler
 from mtm.training.run_data import RunData, load_run_data
 from mtm.training.runtime import Runtime
@@ -129,7 +128,7 @@ def build_group(name: str, cfg: RunConfig, batch_size: int, data: RunData, devic
     """What `mtm train` builds for this config (single process), from the same functions."""
     tc = cfg.train
     torch.manual_seed(tc.seed)
-    model = build_model(cfg.model, build_tokenizers(cfg.tokens, data.stats), cfg.data.window).to(device)
+    model = build_run_model(cfg, Runtime(device=device), data, checkpoint=None)  # as `mtm train` builds it
     model.train()
     optimizer = build_optimizer(model, tc, device)
     return Group(name, cfg, batch_size, device, data.train_sampler, model, optimizer, build_scheduler(optimizer, tc),
