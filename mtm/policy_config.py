@@ -32,7 +32,7 @@ class PolicyConfig:
     precision: PrecisionName = "auto"  # bf16 autocast only where the device multiplies bf16 natively (mtm.hardware)
     plan_candidates: int = 64  # plan: candidate action sequences per env and step (the first is the RCBC action itself)
     plan_horizon: int = 1  # plan: steps each candidate is imagined for (1: the first action's value only; 2 helped on hopper-medium-replay, hurt on halfcheetah-medium-replay: BENCHMARKS.md)
-    plan_temperature: float | None = None  # plan: softmax temperature over the candidates' scores, in return-token stds (small: near the best); None: 0.01 scored by q (the candidates' Q differ by ~0.2 stds), else 0.05 (their values differ by 1e-3 .. 1e-2)
+    plan_temperature: float | None = None  # plan: softmax temperature over the candidates' scores, in return-token stds (small: near the best); None: 0.02 scored by q (the candidates' Q differ by ~0.2 stds), else 0.05 (their values differ by 1e-3 .. 1e-2)
     plan_noise: float = 0.3  # plan: std of the candidates' action noise, in units of the data's action std
     plan_seed: int = 0  # plan: seed of the candidates' noise
     plan_score: Literal["auto", "q", "value", "rewards"] = "auto"  # plan: "q": the critic's Q of the (state, action)s, the mean over the H imagined steps (needs model.critic); "value": the mean of the values of the imagined (state, action)s; "rewards": the predicted rewards of the H imagined steps, discounted, plus the discounted value of the state after them (M3PC; needs model.reward_head); auto: q where the model has a critic, else rewards where it has a reward head, else value

@@ -23,7 +23,10 @@ Cells run in the order that fills the table soonest: seed 0 of every dataset and
 seed-0 table), then seed 1, then seed 2. Every finished cell is a record in the results file
 (written under a lock, atomically), and a cell with a record is never run again: run the same
 command to resume. An interrupted training continues with `mtm train --resume`; an evaluation
-without its report is run again. With `--stop-at HH:MM` (UTC) no cell starts after that time and a
+without its report is run again. One exception: a plan evaluation whose planner (candidates,
+horizon, noise, temperature) is not the one the current defaults and --plan-option give (the
+defaults changed since) is out of date: its report is kept beside as eval_plan.t<temperature>.json
+and only that evaluation runs again. With `--stop-at HH:MM` (UTC) no cell starts after that time and a
 running command gets Ctrl-C (SIGINT) at it: training saves a checkpoint and stops, so the next
 invocation continues it. About 12-15 CPU-hours in all at one thread (a dataset and seed: IQL's
 100000 steps ~22 CPU-min, MTM with 8 critic updates a step ~20, MLP-BC ~1, the evaluations a few).
@@ -68,6 +71,8 @@ from mtm.config.loader import resolve_config_path
 from mtm.data.trajectories import load_trajectories
 from mtm.errors import ConfigError
 from mtm.hardware import PRECISIONS
+from mtm.planning import DEFAULT_TEMPERATURE
+from mtm.policy_config import PolicyConfig
 from sweep_cells import (MTM, ROOT, Commands, add_sweep_options, behaviour_scores, command_env, mean_spread, now,
                          parse_stop_at, rel, run_sweep, write_block)
 
@@ -165,6 +170,28 @@ def mode_record(report: dict, cmds: Commands, mode: str) -> dict:
             "eval_cpu_s": cmds.total(f"eval_{mode}", "cpu_s"), "eval_wall_s": cmds.total(f"eval_{mode}", "wall_s")}
 
 
+# What a plan evaluation's report says of its planner that the settings decide (the candidates, the
+# horizon, the noise and the temperature: PolicyConfig's defaults, the score's default temperature and
+# --plan-option). A plan evaluation made with other ones (the defaults changed since) is out of date.
+PLANNER_KEYS = ("candidates", "horizon", "noise", "temperature")
+
+
+def expected_planner(args) -> dict:
+    """The PLANNER_KEYS the sweep's mode-plan evaluations run with (an MTM with a critic: score q)."""
+    options = dict(option.split("=", 1) for option in args.plan_option)
+    config = PolicyConfig()
+    temperature = options.get("--plan-temperature")
+    return {"candidates": int(options.get("--plan-candidates", config.plan_candidates)),
+            "horizon": int(options.get("--plan-horizon", config.plan_horizon)),
+            "noise": float(options.get("--plan-noise", config.plan_noise)),
+            "temperature": float(temperature) if temperature is not None else
+            config.plan_temperature if config.plan_temperature is not None else DEFAULT_TEMPERATURE["q"]}
+
+
+def planner_is_current(planner: dict | None, args) -> bool:
+    return planner is not None and {k: planner.get(k) for k in PLANNER_KEYS} == expected_planner(args)
+
+
 def train_steps_cpu_s(run_dir: Path) -> float | None:
     """The training steps' own CPU seconds (the last charts/train_cpu_s of metrics.jsonl, cumulative
     over resumes): the recipe-v2 table's measure, without start-up, data loading and saving."""
@@ -191,6 +218,13 @@ def run_cell(ds: str, seed: int, row: str, args, env: dict[str, str], deadline: 
         return None
     for mode in ROWS[row].modes:
         report = run_dir / f"eval_{mode}.json"
+        if mode == "plan" and (ROOT / report).exists() and not args.dry_run:
+            planner = (bench_common.read_json(ROOT / report) or {}).get("plan")
+            if not planner_is_current(planner, args):  # out of date: kept beside, named by its temperature
+                old = f"eval_plan.t{(planner or {}).get('temperature')}"
+                (ROOT / report).rename(ROOT / run_dir / f"{old}.json")
+                if "eval_plan" in cmds.done:  # its attempts stay in the cell's log, under the same name
+                    cmds.done[old] = cmds.done.pop("eval_plan")
         if not (ROOT / report).exists() and not cmds.run(f"eval_{mode}", eval_command(ckpt, mode, report, args)):
             return None
     if args.dry_run:
@@ -440,7 +474,8 @@ def main() -> int:
     return run_sweep(args, settings_of(args, rows), deadline, DATA_DIR, datasets, dataset_info,
                      lambda present: cell_order(present, range(args.seeds), rows), lambda c: cell_key(*c),
                      lambda c, infos: run_cell(*c, args, env, deadline), done_line, lambda results: write_outputs(results, args),
-                     partial_settings=True)
+                     partial_settings=True, stale=lambda rec: rec.get("row") == "mtm" and not planner_is_current(
+                         rec.get("modes", {}).get("plan", {}).get("planner"), args))
 
 
 if __name__ == "__main__":

@@ -143,10 +143,13 @@ def start_results(path: Path, settings: dict, datasets: dict, dry_run: bool) -> 
     return update_results(path, update)
 
 
-def pending_cells(results: dict, order: Sequence[Cell], key: Callable[[Cell], str]) -> list[Cell]:
-    """The cells of `order` that have no record yet: a finished cell is never run again."""
+def pending_cells(results: dict, order: Sequence[Cell], key: Callable[[Cell], str],
+                  stale: Callable[[dict], bool] | None = None) -> list[Cell]:
+    """The cells of `order` that have no record yet, or whose record `stale` says is out of date (it
+    is run again, redoing only what is out of date, and its record replaced): a finished, current
+    cell is never run again."""
     done = results.get("cells", {})
-    return [c for c in order if key(c) not in done]
+    return [c for c in order if key(c) not in done or (stale is not None and stale(done[key(c)]))]
 
 
 def run_cells(todo: Iterable[Cell], run: Callable[[Cell], dict | None], key: Callable[[Cell], str],
@@ -169,7 +172,8 @@ def run_cells(todo: Iterable[Cell], run: Callable[[Cell], dict | None], key: Cal
 def run_sweep(args, settings: dict, deadline: datetime.datetime | None, data_dir: Path, datasets: Sequence[str],
               dataset_info: Callable[[str], dict], order: Callable[[list[str]], Iterable[Cell]],
               key: Callable[[Cell], str], run: Callable[[Cell, dict], dict | None],
-              done_line: Callable[[str, dict], str], write: Callable[[dict], None], partial_settings: bool = False) -> int:
+              done_line: Callable[[str, dict], str], write: Callable[[dict], None], partial_settings: bool = False,
+              stale: Callable[[dict], bool] | None = None) -> int:
     """A sweep's main part, its exit code: refuse other settings (unless a dry run), record the
     settings and what `dataset_info` says of each dataset present in `data_dir`, run every cell of
     `order(present datasets)` that has no record yet (`run(cell, infos)`), then `write` the tables
@@ -183,7 +187,7 @@ def run_sweep(args, settings: dict, deadline: datetime.datetime | None, data_dir
         return 0
     infos = {ds: dataset_info(ds) for ds in present}
     results = start_results(args.results, settings, infos, args.dry_run)
-    todo = pending_cells(results, list(order(present)), key)
+    todo = pending_cells(results, list(order(present)), key, stale)
     print(f"{len(todo)} cells to run" + (f", none started after {deadline:%Y-%m-%d %H:%M} UTC" if deadline else ""), flush=True)
     run_cells(todo, lambda cell: run(cell, infos), key, args.results, deadline, args.stop_at, done_line)
     if not args.dry_run:

@@ -99,9 +99,10 @@ def test_options_the_sweep_cannot_run_with_are_one_error_line(argv, says, tmp_pa
 # ---- resuming and settings ----------------------------------------------------------------------
 
 
-def fake_record(ds, seed, row, score, cpu_s=600.0, rate=1000.0):
+def fake_record(ds, seed, row, score, cpu_s=600.0, rate=1000.0, planner=None):
     modes = {mode: {"score": score + i, "env_steps_per_s": rate / (1 + 9 * (mode == "plan")), "precision": "fp32",
-                    "plan_precision": "bf16" if mode == "plan" else None}
+                    "plan_precision": "bf16" if mode == "plan" else None,
+                    "planner": (planner or bb.expected_planner(args_of())) if mode == "plan" else None}
              for i, mode in enumerate(bb.ROWS[row].modes)}
     return {"dataset": ds, "seed": seed, "row": row, "modes": modes, "train_cpu_s": cpu_s, "cell_cpu_s": cpu_s + 60,
             "train_precision": "bf16", "cpu": "AVX512-BF16", "torch": "2.13.0+cpu", "threads": 1,
@@ -185,6 +186,66 @@ def test_the_baselines_may_run_before_the_mtm_recipe_is_settled(sweep, monkeypat
     monkeypatch.setattr(sys, "argv", argv + ["--rows", "iql", "--seeds", "1", "--iql-steps", "5"])
     assert bb.main() == 1 and calls == []  # a baseline's own setting is kept too
     assert "iql_steps 100000 there, 5 now" in capsys.readouterr().err
+
+
+def test_a_plan_evaluation_made_under_other_planner_defaults_is_run_again(sweep, monkeypatch):
+    """The planner's defaults may change after a cell finished: its plan column is then out of date,
+    and the cell runs again (run_cell redoes only the plan evaluation); RCBC-only rows never."""
+    argv, calls, results = sweep
+    monkeypatch.setattr(sys, "argv", argv + ["--seeds", "1"])
+    assert bb.main() == 0 and len(calls) == 3
+    saved = json.loads(results.read_text())
+    old = {**bb.expected_planner(args_of()), "temperature": 0.5}
+    saved["cells"]["hopper-medium-v5/seed0/mtm"] = fake_record("hopper-medium-v5", 0, "mtm", 40.0, planner=old)
+    results.write_text(json.dumps(saved))
+    calls.clear()
+    assert bb.main() == 0 and calls == [("hopper-medium-v5", 0, "mtm")]
+    assert json.loads(results.read_text())["cells"]["hopper-medium-v5/seed0/mtm"]["modes"]["plan"]["planner"] == \
+        bb.expected_planner(args_of())
+    calls.clear()
+    assert bb.main() == 0 and calls == []
+
+
+def test_the_expected_planner_is_the_policy_defaults_with_the_plan_options():
+    from mtm.planning import DEFAULT_TEMPERATURE
+    from mtm.policy_config import PolicyConfig
+
+    default = bb.expected_planner(args_of())
+    assert default == {"candidates": PolicyConfig().plan_candidates, "horizon": PolicyConfig().plan_horizon,
+                       "noise": PolicyConfig().plan_noise, "temperature": DEFAULT_TEMPERATURE["q"]}
+    options = args_of(plan_option=["--plan-horizon=2", "--plan-temperature=0.3", "--plan-noise=0.1"])
+    assert bb.expected_planner(options) == {**default, "horizon": 2, "temperature": 0.3, "noise": 0.1}
+    assert bb.planner_is_current({**default, "scored_by": "critic's Q", "precision": {}}, args_of())
+    assert not bb.planner_is_current({**default, "temperature": 0.5}, args_of()) and not bb.planner_is_current(None, args_of())
+
+
+def test_run_cell_redoes_only_an_out_of_date_plan_evaluation_and_keeps_the_old_report(tmp_path, monkeypatch):
+    monkeypatch.setattr(bb, "ROOT", tmp_path)
+    args = args_of(work=Path("w"))
+    run_dir = Path("w") / "hopper-medium-v5" / "seed0" / "mtm"
+    ckpt = tmp_path / bb.step_dir(run_dir, bb.row_steps("mtm", args))
+    ckpt.mkdir(parents=True)
+    (ckpt / "metadata.json").write_text("{}")
+    old = {**bb.expected_planner(args), "temperature": 0.5}
+    (tmp_path / run_dir / "eval_rcbc.json").write_text(json.dumps({"normalized_score_mean": 30.0}))
+    (tmp_path / run_dir / "eval_plan.json").write_text(json.dumps({"normalized_score_mean": 20.0, "plan": old}))
+    ran = []
+
+    def run(self, name, cmd):  # stands in for the evaluation: writes its report
+        ran.append(name)
+        report = Path(str(cmd[cmd.index("--output") + 1]))
+        (tmp_path / report).write_text(json.dumps({"normalized_score_mean": 33.0, "plan": bb.expected_planner(args)}))
+        return True
+
+    monkeypatch.setattr(bb.Commands, "run", run)
+    record = bb.run_cell("hopper-medium-v5", 0, "mtm", args, {}, None)
+    assert ran == ["eval_plan"]  # no training, no RCBC evaluation
+    assert record["modes"]["plan"]["score"] == 33.0 and record["modes"]["rcbc"]["score"] == 30.0
+    kept = json.loads((tmp_path / run_dir / "eval_plan.t0.5.json").read_text())
+    assert kept["normalized_score_mean"] == 20.0
+    ran.clear()
+    bb.run_cell("hopper-medium-v5", 0, "mtm", args, {}, None)
+    assert ran == []  # now current: nothing to redo
 
 
 def test_no_cell_starts_after_the_deadline(sweep, monkeypatch):

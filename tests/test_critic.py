@@ -18,7 +18,7 @@ from mtm.errors import ConfigError
 from mtm.model.critic import TwinCritic, reward_scale, window_transitions
 from mtm.model.iql import IQL_KIND, IQLModel
 from mtm.model.network import MTM, ModelConfig
-from mtm.planning import Planner
+from mtm.planning import DEFAULT_TEMPERATURE, Planner
 from mtm.policy import load_model
 from mtm.policy_config import PolicyConfig
 from mtm.training.loop import train
@@ -275,5 +275,5 @@ def test_plan_by_q_end_to_end_in_the_eval_command(reacher_run, tmp_path):
     assert "scored by the critic's Q (IQL), mean over 2 steps" in result.output
     report = json.loads(out.read_text())
     assert report["plan"]["horizon"] == 2 and report["plan"]["scored_by"] == "critic's Q (IQL), mean over 2 steps"
-    assert report["plan"]["temperature"] == 0.01  # the default scored by q (0.05 scored by values)
+    assert report["plan"]["temperature"] == DEFAULT_TEMPERATURE["q"] == 0.02  # 0.05 scored by values
     assert report["episodes"] == 2 and np.isfinite(report["normalized_score_mean"])
