@@ -1,7 +1,9 @@
 """Beyond the data (issue #23): MLP-BC, IQL and MTM (RCBC and plan) on the six shared datasets.
 
-For each dataset (the recipe-v2 table's six, from ../shared/datasets) and each training seed k, three
-rows are trained and their **final** checkpoints evaluated:
+For each dataset (the recipe-v2 table's six, from ../shared/datasets, then hopper-medium-expert-v5:
+hopper-medium-v5 and hopper-expert-v5 trained on together, as D4RL's medium-expert files are made,
+data of a kind the recipe was not tuned on, in a table of its own beside the six's) and each
+training seed k, three rows are trained and their **final** checkpoints evaluated:
 
     mlp-bc   `mtm train --config mlp-bc`, the recipe-v2 MLP-BC (scripts/bench_quality.py: the config's
              own 3000 steps), then `mtm eval --mode bc`
@@ -83,6 +85,10 @@ HEADING = "Beyond the data (issue #23)"
 # The recipe-v2 quality table's datasets, in its order (the mixed-quality files first).
 DATASETS = ["hopper-medium-replay-v5", "halfcheetah-medium-replay-v5", "hopper-medium-v5", "halfcheetah-medium-v5",
             "hopper-expert-v5", "halfcheetah-expert-v5"]
+# Data of a kind the recipe was not tuned on, reported beside the table (issue #23): a medium +
+# expert mixture made as D4RL's medium-expert files are, both files' episodes trained on together
+# (`mtm train --data A --data B`, every window equally likely).
+MIXTURES = {"hopper-medium-expert-v5": ("hopper-medium-v5", "hopper-expert-v5")}
 SEEDS = 3
 EVAL_SEED = 100  # reset seeds 100..119, as the planning pilot's (BENCHMARKS.md)
 CRITIC_UPDATES = 8
@@ -112,6 +118,11 @@ def config_steps(config: str) -> int:
 # ------------------------------------------------------------------------------------------ cells
 
 
+def data_files(ds: str) -> list[Path]:
+    """The shared files a dataset of the sweep is made of (several for a mixture)."""
+    return [DATA_DIR / f"{name}.hdf5" for name in MIXTURES.get(ds, (ds,))]
+
+
 def cell_key(ds: str, seed: int, row: str) -> str:
     return f"{ds}/seed{seed}/{row}"
 
@@ -136,12 +147,13 @@ def row_settings(row: str, args) -> list[str]:
     return ["model.critic=true", f"model.critic_updates={args.critic_updates}", *args.mtm_set]
 
 
-def train_command(row: str, data: Path, run_dir: Path, seed: int, args) -> list:
+def train_command(row: str, data: Sequence[Path], run_dir: Path, seed: int, args) -> list:
+    """`data`: the dataset's files (a mixture has several: one --data each)."""
     steps = row_steps(row, args)
     if (ROOT / run_dir / "checkpoints" / "last").exists():
         return [MTM, "train", "--resume", run_dir, "--set", f"train.steps={steps}", "--no-progress"]
-    cmd = [MTM, "train", "--config", ROWS[row].config, "--data", data, "--run-dir", run_dir,
-           "--set", f"train.seed={seed}", "--set", f"train.steps={steps}", "--set", "train.device=cpu",
+    cmd = [MTM, "train", "--config", ROWS[row].config, *(a for path in data for a in ("--data", path)),
+           "--run-dir", run_dir, "--set", f"train.seed={seed}", "--set", f"train.steps={steps}", "--set", "train.device=cpu",
            "--set", f"train.precision={args.precision}"]
     for item in row_settings(row, args):
         cmd += ["--set", item]
@@ -208,7 +220,7 @@ def train_steps_cpu_s(run_dir: Path) -> float | None:
 def run_cell(ds: str, seed: int, row: str, args, env: dict[str, str], deadline: datetime.datetime | None) -> dict | None:
     """Train and evaluate one cell (skipping what is already on disk); its record, or None when it
     did not finish (a failure, the deadline, or a dry run)."""
-    data = rel(DATA_DIR / f"{ds}.hdf5")
+    data = [rel(path) for path in data_files(ds)]
     work = rel(args.work / ds / f"seed{seed}")
     run_dir = work / row
     cmds = Commands(ROOT / work / f"{row}.steps.json", env, deadline, args.dry_run)
@@ -247,8 +259,8 @@ def run_cell(ds: str, seed: int, row: str, args, env: dict[str, str], deadline: 
 
 def dataset_info(ds: str) -> dict:
     """The behaviour in the dataset, normalised: its mean and its best episode."""
-    data = load_trajectories(DATA_DIR / f"{ds}.hdf5")
-    return {"episodes": int(data.num_episodes), **behaviour_scores(data)}
+    data = [load_trajectories(path) for path in data_files(ds)]
+    return {"episodes": sum(int(d.num_episodes) for d in data), **behaviour_scores(*data)}
 
 
 ROW_SETTINGS = {"mlp-bc": ("mlp_steps",), "iql": ("iql_steps",),
@@ -279,9 +291,10 @@ def records_by(results: dict) -> dict[tuple[str, str], list[dict]]:
 
 
 def table_datasets(results: dict) -> list[str]:
-    """The six datasets in their order, then any other the results file has."""
+    """The six datasets in their order, then any other the results file has but the mixtures (their
+    table is beside this one)."""
     named = set(results.get("datasets", {})) | {r["dataset"] for r in results.get("cells", {}).values()}
-    return DATASETS + sorted(named - set(DATASETS))
+    return DATASETS + sorted(named - set(DATASETS) - set(MIXTURES))
 
 
 def mean_of(values: Sequence[float | None], digits: int, thousands: bool = False) -> str:
@@ -330,7 +343,8 @@ def example_commands(results: dict) -> list[str]:
         recs = [r for r in results.get("cells", {}).values() if r["row"] == row]
         if not recs:
             continue
-        first = min(recs, key=lambda r: (r["seed"], table_datasets(results).index(r["dataset"])))
+        order = [*table_datasets(results), *MIXTURES]
+        first = min(recs, key=lambda r: (r["seed"], order.index(r["dataset"])))
         commands = first.get("commands", {})
         for name in ["train", *(f"eval_{mode}" for mode in ROWS[row].modes)]:  # the order they ran in
             if name in commands:
@@ -342,12 +356,15 @@ def render(results: dict, seeds: int = SEEDS) -> str:
     s = {**settings_of(build_parser().parse_args([])), **(results.get("settings") or {})}  # the defaults until run
     cells = list(results.get("cells", {}).values())
     datasets = table_datasets(results)
+    named = set(results.get("datasets", {})) | {r["dataset"] for r in cells}
+    mixtures = [ds for ds in MIXTURES if ds in named]
     grouped = records_by(results)
-    expected = len(datasets) * len(ROWS) * seeds
+    expected = (len(datasets) + len(mixtures)) * len(ROWS) * seeds
     L = [BEGIN, "", "Generated by `scripts/bench_beyond.py` from `results/beyond_the_data.json` — do not edit by hand "
          "(`python scripts/bench_beyond.py --table-only` rebuilds it).", ""]
     if len(cells) < expected:
-        L += [f"**Partial: {len(cells)} of the sweep's {expected} cells have finished** ({len(datasets)} datasets x "
+        L += [f"**Partial: {len(cells)} of the sweep's {expected} cells have finished** "
+              f"({len(datasets) + len(mixtures)} datasets x "
               f"{len(ROWS)} models x {seeds} seeds; a figure over fewer than {seeds} seeds says its n, a dash has none "
               "yet). The sweep resumes where it stopped: run the same command again (`python scripts/bench_beyond.py "
               "--stop-at HH:MM`); finished cells are skipped, an interrupted training continues from its checkpoint.", ""]
@@ -388,6 +405,22 @@ def render(results: dict, seeds: int = SEEDS) -> str:
         rates = [mean_of([r["modes"].get(mode, {}).get("env_steps_per_s") for r in grouped.get((ds, "mtm"), [])], 0, True)
                  for mode in ("rcbc", "plan")]
         L.append(f"| {ds} | " + " | ".join(minutes) + f" | {rates[0]} / {rates[1]} |")
+    if mixtures:
+        L += ["", "Beside the table, data of a kind the recipe was not tuned on: a medium + expert mixture made as "
+              "D4RL's medium-expert files are (both files' episodes trained on together, every window equally likely: "
+              "`--data hopper-medium-v5.hdf5 --data hopper-expert-v5.hdf5`). Mean ± std over training seeds, then "
+              "each seed's score (seed 0 / 1 / 2):", "",
+              "| dataset | data mean | best episode | " + " | ".join(c[2] for c in COLUMNS) + " |",
+              "|---|---:|---:|" + "---:|" * len(COLUMNS)]
+        for ds in mixtures:
+            info = results.get("datasets", {}).get(ds, {})
+            behaviour = [mean_of([info.get(k)], 1) for k in ("normalized_mean", "normalized_best_episode")]
+            cells_text = []
+            for row, mode, _ in COLUMNS:
+                scores = [r["modes"].get(mode, {}).get("score") for r in grouped.get((ds, row), [])]
+                each = " / ".join("–" if v is None else f"{v:.1f}" for v in scores)
+                cells_text.append(mean_spread(scores, seeds, "std") + (f" ({each})" if len(scores) > 1 else ""))
+            L.append(f"| {ds} | " + " | ".join(behaviour + cells_text) + " |")
     commands = example_commands(results)
     if commands:
         L += ["", "Each cell's commands (as recorded for the first cell of each model):", ""]
@@ -408,7 +441,8 @@ def write_outputs(results: dict, args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated shared datasets (default: the six)")
+    p.add_argument("--datasets", default=",".join([*DATASETS, *MIXTURES]),
+                   help="comma-separated shared datasets (default: the six, then the mixture)")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated: {', '.join(ROWS)}")
     p.add_argument("--seeds", type=int, default=SEEDS, help=f"training seeds 0..N-1 (default {SEEDS})")
     p.add_argument("--mlp-steps", type=int, default=config_steps("mlp-bc"), help="mlp-bc training steps (default: the config's)")
@@ -461,7 +495,8 @@ def main() -> int:
     if args.table_only:
         results = bench_common.read_json(args.results) or {}
         known = results.setdefault("datasets", {})
-        known.update({ds: dataset_info(ds) for ds in DATASETS if ds not in known and (DATA_DIR / f"{ds}.hdf5").exists()})
+        known.update({ds: dataset_info(ds) for ds in [*DATASETS, *MIXTURES]
+                      if ds not in known and all(path.exists() for path in data_files(ds))})
         write_outputs(results, args)
         return 0
     deadline = parse_stop_at(args.stop_at, now())
@@ -474,7 +509,7 @@ def main() -> int:
     return run_sweep(args, settings_of(args, rows), deadline, DATA_DIR, datasets, dataset_info,
                      lambda present: cell_order(present, range(args.seeds), rows), lambda c: cell_key(*c),
                      lambda c, infos: run_cell(*c, args, env, deadline), done_line, lambda results: write_outputs(results, args),
-                     partial_settings=True, stale=lambda rec: rec.get("row") == "mtm" and not planner_is_current(
+                     partial_settings=True, files=data_files, stale=lambda rec: rec.get("row") == "mtm" and not planner_is_current(
                          rec.get("modes", {}).get("plan", {}).get("planner"), args))
 
 

@@ -173,7 +173,7 @@ def run_sweep(args, settings: dict, deadline: datetime.datetime | None, data_dir
               dataset_info: Callable[[str], dict], order: Callable[[list[str]], Iterable[Cell]],
               key: Callable[[Cell], str], run: Callable[[Cell, dict], dict | None],
               done_line: Callable[[str, dict], str], write: Callable[[dict], None], partial_settings: bool = False,
-              stale: Callable[[dict], bool] | None = None) -> int:
+              stale: Callable[[dict], bool] | None = None, files: Callable[[str], Sequence[Path]] | None = None) -> int:
     """A sweep's main part, its exit code: refuse other settings (unless a dry run), record the
     settings and what `dataset_info` says of each dataset present in `data_dir`, run every cell of
     `order(present datasets)` that has no record yet (`run(cell, infos)`), then `write` the tables
@@ -182,7 +182,7 @@ def run_sweep(args, settings: dict, deadline: datetime.datetime | None, data_dir
     if error is not None and not args.dry_run:
         print(error, file=sys.stderr)
         return 1
-    present = present_datasets(data_dir, datasets)
+    present = present_datasets(data_dir, datasets, files)
     if not present:
         return 0
     infos = {ds: dataset_info(ds) for ds in present}
@@ -195,19 +195,26 @@ def run_sweep(args, settings: dict, deadline: datetime.datetime | None, data_dir
     return 0
 
 
-def present_datasets(data_dir: Path, datasets: Sequence[str]) -> list[str]:
-    """The datasets of `datasets` whose files are in `data_dir`, saying which are skipped."""
-    present = [ds for ds in datasets if (data_dir / f"{ds}.hdf5").exists()]
+def present_datasets(data_dir: Path, datasets: Sequence[str],
+                     files: Callable[[str], Sequence[Path]] | None = None) -> list[str]:
+    """The datasets of `datasets` whose files (`files(ds)`, default the one file data_dir/ds.hdf5)
+    are all there, saying which are skipped."""
+    files = files or (lambda ds: [data_dir / f"{ds}.hdf5"])
+    present = []
     for ds in datasets:
-        if ds not in present:
-            print(f"skipping {ds}: {data_dir / (ds + '.hdf5')} is absent (shared datasets are for developers)")
+        missing = [str(f) for f in files(ds) if not Path(f).exists()]
+        if missing:
+            print(f"skipping {ds}: {', '.join(missing)} absent (shared datasets are for developers)")
+        else:
+            present.append(ds)
     return present
 
 
-def behaviour_scores(data) -> dict:
-    """The behaviour in a dataset (Trajectories), normalised by the file's references: the mean
-    over its episodes and its best episode (the bar a policy 'better than its data' clears)."""
-    returns = data.episode_returns()
+def behaviour_scores(data, *more) -> dict:
+    """The behaviour in a dataset (Trajectories; with `more`, the episodes of several files of one
+    task taken together), normalised by the first file's references: the mean over its episodes and
+    its best episode (the bar a policy 'better than its data' clears)."""
+    returns = np.concatenate([np.asarray(d.episode_returns(), dtype=float) for d in (data, *more)])
     lo, hi = data.info.ref_min_score, data.info.ref_max_score
     return {"normalized_mean": normalized_score(float(np.mean(returns)), lo, hi),
             "normalized_best_episode": normalized_score(float(np.max(returns)), lo, hi)}

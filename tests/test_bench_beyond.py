@@ -48,7 +48,7 @@ def test_the_defaults_are_the_configs_own_steps_and_eight_critic_updates():
 
 def test_each_row_trains_its_config_with_the_seed_on_cpu_and_mtm_gets_the_critic(tmp_path):
     args = args_of(mtm_set=["model.critic_width=64"], work=tmp_path)
-    cmds = {row: [str(a) for a in bb.train_command(row, Path("d.hdf5"), tmp_path / row, 2, args)] for row in bb.ROWS}
+    cmds = {row: [str(a) for a in bb.train_command(row, [Path("d.hdf5")], tmp_path / row, 2, args)] for row in bb.ROWS}
     for row, config, steps in (("mlp-bc", "mlp-bc", 3000), ("iql", "mlp-iql", 100000), ("mtm", "small", 7000)):
         cmd = " ".join(cmds[row])
         assert f"--config {config} " in cmd and f"train.steps={steps} " in cmd
@@ -59,13 +59,43 @@ def test_each_row_trains_its_config_with_the_seed_on_cpu_and_mtm_gets_the_critic
     assert "critic" not in " ".join(cmds["mlp-bc"]) + " ".join(cmds["iql"])
 
 
+def test_the_mixture_trains_on_both_files_and_its_behaviour_is_both_files_episodes(tmp_path, monkeypatch):
+    monkeypatch.setattr(bb, "DATA_DIR", tmp_path)
+    files = bb.data_files("hopper-medium-expert-v5")
+    assert [f.name for f in files] == ["hopper-medium-v5.hdf5", "hopper-expert-v5.hdf5"]
+    assert bb.data_files("hopper-medium-v5") == [tmp_path / "hopper-medium-v5.hdf5"]
+    cmd = [str(a) for a in bb.train_command("mtm", files, Path("run"), 0, args_of())]
+    assert cmd[cmd.index("--data") : cmd.index("--data") + 4] == ["--data", str(files[0]), "--data", str(files[1])]
+    bench_common.write_hopper_like(files[0], 3000, seed=0)
+    bench_common.write_hopper_like(files[1], 2000, seed=1)
+    one, two = bb.load_trajectories(files[0]), bb.load_trajectories(files[1])
+    info = bb.dataset_info("hopper-medium-expert-v5")
+    assert info["episodes"] == one.num_episodes + two.num_episodes
+    best = max(max(one.episode_returns()), max(two.episode_returns()))
+    lo, hi = one.info.ref_min_score, one.info.ref_max_score
+    assert info["normalized_best_episode"] == pytest.approx(100 * (best - lo) / (hi - lo))
+    assert "hopper-medium-expert-v5" in bb.build_parser().parse_args([]).datasets.split(",")
+
+
+def test_the_mixture_is_its_own_table_beside_the_six_with_each_seeds_score():
+    results = {"settings": bb.settings_of(args_of()), "datasets": {"hopper-medium-expert-v5": {
+        "normalized_mean": 60.0, "normalized_best_episode": 110.0}}, "cells": {}}
+    for seed, score in enumerate([68.0, 100.0, 104.0]):
+        results["cells"][f"hopper-medium-expert-v5/seed{seed}/mtm"] = fake_record("hopper-medium-expert-v5", seed, "mtm", score)
+    block = bb.render(results)
+    main_table, mixture = block.split("Beside the table")
+    assert "hopper-medium-expert-v5" not in main_table.split("| dataset |")[1]  # not a row of the six's table
+    assert "| hopper-medium-expert-v5 | 60.0 | 110.0 | – | – | 90.7 ± 19.7 (68.0 / 100.0 / 104.0) |" in mixture
+    assert "of the sweep's 63 cells" in block  # 7 datasets x 3 models x 3 seeds
+
+
 def test_an_interrupted_training_resumes_and_a_failed_start_is_overwritten(tmp_path, monkeypatch):
     monkeypatch.setattr(bb, "ROOT", tmp_path)
     args = args_of()
     (tmp_path / "run").mkdir()
-    assert bb.train_command("iql", Path("d.hdf5"), Path("run"), 0, args)[-1] == "--overwrite"
+    assert bb.train_command("iql", [Path("d.hdf5")], Path("run"), 0, args)[-1] == "--overwrite"
     (tmp_path / "run" / "checkpoints" / "last").mkdir(parents=True)
-    assert [str(a) for a in bb.train_command("iql", Path("d.hdf5"), Path("run"), 0, args)] == [
+    assert [str(a) for a in bb.train_command("iql", [Path("d.hdf5")], Path("run"), 0, args)] == [
         bb.MTM, "train", "--resume", "run", "--set", "train.steps=100000", "--no-progress"]
 
 
