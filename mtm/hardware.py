@@ -137,12 +137,13 @@ class Precision:
     native: bool  # the device multiplies bf16 in hardware
     reason: str
 
-    def autocast(self, device: Any) -> AbstractContextManager:
-        """bf16 autocast on `device` for bf16, a no-op for fp32."""
+    def autocast(self, device: Any, cache: bool = True) -> AbstractContextManager:
+        """bf16 autocast on `device` for bf16, a no-op for fp32. cache=False: no cache of the weights'
+        bf16 copies (a CUDA graph capture must not keep tensors made outside it)."""
         import torch  # late: configure_threads must run before torch loads
         if self.dtype != "bf16":
             return nullcontext()
-        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, cache_enabled=cache)
 
     def describe(self) -> str:
         return f"{self.dtype} ({self.reason})"

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from mtm.checkpoint import Checkpoint, load_checkpoint
+from mtm.cuda_graph import GraphedCall
 from mtm.errors import ConfigError, MTMError
 from mtm.hardware import resolve_precision
 from mtm.model.masks import POLICY_MASKS, without_action_history
@@ -144,6 +145,15 @@ class MTMPolicy:
         self.decrement = config.decrement
         self._allocate_buffers()
         self._build_views(config)
+        self.cuda_graph: GraphedCall | None = None
+        if config.cuda_graph:
+            if self.device.type != "cuda":
+                raise ConfigError(f"cuda_graph needs a CUDA device; the policy runs on {self.device} "
+                                  "(use --device cuda, or leave --cuda-graph out)")
+            if self.image_keys:
+                raise ConfigError("cuda_graph is not available for models of image observations yet; "
+                                  "leave --cuda-graph out")
+            self.cuda_graph = GraphedCall(self._static_predict)
         self.planner = None
         if self.mode == "plan":
             self.planner = Planner(model, config, self.action_low, self.action_high, num_envs=num_envs,
@@ -302,8 +312,11 @@ class MTMPolicy:
             else:
                 self.returns[:n] = token[:, None, None].expand(n, L, 1)
         batch, visible, queries = self.model_inputs(n)
-        with self.autocast:
-            predicted = self.model.predict(batch, visible, heads=("actions",), queries=queries)["actions"]
+        if self.cuda_graph is not None and n == self.num_envs:  # fewer slots (the last episodes): eager
+            predicted = self.cuda_graph(*(batch[key] for key in sorted(batch)), visible, queries)
+        else:
+            with self.autocast:
+                predicted = self.model.predict(batch, visible, heads=("actions",), queries=queries)["actions"]
         predicted = predicted[rows, c].float()
         action = torch.maximum(torch.minimum(predicted, self.action_high), self.action_low)
         if self.planner is not None:
@@ -314,6 +327,17 @@ class MTMPolicy:
         self.actions[rows, c] = action
         self.steps[:n] += 1
         return out
+
+    def _static_predict(self, *tensors: torch.Tensor) -> torch.Tensor:
+        """The action head's outputs (n, L, A) from act()'s inputs (the batch's tensors in sorted key
+        order, then visible, then queries) through the model's static forward: the call a CUDA graph
+        captures (GraphedCall)."""
+        keys = sorted(self.model_inputs(1)[0])
+        batch = dict(zip(keys, tensors[: len(keys)], strict=True))
+        visible, queries = tensors[len(keys):]
+        static = {"static": True} if getattr(self.model, "static_forward", False) else {}
+        with self.precision.autocast(self.device, cache=False):
+            return self.model.predict(batch, visible, heads=("actions",), queries=queries, **static)["actions"]
 
     def model_inputs(self, n: int | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """(batch, visible, queries) of the first n env slots (all by default) as act() gives them to

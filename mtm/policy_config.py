@@ -37,6 +37,7 @@ class PolicyConfig:
     plan_seed: int = 0  # plan: seed of the candidates' noise
     plan_score: Literal["auto", "q", "value", "rewards"] = "auto"  # plan: "q": the critic's Q of the (state, action)s, the mean over the H imagined steps (needs model.critic); "value": the mean of the values of the imagined (state, action)s; "rewards": the predicted rewards of the H imagined steps, discounted, plus the discounted value of the state after them (M3PC; needs model.reward_head); auto: q where the model has a critic, else rewards where it has a reward head, else value
     plan_discount: float = 0.99  # plan, score rewards: gamma of the imagined rewards and the final value
+    cuda_graph: bool = False  # CUDA: replay act()'s network call from a captured CUDA graph while every env slot acts (mtm.cuda_graph); off until measured on a GPU (scripts/gpu_checks.sh)
 
     def __post_init__(self) -> None:
         # ValueError "field ...": the config loader's convention (mtm.config), reported with the section.

@@ -95,7 +95,7 @@ LAYERS = {
     1: ("envs",),
     2: ("mtm.data", "mtm.model"),
     3: ("mtm.config", "mtm.checkpoint", "mtm.run_metadata"),
-    4: ("mtm.policy", "mtm.planning", "mtm.rollout", "mtm.video", "mtm.contact_sheet", "mtm.replay"),
+    4: ("mtm.policy", "mtm.planning", "mtm.cuda_graph", "mtm.rollout", "mtm.video", "mtm.contact_sheet", "mtm.replay"),
     5: ("mtm.evaluation", "mtm.collect"),
     6: ("mtm.training",),
     7: ("mtm.demo", "mtm.cli", "mtm.__main__", "mtm"),  # mtm: the package root, the public API (load_policy)

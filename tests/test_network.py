@@ -383,3 +383,56 @@ def test_uniform_packing_is_a_reshape():
     # nothing selected anywhere is not "uniform" (attention needs at least one slot)
     nothing = Packing(torch.zeros(2, 4, dtype=torch.bool))
     assert not nothing.uniform and nothing.slots == 1 and nothing.pack(grid).shape == (0, 1)
+
+
+# --- the static forward (fixed shapes, no host sync: what a CUDA graph captures) ------------------
+
+
+@pytest.mark.parametrize("binned", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_the_static_forward_gives_the_packed_forwards_outputs(binned, padded):
+    """Every token through every layer, hidden ones kept out of attention by key masks: the visible
+    and queried outputs are the packed forward's, for per-sample masks and padded steps."""
+    model = make_model(binned, decoder_layers=2, use_timestep_embedding=True)
+    B = 8
+    batch = make_batch(B, seed=3)
+    g = torch.Generator().manual_seed(4)
+    visible = random_autoregressive_mask(model.layout, B, g)
+    valid = torch.ones(B, L, dtype=torch.bool)
+    if padded:
+        valid[2, 3:] = False
+        valid[5, 1:] = False
+    real = model.layout.token_valid(valid)
+    packed = model(batch, visible, valid if padded else None)
+    static = model(batch, visible, valid if padded else None, static=True)
+    assert set(static) == set(packed)
+    for name, out in static.items():
+        k = model.layout.tokens_per_step[name]
+        keep = real[:, model.layout.slice(name)].view(B, L, k)  # padded steps' outputs mean nothing
+        torch.testing.assert_close(out[keep], packed[name][keep], atol=1e-5, rtol=1e-5)
+    queries = rcbc_mask(model.layout, L - 1) & False
+    queries[model.layout.index("actions", L - 1)] = True
+    part = model(batch, visible, None, queries=queries, static=True)
+    full = model(batch, visible, None, queries=queries)
+    torch.testing.assert_close(part["actions"], full["actions"], atol=1e-5, rtol=1e-5)
+    assert not part["states"].any()  # not asked: zero, as in the packed forward
+
+
+def test_the_static_forward_never_synchronises_with_the_host(monkeypatch):
+    """What makes it capturable: no .tolist() / .item() / nonzero() on a tensor inside the call."""
+    model = make_model()
+    batch = make_batch(4)
+    visible = random_autoregressive_mask(model.layout, 4, torch.Generator().manual_seed(0))
+    calls = []
+    for name in ("tolist", "item", "nonzero"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _original=original, _name=name, **k):
+            calls.append(_name)
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    model.predict(batch, visible, heads=("actions",), static=True)
+    assert calls == []
+    model.predict(batch, visible, heads=("actions",))
+    assert calls  # the packed forward does synchronise (its packing sizes come from the masks)

@@ -36,7 +36,7 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
               help="plan: candidate action sequences per env and step [default: 64].")
 @click.option("--plan-horizon", type=int, default=None, help="plan: steps each candidate is imagined for [default: 1].")
 @click.option("--plan-temperature", type=float, default=None,
-              help="plan: softmax temperature over candidate scores, in return-token stds [default: 0.01 scored by "
+              help="plan: softmax temperature over candidate scores, in return-token stds [default: 0.02 scored by "
                    "the critic's Q, else 0.05].")
 @click.option("--plan-noise", type=float, default=None,
               help="plan: candidates' action noise, in units of the data's action std [default: 0.3].")
@@ -46,6 +46,9 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
                    "model has a critic, else rewards where it has a reward head, else value].")
 @click.option("--plan-discount", type=float, default=None,
               help="plan, --plan-score rewards: discount of imagined rewards and the final value [default: 0.99].")
+@click.option("--cuda-graph/--no-cuda-graph", default=False, show_default=True,
+              help="CUDA: replay the policy's network call from a captured CUDA graph (one launch instead of "
+                   "hundreds of small kernels) while every env slot acts.")
 @click.option("--seed", default=0, show_default=True, help="Episode i is reset with seed + i, whatever --num-envs is.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICE_CHOICES))
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISIONS),
@@ -71,7 +74,7 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 @click.option("--progress/--no-progress", default=True, help="A progress bar, where stdout and stderr are terminals.")
 def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, target_fraction, decrement,
                  action_history, plan_candidates, plan_horizon, plan_temperature, plan_noise, plan_score,
-                 plan_discount, seed, device, precision, video, contact_sheet, video_episodes, video_quality,
+                 plan_discount, cuda_graph, seed, device, precision, video, contact_sheet, video_episodes, video_quality,
                  video_size, tasks, data, output, overwrite, progress) -> None:
     """Evaluate a trained model: returns and normalised score in the env, or dynamics errors.
 
@@ -101,7 +104,7 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
                 "plan_discount": plan_discount}
         policy = PolicyConfig(mode=mode or "auto", target_return=target_return, target_fraction=target_fraction,
                               decrement=decrement, action_history=action_history,
-                              precision=precision).replace(**plan)
+                              precision=precision, cuda_graph=cuda_graph).replace(**plan)
     except ValueError as exc:  # e.g. both targets given
         message = str(exc).replace("target_return and target_fraction", "--target-return and --target-fraction")
         for field in plan:

@@ -184,6 +184,7 @@ def policy_fields(policy: MTMPolicy, config: PolicyConfig) -> dict[str, Any]:
         "target_outliers_left_out": policy.target_outliers if conditioned else None,
         "target_decrement": config.decrement if conditioned else None,
         "plan": policy.planner.describe() if policy.planner is not None else None,
+        "cuda_graph": policy.cuda_graph is not None,
     }
 
 

@@ -118,8 +118,16 @@ class Packing:
     policy's K envs at the same step), padding is a reshape. Then attention needs no mask.
     """
 
-    def __init__(self, select: torch.Tensor):
+    def __init__(self, select: torch.Tensor, *, static: bool = False):
         self.batch, self.length = select.shape
+        if static:
+            # Every token is a row (dense) and a key mask keeps the unselected ones out of attention:
+            # fixed shapes and no host sync, which a CUDA graph needs. The unselected rows compute
+            # values nobody reads; the selected rows' values are those of the packed layout.
+            self.dense, self.uniform, self.slots, self.key = True, False, self.length, None
+            self_key = torch.eye(self.length, dtype=torch.bool, device=select.device)
+            self.attn_mask = (select[:, None, :] | self_key)[:, None]
+            return
         counts = select.sum(1)
         low, high = torch.stack(torch.aminmax(counts)).tolist() if self.batch else (self.length,) * 2  # one host sync
         self.dense = low == self.length
@@ -249,6 +257,9 @@ class TokenModel(nn.Module):
     # Why this kind always computes in fp32 whatever the precision asked for (None: it runs at the
     # precision resolved for it). Training, the policy and the planner report fp32 for it, with this reason.
     fp32_only: str | None = None
+    # Whether predict() takes static=True (fixed shapes, no host sync: MTM.forward). The baselines'
+    # forward passes have neither packing nor host syncs: they are static as they are.
+    static_forward: bool = False
 
     def __init__(self, config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window: int):
         super().__init__()
@@ -286,6 +297,7 @@ class MTM(TokenModel):
 
     policy_modes = POLICY_MODES  # every one (an MLP baseline does one)
     prediction_tasks = PREDICTION_TASK_NAMES  # every one
+    static_forward = True
 
     def __init__(self, config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window: int):
         if not tokenizers:
@@ -495,9 +507,10 @@ class MTM(TokenModel):
         names = list(self.tokenizers)
         if len(names) == 1:
             return enc.unpack(self.dec_embed[names[0]](rows))
-        n = self.layout.num_tokens
-        token = torch.arange(rows.shape[0], device=rows.device) % n if enc.dense else enc.src % n
-        modality = self.token_modality[token]  # (T,)
+        if enc.dense:  # every token is a row: each modality's slice of the grid (a static packing's
+            grid = enc.unpack(rows)  # hidden rows too: _decoder_inputs puts mask tokens there)
+            return torch.cat([self.dec_embed[name](grid[:, self.layout.slice(name)]) for name in names], 1)
+        modality = self.token_modality[enc.src % self.layout.num_tokens]  # (T,)
         order = torch.argsort(modality, stable=True)
         counts = torch.bincount(modality, minlength=len(names)).tolist()  # one host sync
         grouped = rows.index_select(0, order).split(counts)
@@ -517,7 +530,7 @@ class MTM(TokenModel):
 
     def forward(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor,
                 valid: torch.Tensor | None = None, *, heads: Collection[str] | None = None,
-                queries: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                queries: torch.Tensor | None = None, static: bool = False) -> dict[str, torch.Tensor]:
         """Head outputs {modality: (B, L, k, output_dim)} for every token (input-only modalities: none).
 
         batch: raw tensors keyed by modality (+ "timesteps" (B, L) when use_timestep_embedding).
@@ -528,8 +541,14 @@ class MTM(TokenModel):
         the current step); the other outputs are 0. Every real token is still a key and value, so
         the query outputs are the full forward's (to float rounding); only the last decoder block
         (but its keys and values), the final norm and the heads run at the query tokens alone.
+        static: every token runs through every layer, the hidden ones kept out of attention by key
+        masks (Packing(static=True)): the same outputs (to float rounding) from fixed shapes and no
+        host synchronisation, so that a CUDA graph can capture the call (mtm.policy); `queries` then
+        only zeroes the other outputs.
         """
         visible, real = self._masks(batch, visible, valid)
+        if static:
+            return self._static_forward(batch, visible, real, heads, queries)
         enc = Packing(visible)
         x = enc.pack(self._encoder_inputs(batch, visible))
         for block in self.encoder:
@@ -559,6 +578,32 @@ class MTM(TokenModel):
             out[name] = h.unflatten(1, (self.window, self.layout.tokens_per_step[modality]))
         return out
 
+    def _static_forward(self, batch, visible: torch.Tensor, real: torch.Tensor, heads: Collection[str] | None,
+                        queries: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """forward(static=True): see there."""
+        enc = Packing(visible, static=True)
+        x = enc.pack(self._encoder_inputs(batch, visible))
+        for block in self.encoder:
+            x = block(x, enc)
+        encoded = self._reembed(self.enc_norm(x), enc)
+        dec = Packing(real, static=True)
+        x = dec.pack(self._decoder_inputs(encoded, visible))
+        for block in self.decoder:
+            x = block(x, dec)
+        decoded = dec.unpack(self.dec_norm(x))
+        asked = None if queries is None else queries.to(real.device).bool().expand_as(real) & real
+        out = {}
+        for name in self.heads:
+            if heads is not None and name not in heads:
+                continue
+            modality = head_modality(name)
+            sl = self.layout.slice(modality)
+            h = self.heads[name](decoded[:, sl])
+            if asked is not None:
+                h = h * asked[:, sl, None]
+            out[name] = h.unflatten(1, (self.window, self.layout.tokens_per_step[modality]))
+        return out
+
     def _query_head(self, name: str, rows: torch.Tensor, asked: Queries) -> torch.Tensor:
         """(B, L * k, output_dim): the head `name` at the query tokens (decoder outputs `rows`,
         (T_q, width)), 0 elsewhere. It runs on every query row, even other modalities' (sliced away):
@@ -570,13 +615,13 @@ class MTM(TokenModel):
 
     def predict(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor,
                 valid: torch.Tensor | None = None, *, heads: Collection[str] | None = None,
-                queries: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                queries: torch.Tensor | None = None, static: bool = False) -> dict[str, torch.Tensor]:
         """Raw-unit predictions {modality: (B, L, ...)} of every token (decoded head outputs); with
         `queries` (see forward) only those at the query tokens mean anything. Runs under
         torch.inference_mode (cheaper per op than no_grad); the outputs are cloned outside it, so
-        callers get ordinary tensors that in-place ops accept."""
+        callers get ordinary tensors that in-place ops accept. `static`: see forward."""
         with torch.inference_mode():
-            out = self.forward(batch, visible, valid, heads=heads, queries=queries)
+            out = self.forward(batch, visible, valid, heads=heads, queries=queries, static=static)
             out = {name: self.units(name).decode(h) for name, h in out.items()}
         return {name: v.clone() for name, v in out.items()}
 
