@@ -3,20 +3,22 @@
 The official step is the official code's own `train_one_batch` (github.com/facebookresearch/mtm,
 imported from --repo, nothing copied or changed), built by `../shared/anchors/official_mtm_bench.py`:
 that script runs unchanged until its first step, whose arguments (model, optimiser, scheduler,
-tokenizers, a batch) are kept; each official step here then draws a new AUTO_MASK mask, as the
-official training loop does, and calls `train_one_batch`. The mtm step is `scripts/bench_train.py`'s
+tokenizers, a batch) are kept; each official step here then takes the next AUTO_MASK mask (one per
+batch, as the official training loop draws them) of a fixed cycle of --masks masks drawn up front,
+and calls `train_one_batch`. The mtm step is `scripts/bench_train.py`'s
 (the step `mtm train` runs: sampler, per-sample masks, model, loss, backward, clipping, AdamW).
 
 Both are built for the same architecture, from each mtm config named in --configs: its width,
 encoder and decoder layers, heads, window and dropout, batch --batch-size, on the shared
 hopper-medium-replay-v5 file. They run interleaved round by round in rotating order in one process
 and one thread count (bench_common.interleave), so a background load hits both alike; the figures are
-medians of samples/s, and the ratio mtm / official is what to quote. Each side's FLOPs per step
-(roofline.MatmulRecorder over --flop-steps steps: the official step's work depends on its one mask
-per batch) give its achieved GFLOP/s and its fraction of this CPU's matmul roof.
+medians of samples/s, and the ratio mtm / official is what to quote. A timed block is one cycle of
+masks (as many steps on the mtm side), so every block of the official side does the same work, and
+its FLOPs per step (roofline.MatmulRecorder over one cycle; mtm's over 2 steps of 256 per-sample
+masks) give each side's achieved GFLOP/s and fraction of this CPU's matmul roof.
 
 Usage (OFFICIAL: a copy of github.com/facebookresearch/mtm; `pip install einops`):
-  python scripts/bench_official.py --repo OFFICIAL --configs reference,small --dtypes fp32,bf16 --rounds 3
+  python scripts/bench_official.py --repo OFFICIAL --configs reference,small --dtypes fp32,bf16 --rounds 4
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ class _Captured(Exception):
     pass
 
 
-def official_step_factory(anchor_path: Path, repo: Path, data: Path, cfg: RunConfig, batch_size: int, threads: int):
-    """-> step(bf16: bool): one official training step (a new mask each time), and a label."""
+def official_step_factory(anchor_path: Path, repo: Path, data: Path, cfg: RunConfig, batch_size: int, threads: int,
+                          masks_per_cycle: int):
+    """-> step(bf16: bool): one official training step, on the next mask of a fixed cycle."""
     spec = importlib.util.spec_from_file_location("official_mtm_bench", anchor_path)
     anchor = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(anchor)
@@ -85,8 +88,15 @@ def official_step_factory(anchor_path: Path, repo: Path, data: Path, cfg: RunCon
     tokenizer_manager, batch = args[3], args[5]
     data_shapes = {k: v.shape[-2:] for k, v in tokenizer_manager.encode(batch).items()}
 
+    # The official loop draws one mask per batch, so its step's work depends on the draw: a fixed
+    # cycle of `cycle` masks (the same for the timed blocks and the FLOP count) makes the two agree.
+    cycle = [create_random_autoregressize_mask(data_shapes, MASK_RATIOS, cfg.data.window, "cpu", MODE_WEIGHTS)
+             for _ in range(masks_per_cycle)]
+    position = {"next": 0}
+
     def step(bf16: bool) -> None:
-        masks = create_random_autoregressize_mask(data_shapes, MASK_RATIOS, cfg.data.window, "cpu", MODE_WEIGHTS)
+        masks = cycle[position["next"] % len(cycle)]
+        position["next"] += 1
         if bf16:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 original(*args[:6], masks)
@@ -112,8 +122,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--dtypes", default="fp32,bf16")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=2, help="steps per timed block")
-    parser.add_argument("--flop-steps", type=int, default=8, help="steps whose FLOPs are averaged, each side")
+    parser.add_argument("--masks", type=int, default=8,
+                        help="the official side's cycle of masks; a timed block is one cycle, of as many steps each side")
     add_rounds(parser, rounds=3, warmup=1)
     args = parser.parse_args()
     if not SHARED_DATASET.exists():
@@ -126,7 +136,9 @@ def main() -> None:
     results = []
     for name in split_list(args.configs):
         cfg = load_config(RunConfig, resolve_config_path(name), [f"data.path={SHARED_DATASET}"])
-        official = official_step_factory(args.anchor, args.repo, SHARED_DATASET, cfg, args.batch_size, args.threads)
+        official = official_step_factory(args.anchor, args.repo, SHARED_DATASET, cfg, args.batch_size, args.threads,
+                                         args.masks)
+        steps = args.masks
         group = build_group(name, cfg, args.batch_size, load_data(cfg, device), device)
         cases, flops, roofs = {}, {}, {}
         for dtype in dtypes:
@@ -136,21 +148,20 @@ def main() -> None:
             official(bf16)
 
             def official_block(b=bf16) -> None:  # None: interleave times the whole call
-                for _ in range(args.steps):
+                for _ in range(steps):
                     official(b)
 
             cases[("official", dtype)] = official_block
-            cases[("mtm", dtype)] = lambda s=setting: s.run_block(args.steps) * args.steps
-            flops[("official", dtype)], rec = flops_per_step(lambda b=bf16: official(b), args.flop_steps)
+            cases[("mtm", dtype)] = lambda s=setting: s.run_block(steps) * steps
+            flops[("official", dtype)], rec = flops_per_step(lambda b=bf16: official(b), steps)  # one whole cycle
             roofs[("official", dtype)] = measure_roof(rec, device)
-            flops[("mtm", dtype)], rec = flops_per_step(lambda s=setting: s.one_step(s.train_step(eager=True)),
-                                                        args.flop_steps)
+            flops[("mtm", dtype)], rec = flops_per_step(lambda s=setting: s.one_step(s.train_step(eager=True)), 2)
             roofs[("mtm", dtype)] = measure_roof(rec, device)
         samples = interleave(cases, args.rounds, args.warmup)
         for dtype in dtypes:
             row = {"config": name, "dtype": dtype, "batch_size": args.batch_size}
             for side in ("official", "mtm"):
-                sps = [args.batch_size * args.steps / s for s in samples[(side, dtype)]]
+                sps = [args.batch_size * steps / s for s in samples[(side, dtype)]]
                 roof = roofs[(side, dtype)].roof_flops_per_s
                 row[side] = {"samples_per_s": statistics.median(sps), "samples_per_s_all": sps,
                              "gflop_per_step": flops[(side, dtype)] / 1e9, "roof_gflop_s": roof / 1e9,
@@ -159,8 +170,8 @@ def main() -> None:
             row["ratio"] = row["mtm"]["samples_per_s"] / row["official"]["samples_per_s"]
             results.append(row)
     print_header(info, command)
-    print(f"timing: {args.warmup} warm-up round(s), then {args.rounds} interleaved rounds of {args.steps} steps per "
-          f"side; batch {args.batch_size}; medians")
+    print(f"timing: {args.warmup} warm-up round(s), then {args.rounds} interleaved rounds of {args.masks} steps per "
+          f"side (the official side's cycle of masks); batch {args.batch_size}; medians")
     rows = [[r["config"], r["dtype"], f"{r['official']['samples_per_s']:,.0f}", f"{r['mtm']['samples_per_s']:,.0f}",
              f"**{r['ratio']:.2f}x**", f"{r['official']['gflop_per_step']:.1f} / {r['mtm']['gflop_per_step']:.1f}",
              f"{100 * r['official']['of_roof']:.0f} % / {100 * r['mtm']['of_roof']:.0f} %"] for r in results]

@@ -32,16 +32,17 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--num-envs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the policy's device)")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    command, info = command_line(), machine_info("cpu")
+    command, info = command_line(), machine_info(args.device)
     checkpoint = load_checkpoint(args.checkpoint)
     rows, records = [], []
     for text in args.settings:
         setting = json.loads(text)
         report = evaluate_checkpoint(checkpoint, episodes=args.episodes, num_envs=args.num_envs,
-                                     policy=PolicyConfig(**setting), seed=args.seed)
+                                     policy=PolicyConfig(**setting), seed=args.seed, device=args.device)
         score = f"{report['normalized_score_mean']:.1f} +/- {report['normalized_score_std']:.1f}"
         rows.append((json.dumps(setting), score, f"{report['length_mean']:.1f}", f"{report['env_steps_per_s']:.0f}"))
         records.append({"setting": setting, **{k: report[k] for k in (

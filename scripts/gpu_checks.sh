@@ -18,6 +18,8 @@
 #   bench_data     scripts/bench_data.py --device cuda (1M-step Hopper-like file)  -> bench_data.log
 #   train_smoke    `mtm train --config small` for 300 steps on CUDA, precision auto (bf16 where native), then
 #   eval_smoke     `mtm eval` of that run, 10 episodes in 10 envs, policy on CUDA   -> *.log, eval_smoke.json
+#   bench_graph    that run's policy with and without --cuda-graph (act()'s network call replayed from a
+#                  captured CUDA graph), alternating: score and env steps/s        -> bench_graph.{log,json}
 #   bench_compile  bench_train.py with torch.compile off/on (last: compiling may take minutes)
 #                                                                                  -> bench_compile.{log,json}
 # summary.txt lists every step with its status, duration and log file.
@@ -123,7 +125,7 @@ fi
 
 if [ "$DEVICE" = cuda ] && [ "$CUDA_OK" = 0 ]; then
     skip pytest "no CUDA"; skip parity "no CUDA"; skip bench_train "no CUDA"; skip bench_data "no CUDA"
-    skip train_smoke "no CUDA"; skip eval_smoke "no CUDA"; skip bench_compile "no CUDA"
+    skip train_smoke "no CUDA"; skip eval_smoke "no CUDA"; skip bench_graph "no CUDA"; skip bench_compile "no CUDA"
     echo; cat "$SUMMARY"
     exit 1
 fi
@@ -152,16 +154,18 @@ import sys
 import torch
 
 sys.path.insert(0, "scripts")
-from bench_train import build_group, synthetic_hopper  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from bench_train import build_group, dataset_path, load_data  # noqa: E402
 
 from mtm.config import RunConfig, load_config, resolve_config_path  # noqa: E402
 
 device = torch.device(sys.argv[1])
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
-cfg = load_config(RunConfig, resolve_config_path("reference"))
-data = synthetic_hopper(20_000, cfg.data.rtg, cfg.data.rtg_horizon)
-g = build_group("reference", cfg, 512, data, torch.device("cpu"))
+path, _ = dataset_path("synthetic", Path(sys.argv[2]))
+cfg = load_config(RunConfig, resolve_config_path("reference"), [f"data.path={path}"])
+g = build_group("reference", cfg, 512, load_data(cfg, torch.device("cpu")), torch.device("cpu"))
 model = g.model.eval()
 gen = torch.Generator().manual_seed(0)
 batch = g.sampler.sample(512, gen)
@@ -185,7 +189,7 @@ for name, r in ref.items():
 print("fp32 parity", "OK" if worst < 1e-3 else "FAILED", f"(worst {worst:.2e}, tolerance 1e-3)")
 sys.exit(0 if worst < 1e-3 else 1)
 EOF
-step parity 60 "$PY" "$SCRATCH/parity.py" "$DEVICE"
+step parity 60 "$PY" "$SCRATCH/parity.py" "$DEVICE" "$SCRATCH"
 
 step precision 30 "$PY" -c "import sys; from mtm.hardware import resolve_precision; print(resolve_precision('auto', sys.argv[1]).describe())" "$DEVICE"
 
@@ -207,6 +211,17 @@ if [ -d "$SCRATCH/run" ]; then
         --device "$DEVICE" --output "$OUT_DIR/eval_smoke.json"
 else
     skip eval_smoke "no run from train_smoke"
+fi
+
+# The policy step replayed from a CUDA graph (--cuda-graph) against eager, alternating twice.
+if [ ! -d "$SCRATCH/run" ]; then
+    skip bench_graph "no run from train_smoke"
+elif [ "$DEVICE" != cuda ]; then
+    skip bench_graph "CUDA graphs need CUDA"
+else
+    step bench_graph 90 "$PY" scripts/bench_plan.py "$SCRATCH/run" --device cuda --episodes 20 --num-envs 10 \
+        '{"mode": "rcbc"}' '{"mode": "rcbc", "cuda_graph": true}' \
+        '{"mode": "rcbc"}' '{"mode": "rcbc", "cuda_graph": true}' --json "$OUT_DIR/bench_graph.json"
 fi
 
 if [ "$QUICK" = 1 ] && [ "$DEVICE" = cpu ]; then
