@@ -45,13 +45,14 @@ class GraphedCall:
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self._replay is None:
-            self._inputs = [x.clone() for x in inputs]
-            self._replay, self._output = self._capture(lambda: self.fn(*self._inputs))
+            staged = [x.clone() for x in inputs]
+            self._replay, self._output = self._capture(lambda: self.fn(*staged))  # raises: nothing kept
+            self._inputs = staged
         else:
             for mine, x in zip(self._inputs, inputs, strict=True):
-                if mine.shape != x.shape:
-                    raise ValueError(f"a graphed call needs its first call's shapes: {tuple(x.shape)} given, "
-                                     f"{tuple(mine.shape)} captured")
+                if (mine.shape, mine.dtype, mine.device) != (x.shape, x.dtype, x.device):
+                    raise ValueError(f"a graphed call needs its first call's tensors: {tuple(x.shape)} {x.dtype} "
+                                     f"on {x.device} given, {tuple(mine.shape)} {mine.dtype} on {mine.device} captured")
                 mine.copy_(x)
         self._replay()
         return self._output.clone()

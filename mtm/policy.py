@@ -145,6 +145,7 @@ class MTMPolicy:
         self.decrement = config.decrement
         self._allocate_buffers()
         self._build_views(config)
+        self._batch_keys = sorted(self.model_inputs(1)[0])  # the order act() passes a graphed call its batch
         self.cuda_graph: GraphedCall | None = None
         if config.cuda_graph:
             if self.device.type != "cuda":
@@ -312,7 +313,7 @@ class MTMPolicy:
             else:
                 self.returns[:n] = token[:, None, None].expand(n, L, 1)
         batch, visible, queries = self.model_inputs(n)
-        if self.cuda_graph is not None and n == self.num_envs:  # fewer slots (the last episodes): eager
+        if self.cuda_graph is not None and n == self.num_envs:  # a caller acting for fewer slots: eager
             predicted = self.cuda_graph(*(batch[key] for key in sorted(batch)), visible, queries)
         else:
             with self.autocast:
@@ -332,7 +333,7 @@ class MTMPolicy:
         """The action head's outputs (n, L, A) from act()'s inputs (the batch's tensors in sorted key
         order, then visible, then queries) through the model's static forward: the call a CUDA graph
         captures (GraphedCall)."""
-        keys = sorted(self.model_inputs(1)[0])
+        keys = self._batch_keys
         batch = dict(zip(keys, tensors[: len(keys)], strict=True))
         visible, queries = tensors[len(keys):]
         static = {"static": True} if getattr(self.model, "static_forward", False) else {}

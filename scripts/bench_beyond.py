@@ -193,11 +193,13 @@ def expected_planner(args) -> dict:
     options = dict(option.split("=", 1) for option in args.plan_option)
     config = PolicyConfig()
     temperature = options.get("--plan-temperature")
+    score = options.get("--plan-score", "auto")
+    score = "q" if score == "auto" else score  # the MTM row trains a critic: auto scores by its Q
     return {"candidates": int(options.get("--plan-candidates", config.plan_candidates)),
             "horizon": int(options.get("--plan-horizon", config.plan_horizon)),
             "noise": float(options.get("--plan-noise", config.plan_noise)),
             "temperature": float(temperature) if temperature is not None else
-            config.plan_temperature if config.plan_temperature is not None else DEFAULT_TEMPERATURE["q"]}
+            config.plan_temperature if config.plan_temperature is not None else DEFAULT_TEMPERATURE[score]}
 
 
 def planner_is_current(planner: dict | None, args) -> bool:
@@ -233,10 +235,13 @@ def run_cell(ds: str, seed: int, row: str, args, env: dict[str, str], deadline: 
         if mode == "plan" and (ROOT / report).exists() and not args.dry_run:
             planner = (bench_common.read_json(ROOT / report) or {}).get("plan")
             if not planner_is_current(planner, args):  # out of date: kept beside, named by its temperature
-                old = f"eval_plan.t{(planner or {}).get('temperature')}"
+                base = f"eval_plan.t{(planner or {}).get('temperature')}"
+                old = next(name for name in (base, *(f"{base}.{i}" for i in range(1, 1000)))
+                           if not (ROOT / run_dir / f"{name}.json").exists() and name not in cmds.done)
                 (ROOT / report).rename(ROOT / run_dir / f"{old}.json")
                 if "eval_plan" in cmds.done:  # its attempts stay in the cell's log, under the same name
                     cmds.done[old] = cmds.done.pop("eval_plan")
+                    cmds.save()
         if not (ROOT / report).exists() and not cmds.run(f"eval_{mode}", eval_command(ckpt, mode, report, args)):
             return None
     if args.dry_run:
@@ -417,8 +422,9 @@ def render(results: dict, seeds: int = SEEDS) -> str:
             behaviour = [mean_of([info.get(k)], 1) for k in ("normalized_mean", "normalized_best_episode")]
             cells_text = []
             for row, mode, _ in COLUMNS:
-                scores = [r["modes"].get(mode, {}).get("score") for r in grouped.get((ds, row), [])]
-                each = " / ".join("–" if v is None else f"{v:.1f}" for v in scores)
+                by_seed = {r["seed"]: r["modes"].get(mode, {}).get("score") for r in grouped.get((ds, row), [])}
+                scores = [v for v in by_seed.values() if v is not None]
+                each = " / ".join("–" if by_seed.get(k) is None else f"{by_seed[k]:.1f}" for k in range(seeds))
                 cells_text.append(mean_spread(scores, seeds, "std") + (f" ({each})" if len(scores) > 1 else ""))
             L.append(f"| {ds} | " + " | ".join(behaviour + cells_text) + " |")
     commands = example_commands(results)
@@ -479,8 +485,8 @@ def option_error(args) -> str | None:
     except ConfigError as exc:
         return f"error: --mtm-set: {exc}"
     for option in args.plan_option:
-        if not option.startswith("--plan-"):
-            return f"error: --plan-option {option!r} is not an option of mode plan (--plan-...=VALUE)"
+        if not option.startswith("--plan-") or "=" not in option:
+            return f"error: --plan-option {option!r} is not an option of mode plan written --plan-X=VALUE"
     return None
 
 

@@ -6,7 +6,9 @@ that script runs unchanged until its first step, whose arguments (model, optimis
 tokenizers, a batch) are kept; each official step here then takes the next AUTO_MASK mask (one per
 batch, as the official training loop draws them) of a fixed cycle of --masks masks drawn up front,
 and calls `train_one_batch`. The mtm step is `scripts/bench_train.py`'s
-(the step `mtm train` runs: sampler, per-sample masks, model, loss, backward, clipping, AdamW).
+(the step `mtm train` runs: sampler, per-sample masks, model, loss, backward, clipping, AdamW). So
+the mtm side also pays for drawing its windows and masks, which the official side does before the
+timing (bench_train's phase column: 0-2 % of the step): the ratio leans, if at all, against mtm.
 
 Both are built for the same architecture, from each mtm config named in --configs: its width,
 encoder and decoder layers, heads, window and dropout, batch --batch-size, on the shared

@@ -86,9 +86,13 @@ class Commands:
             return True
         attempts = self.done.setdefault(name, [])
         attempts.append({**timing, "returncode": code})
+        self.save()
+        return code == 0
+
+    def save(self) -> None:
+        """Write every attempt so far to the record (atomically)."""
         self.record.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.record, json.dumps(self.done, indent=1) + "\n")
-        return code == 0
 
     def total(self, name: str, key: str) -> float | None:
         attempts = self.done.get(name, [])

@@ -116,6 +116,7 @@ def test_both_mtm_modes_evaluate_the_same_checkpoint_and_only_plan_gets_the_plan
     (["--mtm-set", "model.critic_updates=2"], "use --critic-updates"),
     (["--mtm-set", "model.nope=1"], "error: --mtm-set: --set: unknown key 'model.nope'"),
     (["--plan-option=--seed=3"], "error: --plan-option '--seed=3' is not an option of mode plan"),
+    (["--plan-option=--plan-horizon"], "written --plan-X=VALUE"),
     (["--rows", "mtm,dt"], "error: unknown row(s) dt; choose from mlp-bc, iql, mtm"),
 ])
 def test_options_the_sweep_cannot_run_with_are_one_error_line(argv, says, tmp_path, monkeypatch, capsys):
@@ -246,6 +247,8 @@ def test_the_expected_planner_is_the_policy_defaults_with_the_plan_options():
     options = args_of(plan_option=["--plan-horizon=2", "--plan-temperature=0.3", "--plan-noise=0.1"])
     assert bb.expected_planner(options) == {**default, "horizon": 2, "temperature": 0.3, "noise": 0.1}
     assert bb.planner_is_current({**default, "scored_by": "critic's Q", "precision": {}}, args_of())
+    by_value = args_of(plan_option=["--plan-score=value"])  # its own default temperature, or every cell looks stale
+    assert bb.expected_planner(by_value)["temperature"] == DEFAULT_TEMPERATURE["value"]
     assert not bb.planner_is_current({**default, "temperature": 0.5}, args_of()) and not bb.planner_is_current(None, args_of())
 
 
@@ -276,6 +279,11 @@ def test_run_cell_redoes_only_an_out_of_date_plan_evaluation_and_keeps_the_old_r
     ran.clear()
     bb.run_cell("hopper-medium-v5", 0, "mtm", args, {}, None)
     assert ran == []  # now current: nothing to redo
+    # Out of date again at the same temperature (another candidate count): the first kept report stays.
+    (tmp_path / run_dir / "eval_plan.json").write_text(json.dumps({"plan": {**old, "candidates": 3}}))
+    bb.run_cell("hopper-medium-v5", 0, "mtm", args, {}, None)
+    assert ran == ["eval_plan"] and (tmp_path / run_dir / "eval_plan.t0.5.1.json").exists()
+    assert json.loads((tmp_path / run_dir / "eval_plan.t0.5.json").read_text())["normalized_score_mean"] == 20.0
 
 
 def test_no_cell_starts_after_the_deadline(sweep, monkeypatch):

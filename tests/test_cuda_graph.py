@@ -35,8 +35,26 @@ def test_a_graphed_call_copies_each_calls_inputs_into_its_own_and_returns_a_copy
     second = graphed(x, torch.zeros(3))
     torch.testing.assert_close(second, torch.full((3,), 10.0))
     torch.testing.assert_close(first, torch.tensor([2.0, 3.0, 4.0]))  # a copy, not the graph's buffer
-    with pytest.raises(ValueError, match="first call's shapes"):
+    with pytest.raises(ValueError, match="first call's tensors"):
         graphed(torch.ones(4), torch.ones(4))
+    with pytest.raises(ValueError, match="float64"):
+        graphed(torch.ones(3, dtype=torch.float64), torch.ones(3))
+
+
+def test_a_capture_that_fails_keeps_nothing_and_is_tried_again():
+    attempts = []
+
+    def capture(fn):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("capture failed")
+        return replay_by_calling(fn)
+
+    graphed = GraphedCall(lambda x: x + 1, capture=capture)
+    with pytest.raises(RuntimeError):
+        graphed(torch.zeros(2))
+    torch.testing.assert_close(graphed(torch.ones(2)), torch.full((2,), 2.0))
+    assert len(attempts) == 2
 
 
 @pytest.mark.parametrize("mode", ["rcbc", "bc"])
@@ -73,3 +91,13 @@ def test_cuda_graph_on_a_cpu_is_one_error_line(reacher_run):
     assert result.exit_code != 0
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines[-1].startswith("error: cuda_graph needs a CUDA device") and "Traceback" not in result.output
+
+
+def test_a_training_run_that_would_evaluate_with_cuda_graph_on_a_cpu_stops_before_it_starts(tmp_path, reacher_run):
+    result = CliRunner().invoke(main, ["train", "--config", "demo", "--data", str(tmp_path / "none.hdf5"),
+                                       "--run-dir", str(tmp_path / "run"), "--device", "cpu",
+                                       "--set", "train.eval_every=10", "--set", "train.eval_policy.cuda_graph=true",
+                                       "--no-progress"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "train.eval_policy.cuda_graph needs a CUDA device" in result.output
+    assert not (tmp_path / "run").exists()

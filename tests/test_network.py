@@ -436,3 +436,20 @@ def test_the_static_forward_never_synchronises_with_the_host(monkeypatch):
     assert calls == []
     model.predict(batch, visible, heads=("actions",))
     assert calls  # the packed forward does synchronise (its packing sizes come from the masks)
+
+
+def test_a_static_packing_marks_its_keys_and_needs_no_mask_when_every_token_is_selected():
+    select = torch.tensor([[True, False, True], [False, False, True]])
+    static = Packing(select, static=True)
+    assert static.dense and static.key is select and static.attn_mask.shape == (2, 1, 3, 3)
+    assert static.attn_mask[0, 0, 0].tolist() == [True, False, True] and static.attn_mask[1, 0, 1, 1]
+    full = Packing(torch.ones(2, 3, dtype=torch.bool), static=True, all_selected=True)
+    assert full.attn_mask is None and full.key is None
+
+
+def test_the_packing_counts_each_groups_tokens_in_its_one_sync():
+    select = torch.tensor([[True, False, True, True], [False, True, False, True]])
+    groups = torch.tensor([0, 0, 1, 2])
+    p = Packing(select, groups=groups, num_groups=3)
+    assert p.group_counts == [2, 1, 2] and p.slots == 3
+    assert Packing(select).group_counts is None

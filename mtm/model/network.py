@@ -118,18 +118,31 @@ class Packing:
     policy's K envs at the same step), padding is a reshape. Then attention needs no mask.
     """
 
-    def __init__(self, select: torch.Tensor, *, static: bool = False):
+    def __init__(self, select: torch.Tensor, *, static: bool = False, all_selected: bool = False,
+                 groups: torch.Tensor | None = None, num_groups: int = 0):
         self.batch, self.length = select.shape
+        self.group_counts: list[int] | None = None  # with `groups`: selected tokens of each group
         if static:
-            # Every token is a row (dense) and a key mask keeps the unselected ones out of attention:
-            # fixed shapes and no host sync, which a CUDA graph needs. The unselected rows compute
-            # values nobody reads; the selected rows' values are those of the packed layout.
-            self.dense, self.uniform, self.slots, self.key = True, False, self.length, None
-            self_key = torch.eye(self.length, dtype=torch.bool, device=select.device)
-            self.attn_mask = (select[:, None, :] | self_key)[:, None]
+            # Every token is a row (dense) and a key mask keeps the unselected ones out of attention
+            # (none where the caller knows every token is selected): fixed shapes and no host sync,
+            # which a CUDA graph needs. The unselected rows compute values nobody reads; the
+            # selected rows' values are those of the packed layout.
+            self.dense, self.uniform, self.slots = True, False, self.length
+            self.key = self.attn_mask = None
+            if not all_selected:
+                self.key = select
+                self_key = torch.eye(self.length, dtype=torch.bool, device=select.device)
+                self.attn_mask = (select[:, None, :] | self_key)[:, None]
             return
         counts = select.sum(1)
-        low, high = torch.stack(torch.aminmax(counts)).tolist() if self.batch else (self.length,) * 2  # one host sync
+        sizes = torch.stack(torch.aminmax(counts)) if self.batch else counts.new_full((2,), self.length)
+        if groups is not None:  # (N,) group of each token: its counts ride on the same host sync
+            per_group = counts.new_zeros(num_groups).index_add_(0, groups, select.sum(0))
+            sizes = torch.cat([sizes, per_group])
+        sizes = sizes.tolist()  # the one host sync
+        low, high = sizes[:2]
+        if groups is not None:
+            self.group_counts = sizes[2:]
         self.dense = low == self.length
         self.uniform = low == high > 0
         self.slots = self.length if self.dense else max(high, 1)  # M
@@ -512,7 +525,9 @@ class MTM(TokenModel):
             return torch.cat([self.dec_embed[name](grid[:, self.layout.slice(name)]) for name in names], 1)
         modality = self.token_modality[enc.src % self.layout.num_tokens]  # (T,)
         order = torch.argsort(modality, stable=True)
-        counts = torch.bincount(modality, minlength=len(names)).tolist()  # one host sync
+        counts = enc.group_counts  # counted in the packing's own host sync
+        if counts is None:
+            counts = torch.bincount(modality, minlength=len(names)).tolist()
         grouped = rows.index_select(0, order).split(counts)
         out = torch.cat([self.dec_embed[name](x) for name, x in zip(names, grouped)])
         return enc.unpack(out.new_empty(out.shape).index_copy(0, order, out))
@@ -548,8 +563,8 @@ class MTM(TokenModel):
         """
         visible, real = self._masks(batch, visible, valid)
         if static:
-            return self._static_forward(batch, visible, real, heads, queries)
-        enc = Packing(visible)
+            return self._static_forward(batch, visible, real, heads, queries, all_real=valid is None and "valid" not in batch)
+        enc = Packing(visible, groups=self.token_modality, num_groups=len(self.tokenizers))
         x = enc.pack(self._encoder_inputs(batch, visible))
         for block in self.encoder:
             x = block(x, enc)
@@ -579,14 +594,15 @@ class MTM(TokenModel):
         return out
 
     def _static_forward(self, batch, visible: torch.Tensor, real: torch.Tensor, heads: Collection[str] | None,
-                        queries: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """forward(static=True): see there."""
+                        queries: torch.Tensor | None, all_real: bool) -> dict[str, torch.Tensor]:
+        """forward(static=True): see there. all_real: no step is padded (no `valid` given), so the
+        decoder's attention needs no mask (SDPA's fastest kernel)."""
         enc = Packing(visible, static=True)
         x = enc.pack(self._encoder_inputs(batch, visible))
         for block in self.encoder:
             x = block(x, enc)
         encoded = self._reembed(self.enc_norm(x), enc)
-        dec = Packing(real, static=True)
+        dec = Packing(real, static=True, all_selected=all_real)
         x = dec.pack(self._decoder_inputs(encoded, visible))
         for block in self.decoder:
             x = block(x, dec)

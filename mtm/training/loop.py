@@ -138,6 +138,9 @@ def _train(cfg: RunConfig, rt: Runtime, *, resume, overwrite: bool, progress: bo
             check_target_fraction(tc.eval_policy.target_fraction)
         except ConfigError as exc:
             raise ConfigError(f"train.eval_policy.target_fraction: {exc}") from None
+    if tc.eval_every and tc.eval_policy.cuda_graph and rt.device.type != "cuda":
+        raise ConfigError(f"train.eval_policy.cuda_graph needs a CUDA device; this run trains on {rt.device} "
+                          "(leave it false)")
     run_dir = Path(resume if resume is not None else tc.run_dir)
     # Rank 0 owns the run directory. It is checked before anything is read, locked for the whole
     # run, and an earlier run is set aside only once the new one is known to be valid and deleted
