@@ -91,8 +91,8 @@ class Planner:
         self.noise = config.plan_noise * model.tokenizers["actions"].scale.detach()  # (A,) raw units
         self.return_scale = float(model.tokenizers["returns"].scale.detach().reshape(-1)[0])
         # Its passes hold num_envs x K windows, many more rows than act()'s own: its own precision.
-        rows = num_envs * self.candidates * model.layout.num_tokens
-        self.precision = resolve_precision(config.precision, action_low.device, rows=rows, width=model.config.width)
+        self.precision = resolve_precision(config.precision, action_low.device,
+                                           work=model.inference_work(num_envs * self.candidates))
         self._autocast = self.precision.autocast(action_low.device)
         layout = model.layout
         device = action_low.device

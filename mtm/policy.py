@@ -127,8 +127,8 @@ class MTMPolicy:
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         # One forward pass of act() holds num_envs windows: few rows, where auto may keep fp32 on a CPU.
-        self.precision = resolve_precision(config.precision, self.device, rows=num_envs * model.layout.num_tokens,
-                                           width=model.config.width, fp32_only=model.fp32_only)
+        self.precision = resolve_precision(config.precision, self.device, work=model.inference_work(num_envs),
+                                           fp32_only=model.fp32_only)
         self.autocast = self.precision.autocast(self.device)
         self.num_envs = num_envs
         self.window = model.window

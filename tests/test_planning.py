@@ -145,6 +145,9 @@ class KnownModel:
         self.tokenizers = tokenizers()
         self.layout = TokenLayout.from_tokenizers(self.tokenizers, L)
 
+    def inference_work(self, windows):  # TokenModel's measure: a planner resolves its precision with it
+        return windows * self.layout.num_tokens * self.config.width ** 2
+
     def predict(self, batch, visible, heads=None, **_):
         b = batch["states"].shape[0]
         nxt = torch.zeros(b, L, S)

@@ -174,6 +174,22 @@ def test_auto_keeps_fp32_for_small_forward_passes_on_a_cpu(native_bf16):
     assert resolve_precision("bf16", "cpu", rows=1, width=8, warn=pytest.fail).dtype == "bf16"  # asked for: as asked
 
 
+def test_an_mlp_policy_counts_its_steps_and_layers_not_the_tokens_of_a_window(native_bf16):
+    """act() of a 3-layer MLP-BC, 256 wide, window 4: bf16 ran 0.72-0.83x fp32's speed at 10 envs
+    and 1.3x at 100 (BENCHMARKS.md); the token measure (12 tokens a window) took bf16 at both."""
+    from mtm.config import RunConfig, load_config, resolve_config_path
+    from mtm.model.build import build_model
+    from mtm.model.tokenizers import ContinuousTokenizer
+
+    cfg = load_config(RunConfig, resolve_config_path("mlp-bc"))
+    toks = {"states": ContinuousTokenizer(11, np.zeros(11), np.ones(11), name="states"),
+            "actions": ContinuousTokenizer(3, np.zeros(3), np.ones(3), name="actions")}
+    model = build_model(cfg.model, toks, cfg.data.window)
+    assert model.inference_work(10) == 10 * 4 * 256 ** 2 * 3 // 12
+    assert resolve_precision("auto", "cpu", work=model.inference_work(10), warn=pytest.fail).dtype == "fp32"
+    assert resolve_precision("auto", "cpu", work=model.inference_work(100), warn=pytest.fail).dtype == "bf16"
+
+
 def test_auto_on_a_gpu_ignores_the_size(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -243,4 +259,4 @@ def test_the_eval_report_gives_the_precision_of_the_policy_that_ran(reacher_run,
 
     report = evaluate_checkpoint(load_checkpoint(reacher_run), episodes=3, num_envs=2)
     assert report["precision"]["dtype"] == "fp32"
-    assert "passes of 24 token rows 32 wide" in report["precision"]["reason"]  # 2 envs x 12 tokens
+    assert "passes of 24,576 rows x width^2 (bf16 pays from 2,097,152)" in report["precision"]["reason"]  # 2 envs x 12 tokens x 32^2

@@ -37,6 +37,14 @@ def mlp(in_dim: int, out_dim: int, config: ModelConfig) -> nn.Sequential:
 class MLPPolicyModel(TokenModel):
     outputs = ("actions",)
 
+    def inference_work(self, windows: int) -> int:
+        """One row per step of each window through mlp_layers layers of width^2 multiply-adds each:
+        a Transformer layer's projections are 12 width^2 per token, hence / 12. By the token measure
+        (12 tokens a window) a 10-env MLP-BC policy counted as bf16 work and ran 0.72-0.83x fp32's
+        speed; by this one it stays fp32 there and takes bf16 from ~100 envs (1.3x; BENCHMARKS.md,
+        "precision auto against fp32")."""
+        return windows * self.window * self.config.width ** 2 * self.config.mlp_layers // 12
+
     def __init__(self, config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window: int):
         if config.kind not in MLP_KINDS:
             raise ConfigError(f"MLPPolicyModel builds {MLP_KINDS}, not {config.kind!r}")

@@ -283,6 +283,12 @@ class TokenModel(nn.Module):
     # forward passes have neither packing nor host syncs: they are static as they are.
     static_forward: bool = False
 
+    def inference_work(self, windows: int) -> int:
+        """The work of one forward pass over `windows` windows in the units of
+        mtm.hardware.CPU_BF16_MIN_WORK (token rows x width^2: about the multiply-adds of one
+        Transformer layer's projections, divided by 12), which decides whether bf16 pays on a CPU."""
+        return windows * self.layout.num_tokens * self.config.width ** 2
+
     def __init__(self, config: ModelConfig, tokenizers: Mapping[str, Tokenizer], window: int):
         super().__init__()
         self.config = config
