@@ -186,13 +186,11 @@ def _stderr(line: str) -> None:
 CPU_BF16_MIN_WORK = 2 ** 21
 
 
-def resolve_precision(requested: str, device: Any, *, rows: int | None = None, width: int | None = None,
-                      work: int | None = None, fp32_only: str | None = None,
+def resolve_precision(requested: str, device: Any, *, work: int | None = None, fp32_only: str | None = None,
                       warn: Callable[[str], None] = _stderr) -> Precision:
     """The precision to run at on `device`. `auto` is bf16 only where bf16 is native and, on a CPU,
-    where the forward passes are large enough for it to pay (`rows` token rows per pass of a model
-    `width` wide, or the model's own measure `work` in the same units (TokenModel.inference_work);
-    None = large, as in training); a forced bf16 on a device that emulates it runs
+    where the forward passes are large enough for it to pay (`work`: the model's own measure of a
+    pass, token rows x width^2, TokenModel.inference_work; None = large, as in training); a forced bf16 on a device that emulates it runs
     as asked, after one warning line (once per process). `fp32_only`: why the model computes in
     fp32 whatever is asked (a model's `fp32_only`), so fp32 is what runs and is reported."""
     if requested not in PRECISIONS:
@@ -211,11 +209,8 @@ def resolve_precision(requested: str, device: Any, *, rows: int | None = None, w
                      f"emulated there and about 10x slower than fp32; use precision auto or fp32")
             return Precision("bf16", requested, native, f"asked for; emulated on the {what}")
         return Precision("bf16", requested, native, f"asked for; native on the {what}")
-    if work is None and rows is not None and width is not None:
-        work = rows * width ** 2
     if native and work is not None and work < CPU_BF16_MIN_WORK and _device_type(device) == "cpu":
-        size = (f"{rows} token rows {width} wide" if rows is not None else
-                f"{work:,} rows x width^2 (bf16 pays from {CPU_BF16_MIN_WORK:,})")
+        size = f"{work:,} rows x width^2 (bf16 pays from {CPU_BF16_MIN_WORK:,})"
         return Precision("fp32", requested, native, f"auto: the {what} has native bf16 matmuls, but forward "
                                                     f"passes of {size} are too small for bf16 to pay")
     if native:

@@ -190,7 +190,7 @@ def test_reembedding_only_the_visible_rows_matches_reembedding_every_token(kind)
                "uniform": torch.stack([torch.randperm(n, generator=g) < 5 for _ in range(b)]),
                "dense": torch.ones(b, n, dtype=torch.bool),
                "none visible": torch.zeros(b, n, dtype=torch.bool)}[kind]
-    enc = Packing(visible)
+    enc = Packing(visible, groups=model.token_modality, num_groups=len(model.tokenizers))
     grid = torch.randn(b, n, model.config.width, generator=g)
     expected = torch.cat([model.dec_embed[name](grid[:, model.layout.slice(name)]) for name in model.tokenizers], 1)
     got = model._reembed(enc.pack(grid), enc)

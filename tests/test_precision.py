@@ -10,7 +10,7 @@ from mtm import hardware
 from mtm.checkpoint import load_checkpoint
 from mtm.config import RunConfig, load_config, parse_yaml, save_config
 from mtm.errors import ConfigError
-from mtm.hardware import resolve_precision
+from mtm.hardware import CPU_BF16_MIN_WORK, resolve_precision
 from mtm.policy import MTMPolicy, load_model
 
 
@@ -165,13 +165,14 @@ def test_policy_follows_the_same_rule(reacher_run, no_native_bf16):
 
 
 def test_auto_keeps_fp32_for_small_forward_passes_on_a_cpu(native_bf16):
-    small = resolve_precision("auto", "cpu", rows=60, width=128, warn=pytest.fail)  # `small`, 10 envs
+    small = resolve_precision("auto", "cpu", work=60 * 128 ** 2, warn=pytest.fail)  # `small`, 10 envs: 60 token rows
     assert small.dtype == "fp32" and small.native
-    assert small.reason.endswith("forward passes of 60 token rows 128 wide are too small for bf16 to pay")
-    assert resolve_precision("auto", "cpu", rows=600, width=128, warn=pytest.fail).dtype == "bf16"  # 100 envs
-    assert resolve_precision("auto", "cpu", rows=12, width=512, warn=pytest.fail).dtype == "bf16"  # reference, 1 env
+    assert small.reason.endswith(f"forward passes of 983,040 rows x width^2 (bf16 pays from {CPU_BF16_MIN_WORK:,}) "
+                                 f"are too small for bf16 to pay")
+    assert resolve_precision("auto", "cpu", work=600 * 128 ** 2, warn=pytest.fail).dtype == "bf16"  # 100 envs
+    assert resolve_precision("auto", "cpu", work=12 * 512 ** 2, warn=pytest.fail).dtype == "bf16"  # reference, 1 env
     assert resolve_precision("auto", "cpu", warn=pytest.fail).dtype == "bf16"  # training: no size given
-    assert resolve_precision("bf16", "cpu", rows=1, width=8, warn=pytest.fail).dtype == "bf16"  # asked for: as asked
+    assert resolve_precision("bf16", "cpu", work=8 ** 2, warn=pytest.fail).dtype == "bf16"  # asked for: as asked
 
 
 def test_an_mlp_policy_counts_its_steps_and_layers_not_the_tokens_of_a_window(native_bf16):
@@ -193,7 +194,7 @@ def test_an_mlp_policy_counts_its_steps_and_layers_not_the_tokens_of_a_window(na
 def test_auto_on_a_gpu_ignores_the_size(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert resolve_precision("auto", "cuda:0", rows=1, width=8).dtype == "bf16"
+    assert resolve_precision("auto", "cuda:0", work=8 ** 2).dtype == "bf16"
 
 
 def test_a_policy_acts_in_fp32_and_plans_in_bf16_where_bf16_is_native(reacher_run, native_bf16):

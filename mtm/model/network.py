@@ -19,6 +19,7 @@ re-embedding (dec_embed) multiplies only the visible tokens' rows, in training (
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Collection, Mapping
@@ -231,14 +232,12 @@ class Attention(nn.Module):
             q = q.view(b, q.shape[1], self.heads, -1).transpose(1, 2)
             out, attn_mask = queries.packing, queries.attn_mask
         p = self.dropout if self.training else 0.0
-        if self.training and q.device.type == "cpu":
-            # Training on a CPU: the math kernel. The flash kernel's backward is slow on our short
-            # sequences (6-12 tokens): `small` trains 1.11x faster in bf16 with math, level in fp32
-            # and at width 512; inference keeps the default, faster there (BENCHMARKS.md, "The
-            # training step against the official code").
-            with sdpa_kernel(SDPBackend.MATH):
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
-        else:
+        # Training on a CPU: the math kernel. The flash kernel's backward is slow on our short
+        # sequences (6-12 tokens): `small` trains 1.11x faster in bf16 with math, level in fp32 and
+        # at width 512; inference keeps the default, faster there (BENCHMARKS.md, "The training
+        # step against the official code").
+        math_kernel = self.training and q.device.type == "cpu"
+        with sdpa_kernel(SDPBackend.MATH) if math_kernel else contextlib.nullcontext():
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
         return self.proj(out.unpad(y.transpose(1, 2).flatten(2)))
 
@@ -540,10 +539,8 @@ class MTM(TokenModel):
             return torch.cat([self.dec_embed[name](grid[:, self.layout.slice(name)]) for name in names], 1)
         modality = self.token_modality[enc.src % self.layout.num_tokens]  # (T,)
         order = torch.argsort(modality, stable=True)
-        counts = enc.group_counts  # counted in the packing's own host sync
-        if counts is None:
-            counts = torch.bincount(modality, minlength=len(names)).tolist()
-        grouped = rows.index_select(0, order).split(counts)
+        # Counted in the packing's own host sync: forward builds it with the tokens' modalities as groups.
+        grouped = rows.index_select(0, order).split(enc.group_counts)
         out = torch.cat([self.dec_embed[name](x) for name, x in zip(names, grouped)])
         return enc.unpack(out.new_empty(out.shape).index_copy(0, order, out))
 
@@ -577,20 +574,26 @@ class MTM(TokenModel):
         only zeroes the other outputs.
         """
         visible, real = self._masks(batch, visible, valid)
-        if static:
-            return self._static_forward(batch, visible, real, heads, queries, all_real=valid is None and "valid" not in batch)
-        enc = Packing(visible, groups=self.token_modality, num_groups=len(self.tokenizers))
+        if static:  # fixed shapes, no host sync; the decoder needs no key mask where no step is padded
+            enc = Packing(visible, static=True)
+            dec_packing = lambda: Packing(real, static=True, all_selected=valid is None and "valid" not in batch)
+        else:
+            enc = Packing(visible, groups=self.token_modality, num_groups=len(self.tokenizers))
+            dec_packing = lambda: Packing(real)
         x = enc.pack(self._encoder_inputs(batch, visible))
         for block in self.encoder:
             x = block(x, enc)
         encoded = self._reembed(self.enc_norm(x), enc)
 
-        dec = Packing(real)
+        dec = dec_packing()
         x = dec.pack(self._decoder_inputs(encoded, visible))
-        asked = None
+        asked = zeroed = None  # the query rows alone (packed), or every row with the others zeroed (static)
         if queries is not None:
-            asked = queries.to(real.device).bool().expand_as(real) & real
-            asked = None if dec.dense and bool(asked.all()) else Queries(asked, dec)
+            wanted = queries.to(real.device).bool().expand_as(real) & real
+            if static:
+                zeroed = wanted
+            elif not (dec.dense and bool(wanted.all())):
+                asked = Queries(wanted, dec)
         for i, block in enumerate(self.decoder):
             x = block(x, dec, asked if i == len(self.decoder) - 1 else None)
         x = self.dec_norm(x)
@@ -601,37 +604,13 @@ class MTM(TokenModel):
             if heads is not None and name not in heads:
                 continue
             modality = head_modality(name)
+            sl = self.layout.slice(modality)
             if asked is None:
-                h = self.heads[name](decoded[:, self.layout.slice(modality)])
+                h = self.heads[name](decoded[:, sl])
+                if zeroed is not None:
+                    h = h * zeroed[:, sl, None]
             else:
                 h = self._query_head(name, x, asked)
-            out[name] = h.unflatten(1, (self.window, self.layout.tokens_per_step[modality]))
-        return out
-
-    def _static_forward(self, batch, visible: torch.Tensor, real: torch.Tensor, heads: Collection[str] | None,
-                        queries: torch.Tensor | None, all_real: bool) -> dict[str, torch.Tensor]:
-        """forward(static=True): see there. all_real: no step is padded (no `valid` given), so the
-        decoder's attention needs no mask (SDPA's fastest kernel)."""
-        enc = Packing(visible, static=True)
-        x = enc.pack(self._encoder_inputs(batch, visible))
-        for block in self.encoder:
-            x = block(x, enc)
-        encoded = self._reembed(self.enc_norm(x), enc)
-        dec = Packing(real, static=True, all_selected=all_real)
-        x = dec.pack(self._decoder_inputs(encoded, visible))
-        for block in self.decoder:
-            x = block(x, dec)
-        decoded = dec.unpack(self.dec_norm(x))
-        asked = None if queries is None else queries.to(real.device).bool().expand_as(real) & real
-        out = {}
-        for name in self.heads:
-            if heads is not None and name not in heads:
-                continue
-            modality = head_modality(name)
-            sl = self.layout.slice(modality)
-            h = self.heads[name](decoded[:, sl])
-            if asked is not None:
-                h = h * asked[:, sl, None]
             out[name] = h.unflatten(1, (self.window, self.layout.tokens_per_step[modality]))
         return out
 
