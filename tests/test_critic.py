@@ -15,6 +15,7 @@ from mtm.checkpoint import load_checkpoint
 from mtm.cli import main
 from mtm.config import RunConfig, load_config, resolve_config_path
 from mtm.errors import ConfigError
+from mtm.evaluation.predictions import predict
 from mtm.model.critic import TwinCritic, reward_scale, window_transitions
 from mtm.model.iql import IQL_KIND, IQLModel
 from mtm.model.network import MTM, ModelConfig
@@ -277,3 +278,48 @@ def test_plan_by_q_end_to_end_in_the_eval_command(reacher_run, tmp_path):
     assert report["plan"]["horizon"] == 2 and report["plan"]["scored_by"] == "critic's Q (IQL), mean over 2 steps"
     assert report["plan"]["temperature"] == DEFAULT_TEMPERATURE["q"] == 0.02  # 0.05 scored by values
     assert report["episodes"] == 2 and np.isfinite(report["normalized_score_mean"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Advantage-weighted actions (model.awr_beta): IQL's actor inside the MTM
+
+
+def test_awr_needs_a_critic_and_a_non_negative_beta():
+    with pytest.raises(ValueError, match="awr_beta weighs actions by the critic's advantage: set model.critic=true"):
+        ModelConfig(awr_beta=3.0)
+    with pytest.raises(ValueError, match="awr_beta must be >= 0, got -1.0"):
+        ModelConfig(critic=True, awr_beta=-1.0)
+
+
+def test_action_weights_are_the_clipped_exponentiated_advantage_of_mean_one_over_real_steps():
+    torch.manual_seed(0)
+    model = MTM(ModelConfig(width=16, heads=2, critic=True, critic_width=8, awr_beta=2.0), tokenizers(), L).eval()
+    batch = {"states": torch.randn(4, L, S), "actions": torch.rand(4, L, A) * 2 - 1,
+             "valid": torch.ones(4, L, dtype=torch.bool)}
+    batch["valid"][3, 2:] = False  # padding: weight 0, out of the mean
+    s, a = model._critic_states(batch["states"]), model._critic_actions(batch["actions"])
+    raw = torch.exp(2.0 * (model.critic.target_q(s, a) - model.critic.v(s)[..., 0]))
+    expected = torch.where(batch["valid"], raw / raw[batch["valid"]].mean(), torch.zeros_like(raw))
+    weights = model.action_weights(batch)
+    torch.testing.assert_close(weights, expected)
+    assert float(weights[batch["valid"]].mean()) == pytest.approx(1.0) and (weights[3, 2:] == 0).all()
+    # A huge advantage is clipped at IQL's 100 before the mean is taken.
+    model.critic.v[-1].bias.data.fill_(-1e3)
+    weights = model.action_weights(batch)
+    torch.testing.assert_close(weights[batch["valid"]], torch.ones(int(batch["valid"].sum())))
+
+
+def test_awr_turns_the_average_of_a_good_and_a_bad_action_into_the_good_one(tmp_path):
+    # One state, half the episodes take GOOD (reward 1), half BAD (reward 0): plain BC learns their
+    # mean, 0; weighing each action by exp(3 A) pulls the MTM's BC action (returns hidden) to GOOD.
+    data = write_two_actions(tmp_path / "two.hdf5")
+    acts = {}
+    for beta in (0.0, 3.0):
+        run = tmp_path / f"beta{beta}"
+        train(mtm_config(data, run, "train.steps=200", "model.critic_updates=2", "model.iql_polyak=0.05",
+                         f"model.awr_beta={beta}"), progress=False, say=None)
+        model = load_model(load_checkpoint(run)).eval()
+        batch = {"states": torch.ones(1, model.window, 3), "actions": torch.zeros(1, model.window, 1),
+                 "returns": torch.zeros(1, model.window, 1)}
+        acts[beta] = float(predict(model, "bc", batch, c=0)[0, 0])
+    assert abs(acts[0.0]) < 0.3 and acts[3.0] > 0.5, acts

@@ -48,6 +48,16 @@ def test_all_tokens_of_real_steps_count():
     torch.testing.assert_close(total, per["states"] + per["actions"])
 
 
+def test_token_weights_scale_each_steps_loss_and_keep_the_count_as_divisor():
+    toks, batch, out = setup()
+    w = torch.tensor([[2.0, 0.0, 1.0], [1.0, 3.0, 5.0]])  # (b1, t2) is padding: its weight is never read
+    total, per = mtm_loss(out, batch, toks, VISIBLE, VALID, on="all", token_weights={"actions": w})
+    torch.testing.assert_close(per["actions"], (A_TOK * w)[VALID].sum() / 5)
+    torch.testing.assert_close(per["states"], torch.tensor(1.0))  # an unweighted modality is unchanged
+    ones, _ = mtm_loss(out, batch, toks, VISIBLE, VALID, on="all", token_weights={"actions": torch.ones(2, L)})
+    torch.testing.assert_close(ones, mtm_loss(out, batch, toks, VISIBLE, VALID, on="all")[0])
+
+
 def test_masked_counts_hidden_tokens_only():
     toks, batch, out = setup()
     total, per = mtm_loss(out, batch, toks, VISIBLE, VALID, on="masked")

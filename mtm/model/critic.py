@@ -26,6 +26,7 @@ from torch import nn
 from mtm.model.loss import expectile_loss
 
 
+EXP_ADV_MAX = 100.0  # IQL's clip of the advantage weight exp(beta * A)
 CRITIC_PARTS = ("q", "v")  # the critic's loss parts, logged as train/loss_q and train/loss_v
 STATE_EPS = 1e-3  # added to the state std, as CORL's normalisation does
 REWARD_SCALE_STEPS = 1000  # rewards are scaled so that the return range spans this (D4RL's episode length)

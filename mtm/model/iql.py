@@ -40,14 +40,13 @@ import torch
 from torch import nn
 
 from mtm.errors import ConfigError
-from mtm.model.critic import TwinCritic, action_bounds, mlp, normalized_states, reward_scale, unit_actions
+from mtm.model.critic import EXP_ADV_MAX, TwinCritic, action_bounds, mlp, normalized_states, reward_scale, unit_actions
 from mtm.model.network import ModelConfig, TokenModel
 from mtm.model.tokenizers import ContinuousTokenizer, Tokenizer
 
 IQL_KIND = "mlp_iql"
 #: The window keys a transition needs (mtm.training.run_data samples these for model.kind = mlp_iql).
 TRANSITION_KEYS = ("states", "actions", "rewards", "terminals")
-EXP_ADV_MAX = 100.0  # IQL's clip of the advantage weight
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the Gaussian actor's log-std range (CORL's)
 
 

@@ -43,7 +43,8 @@ def expectile_loss(prediction: torch.Tensor, target: torch.Tensor, tau: float) -
 def mtm_loss(model_out: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor],
              tokenizers: Mapping[str, Tokenizer], visible: torch.Tensor, valid: torch.Tensor | None, *,
              on: str = "all", weights: Mapping[str, float] | None = None,
-             value_expectile: float = 0.0, reward_units: Tokenizer | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             value_expectile: float = 0.0, reward_units: Tokenizer | None = None,
+             token_weights: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """-> (total scalar, {modality: scalar}).
 
     model_out: {modality: (B, L, k, output_dim)} from MTM.forward. batch: raw tensors.
@@ -52,6 +53,9 @@ def mtm_loss(model_out: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Te
     weights: {modality or "value": weight}; those not named weigh 1.
     value_expectile: tau of the value head's loss, when model_out has one.
     reward_units: the tokenizer of the reward head's targets, when model_out has one (MTM.reward_units).
+    token_weights: {modality: (B, L)} weights of that modality's per-step token losses (e.g. the
+    actions' advantage weights, MTM.action_weights); the loss stays a sum over the counted tokens
+    divided by their count, so weights of mean 1 keep its scale.
     """
     if on not in ("all", "masked"):
         raise ConfigError(f"loss 'on' must be 'all' or 'masked', got {on!r}")
@@ -86,7 +90,11 @@ def mtm_loss(model_out: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Te
         # Select the counted tokens before computing their losses, rather than multiplying by a
         # 0/1 mask afterwards: an uncounted token (padding) may hold NaN, and 0 * NaN = NaN, in the
         # forward pass and in the gradient.
-        loss = tok.token_loss(head[use], targets[use]).sum() / use.sum().clamp_min(1)
+        per_token = tok.token_loss(head[use], targets[use])
+        if token_weights and name in token_weights:
+            w = token_weights[name].to(device)[:, :, None].expand(use.shape)[use]
+            per_token = per_token * w.view(-1, *[1] * (per_token.dim() - 1))
+        loss = per_token.sum() / use.sum().clamp_min(1)
         per_modality[name] = loss
         total = total + float(weights.get(name, 1.0)) * loss
     if VALUE in model_out:

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mtm.errors import ConfigError
-from mtm.model.critic import (CRITIC_PARTS, TwinCritic, action_bounds, kept_only, normalized_states, reward_scale,
+from mtm.model.critic import (CRITIC_PARTS, EXP_ADV_MAX, TwinCritic, action_bounds, kept_only, normalized_states, reward_scale,
                               unit_actions, window_transitions)
 from mtm.model.dropout import Dropout
 from mtm.model.loss import REWARD, VALUE
@@ -68,6 +68,7 @@ class ModelConfig:
     critic_width: int = 256  # model.critic: hidden width of each of its MLPs (CORL's IQL: 256)
     critic_layers: int = 2  # model.critic: hidden layers of each of its MLPs (CORL's IQL: 2)
     critic_qs: int = 2  # model.critic: its Q networks; the Q it acts and bootstraps on is their minimum (2: IQL's twin Q; more: an ensemble, more pessimistic where its members disagree, away from the data)
+    awr_beta: float = 0.0  # model.critic: > 0 weighs each action token's reconstruction loss by exp(awr_beta * A), A = Q - V from the critic (clipped at 100, normalised to mean 1 over the batch): advantage-weighted regression, IQL's actor, inside the MTM; 0: every action weighs the same
     critic_updates: int = 1  # model.critic: its TD updates per training step, each on a batch of its own (the extra ones cost the critic's MLPs alone: a TD value needs many more updates than the Transformer's short run gives)
 
     def __post_init__(self) -> None:
@@ -89,6 +90,10 @@ class ModelConfig:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if self.critic_qs < 2:
             raise ValueError(f"critic_qs must be >= 2, got {self.critic_qs}")
+        if not self.awr_beta >= 0.0:
+            raise ValueError(f"awr_beta must be >= 0, got {self.awr_beta}")
+        if self.awr_beta > 0 and not self.critic:
+            raise ValueError("awr_beta weighs actions by the critic's advantage: set model.critic=true too")
         if not (self.value_expectile == 0.0 or 0.0 < self.value_expectile < 1.0):
             raise ValueError(f"value_expectile must be 0 (no value head) or in (0, 1), got {self.value_expectile}")
 
@@ -455,6 +460,22 @@ class MTM(TokenModel):
             t = window_transitions(batch, self._critic_states, self._critic_actions, self.reward_scale)
             q, v, _ = self.critic.losses(kept_only(t))
         return q + v, {"q": q, "v": v}
+
+    @torch.no_grad()
+    def action_weights(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(B, L) weights of the window's action tokens in the loss with model.awr_beta > 0:
+        exp(beta * (Q'(s, a) - V(s))) of each step's data (s, a), clipped at EXP_ADV_MAX as IQL's
+        actor's, then divided by their mean over the batch's real steps, so the action loss keeps
+        its scale beside the other modalities'. In fp32 (mtm.model.critic: bf16 would round A)."""
+        with torch.autocast(batch["states"].device.type, enabled=False):
+            s, a = self._critic_states(batch["states"]), self._critic_actions(batch["actions"])
+            advantage = self.critic.target_q(s, a) - self.critic.v(s)[..., 0]
+            weights = torch.exp(self.config.awr_beta * advantage).clamp(max=EXP_ADV_MAX)
+            real = batch["valid"].bool()
+            if "present_actions" in batch:  # an episode without actions has no action loss to weigh
+                real = real & batch["present_actions"].bool()[:, None]
+            mean = weights[real].mean() if bool(real.any()) else weights.new_ones(())
+            return torch.where(real, weights / mean.clamp_min(1e-12), torch.zeros_like(weights))
 
     @torch.no_grad()
     def q_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -90,10 +90,13 @@ class TrainStep:
             with self.autocast:
                 out = self.forward(batch, visible, batch["valid"])
             out = {k: v.float() for k, v in out.items()}
+            # model.awr_beta: each data action's reconstruction weighs by its advantage (IQL's actor).
+            awr = getattr(model.config, "awr_beta", 0.0) > 0
             loss, parts = mtm_loss(out, batch, model.tokenizers, visible, batch["valid"],
                                    on=tc.loss_on, weights=tc.loss_weights,
                                    value_expectile=getattr(model.config, "value_expectile", 0.0),
-                                   reward_units=getattr(model, "reward_units", None))
+                                   reward_units=getattr(model, "reward_units", None),
+                                   token_weights={"actions": model.action_weights(batch)} if awr else None)
             if getattr(model, "has_critic", False):  # TD on the same windows, in fp32 (mtm.model.critic)
                 critic, critic_parts = model.critic_loss(batch)
                 loss = loss + critic
