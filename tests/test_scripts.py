@@ -42,6 +42,17 @@ def test_bench_plan_reports_each_setting(reacher_run, tmp_path):
     assert rcbc["setting"] == {"mode": "rcbc"} and rcbc["plan"] is None
     assert plan["plan"]["candidates"] == 4 and plan["env_steps_per_s"] > 0
     assert '| {"mode": "plan", "plan_candidates": 4} |' in out.stdout
+    # The planner's score spread, medians over steps: candidate 0 is the RCBC action, so the best
+    # is never below it; the top softmax weight lies between uniform (1/K) and one candidate (1).
+    assert rcbc["score_spread"] is None
+    spread = plan["score_spread"]
+    assert spread["best_minus_rcbc"] >= 0 and spread["spread"] >= 0 and 0.25 <= spread["top_weight"] <= 1
+
+
+def test_bench_plan_critic_from_a_checkpoint_without_one_is_one_error_line(reacher_run):
+    out = subprocess.run([sys.executable, "bench_plan.py", str(reacher_run), "--critic-from", str(reacher_run),
+                          '{"mode": "plan"}'], cwd=REPO / "scripts", capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and out.stderr.strip().splitlines()[-1] == f"error: {reacher_run} has no critic"
 
 
 def test_bench_predict_compares_the_precisions_by_batch(tmp_path):
