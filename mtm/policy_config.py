@@ -34,6 +34,7 @@ class PolicyConfig:
     plan_horizon: int = 1  # plan: steps each candidate is imagined for (1: the first action's value only; 2 helped on hopper-medium-replay, hurt on halfcheetah-medium-replay: BENCHMARKS.md)
     plan_temperature: float | None = None  # plan: softmax temperature over the candidates' scores, in return-token stds (small: near the best); None: 0.02 scored by q (the candidates' Q differ by ~0.2 stds), else 0.05 (their values differ by 1e-3 .. 1e-2)
     plan_noise: float = 0.3  # plan: std of the candidates' action noise, in units of the data's action std
+    plan_max_gain: float | None = 0.2  # plan: where the best candidate scores more than this many return-token stds above the RCBC action, the step from the RCBC action towards the softmax mean is cut to max_gain / that margin of it (a critic that promises a large gain for a small change of action is extrapolating: halfcheetah-expert-v5 61.7 -> 92.1, the medium files' margins are 0.05-0.08 and unchanged); None: no cap
     plan_seed: int = 0  # plan: seed of the candidates' noise
     plan_score: Literal["auto", "q", "value", "rewards"] = "auto"  # plan: "q": the critic's Q of the (state, action)s, the mean over the H imagined steps (needs model.critic); "value": the mean of the values of the imagined (state, action)s; "rewards": the predicted rewards of the H imagined steps, discounted, plus the discounted value of the state after them (M3PC; needs model.reward_head); auto: q where the model has a critic, else rewards where it has a reward head, else value
     plan_discount: float = 0.99  # plan, score rewards: gamma of the imagined rewards and the final value
@@ -49,6 +50,8 @@ class PolicyConfig:
             raise ValueError(f"plan_horizon must be >= 1, got {self.plan_horizon}")
         if self.plan_temperature is not None and not self.plan_temperature > 0:
             raise ValueError(f"plan_temperature must be > 0, got {self.plan_temperature}")
+        if self.plan_max_gain is not None and not self.plan_max_gain > 0:
+            raise ValueError(f"plan_max_gain must be > 0, got {self.plan_max_gain}")
         if not self.plan_noise >= 0:
             raise ValueError(f"plan_noise must be >= 0, got {self.plan_noise}")
         if self.plan_score not in ("auto", "q", "value", "rewards"):

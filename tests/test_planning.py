@@ -159,6 +159,7 @@ class KnownModel:
 
 
 def planner(has_reward=False, **settings):
+    settings.setdefault("plan_max_gain", None)  # the known model's margins are far above the default cap
     config = PolicyConfig(mode="plan", **settings)
     low, high = torch.full((A,), -1.0), torch.full((A,), 1.0)
     return Planner(KnownModel(has_reward), config, low, high, num_envs=2)
@@ -182,6 +183,23 @@ def test_the_planner_acts_on_the_best_imagined_candidate():
     best = candidates[torch.arange(2), scores.argmax(1)]
     torch.testing.assert_close(chosen, best)
     assert (chosen[:, 0] > 0.5).all()
+
+
+@pytest.mark.parametrize("max_gain", [0.05, 0.2, 10.0])
+def test_max_gain_cuts_the_step_from_the_rcbc_action_where_the_promised_gain_is_larger(max_gain):
+    # The same known model: score = first action's [0] / 2, candidate 0 (the proposal, 0) scores 0,
+    # so the margin is the best score; the step towards the chosen action is max_gain / margin of it.
+    free = planner(plan_candidates=32, plan_horizon=2, plan_temperature=1e-6, plan_noise=0.5)
+    capped = planner(plan_candidates=32, plan_horizon=2, plan_temperature=1e-6, plan_noise=0.5, plan_max_gain=max_gain)
+    c, proposal = torch.tensor([0, 1]), torch.full((2, A), 0.1)
+    full = free(window(2), c, proposal)
+    chosen = capped(window(2), c, proposal)
+    torch.testing.assert_close(capped.last_candidates, free.last_candidates)  # the same noise
+    margin = capped.last_scores.amax(1) - capped.last_scores[:, 0]
+    assert (margin > 0.2).all() and (margin < 10).all()
+    step = (max_gain / margin).clamp(max=1.0)[:, None]
+    torch.testing.assert_close(chosen, proposal + step * (full - proposal))
+    assert capped.describe()["max_gain"] == max_gain and free.describe()["max_gain"] is None
 
 
 def test_one_step_cannot_tell_candidates_apart_here_and_a_hot_softmax_averages():
@@ -237,6 +255,7 @@ def test_every_policy_mode_has_its_mask_in_the_one_table():
     ({"plan_horizon": 0}, "plan_horizon must be >= 1, got 0"),
     ({"plan_temperature": 0.0}, "plan_temperature must be > 0, got 0.0"),
     ({"plan_noise": -1.0}, "plan_noise must be >= 0, got -1.0"),
+    ({"plan_max_gain": 0.0}, "plan_max_gain must be > 0, got 0.0"),
     ({"plan_discount": 1.0}, r"plan_discount must be in \(0, 1\), got 1.0"),
     ({"plan_score": "max"}, "plan_score must be auto, q, value or rewards, got 'max'"),
 ])
@@ -250,6 +269,7 @@ def test_bad_plan_settings_are_refused(setting, message):
     ("--plan-horizon", "0", "error: --plan-horizon must be >= 1, got 0"),
     ("--plan-temperature", "0", "error: --plan-temperature must be > 0, got 0.0"),
     ("--plan-discount", "0", "error: --plan-discount must be in (0, 1), got 0.0"),
+    ("--plan-max-gain", "-1", "error: --plan-max-gain must be > 0, got -1.0"),
 ])
 def test_bad_plan_options_give_one_error_line(reacher_run, option, value, message):
     result = CliRunner().invoke(main, ["eval", "--checkpoint", str(reacher_run), "--mode", "plan", option, value])

@@ -40,6 +40,10 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
                    "the critic's Q, else 0.05].")
 @click.option("--plan-noise", type=float, default=None,
               help="plan: candidates' action noise, in units of the data's action std [default: 0.3].")
+@click.option("--plan-max-gain", type=float, default=None,
+              help="plan: cut the step from the RCBC action to max_gain / margin of it where the best candidate "
+                   "scores more than this many return-token stds above the RCBC action [default: 0.2; a large value: "
+                   "no cap].")
 @click.option("--plan-score", type=click.Choice(["auto", "q", "value", "rewards"]), default=None,
               help="plan: score candidates by the critic's Q (needs model.critic), by their values, or by "
                    "predicted rewards plus the final value (needs a reward head) [default: auto, q where the "
@@ -73,8 +77,8 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output / --video / --contact-sheet file.")
 @click.option("--progress/--no-progress", default=True, help="A progress bar, where stdout and stderr are terminals.")
 def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, target_fraction, decrement,
-                 action_history, plan_candidates, plan_horizon, plan_temperature, plan_noise, plan_score,
-                 plan_discount, cuda_graph, seed, device, precision, video, contact_sheet, video_episodes, video_quality,
+                 action_history, plan_candidates, plan_horizon, plan_temperature, plan_noise, plan_max_gain,
+                 plan_score, plan_discount, cuda_graph, seed, device, precision, video, contact_sheet, video_episodes, video_quality,
                  video_size, tasks, data, output, overwrite, progress) -> None:
     """Evaluate a trained model: returns and normalised score in the env, or dynamics errors.
 
@@ -100,7 +104,8 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
                          episodes=video_episodes, quality=video_quality, size=video_size)
     try:
         plan = {"plan_candidates": plan_candidates, "plan_horizon": plan_horizon,
-                "plan_temperature": plan_temperature, "plan_noise": plan_noise, "plan_score": plan_score,
+                "plan_temperature": plan_temperature, "plan_noise": plan_noise, "plan_max_gain": plan_max_gain,
+                "plan_score": plan_score,
                 "plan_discount": plan_discount}
         policy = PolicyConfig(mode=mode or "auto", target_return=target_return, target_fraction=target_fraction,
                               decrement=decrement, action_history=action_history,
