@@ -243,9 +243,13 @@ def test_the_expected_planner_is_the_policy_defaults_with_the_plan_options():
 
     default = bb.expected_planner(args_of())
     assert default == {"candidates": PolicyConfig().plan_candidates, "horizon": PolicyConfig().plan_horizon,
-                       "noise": PolicyConfig().plan_noise, "temperature": DEFAULT_TEMPERATURE["q"]}
-    options = args_of(plan_option=["--plan-horizon=2", "--plan-temperature=0.3", "--plan-noise=0.1"])
-    assert bb.expected_planner(options) == {**default, "horizon": 2, "temperature": 0.3, "noise": 0.1}
+                       "noise": PolicyConfig().plan_noise, "temperature": DEFAULT_TEMPERATURE["q"],
+                       "max_gain": PolicyConfig().plan_max_gain}
+    options = args_of(plan_option=["--plan-horizon=2", "--plan-temperature=0.3", "--plan-noise=0.1",
+                                   "--plan-max-gain=0.5"])
+    assert bb.expected_planner(options) == {**default, "horizon": 2, "temperature": 0.3, "noise": 0.1, "max_gain": 0.5}
+    # A report from before the planner had a gain cap names none: its cell's plan evaluation is redone.
+    assert not bb.planner_is_current({k: v for k, v in default.items() if k != "max_gain"}, args_of())
     assert bb.planner_is_current({**default, "scored_by": "critic's Q", "precision": {}}, args_of())
     by_value = args_of(plan_option=["--plan-score=value"])  # its own default temperature, or every cell looks stale
     assert bb.expected_planner(by_value)["temperature"] == DEFAULT_TEMPERATURE["value"]
