@@ -114,6 +114,7 @@ class Planner:
         #: The last call's candidate first actions (n, K, A) and their scores (n, K), for tests and analysis.
         self.last_candidates: torch.Tensor | None = None
         self.last_scores: torch.Tensor | None = None
+        self.last_weights: torch.Tensor | None = None  # (n, K) the softmax weights the last call acted on
 
     def describe(self) -> dict:
         """The planner's settings, for reports."""
@@ -155,14 +156,15 @@ class Planner:
             values, _ = self.imagine(batch, c, first, self.horizon)
             score = values.mean(1)
         score = score.view(n, k)
-        self.last_candidates, self.last_scores = first.view(n, k, -1), score
-        weights = torch.softmax((score - score.amax(1, keepdim=True)) / (self.temperature * self.return_scale), 1)
+        best = score.amax(1)
+        weights = torch.softmax((score - best[:, None]) / (self.temperature * self.return_scale), 1)
+        self.last_candidates, self.last_scores, self.last_weights = first.view(n, k, -1), score, weights
         chosen = (weights[:, :, None] * first.view(n, k, -1)).sum(1)
         if self.max_gain is None:
             return chosen
         # The step away from the RCBC action (candidate 0) shrinks where the critic promises more
         # than max_gain for it: a gain that large from a small change of action is extrapolation.
-        margin = (score.amax(1) - score[:, 0]) / self.return_scale
+        margin = (best - score[:, 0]) / self.return_scale
         step = (self.max_gain / margin.clamp_min(1e-12)).clamp(max=1.0)
         return proposal + step[:, None] * (chosen - proposal)
 

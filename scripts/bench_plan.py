@@ -47,8 +47,8 @@ class ScoreSpread:
         def call(planner, batch, c, proposal):
             out = recorder._call(planner, batch, c, proposal)
             scores = planner.last_scores / planner.return_scale  # (n, K)
-            weights = torch.softmax((scores - scores.amax(1, keepdim=True)) / planner.temperature, 1)
-            recorder.rows.append(torch.stack([scores.amax(1) - scores[:, 0], scores.std(1), weights.amax(1)], 1))
+            top_weight = planner.last_weights.amax(1)
+            recorder.rows.append(torch.stack([scores.amax(1) - scores[:, 0], scores.std(1), top_weight], 1))
             return out
 
         Planner.__call__ = call

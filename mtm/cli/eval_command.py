@@ -105,8 +105,7 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
     try:
         plan = {"plan_candidates": plan_candidates, "plan_horizon": plan_horizon,
                 "plan_temperature": plan_temperature, "plan_noise": plan_noise, "plan_max_gain": plan_max_gain,
-                "plan_score": plan_score,
-                "plan_discount": plan_discount}
+                "plan_score": plan_score, "plan_discount": plan_discount}
         policy = PolicyConfig(mode=mode or "auto", target_return=target_return, target_fraction=target_fraction,
                               decrement=decrement, action_history=action_history,
                               precision=precision, cuda_graph=cuda_graph).replace(**plan)

@@ -77,6 +77,11 @@ def mlp(in_dim: int, width: int, layers: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(*parts)
 
 
+def advantage_weights(advantage: torch.Tensor, beta: float) -> torch.Tensor:
+    """IQL's actor weights exp(beta * A), clipped at EXP_ADV_MAX (mlp-iql's actor, model.awr_beta)."""
+    return torch.exp(beta * advantage).clamp(max=EXP_ADV_MAX)
+
+
 class TwinCritic(nn.Module):
     """IQL's critic with `qs` Q networks (2: IQL's twin Q; more: an ensemble whose minimum is more
     pessimistic where they disagree, i.e. away from the data, as SAC-N / EDAC use it). Q1 and Q2

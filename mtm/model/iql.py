@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from mtm.errors import ConfigError
-from mtm.model.critic import EXP_ADV_MAX, TwinCritic, action_bounds, mlp, normalized_states, reward_scale, unit_actions
+from mtm.model.critic import TwinCritic, advantage_weights, action_bounds, mlp, normalized_states, reward_scale, unit_actions
 from mtm.model.network import ModelConfig, TokenModel
 from mtm.model.tokenizers import ContinuousTokenizer, Tokenizer
 
@@ -165,7 +165,7 @@ class IQLModel(TokenModel):
             return (x * weight).sum() / count
 
         q_loss, v_loss, advantage = self.critic.losses(t)
-        exp_adv = torch.exp(cfg.iql_beta * advantage).clamp(max=EXP_ADV_MAX)
+        exp_adv = advantage_weights(advantage, cfg.iql_beta)
         mu = self._actor_mean(s)
         if self.log_std is None:
             bc = (mu - a).square().sum(-1)

@@ -32,8 +32,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mtm.errors import ConfigError
-from mtm.model.critic import (CRITIC_PARTS, EXP_ADV_MAX, TwinCritic, action_bounds, kept_only, normalized_states, reward_scale,
-                              unit_actions, window_transitions)
+from mtm.model.critic import (CRITIC_PARTS, TwinCritic, action_bounds, advantage_weights, kept_only, normalized_states,
+                              reward_scale, unit_actions, window_transitions)
 from mtm.model.dropout import Dropout
 from mtm.model.loss import REWARD, VALUE
 from mtm.model.masks import TokenLayout, apply_valid, present_tokens
@@ -464,18 +464,20 @@ class MTM(TokenModel):
     @torch.no_grad()
     def action_weights(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(B, L) weights of the window's action tokens in the loss with model.awr_beta > 0:
-        exp(beta * (Q'(s, a) - V(s))) of each step's data (s, a), clipped at EXP_ADV_MAX as IQL's
-        actor's, then divided by their mean over the batch's real steps, so the action loss keeps
-        its scale beside the other modalities'. In fp32 (mtm.model.critic: bf16 would round A)."""
+        exp(beta * (Q'(s, a) - V(s))) of each step's data (s, a), clipped as IQL's actor's
+        (advantage_weights), then divided by their mean over the batch's real steps, so the action
+        loss keeps its scale beside the other modalities'. In fp32 (mtm.model.critic: bf16 would
+        round A); no host sync (it runs in every training step)."""
         with torch.autocast(batch["states"].device.type, enabled=False):
             s, a = self._critic_states(batch["states"]), self._critic_actions(batch["actions"])
             advantage = self.critic.target_q(s, a) - self.critic.v(s)[..., 0]
-            weights = torch.exp(self.config.awr_beta * advantage).clamp(max=EXP_ADV_MAX)
+            weights = advantage_weights(advantage, self.config.awr_beta)
             real = batch["valid"].bool()
             if "present_actions" in batch:  # an episode without actions has no action loss to weigh
                 real = real & batch["present_actions"].bool()[:, None]
-            mean = weights[real].mean() if bool(real.any()) else weights.new_ones(())
-            return torch.where(real, weights / mean.clamp_min(1e-12), torch.zeros_like(weights))
+            weights = torch.where(real, weights, torch.zeros_like(weights))
+            mean = weights.sum() / real.sum().clamp_min(1)
+            return weights / mean.clamp_min(1e-12)
 
     @torch.no_grad()
     def q_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -597,16 +599,15 @@ class MTM(TokenModel):
         visible, real = self._masks(batch, visible, valid)
         if static:  # fixed shapes, no host sync; the decoder needs no key mask where no step is padded
             enc = Packing(visible, static=True)
-            dec_packing = lambda: Packing(real, static=True, all_selected=valid is None and "valid" not in batch)
+            dec = Packing(real, static=True, all_selected=valid is None and "valid" not in batch)
         else:
             enc = Packing(visible, groups=self.token_modality, num_groups=len(self.tokenizers))
-            dec_packing = lambda: Packing(real)
+            dec = Packing(real)
         x = enc.pack(self._encoder_inputs(batch, visible))
         for block in self.encoder:
             x = block(x, enc)
         encoded = self._reembed(self.enc_norm(x), enc)
 
-        dec = dec_packing()
         x = dec.pack(self._decoder_inputs(encoded, visible))
         asked = zeroed = None  # the query rows alone (packed), or every row with the others zeroed (static)
         if queries is not None:
