@@ -251,6 +251,8 @@ def test_every_builtin_config_loads_and_is_named_in_the_docs():
         assert cfg.train.steps >= 1
     pixels = load_config(RunConfig, resolve_config_path("pixels"), [])
     assert pixels.tokens.image_encoder == "keypoints" and pixels.tokens.image_augment_pad == 0
+    # One step per window, half of the masks behaviour cloning's (BENCHMARKS.md, Images: the second recipe).
+    assert pixels.data.window == 1 and pixels.train.mask.modes == {"random_autoregressive": 0.5, "bc": 0.5}
 
 
 @pytest.mark.parametrize("text, shown", [("train: 5\n", "train: expected a section (mapping of TrainConfig keys), got 5"),
