@@ -75,7 +75,7 @@ from mtm.errors import ConfigError
 from mtm.hardware import PRECISIONS
 from mtm.planning import DEFAULT_TEMPERATURE
 from mtm.policy_config import PolicyConfig
-from sweep_cells import (MTM, ROOT, Commands, add_sweep_options, behaviour_scores, command_env, mean_spread, now,
+from sweep_cells import (MTM, ROOT, Commands, add_sweep_options, behaviour_scores, command_env, joined, mean_spread, now,
                          parse_stop_at, rel, run_sweep, write_block)
 
 DATA_DIR = ROOT.parent / "shared" / "datasets"
@@ -322,12 +322,6 @@ def settings_command(settings: dict) -> str:
     parts += [f"--mtm-set {shlex.quote(item)}" for item in settings.get("mtm_set", [])]
     parts += [shlex.quote(f"--plan-option={option}") for option in settings.get("plan_options", [])]
     return " ".join(parts)
-
-
-def joined(values) -> str:
-    """The distinct values found, ' / '-separated; a dash where there are none."""
-    found = sorted({str(v) for v in values if v is not None})
-    return " / ".join(found) or "–"
 
 
 def paths_text(cells: Sequence[dict]) -> str:

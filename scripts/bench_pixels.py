@@ -63,8 +63,8 @@ from mtm.config import RunConfig, load_config
 from mtm.config.loader import resolve_config_path
 from mtm.data.trajectories import load_trajectories
 from mtm.hardware import PRECISIONS
-from sweep_cells import (MTM, ROOT, Commands, add_sweep_options, command_env, mean_spread, now, parse_stop_at, rel,
-                         run_sweep, write_block)
+from sweep_cells import (MTM, ROOT, Commands, add_sweep_options, command_env, joined, mean_spread, now, parse_stop_at,
+                         rel, run_sweep, write_block)
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # the pixel tasks render their observations offscreen
 
@@ -234,11 +234,6 @@ def expert_score(results: dict, task: str) -> float | None:
 def by_row(results: dict, task: str, row: str, field: str) -> list[float | None]:
     return [r.get(field) for r in sorted(results.get("cells", {}).values(), key=lambda r: r.get("seed") or 0)
             if r.get("task") == task and r.get("row") == row]
-
-
-def joined(values) -> str:
-    found = sorted({str(v) for v in values if v is not None})
-    return " / ".join(found) or "–"
 
 
 def render(results: dict, seeds: int = SEEDS) -> str:

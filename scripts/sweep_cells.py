@@ -241,6 +241,12 @@ def mean_spread(values: Sequence[float | None], seeds: int, spread: str = "se") 
     return f"{mean:.1f} ± {width:.1f}" + (f" (n={n})" if n < seeds else "")
 
 
+def joined(values) -> str:
+    """The distinct values found, ' / '-separated; a dash where there are none (a table's CPU paths, precisions)."""
+    found = sorted({str(v) for v in values if v is not None})
+    return " / ".join(found) or "–"
+
+
 def write_block(path: Path, begin: str, end: str, block: str, heading: str | None = None) -> str:
     """Put `block` (which carries the markers) between the `begin` and `end` markers of `path`
     (BENCHMARKS.md); where they are absent and a `heading` is given, a new section of that name at
