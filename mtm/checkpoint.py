@@ -107,6 +107,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model_state: Mappi
     # Not tempfile.mkdtemp: its 0700 mode would stay on the checkpoint; os.mkdir honours the umask.
     tmp = root / f"{_TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    old = None
     try:
         _write_checkpoint_files(tmp, step, model_state, config, metadata, train_state)
         if final.exists():
@@ -122,6 +123,10 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model_state: Mappi
         fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        # The old copy goes back under its name if the new one did not get there: under a temp
+        # name the next save's clean-up would delete it, and `last` may name this step.
+        if old is not None and old.exists() and not final.exists():
+            os.rename(old, final)
         raise
     atomic_write_text(root / LAST_FILE, name + "\n")
     _prune(root, keep_last, protect=name)
@@ -264,7 +269,9 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise DataError(f'{folder / METADATA_FILE}: not an mtm checkpoint (no "format": "{FORMAT}")')
     version = metadata.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise DataError(f'{folder / METADATA_FILE}: missing or invalid "format_version"')
+    if version > FORMAT_VERSION:
         raise DataError(
             f"{folder}: checkpoint format version {version!r} is newer than this mtm supports ({FORMAT_VERSION}); "
             "upgrade mtm"

@@ -37,9 +37,11 @@ At each env step, for each environment:
    value the model over-estimates: hopper-medium-replay fell from 28.3 (RCBC) to 21.9, halfcheetah-
    medium-replay from 46.5 to 41.1 (BENCHMARKS.md, "Beyond the data").
 
-Candidates x envs go through the model as one batch per forward pass: H value / dynamics passes and
-H - 1 proposal passes per env step (scored by rewards: H + 1 and H), on the policy's device; `precision: auto` is resolved for
-these passes on their own (many rows: bf16 where native, mtm.hardware).
+Candidates x envs go through the model as one batch per forward pass, per env step: scored by value, H
+value / dynamics passes and H - 1 proposal passes; by rewards, H + 1 and H; by q, H - 1 dynamics and
+H - 1 proposal passes (the first step needs none) plus the critic. On the policy's device;
+`precision: auto` is resolved for these passes on their own (many rows: bf16 where native, mtm.hardware).
+Imagining (H > 1, or scoring by rewards) needs a model of two or more steps per window.
 """
 
 from __future__ import annotations
@@ -89,6 +91,16 @@ class Planner:
                               "use plan_score 'value'")
         if self.temperature is None:
             self.temperature = DEFAULT_TEMPERATURE[self.score_by]
+        imagines = self.horizon > 1 or self.score_by == "rewards"
+        if imagines and model.window < 2:
+            # An imagined step needs a place in the window after the current one.
+            raise ConfigError(f"plan_horizon {self.horizon} with plan_score {self.score_by!r} imagines the next "
+                              "step, which needs a model of 2 or more steps per window (data.window); this one "
+                              "has 1: use plan_horizon 1 and plan_score 'q' or 'value'")
+        if not hasattr(model.tokenizers["actions"], "scale"):
+            raise ConfigError("mode 'plan' perturbs actions in units of the data's action std, which a model of "
+                              "binned actions (tokens.actions: binned) does not keep; use --mode rcbc, or train "
+                              "with continuous actions")
         self.discount = config.plan_discount
         self.action_low, self.action_high = action_low, action_high
         self.noise_std = config.plan_noise
@@ -188,7 +200,8 @@ class Planner:
         `steps` steps through the model -> (values, rewards), each (n * K, steps) in raw return-token
         units: the value and (with a reward head, else None) the reward read at each imagined step's
         (state, action). With `path` (the critic scores them): each imagined step's (state, action),
-        (n * K, S) and (n * K, A), is appended to it, and the last step's value pass is skipped."""
+        (n * K, S) and (n * K, A), is appended to it; the passes then read next states only (the
+        values and rewards returned stay 0) and the last step's pass is skipped."""
         k = self.candidates
         rows = torch.arange(first.shape[0], device=first.device)
         window = {key: value.repeat_interleave(k, 0) for key, value in batch.items()}
@@ -205,16 +218,20 @@ class Planner:
                 break
             if not last:  # the next state needs a place: slide full windows left by one step
                 self._slide(window, c)
-            heads = reads if last else reads + ("states",)
-            # Only the tokens read are decoded to the end: value and reward at c, the state at c + 1.
+            # Only the tokens read are decoded to the end: value and reward at c (not when the critic
+            # scores the path), the state at c + 1.
             t = self._t[None, :]
-            now = t == c[:, None]
-            asked = ((self._returns[None, :] | self._actions[None, :]) & now) | (self._states[None, :] & (t == c[:, None] + 1))
+            asked = self._states[None, :] & (t == c[:, None] + 1)
+            heads = ("states",)
+            if path is None:
+                heads = reads if last else reads + ("states",)
+                asked = asked | ((self._returns[None, :] | self._actions[None, :]) & (t == c[:, None]))
             with self._autocast:
                 out = self.model.predict(window, self._value_view(c), heads=heads, queries=asked)
-            values[:, h] = out[self.value_head][rows, c].float().reshape(-1)
-            if rewards is not None:
-                rewards[:, h] = out[REWARD][rows, c].float().reshape(-1)
+            if path is None:
+                values[:, h] = out[self.value_head][rows, c].float().reshape(-1)
+                if rewards is not None:
+                    rewards[:, h] = out[REWARD][rows, c].float().reshape(-1)
             if last:
                 break
             c = c + 1
@@ -238,6 +255,10 @@ class Planner:
                 window[key] = torch.where(full[:, None], buf + 1, buf)
                 continue
             shape = (-1,) + (1,) * (buf.dim() - 1)
-            window[key] = torch.where(full.view(shape), buf.roll(-1, dims=1), buf)
+            # Shift without wrapping: the last position keeps its own entries (the states and actions
+            # there are overwritten next; its return token stays the current target, where a roll would
+            # bring back the window's oldest one, a different target under --decrement).
+            shifted = torch.cat([buf[:, 1:], buf[:, -1:]], 1)
+            window[key] = torch.where(full.view(shape), shifted, buf)
         c -= full.long()
 

@@ -82,14 +82,22 @@ def load_model(checkpoint: Checkpoint, device: torch.device | str = "cpu") -> to
 
 def _with_settings(config: PolicyConfig | None, settings: dict[str, Any]) -> PolicyConfig:
     """`config` (default: PolicyConfig()) with single fields changed; unknown names are a TypeError
-    (a programming mistake), bad values a ConfigError (one line for users)."""
+    (a programming mistake), bad values a ConfigError (one line for users). None leaves a field as
+    it is (e.g. mode=args.mode when no --mode was given), except where None is one of the field's
+    values: plan_max_gain=None is no cap, target_return=None no fixed target."""
     unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(PolicyConfig)})
     if unknown:
         raise TypeError(f"MTMPolicy got unknown setting(s) {unknown}; see mtm.policy_config.PolicyConfig")
+    base = config or PolicyConfig()
+    changes = {k: v for k, v in settings.items() if v is not None or k in NULLABLE_SETTINGS}
     try:
-        return (config or PolicyConfig()).replace(**settings)
+        return dataclasses.replace(base, **changes)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+#: The PolicyConfig fields whose None is a setting of its own (their type admits it).
+NULLABLE_SETTINGS = frozenset(f.name for f in dataclasses.fields(PolicyConfig) if "None" in str(f.type))
 
 
 def _resolve_mode(model: torch.nn.Module, asked: str) -> str:

@@ -15,7 +15,7 @@ from mtm.hardware import PrecisionName
 
 PolicyMode = Literal["auto", "bc", "rcbc", "plan"]
 #: The modes a policy can act in; "auto" picks rcbc when the model can do it, else bc. plan: RCBC
-#: proposals refined by imagined rollouts scored by the model's value (mtm.planning).
+#: proposals, scored by the critic's Q, by predicted rewards or by the value (mtm.planning).
 POLICY_MODES: tuple[str, ...] = tuple(m for m in get_args(PolicyMode) if m != "auto")
 #: The prediction tasks validation and `mtm eval --task` score (mtm.evaluation.predictions defines
 #: each one; tests/test_policy_config.py checks that it defines exactly these).

@@ -205,6 +205,25 @@ def test_exception_mid_save_keeps_previous(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last", "step_00000001"]
 
 
+def test_a_failed_resave_puts_the_old_copy_back(tmp_path, monkeypatch):
+    """Re-saving a step moves the old copy aside first; if the new one then cannot take its name,
+    the old copy goes back under it (under a temp name the next save's clean-up would delete it)."""
+    save(tmp_path, 7, model_state={"w": torch.zeros(1)})
+    real = os.rename
+
+    def failing(src, dst):
+        if Path(src).name.startswith(ckpt._TMP_PREFIX + "step_"):  # the new copy -> step_00000007
+            raise OSError(5, "Input/output error")
+        real(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "rename", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        save(tmp_path, 7, model_state={"w": torch.ones(1)})
+    monkeypatch.setattr(ckpt.os, "rename", real)
+    assert torch.equal(load_checkpoint(tmp_path).model_state["w"], torch.zeros(1))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last", "step_00000007"]
+
+
 def test_killed_mid_save_keeps_previous_and_next_save_cleans_up(tmp_path):
     save(tmp_path, 1)
     # A real crash: the process dies (no cleanup handlers run) after the weights are written.
@@ -248,6 +267,8 @@ def test_error_messages(tmp_path):
     assert data_error(path).startswith(f"{path / 'metadata.json'}: corrupt JSON (")
     (path / "metadata.json").write_text(json.dumps({"format": "mtm-checkpoint", "format_version": 99, "step": 1}))
     assert "newer than this mtm supports" in data_error(path)
+    (path / "metadata.json").write_text(json.dumps({"format": "mtm-checkpoint", "format_version": "1", "step": 1}))
+    assert data_error(path) == f'{path / "metadata.json"}: missing or invalid "format_version"'
     (path / "metadata.json").write_text(json.dumps({"step": 1}))
     assert data_error(path) == f'{path / "metadata.json"}: not an mtm checkpoint (no "format": "mtm-checkpoint")'
 

@@ -13,7 +13,7 @@ from mtm.errors import ConfigError
 from mtm.model.loss import REWARD, expectile_loss, mtm_loss
 from mtm.model.masks import POLICY_MASKS, TokenLayout, random_autoregressive_mask
 from mtm.model.network import MTM, ModelConfig
-from mtm.model.tokenizers import ContinuousTokenizer
+from mtm.model.tokenizers import BinnedTokenizer, ContinuousTokenizer
 from mtm.planning import Planner
 from mtm.policy import MTMPolicy, load_model
 from mtm.policy_config import POLICY_MODES, PolicyConfig
@@ -240,6 +240,36 @@ def test_no_noise_is_the_rcbc_action():
     plan = planner(plan_candidates=8, plan_horizon=2, plan_noise=0.0)
     proposal = torch.tensor([[0.3, -0.2]])
     torch.testing.assert_close(plan(window(1), torch.tensor([1]), proposal), proposal)
+
+
+def test_a_full_window_slides_left_without_wrapping_its_oldest_return_around():
+    """Under --decrement each step's return token is another target: the imagined step after a full
+    window keeps the current one (a roll would bring back the oldest)."""
+    plan = planner()
+    batch = window(2)
+    batch["returns"][:, :, 0] = torch.tensor([[5.0, 4.0], [5.0, 4.0]])
+    batch["states"][:, :, 0] = torch.tensor([[1.0, 2.0], [1.0, 2.0]])
+    c = torch.tensor([1, 0])  # the first env's window is full, the second's is not
+    plan._slide(batch, c)
+    assert c.tolist() == [0, 0]
+    assert batch["returns"][:, :, 0].tolist() == [[4.0, 4.0], [5.0, 4.0]]
+    assert batch["states"][:, :, 0].tolist() == [[2.0, 2.0], [1.0, 2.0]]
+    assert batch["timesteps"].tolist() == [[1, 2], [0, 1]]
+
+
+def test_imagining_needs_two_steps_per_window_and_binned_actions_cannot_be_perturbed():
+    one_step, one_step_rewards = KnownModel(), KnownModel(has_reward=True)
+    one_step.window = one_step_rewards.window = 1
+    low, high = torch.full((A,), -1.0), torch.full((A,), 1.0)
+    message = "needs a model of 2 or more steps per window"
+    for model, settings in ((one_step, {"plan_horizon": 2}), (one_step_rewards, {"plan_score": "rewards"})):
+        with pytest.raises(ConfigError, match=message):
+            Planner(model, PolicyConfig(mode="plan", **settings), low, high, num_envs=1)
+    Planner(one_step, PolicyConfig(mode="plan", plan_score="value"), low, high, num_envs=1)  # H = 1: no imagining
+    binned = KnownModel()
+    binned.tokenizers = {**binned.tokenizers, "actions": BinnedTokenizer(A, np.zeros(A), np.ones(A), 8, name="actions")}
+    with pytest.raises(ConfigError, match="a model of binned actions"):
+        Planner(binned, PolicyConfig(mode="plan"), low, high, num_envs=1)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -91,6 +91,10 @@ def test_policy_from_config_or_keywords_is_the_same(reacher_run):
         MTMPolicy(model, ck.metadata, modee="bc")
     with pytest.raises(ConfigError, match="not both"):
         MTMPolicy(model, ck.metadata, target_return=1.0, target_fraction=0.5)
+    # None leaves a field alone (mode=None: no --mode given), except where None is a value of its own
+    d = MTMPolicy(model, ck.metadata, PolicyConfig(mode="bc", target_fraction=0.5, plan_max_gain=0.1),
+                  mode=None, target_fraction=None, plan_max_gain=None)
+    assert (d.config.mode, d.config.target_fraction, d.config.plan_max_gain) == ("bc", None, None)
 
 
 def test_eval_cli_refuses_both_targets_before_any_work(reacher_run, tmp_path):

@@ -213,3 +213,18 @@ def test_undoing_a_created_run_dir_spares_a_run_started_next_to_it(tmp_path):
 def test_resume_and_overwrite_exclude_each_other(good_run):
     line = error_line(cli("--resume", good_run, "--overwrite"))
     assert line == "error: --resume continues a run and --overwrite replaces one; give only one of them"
+
+
+def test_resume_refuses_another_run_dir_and_changes_nothing(good_run, tmp_path):
+    """--resume continues the run where it is; a --run-dir elsewhere would only be written into its
+    config.yaml, so it is refused before anything is touched. The run's own path is accepted."""
+    before = snapshot(good_run)
+    for extra in (["--run-dir", str(tmp_path / "fork")], ["--set", f"train.run_dir={tmp_path / 'fork'}"]):
+        line = error_line(cli("--resume", good_run, *extra))
+        assert line == (f"error: --resume continues the run in {good_run}, where it is; drop --run-dir "
+                        "(to start a new run, copy the directory and resume the copy)")
+    assert snapshot(good_run) == before
+    assert not (tmp_path / "fork").exists()
+    result = cli("--resume", good_run, "--run-dir", good_run, "--set", "train.steps=6")
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(good_run).step == 6

@@ -74,6 +74,11 @@ def train_command(config_name, overrides, data, run_dir, device, resume, overwri
                               "(use --set to change fields)")
         if overwrite:
             raise ConfigError("--resume continues a run and --overwrite replaces one; give only one of them")
+        moved = [o.split("=", 1)[1] for o in extra if o.startswith("train.run_dir=")]
+        if any(Path(d).resolve() != Path(resume).resolve() for d in moved):
+            # The run continues where it is; another directory would only be written into its config.yaml.
+            raise ConfigError(f"--resume continues the run in {resume}, where it is; drop --run-dir "
+                              f"(to start a new run, copy the directory and resume the copy)")
         # A killed --overwrite may have left the earlier run set aside: put it back before its
         # config.yaml is read.
         recover(resume)

@@ -1,7 +1,8 @@
 """A trained model in its environment: returns, normalised scores, videos and contact sheets.
 
 `evaluate_policy` runs exactly N episodes over K environments (episode i reset with seed + i, so the
-results do not depend on K) and reports per-episode return and length, mean ± std (population std
+results of a deterministic policy do not depend on K; mode plan draws its candidates' noise from one
+generator for all K, and precision auto may pick another precision for another K) and reports per-episode return and length, mean ± std (population std
 over the N episodes), the normalised score 100 · (R − R_min) / (R_max − R_min) with the references
 the data carries (D4RL's, Minari's, the native file's) or else envs.references (also when the data's
 own put its mean return far off the scale: `references_for`), for tasks that define success
@@ -218,8 +219,11 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
     model = load_model(checkpoint, device)
     pixels = PixelSpec.from_dict(metadata.data_info.pixels)
 
+    built: list[MTMPolicy] = []  # the policy the rollouts act with, for the report
+
     def factory(slots: int) -> MTMPolicy:
-        return MTMPolicy(model, metadata, policy, num_envs=slots, device=device)
+        built.append(MTMPolicy(model, metadata, policy, num_envs=slots, device=device))
+        return built[-1]
 
     references = references_for(metadata, env_id)
     if references is not None and references.get("warning"):  # before the rollouts, which take a while
@@ -229,7 +233,7 @@ def evaluate_checkpoint(checkpoint: Checkpoint, *, env_id: str | None = None, ep
         warnings.warn(overlap, MTMWarning, stacklevel=2)
     report = evaluate_policy(factory, metadata, env_id, episodes=episodes, num_envs=num_envs, seed=seed,
                              media=media, pixels=pixels, progress=progress)
-    probe = factory(min(num_envs, episodes))  # as the rollouts built it: its precision depends on its size
+    probe = built[0]  # its precision depends on its size: the one the rollouts acted with
     report.update(policy_fields(probe, policy))
     report.update({
         "checkpoint": str(checkpoint.path),

@@ -122,12 +122,14 @@ class IQLModel(TokenModel):
         return {"actions": self.forward(batch)["actions"].squeeze(2)}
 
     def optim_groups(self, weight_decay: float) -> list[dict]:
-        """The actor (first: its rate is the one train/lr logs) follows the run's schedule; Q and V
-        keep train.lr throughout (`constant_lr`, read by mtm.training.optim.build_scheduler)."""
+        """The actor (first: its rate is the one train/lr logs) follows the run's schedule and takes
+        train.weight_decay; Q and V keep train.lr throughout (`constant_lr`, read by
+        mtm.training.optim.build_scheduler) and are never decayed (CORL decays neither, as for an
+        MTM's critic, mtm.model.network)."""
         actor = list(self.actor.parameters()) + ([self.log_std] if self.log_std is not None else [])
         critics = [p for p in self.critic.parameters() if p.requires_grad]
         return [{"params": actor, "weight_decay": float(weight_decay)},
-                {"params": critics, "weight_decay": float(weight_decay), "constant_lr": True}]
+                {"params": critics, "weight_decay": 0.0, "constant_lr": True}]
 
     # -- training (mtm.training.step) ----------------------------------------------------------
 

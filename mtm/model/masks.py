@@ -204,8 +204,9 @@ def goal_reaching_mask(layout: TokenLayout, c=None) -> torch.Tensor:
 
 def without_action_history(mask: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
     """The view of a policy without action history (PolicyConfig.action_history = False): `mask`
-    with every action token hidden, on the mask's device. Only the policy modes' masks (bc, rcbc:
-    mtm.policy_config.POLICY_MODES) get it, in the policy, in training and in validation alike."""
+    with every action token hidden, on the mask's device. Only the policy modes' masks
+    (mtm.policy_config.POLICY_MODES) get it: in the policy, in the planner's proposals, in training
+    and in validation alike."""
     return mask & ~layout.role("actions").to(mask.device)
 
 

@@ -106,8 +106,9 @@ def head_modality(name: str) -> str:
 
 
 def head_units(name: str) -> str:
-    """The modality whose tokenizer gives a head's units (the reward head has its own: MTM.units)."""
-    return "returns" if name in (VALUE, REWARD) else name
+    """The modality whose tokenizer gives a head's units: the value head's are the returns', a
+    modality head's its own. MTM.units decodes the reward head with its own statistics instead."""
+    return "returns" if name == VALUE else name
 
 
 def sincos_position_table(length: int, width: int) -> torch.Tensor:

@@ -132,5 +132,7 @@ class TrainStep:
             self.optimizer.zero_grad(set_to_none=True)
             loss, _ = model.critic_loss(batch)
             loss.backward()
+            # Counted like the step's own loss: a critic gone NaN here must not reach a checkpoint.
+            self.nonfinite += (~torch.isfinite(loss.detach())).int()
             self.optimizer.step()
             model.after_optimizer_step()
