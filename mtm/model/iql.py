@@ -40,7 +40,8 @@ import torch
 from torch import nn
 
 from mtm.errors import ConfigError
-from mtm.model.critic import TwinCritic, advantage_weights, action_bounds, mlp, normalized_states, reward_scale, unit_actions
+from mtm.model.critic import (TwinCritic, action_bounds, advantage_weights, mlp, normalized_states, reward_scale,
+                              unit_actions, window_transitions)
 from mtm.model.network import ModelConfig, TokenModel
 from mtm.model.tokenizers import ContinuousTokenizer, Tokenizer
 
@@ -135,19 +136,14 @@ class IQLModel(TokenModel):
 
     def transitions(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The (s, a, r, s', done) transitions of a batch of two-step windows, in the units the
-        networks see, and `keep` (B,) bool: whether each one counts in the losses. A transition
-        counts if its successor is in the window or none is needed (done: a fall); the last step
-        of an episode that timed out or was cut short has neither and is dropped, as are steps of
-        episodes without actions or rewards."""
-        states = self._states(batch["states"])
-        done = batch["terminals"][:, 0, 0].float()
-        keep = batch["valid"][:, 1] | (done > 0)
-        for key in ("present_actions", "present_rewards"):
-            if key in batch:
-                keep = keep & batch[key]
-        return {"s": states[:, 0], "a": self._unit_actions(batch["actions"][:, 0]),
-                "r": batch["rewards"][:, 0, 0].float() * self.reward_scale, "s_next": states[:, 1],
-                "done": done, "keep": keep}
+        networks see, and `keep` (B,) bool: whether each one counts in the losses. They are the
+        windows' first steps as an MTM's critic takes them (`window_transitions`, one rule for both):
+        a transition counts if its successor is in the window or none is needed (done: a fall); the
+        last step of an episode that timed out or was cut short has neither and is dropped, as are
+        steps of episodes without actions or rewards."""
+        t = window_transitions(batch, self._states, self._unit_actions, self.reward_scale)
+        b = batch["states"].shape[0]
+        return {key: value.unflatten(0, (b, -1))[:, 0] for key, value in t.items()}
 
     def training_loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(q + v + actor, {"q", "v", "actor"}) on a batch of two-step windows (mtm.data.windows),
