@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mtm.data.episode import DatasetInfo, Episode
+from mtm.data.formats import DataSource
 from mtm.data.formats.native import EpisodeWriter
 from mtm.data.image_windows import ImageWindows, channel_stats, first_item
 from mtm.data.trajectories import load_trajectories
@@ -67,11 +68,16 @@ def test_trajectories_record_image_keys_and_spans_locate_windows(coded_file):
     np.testing.assert_array_equal(spans[:, 1], batch["timesteps"][:, 0].numpy())
 
 
-def test_frames_match_the_sampled_windows_including_padding(coded_file):
+@pytest.mark.parametrize("frames", ["file", "memory"])
+def test_frames_match_the_sampled_windows_including_padding(coded_file, frames):
     data = load_trajectories(coded_file)
     train = data.select([3, 1])  # like a split: the spans must carry source episode ids, not rows
     sampler = WindowSampler(train, L, keys=("states",))
-    images = ImageWindows.for_sampler(coded_file, "pixels", sampler)
+    images = ImageWindows.for_sampler(coded_file, "pixels", sampler, frames=frames)
+    assert images.in_memory == (frames == "memory")
+    # the frames the windows read: episode 3's first 9 (its 10th, the final observation, is never
+    # the first frame of a window's step) and episode 1's 2
+    assert images.frame_bytes == (9 + 2) * SIZE * SIZE * 3
     assert images.frame_shape == (SIZE, SIZE, 3) and len(images) == sampler.num_windows
     ids = sampler.draw(32, torch.Generator().manual_seed(0))
     batch = sampler.windows(ids)
@@ -84,6 +90,27 @@ def test_frames_match_the_sampled_windows_including_padding(coded_file):
     with pytest.raises(IndexError):
         images.read([sampler.num_windows])
     images.close()
+
+
+def test_data_frames_auto_decodes_into_memory_where_every_key_fits(coded_file, monkeypatch):
+    import mtm.data.batches as batches
+
+    sampler = WindowSampler(load_trajectories(coded_file), L, keys=("states",))
+    ids = torch.arange(sampler.num_windows)
+    need = (6 + 2 + 5 + 9) * SIZE * SIZE * 3
+    results = {}
+    for budget, frames, held in ((need, "auto", True), (need - 1, "auto", False), (None, "auto", False),
+                                 (0, "memory", True), (10**12, "file", False)):
+        monkeypatch.setattr(batches, "memory_budget", lambda budget=budget: budget)
+        built = batches.WindowBatches.build(sampler, DataSource(str(coded_file), "native"), ["pixels"], frames)
+        assert built.images["pixels"].in_memory is held, (budget, frames)
+        assert ("decoded into memory" in built.describe_frames()) is held
+        results[(budget, frames)] = built.windows(ids)["pixels"]
+        built.close()
+    first = next(iter(results.values()))
+    assert all(torch.equal(first, r) for r in results.values())  # the same bytes either way
+    with pytest.raises(ValueError, match="frames must be 'memory' or 'file'"):
+        ImageWindows.for_sampler(coded_file, "pixels", sampler, frames="auto")
 
 
 def test_draw_is_what_sample_uses(coded_file):

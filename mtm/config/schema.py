@@ -32,6 +32,7 @@ class DataConfig:
     weights: list[float] = dataclasses.field(default_factory=list)  # chance that a sample comes from each dataset (path first, then extra_paths); empty = every window equally likely
     only_with: list[Literal["actions", "rewards"]] = dataclasses.field(default_factory=list)  # train only on the episodes that have these modalities (after the split, so the held-out episodes stay the same)
     action_share: float | None = None  # chance that a sample comes from an episode with actions (the labelled part of partly labelled data); null = every window equally likely
+    frames: Literal["auto", "memory", "file"] = "auto"  # where training reads image frames: memory (decoded once at the start; a batch is then one gather, ~50x cheaper than from the file), file (each batch's frames from the file, for data larger than memory), auto = memory where they take at most a quarter of the machine's RAM (per process under torchrun)
 
     def __post_init__(self) -> None:
         _check(self.window >= 1, f"window must be >= 1, got {self.window}")

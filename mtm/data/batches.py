@@ -8,7 +8,7 @@ from typing import Mapping
 import torch
 
 from mtm.data.formats import DataSource
-from mtm.data.image_windows import ImageWindows
+from mtm.data.image_windows import ImageWindows, memory_budget
 from mtm.data.windows import WindowSampler
 
 
@@ -18,12 +18,31 @@ class WindowBatches:
         self.images = dict(images or {})
 
     @classmethod
-    def build(cls, sampler: WindowSampler, source: DataSource | None, image_keys: list[str]) -> "WindowBatches":
+    def build(cls, sampler: WindowSampler, source: DataSource | None, image_keys: list[str],
+              frames: str = "file") -> "WindowBatches":
         """`sampler`'s windows with the frames of `image_keys`, read from `source` (the dataset the
-        sampler's trajectories were loaded from; None when there are no image keys)."""
+        sampler's trajectories were loaded from; None when there are no image keys), decoded into
+        memory first or read per batch as `frames` says (data.frames, mtm.data.image_windows)."""
         if image_keys and source is None:
             raise ValueError("image frames need the source the trajectories were loaded from")
-        return cls(sampler, {key: ImageWindows.for_sampler(source, key, sampler) for key in image_keys})
+        # "auto" weighs every key's frames together against the budget: all in memory, or none.
+        each = "file" if frames == "auto" else frames
+        images = {key: ImageWindows.for_sampler(source, key, sampler, frames=each) for key in image_keys}
+        budget = memory_budget()
+        if frames == "auto" and budget is not None and sum(w.frame_bytes for w in images.values()) <= budget:
+            for w in images.values():
+                w.load_into_memory()
+        return cls(sampler, images)
+
+    def describe_frames(self) -> str | None:
+        """Where the frames are read from, for the run's header (None without image keys)."""
+        if not self.images:
+            return None
+        held = [k for k, w in self.images.items() if w.in_memory]
+        size = sum(w.frame_bytes for w in self.images.values()) / 1e9
+        if len(held) == len(self.images):
+            return f"image frames: {size:.2f} GB decoded into memory (data.frames)"
+        return f"image frames: read from the file each batch ({size:.2f} GB decoded; data.frames)"
 
     @property
     def num_windows(self) -> int:

@@ -185,6 +185,9 @@ def _train_locked(cfg: RunConfig, rt: Runtime, run: RunDirectory, *, resume, ove
     runtime = runtime_info(rt, precision)
     if rt.is_main and say is not None:
         say(describe_runtime(runtime))
+        frames = data.train_sampler.describe_frames()
+        if frames:
+            say(frames)
         say(f"run directory {run.path}: config {run.path / CONFIG_FILE}, metrics {run.path / METRICS_FILE} "
             f"(TensorBoard: tensorboard --logdir {run.path})")
     metadata = run_metadata(cfg, data, model).replace(runtime=runtime)

@@ -137,7 +137,7 @@ def load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> RunData:
         sampler = WindowSampler(part, cfg.data.window, device=rt.device, keys=keys,
                                 source_index=source_index if weights else None, source_weights=weights,
                                 every_step=transitions)
-        return WindowBatches.build(sampler, loaded.sources[0], image_keys)
+        return WindowBatches.build(sampler, loaded.sources[0], image_keys, cfg.data.frames)
 
     return RunData(data=data, train=train_data, val=val_data, stats=stats, identities=identities,
                     only_with=list(cfg.data.only_with), image_keys=image_keys, eval_env=eval_env,
