@@ -37,7 +37,7 @@ from mtm.checkpoint import Checkpoint, load_checkpoint
 from mtm.cuda_graph import GraphedCall
 from mtm.errors import ConfigError, MTMError
 from mtm.hardware import resolve_precision
-from mtm.model.masks import POLICY_MASKS, without_action_history
+from mtm.model.masks import NEXT_STATE_FIRST, NEXT_STATE_VIEW, POLICY_MASKS, without_action_history
 from mtm.model.build import model_from_spec
 from mtm.planning import Planner
 from mtm.policy_config import POLICY_MODES, PolicyConfig
@@ -111,6 +111,9 @@ def _resolve_mode(model: torch.nn.Module, asked: str) -> str:
     if mode not in model.policy_modes:
         raise ConfigError(f"this model ({model.config.kind}) acts in mode {' or '.join(model.policy_modes)} only, "
                           f"not {mode!r}")
+    if mode in NEXT_STATE_FIRST and model.window < 2:
+        raise ConfigError(f"mode {mode!r} predicts the next state and acts by inverse dynamics, which needs a "
+                          f"model of 2 or more steps per window (data.window); this one has 1: use --mode bc")
     return mode
 
 
@@ -163,6 +166,9 @@ class MTMPolicy:
                 raise ConfigError("cuda_graph is not available for models of image observations yet; "
                                   "leave --cuda-graph out")
             self.cuda_graph = GraphedCall(self._static_predict)
+        if self.mode in NEXT_STATE_FIRST and self.image_keys:
+            raise ConfigError(f"mode {self.mode!r} imagines the next state, and a model of image observations "
+                              "cannot predict its frame; use --mode bc")
         self.planner = None
         if self.mode == "plan":
             self.planner = Planner(model, config, self.action_low, self.action_high, num_envs=num_envs,
@@ -215,8 +221,13 @@ class MTMPolicy:
         """What the model is shown at each current position c, and which outputs are read."""
         model, L, dev = self.model, self.window, self.device
         mode = self.mode
-        # The mask for each current position c, precomputed: (L, N); row c is used at step c.
-        self._masks = torch.stack([POLICY_MASKS[mode](model.layout, c) for c in range(L)]).to(dev)
+        layout = model.layout
+        # The current step's latest position: the window's last, or the one before it where the
+        # mode's view shows the next state (NEXT_STATE_FIRST); the window slides once it is passed.
+        self._last = L - 2 if mode in NEXT_STATE_FIRST else L - 1
+        positions = range(self._last + 1)
+        # The mask for each current position c, precomputed: row c is used at step c.
+        self._masks = torch.stack([POLICY_MASKS[mode](layout, c) for c in positions]).to(dev)
         # Modes that show return tokens condition on the target (rcbc, plan).
         self.conditions_on_return = bool((self._masks & model.layout.role("returns").to(dev)).any())
         if not config.action_history:
@@ -226,8 +237,15 @@ class MTMPolicy:
         self.action_history = config.action_history
         # Row c: the action token(s) at position c, the only outputs act() reads; the network then
         # runs its last decoder block for those tokens alone (faster act(), BENCHMARKS.md).
-        layout = model.layout
-        self._queries = torch.stack([layout.role("actions") & (layout.timestep == t) for t in range(L)]).to(dev)
+        self._queries = torch.stack([layout.role("actions") & (layout.timestep == t) for t in positions]).to(dev)
+        # Modes that act on the next state predict it first: the view and the state token it is read from.
+        self._next_masks = self._next_queries = None
+        if mode in NEXT_STATE_FIRST:
+            self._next_masks = torch.stack([NEXT_STATE_VIEW(layout, c) for c in positions]).to(dev)
+            if not config.action_history:
+                self._next_masks = without_action_history(self._next_masks, layout)
+            self._next_queries = torch.stack([layout.role("states") & (layout.timestep == c + 1)
+                                              for c in positions]).to(dev)
 
     @classmethod
     def from_checkpoint(cls, path: str, *, device: torch.device | str = "cpu", **kwargs: Any) -> "MTMPolicy":
@@ -300,12 +318,13 @@ class MTMPolicy:
             raise ConfigError(f"got observations for {n} environments, the policy was built for {self.num_envs}")
         L = self.window
         rows = self._rows[:n]
-        # Once the window is full, shift every buffer left by one to make room at position L-1.
-        full = self.steps[:n] >= L
+        # Once the current step has passed its latest position (L - 1, or L - 2 where the mode shows
+        # the next state), shift every buffer left by one to make room for it.
+        full = self.steps[:n] > self._last
         for buf in (self.states, self.actions, self.returns, *self.images.values()):
             shape = (n,) + (1,) * (buf.dim() - 1)
             buf[:n] = torch.where(full.view(shape), buf[:n].roll(-1, dims=1), buf[:n])
-        c = self.steps[:n].clamp(max=L - 1)
+        c = self.steps[:n].clamp(max=self._last)
         self.states[rows, c] = obs
         for key, buf in self.images.items():
             buf[rows, c] = torch.as_tensor(np.asarray(observations[key]), device=self.device)
@@ -321,6 +340,11 @@ class MTMPolicy:
             else:
                 self.returns[:n] = token[:, None, None].expand(n, L, 1)
         batch, visible, queries = self.model_inputs(n)
+        if self._next_masks is not None:  # the next state first, into the window at c + 1 (batch views it)
+            with self.autocast:
+                following = self.model.predict(batch, self._next_masks[c], heads=("states",),
+                                               queries=self._next_queries[c])["states"]
+            self.states[rows, c + 1] = following[rows, c + 1].float()
         if self.cuda_graph is not None and n == self.num_envs:  # a caller acting for fewer slots: eager
             predicted = self.cuda_graph(*(batch[key] for key in sorted(batch)), visible, queries)
         else:
@@ -351,10 +375,10 @@ class MTMPolicy:
     def model_inputs(self, n: int | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """(batch, visible, queries) of the first n env slots (all by default) as act() gives them to
         `model.predict` once the current observation is in place: the windows (n, L, ...) on the
-        policy's own buffers, the view of each env's current position c = min(steps, L - 1) (n, N),
-        and the tokens whose outputs act() reads (n, N)."""
+        policy's own buffers, the view of each env's current position c = min(steps, L - 1) (L - 2 in
+        mode id) (n, N), and the tokens whose outputs act() reads (n, N)."""
         n = self.num_envs if n is None else n
-        c = self.steps[:n].clamp(max=self.window - 1)
+        c = self.steps[:n].clamp(max=self._last)
         # Every position is a real step: those after c are the hidden future, exactly as in the
         # training windows that start at an episode's beginning (not padding, which training only
         # saw past an episode's end).

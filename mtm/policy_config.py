@@ -13,9 +13,12 @@ from typing import Any, Literal, get_args
 
 from mtm.hardware import PrecisionName
 
-PolicyMode = Literal["auto", "bc", "rcbc", "plan"]
+PolicyMode = Literal["auto", "bc", "rcbc", "plan", "id"]
 #: The modes a policy can act in; "auto" picks rcbc when the model can do it, else bc. plan: RCBC
-#: proposals, scored by the critic's Q, by predicted rewards or by the value (mtm.planning).
+#: proposals, scored by the critic's Q, by predicted rewards or by the value (mtm.planning). id: the
+#: next state predicted from the history (the bc view), then the action by inverse dynamics from the
+#: current state and that one; for data with few actions beside many state-only episodes, whose
+#: next states the model learns from every episode.
 POLICY_MODES: tuple[str, ...] = tuple(m for m in get_args(PolicyMode) if m != "auto")
 #: The prediction tasks validation and `mtm eval --task` score (mtm.evaluation.predictions defines
 #: each one; tests/test_policy_config.py checks that it defines exactly these).

@@ -17,7 +17,7 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 
 
 def test_modes_are_listed_once():
-    assert POLICY_MODES == ("bc", "rcbc", "plan")
+    assert POLICY_MODES == ("bc", "rcbc", "plan", "id")
     mode_option = next(p for p in eval_command.params if p.name == "mode")
     assert tuple(mode_option.type.choices) == POLICY_MODES
 

@@ -22,7 +22,9 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 @click.option("--num-envs", default=10, show_default=True, callback=at_least(1),
               help="Environments stepped together, one batched forward pass per step.")
 @click.option("--mode", default=None, type=click.Choice(POLICY_MODES),
-              help="Which tokens the policy shows the model. Default: rcbc when the model can, else bc.")
+              help="Which tokens the policy shows the model: bc, rcbc (conditioned on a target return), plan (RCBC "
+                   "actions refined by the critic), id (the next state predicted, then the action by inverse "
+                   "dynamics). Default: rcbc when the model can, else bc.")
 @click.option("--target-return", type=float, default=None, help="RCBC: the episode return to ask for.")
 @click.option("--target-fraction", type=float, default=None,
               help="RCBC: ask for min + p (max - min) of the training episode returns (1.0: the best seen). "

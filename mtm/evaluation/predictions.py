@@ -26,7 +26,6 @@ from mtm.model.masks import (POLICY_MASKS, PRESENT_PREFIX, forward_dynamics_mask
                              inverse_dynamics_mask,
                              without_action_history)
 from mtm.policy import load_model
-from mtm.policy_config import POLICY_MODES
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,7 @@ def prediction_errors(model: torch.nn.Module, sampler: WindowSampler, baseline_m
                     continue
                 sub = {k: v[rows] for k, v in batch.items()}
                 visible = task.mask(model.layout, c)
-                if not action_history and task.name in POLICY_MODES:
+                if not action_history and task.name in ("bc", "rcbc"):
                     visible = without_action_history(visible, model.layout)
                 pred = model.predict(sub, visible, sub["valid"], heads=(task.target,))[task.target][:, t]
                 truth = sub[task.target][:, t]

@@ -284,7 +284,12 @@ def random_autoregressive_mask(layout: TokenLayout, batch_size: int, generator: 
 #: What each policy mode (mtm.policy_config.POLICY_MODES) shows the model at the current position c:
 #: the one table mtm.policy reads. plan proposes with the RCBC view and imagines with its own
 #: (mtm.planning). A mode whose mask shows return tokens conditions on a target return.
-POLICY_MASKS: dict[str, Callable[..., torch.Tensor]] = {"bc": bc_mask, "rcbc": rcbc_mask, "plan": rcbc_mask}
+POLICY_MASKS: dict[str, Callable[..., torch.Tensor]] = {"bc": bc_mask, "rcbc": rcbc_mask, "plan": rcbc_mask,
+                                                         "id": inverse_dynamics_mask}
+#: The modes whose view shows the state after the current one (at c + 1, so c <= L - 2): the policy
+#: first predicts it through NEXT_STATE_VIEW at c, then acts through the mode's own view.
+NEXT_STATE_FIRST = frozenset({"id"})
+NEXT_STATE_VIEW = bc_mask
 
 # The inference masks as training modes: name -> (mask of a (B,) step c, s: c lies in 0 .. L - s).
 _INFERENCE_MODES = {"bc": (POLICY_MASKS["bc"], 1), "rcbc": (POLICY_MASKS["rcbc"], 1),
