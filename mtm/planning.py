@@ -46,6 +46,7 @@ Imagining (H > 1, or scoring by rewards) needs a model of two or more steps per 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from mtm.errors import ConfigError
@@ -53,6 +54,12 @@ from mtm.hardware import resolve_precision
 from mtm.model.loss import REWARD
 from mtm.model.masks import POLICY_MASKS, without_action_history
 from mtm.policy_config import PolicyConfig
+
+
+def episode_seed(plan_seed: int, episode: int) -> int:
+    """The seed of an episode's candidate noise: plan_seed and the episode's index as separate words
+    (as mtm.rollout seeds its policies' per-episode noise), so nearby seeds share no stream."""
+    return int(np.random.SeedSequence([plan_seed, episode & 0xFFFFFFFF, 3]).generate_state(1, np.uint64)[0] >> 1)
 
 
 # plan_temperature's default by score, in return-token stds: the candidates' Q differ by ~0.2 stds;
@@ -121,8 +128,12 @@ class Planner:
         self._rcbc = torch.stack([POLICY_MASKS["plan"](layout, c) for c in range(model.window)]).to(device)
         if not config.action_history:
             self._rcbc = without_action_history(self._rcbc, layout)
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(config.plan_seed)
+        # One noise stream per env slot, drawn on the CPU: restarted for each episode the slot runs
+        # (`reset`, from MTMPolicy.reset), so an episode's candidates depend on its index alone, not
+        # on how many envs run beside it. A slot never told its episode keeps its stream running.
+        self.plan_seed = config.plan_seed
+        self._streams = [torch.Generator().manual_seed(episode_seed(self.plan_seed, -1 - slot))
+                         for slot in range(num_envs)]
         #: The last call's candidate first actions (n, K, A) and their scores (n, K), for tests and analysis.
         self.last_candidates: torch.Tensor | None = None
         self.last_scores: torch.Tensor | None = None
@@ -138,10 +149,19 @@ class Planner:
         return {"candidates": self.candidates, "horizon": self.horizon, "temperature": self.temperature,
                 "noise": self.noise_std, "max_gain": self.max_gain, "scored_by": head, "precision": self.precision.to_dict()}
 
+    def reset(self, slots, episodes) -> None:
+        """Episodes `episodes` start in env slots `slots`: each slot's noise stream restarts from its
+        episode's index."""
+        for slot, episode in zip(slots, episodes):
+            self._streams[int(slot)] = torch.Generator().manual_seed(episode_seed(self.plan_seed, int(episode)))
+
     def _perturb(self, actions: torch.Tensor) -> torch.Tensor:
-        """(n * K, A) -> the same with noise on every candidate but each env's first, clipped."""
-        eps = torch.randn(actions.shape, generator=self.generator, device=actions.device)
-        eps.view(-1, self.candidates, actions.shape[-1])[:, 0] = 0.0
+        """(n * K, A) -> the same with noise on every candidate but each env's first, clipped; env i's
+        K rows draw from slot i's stream."""
+        k, a = self.candidates, actions.shape[-1]
+        eps = torch.stack([torch.randn(k, a, generator=self._streams[i]) for i in range(actions.shape[0] // k)])
+        eps[:, 0] = 0.0
+        eps = eps.view(actions.shape).to(actions.device)
         return torch.maximum(torch.minimum(actions + eps * self.noise, self.action_high), self.action_low)
 
     def _value_view(self, c: torch.Tensor) -> torch.Tensor:

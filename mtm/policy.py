@@ -287,6 +287,8 @@ class MTMPolicy:
         self.received[rows] = 0.0
         for buf in (self.states, self.actions, self.returns, *self.images.values()):
             buf[rows] = 0
+        if self.planner is not None and episode_indices is not None:
+            self.planner.reset(rows.tolist(), np.asarray(episode_indices).reshape(-1).tolist())
 
     def observe(self, rewards: Any) -> None:
         r = torch.as_tensor(np.asarray(rewards, dtype=np.float64), device=self.device)

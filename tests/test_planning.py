@@ -320,6 +320,25 @@ def test_plan_acts_from_a_checkpoint_without_a_value_head(reacher_run):
     assert policy.planner.last_scores.shape == (3, 5)
 
 
+def test_an_episodes_candidates_depend_on_its_index_not_on_the_number_of_envs(reacher_run):
+    """Each env slot draws its candidates' noise from a stream restarted per episode (its index), so
+    mode plan's episodes are the same run in 1, 2 or 3 envs (fp32 pinned: auto may choose another
+    precision for another batch size)."""
+    from mtm.evaluation import evaluate_checkpoint
+
+    ck = load_checkpoint(reacher_run)
+    setting = PolicyConfig(mode="plan", plan_candidates=8, plan_noise=0.5, plan_temperature=0.01, precision="fp32")
+    returns = [[e["return"] for e in evaluate_checkpoint(ck, episodes=3, num_envs=k, policy=setting, seed=0,
+                                                         device="cpu")["per_episode"]] for k in (1, 2, 3)]
+    # the same up to the rounding of another batch size's matmuls
+    np.testing.assert_allclose(returns[1], returns[0], rtol=1e-4)
+    np.testing.assert_allclose(returns[2], returns[0], rtol=1e-4)
+    other = evaluate_checkpoint(ck, episodes=3, num_envs=3, policy=PolicyConfig(**{**setting.__dict__, "plan_seed": 1}),
+                                seed=0, device="cpu")
+    moved = np.abs(np.array([e["return"] for e in other["per_episode"]]) - returns[0]) / np.abs(returns[0])
+    assert moved.max() > 1e-2  # the noise matters, and plan_seed moves it
+
+
 def test_plan_end_to_end_in_the_eval_command(reacher_run, tmp_path):
     out = tmp_path / "report.json"
     result = CliRunner().invoke(main, ["eval", "--checkpoint", str(reacher_run), "--mode", "plan", "--episodes", "2",

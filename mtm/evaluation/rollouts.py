@@ -1,8 +1,8 @@
 """A trained model in its environment: returns, normalised scores, videos and contact sheets.
 
 `evaluate_policy` runs exactly N episodes over K environments (episode i reset with seed + i, so the
-results of a deterministic policy do not depend on K; mode plan draws its candidates' noise from one
-generator for all K, and precision auto may pick another precision for another K) and reports per-episode return and length, mean ± std (population std
+results do not depend on K: mode plan draws each episode's candidate noise from a stream of its own;
+only precision auto may pick another precision for another K) and reports per-episode return and length, mean ± std (population std
 over the N episodes), the normalised score 100 · (R − R_min) / (R_max − R_min) with the references
 the data carries (D4RL's, Minari's, the native file's) or else envs.references (also when the data's
 own put its mean return far off the scale: `references_for`), for tasks that define success
