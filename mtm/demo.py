@@ -18,6 +18,7 @@ from mtm.training.progress import interactive
 from mtm.data.formats.native import NativeSource
 from mtm.errors import DataError
 from mtm.evaluation import evaluate_checkpoint
+from mtm.interrupts import interruption
 from mtm.training.loop import train
 
 DEMO_ENV = "Reacher-v5"
@@ -45,9 +46,14 @@ def default_dataset(root: Path, say: Callable[[str], None], progress: bool = Tru
         raise DataError(f"{path} exists but is not the demo's complete dataset; move it away or delete it")
     say(f"collecting the default dataset: {recipe.command(DEMO_ENV)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    collect(CollectOptions(env_id=DEMO_ENV, policy=recipe.policy, episodes=recipe.episodes, output=path,
-                           num_envs=recipe.num_envs, seed=recipe.seed, noise=tuple(recipe.noise)),
-            progress=progress)
+    collected = collect(CollectOptions(env_id=DEMO_ENV, policy=recipe.policy, episodes=recipe.episodes, output=path,
+                                       num_envs=recipe.num_envs, seed=recipe.seed, noise=tuple(recipe.noise)),
+                        progress=progress)
+    if collected.interrupted:
+        # The demo's own cache, collected again next time: a partial one would only block that run.
+        if collected.path is not None:
+            collected.path.unlink(missing_ok=True)
+        raise interruption(collected.stop_signal)
     return path
 
 
@@ -60,6 +66,8 @@ def run_demo(root: Path = Path("."), *, overrides: tuple[str, ...] = (), episode
                       [f"data.path={data}", f"train.run_dir={run_dir}", *overrides])
     say(f"training a small MTM ({cfg.train.steps} steps) into {run_dir}")
     result = train(cfg, progress=progress, say=say)
+    if result.interrupted:  # its checkpoint is saved; a stopped demo evaluates nothing
+        raise interruption(result.stop_signal)
     recipe = tasks.TASKS[DEMO_ENV].recipe
     held_out = recipe.seed + recipe.episodes  # reset seeds the data was not collected from: new start states
     say(f"evaluating the final checkpoint: {episodes} episodes, RCBC, reset seeds from {held_out}")

@@ -23,7 +23,9 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt."""
 
 
-def _interruption(signum: int) -> KeyboardInterrupt:
+def interruption(signum: int) -> KeyboardInterrupt:
+    """The exception that stands for `signum` (SIGTERM: `Terminated`, else KeyboardInterrupt): for
+    code that learns of a stop from a result (collect, train) and must stop as well."""
     return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
@@ -78,7 +80,7 @@ def stop_signals_held() -> Iterator[None]:
         for s, handler in previous.items():
             signal.signal(s, handler)
     if received:
-        raise _interruption(received[0])
+        raise interruption(received[0])
 
 
 class StopRequest:
@@ -99,7 +101,7 @@ class StopRequest:
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
-            raise _interruption(signum)
+            raise interruption(signum)
         self.requested, self.signum = True, signum
 
     def __exit__(self, *exc) -> None:

@@ -107,6 +107,54 @@ os.kill(os.getpid(), signal.SIGKILL)
         assert len(src) == 2 and [e.length for e in src] == [3, 2]
 
 
+def test_a_stop_signal_during_the_commit_waits_until_the_file_is_saved(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM arriving while the writer commits (here: at its fsync) is held until the
+    file is in place, then raised as it came: the episodes written are kept."""
+    import signal
+
+    import mtm.data.formats.native as native
+    from mtm.interrupts import Terminated, sigterm_as_interrupt
+
+    real = native.os.fsync
+    for signum, raised in ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)):
+        out = tmp_path / f"d{signum}.hdf5"
+
+        def fsync_then_signal(fd, signum=signum):
+            real(fd)
+            signal.raise_signal(signum)
+
+        monkeypatch.setattr(native.os, "fsync", fsync_then_signal)
+        with sigterm_as_interrupt(), pytest.raises(raised):  # as under the mtm command
+            with EpisodeWriter(out, INFO) as w:
+                w.add(make_episode(3))
+                w.add(make_episode(2, seed=2))
+        monkeypatch.setattr(native.os, "fsync", real)
+        with NativeSource(out) as src:
+            assert [e.length for e in src] == [3, 2]
+        assert not (tmp_path / f"d{signum}.hdf5.partial").exists()
+
+
+def test_a_sigterm_recorded_under_hdf5_is_raised_as_sigterm(tmp_path):
+    from mtm.interrupts import Terminated
+
+    with EpisodeWriter(tmp_path / "d.hdf5", INFO) as w:
+        w._raw.failure = Terminated()
+        with pytest.raises(Terminated):
+            w._raise_write_failure(OSError("under HDF5"))
+        w._raw.failure = None
+
+
+def test_an_image_key_that_turns_into_numbers_is_rejected_and_the_file_kept_clean(tmp_path):
+    frames = make_episode(3, image=True)
+    floats = make_episode(2, image=True, seed=2)
+    floats.observations["pixels"] = floats.observations["pixels"].astype(np.float32)
+    with pytest.raises(DataError, match="'pixels' holds numbers, the first episode's held uint8 image frames"):
+        with EpisodeWriter(tmp_path / "d.hdf5", INFO) as w:
+            w.add(frames)
+            w.add(floats)
+    assert not (tmp_path / "d.hdf5").exists()
+
+
 def test_layout_change_between_episodes_is_rejected(tmp_path):
     with pytest.raises(DataError, match="per-step shape"):
         with EpisodeWriter(tmp_path / "d.hdf5", INFO) as w:

@@ -228,3 +228,22 @@ def test_resume_refuses_another_run_dir_and_changes_nothing(good_run, tmp_path):
     result = cli("--resume", good_run, "--run-dir", good_run, "--set", "train.steps=6")
     assert result.exit_code == 0, result.output
     assert load_checkpoint(good_run).step == 6
+
+
+def test_resuming_a_folder_that_is_not_a_run_says_so_and_leaves_it_as_it_was(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("x\n")
+    line = error_line(cli("--resume", folder))
+    assert line == f"error: {folder}: not a run directory (no config.yaml); nothing to resume"
+    assert sorted(p.name for p in folder.iterdir()) == ["todo.txt"]  # no lock file left behind
+
+
+def test_resume_refuses_data_settings_that_would_change_the_split_or_the_tokens(good_run):
+    before = snapshot(good_run)
+    for key, value, was in (("data.split_seed", "3", "0"), ("data.window", "2", "4"), ("data.rtg", "sum", "'average'")):
+        line = error_line(cli("--resume", good_run, "--set", f"{key}={value}", "--set", "train.steps=6"))
+        now = repr(int(value)) if value.isdigit() else repr(value)
+        assert line == (f"error: {key} cannot change on --resume (the run was trained with {was}, now {now}); "
+                        "start a new run to train with it")
+    assert snapshot(good_run) == before

@@ -117,6 +117,28 @@ def test_data_output_under_a_file(reacher, tmp_path, name):
     assert line == f"error: {blocker}: is a file, not a folder; choose another path for the output"
 
 
+def test_inspect_media_under_a_file_fails_before_the_replay(reacher, tmp_path, monkeypatch):
+    import mtm.cli.data_commands as data_commands
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the replay ran before the output folder was checked")
+
+    monkeypatch.setattr(data_commands, "_replay", refuse)
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine\n")
+    for option, name in (("--video", "v.mp4"), ("--contact-sheet", "c.png")):
+        line = error_line(invoke("inspect", reacher, option, blocker / "sub" / name))
+        assert line == f"error: {blocker}: is a file, not a folder; choose another path for the output"
+
+
+def test_convert_of_a_bad_source_creates_no_output_folder(tmp_path):
+    bad = tmp_path / "bad.hdf5"
+    bad.write_bytes(b"not hdf5")
+    result = invoke("convert", bad, tmp_path / "new" / "deep" / "out.hdf5")
+    assert result.exit_code == 1 and error_line(result).startswith("error: ")
+    assert not (tmp_path / "new").exists()
+
+
 def test_read_only_folder(reacher, reacher_run, tmp_path, monkeypatch):
     _no_rollouts(monkeypatch)
     disk = tmp_path / "ro"

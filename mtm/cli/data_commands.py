@@ -64,6 +64,12 @@ def inspect(file: Path, fmt: str | None, filter_key: str | None, as_json: bool, 
             if path is not None:
                 refuse_existing_output(path, overwrite)
     with open_dataset(file, fmt, filter_key=filter_key) as source:
+        if media is not None:  # a folder that cannot take the files fails before the replay, not after it
+            from mtm.io import check_writable_folder
+
+            for path in (video, contact_sheet):
+                if path is not None:
+                    check_writable_folder(path)
         summary = {"path": str(file), **summarize(source)}
         if media is not None:
             summary["replay"] = _replay(source, media, env_id)
@@ -123,19 +129,21 @@ def convert(src: Path, dst: Path, fmt: str | None, filter_key: str | None, overw
     from mtm.data.formats import open_dataset
     from mtm.data.formats.native import EpisodeWriter
     from mtm.data.mixture import drop_plan, parse_drop
-    from mtm.io import check_output_path, write_failure
+    from mtm.io import check_writable_folder, refuse_existing_output, write_failure
 
     dropping = dict(parse_drop(text) for text in drops)
     if (ref_min is None) != (ref_max is None):
         raise ConfigError("--ref-min and --ref-max go together; give both or neither")
     if ref_min is not None and not ref_min < ref_max:
         raise ConfigError(f"--ref-min ({ref_min}) must be below --ref-max ({ref_max})")
-    # Check the output before reading the source, which can take a while.
-    check_output_path(dst, overwrite)
+    # Check the output before reading the source, which can take a while; its folder is created only
+    # once the source has opened (a bad SRC leaves nothing behind).
+    refuse_existing_output(dst, overwrite)
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise ConfigError(f"{dst}: SRC and DST are the same file; choose another output path")
 
     with open_dataset(src, fmt, filter_key=filter_key) as source:
+        check_writable_folder(dst)
         info = _with_overrides(source.info, env_id, ref_min, ref_max)
         plan = drop_plan(len(source), dropping, seed)
         if plan:  # the file says how it was made, so that it can be made again

@@ -88,6 +88,25 @@ def _check_identities(paths: list[str], identities: list[dict], checkpoint) -> N
             )
 
 
+# The data settings a resumed run must keep: they decide the split (held-out episodes would train),
+# the return tokens and the windows, all of which the model's weights and statistics were made on.
+FIXED_ON_RESUME = ("window", "rtg", "gamma", "rtg_horizon", "val_fraction", "split_seed", "only_with")
+
+
+def _check_data_settings(cfg: RunConfig, checkpoint) -> None:
+    before = (checkpoint.config or {}).get("data", {})
+
+    def plain(value):  # a list from the config file, a tuple or list from the dataclass
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    for key in FIXED_ON_RESUME:
+        now = getattr(cfg.data, key)
+        was = before.get(key, now)
+        if plain(was) != plain(now):
+            raise ConfigError(f"data.{key} cannot change on --resume (the run was trained with {was!r}, now {now!r}); "
+                              f"start a new run to train with it")
+
+
 def load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> RunData:
     """Read, split and window the dataset(s). The split and the statistics come from the data alone
     (seeded), so they are the same on every rank and on resume; the checkpoint's identity check
@@ -102,6 +121,7 @@ def load_run_data(cfg: RunConfig, rt: Runtime, checkpoint) -> RunData:
                           f"dataset once (its episodes would count twice)")
     identities = [dataset_identity(resolve_path(p)) for p in paths]  # a Minari id: its folder
     if checkpoint is not None:
+        _check_data_settings(cfg, checkpoint)
         _check_identities(paths, identities, checkpoint)
     loaded = load_training_data(paths, format=cfg.data.format, rtg=cfg.data.rtg, gamma=cfg.data.gamma,
                                 rtg_horizon=cfg.data.rtg_horizon, val_fraction=cfg.data.val_fraction,

@@ -270,8 +270,8 @@ def recover(path: str | os.PathLike) -> None:
     """Finish or undo a killed --overwrite in `path` before anything reads it (e.g. its config.yaml
     for --resume). Does nothing while another process holds the run."""
     p = Path(path)
-    if not p.is_dir():
-        return
+    if not ((p / SET_ASIDE).is_dir() or (p / MOVING).is_dir()):
+        return  # nothing to finish (and no lock file left in a folder that is not a run)
     rd = RunDirectory(p)
     try:
         fd = os.open(p / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)

@@ -22,6 +22,7 @@ from mtm.data.episode import DatasetInfo, Episode, is_image, select_keys
 from mtm.data.hdf5 import (GroupPerEpisode, datasets_under, floats_to_float32, open_hdf5, optional_float,
                            parse_json, partial_path, read_array)
 from mtm.errors import DataError, OutputError
+from mtm.interrupts import stop_signals_held
 from mtm.io import DeferredFailureFile, check_output_path, fsync_dir, open_partial, write_failure
 
 FORMAT_NAME = "mtm-episodes"
@@ -80,9 +81,10 @@ class EpisodeWriter:
             raise RuntimeError("writer is closed")
         self.info = info
         try:
-            self._write_info()
-            self._file.flush()
-            self._check_writes()
+            with stop_signals_held():  # a Ctrl-C here must not cost the episodes already written
+                self._write_info()
+                self._file.flush()
+                self._check_writes()
         except BaseException as exc:
             self._raise_write_failure(exc)
             raise
@@ -112,30 +114,36 @@ class EpisodeWriter:
         """If the disk (not mtm) is why `exc` happened, raise that as an OutputError."""
         recorded = self._raw.failure if self._raw is not None else None
         if isinstance(recorded, KeyboardInterrupt):
-            raise KeyboardInterrupt
+            raise type(recorded)() from None  # Ctrl-C or SIGTERM (mtm.interrupts.Terminated), as it came
         for cause in (recorded, exc):
             failure = write_failure(cause, self.path) if cause is not None else None
             if failure is not None:
                 raise OutputError(f"{failure}; nothing was written") from None
 
     def _check_layout(self, episode: Episode, where: str) -> None:
-        layout = {k: (v.shape[1:], v.dtype) for k, v in episode.observations.items()}
+        """Every episode stores each key with the first one's per-step shape and kind of value (an
+        image key stays uint8 frames, chunked per frame); the layout is recorded only once checked."""
+        layout = {k: (v.shape[1:], is_image(v)) for k, v in episode.observations.items()}
         if episode.actions is not None:
-            layout["actions"] = (episode.actions.shape[1:], episode.actions.dtype)
+            layout["actions"] = (episode.actions.shape[1:], False)
         if self._layout is None:
             self._layout = layout
             return
-        if "actions" in layout and "actions" not in self._layout:
-            # The first episodes lacked actions: this is the first one that describes them.
-            self._layout["actions"] = layout["actions"]
         observations, reference = set(layout) - {"actions"}, set(self._layout) - {"actions"}
         if observations != reference:
             raise DataError(f"{where}: observation keys {sorted(observations)} differ from the first "
                             f"episode's {sorted(reference)}")
-        for key, (shape, _) in layout.items():
+        for key, (shape, image) in layout.items():
+            if key not in self._layout:  # the first episode with actions: it describes them
+                continue
             if shape != self._layout[key][0]:
                 raise DataError(f"{where}: '{key}' has per-step shape {shape}, the first episode had "
                                 f"{self._layout[key][0]}")
+            if image != self._layout[key][1]:
+                kinds = {True: "uint8 image frames", False: "numbers"}
+                raise DataError(f"{where}: '{key}' holds {kinds[image]}, the first episode's held {kinds[not image]}")
+        if "actions" in layout and "actions" not in self._layout:
+            self._layout["actions"] = layout["actions"]
 
     def add(self, episode: Episode) -> None:
         if self._file is None:
@@ -181,7 +189,13 @@ class EpisodeWriter:
         self._file.flush()
 
     def commit(self) -> Path:
-        """Close the file and move it to the output path (replacing an old file only now)."""
+        """Close the file and move it to the output path (replacing an old file only now). Ctrl-C and
+        SIGTERM wait until it is done (mtm.interrupts): an interruption mid-commit would delete every
+        episode the file holds."""
+        with stop_signals_held():
+            return self._commit()
+
+    def _commit(self) -> Path:
         if self._file is not None:
             try:
                 self._file.close()
