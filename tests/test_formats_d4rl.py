@@ -6,7 +6,7 @@ import pytest
 
 from mtm.data.episode import STATE_KEY
 from mtm.data.formats.d4rl import D4RLSource, episode_bounds
-from mtm.errors import DataError
+from mtm.errors import DataError, MTMWarning
 
 # Three episodes in nine rows: a termination after row 2, a timeout after row 6, and a trailing
 # partial episode (rows 7-8) that the file cut short.
@@ -82,7 +82,9 @@ def test_column_rewards_are_squeezed(tmp_path):
 def test_old_file_without_timeouts_splits_on_terminals_only(tmp_path):
     arrays = d4rl_arrays()
     del arrays["timeouts"]
-    with D4RLSource(write_d4rl(tmp_path / "d.hdf5", arrays)) as src:
+    with pytest.warns(MTMWarning, match="no 'timeouts', so episodes end only where 'terminals' is set"):
+        src = D4RLSource(write_d4rl(tmp_path / "d.hdf5", arrays))
+    with src:
         assert [e.length for e in src] == [3, 6]
         last = src.episode(1)
         assert not last.terminations.any() and not last.truncations.any()

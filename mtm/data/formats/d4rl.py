@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection
 
+import warnings
+
 import h5py
 import numpy as np
 
 from envs.references import reference_entry
 from mtm.data.episode import STATE_KEY, DatasetInfo, Episode, EpisodeSource, select_keys
 from mtm.data.hdf5 import open_hdf5, read_array
-from mtm.errors import DataError
+from mtm.errors import DataError, MTMWarning
 
 REQUIRED_KEYS = ("observations", "terminals")
 # A flat file has no episodes of its own to leave them out of: without these, no episode has them.
@@ -145,7 +147,14 @@ def _load(f: h5py.File, where: str) -> FlatArrays:
         if k in arrays:
             arrays[k] = _as_float32(arrays[k], k, where)
     terminals = _flags(arrays["terminals"], "terminals", where)
-    timeouts = _flags(arrays["timeouts"], "timeouts", where) if "timeouts" in arrays else np.zeros(n, bool)
+    if "timeouts" in arrays:
+        timeouts = _flags(arrays["timeouts"], "timeouts", where)
+    else:
+        timeouts = np.zeros(n, bool)
+        warnings.warn(f"{where}: no 'timeouts', so episodes end only where 'terminals' is set; an episode the "
+                      f"time limit cut runs on into the next one (windows and returns-to-go cross the reset). "
+                      f"Add a 'timeouts' array (newer D4RL files have one) if the data has such episodes",
+                      MTMWarning, stacklevel=3)
     starts, lengths = episode_bounds(terminals | timeouts)
     flat = FlatArrays(observations=arrays["observations"], next_observations=arrays.get("next_observations"),
                       actions=arrays.get("actions"), rewards=arrays.get("rewards"), terminals=terminals,
