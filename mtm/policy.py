@@ -80,6 +80,10 @@ def load_model(checkpoint: Checkpoint, device: torch.device | str = "cpu") -> to
     return model.to(device).eval()
 
 
+#: The PolicyConfig fields whose None is a setting of its own (their type admits it).
+NULLABLE_SETTINGS = frozenset(f.name for f in dataclasses.fields(PolicyConfig) if "None" in str(f.type))
+
+
 def _with_settings(config: PolicyConfig | None, settings: dict[str, Any]) -> PolicyConfig:
     """`config` (default: PolicyConfig()) with single fields changed; unknown names are a TypeError
     (a programming mistake), bad values a ConfigError (one line for users). None leaves a field as
@@ -94,10 +98,6 @@ def _with_settings(config: PolicyConfig | None, settings: dict[str, Any]) -> Pol
         return dataclasses.replace(base, **changes)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-
-
-#: The PolicyConfig fields whose None is a setting of its own (their type admits it).
-NULLABLE_SETTINGS = frozenset(f.name for f in dataclasses.fields(PolicyConfig) if "None" in str(f.type))
 
 
 def _resolve_mode(model: torch.nn.Module, asked: str) -> str:
@@ -229,7 +229,7 @@ class MTMPolicy:
         # The mask for each current position c, precomputed: row c is used at step c.
         self._masks = torch.stack([POLICY_MASKS[mode](layout, c) for c in positions]).to(dev)
         # Modes that show return tokens condition on the target (rcbc, plan).
-        self.conditions_on_return = bool((self._masks & model.layout.role("returns").to(dev)).any())
+        self.conditions_on_return = bool((self._masks & layout.role("returns").to(dev)).any())
         if not config.action_history:
             # On narrow expert data a short-budget model can lean on copying its previous actions;
             # hiding them helps there (hopper-expert RCBC, BENCHMARKS.md).

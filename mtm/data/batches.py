@@ -28,19 +28,19 @@ class WindowBatches:
         # "auto" weighs every key's frames together against the budget: all in memory, or none.
         each = "file" if frames == "auto" else frames
         images = {key: ImageWindows.for_sampler(source, key, sampler, frames=each) for key in image_keys}
-        budget = memory_budget()
-        if frames == "auto" and budget is not None and sum(w.frame_bytes for w in images.values()) <= budget:
-            for w in images.values():
-                w.load_into_memory()
+        if frames == "auto" and images:
+            budget = memory_budget()
+            if budget is not None and sum(w.frame_bytes for w in images.values()) <= budget:
+                for w in images.values():
+                    w.load_into_memory()
         return cls(sampler, images)
 
     def describe_frames(self) -> str | None:
         """Where the frames are read from, for the run's header (None without image keys)."""
         if not self.images:
             return None
-        held = [k for k, w in self.images.items() if w.in_memory]
         size = sum(w.frame_bytes for w in self.images.values()) / 1e9
-        if len(held) == len(self.images):
+        if all(w.in_memory for w in self.images.values()):
             return f"image frames: {size:.2f} GB decoded into memory (data.frames)"
         return f"image frames: read from the file each batch ({size:.2f} GB decoded; data.frames)"
 

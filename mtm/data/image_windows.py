@@ -42,9 +42,10 @@ MEMORY_SHARE = 0.25  # "auto" keeps decoded frames in memory up to this share of
 
 
 def memory_budget() -> int | None:
-    """Bytes of decoded frames data.frames "auto" keeps in memory in this process (WindowBatches): MEMORY_SHARE of the
-    machine's physical memory, divided among the processes torchrun starts on it (LOCAL_WORLD_SIZE:
-    each holds its own copy). None where the platform does not say how much memory it has."""
+    """Bytes of decoded frames data.frames "auto" keeps in memory in this process (WindowBatches):
+    MEMORY_SHARE of the machine's physical memory, divided among the processes torchrun starts on it
+    (LOCAL_WORLD_SIZE: each holds its own copy). None where the platform does not say how much
+    memory it has."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
@@ -101,7 +102,7 @@ class ImageWindows:
         that every later batch gathers from."""
         if self._memory is not None:
             return
-        memory = np.empty((self.frame_bytes // int(np.prod(self.frame_shape)), *self.frame_shape), dtype=np.uint8)
+        memory = np.empty((sum(self._lengths.values()), *self.frame_shape), dtype=np.uint8)
         first, row = {}, 0
         for episode, length in self._lengths.items():
             first[episode] = row
