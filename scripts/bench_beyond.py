@@ -352,6 +352,15 @@ def example_commands(results: dict) -> list[str]:
     return lines
 
 
+def training_cpu_minutes(rec: dict) -> float | None:
+    """A cell's training CPU-minutes: its steps' own CPU time from the run's metrics (cumulative over every
+    resume, whoever ran it), else the CPU time of the train commands the sweep logged. The command log
+    misses attempts made before it existed (some IQL cells record a third of their steps' time)."""
+    seconds = rec.get("train_steps_cpu_s")
+    seconds = rec.get("train_cpu_s") if seconds is None else seconds
+    return None if seconds is None else seconds / 60
+
+
 def render(results: dict, seeds: int = SEEDS) -> str:
     s = {**settings_of(build_parser().parse_args([])), **(results.get("settings") or {})}  # the defaults until run
     cells = list(results.get("cells", {}).values())
@@ -395,13 +404,13 @@ def render(results: dict, seeds: int = SEEDS) -> str:
         scores = [mean_spread([r["modes"].get(mode, {}).get("score") for r in grouped.get((ds, row), [])], seeds, "std")
                   for row, mode, _ in COLUMNS]
         L.append(f"| {ds} | " + " | ".join(behaviour + scores) + " |")
-    L += ["", "Training CPU-minutes of each model (the `mtm train` command's CPU time, every attempt; mean over seeds) "
+    L += ["", "Training CPU-minutes of each model (the training steps' own CPU time, cumulative over resumes, as the "
+          "run's metrics.jsonl records it; mean over seeds) "
           f"and evaluation env steps/s of MTM's two modes ({envs} envs, {s.get('threads')} thread(s); mean over seeds):", "",
           "| dataset | " + " | ".join(r.label for r in ROWS.values()) + " | RCBC / plan env steps/s |",
           "|---|" + "---:|" * (len(ROWS) + 1)]
     for ds in datasets:
-        minutes = [mean_of([r["train_cpu_s"] / 60 if r.get("train_cpu_s") is not None else None
-                            for r in grouped.get((ds, row), [])], 1) for row in ROWS]
+        minutes = [mean_of([training_cpu_minutes(r) for r in grouped.get((ds, row), [])], 1) for row in ROWS]
         rates = [mean_of([r["modes"].get(mode, {}).get("env_steps_per_s") for r in grouped.get((ds, "mtm"), [])], 0, True)
                  for mode in ("rcbc", "plan")]
         L.append(f"| {ds} | " + " | ".join(minutes) + f" | {rates[0]} / {rates[1]} |")

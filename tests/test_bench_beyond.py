@@ -334,6 +334,23 @@ def test_the_table_has_the_issues_columns_mean_and_std_over_seeds_n_and_dashes()
     assert "`python scripts/bench_beyond.py --stop-at HH:MM`" in block  # how to resume
 
 
+def test_training_minutes_are_the_steps_own_cpu_time_over_every_resume():
+    # The command log misses attempts it did not see (a resume by hand, an older script, a run adopted
+    # from an identical training elsewhere): the run's own cumulative step time is what the column shows.
+    results = partial_results()
+    for seed in (0, 1, 2):
+        rec = results["cells"][bb.cell_key("hopper-medium-replay-v5", seed, "iql")]
+        rec["train_steps_cpu_s"] = 1200.0 + 60.0 * seed  # the commands logged only 60-180 s of it
+    rec = results["cells"][bb.cell_key("hopper-medium-replay-v5", 0, "mtm")]
+    rec["train_cpu_s"] = None  # adopted: no train command ran in the sweep
+    rec["train_steps_cpu_s"] = 300.0
+    block = bb.render(results)
+    # IQL: (20 + 21 + 22) / 3; MTM: (5 + 2 + 3) / 3 -- seeds 1, 2 without steps time fall back to the log
+    assert "| hopper-medium-replay-v5 | 2.0 | 21.0 | 3.3 | 1,000 / 100 |" in block
+    assert "the training steps' own CPU time, cumulative over resumes" in block
+    assert bb.training_cpu_minutes({"train_cpu_s": None}) is None
+
+
 def test_the_cost_table_names_the_cpu_path_precisions_and_the_sweeps_command():
     block = bb.render(partial_results())
     assert "| dataset | MLP-BC | IQL | MTM | RCBC / plan env steps/s |" in block
