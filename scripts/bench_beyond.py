@@ -58,7 +58,6 @@ import bench_common  # first: threads and OpenMP waiting, as under the mtm comma
 
 import argparse
 import datetime
-import json
 import re
 import shlex
 import statistics
@@ -76,7 +75,7 @@ from mtm.hardware import PRECISIONS
 from mtm.planning import DEFAULT_TEMPERATURE
 from mtm.policy_config import PolicyConfig
 from sweep_cells import (MTM, ROOT, Commands, add_sweep_options, behaviour_scores, command_env, joined, mean_spread, now,
-                         parse_stop_at, rel, run_sweep, write_block)
+                         parse_stop_at, rel, run_sweep, train_steps_cpu_s, training_cpu_minutes, write_block)
 
 DATA_DIR = ROOT.parent / "shared" / "datasets"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -205,19 +204,6 @@ def expected_planner(args) -> dict:
 
 def planner_is_current(planner: dict | None, args) -> bool:
     return planner is not None and {k: planner.get(k) for k in PLANNER_KEYS} == expected_planner(args)
-
-
-def train_steps_cpu_s(run_dir: Path) -> float | None:
-    """The training steps' own CPU seconds (the last charts/train_cpu_s of metrics.jsonl, cumulative
-    over resumes): the recipe-v2 table's measure, without start-up, data loading and saving."""
-    last = None
-    try:
-        for line in open(run_dir / "metrics.jsonl"):
-            row = json.loads(line)
-            last = row.get("charts/train_cpu_s", last)
-    except (OSError, ValueError):
-        return None
-    return None if last is None else round(last, 1)
 
 
 def run_cell(ds: str, seed: int, row: str, args, env: dict[str, str], deadline: datetime.datetime | None) -> dict | None:
@@ -350,15 +336,6 @@ def example_commands(results: dict) -> list[str]:
             if name in commands:
                 lines.append(re.sub(r"timeout --signal=INT --kill-after=\d+ \d+ ", "", commands[name]))
     return lines
-
-
-def training_cpu_minutes(rec: dict) -> float | None:
-    """A cell's training CPU-minutes: its steps' own CPU time from the run's metrics (cumulative over every
-    resume, whoever ran it), else the CPU time of the train commands the sweep logged. The command log
-    misses attempts made before it existed (some IQL cells record a third of their steps' time)."""
-    seconds = rec.get("train_steps_cpu_s")
-    seconds = rec.get("train_cpu_s") if seconds is None else seconds
-    return None if seconds is None else seconds / 60
 
 
 def render(results: dict, seeds: int = SEEDS) -> str:

@@ -19,9 +19,11 @@ import os
 import platform
 import resource
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
@@ -284,25 +286,59 @@ def replace_block(path: Path, begin: str, end: str, block: str) -> bool:
     return True
 
 
+class Stopped(SystemExit):
+    """Raised by run_command once its command has ended after the script was asked to stop (Ctrl-C or
+    SIGTERM): exits with 128 + the signal, like a process the signal ended. `timing` and `returncode`
+    are the command's, so a caller can record the attempt before it passes the exception on."""
+
+    def __init__(self, signum: int, returncode: int, timing: dict[str, Any]) -> None:
+        super().__init__(128 + signum)
+        self.signum, self.returncode, self.timing = signum, returncode, timing
+
+
 def run_command(cmd: Sequence[Any], env: Mapping[str, str], cwd: Path, *, capture: bool = False,
                 dry_run: bool = False) -> tuple[int, str, dict[str, Any]]:
     """Print `ENV=... cmd`, run it, and return (exit code, stdout if captured, timing): the command
     line as shown, its start, wall seconds, CPU seconds of the child alone (user + system) and the
-    1-minute load average at its start. Benchmarks that drive the mtm command line use this."""
+    1-minute load average at its start. Benchmarks that drive the mtm command line use this.
+
+    Stopping: the command runs in a session of its own, so a Ctrl-C at the terminal reaches this
+    script alone, which passes it on as one SIGINT (SIGTERM too becomes SIGINT): `mtm train` saves a
+    checkpoint and stops, where a Ctrl-C sent to both would have been its second, the one that stops
+    it without saving. A further signal is passed on as itself. Once the command has ended, Stopped
+    is raised (with the timing) instead of returning."""
     shown = " ".join([f"{k}={v}" for k, v in env.items()] + [shlex.join(map(str, cmd))])
     print(f"$ {shown}", flush=True)
     if dry_run:
         return 0, "", {}
     started, load = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), os.getloadavg()[0]
     r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
-    proc = subprocess.run([str(c) for c in cmd], env=dict(os.environ, **env), cwd=cwd,
-                          stdout=subprocess.PIPE if capture else None, text=True)
+    received: list[int] = []
+    proc = subprocess.Popen([str(c) for c in cmd], env=dict(os.environ, **env), cwd=cwd,
+                            stdout=subprocess.PIPE if capture else None, text=True, start_new_session=True)
+
+    def pass_on(signum, _frame):
+        received.append(signum)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT if len(received) == 1 else signum)
+
+    in_main = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    try:
+        out, _ = proc.communicate()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     t1, r1 = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         print(f"  -> exit code {proc.returncode}", flush=True)
-    return proc.returncode, proc.stdout or "", {
-        "command": shown, "started": started, "wall_s": round(t1 - t0, 1), "load_avg_1min": round(load, 2),
-        "cpu_s": round((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), 1)}
+    timing = {"command": shown, "started": started, "wall_s": round(t1 - t0, 1), "load_avg_1min": round(load, 2),
+              "cpu_s": round((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), 1)}
+    if received:
+        print(f"  -> stopped by {signal.Signals(received[0]).name}; the command ended with exit code "
+              f"{proc.returncode}", flush=True)
+        raise Stopped(received[0], proc.returncode, timing)
+    return proc.returncode, out or "", timing
 
 
 # ---------------------------------------------------------------------------------------------

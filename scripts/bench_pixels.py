@@ -64,7 +64,7 @@ from mtm.config.loader import resolve_config_path
 from mtm.data.trajectories import load_trajectories
 from mtm.hardware import PRECISIONS
 from sweep_cells import (MTM, ROOT, Commands, add_sweep_options, command_env, joined, mean_spread, now, parse_stop_at,
-                         rel, run_sweep, write_block)
+                         rel, run_sweep, train_steps_cpu_s, training_cpu_minutes, write_block)
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # the pixel tasks render their observations offscreen
 
@@ -202,7 +202,7 @@ def run_cell(task: str, seed: int | None, row: str, args, env: dict[str, str],
         "references": report.get("reference_scores"), "episodes": report.get("episodes"),
         "env_steps_per_s": report.get("env_steps_per_s"),
         "train_cpu_s": cmds.total("train", "cpu_s"), "train_wall_s": cmds.total("train", "wall_s"),
-        "train_attempts": len(cmds.done.get("train", [])),
+        "train_attempts": len(cmds.done.get("train", [])), "train_steps_cpu_s": train_steps_cpu_s(ROOT / run_dir),
         "train_precision": runtime.get("precision", {}).get("dtype"), "cpu": runtime.get("cpu"),
         "threads": runtime.get("threads"),
         "commands": cmds.first_commands(),
@@ -231,9 +231,14 @@ def expert_score(results: dict, task: str) -> float | None:
     return float(np.mean([normalized_score(x, refs["min"], refs["max"]) for x in expert["returns"]]))
 
 
-def by_row(results: dict, task: str, row: str, field: str) -> list[float | None]:
-    return [r.get(field) for r in sorted(results.get("cells", {}).values(), key=lambda r: r.get("seed") or 0)
+def records_of(results: dict, task: str, row: str) -> list[dict]:
+    """The finished cells of one task and row, by seed."""
+    return [r for r in sorted(results.get("cells", {}).values(), key=lambda r: r.get("seed") or 0)
             if r.get("task") == task and r.get("row") == row]
+
+
+def by_row(results: dict, task: str, row: str, field: str) -> list[float | None]:
+    return [r.get(field) for r in records_of(results, task, row)]
 
 
 def render(results: dict, seeds: int = SEEDS) -> str:
@@ -264,14 +269,15 @@ def render(results: dict, seeds: int = SEEDS) -> str:
         scores = [mean_spread(by_row(results, task, row, "score"), seeds, "std") for row in ROWS]
         L.append(f"| {task} | {'–' if expert is None else f'{expert:.1f}'} | " + " | ".join(scores) + " |")
     L += ["", "Success rate (PusherPixels: the puck within 5 cm of the goal at the last step; ReacherPixels defines "
-          "none) and training CPU-minutes (every attempt of the `mtm train` command), mean over seeds:", "",
+          "none) and training CPU-minutes (the training steps' own CPU time, cumulative over resumes, as the run's "
+          "metrics.jsonl records it), mean over seeds:", "",
           "| task | " + " | ".join(f"{r.label} success | {r.label} CPU-min" for r in ROWS.values()) + " |",
           "|---|" + "---:|---:|" * len(ROWS)]
     for task in TASKS:
         parts = []
         for row in ROWS:
             rates = [100 * v for v in by_row(results, task, row, "success_rate") if v is not None]
-            minutes = [v / 60 for v in by_row(results, task, row, "train_cpu_s") if v is not None]
+            minutes = [m for m in map(training_cpu_minutes, records_of(results, task, row)) if m is not None]
             parts += [f"{np.mean(rates):.0f} %" if rates else "–", f"{np.mean(minutes):.1f}" if minutes else "–"]
         L.append(f"| {task} | " + " | ".join(parts) + " |")
     commands = example_commands(results)

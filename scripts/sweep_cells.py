@@ -11,6 +11,9 @@ stopped at any point.
   it (Commands): training saves a checkpoint and stops, and `mtm train --resume` continues it.
 - Commands keeps every attempt's command line, exit code, wall and CPU seconds beside the run, so a
   cell's cost adds up over the sessions it took.
+- Ctrl-C or SIGTERM to a sweep (`pkill -TERM -f scripts/bench_X.py`) reaches its running command as
+  one SIGINT (bench_common.run_command): a training saves a checkpoint and stops, the attempt is
+  kept, and the sweep exits (130 / 143); run the same command to resume.
 """
 
 from __future__ import annotations
@@ -81,7 +84,12 @@ class Commands:
         if self.deadline is not None:
             left = int((self.deadline - now()).total_seconds())
             cmd = ["timeout", "--signal=INT", "--kill-after=600", str(max(left, 1)), *cmd]
-        code, _, timing = bench_common.run_command(cmd, self.env, ROOT, dry_run=self.dry_run)
+        try:
+            code, _, timing = bench_common.run_command(cmd, self.env, ROOT, dry_run=self.dry_run)
+        except bench_common.Stopped as stop:  # Ctrl-C / SIGTERM: the attempt counts, then the sweep stops
+            self.done.setdefault(name, []).append({**stop.timing, "returncode": stop.returncode})
+            self.save()
+            raise
         if self.dry_run:
             return True
         attempts = self.done.setdefault(name, [])
@@ -101,6 +109,32 @@ class Commands:
     def first_commands(self) -> dict[str, str]:
         """{name: the command line of its first attempt}: what a cell ran, for its record."""
         return {name: attempts[0]["command"] for name, attempts in self.done.items()}
+
+
+# ------------------------------------------------------------------------------ training cost
+
+
+def train_steps_cpu_s(run_dir: Path) -> float | None:
+    """The training steps' own CPU seconds (the last charts/train_cpu_s of metrics.jsonl, cumulative
+    over resumes): the recipe-v2 table's measure, without start-up, data loading and saving."""
+    last = None
+    try:
+        for line in open(run_dir / "metrics.jsonl"):
+            row = json.loads(line)
+            last = row.get("charts/train_cpu_s", last)
+    except (OSError, ValueError):
+        return None
+    return None if last is None else round(last, 1)
+
+
+def training_cpu_minutes(rec: dict) -> float | None:
+    """A cell's training CPU-minutes: its steps' own CPU time from the run's metrics (cumulative over every
+    resume, whoever ran it), else the CPU time of the train commands the sweep logged. The command log
+    misses attempts made before it existed (some cells of bench_beyond record a third of their steps' time: a sweep
+    killed with its command running never logged that attempt)."""
+    seconds = rec.get("train_steps_cpu_s")
+    seconds = rec.get("train_cpu_s") if seconds is None else seconds
+    return None if seconds is None else seconds / 60
 
 
 # ------------------------------------------------------------------------------ the results file

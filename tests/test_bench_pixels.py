@@ -75,6 +75,10 @@ def test_the_table_has_the_issues_columns_the_experts_score_and_a_partial_note()
     assert success == "| PusherPixels | 92 % | 10.0 | – | – | 85 % | 12.5 |"
     assert text.index("mtm collect --policy expert") < text.index("mtm train --config cnn-bc") < text.index("mtm train --config mtm")
     assert text.startswith(bp.BEGIN) and text.endswith(bp.END)
+    # the run's own step time, over every resume, where recorded (the command log misses killed attempts)
+    results["cells"]["PusherPixels/seed1/mtm"]["train_steps_cpu_s"] = 1200.0
+    success = next(line for line in bp.render(results).splitlines() if line.startswith("| PusherPixels | 92 %"))
+    assert success == "| PusherPixels | 92 % | 10.0 | – | – | 85 % | 15.0 |"
 
 
 def test_an_unknown_task_or_row_is_one_error_line():
