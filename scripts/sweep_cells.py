@@ -87,15 +87,16 @@ class Commands:
         try:
             code, _, timing = bench_common.run_command(cmd, self.env, ROOT, dry_run=self.dry_run)
         except bench_common.Stopped as stop:  # Ctrl-C / SIGTERM: the attempt counts, then the sweep stops
-            self.done.setdefault(name, []).append({**stop.timing, "returncode": stop.returncode})
-            self.save()
+            self.record_attempt(name, stop.timing, stop.returncode)
             raise
         if self.dry_run:
             return True
-        attempts = self.done.setdefault(name, [])
-        attempts.append({**timing, "returncode": code})
-        self.save()
+        self.record_attempt(name, timing, code)
         return code == 0
+
+    def record_attempt(self, name: str, timing: dict, returncode: int) -> None:
+        self.done.setdefault(name, []).append({**timing, "returncode": returncode})
+        self.save()
 
     def save(self) -> None:
         """Write every attempt so far to the record (atomically)."""
