@@ -487,6 +487,12 @@ class MTM(TokenModel):
         with torch.autocast(states.device.type, enabled=False):
             return self.critic.target_q(self._critic_states(states), self._critic_actions(actions))
 
+    @torch.no_grad()
+    def state_value(self, states: torch.Tensor) -> torch.Tensor:
+        """The critic's expectile V of raw states (..., S) -> (...), in the units of q_value."""
+        with torch.autocast(states.device.type, enabled=False):
+            return self.critic.v(self._critic_states(states))[..., 0]
+
     def after_optimizer_step(self) -> None:
         """The critic's target Qs follow the weights just updated."""
         if self.critic is not None:
@@ -664,3 +670,4 @@ class MTM(TokenModel):
         if unknown:
             raise ConfigError(f"unknown model config fields {sorted(unknown)}")
         return super().from_spec(spec)
+

@@ -40,6 +40,7 @@ from safetensors import SafetensorError
 from mtm.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, step_name
 from mtm.config import RunConfig
 from mtm.errors import ConfigError, DataError, MTMError, MTMWarning, OutputError
+from mtm.evaluation.critic import critic_check
 from mtm.evaluation.predictions import prediction_errors
 from mtm.evaluation.rollouts import evaluate_policy, policy_fields, references_for
 from mtm.hardware import resolve_precision
@@ -279,7 +280,11 @@ def _validate(parts: RunParts, report: TrainProgress, step: int) -> dict:
     baseline_means = {name: torch.as_tensor(stats[name].mean) for name in ("states", "actions")}
     errors = prediction_errors(parts.policy_model, parts.val_batches, baseline_means,
                                max_windows=parts.cfg.train.val_windows)
-    parts.logger.scalars(step, val_scalars(errors))
+    scalars = val_scalars(errors)
+    check = critic_check(parts.policy_model, parts.data.val)
+    if check is not None:  # whether the critic ranks the held-out data's actions (mtm.evaluation.critic)
+        scalars.update({f"val/critic_{key}": check[key] for key in ("r2_v", "action_gain", "adv_corr")})
+    parts.logger.scalars(step, scalars)
     report.validated(step, errors)
     return errors
 
