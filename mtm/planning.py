@@ -27,7 +27,12 @@ At each env step, for each environment:
      constant reward rate scores itself: (1 - g) sum_h g^h r_h + g^H V_H, g = `plan_discount`.
      An average return token is a reward rate, so V_H stands for (1 - g) sum_{k>=0} g^k r_{H+k}.
    Act on the softmax-weighted mean of the first actions, at temperature `plan_temperature` in
-   units of the return token's std (-> 0: the best candidate's action). With `plan_max_gain`, the
+   units of the return token's std (-> 0: the best candidate's action), or `plan_relative_temperature`
+   times the std of the K scores where that is larger. The return token's std is the data's spread
+   of returns, which is ten times narrower on halfcheetah-expert-v5 than on the medium files while
+   Q's differences between the candidates are the same in reward units: in return stds alone the
+   softmax followed one candidate there (weight 0.93; 85.4 against RCBC's 97.2), at the floor of one
+   std of the scores it does not (97.1; BENCHMARKS.md, "The temperature's unit"). With `plan_max_gain`, the
    step from the RCBC action towards that mean is cut to max_gain / margin of it where the best
    candidate's margin over the RCBC action exceeds max_gain return stds: on expert data, where
    the data shows one action per state, the critic's Q is ten times steeper in the action than on
@@ -111,6 +116,7 @@ class Planner:
         self.discount = config.plan_discount
         self.action_low, self.action_high = action_low, action_high
         self.noise_std = config.plan_noise
+        self.relative_temperature = config.plan_relative_temperature
         self.max_gain = config.plan_max_gain
         self.noise = config.plan_noise * model.tokenizers["actions"].scale.detach()  # (A,) raw units
         self.return_scale = float(model.tokenizers["returns"].scale.detach().reshape(-1)[0])
@@ -147,6 +153,7 @@ class Planner:
         elif self.score_by == "rewards":
             head = f"reward head over {self.horizon} steps + {head}, discount {self.discount}"
         return {"candidates": self.candidates, "horizon": self.horizon, "temperature": self.temperature,
+                "relative_temperature": self.relative_temperature,
                 "noise": self.noise_std, "max_gain": self.max_gain, "scored_by": head, "precision": self.precision.to_dict()}
 
     def reset(self, slots, episodes) -> None:
@@ -189,7 +196,7 @@ class Planner:
             score = values.mean(1)
         score = score.view(n, k)
         best = score.amax(1)
-        weights = torch.softmax((score - best[:, None]) / (self.temperature * self.return_scale), 1)
+        weights = torch.softmax((score - best[:, None]) / self.softmax_unit(score)[:, None], 1)
         self.last_candidates, self.last_scores, self.last_weights = first.view(n, k, -1), score, weights
         chosen = (weights[:, :, None] * first.view(n, k, -1)).sum(1)
         if self.max_gain is None:
@@ -199,6 +206,14 @@ class Planner:
         margin = (best - score[:, 0]) / self.return_scale
         step = (self.max_gain / margin.clamp_min(1e-12)).clamp(max=1.0)
         return proposal + step[:, None] * (chosen - proposal)
+
+    def softmax_unit(self, score: torch.Tensor) -> torch.Tensor:
+        """(n, K) scores -> (n,) the softmax's temperature in raw score units: plan_temperature return
+        stds, or plan_relative_temperature times the std of the row's K scores where that is larger."""
+        unit = torch.full_like(score[:, 0], self.temperature * self.return_scale)
+        if self.relative_temperature is None or score.shape[1] < 2:
+            return unit
+        return torch.maximum(unit, self.relative_temperature * score.std(1))
 
     def imagine_q(self, batch: dict[str, torch.Tensor], c: torch.Tensor, first: torch.Tensor, steps: int) -> torch.Tensor:
         """The critic's Q of each of the n * K candidates' (state, action) at `steps` imagined steps

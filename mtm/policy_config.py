@@ -36,6 +36,7 @@ class PolicyConfig:
     plan_candidates: int = 64  # plan: candidate action sequences per env and step (the first is the RCBC action itself)
     plan_horizon: int = 1  # plan: steps each candidate is imagined for (1: the first action's value only; 2 helped on hopper-medium-replay, hurt on halfcheetah-medium-replay: BENCHMARKS.md)
     plan_temperature: float | None = None  # plan: softmax temperature over the candidates' scores, in return-token stds (small: near the best); None: 0.02 scored by q (the candidates' Q differ by ~0.2 stds), else 0.05 (their values differ by 1e-3 .. 1e-2)
+    plan_relative_temperature: float | None = 1.0  # plan: a floor on the softmax's temperature, in units of the std of the K candidates' scores at that step: the softmax is never sharper than this, whatever the return token's spread (halfcheetah-expert-v5's is a tenth of the medium files', so plan_temperature alone followed Q there ten times as greedily: 85.4 against RCBC's 97.2, 97.1 with this floor; BENCHMARKS.md, "The temperature's unit"); None: plan_temperature alone
     plan_noise: float = 0.3  # plan: std of the candidates' action noise, in units of the data's action std
     plan_max_gain: float | None = 0.2  # plan: where the best candidate scores more than this many return-token stds above the RCBC action, the step from the RCBC action towards the softmax mean is cut to max_gain / that margin of it (a critic that promises a large gain for a small change of action is extrapolating: halfcheetah-expert-v5 61.7 -> 92.1, the medium files' margins are 0.05-0.08 and unchanged); None: no cap
     plan_seed: int = 0  # plan: seed of the candidates' noise, with each episode's index (mtm eval's episode i draws the same noise in any number of envs)
@@ -53,6 +54,8 @@ class PolicyConfig:
             raise ValueError(f"plan_horizon must be >= 1, got {self.plan_horizon}")
         if self.plan_temperature is not None and not self.plan_temperature > 0:
             raise ValueError(f"plan_temperature must be > 0, got {self.plan_temperature}")
+        if self.plan_relative_temperature is not None and not self.plan_relative_temperature > 0:
+            raise ValueError(f"plan_relative_temperature must be > 0, got {self.plan_relative_temperature}")
         if self.plan_max_gain is not None and not self.plan_max_gain > 0:
             raise ValueError(f"plan_max_gain must be > 0, got {self.plan_max_gain}")
         if not self.plan_noise >= 0:

@@ -184,7 +184,7 @@ def mode_record(report: dict, cmds: Commands, mode: str) -> dict:
 # What a plan evaluation's report says of its planner that the settings decide (the candidates, the
 # horizon, the noise and the temperature: PolicyConfig's defaults, the score's default temperature and
 # --plan-option). A plan evaluation made with other ones (the defaults changed since) is out of date.
-PLANNER_KEYS = ("candidates", "horizon", "noise", "temperature", "max_gain")
+PLANNER_KEYS = ("candidates", "horizon", "noise", "temperature", "relative_temperature", "max_gain")
 
 
 def expected_planner(args) -> dict:
@@ -198,6 +198,8 @@ def expected_planner(args) -> dict:
             "horizon": int(options.get("--plan-horizon", config.plan_horizon)),
             "noise": float(options.get("--plan-noise", config.plan_noise)),
             "max_gain": float(options["--plan-max-gain"]) if "--plan-max-gain" in options else config.plan_max_gain,
+            "relative_temperature": float(options["--plan-relative-temperature"])
+            if "--plan-relative-temperature" in options else config.plan_relative_temperature,
             "temperature": float(temperature) if temperature is not None else
             config.plan_temperature if config.plan_temperature is not None else DEFAULT_TEMPERATURE[score]}
 

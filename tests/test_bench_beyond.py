@@ -244,12 +244,16 @@ def test_the_expected_planner_is_the_policy_defaults_with_the_plan_options():
     default = bb.expected_planner(args_of())
     assert default == {"candidates": PolicyConfig().plan_candidates, "horizon": PolicyConfig().plan_horizon,
                        "noise": PolicyConfig().plan_noise, "temperature": DEFAULT_TEMPERATURE["q"],
-                       "max_gain": PolicyConfig().plan_max_gain}
+                       "max_gain": PolicyConfig().plan_max_gain,
+                       "relative_temperature": PolicyConfig().plan_relative_temperature}
     options = args_of(plan_option=["--plan-horizon=2", "--plan-temperature=0.3", "--plan-noise=0.1",
-                                   "--plan-max-gain=0.5"])
-    assert bb.expected_planner(options) == {**default, "horizon": 2, "temperature": 0.3, "noise": 0.1, "max_gain": 0.5}
-    # A report from before the planner had a gain cap names none: its cell's plan evaluation is redone.
-    assert not bb.planner_is_current({k: v for k, v in default.items() if k != "max_gain"}, args_of())
+                                   "--plan-max-gain=0.5", "--plan-relative-temperature=2"])
+    assert bb.expected_planner(options) == {**default, "horizon": 2, "temperature": 0.3, "noise": 0.1, "max_gain": 0.5,
+                                            "relative_temperature": 2.0}
+    # A report from before the planner had a gain cap (or a temperature floor) names none: its cell's
+    # plan evaluation is redone.
+    for key in ("max_gain", "relative_temperature"):
+        assert not bb.planner_is_current({k: v for k, v in default.items() if k != key}, args_of())
     assert bb.planner_is_current({**default, "scored_by": "critic's Q", "precision": {}}, args_of())
     by_value = args_of(plan_option=["--plan-score=value"])  # its own default temperature, or every cell looks stale
     assert bb.expected_planner(by_value)["temperature"] == DEFAULT_TEMPERATURE["value"]

@@ -160,6 +160,7 @@ class KnownModel:
 
 def planner(has_reward=False, **settings):
     settings.setdefault("plan_max_gain", None)  # the known model's margins are far above the default cap
+    settings.setdefault("plan_relative_temperature", None)  # and its scores' spread: plan_temperature alone
     config = PolicyConfig(mode="plan", **settings)
     low, high = torch.full((A,), -1.0), torch.full((A,), 1.0)
     return Planner(KnownModel(has_reward), config, low, high, num_envs=2)
@@ -236,6 +237,18 @@ def test_scoring_by_rewards_needs_a_reward_head_and_auto_picks_it():
     assert planner(has_reward=True, plan_score="value").score_by == "value"
 
 
+def test_the_relative_temperature_floors_the_softmax_at_the_spread_of_the_candidates_scores():
+    scores = torch.tensor([[0.0, 1.0, 2.0, 3.0], [5.0, 5.0, 5.0, 5.0]])
+    floored = planner(plan_temperature=1e-3, plan_relative_temperature=2.0)
+    absolute = 1e-3 * floored.return_scale
+    # Row 0's scores spread far beyond the temperature: the floor, 2 stds of them; row 1's do not.
+    torch.testing.assert_close(floored.softmax_unit(scores), torch.tensor([2.0 * scores[0].std().item(), absolute]))
+    torch.testing.assert_close(planner(plan_temperature=1e-3).softmax_unit(scores), torch.full((2,), absolute))
+    # With the floor, the best of scores one std apart is not followed alone.
+    weights = torch.softmax((scores[0] - 3.0) / floored.softmax_unit(scores)[0], 0)
+    assert 0.3 < weights[3].item() < 0.6
+
+
 def test_no_noise_is_the_rcbc_action():
     plan = planner(plan_candidates=8, plan_horizon=2, plan_noise=0.0)
     proposal = torch.tensor([[0.3, -0.2]])
@@ -286,6 +299,7 @@ def test_every_policy_mode_has_its_mask_in_the_one_table():
     ({"plan_temperature": 0.0}, "plan_temperature must be > 0, got 0.0"),
     ({"plan_noise": -1.0}, "plan_noise must be >= 0, got -1.0"),
     ({"plan_max_gain": 0.0}, "plan_max_gain must be > 0, got 0.0"),
+    ({"plan_relative_temperature": 0.0}, "plan_relative_temperature must be > 0, got 0.0"),
     ({"plan_discount": 1.0}, r"plan_discount must be in \(0, 1\), got 1.0"),
     ({"plan_score": "max"}, "plan_score must be auto, q, value or rewards, got 'max'"),
 ])
@@ -300,6 +314,7 @@ def test_bad_plan_settings_are_refused(setting, message):
     ("--plan-temperature", "0", "error: --plan-temperature must be > 0, got 0.0"),
     ("--plan-discount", "0", "error: --plan-discount must be in (0, 1), got 0.0"),
     ("--plan-max-gain", "-1", "error: --plan-max-gain must be > 0, got -1.0"),
+    ("--plan-relative-temperature", "0", "error: --plan-relative-temperature must be > 0, got 0.0"),
 ])
 def test_bad_plan_options_give_one_error_line(reacher_run, option, value, message):
     result = CliRunner().invoke(main, ["eval", "--checkpoint", str(reacher_run), "--mode", "plan", option, value])

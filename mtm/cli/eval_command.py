@@ -40,6 +40,9 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 @click.option("--plan-temperature", type=float, default=None,
               help="plan: softmax temperature over candidate scores, in return-token stds [default: 0.02 scored by "
                    "the critic's Q, else 0.05].")
+@click.option("--plan-relative-temperature", type=float, default=None,
+              help="plan: a floor on the softmax temperature, in units of the std of the candidates' scores at "
+                   "each step: never sharper than this, whatever the data's return spread [default: 1.0].")
 @click.option("--plan-noise", type=float, default=None,
               help="plan: candidates' action noise, in units of the data's action std [default: 0.3].")
 @click.option("--plan-max-gain", type=float, default=None,
@@ -79,7 +82,8 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output / --video / --contact-sheet file.")
 @click.option("--progress/--no-progress", default=True, help="A progress bar, where stdout and stderr are terminals.")
 def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, target_fraction, decrement,
-                 action_history, plan_candidates, plan_horizon, plan_temperature, plan_noise, plan_max_gain,
+                 action_history, plan_candidates, plan_horizon, plan_temperature, plan_relative_temperature,
+                 plan_noise, plan_max_gain,
                  plan_score, plan_discount, cuda_graph, seed, device, precision, video, contact_sheet, video_episodes, video_quality,
                  video_size, tasks, data, output, overwrite, progress) -> None:
     """Evaluate a trained model: returns and normalised score in the env, or dynamics errors.
@@ -106,7 +110,8 @@ def eval_command(checkpoint, env_id, episodes, num_envs, mode, target_return, ta
                          episodes=video_episodes, quality=video_quality, size=video_size)
     try:
         plan = {"plan_candidates": plan_candidates, "plan_horizon": plan_horizon,
-                "plan_temperature": plan_temperature, "plan_noise": plan_noise, "plan_max_gain": plan_max_gain,
+                "plan_temperature": plan_temperature, "plan_relative_temperature": plan_relative_temperature,
+                "plan_noise": plan_noise, "plan_max_gain": plan_max_gain,
                 "plan_score": plan_score, "plan_discount": plan_discount}
         policy = PolicyConfig(mode=mode or "auto", target_return=target_return, target_fraction=target_fraction,
                               decrement=decrement, action_history=action_history,
