@@ -358,14 +358,15 @@ def test_plan_end_to_end_in_the_eval_command(reacher_run, tmp_path):
     out = tmp_path / "report.json"
     result = CliRunner().invoke(main, ["eval", "--checkpoint", str(reacher_run), "--mode", "plan", "--episodes", "2",
                                        "--num-envs", "2", "--plan-candidates", "4", "--no-progress",
-                                       "--output", str(out)])
+                                       "--plan-relative-temperature", "1.5", "--output", str(out)])
     assert result.exit_code == 0, result.output
-    assert "mode plan" in result.output and "4 candidates x 1 step," in result.output
+    assert "mode plan" in result.output and "4 candidates x 1 step, temperature 0.05 (at least 1.5 std" in result.output
     report = json.loads(out.read_text())
     assert report["mode"] == "plan" and report["episodes"] == 2 and report["target_return"] is not None
     plan = report["plan"]
-    assert {k: plan[k] for k in ("candidates", "horizon", "temperature", "noise", "scored_by")} == {
-        "candidates": 4, "horizon": 1, "temperature": 0.05, "noise": 0.3, "scored_by": "return head (mean; no value head)"}
+    assert {k: plan[k] for k in ("candidates", "horizon", "temperature", "relative_temperature", "noise", "scored_by")} == {
+        "candidates": 4, "horizon": 1, "temperature": 0.05, "relative_temperature": 1.5, "noise": 0.3,
+        "scored_by": "return head (mean; no value head)"}
     assert plan["precision"]["requested"] == "auto" and "precision" in result.output
 
 

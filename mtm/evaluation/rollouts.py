@@ -259,7 +259,9 @@ def _precision(p: dict[str, Any]) -> str:
 
 def _plan_line(plan: dict[str, Any]) -> str:
     steps = f"{plan['horizon']} step{'s' if plan['horizon'] != 1 else ''}"
-    return (f"{plan['candidates']} candidates x {steps}, temperature {plan['temperature']:g}, "
+    floor = plan.get("relative_temperature")
+    temperature = f"temperature {plan['temperature']:g}" + (f" (at least {floor:g} std of the scores)" if floor else "")
+    return (f"{plan['candidates']} candidates x {steps}, {temperature}, "
             f"noise {plan['noise']:g} action std, scored by the {plan['scored_by']}")
 
 
