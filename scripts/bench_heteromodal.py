@@ -61,6 +61,7 @@ import datetime
 import math
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -217,6 +218,7 @@ def run_cell(ds: str, budget: int, seed: int, row: str, info: dict, args, env: d
     id_report = (bench_common.read_json(ROOT / predict) or {}).get("tasks", {}).get("id", {})
     metadata = bench_common.read_json(ROOT / ckpt / "metadata.json")
     split = RunMetadata.from_dict(metadata).split if metadata is not None else {}
+    runtime = (metadata or {}).get("runtime", {})
     return {
         "dataset": ds, "budget": budget, "seed": seed, "row": row, "finished": now().isoformat(timespec="seconds"),
         "labelled_episodes": labelled, "labelled_transitions": int(sum(info["lengths"][i] for i in labelled)),
@@ -225,6 +227,7 @@ def run_cell(ds: str, budget: int, seed: int, row: str, info: dict, args, env: d
         "return": bc.get("return_mean"), "id_mse": id_report.get("mse"),
         "train_cpu_s": cmds.total("train", "cpu_s"), "train_wall_s": cmds.total("train", "wall_s"),
         "train_attempts": len(cmds.done.get("train", [])),
+        "cpu": runtime.get("cpu"), "train_precision": runtime.get("precision", {}).get("dtype"),
         "eval_cpu_s": cmds.total("eval_bc", "cpu_s"), "id_cpu_s": cmds.total("id", "cpu_s"),
         "cell_cpu_s": round(sum(cmds.total(n, "cpu_s") or 0.0 for n in ("train", "eval_bc", "id")), 1),
         "commands": cmds.first_commands(),
@@ -301,7 +304,10 @@ def render(results: dict, seeds: int = SEEDS) -> str:
              f"(disjoint across seeds, nested across budgets); every other episode keeps its states only")
     L.append(f"- **evaluation**: final checkpoint, {s.get('episodes')} episodes per model (reset seeds 0–"
              f"{(s.get('episodes') or 1) - 1}), BC mode; normalised score, mean ± standard error over seeds")
-    L.append(f"- **CPU time**: {cpu / 3600:.1f} CPU-hours in the {done} finished cells")
+    paths = Counter((r.get("cpu") or "?", r.get("train_precision") or "?") for r in cells.values())
+    where = ", ".join(f"{path} with {dtype} training ({n} cell{'s' if n != 1 else ''})"
+                      for (path, dtype), n in sorted(paths.items(), key=lambda item: -item[1]))
+    L.append(f"- **CPU time**: {cpu / 3600:.1f} CPU-hours in the {done} finished cells; CPU path: {where}")
     L.append("")
     L.append("| dataset | labelled episodes | labelled transitions | " + " | ".join(v[2] for v in ROWS.values()) + " |")
     L.append("|---|---:|---:|" + "---:|" * len(ROWS))
