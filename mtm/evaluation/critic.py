@@ -17,7 +17,9 @@ and over all of them (each residual centred: V is an upper expectile, not a mean
     r2_v          1 - var(G - V) / var(G): the share of the return's variance the state explains
     action_gain   1 - var(G - Q) / var(G - V): the share of what the state leaves that the action
                   explains, by the critic; <= 0: Q ranks the data's actions no better than ignoring
-                  them, so its preferences between candidate actions are not to be acted on
+                  them. A diagnostic, not a gate: it does not tell where planning pays (hopper-medium
+                  -0.012, plan +8.5; halfcheetah-expert 0.006, plan -12 before the temperature floor;
+                  BENCHMARKS.md, "The temperature's unit")
     adv_corr      corr(Q - V, G - V): the critic's advantages against the Monte-Carlo ones
 """
 

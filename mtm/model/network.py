@@ -670,4 +670,3 @@ class MTM(TokenModel):
         if unknown:
             raise ConfigError(f"unknown model config fields {sorted(unknown)}")
         return super().from_spec(spec)
-
