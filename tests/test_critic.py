@@ -297,7 +297,7 @@ def test_action_weights_are_the_clipped_exponentiated_advantage_of_mean_one_over
     batch = {"states": torch.randn(4, L, S), "actions": torch.rand(4, L, A) * 2 - 1,
              "valid": torch.ones(4, L, dtype=torch.bool)}
     batch["valid"][3, 2:] = False  # padding: weight 0, out of the mean
-    s, a = model._critic_states(batch["states"]), model._critic_actions(batch["actions"])
+    s, a = model.critic_states(batch["states"]), model.critic_actions(batch["actions"])
     raw = torch.exp(2.0 * (model.critic.target_q(s, a) - model.critic.v(s)[..., 0]))
     expected = torch.where(batch["valid"], raw / raw[batch["valid"]].mean(), torch.zeros_like(raw))
     weights = model.action_weights(batch)

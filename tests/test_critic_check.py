@@ -12,7 +12,7 @@ import torch
 from mtm.checkpoint import load_checkpoint
 from mtm.data.episode import DatasetInfo
 from mtm.data.trajectories import Trajectories
-from mtm.evaluation.critic import MIN_STEPS, critic_check, discounted_returns
+from mtm.evaluation.critic import MIN_STEPS, critic_check, discounted_returns, n_step_returns
 from mtm.evaluation.predictions import run_training_data
 from mtm.policy import load_model
 from mtm.training.loop import train
@@ -26,6 +26,14 @@ def test_discounted_returns_are_the_closed_form_with_the_tail_after_the_last_ste
     g = discounted_returns(r, 0.5, tail=8.0)
     np.testing.assert_allclose(g, [1 + 0.5 * 2 + 0.25 * 3 + 0.125 * 8, 2 + 0.5 * 3 + 0.25 * 8, 3 + 0.5 * 8])
     np.testing.assert_allclose(discounted_returns(r, 0.5), [2.75, 3.5, 3.0])
+
+
+def test_n_step_returns_are_n_rewards_then_the_value_and_the_whole_return_near_the_end():
+    r = np.array([1.0, 2.0, 3.0, 4.0])
+    v = np.array([10.0, 20.0, 30.0, 40.0])
+    g = n_step_returns(r, v, 0.5, 2, tail=8.0)
+    np.testing.assert_allclose(g[:2], [1 + 0.5 * 2 + 0.25 * 30, 2 + 0.5 * 3 + 0.25 * 40])
+    np.testing.assert_allclose(g[2:], discounted_returns(r, 0.5, tail=8.0)[2:])  # t + 2 is past the end
 
 
 def episodes(n: int = 40, length: int = 10, fell_every: int = 2, seed: int = 0) -> Trajectories:
@@ -112,7 +120,7 @@ def test_no_verdict_without_a_critic_or_with_too_few_steps():
     zero = lambda s: torch.zeros(s.shape[0], dtype=torch.float64)  # noqa: E731
     model = KnownCritic(zero, lambda s, a: zero(s))
     assert critic_check(model, episodes(n=(MIN_STEPS - 1) // 10)) is None
-    model.has_critic = False
+    model.critic = None
     assert critic_check(model, data) is None
 
 
@@ -134,3 +142,32 @@ def test_validation_logs_whether_the_critic_ranks_the_held_out_actions(tmp_path)
     expected = critic_check(model, run_training_data(load_checkpoint(run))[1].val)
     assert rows[0]["val/critic_action_gain"] == pytest.approx(expected["action_gain"]) and expected["action_gain"] > 0.5
     assert rows[0]["val/critic_adv_corr"] > 0.8 and "val/critic_r2_v" in rows[0]
+
+
+def write_two_step_choices(path, n: int = 600, seed: int = 0):
+    """Two-step episodes: from the same first state half take GOOD (reward 1) and half BAD (reward 0),
+    then one step of reward 0 that ends by a fall; the first action alone decides the return. (IQL
+    validates on 2-step windows, which one-step episodes do not fill.)"""
+    import h5py
+    from test_iql import BAD, GOOD
+    rng = np.random.default_rng(seed)
+    good = np.arange(n) % 2 == 0
+    first = np.where(good, GOOD, BAD) + rng.normal(0, 0.01, n)
+    with h5py.File(path, "w") as f:
+        f["observations"] = np.repeat(np.array([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]], np.float32)[None], n, 0).reshape(-1, 3)
+        f["actions"] = np.stack([first, np.zeros(n)], 1).reshape(-1, 1).astype(np.float32)
+        f["rewards"] = np.stack([good, np.zeros(n)], 1).reshape(-1).astype(np.float32)
+        f["terminals"] = np.tile([False, True], n)
+        f["timeouts"] = np.zeros(2 * n, bool)
+    return path
+
+
+def test_an_iql_baselines_validation_logs_the_same_check(tmp_path):
+    from test_iql import iql_config
+    data = write_two_step_choices(tmp_path / "two.hdf5")
+    run = tmp_path / "iql"
+    train(iql_config(data, run, "train.steps=200", "train.val_every=200"), progress=False, say=None)
+    rows = [json.loads(line) for line in open(run / "metrics.jsonl") if "val/critic_action_gain" in line]
+    assert len(rows) == 1 and rows[0]["step"] == 200
+    expected = critic_check(load_model(load_checkpoint(run)), run_training_data(load_checkpoint(run))[1].val)
+    assert rows[0]["val/critic_action_gain"] == pytest.approx(expected["action_gain"]) and expected["action_gain"] > 0.5

@@ -21,6 +21,13 @@ and over all of them (each residual centred: V is an upper expectile, not a mean
                   -0.012, plan +8.5; halfcheetah-expert 0.006, plan -12 before the temperature floor;
                   BENCHMARKS.md, "The temperature's unit")
     adv_corr      corr(Q - V, G - V): the critic's advantages against the Monte-Carlo ones
+    spread_g_v    std(G - V), the Monte-Carlo advantages' spread, and spread_q_v, std(Q - V), the
+                  critic's, both in the critic's units
+
+With `nstep` = n, G_t is an n-step return instead (n rewards, then V of the state reached): the
+critic against its own bootstrap, less noisy than a whole episode's return where episodes are long.
+Reads any model with a `critic` and mtm.model.critic.CriticValues' q_value / state_value: an MTM
+trained with model.critic, or mlp-iql (scripts/critic_check.py prints it for either).
 """
 
 from __future__ import annotations
@@ -44,13 +51,26 @@ def discounted_returns(rewards: np.ndarray, discount: float, tail: float = 0.0) 
     return out
 
 
-def critic_check(model: torch.nn.Module, episodes: Trajectories, resamples: int = RESAMPLES) -> dict | None:
-    """r2_v, action_gain and adv_corr (above) of `model`'s critic on `episodes` (raw units, e.g. a
-    run's held-out split), each with its standard error (`*_se`: the std over `resamples` sets of
-    episodes drawn with replacement, as steps of one episode are not independent), and the number
-    of steps and episodes they cover; None where the model has no critic or fewer than MIN_STEPS
-    steps have actions and rewards."""
-    if not getattr(model, "has_critic", False):
+def n_step_returns(rewards: np.ndarray, values: np.ndarray, discount: float, n: int, tail: float = 0.0) -> np.ndarray:
+    """G_t = r_t + ... + discount^(n-1) r_(t+n-1) + discount^n values[t+n]; where t + n passes the
+    episode's end, its whole return with `tail` after the last step (as discounted_returns)."""
+    full = discounted_returns(rewards, discount, tail)
+    ahead = np.arange(len(rewards)) + n
+    inside = ahead < len(rewards)
+    later = np.minimum(ahead, len(rewards) - 1)
+    # The n-step sum is the whole return less the discounted return from t + n on.
+    return full - np.where(inside, discount ** n * (full[later] - values[later]), 0.0)
+
+
+def critic_check(model: torch.nn.Module, episodes: Trajectories, resamples: int = RESAMPLES,
+                 nstep: int = 0) -> dict | None:
+    """r2_v, action_gain, adv_corr and the spreads (above) of `model`'s critic on `episodes` (raw
+    units, e.g. a run's held-out split), the first three with a standard error (`*_se`: the std over
+    `resamples` sets of episodes drawn with replacement, as steps of one episode are not
+    independent), and the number of steps and episodes they cover; returns are Monte-Carlo, or
+    n-step with `nstep` > 0. None where the model has no critic or fewer than MIN_STEPS steps have
+    actions and rewards."""
+    if getattr(model, "critic", None) is None or not hasattr(model, "q_value"):
         return None
     usable = episodes.has("actions") & episodes.has("rewards")
     if int(episodes.lengths[usable].sum()) < MIN_STEPS:
@@ -66,7 +86,8 @@ def critic_check(model: torch.nn.Module, episodes: Trajectories, resamples: int 
         q = model.q_value(s, a).double().cpu().numpy()
         fell = bool(episodes.arrays["terminals"][rows][-1, 0] > 0)
         rewards = episodes.arrays["rewards"][rows, 0].astype(np.float64) * scale
-        g = discounted_returns(rewards, discount, 0.0 if fell else v[-1])
+        tail = 0.0 if fell else v[-1]
+        g = n_step_returns(rewards, v, discount, nstep, tail) if nstep else discounted_returns(rewards, discount, tail)
         by_state, by_action, advantage = g - v, g - q, q - v
         sums.append([len(g), g.sum(), (g * g).sum(), by_state.sum(), (by_state ** 2).sum(), by_action.sum(),
                      (by_action ** 2).sum(), advantage.sum(), (advantage ** 2).sum(), (advantage * by_state).sum()])
@@ -78,11 +99,13 @@ def critic_check(model: torch.nn.Module, episodes: Trajectories, resamples: int 
     for key in ("r2_v", "action_gain", "adv_corr"):
         out[key] = float(point[key][0])
         out[f"{key}_se"] = float(np.nanstd(spread[key]))
+    out["spread_g_v"], out["spread_q_v"] = float(point["spread_g_v"][0]), float(point["spread_q_v"][0])
     return out
 
 
 def _statistics(sums: np.ndarray) -> dict[str, np.ndarray]:
-    """r2_v, action_gain, adv_corr from rows of critic_check's summed moments (one row per set)."""
+    """r2_v, action_gain, adv_corr and the spreads from rows of critic_check's summed moments (one
+    row per set)."""
     n = sums[:, 0]
     mean = sums[:, 1:9:2] / n[:, None]  # G, G - V, G - Q, Q - V
     second = sums[:, 2:9:2] / n[:, None]
@@ -92,4 +115,5 @@ def _statistics(sums: np.ndarray) -> dict[str, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         return {"r2_v": np.where(var_g > 0, 1.0 - var_state / var_g, 0.0),
                 "action_gain": np.where(var_state > 0, 1.0 - var_action / var_state, 0.0),
-                "adv_corr": np.where(var_adv * var_state > 0, cov / np.sqrt(var_adv * var_state), 0.0)}
+                "adv_corr": np.where(var_adv * var_state > 0, cov / np.sqrt(var_adv * var_state), 0.0),
+                "spread_g_v": np.sqrt(var_state), "spread_q_v": np.sqrt(var_adv)}

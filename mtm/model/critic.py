@@ -67,6 +67,32 @@ def unit_actions(raw: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> to
     return (raw.float() - low - half) / half
 
 
+class CriticValues:
+    """Q and V of raw states and actions, for a model holding a TwinCritic as `critic` beside the
+    `tokenizers["states"]`, `action_low` / `action_high` and `reward_scale` it was fitted with: the
+    MTM with model.critic (its planner) and mlp-iql (its actor) alike, so that one check
+    (mtm.evaluation.critic) reads both."""
+
+    def critic_states(self, raw: torch.Tensor) -> torch.Tensor:
+        return normalized_states(raw, self.tokenizers["states"])
+
+    def critic_actions(self, raw: torch.Tensor) -> torch.Tensor:
+        return unit_actions(raw, self.action_low, self.action_high)
+
+    @torch.no_grad()
+    def q_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """min(Q1', Q2') of raw states (..., S) and actions (..., A) -> (...), in the critic's units
+        (rewards times reward_scale, discounted)."""
+        with torch.autocast(states.device.type, enabled=False):
+            return self.critic.target_q(self.critic_states(states), self.critic_actions(actions))
+
+    @torch.no_grad()
+    def state_value(self, states: torch.Tensor) -> torch.Tensor:
+        """The critic's expectile V of raw states (..., S) -> (...), in the units of q_value."""
+        with torch.autocast(states.device.type, enabled=False):
+            return self.critic.v(self.critic_states(states))[..., 0]
+
+
 def mlp(in_dim: int, width: int, layers: int, out_dim: int) -> nn.Sequential:
     """`layers` hidden Linear + ReLU layers of `width`, then a Linear to `out_dim`."""
     parts: list[nn.Module] = []

@@ -40,8 +40,8 @@ import torch
 from torch import nn
 
 from mtm.errors import ConfigError
-from mtm.model.critic import (TwinCritic, action_bounds, advantage_weights, mlp, normalized_states, reward_scale,
-                              unit_actions, window_transitions)
+from mtm.model.critic import (CriticValues, TwinCritic, action_bounds, advantage_weights, mlp, reward_scale,
+                              window_transitions)
 from mtm.model.network import ModelConfig, TokenModel
 from mtm.model.tokenizers import ContinuousTokenizer, Tokenizer
 
@@ -51,7 +51,7 @@ TRANSITION_KEYS = ("states", "actions", "rewards", "terminals")
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the Gaussian actor's log-std range (CORL's)
 
 
-class IQLModel(TokenModel):
+class IQLModel(CriticValues, TokenModel):
     outputs = ("q", "v", "actor")  # the loss parts logged as train/loss_q, train/loss_v, train/loss_actor
     policy_modes = ("bc",)
     prediction_tasks = ("bc",)
@@ -88,14 +88,7 @@ class IQLModel(TokenModel):
         self.action_low.copy_(low)
         self.action_high.copy_(high)
 
-    # -- units ---------------------------------------------------------------------------------
-
-    def _states(self, raw: torch.Tensor) -> torch.Tensor:
-        return normalized_states(raw, self.tokenizers["states"])
-
-    def _unit_actions(self, raw: torch.Tensor) -> torch.Tensor:
-        """Raw actions -> [-1, 1] (the tanh actor's range)."""
-        return unit_actions(raw, self.action_low, self.action_high)
+    # -- units (states and actions into the critic's and the actor's: CriticValues) ---------------
 
     def _raw_actions(self, unit: torch.Tensor) -> torch.Tensor:
         half = (self.action_high - self.action_low) / 2
@@ -114,7 +107,7 @@ class IQLModel(TokenModel):
         (the Gaussian actor's mean; masks and queries are ignored, as by the other MLP baselines)."""
         states = batch["states"]
         with torch.autocast(states.device.type, enabled=False):  # fp32 always (see training_loss)
-            return {"actions": self._raw_actions(self._actor_mean(self._states(states))).unsqueeze(2)}
+            return {"actions": self._raw_actions(self._actor_mean(self.critic_states(states))).unsqueeze(2)}
 
     @torch.no_grad()
     def predict(self, batch: Mapping[str, torch.Tensor], visible: torch.Tensor | None = None,
@@ -141,7 +134,7 @@ class IQLModel(TokenModel):
         a transition counts if its successor is in the window or none is needed (done: a fall); the
         last step of an episode that timed out or was cut short has neither and is dropped, as are
         steps of episodes without actions or rewards."""
-        t = window_transitions(batch, self._states, self._unit_actions, self.reward_scale)
+        t = window_transitions(batch, self.critic_states, self.critic_actions, self.reward_scale)
         b = batch["states"].shape[0]
         return {key: value.unflatten(0, (b, -1))[:, 0] for key, value in t.items()}
 

@@ -32,8 +32,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mtm.errors import ConfigError
-from mtm.model.critic import (CRITIC_PARTS, TwinCritic, action_bounds, advantage_weights, kept_only, normalized_states,
-                              reward_scale, unit_actions, window_transitions)
+from mtm.model.critic import (CRITIC_PARTS, CriticValues, TwinCritic, action_bounds, advantage_weights, kept_only,
+                              reward_scale, window_transitions)
 from mtm.model.dropout import Dropout
 from mtm.model.loss import REWARD, VALUE
 from mtm.model.masks import TokenLayout, apply_valid, present_tokens
@@ -325,7 +325,7 @@ class TokenModel(nn.Module):
         return cls(ModelConfig(**spec["config"]), tokenizers, spec["window"])
 
 
-class MTM(TokenModel):
+class MTM(CriticValues, TokenModel):
     """The masked trajectory model over `tokenizers` and a window of L timesteps (see TokenModel)."""
 
     policy_modes = POLICY_MODES  # every one (an MLP baseline does one)
@@ -458,7 +458,7 @@ class MTM(TokenModel):
         """(q + v, {"q", "v"}): the critic's TD losses on the window's transitions (`window_transitions`),
         in fp32 whatever autocast is on (Q ~ 100 in IQL's reward units: bf16 keeps ~0.4)."""
         with torch.autocast(batch["states"].device.type, enabled=False):
-            t = window_transitions(batch, self._critic_states, self._critic_actions, self.reward_scale)
+            t = window_transitions(batch, self.critic_states, self.critic_actions, self.reward_scale)
             q, v, _ = self.critic.losses(kept_only(t))
         return q + v, {"q": q, "v": v}
 
@@ -470,7 +470,7 @@ class MTM(TokenModel):
         loss keeps its scale beside the other modalities'. In fp32 (mtm.model.critic: bf16 would
         round A); no host sync (it runs in every training step)."""
         with torch.autocast(batch["states"].device.type, enabled=False):
-            s, a = self._critic_states(batch["states"]), self._critic_actions(batch["actions"])
+            s, a = self.critic_states(batch["states"]), self.critic_actions(batch["actions"])
             advantage = self.critic.target_q(s, a) - self.critic.v(s)[..., 0]
             weights = advantage_weights(advantage, self.config.awr_beta)
             real = batch["valid"].bool()
@@ -480,29 +480,10 @@ class MTM(TokenModel):
             mean = weights.sum() / real.sum().clamp_min(1)
             return weights / mean.clamp_min(1e-12)
 
-    @torch.no_grad()
-    def q_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """min(Q1', Q2') of raw states (..., S) and actions (..., A) -> (...), in the critic's units
-        (rewards times reward_scale, discounted)."""
-        with torch.autocast(states.device.type, enabled=False):
-            return self.critic.target_q(self._critic_states(states), self._critic_actions(actions))
-
-    @torch.no_grad()
-    def state_value(self, states: torch.Tensor) -> torch.Tensor:
-        """The critic's expectile V of raw states (..., S) -> (...), in the units of q_value."""
-        with torch.autocast(states.device.type, enabled=False):
-            return self.critic.v(self._critic_states(states))[..., 0]
-
     def after_optimizer_step(self) -> None:
         """The critic's target Qs follow the weights just updated."""
         if self.critic is not None:
             self.critic.update_targets()
-
-    def _critic_states(self, raw: torch.Tensor) -> torch.Tensor:
-        return normalized_states(raw, self.tokenizers["states"])
-
-    def _critic_actions(self, raw: torch.Tensor) -> torch.Tensor:
-        return unit_actions(raw, self.action_low, self.action_high)
 
     @property
     def has_value(self) -> bool:
