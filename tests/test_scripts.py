@@ -66,3 +66,50 @@ def test_bench_predict_compares_the_precisions_by_batch(tmp_path):
     one, four = results[0], results[2]
     assert four["flops"] == 4 * one["flops"] > 0  # every window costs the same
     assert "| small  |       4 | bf16  |" in out.stdout
+
+
+def test_critic_along_episode_prints_q_beside_the_episodes_own_bootstrapped_return(reacher_run, tmp_path):
+    """scripts/critic_along_episode.py on a tiny Reacher MTM with a critic: one 50-step episode (a
+    time-out, so its return is bootstrapped with V of the last state), Q and V at every step, and in
+    mode plan the best candidate's margin over the RCBC action."""
+    import importlib.util
+
+    import numpy as np
+    import torch
+
+    from mtm.config import RunConfig, load_config
+    from mtm.policy import MTMPolicy
+    from mtm.training.loop import train
+    from test_critic import TINY_MTM
+    from conftest import TINY_REACHER
+
+    run = tmp_path / "critic"
+    train(load_config(RunConfig, None, TINY_REACHER + TINY_MTM + [f"data.path={reacher_run.parent / 'reacher.hdf5'}",
+                                                                   f"train.run_dir={run}", "train.steps=30"]),
+          progress=False, say=None)
+    out = subprocess.run([sys.executable, "critic_along_episode.py", str(run), "--mode", "plan", "--seeds", "0",
+                          "--every", "20"], cwd=REPO / "scripts", capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "reset seed 0, mode plan: 50 steps" in out.stdout
+    rows = [line for line in out.stdout.splitlines() if line.strip()[:1].isdigit() and line.count("|") == 3]
+    assert [int(r.split("|")[0]) for r in rows] == [0, 20] + list(range(40, 50))
+    assert "above the RCBC action (median)" in out.stdout.splitlines()[-1]
+
+    spec = importlib.util.spec_from_file_location("critic_along_episode", REPO / "scripts" / "critic_along_episode.py")
+    script = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        spec.loader.exec_module(script)
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    policy = MTMPolicy.from_checkpoint(str(run), mode="rcbc")
+    ep = script.run_episode(policy, 0)
+    model = policy.model
+    g, r = ep["g"], ep["reward"] * float(model.reward_scale)
+    gamma = float(model.critic.discount)
+    assert len(g) == 50 and len(ep["best"]) == 0  # rcbc: no planner, no margins
+    np.testing.assert_allclose(g[:-1], r[:-1] + gamma * g[1:], rtol=1e-9)
+    # The last step timed out: what follows it is V of the state it reached, not 0.
+    assert g[-1] != r[-1]
+    state = torch.as_tensor(policy.make_env().reset(seed=0)[0], dtype=torch.float32)[None]
+    assert ep["v"][0] == float(model.state_value(state))
