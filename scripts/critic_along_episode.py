@@ -28,7 +28,7 @@ from bench_common import parser_for
 import numpy as np
 import torch
 
-from mtm.evaluation.critic import discounted_returns
+from mtm.evaluation.critic import discounted_returns, return_stds_per_critic_unit
 from mtm.policy import MTMPolicy
 
 LAST = 100  # steps before the episode's end over which the summary measures Q's fall
@@ -73,8 +73,7 @@ def main() -> None:
     model = policy.model
     if not getattr(model, "has_critic", False):
         raise SystemExit(f"error: {args.checkpoint}: the model has no critic (train with --set model.critic=true)")
-    # Critic units -> return-token stds (as mtm.planning.imagine_q, then the return scale).
-    to_std = (1 - model.critic.discount) / float(model.reward_scale) / float(model.tokenizers["returns"].scale.reshape(-1)[0])
+    to_std = return_stds_per_critic_unit(model)
     for seed in (int(s) for s in args.seeds.split(",")):
         ep = run_episode(policy, seed)
         n = len(ep["q"])

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from mtm.checkpoint import load_checkpoint
-from mtm.evaluation.critic import critic_check
+from mtm.evaluation.critic import critic_check, return_stds_per_critic_unit
 from mtm.evaluation.predictions import run_training_data
 from mtm.policy import load_model
 
@@ -68,10 +68,7 @@ def check(run: str, candidates: int, noise: float, seed: int, nstep: int = 0) ->
         raise SystemExit(f"error: {run}: the model has no critic (train with --set model.critic=true, or mlp-iql), "
                          "or its held-out split is too small to score it")
     action_std = torch.as_tensor(checkpoint.run_metadata.stats["actions"].std, dtype=torch.float32)
-    # The return token's std in the critic's units: the planner's units (mtm.planning.imagine_q
-    # brings Q to a reward rate by (1 - discount) / reward_scale, then divides by the return scale).
-    return_scale = float(model.tokenizers["returns"].scale.reshape(-1)[0]) if "returns" in model.tokenizers else None
-    to_std = (1 - model.critic.discount) / float(model.reward_scale) / return_scale if return_scale else float("nan")
+    to_std = return_stds_per_critic_unit(model)
     return {
         **stats, "run": run, "step": checkpoint.step,
         "adv_spread_mc": stats["spread_g_v"] * to_std, "adv_spread_q": stats["spread_q_v"] * to_std,

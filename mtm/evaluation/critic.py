@@ -62,6 +62,16 @@ def n_step_returns(rewards: np.ndarray, values: np.ndarray, discount: float, n: 
     return full - np.where(inside, discount ** n * (full[later] - values[later]), 0.0)
 
 
+def return_stds_per_critic_unit(model: torch.nn.Module) -> float:
+    """The factor that brings the critic's units (discounted, scaled rewards) to return-token stds,
+    the planner's units (mtm.planning.imagine_q: a reward rate by (1 - discount) / reward_scale, then
+    over the return token's scale); NaN for a model without return tokens (mlp-iql)."""
+    if "returns" not in model.tokenizers:
+        return float("nan")
+    return_scale = float(model.tokenizers["returns"].scale.reshape(-1)[0])
+    return (1 - model.critic.discount) / float(model.reward_scale) / return_scale
+
+
 def critic_check(model: torch.nn.Module, episodes: Trajectories, resamples: int = RESAMPLES,
                  nstep: int = 0) -> dict | None:
     """r2_v, action_gain, adv_corr and the spreads (above) of `model`'s critic on `episodes` (raw
