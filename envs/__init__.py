@@ -6,6 +6,8 @@
 - ``envs.pixels``: the {"state", "pixels"} observation wrapper for MuJoCo tasks.
 - ``envs.rendering``: MuJoCo's headless OpenGL backend, chosen before MuJoCo loads. Importing
   ``envs`` (or any of its modules) picks it, so every module here may import mujoco at its top.
+- ``envs.mujoco_warnings``: MuJoCo's warnings as Python's, without the harmless one gymnasium's
+  HalfCheetah model raises at every env made (and without a MUJOCO_LOG.TXT left in the cwd).
 - ``envs.camera``: the camera videos are seen from (one that follows the robot) and the floor under it.
 - ``envs.pixel_reacher``: mtm/ReacherPixels-v0, a task whose target only the image shows.
 - ``envs.pixel_pusher``: mtm/PusherPixels-v0 (and a two-camera variant), an object to push that only
@@ -33,6 +35,8 @@ def register_envs() -> None:
     ``gym.make("mtm/...")`` directly.
     """
     from envs import pixel_pusher, pixel_reacher
+    from envs.mujoco_warnings import route_mujoco_warnings
 
+    route_mujoco_warnings()  # every env mtm makes is made after this call
     pixel_reacher.register()
     pixel_pusher.register()

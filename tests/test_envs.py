@@ -193,3 +193,37 @@ def test_the_headless_default_is_set_before_any_module_imports_mujoco(module, di
         assert (variable, backend) == ("egl", "egl")
     else:  # a display: MuJoCo's own default (GLFW), the variable left unset
         assert (variable, backend) == ("None", "glfw")
+
+
+def _run_python(code: str, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_halfcheetah_is_made_without_mujocos_deprecation_lines_or_a_log_file(tmp_path):
+    # gymnasium's HalfCheetah-v5 model uses MuJoCo's deprecated `settotalmass`: without mtm's handler
+    # each env made prints it to stderr and appends it to MUJOCO_LOG.TXT in the current directory.
+    done = _run_python("from mtm.rollout import make_env\n"
+                       "env = make_env('HalfCheetah-v5'); env.reset(seed=0); print('made')", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "made"
+    assert "settotalmass" not in done.stderr
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+
+
+def test_other_mujoco_warnings_become_python_warnings():
+    from envs.mujoco_warnings import _to_python_warning
+
+    with pytest.warns(RuntimeWarning, match="^MuJoCo: Nan, Inf or huge value in QACC"):
+        _to_python_warning("Nan, Inf or huge value in QACC at DOF 0. The simulation is unstable.")
+
+
+def test_a_users_own_mujoco_warning_handler_is_kept(tmp_path):
+    done = _run_python("import mujoco\n"
+                       "mine = lambda message: None\n"
+                       "mujoco.set_mju_user_warning(mine)\n"
+                       "from envs import register_envs\n"
+                       "register_envs()\n"
+                       "print(mujoco.get_mju_user_warning() is mine)", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
