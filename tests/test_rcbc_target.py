@@ -23,6 +23,27 @@ def test_without_outliers_it_is_the_best_return_whatever_the_sign():
     assert typical_best_return(hopper_like) == (3300.0, 0)
 
 
+def test_a_populous_better_mode_is_not_called_outliers():
+    # hopper-medium-v5 + hopper-expert-v5 trained together (a D4RL-style medium-expert mixture): the
+    # mixture's fence lies between the files' returns. 313 medium returns ~600-1300, 119 expert ones:
+    # 77 of them ~3200-3320, 42 that fell early: the expert's are a mode of the data, not lucky starts.
+    rng = np.random.default_rng(0)
+    medium = rng.uniform(600.0, 1320.0, 313)
+    expert = np.r_[rng.uniform(3200.0, 3300.0, 76), 3323.0, rng.uniform(930.0, 2500.0, 42)]
+    mixture = np.r_[medium, expert]
+    q1, q3 = np.quantile(mixture, [0.25, 0.75])
+    assert (mixture > q3 + 1.5 * (q3 - q1)).sum() > 0.05 * len(mixture)  # Tukey alone would drop them
+    target, left_out = typical_best_return(mixture)
+    assert target == 3323.0 and left_out == 0
+    # ... and an outlier above that mode is still one.
+    assert typical_best_return(np.r_[mixture, 5000.0]) == (3323.0, 1)
+
+
+def test_few_returns_above_the_fence_stay_outliers_whatever_their_share():
+    # 2 of 20 (10 %) above the fence: fewer than 10 returns are no population of their own.
+    assert typical_best_return(np.r_[np.linspace(30.0, 36.0, 18), 50.0, 51.0]) == (36.0, 2)
+
+
 def test_few_episodes_have_no_outliers():
     assert typical_best_return(np.array([1.0, 2.0, 3.0, 100.0])) == (100.0, 0)
     assert typical_best_return(np.r_[np.full(9, 10.0), 12.0]) == (10.0, 1)  # 10 episodes: quartiles count
