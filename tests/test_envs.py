@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -195,8 +196,12 @@ def test_the_headless_default_is_set_before_any_module_imports_mujoco(module, di
         assert (variable, backend) == ("None", "glfw")
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def _run_python(code: str, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    """`code` in a fresh interpreter run from `cwd` (not the checkout), the checkout importable."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
