@@ -231,8 +231,8 @@ class MTMPolicy:
         # Modes that show return tokens condition on the target (rcbc, plan).
         self.conditions_on_return = bool((self._masks & layout.role("returns").to(dev)).any())
         if not config.action_history:
-            # On narrow expert data a short-budget model can lean on copying its previous actions;
-            # hiding them helps there (hopper-expert RCBC, BENCHMARKS.md).
+            # The default: with its past actions shown, a model can imitate the behaviour they resemble
+            # rather than act on the return it is asked for (BENCHMARKS.md, "Action history").
             self._masks = without_action_history(self._masks, model.layout)
         self.action_history = config.action_history
         # Row c: the action token(s) at position c, the only outputs act() reads; the network then

@@ -25,10 +25,11 @@ Cells run in the order that fills the table soonest: seed 0 of every dataset and
 seed-0 table), then seed 1, then seed 2. Every finished cell is a record in the results file
 (written under a lock, atomically), and a cell with a record is never run again: run the same
 command to resume. An interrupted training continues with `mtm train --resume`; an evaluation
-without its report is run again. One exception: a plan evaluation whose planner (candidates,
-horizon, noise, temperature) is not the one the current defaults and --plan-option give (the
-defaults changed since) is out of date: its report is kept beside as eval_plan.t<temperature>.json
-and only that evaluation runs again. With `--stop-at HH:MM` (UTC) no cell starts after that time and a
+without its report is run again. One exception: an MTM evaluation made otherwise than the current
+defaults and --plan-option say (the defaults changed since) is out of date, and only that
+evaluation runs again: one with the policy's action history shown (the default until 2026-12-07) is
+kept beside as eval_<mode>.history.json, a plan evaluation whose planner (candidates, horizon,
+noise, temperature) differs as eval_plan.t<temperature>.json. With `--stop-at HH:MM` (UTC) no cell starts after that time and a
 running command gets Ctrl-C (SIGINT) at it: training saves a checkpoint and stops, so the next
 invocation continues it. About 12-15 CPU-hours in all at one thread (a dataset and seed: IQL's
 100000 steps ~22 CPU-min, MTM with 8 critic updates a step ~20, MLP-BC ~1, the evaluations a few).
@@ -178,6 +179,7 @@ def mode_record(report: dict, cmds: Commands, mode: str) -> dict:
             "precision": (report.get("precision") or {}).get("dtype"),
             "plan_precision": (plan.get("precision") or {}).get("dtype"),
             "planner": {k: v for k, v in plan.items() if k != "precision"} or None,
+            "action_history": report.get("action_history"),
             "eval_cpu_s": cmds.total(f"eval_{mode}", "cpu_s"), "eval_wall_s": cmds.total(f"eval_{mode}", "wall_s")}
 
 
@@ -208,6 +210,26 @@ def planner_is_current(planner: dict | None, args) -> bool:
     return planner is not None and {k: planner.get(k) for k in PLANNER_KEYS} == expected_planner(args)
 
 
+def out_of_date(mode: str, report: dict, args) -> str | None:
+    """Why an MTM evaluation's report (or a cell's record of it) no longer answers the sweep's
+    command, as the stem its file is kept beside under; None if it does. The policy's action history
+    (PolicyConfig.action_history, shown by default until 2026-12-07; reports and records from before
+    the records kept it all showed it) and, in mode plan, its planner."""
+    if report.get("action_history", True) != PolicyConfig().action_history:
+        return f"eval_{mode}.history" if report.get("action_history", True) else f"eval_{mode}.nohistory"
+    if mode == "plan":
+        planner = report.get("plan", report.get("planner"))
+        if not planner_is_current(planner, args):
+            return f"eval_plan.t{(planner or {}).get('temperature')}"
+    return None
+
+
+def record_is_stale(rec: dict, args) -> bool:
+    """An MTM cell evaluated otherwise than the sweep's commands now do: it runs again (its training
+    is kept; the evaluations that are out of date run again)."""
+    return rec.get("row") == "mtm" and any(out_of_date(mode, m, args) for mode, m in rec.get("modes", {}).items())
+
+
 def run_cell(ds: str, seed: int, row: str, args, env: dict[str, str], deadline: datetime.datetime | None) -> dict | None:
     """Train and evaluate one cell (skipping what is already on disk); its record, or None when it
     did not finish (a failure, the deadline, or a dry run)."""
@@ -221,16 +243,16 @@ def run_cell(ds: str, seed: int, row: str, args, env: dict[str, str], deadline: 
         return None
     for mode in ROWS[row].modes:
         report = run_dir / f"eval_{mode}.json"
-        if mode == "plan" and (ROOT / report).exists() and not args.dry_run:
-            planner = (bench_common.read_json(ROOT / report) or {}).get("plan")
-            if not planner_is_current(planner, args):  # out of date: kept beside, named by its temperature
-                base = f"eval_plan.t{(planner or {}).get('temperature')}"
-                old = next(name for name in (base, *(f"{base}.{i}" for i in range(1, 1000)))
-                           if not (ROOT / run_dir / f"{name}.json").exists() and name not in cmds.done)
-                (ROOT / report).rename(ROOT / run_dir / f"{old}.json")
-                if "eval_plan" in cmds.done:  # its attempts stay in the cell's log, under the same name
-                    cmds.done[old] = cmds.done.pop("eval_plan")
-                    cmds.save()
+        base = None
+        if row == "mtm" and (ROOT / report).exists() and not args.dry_run:
+            base = out_of_date(mode, bench_common.read_json(ROOT / report) or {}, args)
+        if base is not None:  # out of date: kept beside, named by what differs
+            old = next(name for name in (base, *(f"{base}.{i}" for i in range(1, 1000)))
+                       if not (ROOT / run_dir / f"{name}.json").exists() and name not in cmds.done)
+            (ROOT / report).rename(ROOT / run_dir / f"{old}.json")
+            if f"eval_{mode}" in cmds.done:  # its attempts stay in the cell's log, under the same name
+                cmds.done[old] = cmds.done.pop(f"eval_{mode}")
+                cmds.save()
         if not (ROOT / report).exists() and not cmds.run(f"eval_{mode}", eval_command(ckpt, mode, report, args)):
             return None
     if args.dry_run:
@@ -367,8 +389,9 @@ def render(results: dict, seeds: int = SEEDS) -> str:
              + f" ({s.get('mtm_steps')} steps), one training for both MTM columns; training seed k = 0..{seeds - 1}")
     L.append(f"- **evaluation**: final checkpoint, {s.get('episodes')} episodes in {envs} envs (reset seeds "
              f"{s.get('eval_seed')}–{(s.get('eval_seed') or 0) + (s.get('episodes') or 1) - 1}); MLP-BC and IQL in "
-             f"mode bc, MTM in modes rcbc and plan (plan options: {plan}); normalised score (the shared data's own "
-             "references, as in recipe-v2), **mean ± std over training seeds**")
+             f"mode bc, MTM in modes rcbc and plan (plan options: {plan}; the policy's default view, its past actions "
+             "hidden, since 2026-12-07); normalised score (the shared data's own references, as in recipe-v2), "
+             "**mean ± std over training seeds**; env steps/s as measured, with other sweeps sharing the 2 cores")
     if cells:
         L.append(f"- **CPU**: {paths_text(cells)}; {sum(r.get('cell_cpu_s') or 0.0 for r in cells) / 3600:.1f} "
                  f"CPU-hours in the {len(cells)} finished cells")
@@ -498,8 +521,7 @@ def main() -> int:
     return run_sweep(args, settings_of(args, rows), deadline, DATA_DIR, datasets, dataset_info,
                      lambda present: cell_order(present, range(args.seeds), rows), lambda c: cell_key(*c),
                      lambda c, infos: run_cell(*c, args, env, deadline), done_line, lambda results: write_outputs(results, args),
-                     partial_settings=True, files=data_files, stale=lambda rec: rec.get("row") == "mtm" and not planner_is_current(
-                         rec.get("modes", {}).get("plan", {}).get("planner"), args))
+                     partial_settings=True, files=data_files, stale=lambda rec: record_is_stale(rec, args))
 
 
 if __name__ == "__main__":

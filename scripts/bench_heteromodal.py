@@ -205,6 +205,9 @@ def run_cell(ds: str, budget: int, seed: int, row: str, info: dict, args, env: d
         cmd = [MTM, "eval", "--checkpoint", ckpt, "--episodes", str(args.episodes), "--num-envs",
                str(min(args.num_envs, args.episodes)), "--seed", "0", "--mode", "bc", "--device", "cpu",
                "--no-progress", "--output", report]
+        # The table's cells were evaluated with the action history shown, the default until 2026-12-07:
+        # later cells too, so that they compare (an MLP has no history to show).
+        cmd.append("--action-history")
         if not cmds.run("eval_bc", cmd):
             return None
     predict = run_dir / "id.json"

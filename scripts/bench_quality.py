@@ -156,6 +156,9 @@ def do_run(ds: str, method: str, seed: int, args, results: dict, env_prefix: dic
             cmd = [MTM, "eval", "--checkpoint", str(step_dir(run_dir, step).relative_to(ROOT)),
                    "--episodes", str(args.episodes), "--num-envs", str(args.num_envs), "--seed", "0", "--mode", mode,
                    "--device", "cpu", "--no-progress", "--output", str(report.relative_to(ROOT)), "--overwrite"]
+            # The table's cells were evaluated with the action history shown, the default until
+            # 2026-12-07: later cells too, so that they compare (an MLP has no history to show).
+            cmd.append("--action-history")
             rc, _, timing = run(cmd, env_prefix, args.dry_run)
             if rc == 0 and not args.dry_run:
                 r = json.loads(report.read_text())

@@ -38,12 +38,15 @@ MTM = str(ROOT / ".venv" / "bin" / "mtm") if (ROOT / ".venv" / "bin" / "mtm").ex
 # The `small` config the first three rounds of the study started from (before 2026-11-29 12:40 UTC,
 # when small became window 2 without dropout). Their variants are this plus one change, so their
 # records keep their meaning; "base" is today's small.
-SMALL_V1 = ["data.window=4", "model.dropout=0.1"]
+# Every record of the study was evaluated with the policy's action history shown, the default until
+# 2026-12-07: the variants pin it (the *_nohist / no_history ones turn it off after it).
+HISTORY = ["train.eval_policy.action_history=true", "train.mask.action_history=true"]
+SMALL_V1 = ["data.window=4", "model.dropout=0.1", *HISTORY]
 POLICY_MASKS = "train.mask.modes={random_autoregressive: 0.4, rcbc: 0.4, bc: 0.2}"
 
 # name -> the --set overrides that make it, on top of the `small` config.
 VARIANTS: dict[str, list[str]] = {
-    "base": [],
+    "base": HISTORY,
     "base_v1": SMALL_V1,
     "policy_tasks": SMALL_V1 + [POLICY_MASKS],
     "policy_tasks_nohist": SMALL_V1 + [POLICY_MASKS, "train.mask.action_history=false",

@@ -133,7 +133,8 @@ def test_options_the_sweep_cannot_run_with_are_one_error_line(argv, says, tmp_pa
 def fake_record(ds, seed, row, score, cpu_s=600.0, rate=1000.0, planner=None):
     modes = {mode: {"score": score + i, "env_steps_per_s": rate / (1 + 9 * (mode == "plan")), "precision": "fp32",
                     "plan_precision": "bf16" if mode == "plan" else None,
-                    "planner": (planner or bb.expected_planner(args_of())) if mode == "plan" else None}
+                    "planner": (planner or bb.expected_planner(args_of())) if mode == "plan" else None,
+                    "action_history": False}
              for i, mode in enumerate(bb.ROWS[row].modes)}
     return {"dataset": ds, "seed": seed, "row": row, "modes": modes, "train_cpu_s": cpu_s, "cell_cpu_s": cpu_s + 60,
             "train_precision": "bf16", "cpu": "AVX512-BF16", "torch": "2.13.0+cpu", "threads": 1,
@@ -260,22 +261,31 @@ def test_the_expected_planner_is_the_policy_defaults_with_the_plan_options():
     assert not bb.planner_is_current({**default, "temperature": 0.5}, args_of()) and not bb.planner_is_current(None, args_of())
 
 
-def test_run_cell_redoes_only_an_out_of_date_plan_evaluation_and_keeps_the_old_report(tmp_path, monkeypatch):
+def trained_mtm_cell(tmp_path, monkeypatch) -> tuple:
+    """A finished MTM training of hopper-medium-v5 seed 0 under tmp_path (the script's ROOT):
+    (args, its run directory relative to ROOT)."""
     monkeypatch.setattr(bb, "ROOT", tmp_path)
     args = args_of(work=Path("w"))
     run_dir = Path("w") / "hopper-medium-v5" / "seed0" / "mtm"
     ckpt = tmp_path / bb.step_dir(run_dir, bb.row_steps("mtm", args))
     ckpt.mkdir(parents=True)
     (ckpt / "metadata.json").write_text("{}")
+    return args, run_dir
+
+
+def test_run_cell_redoes_only_an_out_of_date_plan_evaluation_and_keeps_the_old_report(tmp_path, monkeypatch):
+    args, run_dir = trained_mtm_cell(tmp_path, monkeypatch)
     old = {**bb.expected_planner(args), "temperature": 0.5}
-    (tmp_path / run_dir / "eval_rcbc.json").write_text(json.dumps({"normalized_score_mean": 30.0}))
-    (tmp_path / run_dir / "eval_plan.json").write_text(json.dumps({"normalized_score_mean": 20.0, "plan": old}))
+    (tmp_path / run_dir / "eval_rcbc.json").write_text(json.dumps({"normalized_score_mean": 30.0, "action_history": False}))
+    (tmp_path / run_dir / "eval_plan.json").write_text(json.dumps({"normalized_score_mean": 20.0, "plan": old,
+                                                                   "action_history": False}))
     ran = []
 
     def run(self, name, cmd):  # stands in for the evaluation: writes its report
         ran.append(name)
         report = Path(str(cmd[cmd.index("--output") + 1]))
-        (tmp_path / report).write_text(json.dumps({"normalized_score_mean": 33.0, "plan": bb.expected_planner(args)}))
+        (tmp_path / report).write_text(json.dumps({"normalized_score_mean": 33.0, "plan": bb.expected_planner(args),
+                                                   "action_history": False}))
         return True
 
     monkeypatch.setattr(bb.Commands, "run", run)
@@ -288,10 +298,50 @@ def test_run_cell_redoes_only_an_out_of_date_plan_evaluation_and_keeps_the_old_r
     bb.run_cell("hopper-medium-v5", 0, "mtm", args, {}, None)
     assert ran == []  # now current: nothing to redo
     # Out of date again at the same temperature (another candidate count): the first kept report stays.
-    (tmp_path / run_dir / "eval_plan.json").write_text(json.dumps({"plan": {**old, "candidates": 3}}))
+    (tmp_path / run_dir / "eval_plan.json").write_text(json.dumps({"plan": {**old, "candidates": 3}, "action_history": False}))
     bb.run_cell("hopper-medium-v5", 0, "mtm", args, {}, None)
     assert ran == ["eval_plan"] and (tmp_path / run_dir / "eval_plan.t0.5.1.json").exists()
     assert json.loads((tmp_path / run_dir / "eval_plan.t0.5.json").read_text())["normalized_score_mean"] == 20.0
+
+
+def test_evaluations_made_with_the_action_history_shown_are_out_of_date_and_kept_beside(tmp_path, monkeypatch):
+    """Until 2026-12-07 the policy showed the model its past actions by default; the sweep's MTM
+    evaluations from then (their reports say action_history true, their records say nothing) run again
+    under today's default, without the history, and the old reports are kept."""
+    assert bb.PolicyConfig().action_history is False
+    args = args_of()
+    current = fake_record("hopper-medium-v5", 0, "mtm", 40.0)
+    assert not bb.record_is_stale(current, args)
+    before = json.loads(json.dumps(current))
+    for mode in before["modes"].values():
+        del mode["action_history"]
+    assert bb.record_is_stale(before, args)
+    assert not bb.record_is_stale({**before, "row": "iql"}, args)  # the MLPs have no history to show
+    assert bb.out_of_date("rcbc", {"action_history": True}, args) == "eval_rcbc.history"
+    assert bb.out_of_date("plan", {"action_history": True, "plan": bb.expected_planner(args)}, args) == "eval_plan.history"
+
+    args, run_dir = trained_mtm_cell(tmp_path, monkeypatch)
+    for mode, score in (("rcbc", 30.0), ("plan", 20.0)):
+        (tmp_path / run_dir / f"eval_{mode}.json").write_text(json.dumps(
+            {"normalized_score_mean": score, "plan": bb.expected_planner(args) if mode == "plan" else None,
+             "action_history": True}))
+    ran = []
+
+    def run(self, name, cmd):
+        ran.append(name)
+        assert "--action-history" not in cmd and "--no-action-history" not in cmd  # the default's
+        report = Path(str(cmd[cmd.index("--output") + 1]))
+        (tmp_path / report).write_text(json.dumps({"normalized_score_mean": 35.0, "action_history": False,
+                                                   "plan": bb.expected_planner(args) if "plan" in name else None}))
+        return True
+
+    monkeypatch.setattr(bb.Commands, "run", run)
+    record = bb.run_cell("hopper-medium-v5", 0, "mtm", args, {}, None)
+    assert ran == ["eval_rcbc", "eval_plan"]  # both evaluations again, no training
+    assert record["modes"]["rcbc"]["score"] == 35.0 and record["modes"]["rcbc"]["action_history"] is False
+    assert not bb.record_is_stale(record, args)
+    for mode, score in (("rcbc", 30.0), ("plan", 20.0)):
+        assert json.loads((tmp_path / run_dir / f"eval_{mode}.history.json").read_text())["normalized_score_mean"] == score
 
 
 def test_no_cell_starts_after_the_deadline(sweep, monkeypatch):

@@ -504,7 +504,7 @@ def test_prediction_tasks_without_action_history_hide_the_past_actions_of_bc_and
 
     monkeypatch.setattr(model, "predict", spy)
     sampler = WindowSampler(load_trajectories(a), 4)  # one batch: bc, rcbc, fd, id in that order
-    with_history = prediction_errors(model, sampler, means)
+    with_history = prediction_errors(model, sampler, means, action_history=True)
     without = prediction_errors(model, sampler, means, action_history=False)
     actions = model.layout.role("actions")
     bc, rcbc, fd, id_ = shown[4:]

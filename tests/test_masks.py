@@ -264,7 +264,8 @@ def test_random_autoregressive_role_weights_follow_the_present_roles():
 def test_mask_mixture_draws_a_mode_per_sample():
     L = 4
     layout = layout_for(L)
-    bc = {tuple(bc_mask(layout, c).tolist()) for c in range(L)}
+    # bc as the policy sees it by default: without its past actions (PolicyConfig.action_history)
+    bc = {tuple(without_action_history(bc_mask(layout, c), layout).tolist()) for c in range(L)}
     fd = {tuple(forward_dynamics_mask(layout, c).tolist()) for c in range(L - 1)}
     mix = MaskMixture({"bc": 3.0, "forward_dynamics": 1.0})
     mask = mix(layout, 4000, torch.Generator().manual_seed(0))
@@ -333,9 +334,9 @@ def test_old_string_mask_in_a_saved_config_loads(tmp_path):
 def test_policy_modes_without_action_history_hide_every_action_and_nothing_else():
     layout = layout_for(4)
     gen = torch.Generator().manual_seed(0)
-    with_history = MaskMixture({"bc": 1.0, "rcbc": 1.0})(layout, 64, gen)
+    with_history = MaskMixture({"bc": 1.0, "rcbc": 1.0}, action_history=True)(layout, 64, gen)
     gen = torch.Generator().manual_seed(0)  # the same draws of mode and current step
-    without = MaskMixture.from_config(MaskConfig(modes={"bc": 1.0, "rcbc": 1.0}, action_history=False))(layout, 64, gen)
+    without = MaskMixture.from_config(MaskConfig(modes={"bc": 1.0, "rcbc": 1.0}))(layout, 64, gen)  # the default
     actions = layout.role("actions")
     assert not without[:, actions].any() and with_history[:, actions].any()
     assert torch.equal(without[:, ~actions], with_history[:, ~actions])

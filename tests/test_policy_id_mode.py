@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from mtm.checkpoint import load_checkpoint
 from mtm.cli import main
 from mtm.errors import ConfigError
-from mtm.model.masks import TokenLayout, bc_mask, inverse_dynamics_mask
+from mtm.model.masks import TokenLayout, bc_mask, inverse_dynamics_mask, without_action_history
 from mtm.model.network import ModelConfig
 from mtm.model.tokenizers import ContinuousTokenizer
 from mtm.policy import MTMPolicy, load_model
@@ -52,11 +52,11 @@ class DoublingModel:
         return {k: out[k] for k in heads}
 
 
-@pytest.mark.parametrize("window", [2, 3])
-def test_mode_id_acts_on_the_inverse_dynamics_of_the_predicted_next_state(reacher_run, window):
+@pytest.mark.parametrize("window,action_history", [(2, True), (3, True), (3, False)])
+def test_mode_id_acts_on_the_inverse_dynamics_of_the_predicted_next_state(reacher_run, window, action_history):
     metadata = load_checkpoint(reacher_run).metadata
     model = DoublingModel(window)
-    policy = MTMPolicy(model, metadata, mode="id", num_envs=2)
+    policy = MTMPolicy(model, metadata, mode="id", num_envs=2, action_history=action_history)
     assert policy.mode == "id" and not policy.conditions_on_return
     lay = model.layout
     rng = np.random.default_rng(0)
@@ -69,8 +69,10 @@ def test_mode_id_acts_on_the_inverse_dynamics_of_the_predicted_next_state(reache
         (h1, v1, _), (h2, v2, states) = model.calls
         c = min(step, window - 2)  # the current step's position: never the window's last
         assert h1 == ("states",) and h2 == ("actions",)
-        assert torch.equal(v1, bc_mask(lay, c).expand(2, -1))  # the next state from the history
-        assert torch.equal(v2, inverse_dynamics_mask(lay, c).expand(2, -1))
+        views = [bc_mask(lay, c), inverse_dynamics_mask(lay, c)]  # the next state from the history, then ID
+        if not action_history:  # both views without the past actions (the default)
+            views = [without_action_history(view, lay) for view in views]
+        assert torch.equal(v1, views[0].expand(2, -1)) and torch.equal(v2, views[1].expand(2, -1))
         torch.testing.assert_close(states[:, c + 1], 2 * torch.as_tensor(obs))  # the imagined state
         seen.append(obs)
         for back in range(c + 1):  # the history slides: the real states of the earlier steps

@@ -341,7 +341,7 @@ class MaskConfig:
     modes: dict[str, float] = field(default_factory=lambda: {"random_autoregressive": 1.0})  # mask modes (TRAINING_MODES) and their weights, drawn per sample
     keep_ratios: list[float] = field(default_factory=lambda: list(DEFAULT_KEEP_RATIOS))  # random / random_autoregressive: each modality keeps a fraction of its tokens drawn from these, per sample
     role_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ROLE_WEIGHTS))  # random_autoregressive: how often the cut at t* starts at states / returns / actions
-    action_history: bool = True  # bc / rcbc modes: show the actions at the window's earlier steps, as a policy with action_history does, or hide every action
+    action_history: bool = False  # bc / rcbc modes: show the actions at the window's earlier steps, as a policy with action_history does, or hide every action (the policy's default, PolicyConfig.action_history)
 
     def __post_init__(self) -> None:
         # ValueError "field ...": the config loader's convention (mtm.config), reported with the section.
@@ -371,7 +371,7 @@ class MaskMixture:
     current step c uniformly per sample; "imputation" shows the first and last observations."""
 
     def __init__(self, modes: Mapping[str, float], keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
-                 role_weights: Mapping[str, float] = DEFAULT_ROLE_WEIGHTS, action_history: bool = True):
+                 role_weights: Mapping[str, float] = DEFAULT_ROLE_WEIGHTS, action_history: bool = False):
         # MaskConfig's checks (ConfigError "mask ...", as for from_config's string form).
         _as_config_error(check_modes, modes)
         _as_config_error(check_keep_ratios, keep_ratios)

@@ -278,8 +278,10 @@ def _log_training(parts: RunParts, meter: LossMeter, report: TrainProgress, step
 def _validate(parts: RunParts, report: TrainProgress, step: int) -> dict:
     stats = parts.data.stats
     baseline_means = {name: torch.as_tensor(stats[name].mean) for name in ("states", "actions")}
+    # bc / rcbc scored with the view the run's policy acts with (with or without its past actions).
     errors = prediction_errors(parts.policy_model, parts.val_batches, baseline_means,
-                               max_windows=parts.cfg.train.val_windows)
+                               max_windows=parts.cfg.train.val_windows,
+                               action_history=parts.cfg.train.eval_policy.action_history)
     scalars = val_scalars(errors)
     check = critic_check(parts.policy_model, parts.data.val)
     if check is not None:  # whether the critic ranks the held-out data's actions (mtm.evaluation.critic)
