@@ -113,3 +113,25 @@ def test_critic_along_episode_prints_q_beside_the_episodes_own_bootstrapped_retu
     assert g[-1] != r[-1]
     state = torch.as_tensor(policy.make_env().reset(seed=0)[0], dtype=torch.float32)[None]
     assert ep["v"][0] == float(model.state_value(state))
+
+
+def test_pixel_action_gain_is_the_slope_of_the_policys_action_on_the_experts_per_phase():
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("pixel_action_gain", REPO / "scripts" / "pixel_action_gain.py")
+    gain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gain)
+    assert gain.phases_of(50) == [(0, 5), (5, 15), (15, 50)] and gain.phases_of(100) == [(0, 10), (10, 30), (30, 100)]
+    rng = np.random.default_rng(0)
+    steps = np.tile(np.arange(50), 4)
+    expert = rng.normal(size=(200, 2))
+    policy = np.where((steps >= 15)[:, None], 0.5 * expert, expert)  # half as strong while holding
+    rows = gain.gain_table(policy, expert, steps, gain.phases_of(50))
+    assert [r["steps"] for r in rows] == ["0-4", "5-14", "15-49"]
+    assert abs(rows[0]["slope"] - 1.0) < 1e-9 and rows[0]["mse"] < 1e-12
+    assert abs(rows[2]["slope"] - 0.5) < 1e-9
+    held = steps >= 15
+    assert abs(rows[2]["mse"] - ((0.5 * expert[held]) ** 2).mean()) < 1e-12
+    assert abs(rows[2]["expert_abs"] - np.abs(expert[held]).mean()) < 1e-12
