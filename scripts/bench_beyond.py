@@ -215,8 +215,9 @@ def out_of_date(mode: str, report: dict, args) -> str | None:
     command, as the stem its file is kept beside under; None if it does. The policy's action history
     (PolicyConfig.action_history, shown by default until 2026-12-07; reports and records from before
     the records kept it all showed it) and, in mode plan, its planner."""
-    if report.get("action_history", True) != PolicyConfig().action_history:
-        return f"eval_{mode}.history" if report.get("action_history", True) else f"eval_{mode}.nohistory"
+    shown = report.get("action_history", True)
+    if shown != PolicyConfig().action_history:
+        return f"eval_{mode}.history" if shown else f"eval_{mode}.nohistory"
     if mode == "plan":
         planner = report.get("plan", report.get("planner"))
         if not planner_is_current(planner, args):

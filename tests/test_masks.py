@@ -341,6 +341,10 @@ def test_policy_modes_without_action_history_hide_every_action_and_nothing_else(
     assert not without[:, actions].any() and with_history[:, actions].any()
     assert torch.equal(without[:, ~actions], with_history[:, ~actions])
     assert torch.equal(without, without_action_history(with_history, layout))  # the one definition
+    # Training's bc / rcbc masks and the policy hide the past actions by default alike.
+    from mtm.policy_config import PolicyConfig
+    assert MaskConfig().action_history is PolicyConfig().action_history is False
+    assert MaskMixture({"bc": 1.0}).action_history is False
     single = without_action_history(bc_mask(layout, 2), layout)  # an (N,) mask too
     assert torch.equal(single, bc_mask(layout, 2) & ~actions)
     # other modes are untouched: forward dynamics still shows the actions it conditions on

@@ -31,7 +31,7 @@ from mtm.policy_config import POLICY_MODES, PREDICTION_TASK_NAMES, PolicyConfig
                    "Neither target given: the best training return that is not an outlier (above Q3 + 1.5 IQR).")
 @click.option("--decrement/--constant", default=False, show_default=True,
               help="RCBC: lower the target by the rewards received, or hold it constant (official MTM).")
-@click.option("--action-history/--no-action-history", default=False, show_default=True,
+@click.option("--action-history/--no-action-history", default=PolicyConfig.action_history, show_default=True,
               help="Show the model the actions it took at the previous steps of the window, or only states "
                    "(and returns). With --task bc/rcbc: the same for the held-out windows.")
 @click.option("--plan-candidates", type=int, default=None,

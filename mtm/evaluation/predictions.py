@@ -26,6 +26,7 @@ from mtm.model.masks import (POLICY_MASKS, PRESENT_PREFIX, forward_dynamics_mask
                              inverse_dynamics_mask,
                              without_action_history)
 from mtm.policy import load_model
+from mtm.policy_config import PolicyConfig
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def steps_needed(model: torch.nn.Module) -> int | None:
 @torch.no_grad()
 def prediction_errors(model: torch.nn.Module, sampler: WindowSampler, baseline_means: dict[str, torch.Tensor], *,
                       tasks: tuple[str, ...] = tuple(PREDICTION_TASKS), max_windows: int = 8192,
-                      batch_size: int = 1024, action_history: bool = False) -> dict[str, dict]:
+                      batch_size: int = 1024, action_history: bool = PolicyConfig.action_history) -> dict[str, dict]:
     """{task: {"mse", "baseline_mse", "ratio", "per_dim_mse", "per_dim_baseline_mse", "count"}}.
 
     Errors are mean squared errors in raw units (averaged over dimensions); `per_dim_*` keep the
@@ -193,7 +194,7 @@ def run_training_data(checkpoint: Checkpoint, data_path: str | None = None) -> t
 
 def evaluate_predictions(checkpoint: Checkpoint, *, tasks: tuple[str, ...], data_path: str | None = None,
                          max_windows: int = 100_000, device: str | torch.device = "cpu",
-                         action_history: bool = False) -> dict[str, Any]:
+                         action_history: bool = PolicyConfig.action_history) -> dict[str, Any]:
     """Prediction errors (raw units, per dimension and mean) on the checkpoint's held-out episodes."""
     path, data = run_training_data(checkpoint, data_path)
     model = load_model(checkpoint, device)

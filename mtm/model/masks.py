@@ -371,7 +371,8 @@ class MaskMixture:
     current step c uniformly per sample; "imputation" shows the first and last observations."""
 
     def __init__(self, modes: Mapping[str, float], keep_ratios: Sequence[float] = DEFAULT_KEEP_RATIOS,
-                 role_weights: Mapping[str, float] = DEFAULT_ROLE_WEIGHTS, action_history: bool = False):
+                 role_weights: Mapping[str, float] = DEFAULT_ROLE_WEIGHTS,
+                 action_history: bool = MaskConfig.action_history):
         # MaskConfig's checks (ConfigError "mask ...", as for from_config's string form).
         _as_config_error(check_modes, modes)
         _as_config_error(check_keep_ratios, keep_ratios)
