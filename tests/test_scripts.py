@@ -135,3 +135,28 @@ def test_pixel_action_gain_is_the_slope_of_the_policys_action_on_the_experts_per
     held = steps >= 15
     assert abs(rows[2]["mse"] - ((0.5 * expert[held]) ** 2).mean()) < 1e-12
     assert abs(rows[2]["expert_abs"] - np.abs(expert[held]).mean()) < 1e-12
+
+
+def test_compare_evals_pairs_episodes_by_seed_and_counts_falls(tmp_path):
+    def report(name, scores, ended, first_seed=100):
+        episodes = [{"index": i, "seed": first_seed + i, "return": 10 * s, "length": 1000, "terminated": e,
+                     "normalized_score": s} for i, (s, e) in enumerate(zip(scores, ended))]
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"per_episode": episodes}))
+        return str(path)
+
+    a = report("a", [10.0, 20.0, 30.0], [False, True, False])
+    b = report("b", [12.0, 20.0, 40.0], [True, True, False])  # differences 2, 0, 10: mean 4, se 3.055
+    script = [sys.executable, str(REPO / "scripts" / "compare_evals.py")]
+    out = subprocess.run([*script, "--labels", "rcbc,plan", a, b, a, b], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    first, pooled = out.stdout.splitlines()[0], out.stdout.splitlines()[-1]
+    assert "rcbc 20.0, plan 24.0, plan - rcbc +4.00 ± 3.06 (standard error, 3 paired episodes); ended early 1 / 2" in first
+    # Pooled: the six differences 2, 0, 10, 2, 0, 10: sample variance 22.4, se = sqrt(22.4 / 6).
+    assert pooled.startswith("pooled: rcbc 20.0, plan 24.0, plan - rcbc +4.00 ± 1.93") and pooled.endswith("2 / 4")
+
+    odd = subprocess.run([*script, a], capture_output=True, text=True, timeout=60)
+    assert odd.returncode == 2 and odd.stderr.strip() == "error: give the reports in pairs (A then B), got 1"
+    elsewhere = report("c", [1.0], [False], first_seed=500)
+    disjoint = subprocess.run([*script, a, elsewhere], capture_output=True, text=True, timeout=60)
+    assert disjoint.returncode == 2 and "share no episode seed" in disjoint.stderr
