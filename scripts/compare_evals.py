@@ -7,9 +7,7 @@ were drawn: a gap within about two standard errors of the paired difference is n
 reports as pairs, A then B (e.g. one per training seed); each pair is printed, then all of them
 pooled, with the episodes that ended early (terminated: a fall on Hopper) of each policy.
 
-    python scripts/compare_evals.py --labels rcbc,plan \
-        runs/bench/beyond/hopper-expert-v5/seed0/mtm/eval_rcbc.json runs/bench/beyond/hopper-expert-v5/seed0/mtm/eval_plan.json \
-        runs/bench/beyond/hopper-expert-v5/seed1/mtm/eval_rcbc.json runs/bench/beyond/hopper-expert-v5/seed1/mtm/eval_plan.json
+    python scripts/compare_evals.py --labels rcbc,plan runs/hopper/seed0/eval_rcbc.json runs/hopper/seed0/eval_plan.json runs/hopper/seed1/eval_rcbc.json runs/hopper/seed1/eval_plan.json
 
 The score compared is the normalised one where both reports have it, else the return.
 """
