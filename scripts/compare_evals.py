@@ -15,6 +15,7 @@ The score compared is the normalised one where both reports have it, else the re
 import argparse
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -41,9 +42,8 @@ def paired(a: dict, b: dict) -> dict:
 def summary(a: list[float], b: list[float]) -> dict:
     n = len(a)
     diff = [y - x for x, y in zip(a, b)]
-    mean = sum(diff) / n
-    se = math.sqrt(sum((d - mean) ** 2 for d in diff) / (n - 1) / n) if n > 1 else float("nan")
-    return {"n": n, "mean_a": sum(a) / n, "mean_b": sum(b) / n, "diff": mean, "se": se}
+    se = statistics.stdev(diff) / math.sqrt(n) if n > 1 else float("nan")
+    return {"n": n, "mean_a": statistics.fmean(a), "mean_b": statistics.fmean(b), "diff": statistics.fmean(diff), "se": se}
 
 
 def line(name: str, s: dict, ended_a: int, ended_b: int, labels: tuple[str, str]) -> str:
