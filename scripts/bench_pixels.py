@@ -262,6 +262,10 @@ def render(results: dict, seeds: int = SEEDS) -> str:
     if cells:
         L.append(f"- **CPU**: {joined(r.get('cpu') for r in cells)}, {joined(r.get('threads') for r in cells)} thread(s) "
                  f"a command; training precision by `auto`: {joined(r.get('train_precision') for r in cells)}")
+    adopted = sorted(cell_key(r["task"], r["seed"], r["row"]) for r in cells if not r.get("commands"))
+    if adopted:
+        L.append(f"- **adopted cells** ({', '.join(adopted)}): trained and evaluated by these same commands before the "
+                 "sweep ran, their run folders copied into its work folder, so it recorded no command of theirs")
     L += ["", "| task | expert | " + " | ".join(r.label for r in ROWS.values()) + " |",
           "|---|---:|" + "---:|" * len(ROWS)]
     for task in TASKS:
@@ -289,10 +293,12 @@ def render(results: dict, seeds: int = SEEDS) -> str:
 
 
 def example_commands(results: dict) -> list[str]:
+    """The recorded commands of one cell of each row: the first (by seed, then task) that the sweep ran
+    itself, without the deadline's wrapper."""
     lines = []
     for row in ["expert", *ROWS]:
-        recs = [r for r in results.get("cells", {}).values() if r.get("row") == row]
-        if not recs:
+        recs = [r for r in results.get("cells", {}).values() if r.get("row") == row and r.get("commands")]
+        if not recs:  # none yet, or every one adopted
             continue
         first = min(recs, key=lambda r: (r.get("seed") or 0, list(TASKS).index(r["task"])))
         commands = first.get("commands", {})

@@ -81,6 +81,23 @@ def test_the_table_has_the_issues_columns_the_experts_score_and_a_partial_note()
     assert success == "| PusherPixels | 92 % | 10.0 | – | – | 85 % | 15.0 |"
 
 
+def test_adopted_cells_are_named_and_the_commands_come_from_a_cell_the_sweep_ran():
+    adopted = {**record("ReacherPixels", 0, "mtm", 95.0), "commands": {}}  # copied in: no command log
+    results = {"settings": {"episodes": 50}, "cells": {
+        "ReacherPixels/seed0/mtm": adopted,
+        "PusherPixels/seed0/mtm": {**record("PusherPixels", 0, "mtm", 85.0),
+                                   "commands": {"train": "mtm train --config pixels --data pusher"}}}}
+    text = bp.render(results)
+    assert "- **adopted cells** (ReacherPixels/seed0/mtm): trained and evaluated by these same commands" in text
+    assert "    mtm train --config pixels --data pusher" in text.splitlines()
+    assert "| ReacherPixels | – | – | – | 95.0 (n=1) |" in text  # an adopted cell still counts
+    del results["cells"]["PusherPixels/seed0/mtm"]
+    text = bp.render(results)
+    assert "Each cell's commands" not in text  # none recorded: no empty list
+    results["cells"]["ReacherPixels/seed0/mtm"]["commands"] = {"train": "mtm train"}
+    assert "adopted cells" not in bp.render(results)
+
+
 def test_an_unknown_task_or_row_is_one_error_line():
     out = subprocess.run([sys.executable, str(SCRIPT), "--tasks", "Pong", "--rows", "mtm,gpt", "--dry-run"],
                          capture_output=True, text=True)
