@@ -37,8 +37,9 @@ def test_each_row_trains_its_config_and_pusher_gets_its_return_horizon(tmp_path)
     for task in bp.TASKS:
         assert "--config cnn-bc " in cmd[task, "cnn-bc"] and "--config pixels " in cmd[task, "mtm"]
         assert "--set tokens.image_keys=[] " in cmd[task, "mtm-noimg"] and "image_keys" not in cmd[task, "mtm"]
-        for row in bp.ROWS:
-            assert "train.seed=1 " in cmd[task, row] and "train.steps=4000 " in cmd[task, row]
+        for row in bp.ROWS:  # each config's own steps: cnn-bc's batch of 128 takes twice pixels' 4000
+            steps = {"cnn-bc": 8000, "mtm-noimg": 4000, "mtm": 4000}[row]
+            assert "train.seed=1 " in cmd[task, row] and f"train.steps={steps} " in cmd[task, row]
             assert f"--data {bp.TASKS[task].data} " in cmd[task, row]
     assert all("data.rtg_horizon=100" in cmd["PusherPixels", row] for row in bp.ROWS)
     assert not any("rtg_horizon" in cmd["ReacherPixels", row] for row in bp.ROWS)
