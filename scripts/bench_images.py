@@ -2,6 +2,7 @@
 
     python scripts/bench_images.py tokenizer [--threads 1] [--size 64] [--batch 64]
     python scripts/bench_images.py loader --path FILE [--episodes 400] [--batches 100] [--step-ms 10]
+    python scripts/bench_images.py shown [--config pixels] [--steps 30] [--dtypes fp32,bf16]
 
 tokenizer: forward + backward time of ImageTokenizer + the network's embedding Linear(input_dim ->
 512) on batch x L = 4 uint8 frames, for the "patch" (16 x 16 patches, linear projection) and the
@@ -18,6 +19,12 @@ loader: frames/s of ImageWindows on a native file (made with `mtm collect --env 
                 processes (which overlap reading with the step); and the workers' read rate alone
 and the peak RSS (VmHWM from /proc/self/status) before and after reading every window once.
 
+shown: one training step (forward + backward of the loss) of a config's model on 64 x 64 frames,
+its own batch size, window and training masks (a fresh draw each step), with the image tokenizer
+encoding every frame (as before; the static forward still does) against only the frames the mask
+shows (ImageTokenizer.encode_shown, the default); the two interleaved step by step, medians, the
+share of frames hidden and the speed-up, per precision (bf16 = autocast, where asked).
+
 Peak-memory acceptance on a large file (> 2 GB of raw frames): collect one, e.g.
     mtm collect --env mtm/ReacherPixels-v0 --policy expert --episodes 4000 --output big.hdf5
 (4000 x 51 frames x 12 KiB = 2.5 GB raw), then `python scripts/bench_images.py loader --path big.hdf5
@@ -32,6 +39,7 @@ from __future__ import annotations
 from bench_common import command_line, machine_info, median_time, parser_for, print_header
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -44,7 +52,8 @@ from torch import nn
 
 from mtm.data.image_windows import ImageWindows
 from mtm.model.tokenizers.image import ImageTokenizer
-from mtm.model.masks import random_autoregressive_mask
+from mtm.model.loss import mtm_loss
+from mtm.model.masks import MaskMixture, random_autoregressive_mask
 from mtm.model.network import MTM, ModelConfig
 from mtm.model.tokenizers import ContinuousTokenizer
 
@@ -85,6 +94,52 @@ def bench_tokenizer(args: argparse.Namespace) -> None:
         ms = 1000 * median_time(train_step, 3, warmup=1)
         print(f"  {encoder:9s} whole MTM step ({model.num_parameters():,} params, {model.layout.num_tokens} tokens): "
               f"{ms:.0f} ms  {args.batch / ms * 1000:,.0f} samples/s")
+
+
+def bench_shown(args: argparse.Namespace) -> None:
+    from mtm.config.loader import load_config, resolve_config_path
+    from mtm.config.schema import RunConfig
+
+    cfg = load_config(RunConfig, resolve_config_path(args.config))
+    size, window, batch_size = 64, cfg.data.window, cfg.train.batch_size
+    tok = ImageTokenizer(size, size, 3, encoder=cfg.tokens.image_encoder, keypoints=cfg.tokens.image_keypoints,
+                         patch_size=16)
+    tokenizers = {"states": ContinuousTokenizer(6, np.zeros(6), np.ones(6), name="states"), "pixels": tok,
+                  "returns": ContinuousTokenizer(1, [0.0], [1.0], name="returns"),
+                  "actions": ContinuousTokenizer(2, np.zeros(2), np.ones(2), name="actions")}
+    torch.manual_seed(0)
+    model = MTM(cfg.model, tokenizers, window).train()
+    g = torch.Generator().manual_seed(0)
+    batch = {"states": torch.randn(batch_size, window, 6, generator=g), "returns": torch.randn(batch_size, window, 1, generator=g),
+             "actions": torch.randn(batch_size, window, 2, generator=g),
+             "pixels": torch.randint(0, 256, (batch_size, window, size, size, 3), generator=g, dtype=torch.uint8)}
+    masks = MaskMixture.from_config(cfg.train.mask)
+    frames = model.layout.slice("pixels")
+    every_frame = ImageTokenizer.encode_shown.__get__(tok)  # the bound method, to restore
+    print(f"`{args.config}`: width {cfg.model.width}, {cfg.model.encoder_layers} + {cfg.model.decoder_layers} layers, "
+          f"batch {batch_size} x window {window}, {size} px frames, {cfg.tokens.image_encoder} encoder, "
+          f"masks {cfg.train.mask}, {args.threads} thread(s)")
+    for dtype in args.dtypes.split(","):
+        cast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+        times = {"every frame": [], "shown frames": []}
+        hidden = []
+        for i in range(args.steps + 2):
+            visible = masks(model.layout, batch_size, g)
+            hidden.append(1 - visible[:, frames].float().mean().item())
+            for arm in (times if i % 2 else reversed(times)):  # alternate which arm goes first
+                tok.encode_shown = (lambda raw, shown: tok.encode(raw)) if arm == "every frame" else every_frame
+                start = time.perf_counter()
+                with cast:
+                    out = model(batch, visible)
+                    total, _ = mtm_loss(out, batch, model.tokenizers, visible, None, weights=cfg.train.loss_weights)
+                total.backward()
+                model.zero_grad(set_to_none=True)
+                if i >= 2:  # the first two steps warm up
+                    times[arm].append(time.perf_counter() - start)
+        tok.encode_shown = every_frame
+        every, shown = (1000 * float(np.median(t)) for t in times.values())
+        print(f"  {dtype}: frames hidden {100 * np.mean(hidden):.0f} %; step every frame {every:.0f} ms, shown frames "
+              f"{shown:.0f} ms: {every / shown:.2f}x (medians of {args.steps})")
 
 
 def peak_rss_mb() -> float:
@@ -184,10 +239,15 @@ def main() -> None:
     loader.add_argument("--batch", type=int, default=64)
     loader.add_argument("--batches", type=int, default=100)
     loader.add_argument("--step-ms", type=float, default=10.0, help="stand-in training step length")
+    shown = sub.add_parser("shown")
+    shown.add_argument("--config", default="pixels", help="a built-in config or a YAML file")
+    shown.add_argument("--steps", type=int, default=30, help="timed steps per arm and precision")
+    shown.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
+    shown.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads if args.command == "tokenizer" else 1)
+    torch.set_num_threads(args.threads if args.command in ("tokenizer", "shown") else 1)
     command, info = command_line(), machine_info()
-    bench_tokenizer(args) if args.command == "tokenizer" else bench_loader(args)
+    {"tokenizer": bench_tokenizer, "loader": bench_loader, "shown": bench_shown}[args.command](args)
     print_header(info, command)
 
 

@@ -262,6 +262,46 @@ def test_hidden_frames_do_not_reach_the_model():
     assert not torch.allclose(model(changed, mask)["actions"], out["actions"])
 
 
+@pytest.mark.parametrize("encoder,augment_pad", [("keypoints", 0), ("keypoints", 2), ("conv", 0)])
+def test_hidden_frames_are_not_convolved_and_nothing_changes(encoder, augment_pad):
+    """Training forwards encode only the frames the mask shows: outputs and every gradient are
+    those of encoding all of them (the static forward, a CUDA graph's, still does), and a window's
+    frames keep sharing one random shift."""
+    model = image_model(encoder=encoder, augment_pad=augment_pad).train()
+    if encoder == "conv":
+        model = MTM(ModelConfig(**TINY), {**model.tokenizers, "images": ImageTokenizer(
+            H, H, 3, patch_size=4, encoder="conv")}, L)
+    tok = model.tokenizers["images"]
+    batch = image_batch()
+    visible = bc_mask(model.layout, 2).expand(B, -1).clone()  # frames 0..2 shown, 3 hidden
+    images = visible[:, model.layout.slice("images")].view(B, L, -1)
+    images[0, 1] = images[2, 0] = False  # and a few more, in different samples
+    visible[:, model.layout.slice("images")] = images.flatten(1)
+    frames_shown = images.any(-1)
+    assert int(frames_shown.sum()) == B * L - B - 2
+    convolved = []
+    hook = tok.stem.register_forward_hook(lambda m, args, out: convolved.append(args[0].shape[0]))
+
+    def run(static):
+        model.zero_grad()
+        tok.augment_generator = torch.Generator().manual_seed(11)
+        out = model(batch, visible, static=static)
+        total, _ = mtm_loss(out, batch, model.tokenizers, visible, batch["valid"])
+        total.backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    every, every_grads = run(static=True)
+    shown, shown_grads = run(static=False)
+    hook.remove()
+    assert convolved == [B * L, int(frames_shown.sum())]
+    for name in every:
+        torch.testing.assert_close(shown[name], every[name], atol=1e-5, rtol=1e-4)
+    assert every_grads.keys() == shown_grads.keys()
+    assert any(n.startswith("tokenizers.images.stem") for n in every_grads)
+    for name, grad in every_grads.items():
+        torch.testing.assert_close(shown_grads[name], grad, atol=1e-5, rtol=1e-4)
+
+
 def test_reconstruction_predicts_normalised_patches():
     model = image_model(reconstruct=True)
     tok = model.tokenizers["images"]
@@ -284,3 +324,4 @@ def test_model_spec_round_trip_with_images():
     rebuilt.eval()
     batch, mask = image_batch(), bc_mask(model.layout)
     torch.testing.assert_close(rebuilt(batch, mask)["actions"], model(batch, mask)["actions"])
+

@@ -521,14 +521,19 @@ class MTM(CriticValues, TokenModel):
         valid = valid.to(first.device)
         return apply_valid(visible, valid, self.layout), self.layout.token_valid(valid)
 
-    def _encoder_inputs(self, batch, visible: torch.Tensor) -> torch.Tensor:
+    def _encoder_inputs(self, batch, visible: torch.Tensor, static: bool = False) -> torch.Tensor:
         """(B, N, width) embeddings of every token; the values of hidden tokens are zeroed first,
-        so they cannot reach the network (not even a NaN through the backward pass)."""
+        so they cannot reach the network (not even a NaN through the backward pass). Not `static`:
+        each tokenizer may skip encoding the steps it does not show (Tokenizer.encode_shown: an
+        image encoder's convolutions); the selection counts rows on the host, which a CUDA graph
+        capture (static) cannot do."""
         parts = []
         for name, tok in self.tokenizers.items():
-            x = tok.encode(batch[name])  # (B, L, k, input_dim)
-            shown = visible[:, self.layout.slice(name)].view(*x.shape[:3], 1)
-            x = self.embed[name](x.masked_fill(~shown, 0.0)) + self.enc_type[name]
+            k = self.layout.tokens_per_step[name]
+            shown = visible[:, self.layout.slice(name)].unflatten(1, (self.window, k))  # (B, L, k)
+            raw = batch[name]
+            x = tok.encode(raw) if static else tok.encode_shown(raw, shown.any(-1))  # (B, L, k, input_dim)
+            x = self.embed[name](x.masked_fill(~shown[..., None], 0.0)) + self.enc_type[name]
             parts.append(x.flatten(1, 2))
         x = torch.cat(parts, 1) + self.token_position
         if self.config.use_timestep_embedding:
@@ -591,7 +596,7 @@ class MTM(CriticValues, TokenModel):
         else:
             enc = Packing(visible, groups=self.token_modality, num_groups=len(self.tokenizers))
             dec = Packing(real)
-        x = enc.pack(self._encoder_inputs(batch, visible))
+        x = enc.pack(self._encoder_inputs(batch, visible, static))
         for block in self.encoder:
             x = block(x, enc)
         encoded = self._reembed(self.enc_norm(x), enc)

@@ -57,6 +57,12 @@ class Tokenizer(nn.Module, ABC):
     def encode(self, raw: torch.Tensor) -> torch.Tensor:
         """(B, L, *raw_shape) raw -> (B, L, k, input_dim) float32 features."""
 
+    def encode_shown(self, raw: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
+        """`encode`, where only the steps with `shown` (B, L) True need to be right: the network
+        zeroes the rest before embedding them. A tokenizer whose encoding is costly computes only
+        those (ImageTokenizer); the default encodes every step."""
+        return self.encode(raw)
+
     @abstractmethod
     def targets(self, raw: torch.Tensor) -> torch.Tensor:
         """(B, L, *raw_shape) raw -> training targets: float (B, L, k, output_dim) or int64 (B, L, k)."""

@@ -160,11 +160,31 @@ class ImageTokenizer(Tokenizer):
         x = self.normalize(raw)
         if self.stem is None:
             return self.patches(x)
-        b, l = x.shape[:2]
-        out = self.stem(x.flatten(0, 1).permute(0, 3, 1, 2))  # keypoints (B*L, 2K); conv (B*L, C', gh, gw)
+        return self._convolve(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+
+    def _convolve(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, C) normalised frames -> (N, k, input_dim) through the stem."""
+        out = self.stem(frames.permute(0, 3, 1, 2))  # keypoints (N, 2K); conv (N, C', gh, gw)
         if self.encoder == "conv":
             out = out.flatten(2).transpose(1, 2)
-        return out.reshape(b, l, self.tokens_per_step, self.input_dim)
+        return out.reshape(frames.shape[0], self.tokens_per_step, self.input_dim)
+
+    def encode_shown(self, raw: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
+        """`encode` of the shown steps, zeros at the others: a hidden frame's encoding is zeroed
+        before the network embeds it, so skipping its convolutions changes no output or gradient
+        and saves the image step's main cost (the `pixels` training masks hide about a third of
+        the frames). The random shift is drawn for every window first, as `encode` draws it, so
+        the frames of a window keep sharing one shift."""
+        if self.stem is None or bool(shown.all()):
+            return self.encode(raw)
+        self._check(raw)
+        if self.training and self.augment_pad:
+            raw = random_shift(raw, self.augment_pad, self.augment_generator)
+        picked = shown.flatten().nonzero().squeeze(1)  # (n,) the shown steps of the B x L
+        frames = raw.flatten(0, 1).index_select(0, picked)  # (n, H, W, C)
+        x = self._convolve(self.normalize(frames))  # (n, k, input_dim)
+        out = x.new_zeros(shown.numel(), *x.shape[1:]).index_copy(0, picked, x)
+        return out.unflatten(0, shown.shape)
 
     def _require_head(self) -> None:
         if not self.reconstruct:
