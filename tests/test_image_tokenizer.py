@@ -325,3 +325,97 @@ def test_model_spec_round_trip_with_images():
     batch, mask = image_batch(), bc_mask(model.layout)
     torch.testing.assert_close(rebuilt(batch, mask)["actions"], model(batch, mask)["actions"])
 
+
+# -- fused observations (model.fuse_observations) ------------------------------------------------------
+
+
+def fused_model(fuse=16, encoder="keypoints", query=False):
+    torch.manual_seed(0)
+    toks = {
+        "states": ContinuousTokenizer(S, np.zeros(S), np.ones(S), name="states"),
+        "images": ImageTokenizer(H, H, 3, encoder=encoder, keypoints=4, patch_size=8),
+        "actions": ContinuousTokenizer(A, np.zeros(A), np.ones(A), name="actions"),
+    }
+    return MTM(ModelConfig(**TINY, fuse_observations=fuse, fuse_query=query), toks, L).eval()
+
+
+def test_fusion_gives_each_observation_token_the_state_and_the_frame():
+    """With fuse_observations the frame's token carries the state of its step (and the state's token
+    the frame), before any attention; without it each token embeds its own modality alone."""
+    batch = image_batch()
+    visible = bc_mask(fused_model().layout, L - 1)
+    moved = dict(batch, states=batch["states"] + 1.0)
+    for fuse in (0, 16):
+        model = fused_model(fuse)
+        frames_in = model._encoder_inputs(batch, visible.expand(B, -1))[0][:, model.layout.slice("images")]
+        frames_moved = model._encoder_inputs(moved, visible.expand(B, -1))[0][:, model.layout.slice("images")]
+        assert torch.equal(frames_in, frames_moved) == (fuse == 0)
+    assert fused_model(16).fuse[0].in_features == S + 1 + 2 * 4 + 1  # state, frame, a shown flag each
+
+
+@pytest.mark.parametrize("encoder,query", [("keypoints", False), ("keypoints", True), ("patch", True)])
+def test_fusion_lets_no_hidden_observation_through(encoder, query):
+    """A hidden state or frame reaches no output through the fused MLP (nor, with fuse_query, through
+    the action tokens): its values (NaN included) do not matter, and the shown ones still do."""
+    model = fused_model(encoder=encoder, query=query)
+    batch = image_batch()
+    visible = random_autoregressive_mask(model.layout, B, torch.Generator().manual_seed(5))
+    visible[0, model.layout.slice("states")] = False  # sample 0: every state hidden, frames as drawn
+    visible[1, model.layout.slice("images")] = False  # sample 1: every frame hidden
+    visible[:, model.layout.index("states", 0)] |= torch.arange(B) != 0  # something shown at step 0
+    before = model(batch, visible)
+    changed = dict(batch, states=batch["states"].clone(), images=batch["images"].clone())
+    changed["states"][~visible[:, model.layout.slice("states")]] = float("nan")
+    frames_hidden = ~visible[:, model.layout.slice("images")].view(B, L, -1).any(-1)
+    changed["images"][frames_hidden] = 255 - changed["images"][frames_hidden]
+    after = model(changed, visible)
+    for name in before:
+        torch.testing.assert_close(after[name], before[name], rtol=0, atol=0)
+    shown_state = visible[2, model.layout.slice("states")].nonzero()[0, 0]
+    changed["states"][2, shown_state] += 1.0
+    assert not torch.equal(model(changed, visible)["actions"][2], before["actions"][2])
+
+
+@pytest.mark.parametrize("query", [False, True])
+def test_fused_models_round_trip_and_match_their_static_forward(query):
+    model = fused_model(query=query)
+    batch = image_batch()
+    mask = bc_mask(model.layout, 2)
+    rebuilt = MTM.from_spec(json.loads(json.dumps(model.spec()))).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    assert rebuilt.config.fuse_observations == 16 and rebuilt.fuse is not None
+    assert (rebuilt.fuse_query is not None) == query
+    out = model(batch, mask)
+    for name, static in model(batch, mask, static=True).items():
+        torch.testing.assert_close(rebuilt(batch, mask)[name], out[name])
+        torch.testing.assert_close(static, out[name], atol=1e-5, rtol=1e-5)
+
+
+def test_fusion_settings_are_checked():
+    with pytest.raises(ValueError, match="fuse_observations must be >= 0"):
+        ModelConfig(fuse_observations=-1)
+    with pytest.raises(ValueError, match="fuse_query needs fuse_observations > 0"):
+        ModelConfig(fuse_query=True)
+    only_actions = {"actions": ContinuousTokenizer(A, np.zeros(A), np.ones(A), name="actions")}
+    with pytest.raises(ConfigError, match="fuse_observations .* has none; set it to 0"):
+        MTM(ModelConfig(**TINY, fuse_observations=8), only_actions, L)
+    # One observation modality (a run with tokens.image_keys=[]): an MLP over the state alone.
+    states = {"states": ContinuousTokenizer(S, np.zeros(S), np.ones(S), name="states"), **only_actions}
+    assert MTM(ModelConfig(**TINY, fuse_observations=8), states, L).fuse[0].in_features == S + 1
+
+
+def test_fuse_query_starts_the_action_query_from_the_steps_observations():
+    """With fuse_query the decoder's action token at step t (a mask token when hidden) carries the
+    fused observations of step t: moving the state of step 1 changes the action token of step 1's
+    decoder input and no other step's."""
+    model = fused_model(query=True)
+    batch = image_batch()
+    visible = bc_mask(model.layout, L - 1).expand(B, -1)
+    moved = dict(batch, states=batch["states"].clone())
+    moved["states"][:, 1] += 1.0
+    inputs = []
+    for b in (batch, moved):
+        embedded, fused = model._encoder_inputs(b, visible)
+        inputs.append(model._decoder_inputs(embedded, visible, fused)[:, model.layout.slice("actions")])
+    changed = (inputs[0] != inputs[1]).any(-1).any(0)  # (L,) per step
+    assert changed.tolist() == [False, True, False, False]

@@ -64,6 +64,8 @@ class ModelConfig:
     iql_normalize_reward: bool = True  # mlp_iql and model.critic: scale rewards by 1000 / (best - worst training episode return), as IQL does on D4RL locomotion
     value_expectile: float = 0.0  # > 0: a value head on the return tokens trained by expectile regression at this tau (IQL's 0.7: an optimistic estimate of the return to go) on the hidden return tokens; mode plan scores with it. 0: none
     reward_head: bool = False  # a head on the action tokens predicting the step's reward r_t (squared error); mode plan sums it over imagined steps before the value (M3PC's score)
+    fuse_observations: int = 0  # > 0: an MLP of this hidden width over each step's shown observations (the state and every camera's features, concatenated, hidden ones zeroed, with a shown flag each) adds its output to each of that step's observation tokens, so each sees the state and the frames together before any attention, as CNN-BC's MLP does; 0: each token embeds its own modality alone
+    fuse_query: bool = False  # with fuse_observations: the fused observations of each step also added (through a Linear) to that step's action token entering the decoder, so the query that predicts an action starts from the step's state and frames rather than from a constant mask token
     critic: bool = False  # an IQL critic (twin Q, expectile V; the iql_* fields) trained by TD in the same run on the windows' (s, a, r, s') transitions, falls terminal; mode plan scores candidate actions by its Q (plan_score q)
     critic_width: int = 256  # model.critic: hidden width of each of its MLPs (CORL's IQL: 256)
     critic_layers: int = 2  # model.critic: hidden layers of each of its MLPs (CORL's IQL: 2)
@@ -94,6 +96,11 @@ class ModelConfig:
             raise ValueError(f"awr_beta must be >= 0, got {self.awr_beta}")
         if self.awr_beta > 0 and not self.critic:
             raise ValueError("awr_beta weighs actions by the critic's advantage: set model.critic=true too")
+        if self.fuse_observations < 0:
+            raise ValueError(f"fuse_observations must be >= 0 (0 = off), got {self.fuse_observations}")
+        if self.fuse_query and not self.fuse_observations:
+            raise ValueError("fuse_query needs fuse_observations > 0 (it adds the fused observations to the action "
+                             "tokens): set fuse_observations > 0, or fuse_query=false as well to turn fusion off")
         if not (self.value_expectile == 0.0 or 0.0 < self.value_expectile < 1.0):
             raise ValueError(f"value_expectile must be 0 (no value head) or in (0, 1), got {self.value_expectile}")
 
@@ -356,6 +363,22 @@ class MTM(CriticValues, TokenModel):
             self.timestep_embedding = nn.Embedding(config.max_timestep, w)
         self.encoder = nn.ModuleList(Block(config) for _ in range(config.encoder_layers))
         self.enc_norm = nn.LayerNorm(w)
+        # The observation modalities: the state and every camera (an image's mask role is "states").
+        self.observations = [n for n, tok in tokenizers.items() if (getattr(tok, "mask_role", None) or n) == "states"]
+        self.fuse = None
+        if config.fuse_observations:
+            if not self.observations:
+                raise ConfigError("model.fuse_observations joins the observation modalities (states, frames), and "
+                                  "this model has none; set it to 0")
+            fused_in = sum(tokenizers[n].tokens_per_step * tokenizers[n].input_dim + 1 for n in self.observations)
+            self.fuse = nn.Sequential(nn.Linear(fused_in, config.fuse_observations), nn.GELU(),
+                                      nn.Linear(config.fuse_observations, w))
+        self.fuse_query = None
+        if config.fuse_query:
+            if "actions" not in tokenizers or tokenizers["actions"].tokens_per_step != 1:
+                raise ConfigError("model.fuse_query adds the fused observations to the action tokens: it needs "
+                                  "actions of one token per step (tokens.actions: continuous)")
+            self.fuse_query = nn.Linear(w, w)
         # Decoder side: encoder outputs re-embedded per modality, mask tokens at hidden places.
         self.dec_embed = nn.ModuleDict({n: nn.Linear(w, w) for n in tokenizers})
         self.mask_token = nn.ParameterDict({n: nn.Parameter(torch.empty(w)) for n in tokenizers})
@@ -521,25 +544,34 @@ class MTM(CriticValues, TokenModel):
         valid = valid.to(first.device)
         return apply_valid(visible, valid, self.layout), self.layout.token_valid(valid)
 
-    def _encoder_inputs(self, batch, visible: torch.Tensor, static: bool = False) -> torch.Tensor:
-        """(B, N, width) embeddings of every token; the values of hidden tokens are zeroed first,
+    def _encoder_inputs(self, batch, visible: torch.Tensor,
+                        static: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, N, width) embeddings of every token, and (B, L, width) the fused observations of each
+        step (model.fuse_observations; None without); the values of hidden tokens are zeroed first,
         so they cannot reach the network (not even a NaN through the backward pass). Not `static`:
         each tokenizer may skip encoding the steps it does not show (Tokenizer.encode_shown: an
         image encoder's convolutions); the selection counts rows on the host, which a CUDA graph
         capture (static) cannot do."""
-        parts = []
+        parts, fuse_in = [], []
         for name, tok in self.tokenizers.items():
             k = self.layout.tokens_per_step[name]
             shown = visible[:, self.layout.slice(name)].unflatten(1, (self.window, k))  # (B, L, k)
             raw = batch[name]
             x = tok.encode(raw) if static else tok.encode_shown(raw, shown.any(-1))  # (B, L, k, input_dim)
-            x = self.embed[name](x.masked_fill(~shown[..., None], 0.0)) + self.enc_type[name]
-            parts.append(x.flatten(1, 2))
-        x = torch.cat(parts, 1) + self.token_position
+            x = x.masked_fill(~shown[..., None], 0.0)
+            if self.fuse is not None and name in self.observations:
+                fuse_in.append(torch.cat([x.flatten(2), shown.any(-1, keepdim=True).to(x.dtype)], -1))
+            parts.append(self.embed[name](x) + self.enc_type[name])
+        fused = None
+        if fuse_in:
+            fused = self.fuse(torch.cat([f.to(fuse_in[0].dtype) for f in fuse_in], -1))  # (B, L, width)
+            parts = [p + fused[:, :, None] if name in self.observations else p
+                     for name, p in zip(self.tokenizers, parts)]
+        x = torch.cat([p.flatten(1, 2) for p in parts], 1) + self.token_position
         if self.config.use_timestep_embedding:
             steps = batch["timesteps"].long().clamp(0, self.config.max_timestep - 1)
             x = x + self.timestep_embedding(steps[:, self.token_timestep])
-        return x
+        return x, fused
 
     def _reembed(self, rows: torch.Tensor, enc: Packing) -> torch.Tensor:
         """(T, width) encoder outputs of the visible tokens -> (B, N, width): each re-embedded by its
@@ -560,13 +592,16 @@ class MTM(CriticValues, TokenModel):
         out = torch.cat([self.dec_embed[name](x) for name, x in zip(names, grouped)])
         return enc.unpack(out.new_empty(out.shape).index_copy(0, order, out))
 
-    def _decoder_inputs(self, encoded: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    def _decoder_inputs(self, encoded: torch.Tensor, visible: torch.Tensor,
+                        fused: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N, width): the re-embedded encoder outputs (`_reembed`) at visible tokens, mask tokens
-        at hidden ones."""
+        at hidden ones; with model.fuse_query, plus each step's fused observations on its action token."""
         parts = []
         for name in self.tokenizers:
             sl = self.layout.slice(name)
             x = torch.where(visible[:, sl, None], encoded[:, sl], self.mask_token[name])
+            if self.fuse_query is not None and name == "actions":
+                x = x + self.fuse_query(fused)  # (B, L, width): one action token per step
             k = self.layout.tokens_per_step[name]
             parts.append((x.unflatten(1, (self.window, k)) + self.dec_type[name]).flatten(1, 2))
         return torch.cat(parts, 1) + self.token_position
@@ -596,12 +631,13 @@ class MTM(CriticValues, TokenModel):
         else:
             enc = Packing(visible, groups=self.token_modality, num_groups=len(self.tokenizers))
             dec = Packing(real)
-        x = enc.pack(self._encoder_inputs(batch, visible, static))
+        embedded, fused = self._encoder_inputs(batch, visible, static)
+        x = enc.pack(embedded)
         for block in self.encoder:
             x = block(x, enc)
         encoded = self._reembed(self.enc_norm(x), enc)
 
-        x = dec.pack(self._decoder_inputs(encoded, visible))
+        x = dec.pack(self._decoder_inputs(encoded, visible, fused))
         asked = zeroed = None  # the query rows alone (packed), or every row with the others zeroed (static)
         if queries is not None:
             wanted = queries.to(real.device).bool().expand_as(real) & real
