@@ -359,7 +359,7 @@ def example_commands(results: dict) -> list[str]:
         commands = first.get("commands", {})
         for name in ["train", *(f"eval_{mode}" for mode in ROWS[row].modes)]:  # the order they ran in
             if name in commands:
-                lines.append(re.sub(r"timeout --signal=INT --kill-after=\d+ \d+ ", "", commands[name]))
+                lines.append(re.sub(r"timeout (--foreground )?--signal=INT --kill-after=\d+ \d+ ", "", commands[name]))
     return lines
 
 

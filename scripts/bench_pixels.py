@@ -304,7 +304,7 @@ def example_commands(results: dict) -> list[str]:
         commands = first.get("commands", {})
         for name in ("collect", "train", "eval"):  # the order they ran in
             if name in commands:
-                lines.append(re.sub(r"timeout --signal=INT --kill-after=\d+ \d+ ", "", commands[name]))
+                lines.append(re.sub(r"timeout (--foreground )?--signal=INT --kill-after=\d+ \d+ ", "", commands[name]))
     return lines
 
 

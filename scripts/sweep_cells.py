@@ -83,7 +83,11 @@ class Commands:
             return False
         if self.deadline is not None:
             left = int((self.deadline - now()).total_seconds())
-            cmd = ["timeout", "--signal=INT", "--kill-after=600", str(max(left, 1)), *cmd]
+            # --foreground: timeout signals the command alone. Without it, it also signals its process
+            # group, the command included, so the command could get two SIGINTs, the second of which
+            # stops `mtm train` without saving (a race: the two coalesce only when both arrive before
+            # the command's handler runs).
+            cmd = ["timeout", "--foreground", "--signal=INT", "--kill-after=600", str(max(left, 1)), *cmd]
         try:
             code, _, timing = bench_common.run_command(cmd, self.env, ROOT, dry_run=self.dry_run)
         except bench_common.Stopped as stop:  # Ctrl-C / SIGTERM: the attempt counts, then the sweep stops

@@ -164,7 +164,8 @@ def test_a_command_is_not_started_past_the_deadline_and_gets_ctrl_c_at_it(tmp_pa
     assert late.run("train", ["mtm", "train"]) is False and started == []
     soon = bh.Commands(tmp_path / "s.json", {}, bh.now() + datetime.timedelta(minutes=10), dry_run=False)
     assert soon.run("train", ["mtm", "train"]) is True
-    assert started[0][:2] == ["timeout", "--signal=INT"] and started[0][-2:] == ["mtm", "train"]
+    # --foreground: timeout signals the command alone, not its process group as well (one SIGINT)
+    assert started[0][:3] == ["timeout", "--foreground", "--signal=INT"] and started[0][-2:] == ["mtm", "train"]
     assert soon.run("train", ["mtm", "train"]) and soon.total("train", "cpu_s") == 2.0  # attempts add up
 
 
