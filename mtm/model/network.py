@@ -557,7 +557,7 @@ class MTM(CriticValues, TokenModel):
             k = self.layout.tokens_per_step[name]
             shown = visible[:, self.layout.slice(name)].unflatten(1, (self.window, k))  # (B, L, k)
             raw = batch[name]
-            x = tok.encode(raw) if static else tok.encode_shown(raw, shown.any(-1))  # (B, L, k, input_dim)
+            x = tok.encode(raw) if static else tok.encode_shown(raw, shown)  # (B, L, k, input_dim)
             x = x.masked_fill(~shown[..., None], 0.0)
             if self.fuse is not None and name in self.observations:
                 fuse_in.append(torch.cat([x.flatten(2), shown.any(-1, keepdim=True).to(x.dtype)], -1))

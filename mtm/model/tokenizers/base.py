@@ -58,9 +58,9 @@ class Tokenizer(nn.Module, ABC):
         """(B, L, *raw_shape) raw -> (B, L, k, input_dim) float32 features."""
 
     def encode_shown(self, raw: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
-        """`encode`, where only the steps with `shown` (B, L) True need to be right: the network
+        """`encode`, where only the tokens with `shown` (B, L, k) True need to be right: the network
         zeroes the rest before embedding them. A tokenizer whose encoding is costly computes only
-        those (ImageTokenizer); the default encodes every step."""
+        the steps with a shown token (ImageTokenizer); the default encodes every step."""
         return self.encode(raw)
 
     @abstractmethod

@@ -172,9 +172,11 @@ class ImageTokenizer(Tokenizer):
     def encode_shown(self, raw: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
         """`encode` of the shown steps, zeros at the others: a hidden frame's encoding is zeroed
         before the network embeds it, so skipping its convolutions changes no output or gradient
-        and saves the image step's main cost (the `pixels` training masks hide about a third of
-        the frames). The random shift is drawn for every window first, as `encode` draws it, so
-        the frames of a window keep sharing one shift."""
+        and saves the image step's main cost (the `pixels` training masks hide about a tenth of
+        the frames). `shown`: (B, L, k), a frame counts as shown where any of its tokens is. The
+        random shift is drawn for every window first, as `encode` draws it, so the frames of a
+        window keep sharing one shift."""
+        shown = shown.any(-1)  # (B, L)
         if self.stem is None or bool(shown.all()):
             return self.encode(raw)
         self._check(raw)
