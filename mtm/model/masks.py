@@ -65,7 +65,8 @@ class TokenLayout:
         self.modality = torch.tensor(modality, dtype=torch.long)
         self.timestep = torch.tensor(timestep, dtype=torch.long)
         self.sub = torch.tensor(sub, dtype=torch.long)
-        role_index = torch.tensor([ROLES.index(_role_of(name, roles or {})) for name in names])
+        self.roles = {name: _role_of(name, roles or {}) for name in names}  # modality -> its role in the masks
+        role_index = torch.tensor([ROLES.index(self.roles[name]) for name in names])
         self.role_rank = role_index[self.modality]  # (N,) 0 = states, 1 = returns, 2 = actions
 
     @classmethod

@@ -364,7 +364,7 @@ class MTM(CriticValues, TokenModel):
         self.encoder = nn.ModuleList(Block(config) for _ in range(config.encoder_layers))
         self.enc_norm = nn.LayerNorm(w)
         # The observation modalities: the state and every camera (an image's mask role is "states").
-        self.observations = [n for n, tok in tokenizers.items() if (getattr(tok, "mask_role", None) or n) == "states"]
+        self.observations = [n for n in tokenizers if self.layout.roles[n] == "states"]
         self.fuse = None
         if config.fuse_observations:
             if not self.observations:
