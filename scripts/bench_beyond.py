@@ -59,7 +59,6 @@ import bench_common  # first: threads and OpenMP waiting, as under the mtm comma
 
 import argparse
 import datetime
-import re
 import shlex
 import statistics
 import sys
@@ -76,7 +75,8 @@ from mtm.hardware import PRECISIONS
 from mtm.planning import DEFAULT_TEMPERATURE
 from mtm.policy_config import PolicyConfig
 from sweep_cells import (MTM, ROOT, Commands, add_sweep_options, behaviour_scores, command_env, joined, mean_spread, now,
-                         parse_stop_at, rel, run_sweep, train_steps_cpu_s, training_cpu_minutes, write_block)
+                         parse_stop_at, rel, run_sweep, train_steps_cpu_s, training_cpu_minutes, without_deadline,
+                         write_block)
 
 DATA_DIR = ROOT.parent / "shared" / "datasets"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -359,7 +359,7 @@ def example_commands(results: dict) -> list[str]:
         commands = first.get("commands", {})
         for name in ["train", *(f"eval_{mode}" for mode in ROWS[row].modes)]:  # the order they ran in
             if name in commands:
-                lines.append(re.sub(r"timeout (--foreground )?--signal=INT --kill-after=\d+ \d+ ", "", commands[name]))
+                lines.append(without_deadline(commands[name]))
     return lines
 
 

@@ -49,7 +49,6 @@ import bench_common  # first: threads and OpenMP waiting, as under the mtm comma
 import argparse
 import datetime
 import os
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -64,7 +63,8 @@ from mtm.config.loader import resolve_config_path
 from mtm.data.trajectories import load_trajectories
 from mtm.hardware import PRECISIONS
 from sweep_cells import (MTM, ROOT, Commands, add_sweep_options, command_env, joined, mean_spread, now, parse_stop_at,
-                         rel, run_sweep, train_steps_cpu_s, training_cpu_minutes, write_block)
+                         rel, run_sweep, train_steps_cpu_s, training_cpu_minutes, without_deadline,
+                         write_block)
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # the pixel tasks render their observations offscreen
 
@@ -304,7 +304,7 @@ def example_commands(results: dict) -> list[str]:
         commands = first.get("commands", {})
         for name in ("collect", "train", "eval"):  # the order they ran in
             if name in commands:
-                lines.append(re.sub(r"timeout (--foreground )?--signal=INT --kill-after=\d+ \d+ ", "", commands[name]))
+                lines.append(without_deadline(commands[name]))
     return lines
 
 

@@ -25,6 +25,7 @@ import datetime
 import json
 import math
 import os
+import re
 import statistics
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -65,6 +66,15 @@ def rel(path: Path) -> Path:
     recorded command lines stay the same on every checkout."""
     path = Path(path).resolve()
     return Path(os.path.relpath(path, ROOT)) if path.is_relative_to(ROOT.parent) else path
+
+
+# The deadline's wrapper as Commands.run puts it before a command (without --foreground in older records).
+_DEADLINE_PREFIX = re.compile(r"timeout (--foreground )?--signal=INT --kill-after=\d+ \d+ ")
+
+
+def without_deadline(command: str) -> str:
+    """A recorded command line without the deadline's `timeout` wrapper: the command a user would run."""
+    return _DEADLINE_PREFIX.sub("", command)
 
 
 class Commands:
